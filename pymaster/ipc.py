@@ -1,0 +1,182 @@
+"""Messages between pymaster programs, over zeromq.
+
+Every internal service has two endpoints, both bound by the master:
+
+  frontend  ipc://QUEUE_DIR/{private|public}/NAME          clients connect here
+  backend   ipc://QUEUE_DIR/{private|public}/.NAME.workers  the service's workers connect here
+
+The master brokers between them (the load-balancing broker pattern): a worker
+announces how many requests it can take (READY, with a credit count), the
+master hands each client request to a worker that has credit, and the
+worker's reply both goes back to the client and returns one credit. When a
+request waits and no worker has credit, the master knows another worker is
+wanted. See pymaster.broker for the master's side.
+
+Every message is [header, *payload]: the header is a JSON object (small,
+attributes), the payload frames are raw bytes (message content; sent
+without copying). Endpoint paths are relative to the queue directory, which
+is every program's working directory, so they work unchanged inside a chroot.
+
+Frames on the wire:
+  client  -> frontend : b"", header, *payload
+  master  -> worker   : b"", client_id, b"", header, *payload
+  worker  -> master   : b"", client_id, b"", header, *payload   (a reply)
+                        b"", b"READY", b"<credits>"
+                        b"", b"BYE"                             (worker leaves)
+
+Interface:
+    endpoint(visibility, name) / worker_endpoint(visibility, name)
+    pack(header, payload) / unpack(frames)
+    Client(endpoint).call(header, payload, timeout) -> (header, payload)
+    AsyncClient(endpoint): send / recv for many requests in flight (qmgr)
+    trigger(endpoint, header): a one-way wakeup; nobody waits for the answer
+    Worker(endpoint, credits): the service side
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+import zmq
+
+READY = b"READY"
+BYE = b"BYE"
+
+
+class IpcError(Exception):
+    """A service did not answer in time, or answered nonsense."""
+
+
+def endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
+    """endpoint - where clients reach service NAME (private/ or public/)."""
+    return "ipc://" + os.path.join(queue_dir, visibility, name)
+
+
+def worker_endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
+    """worker_endpoint - where the workers of service NAME reach the master."""
+    return "ipc://" + os.path.join(queue_dir, visibility, f".{name}.workers")
+
+
+def pack(header: dict, payload: Iterable[bytes] = ()) -> list:
+    return [json.dumps(header, separators=(",", ":")).encode(), *payload]
+
+
+def unpack(frames: list) -> tuple[dict, list]:
+    if not frames:
+        raise IpcError("empty message")
+    try:
+        header = json.loads(bytes(frames[0]))
+    except ValueError as e:
+        raise IpcError(f"malformed message header: {e}") from None
+    if not isinstance(header, dict):
+        raise IpcError("malformed message header: not an object")
+    return header, list(frames[1:])
+
+
+def context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+def _socket(kind: int, ep: str, identity: bytes | None = None) -> zmq.Socket:
+    sock = context().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if identity:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    sock.connect(ep)
+    return sock
+
+
+class Client:
+    """A blocking request/reply client of one service.
+
+    A request that times out closes the socket, so a late answer to it can
+    never be mistaken for the answer to the next request."""
+
+    def __init__(self, ep: str, timeout: float = 100.0) -> None:
+        self.endpoint = ep
+        self.timeout = timeout
+        self.sock: zmq.Socket | None = None
+
+    def call(self, header: dict, payload: Iterable[bytes] = (),
+             timeout: float | None = None) -> tuple[dict, list]:
+        if self.sock is None:
+            self.sock = _socket(zmq.DEALER, self.endpoint)
+        self.sock.send_multipart([b"", *pack(header, payload)], copy=False)
+        wait = self.timeout if timeout is None else timeout
+        if not self.sock.poll(int(wait * 1000)):
+            self.close()
+            raise IpcError(f"timeout after {wait:g}s waiting for {self.endpoint}")
+        frames = self.sock.recv_multipart(copy=True)
+        return unpack(frames[1:])
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+
+class AsyncClient:
+    """Many requests in flight to one service; answers matched by header id."""
+
+    def __init__(self, ep: str) -> None:
+        self.endpoint = ep
+        self.sock = _socket(zmq.DEALER, ep)
+
+    def send(self, header: dict, payload: Iterable[bytes] = ()) -> None:
+        self.sock.send_multipart([b"", *pack(header, payload)], copy=False)
+
+    def recv(self) -> tuple[dict, list]:
+        frames = self.sock.recv_multipart(copy=True)
+        return unpack(frames[1:])
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def trigger(ep: str, header: dict | None = None) -> None:
+    """trigger - send a one-way request (wake qmgr, wake pickup)."""
+    sock = _socket(zmq.DEALER, ep)
+    sock.setsockopt(zmq.SNDTIMEO, 1000)
+    sock.setsockopt(zmq.LINGER, 1000)
+    try:
+        sock.send_multipart([b"", *pack(header or {"op": "wakeup"})])
+    except zmq.Again:
+        pass
+    finally:
+        sock.close()
+
+
+class Worker:
+    """The service side of a brokered endpoint.
+
+    The worker's zeromq identity is its pid, so the master can forget the
+    credits of a worker that died without saying BYE."""
+
+    def __init__(self, ep: str) -> None:
+        self.endpoint = ep
+        self.sock = _socket(zmq.DEALER, ep, identity=str(os.getpid()).encode())
+
+    def ready(self, credits: int = 1) -> None:
+        self.sock.send_multipart([b"", READY, str(credits).encode()])
+
+    def recv(self) -> tuple[bytes, dict, list]:
+        """recv - (client_id, header, payload) of the next request."""
+        frames = self.sock.recv_multipart(copy=True)
+        if len(frames) < 4:
+            raise IpcError("short request from master")
+        header, payload = unpack(frames[3:])
+        return frames[1], header, payload
+
+    def reply(self, client_id: bytes, header: dict, payload: Iterable[bytes] = ()) -> None:
+        self.sock.send_multipart([b"", client_id, b"", *pack(header, payload)], copy=False)
+
+    def bye(self) -> None:
+        try:
+            self.sock.send_multipart([b"", BYE], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close(100)

@@ -1,0 +1,245 @@
+"""What every service program shares: the runtime between master and service.
+
+The master starts a service as `daemon_directory/COMMAND -n NAME -t TYPE
+[-c] [-u] [-v] [-o name=value ...] [args ...]` with these descriptors:
+
+  3  the listening socket (inet services only)
+  4  the status pipe (inet services): the child writes STATUS_AVAIL or
+     STATUS_BUSY with its pid, so the master knows when to start another
+  5  the master-alive pipe: end of file means the master has gone, or has
+     reloaded and wants this generation to finish and exit
+
+A service module builds a `Service` from its argv, does its own opens and
+imports, calls `enter_jail()` (chroot and privilege drop as master.cf says),
+then runs one of the loops here: `serve_requests()` for brokered request
+services (cleanup, local, smtp …) or its own loop built from `Worker` and
+`master_gone()` (qmgr, smtpd).
+
+Interface:
+    Service.from_argv(program, argv) -> Service
+    svc.cfg, svc.name, svc.type, svc.args, svc.chroot, svc.unpriv
+    svc.enter_jail()
+    svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
+    svc.report(avail: bool)        for inet services
+    svc.master_gone() -> bool
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import grp
+import select
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pymaster import ipc, log
+from pymaster.config import Config, ConfigError, load_config
+
+LISTEN_FD = 3
+STATUS_FD = 4
+ALIVE_FD = 5
+STATUS_FORMAT = "=ic"           # pid, b"A" (available) or b"B" (busy)
+STATUS_SIZE = struct.calcsize(STATUS_FORMAT)
+STATUS_AVAIL = b"A"
+STATUS_BUSY = b"B"
+ENV_SERVICE_ENDPOINT = "PYMASTER_SERVICE_ENDPOINT"
+ENV_NOTICE_UNPRIV = "PYMASTER_UNPRIV_NOTICE"
+
+Handler = Callable[[dict, list], tuple[dict, list]]
+
+
+def parse_service_argv(argv: list[str]) -> tuple[dict, list[str]]:
+    """parse_service_argv - the master's options, then the service's own args."""
+    opts: dict = {"name": None, "type": "unix", "chroot": False, "unpriv": False,
+                  "verbose": 0, "overrides": {}, "config_dir": None}
+    args: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-n" and i + 1 < len(argv):
+            opts["name"] = argv[i + 1]
+            i += 2
+        elif a == "-t" and i + 1 < len(argv):
+            opts["type"] = argv[i + 1]
+            i += 2
+        elif a == "-o" and i + 1 < len(argv):
+            name, _, value = argv[i + 1].partition("=")
+            opts["overrides"][name.strip()] = value.strip()
+            i += 2
+        elif a.startswith("-o") and len(a) > 2:
+            name, _, value = a[2:].partition("=")
+            opts["overrides"][name.strip()] = value.strip()
+            i += 1
+        elif a == "-C" and i + 1 < len(argv):
+            opts["config_dir"] = argv[i + 1]
+            i += 2
+        elif a == "-c":
+            opts["chroot"] = True
+            i += 1
+        elif a == "-u":
+            opts["unpriv"] = True
+            i += 1
+        elif a == "-v":
+            opts["verbose"] += 1
+            i += 1
+        elif a in ("-d", "-D", "-S", "-z", "-l"):
+            i += 1
+        elif a == "--":
+            args.extend(argv[i + 1:])
+            break
+        else:
+            args.append(a)
+            i += 1
+    return opts, args
+
+
+@dataclass
+class Service:
+    program: str
+    name: str
+    type: str
+    cfg: Config
+    args: list[str] = field(default_factory=list)
+    chroot: bool = False
+    unpriv: bool = False
+    uses: int = 0
+
+    @classmethod
+    def from_argv(cls, program: str, argv: list[str] | None = None) -> "Service":
+        """from_argv - parse the master's arguments, read main.cf, set up logging."""
+        opts, args = parse_service_argv(sys.argv[1:] if argv is None else argv)
+        try:
+            cfg = load_config(opts["config_dir"], opts["overrides"])
+        except ConfigError as e:
+            log.setup(program)
+            log.fatal(str(e))
+        log.setup(program, cfg, verbose=opts["verbose"])
+        try:
+            import setproctitle
+            title = f"pymaster/{program} -n {opts['name'] or program} -t {opts['type']}"
+            setproctitle.setproctitle(title)
+        except ImportError:
+            pass
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        svc = cls(program, opts["name"] or program, opts["type"], cfg, args,
+                  opts["chroot"], opts["unpriv"])
+        os.chdir(cfg.get("queue_directory"))
+        return svc
+
+    # -- privileges --------------------------------------------------------
+    def enter_jail(self) -> None:
+        """enter_jail - chroot to the queue directory and become mail_owner.
+
+        Called after the service has imported and opened what it needs.
+        Not root: nothing changes, and the master said so once in the log."""
+        if os.geteuid() != 0:
+            return
+        queue_dir = self.cfg.get("queue_directory")
+        if self.chroot:
+            os.chroot(queue_dir)
+            os.chdir("/")
+        if self.unpriv:
+            drop_privileges(self.cfg.get("mail_owner"))
+
+    # -- master status -----------------------------------------------------
+    def master_gone(self) -> bool:
+        """master_gone - end of file on the alive pipe: stop taking work."""
+        try:
+            r, _, _ = select.select([ALIVE_FD], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        if not r:
+            return False
+        try:
+            return os.read(ALIVE_FD, 1) == b""
+        except OSError:
+            return True
+
+    def report(self, avail: bool) -> None:
+        """report - tell the master this process can (or cannot) take more."""
+        msg = struct.pack(STATUS_FORMAT, os.getpid(), STATUS_AVAIL if avail else STATUS_BUSY)
+        try:
+            os.write(STATUS_FD, msg)
+        except OSError:
+            pass
+
+    # -- brokered request loop ---------------------------------------------
+    def worker(self) -> ipc.Worker:
+        """worker - a connection to this service's backend at the master."""
+        ep = os.environ.get(ENV_SERVICE_ENDPOINT) or ipc.worker_endpoint("private", self.name)
+        return ipc.Worker(ep)
+
+    def serve_requests(self, handler: Handler, credits: int = 1) -> None:
+        """serve_requests - answer brokered requests until max_use, max_idle or reload."""
+        worker = self.worker()
+        max_use = self.cfg.int("max_use")
+        max_idle = self.cfg.time("max_idle")
+        worker.ready(credits)
+        poller_fds = [(worker.sock, select.POLLIN), (ALIVE_FD, select.POLLIN)]
+        import zmq
+        poller = zmq.Poller()
+        for sock, ev in poller_fds:
+            poller.register(sock, zmq.POLLIN)
+        idle_since = time.monotonic()
+        try:
+            while True:
+                timeout = max(0.0, max_idle - (time.monotonic() - idle_since))
+                events = dict(poller.poll(int(timeout * 1000) + 1))
+                if ALIVE_FD in events and self.master_gone():
+                    break
+                if worker.sock not in events:
+                    if time.monotonic() - idle_since >= max_idle:
+                        break
+                    continue
+                client, header, payload = worker.recv()
+                try:
+                    reply, reply_payload = handler(header, payload)
+                except Exception as e:  # the request fails; the process lives on
+                    log.warning(f"{self.name}: request failed: {type(e).__name__}: {e}")
+                    reply, reply_payload = {"status": "error", "reason": str(e)}, []
+                worker.reply(client, reply, reply_payload)
+                self.uses += 1
+                idle_since = time.monotonic()
+                if max_use and self.uses >= max_use:
+                    break
+        finally:
+            worker.bye()
+            worker.close()
+
+
+def drop_privileges(user: str) -> None:
+    """drop_privileges - setgroups, setgid, setuid to USER, irrevocably."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        log.fatal(f"unknown mail_owner user: {user}")
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        log.fatal("unable to drop privileges")
+
+
+def group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def main(program: str, run: Callable[[Service], None]) -> None:
+    """main - the body of every libexec/ launcher."""
+    svc = Service.from_argv(program)
+    try:
+        run(svc)
+    except KeyboardInterrupt:
+        pass
+    except SystemExit:
+        raise
+    except Exception as e:
+        log.fatal(f"{type(e).__name__}: {e}")

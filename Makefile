@@ -37,7 +37,7 @@ test: $(STAMP) deb-packages
 	$(BIN)/python -m pytest -n 2 -q tests
 
 bench: $(STAMP) deb-packages
-	$(BIN)/python -m pymaster.bench
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,13 +16,14 @@ Interface:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from pymaster.params import PARAMS, param
+from pymaster.params import MATCH_LISTS, PARAMS, param
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = "/etc/postfix"
@@ -52,16 +53,21 @@ def logical_lines(text: str):
 
     A line that starts with white space continues the previous one; blank
     lines and lines whose first non-blank character is `#` are skipped and
-    end nothing (Postfix lets a comment sit inside a continued value)."""
+    end nothing (Postfix lets a comment sit inside a continued value). A
+    continuation line with nothing before it is yielded with its leading
+    white space kept, so that the caller can report it."""
     start = last = 0
     buf: list[str] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        if line[0].isspace() and buf:
-            buf.append(stripped)
-            last = lineno
+        if line[0].isspace():
+            if buf:
+                buf.append(stripped)
+                last = lineno
+            else:
+                yield lineno, lineno, line.rstrip()
             continue
         if buf:
             yield start, last, " ".join(buf)
@@ -76,7 +82,8 @@ def parse_main_cf(text: str, path: str) -> tuple[list[Entry], list[str]]:
     errors: list[str] = []
     for first, last, line in logical_lines(text):
         if line[0].isspace():
-            errors.append(f"{path}, line {first}: text starts with white space: \"{line}\"")
+            errors.append(f"{path}, line {first}: text starts with white space: "
+                          f"\"{line.strip()}\"")
             continue
         name, eq, value = line.partition("=")
         name = name.strip()
@@ -91,22 +98,62 @@ def parse_main_cf(text: str, path: str) -> tuple[list[Entry], list[str]]:
 
 
 def _fqdn() -> str:
+    """_fqdn - the machine's fully qualified name, as Postfix derives myhostname.
+
+    A name without a dot that the resolver cannot complete gets
+    `.localdomain` appended, so that mydomain has something to take."""
     name = socket.gethostname()
     if "." not in name:
         try:
             full = socket.getfqdn(name)
         except OSError:
             full = name
-        if "." in full:
-            name = full
+        name = full if "." in full else name + ".localdomain"
     return name.lower()
 
 
 def _local_networks(style: str) -> str:
-    """_local_networks - the mynetworks default for mynetworks_style."""
-    # "host" is the Postfix 3 default; "subnet" and "class" would list the
-    # interface networks, which loopback-only test machines cannot tell apart.
-    return "127.0.0.0/8 [::1]/128"
+    """_local_networks - the mynetworks default for mynetworks_style.
+
+    host: each local address alone; subnet: the networks of the local
+    interfaces; class: those networks widened to their class A/B/C."""
+    nets: list[str] = []
+    for addr, prefix in _interface_addresses():
+        if style == "host":
+            prefix = addr.max_prefixlen
+        elif style == "class" and addr.version == 4:
+            first = int(str(addr).split(".")[0])
+            prefix = 8 if first < 128 else 16 if first < 192 else 24
+        net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+        text = str(net) if net.version == 4 else f"[{net.network_address}]/{net.prefixlen}"
+        if text not in nets:
+            nets.append(text)
+    # IPv4 networks first, as Postfix lists them.
+    return " ".join(sorted(nets, key=lambda n: n.startswith("[")))
+
+
+def _interface_addresses() -> list[tuple[ipaddress._BaseAddress, int]]:
+    """_interface_addresses - (address, prefix length) of each local interface."""
+    found: list[tuple[ipaddress._BaseAddress, int]] = []
+    try:
+        import psutil
+        interfaces = psutil.net_if_addrs()
+    except Exception:  # psutil missing or refused: loopback is always there
+        interfaces = {}
+    for addrs in interfaces.values():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
+                continue
+            try:
+                ip = ipaddress.ip_address(a.address.split("%")[0])
+                prefix = ipaddress.ip_network(f"0.0.0.0/{a.netmask}").prefixlen \
+                    if ip.version == 4 else bin(int(ipaddress.ip_address(a.netmask))).count("1")
+            except ValueError:
+                continue
+            found.append((ip, prefix))
+    if not found:
+        found = [(ipaddress.ip_address("127.0.0.1"), 8), (ipaddress.ip_address("::1"), 128)]
+    return found
 
 
 class Config:
@@ -180,7 +227,7 @@ class Config:
         raw = self.raw(name)
         if raw is None:
             return default if default is not None else ""
-        value = self.expand(raw, (name,))
+        value = normalise_value(name, self.expand(raw, (name,)))
         self._cache[name] = value
         return value
 
@@ -233,11 +280,13 @@ class Config:
         raw = self.raw(name)
         if raw is None:
             return ""
-        value = self.expand(raw, stack + (name,))
+        value = normalise_value(name, self.expand(raw, stack + (name,)))
         self._cache[name] = value
         return value
 
     def _expand_braced(self, inner: str, stack: tuple[str, ...]) -> str:
+        if inner.lstrip().startswith("{"):
+            return self._expand_relational(inner, stack)
         m = re.match(r"([A-Za-z0-9_]+)(?:([?:])(.*))?$", inner, re.S)
         if not m:
             raise ConfigError(f"bad parameter name in \"${{{inner}}}\"")
@@ -262,6 +311,39 @@ class Config:
         if op == "?":
             return self.expand(if_set, stack) if value else self.expand(if_unset, stack)
         return value if value else self.expand(if_unset, stack)
+
+    def _expand_relational(self, inner: str, stack: tuple[str, ...]) -> str:
+        """_expand_relational - `${{a} op {b} ? {x} : {y}}` (Postfix 3.0 and later).
+
+        op is ==, !=, <, <=, >, >= (integers for the ordering ones) or one of
+        those followed by `level`, comparing compatibility levels like 3.6."""
+        groups: list[str] = []
+        rest = inner.strip()
+        m = None
+        for want in ("a", "op", "b", "?", "x", ":", "y"):
+            if want in ("a", "b", "x", "y"):
+                if want == "y" and not rest:
+                    break
+                end = _matching(rest, 0, "{", "}") if rest.startswith("{") else -1
+                if end < 0:
+                    raise ConfigError(f"syntax error in \"${{{inner}}}\": expected '{{'")
+                groups.append(rest[1:end])
+                rest = rest[end + 1:].lstrip()
+            elif want == "op":
+                m = re.match(r"(==|!=|<=|>=|<|>)(level)?", rest)
+                if not m:
+                    raise ConfigError(f"syntax error in \"${{{inner}}}\": bad operator")
+                rest = rest[m.end():].lstrip()
+            else:
+                if not rest.startswith(want):
+                    if want == ":" and not rest:
+                        break
+                    raise ConfigError(f"syntax error in \"${{{inner}}}\": expected '{want}'")
+                rest = rest[1:].lstrip()
+        left, right = (self.expand(g.strip(), stack) for g in groups[:2])
+        truth = _compare(left, m.group(1), right, bool(m.group(2)), inner)
+        chosen = groups[2] if truth else (groups[3] if len(groups) > 3 else "")
+        return self.expand(chosen, stack)
 
     # -- typed access ------------------------------------------------------
     def bool(self, name: str) -> bool:
@@ -288,13 +370,63 @@ class Config:
         return self.int(name)
 
     def list(self, name: str) -> list[str]:
-        return split_list(self.get(name))
+        """list - the elements of NAME; in a match list, `/file` entries are
+        replaced by the words of that file."""
+        items = split_list(self.get(name))
+        if name in MATCH_LISTS:
+            items = _read_list_files(items, name)
+        return items
 
     def with_overrides(self, overrides: dict[str, str]) -> "Config":
         """with_overrides - a copy of this Config with -o NAME=VALUE on top."""
         merged = dict(self.overrides)
         merged.update(overrides)
         return Config(self.config_dir, self.values, merged, self.entries)
+
+
+def _compare(left: str, op: str, right: str, level: bool, text: str) -> bool:
+    """_compare - the relation of a `${{a} op {b} ? …}` expression."""
+    if op in ("==", "!=") and not level:
+        return (left == right) == (op == "==")
+    try:
+        if level:
+            a = tuple(int(x) for x in left.split(".")) if left else (0,)
+            b = tuple(int(x) for x in right.split(".")) if right else (0,)
+        else:
+            a, b = int(left), int(right)
+    except ValueError:
+        raise ConfigError(f"bad {'level' if level else 'numerical'} operand in "
+                          f"\"${{{text}}}\"") from None
+    return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b,
+            ">": a > b, ">=": a >= b}[op]
+
+
+def normalise_value(name: str, value: str) -> str:
+    """_normalise - tidy `$config_directory/../spool` style directory paths.
+
+    Only the *_directory parameters: their values are single absolute paths,
+    and a path with `..` in it would confuse the chroot and the log."""
+    if name.endswith("_directory") and value.startswith("/"):
+        return os.path.normpath(value)
+    return value
+
+
+def _read_list_files(items: list[str], name: str) -> list[str]:
+    """_read_list_files - expand `/file` entries of match list NAME."""
+    out: list[str] = []
+    for item in items:
+        if not item.startswith("/"):
+            out.append(item)
+            continue
+        try:
+            with open(item, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"{name}: open {item}: {e.strerror}") from None
+        for line in text.splitlines():
+            line = line.split("#", 1)[0]
+            out.extend(split_list(line))
+    return out
 
 
 def _matching(text: str, start: int, open_: str, close: str) -> int:

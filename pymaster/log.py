@@ -17,7 +17,9 @@ there is no syslog socket, to standard error.
 
 Interface:
     setup(program, cfg=None, verbose=0)   once per process, before anything logs
+    set_tag(text)                         a whole tag of one's own (postlog -t)
     info / warning / error / fatal / panic / debug(text)
+    emit(priority, text)                  a line with no prefix added (postlog)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class _State:
     use_stderr = True
     verbose = 0
     also_stderr = False
+    fixed_tag: str | None = None
 
 
 _state = _State()
@@ -101,8 +104,16 @@ def close() -> None:
         _state.syslog_sock = None
 
 
+def set_tag(text: str | None) -> None:
+    """set_tag - use TEXT as the whole tag instead of syslog_name/program
+    (postlog -t); None restores the usual tag."""
+    _state.fixed_tag = text
+
+
 def tag() -> str:
     """tag - `postfix/smtpd`, as it appears before the pid."""
+    if _state.fixed_tag:
+        return _state.fixed_tag
     return f"{_state.syslog_name}/{_state.program}"
 
 
@@ -135,6 +146,11 @@ def _emit(priority: int, text: str) -> None:
     if not _state.also_stderr:
         sys.stderr.write(format_line(text) + "\n")
         sys.stderr.flush()
+
+
+def emit(priority: int, text: str) -> None:
+    """emit - log TEXT at syslog PRIORITY as is (the caller adds any prefix)."""
+    _emit(priority, text)
 
 
 def info(text: str) -> None:

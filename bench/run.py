@@ -1,0 +1,258 @@
+"""`make bench`: throughput, CPU and memory figures for pymaster.
+
+Runs each load against the in-tree code in a temporary instance and, where
+Debian's Postfix is installed, the same load against Postfix on another
+loopback port in the same run, and prints both with their ratio. Benchmarks
+are not tests: nothing here asserts a figure. Every load is bounded in count
+and in time.
+
+    .venv/bin/python -m bench.run [--messages N] [--sessions N] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.instance import Instance, free_port  # noqa: E402
+
+SMTP_SOURCE = shutil.which("smtp-source")
+DEBIAN_POSTFIX = "/usr/sbin/postfix"
+LOAD_TIMEOUT = 300
+
+
+def process_tree_cpu(pid: int) -> float:
+    """process_tree_cpu - CPU seconds of PID, its live children and its reaped ones."""
+    try:
+        master = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return 0.0
+    t = master.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in master.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def process_tree_rss(pid: int) -> int:
+    """process_tree_rss - resident bytes of PID and its children."""
+    try:
+        master = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return 0
+    total = master.memory_info().rss
+    for child in master.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def wait_delivered(count_fn, want: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    got = count_fn()
+    while got < want and time.monotonic() < deadline:
+        time.sleep(0.1)
+        got = count_fn()
+    return got
+
+
+def maildir_count(path: Path) -> int:
+    new = path / "new"
+    try:
+        return sum(1 for _ in os.scandir(new))
+    except FileNotFoundError:
+        return 0
+
+
+def log_count(path: Path, needle: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(needle.encode())
+    except FileNotFoundError:
+        return 0
+
+
+def smtp_load(port: int, messages: int, sessions: int, rcpt: str) -> float:
+    """smtp_load - smtp-source MESSAGES of 1 KB over SESSIONS; seconds taken."""
+    start = time.monotonic()
+    subprocess.run([SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", "1024",
+                    "-f", "bench@example.com", "-t", rcpt, f"127.0.0.1:{port}"],
+                   check=False, timeout=LOAD_TIMEOUT, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+BENCH_MAIN_CF = {
+    "myhostname": "bench.example.com",
+    "mydestination": "",
+    "virtual_mailbox_domains": "localhost",
+    "virtual_mailbox_maps": "static:bench/",
+    "virtual_uid_maps": "static:65534",
+    "virtual_gid_maps": "static:65534",
+    "transport_maps": "inline:{ discard.example=discard: }",
+    "smtpd_recipient_restrictions": "permit_mynetworks, reject",
+    "message_size_limit": "10240000",
+}
+
+
+class PostfixInstance:
+    """Debian's Postfix in a temporary config and queue directory."""
+
+    def __init__(self, tmp: Path, settings: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.config_dir = tmp / "etc"
+        self.queue_dir = tmp / "spool"
+        self.maillog = tmp / "maillog"
+        self.mailbox_dir = tmp / "mailboxes"
+        self.port = free_port()
+        self.config_dir.mkdir(parents=True)
+        self.queue_dir.mkdir()
+        self.mailbox_dir.mkdir()
+        os.chmod(self.mailbox_dir, 0o777)
+        for parent in [tmp, *tmp.parents]:
+            if parent != Path("/"):
+                os.chmod(parent, parent.stat().st_mode | 0o011)
+        main = dict(settings)
+        main.update({
+            "queue_directory": str(self.queue_dir),
+            "data_directory": str(tmp / "data"),
+            "maillog_file": str(self.maillog),
+            "compatibility_level": "3.6",
+            "virtual_mailbox_base": str(self.mailbox_dir),
+            "alias_maps": "",
+            "alias_database": "",
+        })
+        text = "".join(f"{k} = {v}\n" for k, v in main.items())
+        (self.config_dir / "main.cf").write_text(text)
+        master = Path("/usr/share/postfix/master.cf.dist").read_text()
+        master = master.replace("smtp      inet  n       -       y       -       -       smtpd",
+                                f"127.0.0.1:{self.port} inet n - n - - smtpd")
+        master += "\npostlog   unix-dgram n  -       n       -       1       postlogd\n"
+        (self.config_dir / "master.cf").write_text(master)
+
+    def run(self, *args: str) -> None:
+        subprocess.run([DEBIAN_POSTFIX, "-c", str(self.config_dir), *args], check=False,
+                       capture_output=True, timeout=60)
+
+    def master_pid(self) -> int:
+        return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
+
+
+def run_smtp(name: str, inst, port: int, args, rcpt: str, count_fn) -> dict:
+    pid = inst.master_pid()
+    cpu0 = process_tree_cpu(pid)
+    start = time.monotonic()
+    smtp_load(port, args.messages, args.sessions, rcpt)
+    accepted = time.monotonic() - start
+    got = wait_delivered(count_fn, args.messages, LOAD_TIMEOUT)
+    delivered = time.monotonic() - start
+    cpu = process_tree_cpu(pid) - cpu0
+    rss = process_tree_rss(pid)
+    return {"name": name, "accepted_per_s": args.messages / accepted,
+            "delivered": got, "delivered_per_s": got / delivered if delivered else 0,
+            "cpu_per_1000": cpu / max(got, 1) * 1000, "rss_mb": rss / 1e6}
+
+
+def bench_smtp(args) -> list[str]:
+    if not SMTP_SOURCE:
+        return ["smtp: skipped (smtp-source from Debian's postfix package is not installed)"]
+    lines = []
+    for kind, rcpt in (("discard", "user@discard.example"), ("maildir", "user@localhost")):
+        results = []
+        with tempfile.TemporaryDirectory(prefix="pymaster-bench-") as tmp:
+            inst = Instance(Path(tmp), main_cf=BENCH_MAIN_CF)
+            with inst:
+                if kind == "discard":
+                    count = lambda: log_count(inst.maillog, "status=sent")  # noqa: E731
+                else:
+                    count = lambda: maildir_count(inst.mailbox_dir / "bench")  # noqa: E731
+                results.append(run_smtp("pymaster", inst, inst.smtp_port, args, rcpt, count))
+        if os.path.exists(DEBIAN_POSTFIX) and os.geteuid() == 0:
+            with tempfile.TemporaryDirectory(prefix="postfix-bench-") as tmp:
+                pf = PostfixInstance(Path(tmp), BENCH_MAIN_CF)
+                pf.run("start")
+                try:
+                    _wait_port(pf.port)
+                    if kind == "discard":
+                        count = lambda: log_count(pf.maillog, "status=sent")  # noqa: E731
+                    else:
+                        count = lambda: maildir_count(pf.mailbox_dir / "bench")  # noqa: E731
+                    results.append(run_smtp("postfix", pf, pf.port, args, rcpt, count))
+                finally:
+                    pf.run("stop")
+        lines.extend(_format_smtp(kind, args, results))
+    return lines
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def _format_smtp(kind: str, args, results: list[dict]) -> list[str]:
+    out = [f"smtp -> {kind}: {args.messages} messages of 1 KB over {args.sessions} sessions"]
+    for r in results:
+        out.append(f"  {r['name']:9} accepted {r['accepted_per_s']:8.1f} msg/s  "
+                   f"delivered {r['delivered']:6d} at {r['delivered_per_s']:8.1f} msg/s  "
+                   f"CPU {r['cpu_per_1000']:6.2f} s/1000 msgs  RSS {r['rss_mb']:7.1f} MB")
+    if len(results) == 2 and results[1]["delivered_per_s"]:
+        out.append(f"  ratio pymaster/postfix delivered msg/s: "
+                   f"{results[0]['delivered_per_s'] / results[1]['delivered_per_s']:.2f}")
+    return out
+
+
+def bench_modules(names: list[str]) -> list[str]:
+    """bench_modules - the figures of the per-area benchmark modules in bench/."""
+    lines = []
+    for name in names:
+        module = __import__(f"bench.{name}", fromlist=["run"])
+        with tempfile.TemporaryDirectory(prefix=f"pymaster-{name}-") as tmp:
+            lines.extend(module.run(Path(tmp)))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    sections = {"smtp": lambda: bench_smtp(args)}
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        if path.stem not in ("run", "__init__", "__main__"):
+            sections[path.stem] = (lambda n=path.stem: bench_modules([n]))
+    for name, fn in sections.items():
+        if args.only and name != args.only:
+            continue
+        print(f"== {name}", flush=True)
+        try:
+            for line in fn():
+                print(line, flush=True)
+        except Exception as e:  # one broken benchmark must not hide the others
+            print(f"  {name}: failed: {type(e).__name__}: {e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""Shared pytest set-up: the project root on sys.path, so tests import
+`pymaster`, `services` and `tests.e2e.instance` from the checkout."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

@@ -1,0 +1,31 @@
+"""discard: the delivery agent that throws mail away, as Postfix's discard(8).
+
+Every recipient of a request is marked done and logged as delivered:
+
+    QUEUEID: to=<rcpt>, relay=none, delay=…, delays=…, dsn=2.0.0, status=sent (REASON)
+
+REASON is the request's next hop (the text after `discard:` in a transport
+table), or "discarded" when there is none.
+
+Interface: main(), deliver(req, status) for the request loop.
+"""
+
+from __future__ import annotations
+
+from pymaster import delivery, service
+
+
+def deliver(req: delivery.DeliveryRequest, status: delivery.Status) -> None:
+    """deliver - report every recipient sent, without touching the content."""
+    reason = req.nexthop or "discarded"
+    for rcpt in req.recipients:
+        status.sent(rcpt, "none", reason)
+
+
+def run(svc: service.Service) -> None:
+    svc.enter_jail()
+    svc.serve_requests(delivery.request_handler(deliver, svc.cfg))
+
+
+def main() -> None:
+    service.main("discard", run)

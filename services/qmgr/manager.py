@@ -1,0 +1,401 @@
+"""The queue manager's event loop: triggers in, delivery requests out.
+
+One QueueManager runs in the single qmgr process. Each turn of its loop:
+
+  1. timers: a deferred-queue scan every queue_run_delay
+  2. feed: move a batch of due files from incoming/deferred to active
+     (up to qmgr_message_active_limit), read each envelope once, resolve
+     its recipients and queue them per transport and destination
+  3. schedule: send every request the process and concurrency limits allow
+  4. wait for triggers, agents' answers, the master's end, or a timeout
+
+Triggers arrive as brokered requests on the worker socket: `{"op":
+"wakeup"}` (cleanup, the master's timer) starts an incoming scan, `{"op":
+"flush"}` (postqueue -f) makes every deferred message due now and revives
+dead destinations. Every trigger is answered at once; a burst of them
+costs one directory walk.
+
+A message is finished when no recipient is queued or in flight: deferred
+recipients left move it to deferred/ with its next retry time as mtime (or,
+past its lifetime, bounce them: `status=expired, returned to sender`);
+otherwise a bounce log means the bounce service is asked for a
+non-delivery notice, then the file and its logs are removed (`removed`).
+
+Interface: QueueManager(svc).run()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import zmq
+
+from pymaster import delivery, ipc, log, queue, records, service
+from pymaster.config import ConfigError
+from pymaster.resolve import ERROR, FAIL, Resolver
+
+from services.qmgr.active import ActiveMessage, last_defer_reasons
+from services.qmgr.backoff import Backoff
+from services.qmgr.dispatch import Dispatcher
+from services.qmgr.scan import Scan, requeue_active
+from services.qmgr.schedule import (Destination, Job, Transport, chunks,
+                                    destination_key, limits_for)
+
+FEED_BATCH = 100            # messages read per loop turn, so answers are not starved
+TRIGGER_CREDITS = 100       # triggers the broker may hand us at once
+MAX_SLEEP = 1.0             # wake at least this often to notice SIGTERM
+UNAVAILABLE = "mail transport unavailable"
+
+
+class QueueManager:
+    """The state of the queue manager: active messages and transports."""
+
+    def __init__(self, svc: service.Service) -> None:
+        self.svc = svc
+        self.cfg = cfg = svc.cfg
+        queue.configure(cfg)
+        self.resolver = Resolver(cfg)
+        self.backoff = Backoff.from_config(cfg)
+        self.queue_run_delay = max(1, cfg.time("queue_run_delay"))
+        self.active_limit = max(1, cfg.int("qmgr_message_active_limit"))
+        self.defer_transports = set(cfg.list("defer_transports"))
+        self.process_limits = self._process_limits()
+        self.poller = zmq.Poller()
+        self.dispatcher = Dispatcher(self.poller, max(1, cfg.time("ipc_timeout")))
+        self.transports: dict[str, Transport] = {}
+        self.active: dict[str, ActiveMessage] = {}
+        self.incoming, self.deferred = Scan("incoming"), Scan("deferred")
+        self.next_deferred_scan = 0.0
+        self.prefer_deferred = False
+        self.worker: ipc.Worker | None = None
+        self.alive_fd: int | None = None
+        self.running = True
+
+    def _process_limits(self) -> dict[str, int]:
+        """_process_limits - maxproc of each unix service in master.cf."""
+        try:
+            from pymaster.mastercf import load_master_cf
+            entries = load_master_cf(self.cfg.config_dir, self.cfg)
+        except (ConfigError, ImportError, OSError) as e:
+            log.warning(f"cannot read master.cf process limits: {e}")
+            return {}
+        return {e.service: e.maxproc for e in entries if e.type == "unix"}
+
+    # -- start and stop ----------------------------------------------------
+    def open(self) -> None:
+        """open - the trigger socket and the master-alive pipe."""
+        self.worker = self.svc.worker()
+        self.worker.ready(TRIGGER_CREDITS)
+        self.poller.register(self.worker.sock, zmq.POLLIN)
+        try:
+            os.fstat(service.ALIVE_FD)
+            self.alive_fd = service.ALIVE_FD
+            self.poller.register(self.alive_fd, zmq.POLLIN)
+        except OSError:
+            self.alive_fd = None
+
+    def start(self) -> None:
+        """start - requeue what a previous run left in active; scan everything."""
+        moved = requeue_active()
+        if moved:
+            log.info(f"requeued {moved} message(s) from the active queue")
+        self.incoming.request()
+        self.next_deferred_scan = 0.0
+
+    def close(self) -> None:
+        if self.worker is not None:
+            worker = self.worker
+            worker.leave(lambda client, header, payload: worker.reply(client, {"status": "ok"}))
+            worker.close()
+        self.dispatcher.close()
+
+    def run(self) -> None:
+        """run - the event loop, until the master goes or SIGTERM."""
+        # qmgr is always "busy": SIGTERM only sets svc.stopping, checked here,
+        # so a file move or a queue-file update is never cut in half.
+        self.svc.busy = True
+        self.open()
+        self.start()
+        try:
+            while self.running and not self.svc.stopping:
+                self.turn()
+        finally:
+            self.close()
+
+    def turn(self) -> None:
+        """turn - one pass of the loop."""
+        now = time.time()
+        if now >= self.next_deferred_scan:
+            self.deferred.request()
+            self.next_deferred_scan = now + self.queue_run_delay
+        fed = self.feed(now)
+        self.schedule(now)
+        for sock, _ in self.poller.poll(self.poll_timeout(fed)):
+            self.event(sock)
+        self.dispatcher.expire()
+
+    def poll_timeout(self, fed: bool) -> int:
+        """poll_timeout - milliseconds to wait: 0 while a backlog is being fed."""
+        if fed and len(self.active) < self.active_limit:
+            return 0
+        wait = min(MAX_SLEEP, max(0.0, self.next_deferred_scan - time.time()))
+        deadline = self.dispatcher.next_deadline()
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        return int(wait * 1000) + 1
+
+    def event(self, sock) -> None:
+        if self.worker is not None and sock is self.worker.sock:
+            self.triggers()
+        elif sock == self.alive_fd:
+            if self.svc.master_gone():
+                self.running = False
+        elif self.dispatcher.owns(sock):
+            self.dispatcher.receive(sock)
+
+    # -- triggers ------------------------------------------------------------
+    def triggers(self) -> None:
+        """triggers - answer every waiting trigger, then act on them once."""
+        wakeup = flush = False
+        while True:
+            try:
+                request = self.worker.recv_request(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except ipc.IpcError as e:
+                log.warning(f"bad trigger: {e}")
+                continue
+            if request is None:
+                continue
+            client, header, _ = request
+            self.worker.reply(client, {"status": "ok"})
+            if header.get("op") == "flush":
+                flush = True
+            else:
+                wakeup = True
+        if flush:
+            self.flush()
+        elif wakeup:
+            self.incoming.request()
+
+    def flush(self) -> None:
+        """flush - every deferred message is due now; dead destinations live."""
+        for transport in self.transports.values():
+            for dest in transport.destinations.values():
+                dest.revive()
+        self.incoming.request()
+        self.deferred.request(ignore_time=True)
+
+    # -- feeding the active queue ----------------------------------------------
+    def feed(self, now: float) -> bool:
+        """feed - move a batch of due files into active; whether any came."""
+        fed = 0
+        while fed < FEED_BATCH and len(self.active) < self.active_limit:
+            item, source = self._next_file(now)
+            if item is None:
+                break
+            self.activate(item[0], source)
+            fed += 1
+        return fed > 0
+
+    def _next_file(self, now: float):
+        # Alternate between the queues so neither starves the other.
+        order = [self.deferred, self.incoming] if self.prefer_deferred \
+            else [self.incoming, self.deferred]
+        self.prefer_deferred = not self.prefer_deferred
+        for scan in order:
+            item = scan.next(now)
+            if item is not None:
+                return item, scan.queue_name
+        return None, ""
+
+    def activate(self, queue_id: str, source: str) -> None:
+        """activate - move QUEUE_ID to active, read it, queue its recipients."""
+        if queue_id in self.active:
+            return
+        try:
+            path = queue.move(queue_id, source, "active")
+        except FileNotFoundError:
+            return                      # removed or moved by someone else meanwhile
+        try:
+            msg = ActiveMessage.load(queue_id, path)
+        except records.CorruptQueueFile as e:
+            queue.quarantine(queue_id, "active", e.reason)
+            return
+        except OSError as e:
+            log.warning(f"{queue_id}: cannot read queue file: {e}")
+            queue.move(queue_id, "active", source)
+            return
+        self.active[queue_id] = msg
+        log.info(msg.entered_line())
+        self.assign(msg, time.time())
+        if msg.outstanding == 0:
+            self.finish(msg)
+
+    def transport(self, name: str) -> Transport:
+        transport = self.transports.get(name)
+        if transport is None:
+            limit = self.process_limits.get(name, self.cfg.int("default_process_limit"))
+            transport = self.transports[name] = Transport(name, limits_for(self.cfg, name, limit))
+        return transport
+
+    def assign(self, msg: ActiveMessage, now: float) -> None:
+        """assign - resolve each recipient still to do and queue it, or decide now."""
+        groups: dict[tuple[str, str], tuple[str, list]] = {}
+        for rcpt in msg.pending():
+            res = self.resolver.resolve(rcpt.address)
+            if FAIL in res.flags:
+                self.own_outcome(msg, [rcpt], delivery.DEFERRED,
+                                 "address resolver failure", "4.3.0")
+            elif ERROR in res.flags:
+                self.own_outcome(msg, [rcpt], delivery.BOUNCED, "bad address syntax", "5.1.3")
+            elif res.transport in self.defer_transports:
+                self.own_outcome(msg, [rcpt], delivery.DEFERRED, "deferred transport", "4.3.2")
+            else:
+                transport = self.transport(res.transport)
+                key = destination_key(transport.limits, res.nexthop, rcpt.address)
+                groups.setdefault((res.transport, key), (res.nexthop, []))[1].append(rcpt)
+        for (name, key), (nexthop, rcpts) in groups.items():
+            self.enqueue(msg, self.transport(name), key, nexthop, rcpts, now)
+
+    def enqueue(self, msg: ActiveMessage, transport: Transport, key: str,
+                nexthop: str, rcpts: list, now: float) -> None:
+        dest = transport.destinations.get(key)
+        if dest is not None and dest.is_dead(now):
+            self.own_outcome(msg, rcpts, delivery.DEFERRED,
+                             f"delivery temporarily suspended: {dest.dead_reason}", dest.dead_dsn)
+            return
+        for chunk in chunks(rcpts, transport.limits.recipients):
+            transport.enqueue(key, Job(msg, nexthop, chunk))
+            msg.outstanding += len(chunk)
+
+    def own_outcome(self, msg: ActiveMessage, rcpts: list, outcome: str,
+                    reason: str, dsn: str) -> None:
+        """own_outcome - an outcome qmgr decides and logs itself (relay=none)."""
+        status = msg.status(self.cfg, rcpts)
+        for rcpt in rcpts:
+            if outcome == delivery.BOUNCED:
+                status.bounced(rcpt, "none", reason, dsn)
+            else:
+                status.deferred(rcpt, "none", reason, dsn)
+            if not rcpt.done:
+                msg.deferred = True
+
+    # -- sending requests --------------------------------------------------------
+    def schedule(self, now: float) -> None:
+        """schedule - send every request the limits allow right now."""
+        for transport in list(self.transports.values()):
+            while True:
+                picked = transport.next_job(now)
+                if picked is None:
+                    break
+                self.dispatch(transport, *picked)
+
+    def dispatch(self, transport: Transport, dest: Destination, job: Job) -> None:
+        if not self.dispatcher.available(transport.name):
+            log.warning(f"connect to transport private/{transport.name}: "
+                        f"No such file or directory")
+            self.complete(transport, dest, job, None, UNAVAILABLE)
+            return
+        req = job.message.request(transport.name, job.nexthop, job.recipients)
+        self.dispatcher.send(
+            transport.name, req.to_header(),
+            lambda header, reason: self.complete(transport, dest, job, header, reason))
+
+    def complete(self, transport: Transport, dest: Destination, job: Job,
+                 header: dict | None, reason: str) -> None:
+        """complete - an agent answered JOB (HEADER), or it failed (REASON)."""
+        msg: ActiveMessage = job.message
+        missing = msg.apply_results(job.recipients, header)
+        if missing:
+            why = reason or (header or {}).get("reason") or "unknown mail transport error"
+            self.own_outcome(msg, missing, delivery.DEFERRED, why, "4.3.0")
+        self.feedback(transport, dest, header, reason)
+        transport.finished(dest)
+        msg.outstanding -= len(job.recipients)
+        if msg.outstanding <= 0:
+            self.finish(msg)
+
+    def feedback(self, transport: Transport, dest: Destination,
+                 header: dict | None, reason: str) -> None:
+        """feedback - adjust DEST's concurrency from the outcome of a request."""
+        if reason == UNAVAILABLE:
+            return
+        hop = (header or {}).get("hop_status")
+        if header is not None and header.get("status") == "ok" and not hop:
+            dest.success()
+            return
+        hop = hop or {"dsn": "4.3.0", "reason": reason or "unknown mail transport error"}
+        if dest.failure(time.time(), self.backoff.minimal, hop.get("reason", ""),
+                        hop.get("dsn", "4.0.0")):
+            self.suspend(transport, dest)
+
+    def suspend(self, transport: Transport, dest: Destination) -> None:
+        """suspend - DEST is dead: defer everything waiting for it."""
+        reason = f"delivery temporarily suspended: {dest.dead_reason}"
+        for job in transport.take_all(dest):
+            msg: ActiveMessage = job.message
+            self.own_outcome(msg, job.recipients, delivery.DEFERRED, reason, dest.dead_dsn)
+            msg.outstanding -= len(job.recipients)
+            if msg.outstanding <= 0:
+                self.finish(msg)
+
+    # -- finishing a message -------------------------------------------------------
+    def finish(self, msg: ActiveMessage) -> None:
+        """finish - every recipient has an outcome: defer, bounce or remove."""
+        now = time.time()
+        if msg.deferred and self.backoff.expired(msg.arrival_time, msg.sender, now):
+            self.expire(msg)
+        if msg.deferred:
+            self.defer(msg, now)
+        elif os.path.exists(queue.bounce_log_path(msg.queue_id)):
+            self.bounce(msg)
+        else:
+            self.remove(msg)
+
+    def expire(self, msg: ActiveMessage) -> None:
+        """expire - past its lifetime: bounce what is left, with the last reasons."""
+        rcpts = msg.pending()
+        reasons = last_defer_reasons(msg.queue_id)
+        status = msg.status(self.cfg, rcpts)
+        for rcpt in rcpts:
+            dsn, reason = reasons.get(rcpt.address, ("4.4.7", "message expired"))
+            status.expired(rcpt, reason, dsn)
+        log.info(f"{msg.queue_id}: from=<{msg.sender}>, status=expired, returned to sender")
+        msg.deferred = False
+
+    def defer(self, msg: ActiveMessage, now: float) -> None:
+        """defer - to deferred/, due again after the backoff time."""
+        try:
+            path = queue.move(msg.queue_id, "active", "deferred")
+            queue.set_retry_time(path, now + self.backoff.retry_delay(msg.arrival_time, now))
+        except OSError as e:
+            log.warning(f"{msg.queue_id}: cannot move to the deferred queue: {e}")
+        self.active.pop(msg.queue_id, None)
+
+    def bounce(self, msg: ActiveMessage) -> None:
+        """bounce - ask the bounce service for a notice; remove once it has one."""
+        name = self.cfg.get("bounce_service_name") or "bounce"
+        if not self.dispatcher.available(name):
+            log.warning(f"{msg.queue_id}: no {name} service: "
+                        f"sender non-delivery notification not sent")
+            self.remove(msg)
+            return
+        header = {"op": "bounce", "queue_id": msg.queue_id, "queue_name": "active",
+                  "path": msg.path, "sender": msg.sender}
+
+        def answered(reply: dict | None, reason: str) -> None:
+            if reply is not None and reply.get("status") == "ok":
+                self.remove(msg)
+            else:
+                why = reason or (reply or {}).get("reason", "bounce service failure")
+                log.warning(f"{msg.queue_id}: bounce service failure: {why}")
+                self.defer(msg, time.time())
+        self.dispatcher.send(name, header, answered)
+
+    def remove(self, msg: ActiveMessage) -> None:
+        """remove - delivery is complete: the file and its logs go."""
+        queue.remove(msg.queue_id, "active")
+        log.info(f"{msg.queue_id}: removed")
+        self.active.pop(msg.queue_id, None)

@@ -1,0 +1,109 @@
+"""local(8): the local delivery agent.
+
+qmgr hands it the recipients of domains in mydestination (one per request
+by default: local_destination_recipient_limit = 1). For each it follows
+local(8): loop check, alias_maps, the user's .forward, the user's mailbox
+(mailbox_command, home_mailbox, mail_spool_directory), luser_relay, and
+otherwise bounces `unknown user: "NAME"`. It runs as root (master.cf
+`local unix - n n - - local`) and switches to the recipient's account
+before it writes or runs anything; run as another user (the in-tree
+instance) it delivers wherever that user may write.
+
+One module per kind of delivery, as Postfix's local/ directory has:
+
+    context.py   the state carried down the expansion, and outcomes
+    recipient.py the order: loop, alias, .forward, mailbox, unknown user
+    alias.py     alias_maps, owner- aliases, alias privileges
+    items.py     a destination list and where each destination goes
+    include.py   :include: files
+    forward.py   .forward files, and forwarding through cleanup
+    command.py   |command and mailbox_command
+    file.py      /file destinations
+    mailbox.py   the user's mailbox: Maildir or mbox
+    expand.py    $name expansion with the recipient's attributes
+
+One recipient may have several outcomes (an alias with a command, a file
+and two addresses). Postfix logs each; the recipient is marked done only
+when none was deferred. Here every outcome is logged with the recipient's
+status line; the queue file and qmgr see one outcome per recipient: the
+first deferral, else the first bounce, else success.
+
+Interface:
+    main()                                  the libexec/local program
+    LocalAgent(cfg).deliver(req, status)    one delivery request
+"""
+
+from __future__ import annotations
+
+from pymaster import delivery, ipc, log, service
+from pymaster.config import Config
+from pymaster.tables import TableError
+
+from services.local.context import (BOUNCED, DEFERRED, SENT, Delivery, Message, Outcome,
+                                    Target, deferred)
+from services.local.forward import submit_forwards
+from services.local.recipient import deliver_recipient
+
+RELAY = "local"
+
+
+class LocalAgent:
+    """Delivers the recipients of delivery requests, one at a time."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        # cleanup is a public service (master.cf private = n), as in Postfix.
+        self.cleanup = ipc.Client(ipc.endpoint("public", cfg.get("cleanup_service_name")))
+
+    def deliver(self, req: delivery.DeliveryRequest, status: delivery.Status) -> None:
+        """deliver - deliver every recipient of REQ and report each through STATUS."""
+        message = Message.from_queue(delivery.open_content(req), req)
+        for rcpt in req.recipients:
+            outcomes = self.deliver_one(message, rcpt)
+            report(status, rcpt, outcomes)
+
+    def deliver_one(self, message: Message, rcpt) -> list[Outcome]:
+        """deliver_one - the outcomes of delivering MESSAGE to queue recipient RCPT."""
+        work = Delivery(self.cfg, message, rcpt)
+        try:
+            deliver_recipient(work, Target.for_recipient(rcpt, self.cfg))
+        except TableError as e:
+            work.add(deferred(f"table lookup failed: {e}", "4.3.0"))
+        if work.forwards and not work.has_deferral:
+            work.outcomes.extend(submit_forwards(work, self.cleanup))
+        if not work.outcomes:
+            work.add(deferred("no delivery outcome", "4.3.0"))
+        return work.outcomes
+
+
+def final_outcome(outcomes: list[Outcome]) -> Outcome:
+    """final_outcome - what qmgr is told: the first deferral, else the first bounce, else success."""
+    for kind in (DEFERRED, BOUNCED):
+        for o in outcomes:
+            if o.kind == kind:
+                return o
+    return outcomes[-1]
+
+
+def report(status: delivery.Status, rcpt, outcomes: list[Outcome]) -> None:
+    """report - log every outcome; record the final one in the queue file."""
+    final = final_outcome(outcomes)
+    for o in outcomes:
+        if o is not final:
+            log.info(status.status_line(rcpt, o.kind, RELAY, o.reason, o.dsn))
+    if final.kind == SENT:
+        status.sent(rcpt, RELAY, final.reason, final.dsn)
+    elif final.kind == BOUNCED:
+        status.bounced(rcpt, RELAY, final.reason, final.dsn)
+    else:
+        status.deferred(rcpt, RELAY, final.reason, final.dsn)
+
+
+def run(svc: service.Service) -> None:
+    agent = LocalAgent(svc.cfg)
+    svc.enter_jail()
+    svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg))
+
+
+def main() -> None:
+    service.main("local", run)

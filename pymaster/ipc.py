@@ -152,22 +152,37 @@ class Worker:
     """The service side of a brokered endpoint.
 
     The worker's zeromq identity is its pid, so the master can forget the
-    credits of a worker that died without saying BYE."""
+    credits of a worker that died without saying BYE.
+
+    Leaving is a handshake: `bye()` tells the master to stop routing
+    requests here, and the master answers BYE. Requests routed before the
+    answer still arrive before it, so `leave()` serves them, then returns."""
 
     def __init__(self, ep: str) -> None:
         self.endpoint = ep
         self.sock = _socket(zmq.DEALER, ep, identity=str(os.getpid()).encode())
+        self.released = False       # the master has answered our BYE
 
     def ready(self, credits: int = 1) -> None:
         self.sock.send_multipart([b"", READY, str(credits).encode()])
 
-    def recv(self) -> tuple[bytes, dict, list]:
-        """recv - (client_id, header, payload) of the next request."""
-        frames = self.sock.recv_multipart(copy=True)
+    def recv_request(self, flags: int = 0) -> tuple[bytes, dict, list] | None:
+        """recv_request - the next request, or None for the master's BYE answer."""
+        frames = self.sock.recv_multipart(flags, copy=True)
+        if len(frames) == 2 and frames[1] == BYE:
+            self.released = True
+            return None
         if len(frames) < 4:
             raise IpcError("short request from master")
         header, payload = unpack(frames[3:])
         return frames[1], header, payload
+
+    def recv(self) -> tuple[bytes, dict, list]:
+        """recv - (client_id, header, payload) of the next request."""
+        while True:
+            request = self.recv_request()
+            if request is not None:
+                return request
 
     def reply(self, client_id: bytes, header: dict, payload: Iterable[bytes] = ()) -> None:
         self.sock.send_multipart([b"", client_id, b"", *pack(header, payload)], copy=False)
@@ -177,6 +192,25 @@ class Worker:
             self.sock.send_multipart([b"", BYE], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
+
+    def leave(self, handle=None, timeout: float = 2.0) -> None:
+        """leave - say BYE, serve what was already routed here, until the answer.
+
+        HANDLE(client_id, header, payload) serves a late request; without one
+        a late request is answered with a deferral, never silently dropped.
+        TIMEOUT bounds the wait when the master has gone."""
+        self.bye()
+        while not self.released and self.sock.poll(int(timeout * 1000)):
+            try:
+                request = self.recv_request(zmq.NOBLOCK)
+            except (zmq.Again, IpcError):
+                continue
+            if request is None:
+                break
+            if handle is not None:
+                handle(*request)
+            else:
+                self.reply(request[0], {"status": "defer", "reason": "service is stopping"})
 
     def close(self) -> None:
         self.sock.close(100)

@@ -22,6 +22,16 @@ Interface:
     svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
     svc.report(avail: bool)        for inet services
     svc.master_gone() -> bool
+    svc.listen_socket() / listen_sockets()   the inet listener(s) from the master
+    svc.serve_connections(handler) handler(conn, addr): one connection at a time
+    svc.busy / svc.stopping        SIGTERM while busy: finish, then exit
+
+Descriptors beyond 3: when an inet service listens on more than one address,
+the master passes the extra sockets at descriptors 6, 7, ... and lists all of
+them in $PYMASTER_LISTEN_FDS ("3,6,7"); descriptor 3 is always the first.
+
+SIGTERM: an idle process exits at once; a busy one (svc.busy) finishes the
+current request or connection, then exits.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import pwd
 import grp
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -49,6 +60,11 @@ STATUS_AVAIL = b"A"
 STATUS_BUSY = b"B"
 ENV_SERVICE_ENDPOINT = "PYMASTER_SERVICE_ENDPOINT"
 ENV_NOTICE_UNPRIV = "PYMASTER_UNPRIV_NOTICE"
+ENV_LISTEN_FDS = "PYMASTER_LISTEN_FDS"
+
+
+class ServiceStop(BaseException):
+    """Raised by the SIGTERM handler in an idle process: unwind and exit."""
 
 Handler = Callable[[dict, list], tuple[dict, list]]
 
@@ -108,6 +124,8 @@ class Service:
     chroot: bool = False
     unpriv: bool = False
     uses: int = 0
+    busy: bool = False
+    stopping: bool = False
 
     @classmethod
     def from_argv(cls, program: str, argv: list[str] | None = None) -> "Service":
@@ -128,8 +146,18 @@ class Service:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         svc = cls(program, opts["name"] or program, opts["type"], cfg, args,
                   opts["chroot"], opts["unpriv"])
-        os.chdir(cfg.get("queue_directory"))
+        signal.signal(signal.SIGTERM, svc._on_sigterm)
+        try:
+            os.chdir(cfg.get("queue_directory"))
+        except OSError as e:
+            log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}")
         return svc
+
+    def _on_sigterm(self, signum: int, frame) -> None:
+        """_on_sigterm - finish what is in hand; an idle process unwinds now."""
+        self.stopping = True
+        if not self.busy:
+            raise ServiceStop()
 
     # -- privileges --------------------------------------------------------
     def enter_jail(self) -> None:
@@ -140,11 +168,17 @@ class Service:
         if os.geteuid() != 0:
             return
         queue_dir = self.cfg.get("queue_directory")
+        # The account must be looked up before the jail hides /etc/passwd.
+        account = lookup_account(self.cfg.get("mail_owner")) if self.unpriv else None
         if self.chroot:
-            os.chroot(queue_dir)
+            try:
+                os.chroot(queue_dir)
+            except OSError as e:
+                log.fatal(f"chroot({queue_dir}): {e.strerror}")
+            # Endpoints and spool paths are relative, so they still resolve.
             os.chdir("/")
-        if self.unpriv:
-            drop_privileges(self.cfg.get("mail_owner"))
+        if account is not None:
+            drop_privileges(account)
 
     # -- master status -----------------------------------------------------
     def master_gone(self) -> bool:
@@ -168,6 +202,85 @@ class Service:
         except OSError:
             pass
 
+    # -- inet services -----------------------------------------------------
+    def listen_sockets(self) -> list[socket.socket]:
+        """listen_sockets - every listening socket the master handed over."""
+        names = os.environ.get(ENV_LISTEN_FDS) or str(LISTEN_FD)
+        socks = []
+        for fd in (int(x) for x in names.split(",") if x.strip()):
+            try:
+                socks.append(socket.socket(fileno=fd))
+            except OSError as e:
+                log.fatal(f"listening socket on descriptor {fd}: {e.strerror}")
+        return socks
+
+    def listen_socket(self) -> socket.socket:
+        """listen_socket - the (first) listening socket, descriptor 3."""
+        return self.listen_sockets()[0]
+
+    def serve_connections(self, handler: Callable[[socket.socket, tuple], None]) -> None:
+        """serve_connections - accept and serve one connection at a time.
+
+        Reports busy while serving and available while waiting, so the master
+        starts another process when every one is busy. Ends after max_use
+        connections, max_idle seconds without one, or when the master goes."""
+        listeners = self.listen_sockets()
+        by_fd = {s.fileno(): s for s in listeners}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        poller.register(ALIVE_FD, select.POLLIN)
+        max_use = self.cfg.int("max_use")
+        max_idle = self.cfg.time("max_idle")
+        try:
+            self.report(True)
+            idle_since = time.monotonic()
+            while not self.stopping:
+                left = max_idle - (time.monotonic() - idle_since)
+                if left <= 0:
+                    break
+                ready = dict(poller.poll(int(left * 1000) + 1))
+                if ALIVE_FD in ready and self.master_gone():
+                    break
+                conn = self._accept(by_fd, ready)
+                if conn is None:
+                    continue
+                self._serve_one(handler, *conn)
+                idle_since = time.monotonic()
+                if max_use and self.uses >= max_use:
+                    break
+                self.report(True)
+        except ServiceStop:
+            pass
+
+    @staticmethod
+    def _accept(by_fd: dict, ready: dict):
+        for fd in ready:
+            sock = by_fd.get(fd)
+            if sock is None:
+                continue
+            try:
+                return sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue    # another process took it
+        return None
+
+    def _serve_one(self, handler, conn: socket.socket, addr) -> None:
+        self.busy = True
+        self.report(False)
+        try:
+            conn.setblocking(True)
+            handler(conn, addr)
+        except Exception as e:
+            log.warning(f"{self.name}: connection failed: {type(e).__name__}: {e}")
+        finally:
+            self.busy = False
+            self.uses += 1
+            try:
+                conn.close()
+            except OSError:
+                pass
+
     # -- brokered request loop ---------------------------------------------
     def worker(self) -> ipc.Worker:
         """worker - a connection to this service's backend at the master."""
@@ -176,48 +289,71 @@ class Service:
 
     def serve_requests(self, handler: Handler, credits: int = 1) -> None:
         """serve_requests - answer brokered requests until max_use, max_idle or reload."""
+        import zmq
         worker = self.worker()
         max_use = self.cfg.int("max_use")
         max_idle = self.cfg.time("max_idle")
-        worker.ready(credits)
-        poller_fds = [(worker.sock, select.POLLIN), (ALIVE_FD, select.POLLIN)]
-        import zmq
         poller = zmq.Poller()
-        for sock, ev in poller_fds:
-            poller.register(sock, zmq.POLLIN)
-        idle_since = time.monotonic()
+        poller.register(worker.sock, zmq.POLLIN)
+        poller.register(ALIVE_FD, zmq.POLLIN)
+
+        def serve(client: bytes, header: dict, payload: list) -> None:
+            self.busy = True
+            try:
+                reply, reply_payload = self._call(handler, header, payload)
+                worker.reply(client, reply, reply_payload)
+            finally:
+                self.busy = False
+                self.uses += 1
+
         try:
-            while True:
-                timeout = max(0.0, max_idle - (time.monotonic() - idle_since))
-                events = dict(poller.poll(int(timeout * 1000) + 1))
+            worker.ready(credits)
+            idle_since = time.monotonic()
+            while not self.stopping:
+                left = max_idle - (time.monotonic() - idle_since)
+                if left <= 0:
+                    break
+                events = dict(poller.poll(int(left * 1000) + 1))
                 if ALIVE_FD in events and self.master_gone():
                     break
                 if worker.sock not in events:
-                    if time.monotonic() - idle_since >= max_idle:
-                        break
                     continue
-                client, header, payload = worker.recv()
-                try:
-                    reply, reply_payload = handler(header, payload)
-                except Exception as e:  # the request fails; the process lives on
-                    log.warning(f"{self.name}: request failed: {type(e).__name__}: {e}")
-                    reply, reply_payload = {"status": "error", "reason": str(e)}, []
-                worker.reply(client, reply, reply_payload)
-                self.uses += 1
+                request = worker.recv_request()
+                if request is None:
+                    break
+                serve(*request)
                 idle_since = time.monotonic()
                 if max_use and self.uses >= max_use:
                     break
+            # Requests routed to us before the master heard BYE are still served.
+            self.stopping = True
+            worker.leave(serve)
+        except ServiceStop:
+            pass
         finally:
-            worker.bye()
             worker.close()
 
+    def _call(self, handler: Handler, header: dict, payload: list) -> tuple[dict, list]:
+        try:
+            return handler(header, payload)
+        except ServiceStop:
+            raise
+        except Exception as e:  # the request fails; the process lives on
+            log.warning(f"{self.name}: request failed: {type(e).__name__}: {e}")
+            return {"status": "error", "reason": str(e)}, []
 
-def drop_privileges(user: str) -> None:
-    """drop_privileges - setgroups, setgid, setuid to USER, irrevocably."""
+
+def lookup_account(user: str) -> pwd.struct_passwd:
+    """lookup_account - the passwd entry of USER; fatal when there is none."""
     try:
-        pw = pwd.getpwnam(user)
+        return pwd.getpwnam(user)
     except KeyError:
         log.fatal(f"unknown mail_owner user: {user}")
+
+
+def drop_privileges(user: "str | pwd.struct_passwd") -> None:
+    """drop_privileges - setgroups, setgid, setuid to USER, irrevocably."""
+    pw = lookup_account(user) if isinstance(user, str) else user
     os.setgroups([])
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
@@ -237,7 +373,7 @@ def main(program: str, run: Callable[[Service], None]) -> None:
     svc = Service.from_argv(program)
     try:
         run(svc)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ServiceStop):
         pass
     except SystemExit:
         raise

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Figures for `make bench`: the master's brokering speed and its footprint.
+
+run(workdir) starts a real master (`postfix -c DIR start`) on a master.cf of
+three brokered services whose workers just answer (this file is their
+program: run with the master's `-n NAME -t TYPE` arguments it serves), then
+measures
+
+  - round trips per second through private/NAME with 1, 4 and 16 workers,
+    64 requests kept in flight by one client;
+  - the master's CPU use while idle, over a few seconds (psutil);
+  - the resident memory of the master and of one idle worker.
+
+Benchmarks are not tests: nothing here asserts a figure.
+
+Interface:
+    run(workdir) -> list[str]     one printable line per figure
+    python -m pymaster.bench_master [WORKDIR]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+WORKERS = (1, 4, 16)
+IN_FLIGHT = 64
+MEASURE_SECONDS = 2.0
+IDLE_SECONDS = 3.0
+
+
+def write_instance(workdir: Path) -> tuple[Path, Path]:
+    """write_instance - main.cf and master.cf for the benchmark services."""
+    config_dir, queue_dir = workdir / "etc", workdir / "spool"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "main.cf").write_text(
+        f"queue_directory = {queue_dir}\nmaillog_file = {workdir}/maillog\n"
+        "mail_owner = postfix\n")
+    lines = [f"bench{n} unix - n n - {n} {Path(__file__).resolve()} -o max_use=0"
+             for n in WORKERS]
+    (config_dir / "master.cf").write_text("\n".join(lines) + "\n")
+    return config_dir, queue_dir
+
+
+def round_trips(queue_dir: Path, service: str) -> float:
+    """round_trips - answered requests per second, IN_FLIGHT kept outstanding."""
+    from pymaster import ipc
+    client = ipc.AsyncClient(ipc.endpoint("private", service, str(queue_dir)))
+    try:
+        for _ in range(IN_FLIGHT):      # warm up: start the workers
+            client.send({"op": "ping"})
+        for _ in range(IN_FLIGHT):
+            client.recv()
+        for _ in range(IN_FLIGHT):
+            client.send({"op": "ping"})
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < MEASURE_SECONDS:
+            client.recv()
+            done += 1
+            client.send({"op": "ping"})
+        elapsed = time.perf_counter() - start
+        for _ in range(IN_FLIGHT):
+            client.recv()
+        return done / elapsed
+    finally:
+        client.close()
+
+
+def master_pid(queue_dir: Path) -> int:
+    return int((queue_dir / "pid" / "master.pid").read_text().split()[0])
+
+
+def footprint(queue_dir: Path) -> list[str]:
+    """footprint - idle CPU of the master, memory of master and one worker."""
+    import psutil
+    master = psutil.Process(master_pid(queue_dir))
+    time.sleep(0.5)
+    before = master.cpu_times()
+    time.sleep(IDLE_SECONDS)
+    after = master.cpu_times()
+    cpu = (after.user + after.system - before.user - before.system) / IDLE_SECONDS
+    lines = [f"master idle CPU: {cpu * 100:.2f}% of one core over {IDLE_SECONDS:g}s",
+             f"master resident memory: {master.memory_info().rss / 1e6:.1f} MB"]
+    workers = master.children()
+    if workers:
+        lines.append(f"idle worker resident memory: {workers[0].memory_info().rss / 1e6:.1f} MB")
+    return lines
+
+
+def run(workdir: str | os.PathLike) -> list[str]:
+    """run - start an instance in WORKDIR, measure, stop it; the figures."""
+    config_dir, queue_dir = write_instance(Path(workdir))
+    postfix = [str(BIN / "postfix"), "-c", str(config_dir)]
+    started = subprocess.run(postfix + ["start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        return [f"master benchmark: postfix start failed: {started.stderr.strip()}"]
+    try:
+        lines = [f"master broker, {n:>2} worker(s): "
+                 f"{round_trips(queue_dir, f'bench{n}'):,.0f} round trips/s" for n in WORKERS]
+        return lines + footprint(queue_dir)
+    finally:
+        subprocess.run(postfix + ["stop"], capture_output=True)
+
+
+# -- the benchmark service itself ----------------------------------------------
+
+def serve() -> None:
+    """serve - the benchmark's worker: answer every request at once."""
+    from pymaster import service
+
+    def body(svc: service.Service) -> None:
+        svc.enter_jail()
+        svc.serve_requests(lambda header, payload: ({"status": "ok"}, []))
+    service.main("bench", body)
+
+
+def main() -> None:
+    if "-n" in sys.argv[1:]:
+        serve()
+        return
+    workdir = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="bench-master-")
+    for line in run(workdir):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The master's side of one brokered service endpoint (load-balancing broker).
+
+A Broker binds the two zeromq endpoints of an internal service (see
+pymaster.ipc for the frame layout):
+
+  frontend  ipc://{private|public}/NAME           clients' requests come in here
+  backend   ipc://{private|public}/.NAME.workers  the service's workers connect here
+
+Workers announce credit (READY n); the broker hands each waiting request to
+the worker with credit that has waited longest, and a worker's reply both
+goes back to its client and returns one credit. Requests that find no credit
+wait in the broker, and `wanted()` tells the master how many more workers
+would help, which is how services start on demand.
+
+A worker leaves by sending BYE (max_use, max_idle, reload, stop). The broker
+forgets its credit and answers BYE, so the worker knows that nothing more can
+be on its way and can exit without dropping a request. A worker that died
+without saying goodbye is forgotten with `forget(pid)`; a request it held is
+lost to its client, which times out and retries or defers (never a message
+loss: nothing is acknowledged before it is on disk).
+
+The master's own wakeup triggers enter through `inject()`; their replies are
+dropped.
+
+Interface:
+    Broker(visibility, name)          binds both endpoints (relative paths)
+    broker.frontend / broker.backend  the zmq sockets, for the master's poller
+    broker.on_frontend() / on_backend()   handle what is readable
+    broker.inject(header)             a request from the master (wakeup)
+    broker.wanted(starting) -> int    how many more workers pending requests need
+    broker.retire(pid) / forget(pid)  stop routing to a worker (reload) / it died
+    broker.has_started(pid)           the worker has said READY
+    broker.used                       set when any request came through
+    broker.close()
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+
+import zmq
+
+from pymaster import ipc
+
+MASTER_CLIENT = b"\x00master"      # the client id of injected requests
+SOCKET_MODE = 0o666                # the directory, not the socket, guards access
+
+
+class Broker:
+    """Requests for one service, queued until a worker has credit."""
+
+    def __init__(self, visibility: str, name: str) -> None:
+        self.name = name
+        self.visibility = visibility
+        ctx = ipc.context()
+        self.frontend = ctx.socket(zmq.ROUTER)
+        self.backend = ctx.socket(zmq.ROUTER)
+        for sock in (self.frontend, self.backend):
+            sock.setsockopt(zmq.LINGER, 0)
+            # A reply for a client that has gone is dropped, not an error.
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.front_path = os.path.join(visibility, name)
+        self.back_path = os.path.join(visibility, f".{name}.workers")
+        _bind(self.frontend, self.front_path)
+        _bind(self.backend, self.back_path)
+        self.credits: OrderedDict[bytes, int] = OrderedDict()
+        self.pending: deque[list] = deque()
+        self.retired: set[bytes] = set()
+        self.seen: set[bytes] = set()     # workers that have said READY
+        self.used = False
+        self.requests = 0
+
+    # -- traffic -----------------------------------------------------------
+    def on_frontend(self) -> None:
+        """on_frontend - queue every request that has arrived, then dispatch."""
+        while True:
+            try:
+                frames = self.frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            # [client_id, b"", header, *payload]
+            if len(frames) < 3:
+                continue
+            self.pending.append([frames[0], *frames[2:]])
+            self.used = True
+        self.dispatch()
+
+    def on_backend(self) -> None:
+        """on_backend - replies, READY credits and BYEs from workers."""
+        while True:
+            try:
+                frames = self.backend.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._from_worker(frames)
+        self.dispatch()
+
+    def _from_worker(self, frames: list) -> None:
+        worker = frames[0].bytes
+        # [worker_id, b"", READY, n] | [worker_id, b"", BYE] | [worker_id, b"", client, b"", ...]
+        if len(frames) < 3:
+            return
+        kind = frames[2].bytes
+        if kind == ipc.READY:
+            count = int(frames[3].bytes) if len(frames) > 3 else 1
+            self.seen.add(worker)
+            if worker not in self.retired:
+                self.credits[worker] = self.credits.get(worker, 0) + count
+            return
+        if kind == ipc.BYE:
+            self.credits.pop(worker, None)
+            self.retired.add(worker)        # until it is reaped: no more credit
+            self._send_worker(worker, [b"", ipc.BYE])
+            return
+        if len(frames) < 5:
+            return
+        client = frames[2].bytes
+        if worker in self.seen and worker not in self.retired:
+            # Back of the line: the longest-waiting worker gets the next request.
+            self.credits[worker] = self.credits.pop(worker, 0) + 1
+        if client != MASTER_CLIENT:
+            try:
+                self.frontend.send_multipart([client, b"", *frames[4:]], copy=False)
+            except zmq.ZMQError:
+                pass
+
+    def dispatch(self) -> None:
+        """dispatch - give waiting requests to workers with credit, oldest first."""
+        while self.pending and self.credits:
+            worker = next(iter(self.credits))
+            client, *message = self.pending.popleft()
+            self.credits[worker] -= 1
+            if self.credits[worker] <= 0:
+                del self.credits[worker]
+            client_id = client.bytes if hasattr(client, "bytes") else client
+            self._send_worker(worker, [b"", client_id, b"", *message])
+            self.requests += 1
+
+    def _send_worker(self, worker: bytes, frames: list) -> None:
+        try:
+            self.backend.send_multipart([worker, *frames], copy=False)
+        except zmq.ZMQError:
+            pass
+
+    def inject(self, header: dict) -> None:
+        """inject - a request from the master itself (a wakeup trigger)."""
+        self.pending.append([MASTER_CLIENT, *ipc.pack(header)])
+        self.dispatch()
+
+    def injected_pending(self) -> bool:
+        """injected_pending - a trigger of ours still waits for a worker."""
+        return any(item[0] == MASTER_CLIENT for item in self.pending)
+
+    # -- workers -----------------------------------------------------------
+    def free_credit(self) -> int:
+        return sum(self.credits.values())
+
+    def wanted(self, starting: int) -> int:
+        """wanted - workers still needed for the waiting requests."""
+        return max(0, len(self.pending) - self.free_credit() - starting)
+
+    def retire(self, pid: int) -> None:
+        """retire - route nothing more to worker PID (its generation ended)."""
+        worker = str(pid).encode()
+        self.credits.pop(worker, None)
+        self.retired.add(worker)
+
+    def forget(self, pid: int) -> None:
+        """forget - worker PID is dead."""
+        worker = str(pid).encode()
+        self.credits.pop(worker, None)
+        self.retired.discard(worker)
+        self.seen.discard(worker)
+
+    def has_started(self, pid: int) -> bool:
+        """has_started - worker PID has announced itself."""
+        return str(pid).encode() in self.seen
+
+    def close(self) -> None:
+        for sock, path in ((self.frontend, self.front_path), (self.backend, self.back_path)):
+            sock.close(0)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _bind(sock: zmq.Socket, path: str) -> None:
+    """_bind - bind an ipc endpoint at PATH (relative: ipc paths are short)."""
+    sock.bind("ipc://" + path)
+    try:
+        os.chmod(path, SOCKET_MODE)
+    except OSError:
+        pass

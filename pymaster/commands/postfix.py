@@ -1,0 +1,289 @@
+"""The `postfix` command: start, stop, reload and inspect the mail system.
+
+    postfix [-c config_dir] [-v] [-D] command
+
+Commands, worded and exiting as Postfix's postfix-script does:
+
+  start          create the queue directories, start the master in the
+                 background, return once it is up (pid file locked)
+  start-fg       the same, with the master in the foreground (`make run`)
+  stop           the master finishes or ends its children, then exits
+  abort          stop at once
+  reload         re-read main.cf and master.cf (SIGHUP to the master)
+  status         "the Postfix mail system is running: PID: N", exit 0; else exit 1
+  check          the configuration parses, queue directories and service
+                 programs are in place; problems as `warning:` lines
+  flush          ask qmgr to deliver everything now
+  set-permissions  queue directory owners and modes as Postfix sets them
+
+Messages go to standard error as `postfix/postfix-script: ...` and to the log.
+
+Interface:
+    main(argv=None) -> exits with the command's status
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from pymaster import ipc, log
+from pymaster.config import Config, ConfigError, load_config
+from pymaster.master import running_pid
+
+PROGRAM = "postfix-script"
+CHROOT_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/services", "/etc/localtime",
+                "/etc/nsswitch.conf")
+STOP_WAIT = 30.0          # seconds `postfix stop` waits for the master to go
+USAGE = ("usage: postfix [-c config_dir] [-Dv] command "
+         "(start|start-fg|stop|abort|reload|status|check|flush|set-permissions)")
+
+
+class Script:
+    """One postfix command invocation: its configuration and its messages."""
+
+    def __init__(self, cfg: Config, verbose: int) -> None:
+        self.cfg = cfg
+        self.verbose = verbose
+        self.queue_dir = cfg.get("queue_directory")
+        log.setup(PROGRAM, cfg, verbose=verbose)
+        self.logs = bool(cfg.get("maillog_file")) or os.path.exists("/dev/log")
+
+    # -- messages ----------------------------------------------------------
+    def say(self, text: str) -> None:
+        sys.stderr.write(f"{log.tag()}: {text}\n")
+        sys.stderr.flush()
+        if self.logs:
+            log.info(text)
+
+    def warn(self, text: str) -> None:
+        self.say(f"warning: {text}")
+
+    def fatal(self, text: str) -> int:
+        self.say(f"fatal: {text}")
+        return 1
+
+    def running(self) -> int | None:
+        return running_pid(self.queue_dir)
+
+    # -- commands ----------------------------------------------------------
+    def start(self, foreground: bool = False) -> int:
+        if self.running():
+            return self.fatal("the Postfix mail system is already running")
+        try:
+            self.prepare_queue()
+        except OSError as e:
+            return self.fatal(f"{self.queue_dir}: {e.strerror or e}")
+        self.say("starting the Postfix mail system")
+        argv = [sys.executable, "-m", "pymaster.master", "-c", self.cfg.config_dir]
+        argv += ["-v"] * self.verbose
+        env = dict(os.environ, MAIL_CONFIG=self.cfg.config_dir)
+        if foreground:
+            os.chdir(self.queue_dir)
+            os.execve(sys.executable, argv + ["-d"], env)
+        return self.spawn_master(argv, env)
+
+    def spawn_master(self, argv: list[str], env: dict[str, str]) -> int:
+        """spawn_master - start the master detached; wait until it is up.
+
+        The master closes its standard error once its endpoints are bound and
+        its pid file is locked; what it wrote before that is why it failed."""
+        proc = subprocess.Popen(argv, env=env, cwd=self.queue_dir, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        errors = proc.stderr.read()
+        proc.stderr.close()
+        # End of file: the master is up (pid file locked), or it is exiting.
+        deadline = time.monotonic() + STOP_WAIT
+        while proc.poll() is None and time.monotonic() < deadline:
+            if self.running() == proc.pid:
+                return 0
+            time.sleep(0.01)
+        if proc.poll() is None:
+            return 0
+        sys.stderr.write(errors.decode(errors="replace"))
+        return self.fatal("mail system startup failed")
+
+    def prepare_queue(self) -> None:
+        """prepare_queue - directories, and the files a chrooted service needs."""
+        create_queue_layout(self.cfg)
+        if self.any_chroot():
+            copy_chroot_files(self.queue_dir)
+
+    def any_chroot(self) -> bool:
+        try:
+            from pymaster.mastercf import load_master_cf
+            return any(e.chroot for e in load_master_cf(self.cfg.config_dir, self.cfg))
+        except ConfigError:
+            return False
+
+    def stop(self, abort: bool = False) -> int:
+        pid = self.running()
+        if not pid:
+            return self.fatal("the Postfix mail system is not running")
+        if abort:
+            self.say("aborting the Postfix mail system")
+        else:
+            self.say("stopping the Postfix mail system")
+        try:
+            os.kill(pid, signal.SIGINT if abort else signal.SIGTERM)
+        except ProcessLookupError:
+            return 0
+        deadline = time.monotonic() + STOP_WAIT
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return 0
+
+    def reload(self) -> int:
+        pid = self.running()
+        if not pid:
+            return self.fatal("the Postfix mail system is not running")
+        self.say("refreshing the Postfix mail system")
+        os.kill(pid, signal.SIGHUP)
+        return 0
+
+    def status(self) -> int:
+        pid = self.running()
+        if not pid:
+            self.say("the Postfix mail system is not running")
+            return 1
+        self.say(f"the Postfix mail system is running: PID: {pid}")
+        return 0
+
+    def flush(self) -> int:
+        if not self.running():
+            return self.fatal("Cannot flush mail queue - mail system is down")
+        os.chdir(self.queue_dir)
+        ipc.trigger(ipc.endpoint("public", self.cfg.get("queue_service_name") or "qmgr"),
+                    {"op": "flush"})
+        return 0
+
+    def set_permissions(self) -> int:
+        create_queue_layout(self.cfg)
+        return 0
+
+    def check(self) -> int:
+        """check - warn about what would keep the mail system from working."""
+        from pymaster.mastercf import load_master_cf
+        entries = load_master_cf(self.cfg.config_dir, self.cfg)   # ConfigError: fatal
+        for problem in queue_problems(self.cfg):
+            self.warn(problem)
+        daemon_dir = self.cfg.get("daemon_directory")
+        for e in entries:
+            path = e.command if os.path.isabs(e.command) else os.path.join(daemon_dir, e.command)
+            if not os.access(path, os.X_OK):
+                self.warn(f"{path}: not found or not executable "
+                          f"(master.cf service {e.service}/{e.type})")
+        return 0
+
+
+def mail_owner_ids(cfg: Config) -> tuple[int, int] | None:
+    """mail_owner_ids - (uid, gid) of mail_owner, or None when unknown."""
+    try:
+        pw = pwd.getpwnam(cfg.get("mail_owner"))
+    except KeyError:
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def create_queue_layout(cfg: Config) -> None:
+    """create_queue_layout - queue directories with Postfix's owners and modes."""
+    from pymaster import queue
+    owner = cfg.get("mail_owner") if os.geteuid() == 0 else None
+    queue.create_layout(cfg.get("queue_directory"), owner, cfg.get("setgid_group"))
+
+
+def queue_problems(cfg: Config) -> list[str]:
+    """queue_problems - missing queue directories, wrong owners (as root)."""
+    from pymaster import queue
+    queue_dir = cfg.get("queue_directory")
+    if not os.path.isdir(queue_dir):
+        return [f"queue directory {queue_dir} does not exist"]
+    ids = mail_owner_ids(cfg) if os.geteuid() == 0 else None
+    problems = []
+    if os.geteuid() == 0 and ids is None:
+        problems.append(f"unknown mail_owner user: {cfg.get('mail_owner')}")
+    for name in queue.ALL_DIRS:
+        path = os.path.join(queue_dir, name)
+        if not os.path.isdir(path):
+            problems.append(f"missing queue directory: {path}")
+            continue
+        if ids is not None and name not in ("pid", "etc") and os.stat(path).st_uid != ids[0]:
+            problems.append(f"not owned by {cfg.get('mail_owner')}: {path}")
+    return problems
+
+
+def copy_chroot_files(queue_dir: str) -> None:
+    """copy_chroot_files - what name lookups need inside a chroot jail."""
+    etc = os.path.join(queue_dir, "etc")
+    os.makedirs(etc, exist_ok=True)
+    for src in CHROOT_FILES:
+        if os.path.exists(src):
+            try:
+                shutil.copyfile(src, os.path.join(etc, os.path.basename(src)))
+            except OSError:
+                pass
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, int, list[str]]:
+    config_dir, verbose, rest = None, 0, []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-c" and i + 1 < len(argv):
+            config_dir = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("-") and len(a) > 1 and not rest:
+            for flag in a[1:]:
+                if flag == "v":
+                    verbose += 1
+                elif flag != "D":
+                    raise ValueError(f"invalid option -- '{flag}'")
+            i += 1
+            continue
+        rest.append(a)
+        i += 1
+    return config_dir, verbose, rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        config_dir, verbose, rest = parse_args(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        sys.stderr.write(f"postfix: {e}\n{USAGE}\n")
+        sys.exit(1)
+    if not rest:
+        sys.stderr.write(f"postfix: fatal: {USAGE}\n")
+        sys.exit(1)
+    try:
+        cfg = load_config(config_dir)
+        script = Script(cfg, verbose)
+        sys.exit(run(script, rest[0]))
+    except ConfigError as e:
+        sys.stderr.write(f"postfix: fatal: {e}\n")
+        sys.exit(1)
+
+
+def run(script: Script, command: str) -> int:
+    actions = {
+        "start": script.start,
+        "start-fg": lambda: script.start(foreground=True),
+        "stop": script.stop,
+        "abort": lambda: script.stop(abort=True),
+        "reload": script.reload,
+        "status": script.status,
+        "check": script.check,
+        "flush": script.flush,
+        "set-permissions": script.set_permissions,
+        "upgrade-configuration": lambda: 0,
+    }
+    action = actions.get(command)
+    if action is None:
+        return script.fatal(f"unknown command: '{command}'. {USAGE}")
+    return action()

@@ -1,0 +1,1 @@
+"""Service programs written for the tests: the master runs them like any other."""

@@ -1,0 +1,157 @@
+"""pymaster.ipc and pymaster.broker: messages, and the broker between clients and workers.
+
+The broker runs in the test's thread (as in the master, one thread owns its
+sockets); clients and workers run in helper threads with their own sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import zmq
+
+from pymaster import ipc
+from pymaster.broker import Broker
+
+
+@pytest.fixture
+def broker(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "private").mkdir()
+    b = Broker("private", "svc")
+    yield b
+    b.close()
+
+
+def pump(broker: Broker, until, timeout: float = 10) -> None:
+    """pump - run the broker until UNTIL() is true."""
+    poller = zmq.Poller()
+    poller.register(broker.frontend, zmq.POLLIN)
+    poller.register(broker.backend, zmq.POLLIN)
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "broker pump timed out"
+        events = dict(poller.poll(20))
+        if broker.backend in events:
+            broker.on_backend()
+        if broker.frontend in events:
+            broker.on_frontend()
+
+
+def in_thread(fn) -> dict:
+    """in_thread - run FN in a thread; its result lands in box["result"]."""
+    box: dict = {}
+
+    def target():
+        box["result"] = fn()
+    box["thread"] = threading.Thread(target=target, daemon=True)
+    box["thread"].start()
+    return box
+
+
+def echo_worker(count: int, credits: int = 1) -> dict:
+    """echo_worker - a worker thread that answers COUNT requests, then leaves."""
+    def run():
+        w = ipc.Worker("ipc://private/.svc.workers")
+        w.ready(credits)
+        seen = []
+        for _ in range(count):
+            client, header, payload = w.recv()
+            seen.append(header)
+            w.reply(client, {"echo": header}, payload)
+        w.leave()
+        released = w.released
+        w.close()
+        return seen, released
+    return in_thread(run)
+
+
+class TestMessages:
+    def test_a_message_is_a_json_header_and_raw_payload_frames(self):
+        frames = ipc.pack({"op": "message", "n": 1}, [b"body\n", b"more"])
+        assert frames[0] == b'{"op":"message","n":1}'
+        assert ipc.unpack(frames) == ({"op": "message", "n": 1}, [b"body\n", b"more"])
+
+    @pytest.mark.parametrize("frames", [[], [b"not json"], [b"[1, 2]"]])
+    def test_a_malformed_message_is_an_ipc_error(self, frames):
+        with pytest.raises(ipc.IpcError):
+            ipc.unpack(frames)
+
+    def test_endpoints_are_relative_to_the_queue_directory(self):
+        assert ipc.endpoint("private", "cleanup") == "ipc://private/cleanup"
+        assert ipc.worker_endpoint("public", "qmgr") == "ipc://public/.qmgr.workers"
+        assert ipc.endpoint("private", "smtp", "/var/spool/postfix") == \
+            "ipc:///var/spool/postfix/private/smtp"
+
+
+class TestBroker:
+    def test_a_request_reaches_a_worker_and_the_reply_its_client(self, broker):
+        worker = echo_worker(1)
+        client = in_thread(lambda: ipc.Client("ipc://private/svc").call(
+            {"op": "ping"}, [b"payload"], timeout=10))
+        pump(broker, lambda: "result" in client and "result" in worker)
+        assert client["result"] == ({"echo": {"op": "ping"}}, [b"payload"])
+        assert worker["result"] == ([{"op": "ping"}], True)
+
+    def test_a_waiting_request_asks_for_a_worker(self, broker):
+        client = in_thread(lambda: ipc.Client("ipc://private/svc").call({"op": "x"}, timeout=10))
+        pump(broker, lambda: broker.pending)
+        assert broker.used
+        assert broker.wanted(starting=0) == 1
+        assert broker.wanted(starting=1) == 0        # one is already on its way
+        echo_worker(1)
+        pump(broker, lambda: "result" in client)
+        assert broker.wanted(starting=0) == 0
+
+    def test_credit_returns_with_each_reply(self, broker):
+        worker = echo_worker(3)
+        for n in range(3):
+            client = in_thread(lambda: ipc.Client("ipc://private/svc").call({"n": n}, timeout=10))
+            pump(broker, lambda: "result" in client)
+        pump(broker, lambda: "result" in worker)
+        assert [h["n"] for h in worker["result"][0]] == [0, 1, 2]
+        assert broker.credits == {}                  # it said BYE
+
+    def test_injected_wakeups_reach_a_worker_and_their_replies_are_dropped(self, broker):
+        worker = echo_worker(1)
+        broker.inject({"op": "wakeup"})
+        assert broker.injected_pending() or broker.requests == 1
+        pump(broker, lambda: "result" in worker)
+        assert worker["result"][0] == [{"op": "wakeup"}]
+        assert not broker.used                       # the master's own trigger
+
+    def test_nothing_is_routed_to_a_retired_worker(self, broker):
+        def run():
+            w = ipc.Worker("ipc://private/.svc.workers")
+            w.ready(5)
+            time.sleep(0.3)
+            got = w.sock.poll(300)
+            w.close()
+            return got
+        worker = in_thread(run)
+        pump(broker, lambda: broker.credits)
+        pid = int(next(iter(broker.credits)))
+        broker.retire(pid)
+        broker.inject({"op": "wakeup"})
+        pump(broker, lambda: "result" in worker)
+        assert worker["result"] == 0
+        assert broker.pending and broker.wanted(starting=0) == 1
+
+    def test_a_leaving_worker_still_serves_what_was_routed_to_it(self, broker):
+        def run():
+            w = ipc.Worker("ipc://private/.svc.workers")
+            w.ready(2)
+            time.sleep(0.3)                          # two requests arrive meanwhile
+            served = []
+            w.leave(lambda client, header, payload: (served.append(header),
+                                                     w.reply(client, {"ok": 1})))
+            w.close()
+            return served
+        worker = in_thread(run)
+        clients = [in_thread(lambda: ipc.Client("ipc://private/svc").call({"k": 1}, timeout=10))
+                   for _ in range(2)]
+        pump(broker, lambda: "result" in worker and all("result" in c for c in clients))
+        assert len(worker["result"]) == 2
+        assert all(c["result"] == ({"ok": 1}, []) for c in clients)

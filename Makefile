@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEBIAN_TEST_PACKAGES := swaks postfix
 CONFIG_DIR := $(CURDIR)/etc
 
-.PHONY: run test bench install uninstall deb-packages clean
+.PHONY: run test bench install uninstall deb-packages accounts clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,18 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 # Starts the in-tree instance in the foreground: etc/ and spool/, 127.0.0.1:2525.
-run: $(STAMP)
+# As root, services drop privileges to mail_owner (postfix) and postdrop is
+# group setgid_group (postdrop): create them when missing, as Postfix's install does.
+accounts:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  getent group postdrop >/dev/null || { echo "creating group postdrop (setgid_group)"; groupadd --system postdrop; }; \
+	  getent passwd postfix >/dev/null || { echo "creating user postfix (mail_owner)"; \
+	    useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin postfix; }; \
+	fi
+
+run: $(STAMP) accounts
+	mkdir -p spool/mailboxes
+	if [ "$$(id -u)" = 0 ]; then chown 65534:65534 spool/mailboxes; fi
 	$(BIN)/postfix -c $(CONFIG_DIR) start-fg
 
 # Debian packages that end-to-end tests talk to. Installing them needs root;
@@ -33,7 +44,7 @@ deb-packages:
 	  fi; \
 	fi
 
-test: $(STAMP) deb-packages
+test: $(STAMP) deb-packages accounts
 	$(BIN)/python -m pytest -n 2 -q tests
 
 bench: $(STAMP) deb-packages

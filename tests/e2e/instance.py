@@ -124,12 +124,20 @@ class Instance:
     # -- life cycle --------------------------------------------------------
     def start(self) -> "Instance":
         self._build_tables()
+        self._make_mailbox_base()
         done = self.postfix("start")
         if done.returncode != 0:
             raise RuntimeError(f"postfix start failed ({done.returncode}): "
                                f"{done.stdout.decode()}{done.stderr.decode()}\n{self.log_text()}")
         self.wait_for_port(self.smtp_port)
+        self._pid = self.master_pid()
         return self
+
+    def _make_mailbox_base(self) -> None:
+        """The shipped main.cf maps virtual mailboxes to uid/gid 65534 (as root)."""
+        self.mailbox_dir.mkdir(parents=True, exist_ok=True)
+        if is_root():
+            os.chown(self.mailbox_dir, 65534, 65534)
 
     def _build_tables(self) -> None:
         aliases = self.config_dir / "aliases"
@@ -153,7 +161,7 @@ class Instance:
             return None
 
     def stop(self) -> None:
-        pid = self.master_pid()
+        pid = self.master_pid() or getattr(self, "_pid", None)
         self.postfix("stop")
         if pid is None:
             return

@@ -1,0 +1,75 @@
+"""smtpd: the SMTP server (Postfix's smtpd(8)), one module per concern.
+
+    server.py      the process: accepting on the master's socket, many sessions
+    session.py     one SMTP session, a method per command
+    connection.py  the client connection: bounded input, pipelining view
+    command.py     parsing command lines and MAIL/RCPT parameters
+    data.py        DATA and BDAT content: end-of-data, dot-unstuffing, size
+    check.py       the smtpd_*_restrictions language and access maps
+    netlist.py     mynetworks-style host/network lists
+    peer.py        the client's verified name and address
+    submit.py      the request to cleanup and the Received: header
+    replies.py     every reply text and log line shape
+
+Interface:
+    main()         the body of libexec/smtpd
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from pymaster import ipc, log, service
+
+
+def run(svc: service.Service) -> None:
+    """run - open what the sessions need, enter the jail, serve."""
+    from services.smtpd.check import Checker, ConfigurationError
+    from services.smtpd.server import Server
+    from services.smtpd.session import Settings
+    from services.smtpd.submit import CleanupClient
+    cfg = svc.cfg
+    settings = Settings.from_config(cfg)
+    checker, checker_error = None, ""
+    try:
+        checker = Checker(cfg)
+        checker.prepare()       # tables and lists are opened before the jail
+    except ConfigurationError as e:
+        log.warning(str(e))
+        checker_error = "451 4.3.5 Server configuration error"
+    _import_before_jail()
+    endpoint = cleanup_endpoint(cfg.get("cleanup_service_name"))
+    svc.enter_jail()
+
+    async def serve() -> None:
+        cleanup = CleanupClient(endpoint, float(cfg.time("ipc_timeout")))
+        await Server(svc, settings, checker, cleanup, checker_error).serve()
+
+    asyncio.run(serve())
+
+
+def cleanup_endpoint(name: str) -> str:
+    """cleanup_endpoint - public/NAME as Postfix's master.cf has it, else private/NAME.
+
+    The master binds the endpoint where master.cf's private column says;
+    Postfix ships cleanup public (`cleanup unix n - …`)."""
+    for visibility in ("public", "private"):
+        if os.path.exists(os.path.join(visibility, name)):
+            return ipc.endpoint(visibility, name)
+    return ipc.endpoint("public", name)
+
+
+def _import_before_jail() -> None:
+    """_import_before_jail - modules Python would import lazily later.
+
+    After the chroot or the privilege drop the interpreter's own library may
+    be out of reach, so what asyncio, the resolver threads and zeromq load on
+    first use is loaded now."""
+    import concurrent.futures.thread  # noqa: F401  (run_in_executor)
+    import encodings.idna  # noqa: F401  (getnameinfo/getaddrinfo of host names)
+    import zmq.asyncio  # noqa: F401
+
+
+def main() -> None:
+    service.main("smtpd", run)

@@ -1,0 +1,153 @@
+"""Parsing SMTP command lines: the verb, and the arguments of MAIL and RCPT.
+
+RFC 5321 4.1.1 gives the commands; RFC 1870 (SIZE), RFC 6152 (8BITMIME),
+RFC 3461 (DSN: RET, ENVID, NOTIFY, ORCPT) and RFC 6531 (SMTPUTF8) their
+parameters. Errors carry the exact reply Postfix gives.
+
+Interface:
+    split_command(line) -> (VERB, argument)
+    parse_mail(argument, strict=False, smtputf8=True) -> MailArgs
+    parse_rcpt(argument, strict=False) -> RcptArgs
+    CommandError(reply)     the reply to send for a malformed command
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pymaster import addr
+from services.smtpd import replies
+
+# RFC 3461 4: xtext is printable ASCII except "+" and "=", with +XX hex escapes.
+_XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
+_NOTIFY_WORDS = {"SUCCESS", "FAILURE", "DELAY"}
+
+
+class CommandError(Exception):
+    """A malformed command; .reply is what the client is told."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+@dataclass
+class MailArgs:
+    sender: str
+    size: int | None = None
+    body: str = ""
+    ret: str = ""
+    envid: str = ""
+    smtputf8: bool = False
+
+
+@dataclass
+class RcptArgs:
+    address: str
+    notify: str = ""
+    orcpt: str = ""
+
+
+def split_command(line: str) -> tuple[str, str]:
+    """split_command - "mail FROM:<a>" -> ("MAIL", "FROM:<a>")."""
+    verb, _, arg = line.strip(" \t").partition(" ")
+    return verb.upper(), arg.strip(" \t")
+
+
+def _path_argument(arg: str, keyword: str, syntax_reply: str) -> str:
+    """_path_argument - what follows "FROM:" or "TO:", spaces after the colon allowed."""
+    if arg[:len(keyword)].upper() != keyword:
+        raise CommandError(syntax_reply)
+    rest = arg[len(keyword):].lstrip(" \t")
+    if not rest:
+        raise CommandError(syntax_reply)
+    return rest
+
+
+def is_xtext(value: str) -> bool:
+    return _XTEXT_RE.fullmatch(value) is not None
+
+
+def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True) -> MailArgs:
+    """parse_mail - the sender and parameters of `MAIL FROM:<sender> PARAMS`."""
+    text = _path_argument(arg, "FROM:", replies.ERR_SYNTAX_MAIL)
+    try:
+        path = addr.parse_path(text, strict=strict)
+    except addr.AddressError:
+        raise CommandError(replies.ERR_BAD_SENDER) from None
+    mail = MailArgs(sender=path.address)
+    for key, value in path.params.items():
+        _mail_param(mail, key, value, smtputf8)
+    return mail
+
+
+def _mail_param(mail: MailArgs, key: str, value: str | None, smtputf8: bool) -> None:
+    """_mail_param - check and store one MAIL FROM parameter."""
+    if key == "SIZE":
+        if value is None or not value.isdigit():
+            raise CommandError(replies.ERR_BAD_SIZE)
+        mail.size = int(value)
+    elif key == "BODY":
+        if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+            raise CommandError(replies.ERR_BAD_BODY)
+        mail.body = value.upper()
+    elif key == "RET":
+        if value is None or value.upper() not in ("FULL", "HDRS"):
+            raise CommandError(replies.ERR_BAD_RET)
+        mail.ret = value.upper()
+    elif key == "ENVID":
+        if not value or len(value) > 100 or not is_xtext(value):
+            raise CommandError(replies.ERR_BAD_ENVID)
+        mail.envid = value
+    elif key == "SMTPUTF8" and value is None:
+        if not smtputf8:
+            raise CommandError(replies.ERR_SMTPUTF8_DISABLED)
+        mail.smtputf8 = True
+    elif key == "AUTH" and value is not None:
+        pass    # RFC 4954 5: ignored without an authenticated session
+    else:
+        raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=_option(key, value)))
+
+
+def parse_rcpt(arg: str, strict: bool = False) -> RcptArgs:
+    """parse_rcpt - the recipient and parameters of `RCPT TO:<recipient> PARAMS`."""
+    text = _path_argument(arg, "TO:", replies.ERR_SYNTAX_RCPT)
+    try:
+        path = addr.parse_path(text, strict=strict)
+    except addr.AddressError:
+        raise CommandError(replies.ERR_BAD_RECIPIENT) from None
+    if not path.address:
+        raise CommandError(replies.ERR_BAD_RECIPIENT)
+    rcpt = RcptArgs(address=path.address)
+    for key, value in path.params.items():
+        if key == "NOTIFY":
+            rcpt.notify = _notify(value)
+        elif key == "ORCPT":
+            rcpt.orcpt = _orcpt(value)
+        else:
+            raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=_option(key, value)))
+    return rcpt
+
+
+def _notify(value: str | None) -> str:
+    """_notify - RFC 3461 4.1: NEVER alone, or a list of SUCCESS, FAILURE, DELAY."""
+    words = [w.upper() for w in (value or "").split(",")]
+    if words == ["NEVER"]:
+        return "NEVER"
+    if not words or any(w not in _NOTIFY_WORDS for w in words) or len(set(words)) != len(words):
+        raise CommandError(replies.ERR_BAD_NOTIFY)
+    return ",".join(words)
+
+
+def _orcpt(value: str | None) -> str:
+    """_orcpt - RFC 3461 4.2: addr-type ";" xtext, e.g. rfc822;user@example.com."""
+    kind, semi, text = (value or "").partition(";")
+    if not semi or not kind or not text or not is_xtext(text) \
+            or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", kind):
+        raise CommandError(replies.ERR_BAD_ORCPT)
+    return f"{kind.lower()};{text}"
+
+
+def _option(key: str, value: str | None) -> str:
+    return key if value is None else f"{key}={value}"

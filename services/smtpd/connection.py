@@ -1,0 +1,101 @@
+"""One client connection as an asyncio protocol: a bounded input buffer.
+
+smtpd needs what asyncio streams hide: how much input is already waiting
+(pipelining checks, RFC 2920), reading either a line or an exact byte
+count, and a hard bound on buffered input. Reading pauses while more than
+INPUT_HIGH_WATER bytes wait unprocessed, so memory stays bounded whatever
+the client sends; writing waits while the client does not read its replies.
+
+Interface:
+    Connection()           protocol factory for loop.connect_accepted_socket
+    await conn.wait_data(timeout)      raises asyncio.TimeoutError, ConnectionLost
+    conn.buf, conn.take(n) -> bytes, conn.pending() -> int
+    conn.write(bytes); await conn.drain(); conn.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+INPUT_HIGH_WATER = 256 * 1024
+
+
+class ConnectionLost(Exception):
+    """The client closed the connection, or it broke."""
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.eof = False
+        self.transport: asyncio.Transport | None = None
+        self._data = asyncio.Event()
+        self._paused_reading = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.closed = asyncio.Event()
+
+    # -- protocol callbacks -------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._data.set()
+        if len(self.buf) > INPUT_HIGH_WATER and not self._paused_reading:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._data.set()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.eof = True
+        self._data.set()
+        self._writable.set()
+        self.closed.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- what the session uses -------------------------------------------------
+    def pending(self) -> int:
+        return len(self.buf)
+
+    def take(self, n: int) -> bytes:
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        if self._paused_reading and len(self.buf) <= INPUT_HIGH_WATER // 2:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        return data
+
+    async def wait_data(self, timeout: float) -> None:
+        """wait_data - wait until more input arrives than is buffered now."""
+        if self.eof:
+            raise ConnectionLost()
+        self._data.clear()
+        if self._paused_reading:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        await asyncio.wait_for(self._data.wait(), timeout)
+        if self.eof and not self.buf:
+            raise ConnectionLost()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        if self.eof and self.transport is not None and self.transport.is_closing():
+            raise ConnectionLost()
+        await asyncio.wait_for(self._writable.wait(), timeout)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,87 @@
+"""Who the SMTP client is: its address, port and verified host name.
+
+Postfix names a client NAME[ADDR] in every log line. NAME is the reverse
+DNS name only when the forward lookup of that name gives the address back
+(a forward-confirmed name); otherwise it is "unknown". Lookups use the
+system resolver (so /etc/hosts counts: 127.0.0.1 is localhost) in a worker
+thread, bounded by a short timeout, so a slow DNS server never stalls the
+other sessions of this process.
+
+Interface:
+    Peer(name, addr, port)   .namaddr -> "NAME[ADDR]", .rfc_addr (IPv6:… form)
+    await lookup_peer(sockaddr, enabled=True) -> Peer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from pymaster.addr import is_valid_hostname
+
+LOOKUP_TIMEOUT = 5.0
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Peer:
+    name: str
+    addr: str
+    port: int = 0
+
+    @property
+    def namaddr(self) -> str:
+        return f"{self.name}[{self.addr}]"
+
+    @property
+    def rfc_addr(self) -> str:
+        """rfc_addr - the address as a Received: header writes it (RFC 5321 4.1.3)."""
+        return f"IPv6:{self.addr}" if ":" in self.addr else self.addr
+
+
+def normalize_address(addr: str) -> str:
+    """normalize_address - ::ffff:192.0.2.1 -> 192.0.2.1; other forms unchanged."""
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return addr
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _verified_name(addr: str) -> str:
+    """_verified_name - the forward-confirmed reverse name of ADDR, or "unknown"."""
+    try:
+        name, _ = socket.getnameinfo((addr, 0), socket.NI_NAMEREQD)
+    except (OSError, UnicodeError):
+        return UNKNOWN
+    name = name.rstrip(".").lower()
+    if not is_valid_hostname(name):
+        return UNKNOWN
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return UNKNOWN
+    if any(normalize_address(info[4][0]) == addr for info in infos):
+        return name
+    return UNKNOWN
+
+
+async def lookup_peer(sockaddr: tuple, enabled: bool = True) -> Peer:
+    """lookup_peer - a Peer for the remote end of a connection."""
+    if not sockaddr or not isinstance(sockaddr, tuple):
+        return Peer("localhost", "127.0.0.1", 0)   # a UNIX-domain client is local
+    addr = normalize_address(sockaddr[0])
+    port = int(sockaddr[1])
+    if not enabled:
+        return Peer(UNKNOWN, addr, port)
+    loop = asyncio.get_running_loop()
+    try:
+        name = await asyncio.wait_for(loop.run_in_executor(None, _verified_name, addr),
+                                      LOOKUP_TIMEOUT)
+    except asyncio.TimeoutError:
+        name = UNKNOWN
+    return Peer(name, addr, port)

@@ -1,0 +1,140 @@
+"""Every SMTP reply text and log line shape smtpd uses, defined once.
+
+Postfix's exact wording is the reference (smtpd(8) and the replies a
+Postfix 3.x server gives); external tools parse the log lines, so their
+shapes live here, where a test can check them.
+
+Interface:
+    constants for fixed replies (OK_MAIL, ERR_NEED_MAIL ...)
+    ehlo_lines(hostname, features) -> list[str]
+    timeout(host), too_many_errors(host), queued(queue_id)
+    log_connect(peer), log_disconnect(peer, counts), log_reject(...)
+    log_event(event, stage, peer)        "timeout after DATA from NAME[ADDR]"
+    printable(data) -> str               client input escaped for the log
+"""
+
+from __future__ import annotations
+
+GREETING = "220 {banner}"
+OK = "250 2.0.0 Ok"
+OK_MAIL = "250 2.1.0 Ok"
+OK_RCPT = "250 2.1.5 Ok"
+GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
+BYE = "221 2.0.0 Bye"
+
+ERR_UNKNOWN_COMMAND = "502 5.5.2 Error: command not recognized"
+ERR_BAD_SYNTAX = "500 5.5.2 Error: bad syntax"
+ERR_LINE_TOO_LONG = "500 5.5.2 Error: command line too long"
+ERR_NEED_HELO = "503 5.5.1 Error: send HELO/EHLO first"
+ERR_NEED_MAIL = "503 5.5.1 Error: need MAIL command"
+ERR_NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+ERR_NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
+ERR_MAIL_IN_PROGRESS = "503 5.5.1 Error: MAIL transaction in progress"
+ERR_BDAT_AFTER_DATA = "503 5.5.1 Error: BDAT and DATA cannot be mixed"  # RFC 3030 2
+ERR_SYNTAX_HELO = "501 Syntax: HELO hostname"
+ERR_SYNTAX_EHLO = "501 Syntax: EHLO hostname"
+ERR_SYNTAX_MAIL = "501 5.5.4 Syntax: MAIL FROM:<address>"
+ERR_SYNTAX_RCPT = "501 5.5.4 Syntax: RCPT TO:<address>"
+ERR_SYNTAX_DATA = "501 5.5.4 Syntax: DATA"
+ERR_SYNTAX_BDAT = "501 5.5.4 Syntax: BDAT count [LAST]"
+ERR_SYNTAX_RSET = "501 5.5.4 Syntax: RSET"
+ERR_SYNTAX_QUIT = "501 5.5.4 Syntax: QUIT"
+ERR_SYNTAX_VRFY = "501 5.5.4 Syntax: VRFY address"
+ERR_SYNTAX_ETRN = "500 Syntax: ETRN domain"
+ERR_BAD_SENDER = "501 5.1.7 Bad sender address syntax"
+ERR_BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
+ERR_BAD_SIZE = "501 5.5.4 Bad message size syntax"
+ERR_BAD_BODY = "501 5.5.4 Unsupported BODY parameter"
+ERR_BAD_RET = "501 5.5.4 Bad RET parameter syntax"
+ERR_BAD_ENVID = "501 5.5.4 Bad ENVID parameter syntax"
+ERR_BAD_NOTIFY = "501 5.5.4 Error: Bad NOTIFY parameter syntax"
+ERR_BAD_ORCPT = "501 5.5.4 Error: Bad ORCPT parameter syntax"
+ERR_SMTPUTF8_DISABLED = "504 5.5.4 SMTPUTF8 is not supported"
+ERR_UNSUPPORTED_OPTION = "555 5.5.4 Unsupported option: {option}"
+ERR_SIZE_LIMIT = "552 5.3.4 Message size exceeds fixed limit"
+ERR_TOO_MANY_RCPTS = "452 4.5.3 Error: too many recipients"
+ERR_VRFY_DISABLED = "502 5.5.1 VRFY command is disabled"
+ERR_QUEUE_WRITE = "451 4.3.0 Error: queue file write error"
+ERR_INSUFFICIENT_SPACE = "452 4.3.1 Insufficient system storage"
+ERR_BARE_LF = "{code} 5.5.2 Error: bare <LF> received"
+ERR_PIPELINING = "554 5.5.0 Error: SMTP protocol synchronization"
+ERR_ETRN_UNAVAILABLE = "459 4.3.0 <{domain}>: service unavailable"
+ERR_TEMP_LOOKUP = "451 4.3.0 <{address}>: Temporary lookup failure"
+ETRN_STARTED = "250 Queuing started"
+VRFY_OK = "252 2.0.0 {address}"
+
+
+def timeout(hostname: str) -> str:
+    return f"421 4.4.2 {hostname} Error: timeout exceeded"
+
+
+def too_many_errors(hostname: str) -> str:
+    return f"421 4.7.0 {hostname} Error: too many errors"
+
+
+def queued(queue_id: str) -> str:
+    return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+def bdat_ok(count: int) -> str:
+    return f"250 2.0.0 Ok: {count} bytes"
+
+
+def ehlo_lines(hostname: str, features: list[str]) -> list[str]:
+    """ehlo_lines - the multi-line EHLO reply: hostname first, then each feature."""
+    lines = [hostname, *features]
+    return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+
+
+# -- log lines ----------------------------------------------------------------
+
+def log_connect(peer: str) -> str:
+    return f"connect from {peer}"
+
+
+def log_client(queue_id: str, peer: str) -> str:
+    return f"{queue_id}: client={peer}"
+
+
+def log_disconnect(peer: str, counts: str) -> str:
+    return f"disconnect from {peer} {counts}".rstrip()
+
+
+def log_event(event: str, stage: str, peer: str) -> str:
+    """log_event - `lost connection after DATA from NAME[ADDR]` and friends."""
+    return f"{event} after {stage} from {peer}"
+
+
+def log_reject(queue_id: str, stage: str, peer: str, reply: str, sender: str | None,
+               recipient: str | None, proto: str, helo: str | None) -> str:
+    """log_reject - `NOQUEUE: reject: RCPT from NAME[ADDR]: REPLY; from=<> to=<> proto=ESMTP helo=<>`."""
+    parts = [f"{queue_id or 'NOQUEUE'}: reject: {stage} from {peer}: {reply};"]
+    if sender is not None:
+        parts.append(f"from=<{sender}>")
+    if recipient is not None:
+        parts.append(f"to=<{recipient}>")
+    parts.append(f"proto={proto}")
+    if helo:
+        parts.append(f"helo=<{helo}>")
+    return " ".join(parts)
+
+
+def log_pipelining(stage: str, peer: str, pending: bytes) -> str:
+    return f"improper command pipelining after {stage} from {peer}: {printable(pending)}"
+
+
+def printable(data: bytes, limit: int = 100) -> str:
+    """printable - client bytes for a log line: C-style escapes, at most LIMIT bytes."""
+    out = []
+    for b in data[:limit]:
+        if b == 0x0d:
+            out.append("\\r")
+        elif b == 0x0a:
+            out.append("\\n")
+        elif b == 0x09:
+            out.append("\\t")
+        elif 0x20 <= b < 0x7f and b != 0x5c:
+            out.append(chr(b))
+        else:
+            out.append(f"\\{b:03o}")
+    return "".join(out)

@@ -1,0 +1,134 @@
+"""The smtpd process: many SMTP sessions at once on the master's listener.
+
+The master hands over the listening socket(s) (descriptor 3, more in
+$PYMASTER_LISTEN_FDS) and the status pipe. This process accepts while fewer
+than smtpd_per_process_session_limit sessions are open and tells the master
+"busy" at the limit and "available" below it, so the master starts another
+smtpd only when this one is full. It stops accepting after max_use
+sessions, after max_idle seconds without a session, on SIGTERM, or when the
+master goes away or reloads (end of file on descriptor 5); sessions in
+progress are finished first, never cut.
+
+Interface:
+    Server(svc, settings, checker, cleanup, checker_error="").serve()   awaitable
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+
+from pymaster import log
+from pymaster.service import ALIVE_FD, Service
+from services.smtpd.check import Checker
+from services.smtpd.connection import Connection
+from services.smtpd.peer import lookup_peer
+from services.smtpd.session import Session, Settings
+from services.smtpd.submit import CleanupClient
+
+
+class Server:
+    def __init__(self, svc: Service, settings: Settings, checker: Checker | None,
+                 cleanup: CleanupClient, checker_error: str = "") -> None:
+        self.svc = svc
+        self.settings = settings
+        self.checker = checker
+        self.checker_error = checker_error
+        self.cleanup = cleanup
+        self.cfg = svc.cfg
+        self.limit = max(1, self.cfg.int("smtpd_per_process_session_limit"))
+        self.max_use = self.cfg.int("max_use")
+        self.max_idle = float(self.cfg.time("max_idle"))
+        self.peername_lookup = self.cfg.bool("smtpd_peername_lookup")
+        self.sessions: set[asyncio.Task] = set()
+        self.served = 0
+        self.stop = asyncio.Event()
+        self.changed = asyncio.Event()     # a session ended, or stop was set
+        self.avail: bool | None = None
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        listeners = self.svc.listen_sockets()
+        for sock in listeners:
+            sock.setblocking(False)
+        self._watch_master(loop)
+        accepters = [asyncio.create_task(self._accept_loop(loop, s)) for s in listeners]
+        await self._supervise()
+        for task in accepters:
+            task.cancel()
+        self._report(False)
+        if self.sessions:
+            await asyncio.gather(*self.sessions, return_exceptions=True)
+        self.cleanup.close()
+
+    def _watch_master(self, loop: asyncio.AbstractEventLoop) -> None:
+        def master_event() -> None:
+            if self.svc.master_gone():
+                loop.remove_reader(ALIVE_FD)
+                self._stop()
+        try:
+            loop.add_reader(ALIVE_FD, master_event)
+        except (OSError, ValueError):
+            pass    # started by hand, without a master
+        loop.add_signal_handler(signal.SIGTERM, self._stop)
+
+    def _stop(self) -> None:
+        self.stop.set()
+        self.changed.set()
+
+    async def _supervise(self) -> None:
+        """_supervise - report availability; end on stop, max_use or max_idle."""
+        while not self.stop.is_set():
+            self._report(len(self.sessions) < self.limit)
+            if self.max_use and self.served >= self.max_use:
+                break
+            self.changed.clear()
+            timeout = None if self.sessions else self.max_idle
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                break   # max_idle seconds without a session
+
+    def _report(self, avail: bool) -> None:
+        if avail != self.avail:
+            self.avail = avail
+            self.svc.report(avail)
+
+    async def _accept_loop(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
+        while not self.stop.is_set():
+            while len(self.sessions) >= self.limit or \
+                    (self.max_use and self.served >= self.max_use):
+                await self.changed.wait()
+                if self.stop.is_set():
+                    return
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as e:
+                log.warning(f"accept: {e.strerror}")
+                await asyncio.sleep(0.1)
+                continue
+            self.served += 1
+            task = asyncio.create_task(self._session(loop, sock))
+            self.sessions.add(task)
+            task.add_done_callback(self._session_done)
+            self.changed.set()
+
+    def _session_done(self, task: asyncio.Task) -> None:
+        self.sessions.discard(task)
+        self.changed.set()
+        if not task.cancelled() and task.exception() is not None:
+            e = task.exception()
+            log.warning(f"session failed: {type(e).__name__}: {e}")
+
+    async def _session(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        try:
+            sockaddr = sock.getpeername()
+        except OSError:
+            sock.close()
+            return
+        peer = await lookup_peer(sockaddr, self.peername_lookup)
+        _, conn = await loop.connect_accepted_socket(Connection, sock)
+        session = Session(conn, peer, self.settings, self.checker, self.cleanup,
+                          self.checker_error)
+        await session.run()

@@ -1,0 +1,565 @@
+"""One SMTP session: the RFC 5321 state machine, a method per command.
+
+The session reads commands from a Connection, answers with the texts in
+replies.py, asks check.py whether a client, sender or recipient may pass,
+reads content with data.py, and hands each accepted message to cleanup
+through submit.py. It answers `250 … queued as ID` only after cleanup has
+said the queue file is safe on disk.
+
+Postfix behaviours kept here: the error counters (smtpd_soft_error_limit,
+smtpd_error_sleep_time, smtpd_hard_error_limit), smtpd_timeout,
+line_length_limit, smtpd_recipient_limit, message_size_limit,
+smtpd_forbid_unauth_pipelining (RFC 2920 3.1: a client may pipeline only
+after EHLO, and EHLO, DATA, VRFY, ETRN, NOOP, QUIT end a group),
+smtpd_forbid_bare_newline, and the log lines (connect, client=, reject:,
+timeout/lost connection after, disconnect with per-command counts).
+
+Interface:
+    Settings.from_config(cfg)      everything read from main.cf once per process
+    Session(conn, peer, settings, checker, cleanup).run()   awaitable
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+
+from pymaster import ipc, log
+from pymaster.config import Config
+from services.smtpd import replies
+from services.smtpd.check import Checker, Context
+from services.smtpd.command import CommandError, MailArgs, RcptArgs, parse_mail, parse_rcpt, \
+    split_command
+from services.smtpd.connection import Connection, ConnectionLost
+from services.smtpd.data import ChunkConverter, DataScanner
+from services.smtpd.netlist import NetList
+from services.smtpd.peer import Peer
+from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, \
+    received_header
+
+# Commands that must end a pipelined group (RFC 2920 3.1; Postfix also
+# counts HELO and STARTTLS/AUTH). After any other, a client that said EHLO
+# may send more without waiting.
+GROUP_ENDERS = {"HELO", "EHLO", "DATA", "VRFY", "ETRN", "NOOP", "QUIT", "STARTTLS", "AUTH",
+                "EXPN", "TURN"}
+# The order of per-command counts in the disconnect line, as Postfix logs them.
+COUNT_ORDER = ["helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset",
+               "noop", "vrfy", "etrn", "quit", "unknown"]
+READ_CHUNK = 65536
+
+
+@dataclass
+class Settings:
+    """main.cf values a session needs, read once per process."""
+    hostname: str
+    banner: str
+    mail_name: str
+    timeout: float
+    line_limit: int
+    size_limit: int
+    recipient_limit: int
+    soft_error_limit: int
+    hard_error_limit: int
+    error_sleep: float
+    helo_required: bool
+    disable_vrfy: bool
+    delay_reject: bool
+    strict_envelopes: bool
+    smtputf8: bool
+    forbid_unauth_pipelining: bool
+    bare_newline: str
+    bare_newline_code: int
+    bare_newline_exclusions: NetList
+    queue_minfree: int
+    ipc_timeout: float
+    fast_flush_domains: list[str] = field(default_factory=list)
+    qmgr_endpoint: str = ""
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Settings":
+        bare = cfg.get("smtpd_forbid_bare_newline").strip().lower() or "no"
+        return cls(
+            hostname=cfg.get("myhostname"),
+            banner=cfg.get("smtpd_banner"),
+            mail_name=cfg.get("mail_name"),
+            timeout=float(cfg.time("smtpd_timeout")),
+            line_limit=max(cfg.int("line_length_limit"), 512),
+            size_limit=cfg.size("message_size_limit"),
+            recipient_limit=cfg.int("smtpd_recipient_limit"),
+            soft_error_limit=cfg.int("smtpd_soft_error_limit"),
+            hard_error_limit=cfg.int("smtpd_hard_error_limit"),
+            error_sleep=float(cfg.time("smtpd_error_sleep_time")),
+            helo_required=cfg.bool("smtpd_helo_required"),
+            disable_vrfy=cfg.bool("disable_vrfy_command"),
+            delay_reject=cfg.bool("smtpd_delay_reject"),
+            strict_envelopes=cfg.bool("strict_rfc821_envelopes"),
+            smtputf8=cfg.bool("smtputf8_enable"),
+            forbid_unauth_pipelining=cfg.bool("smtpd_forbid_unauth_pipelining"),
+            bare_newline="normalize" if bare in ("yes", "normalize") else bare,
+            bare_newline_code=cfg.int("smtpd_forbid_bare_newline_reject_code"),
+            bare_newline_exclusions=NetList.from_param(cfg, "smtpd_forbid_bare_newline_exclusions"),
+            queue_minfree=cfg.size("queue_minfree"),
+            ipc_timeout=float(cfg.time("ipc_timeout")),
+            fast_flush_domains=[d.lower() for d in cfg.list("fast_flush_domains")],
+            qmgr_endpoint=ipc.endpoint("public", cfg.get("queue_service_name")),
+        )
+
+
+class Closed(Exception):
+    """The session is over: QUIT, a 421, or the client went away."""
+
+
+class Session:
+    """One client, from the greeting to the disconnect line."""
+
+    def __init__(self, conn: Connection, peer: Peer, settings: Settings,
+                 checker: Checker | None, cleanup: CleanupClient | None,
+                 checker_error: str = "") -> None:
+        self.conn = conn
+        self.peer = peer
+        self.s = settings
+        self.checker = checker
+        self.checker_error = checker_error
+        self.cleanup = cleanup
+        self.where = "CONNECT"
+        self.helo: str | None = None
+        self.protocol = "SMTP"
+        self.esmtp = False
+        self.counts: dict[str, list[int]] = {}
+        self.errors = 0
+        self.mail: MailArgs | None = None
+        self.rcpts: list[RcptArgs] = []
+        self.bdat: ChunkConverter | None = None
+        self.bdat_error = ""
+        self.bare_lf_reject = settings.bare_newline == "reject" and \
+            not settings.bare_newline_exclusions.match(peer.addr, peer.name)
+
+    # -- the session ---------------------------------------------------------
+    async def run(self) -> None:
+        log.info(replies.log_connect(self.peer.namaddr))
+        try:
+            await self._converse()
+        except Closed:
+            pass
+        except ConnectionLost:
+            log.info(replies.log_event("lost connection", self.where, self.peer.namaddr))
+        except asyncio.TimeoutError:
+            log.info(replies.log_event("timeout", self.where, self.peer.namaddr))
+            self.conn.write((replies.timeout(self.s.hostname) + "\r\n").encode())
+        finally:
+            self.conn.close()
+            log.info(replies.log_disconnect(self.peer.namaddr, self.count_summary()))
+
+    async def _converse(self) -> None:
+        await asyncio.sleep(0)      # let input that came with the connection arrive
+        if self.s.forbid_unauth_pipelining and self.conn.pending():
+            await self._pipelining_violation()
+        await self.send(replies.GREETING.format(banner=self.s.banner))
+        while True:
+            if self.errors >= self.s.hard_error_limit:
+                log.info(replies.log_event("too many errors", self.where, self.peer.namaddr))
+                await self.send(replies.too_many_errors(self.s.hostname))
+                raise Closed()
+            line = await self.read_command()
+            if line is not None:
+                await self.dispatch(line)
+
+    # -- reading ---------------------------------------------------------------
+    async def read_command(self) -> str | None:
+        """read_command - the next command line, or None after a refused line."""
+        while True:
+            nl = self.conn.buf.find(b"\n")
+            if nl >= 0:
+                break
+            if len(self.conn.buf) > self.s.line_limit:
+                await self._skip_long_line()
+                return None
+            await self.conn.wait_data(self.s.timeout)
+        raw = self.conn.take(nl + 1)
+        crlf = raw.endswith(b"\r\n")
+        if len(raw) > self.s.line_limit:
+            await self.reply(replies.ERR_LINE_TOO_LONG)
+            return None
+        if not crlf and self.bare_lf_reject:
+            await self.reply(replies.ERR_BARE_LF.format(code=self.s.bare_newline_code))
+            return None
+        return raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+
+    async def _skip_long_line(self) -> None:
+        """_skip_long_line - drop a command line over line_length_limit, then refuse it."""
+        while True:
+            nl = self.conn.buf.find(b"\n")
+            if nl >= 0:
+                self.conn.take(nl + 1)
+                break
+            self.conn.take(len(self.conn.buf))
+            await self.conn.wait_data(self.s.timeout)
+        await self.reply(replies.ERR_LINE_TOO_LONG)
+
+    # -- writing ---------------------------------------------------------------
+    async def send(self, text: str) -> None:
+        self.conn.write((text + "\r\n").encode("utf-8", "surrogateescape"))
+        await self.conn.drain(self.s.timeout)
+
+    async def reply(self, text: str) -> None:
+        """reply - a reply to a command; 4xx/5xx count as client errors (and slow down)."""
+        if text[:1] in "45":
+            self.errors += 1
+            if self.errors > self.s.soft_error_limit and self.s.error_sleep > 0:
+                await asyncio.sleep(self.s.error_sleep)
+        await self.send(text)
+
+    async def send_lines(self, lines: list[str]) -> None:
+        self.conn.write("".join(line + "\r\n" for line in lines).encode())
+        await self.conn.drain(self.s.timeout)
+
+    # -- dispatch --------------------------------------------------------------
+    async def dispatch(self, line: str) -> None:
+        verb, arg = split_command(line)
+        handler = getattr(self, f"smtp_{verb}", None) if verb.isalpha() else None
+        name = verb.lower() if handler is not None else "unknown"
+        self.where = verb if handler is not None else "UNKNOWN"
+        if self.s.forbid_unauth_pipelining and self.conn.pending() and \
+                (verb in GROUP_ENDERS or not self.esmtp):
+            await self._pipelining_violation()
+        errors_before = self.errors
+        if not line.strip():
+            await self.reply(replies.ERR_BAD_SYNTAX)
+        elif handler is None:
+            await self.reply(replies.ERR_UNKNOWN_COMMAND)
+        else:
+            await handler(arg)
+        self.count(name, self.errors == errors_before)
+
+    async def _pipelining_violation(self) -> None:
+        pending = bytes(self.conn.buf[:100])
+        log.info(replies.log_pipelining(self.where, self.peer.namaddr, pending))
+        await self.send(replies.ERR_PIPELINING)
+        raise Closed()
+
+    def count(self, name: str, ok: bool) -> None:
+        entry = self.counts.setdefault(name, [0, 0])
+        entry[1] += 1
+        if ok:
+            entry[0] += 1
+
+    def count_summary(self) -> str:
+        """count_summary - `ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4`."""
+        parts = []
+        ok_total = [0, 0]
+        for name in COUNT_ORDER:
+            if name in self.counts:
+                ok, total = self.counts[name]
+                parts.append(f"{name}={ok}" if ok == total else f"{name}={ok}/{total}")
+                ok_total[0] += ok
+                ok_total[1] += total
+        ok, total = ok_total
+        parts.append(f"commands={ok}" if ok == total else f"commands={ok}/{total}")
+        return " ".join(parts)
+
+    # -- transaction state -----------------------------------------------------
+    def reset_transaction(self) -> None:
+        self.mail = None
+        self.rcpts = []
+        self.bdat = None
+        self.bdat_error = ""
+
+    def context(self, recipient: str | None = None) -> Context:
+        return Context(self.peer.name, self.peer.addr, self.helo,
+                       self.mail.sender if self.mail else None, recipient)
+
+    def log_reject(self, stage: str, reply: str, recipient: str | None = None) -> None:
+        log.info(replies.log_reject("", stage, self.peer.namaddr, reply,
+                                    self.mail.sender if self.mail else None, recipient,
+                                    self.protocol, self.helo))
+
+    async def refuse(self, stage: str, reply: str, recipient: str | None = None) -> None:
+        self.log_reject(stage, reply, recipient)
+        await self.reply(reply)
+
+    # -- HELO, EHLO -----------------------------------------------------------
+    async def smtp_HELO(self, arg: str) -> None:
+        await self._hello(arg, esmtp=False)
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        await self._hello(arg, esmtp=True)
+
+    async def _hello(self, arg: str, esmtp: bool) -> None:
+        if not arg:
+            await self.reply(replies.ERR_SYNTAX_EHLO if esmtp else replies.ERR_SYNTAX_HELO)
+            return
+        self.reset_transaction()
+        self.helo = arg.split()[0]
+        self.esmtp = esmtp
+        self.protocol = "ESMTP" if esmtp else "SMTP"
+        if not self.s.delay_reject and self.checker is not None:
+            refusal = self.checker.check_client(self.context()) or \
+                self.checker.check_helo(self.context())
+            if refusal:
+                await self.refuse("HELO" if not esmtp else "EHLO", refusal)
+                return
+        if esmtp:
+            await self.send_lines(replies.ehlo_lines(self.s.hostname, self.features()))
+        else:
+            await self.send(f"250 {self.s.hostname}")
+
+    def features(self) -> list[str]:
+        """features - the EHLO keywords, in Postfix's order."""
+        out = ["PIPELINING", f"SIZE {self.s.size_limit}" if self.s.size_limit else "SIZE"]
+        if not self.s.disable_vrfy:
+            out.append("VRFY")
+        out += ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        if self.s.smtputf8:
+            out.append("SMTPUTF8")
+        out.append("CHUNKING")
+        return out
+
+    # -- MAIL, RCPT -----------------------------------------------------------
+    async def smtp_MAIL(self, arg: str) -> None:
+        if self.s.helo_required and self.helo is None:
+            await self.reply(replies.ERR_NEED_HELO)
+            return
+        if self.mail is not None:
+            await self.reply(replies.ERR_NESTED_MAIL)
+            return
+        try:
+            mail = parse_mail(arg, self.s.strict_envelopes, self.s.smtputf8)
+        except CommandError as e:
+            await self.reply(e.reply)
+            return
+        if mail.size is not None and self.s.size_limit and mail.size > self.s.size_limit:
+            await self.reply(replies.ERR_SIZE_LIMIT)
+            return
+        if not self._space_for(mail.size or 0):
+            await self.reply(replies.ERR_INSUFFICIENT_SPACE)
+            return
+        self.mail = mail
+        if not self.s.delay_reject and self.checker is not None:
+            refusal = self.checker.check_sender(self.context())
+            if refusal:
+                await self.refuse("MAIL", refusal)
+                self.mail = None
+                return
+        await self.reply(replies.OK_MAIL)
+
+    def _space_for(self, size: int) -> bool:
+        """_space_for - queue_minfree: refuse mail when the queue file system is nearly full."""
+        if not self.s.queue_minfree and not size:
+            return True
+        try:
+            st = os.statvfs(".")
+        except OSError:
+            return True
+        free = st.f_bavail * st.f_frsize
+        return free >= max(self.s.queue_minfree, size * 3 // 2)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        if self.mail is None:
+            await self.reply(replies.ERR_NEED_MAIL)
+            return
+        try:
+            rcpt = parse_rcpt(arg, self.s.strict_envelopes)
+        except CommandError as e:
+            await self.reply(e.reply)
+            return
+        if len(self.rcpts) >= self.s.recipient_limit > 0:
+            await self.reply(replies.ERR_TOO_MANY_RCPTS)
+            return
+        refusal = self.check_recipient(rcpt.address)
+        if refusal:
+            await self.refuse("RCPT", refusal, rcpt.address)
+            return
+        self.rcpts.append(rcpt)
+        await self.reply(replies.OK_RCPT)
+
+    def check_recipient(self, address: str) -> str | None:
+        if self.checker is None:
+            return self.checker_error
+        try:
+            return self.checker.check_rcpt(self.context(address), self.s.delay_reject)
+        except Exception as e:  # a broken table must not end the session
+            log.warning(f"recipient check for {address} failed: {type(e).__name__}: {e}")
+            return f"451 4.3.0 <{address}>: Temporary lookup failure"
+
+    # -- DATA -------------------------------------------------------------------
+    async def smtp_DATA(self, arg: str) -> None:
+        if arg:
+            await self.reply(replies.ERR_SYNTAX_DATA)
+            return
+        if self.mail is None or not self.rcpts:
+            await self.reply(replies.ERR_NEED_RCPT if self.mail else replies.ERR_NEED_MAIL)
+            return
+        if self.bdat is not None:
+            await self.reply(replies.ERR_BDAT_AFTER_DATA)
+            return
+        if self.checker is not None:
+            refusal = self.checker.check_data(self.context())
+            if refusal:
+                await self.refuse("DATA", refusal)
+                return
+        await self.send(replies.GO_AHEAD)
+        scanner = DataScanner(self.s.size_limit)
+        while not scanner.done:
+            if not self.conn.buf:
+                await self.conn.wait_data(self.s.timeout)
+            used = scanner.feed(bytes(self.conn.buf))
+            self.conn.take(used)
+        self.where = "END-OF-MESSAGE"
+        if scanner.too_big:
+            await self.end_transaction(replies.ERR_SIZE_LIMIT)
+        elif scanner.bare_lf and self.bare_lf_reject:
+            await self.end_transaction(replies.ERR_BARE_LF.format(code=self.s.bare_newline_code))
+        else:
+            await self.end_transaction(await self.queue_message(scanner.content))
+
+    async def end_transaction(self, reply: str) -> None:
+        self.reset_transaction()
+        await self.reply(reply)
+        if reply.startswith("250"):
+            self.errors = 0     # errors count "without delivering mail"
+
+    # -- BDAT (RFC 3030) ----------------------------------------------------------
+    async def smtp_BDAT(self, arg: str) -> None:
+        words = arg.split()
+        if not words or not words[0].isdigit() or len(words) > 2 or \
+                (len(words) == 2 and words[1].upper() != "LAST"):
+            await self.reply(replies.ERR_SYNTAX_BDAT)
+            return
+        size, last = int(words[0]), len(words) == 2
+        error = self._bdat_refusal()
+        chunk = self.bdat if not error else None
+        await self._read_chunk(size, chunk)
+        if error:
+            if last:
+                self.reset_transaction()
+            await self.reply(error)
+            return
+        if chunk.too_big:
+            self.bdat_error = replies.ERR_SIZE_LIMIT
+            if last:
+                self.reset_transaction()
+            await self.reply(replies.ERR_SIZE_LIMIT)
+            return
+        if not last:
+            await self.send(replies.bdat_ok(size))
+            return
+        chunk.finish()
+        await self.end_transaction(await self.queue_message(chunk.content))
+
+    def _bdat_refusal(self) -> str:
+        """_bdat_refusal - why this BDAT chunk cannot be taken, or ""; starts the sequence."""
+        if self.mail is None:
+            return replies.ERR_NEED_MAIL
+        if not self.rcpts:
+            return replies.ERR_NEED_RCPT
+        if self.bdat_error:
+            return self.bdat_error
+        if self.bdat is None:
+            self.bdat = ChunkConverter(self.s.size_limit)
+        return ""
+
+    async def _read_chunk(self, size: int, sink: ChunkConverter | None) -> None:
+        """_read_chunk - exactly SIZE bytes of content, into SINK (or dropped)."""
+        left = size
+        while left > 0:
+            if not self.conn.buf:
+                await self.conn.wait_data(self.s.timeout)
+            data = self.conn.take(min(left, len(self.conn.buf)))
+            left -= len(data)
+            if sink is not None:
+                sink.feed(data)
+
+    # -- queueing ---------------------------------------------------------------
+    def request_header(self) -> dict:
+        mail = self.mail
+        return {
+            "op": "message",
+            "sender": mail.sender,
+            "recipients": [{"address": r.address, "orig": r.address, "notify": r.notify,
+                            "orcpt": r.orcpt} for r in self.rcpts],
+            "attrs": {"origin": "smtpd", "rewrite_context": "remote",
+                      "client_name": self.peer.name, "client_address": self.peer.addr,
+                      "client_port": str(self.peer.port), "helo_name": self.helo or "",
+                      "protocol": self.protocol, "envid": mail.envid, "ret": mail.ret,
+                      "body": mail.body, "smtputf8": mail.smtputf8,
+                      "sasl_method": "", "sasl_username": "", "log_queue_id": ""},
+            "flags": [],
+            "queue_id_placeholder": QUEUE_ID_PLACEHOLDER,
+        }
+
+    async def queue_message(self, content: bytearray) -> str:
+        """queue_message - give the message to cleanup; the reply for the client."""
+        received = received_header(self.helo, self.peer.name, self.peer.rfc_addr,
+                                   self.s.hostname, self.s.mail_name, self.protocol,
+                                   [r.address for r in self.rcpts])
+        try:
+            answer = await self.cleanup.submit(self.request_header(), [received, content])
+        except SubmitError as e:
+            log.warning(f"{self.peer.namaddr}: cleanup: {e}")
+            return replies.ERR_QUEUE_WRITE
+        status = answer.get("status")
+        if status == "ok" and answer.get("queue_id"):
+            log.info(replies.log_client(answer["queue_id"], self.peer.namaddr))
+            return replies.queued(answer["queue_id"])
+        return self._cleanup_refusal(answer)
+
+    def _cleanup_refusal(self, answer: dict) -> str:
+        dsn = str(answer.get("dsn") or "")
+        reason = str(answer.get("reason") or "")
+        if answer.get("status") == "reject" and dsn.startswith("5"):
+            code = {"5.3.4": 552, "5.4.6": 554}.get(dsn, 550)
+            return f"{code} {dsn} {reason or 'Error: message content rejected'}"
+        if answer.get("status") == "defer" and dsn.startswith("4"):
+            return f"451 {dsn} {reason or 'Error: queue file write error'}"
+        log.warning(f"{self.peer.namaddr}: unexpected answer from cleanup: {answer}")
+        return replies.ERR_QUEUE_WRITE
+
+    # -- RSET, NOOP, QUIT, VRFY, ETRN ---------------------------------------------
+    async def smtp_RSET(self, arg: str) -> None:
+        if arg:
+            await self.reply(replies.ERR_SYNTAX_RSET)
+            return
+        self.reset_transaction()
+        await self.reply(replies.OK)
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        await self.reply(replies.OK)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self.count("quit", True)
+        await self.send(replies.BYE)
+        raise Closed()
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        if self.s.disable_vrfy:
+            await self.reply(replies.ERR_VRFY_DISABLED)
+            return
+        if not arg:
+            await self.reply(replies.ERR_SYNTAX_VRFY)
+            return
+        address = arg.strip()
+        if address.startswith("<") and address.endswith(">"):
+            address = address[1:-1]
+        refusal = None
+        if self.checker is not None and address:
+            refusal = self.checker.check_unlisted(self.context(address))
+        if refusal:
+            await self.refuse("VRFY", refusal, address)
+            return
+        await self.reply(replies.VRFY_OK.format(address=arg.strip()))
+
+    async def smtp_ETRN(self, arg: str) -> None:
+        if self.helo is None:
+            await self.reply(replies.ERR_NEED_HELO)
+        elif self.mail is not None:
+            await self.reply(replies.ERR_MAIL_IN_PROGRESS)
+        elif not arg:
+            await self.reply(replies.ERR_SYNTAX_ETRN)
+        else:
+            domain = arg.strip().lstrip("@#").lower()
+            if domain in self.s.fast_flush_domains:
+                ipc.trigger(self.s.qmgr_endpoint, {"op": "flush", "site": domain})
+                await self.reply(replies.ETRN_STARTED)
+            else:
+                await self.reply(replies.ERR_ETRN_UNAVAILABLE.format(domain=domain))

@@ -1,0 +1,99 @@
+"""Handing an accepted message to cleanup, and the Received: header it carries.
+
+One `message` request per message (docs/architecture.md): the envelope in
+the JSON header, the content as payload frames. The queue ID is not known
+until cleanup has created the queue file, so the Received: header holds a
+placeholder that cleanup replaces with the ID (`queue_id_placeholder`).
+
+Requests go over zeromq from the asyncio loop (zmq.asyncio), one DEALER
+socket per request in flight, kept in a small pool. A socket whose request
+timed out is closed, never reused, so a late answer is never taken for the
+answer to another request.
+
+Interface:
+    received_header(helo, peer, hostname, mail_name, protocol, recipients, when=None) -> bytes
+    CleanupClient(endpoint, timeout).submit(header, payload) -> dict   (awaitable)
+    SubmitError    cleanup did not answer in time, or answered nonsense
+    QUEUE_ID_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+import zmq.asyncio
+
+from pymaster import ipc
+from pymaster.addr import external
+
+QUEUE_ID_PLACEHOLDER = "@QUEUE-ID-PLACEHOLDER@"
+
+
+class SubmitError(Exception):
+    """cleanup did not answer in time, or answered nonsense."""
+
+
+def mail_date(when: float | None = None) -> str:
+    """mail_date - RFC 5322 date with the zone name: `Sat, 28 Nov 2026 20:03:44 +0000 (UTC)`."""
+    t = time.localtime(when)
+    return time.strftime("%a, %d %b %Y %H:%M:%S %z (%Z)", t)
+
+
+def received_header(helo: str | None, name: str, rfc_addr: str, hostname: str,
+                    mail_name: str, protocol: str, recipients: list[str],
+                    when: float | None = None, queue_id: str = QUEUE_ID_PLACEHOLDER) -> bytes:
+    """received_header - Postfix's Received: header, folded as Postfix folds it."""
+    text = (f"Received: from {helo or name} ({name} [{rfc_addr}])\n"
+            f"\tby {hostname} ({mail_name}) with {protocol} id {queue_id}\n")
+    if len(recipients) == 1:
+        text += f"\tfor <{external(recipients[0])}>; {mail_date(when)}\n"
+    else:
+        text += f"\t{mail_date(when)}\n"
+    return text.encode("utf-8", "surrogateescape")
+
+
+class CleanupClient:
+    """Requests to the cleanup service from an asyncio program."""
+
+    POOL_SIZE = 16
+
+    def __init__(self, endpoint: str, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.context = zmq.asyncio.Context.shadow(ipc.context())
+        self._idle: list[zmq.asyncio.Socket] = []
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        if self._idle:
+            return self._idle.pop()
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        return sock
+
+    async def submit(self, header: dict, payload: list) -> dict:
+        """submit - send one request and wait for cleanup's answer."""
+        sock = self._socket()
+        try:
+            await sock.send_multipart([b"", *ipc.pack(header, payload)], copy=False)
+            if not await sock.poll(int(self.timeout * 1000), zmq.POLLIN):
+                raise SubmitError(f"timeout after {self.timeout:g}s waiting for {self.endpoint}")
+            frames = await sock.recv_multipart()
+            reply, _ = ipc.unpack(frames[1:])
+        except (zmq.ZMQError, ipc.IpcError) as e:
+            sock.close(0)
+            raise SubmitError(str(e)) from None
+        except BaseException:
+            sock.close(0)
+            raise
+        if len(self._idle) < self.POOL_SIZE:
+            self._idle.append(sock)
+        else:
+            sock.close(0)
+        return reply
+
+    def close(self) -> None:
+        for sock in self._idle:
+            sock.close(0)
+        self._idle.clear()

@@ -1,0 +1,231 @@
+"""smtpd end to end: real master, real smtpd, cleanup, qmgr and delivery.
+
+One instance serves the module. Its master.cf has a second smtpd on another
+port with test overrides (a short smtpd_timeout, mynetworks without the
+loopback so relay control applies), the way an administrator would add a
+submission-style service.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.instance import Instance, free_port
+
+HOST = "mx.example.com"
+
+
+@pytest.fixture(scope="module")
+def inst(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smtpd")
+    strict_port = free_port()
+    extra = (f"127.0.0.1:{strict_port} inet n - n - - smtpd\n"
+             "  -o smtpd_timeout=2s\n"
+             "  -o mynetworks=192.0.2.0/24\n"
+             "  -o smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination\n")
+    with Instance(tmp, main_cf={
+        "myhostname": HOST,
+        "smtpd_error_sleep_time": "0",
+        "smtpd_hard_error_limit": "5",
+        "smtpd_recipient_limit": "3",
+        "smtpd_forbid_unauth_pipelining": "yes",
+        "message_size_limit": "60000000",
+    }, master_cf_extra=extra) as instance:
+        instance.strict_port = strict_port
+        instance.wait_for_port(strict_port)
+        yield instance
+
+
+class Raw:
+    """Exactly the bytes a test wants on the wire; replies read one by one."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.file = self.sock.makefile("rb")
+
+    def reply(self) -> str:
+        lines = []
+        while True:
+            line = self.file.readline().decode()
+            if not line:
+                break
+            lines.append(line.rstrip("\r\n"))
+            if line[3:4] != "-":
+                break
+        return "\n".join(lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, line: str) -> str:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def start(self, helo: str = "client.example") -> None:
+        assert self.reply() == f"220 {HOST} ESMTP Postfix"
+        assert self.cmd(f"EHLO {helo}").startswith(f"250-{HOST}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def queued_id(reply: str | bytes) -> str:
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    m = re.search(r"queued as (\S+)", text)
+    assert m, text
+    return m.group(1)
+
+
+def maildir(inst: Instance, user: str):
+    return inst.mailbox_dir / "localhost" / user
+
+
+class TestAcceptedMail:
+    def test_smtplib_session_and_postfix_log_lines(self, inst):
+        client = smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=20)
+        client.ehlo("client.example")
+        client.mail("a@example.com")
+        client.rcpt("e2e-one@localhost")
+        code, text = client.data(b"Subject: one\r\n\r\nhello\r\n")
+        client.quit()
+        assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
+        qid = queued_id(text)
+        inst.wait_for_log(rf"postfix/smtpd\[\d+\]: {qid}: client=localhost\[127\.0\.0\.1\]$")
+        inst.wait_for_log(r"postfix/smtpd\[\d+\]: disconnect from localhost\[127\.0\.0\.1\] "
+                          r"ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5$")
+        assert re.search(r"postfix/smtpd\[\d+\]: connect from localhost\[127\.0\.0\.1\]$",
+                         inst.log_text(), re.M)
+        [message] = inst.maildir_messages(maildir(inst, "e2e-one"))
+        assert re.match(rb"(?:Return-Path: <a@example.com>\n)?(?:Delivered-To: [^\n]*\n)?"
+                        rb"Received: from client.example \(localhost \[127.0.0.1\]\)\n"
+                        rb"\tby mx.example.com \(Postfix\) with ESMTP id " + qid.encode() +
+                        rb"\n\tfor <e2e-one@localhost>; ", message)
+
+    @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+    @pytest.mark.parametrize("options", [[], ["--pipeline"]])
+    def test_swaks(self, inst, options):
+        done = subprocess.run(["swaks", "--server", f"127.0.0.1:{inst.smtp_port}",
+                               "--from", "a@example.com", "--to", "e2e-swaks@localhost",
+                               "--helo", "client.example", *options],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "250 2.0.0 Ok: queued as" in done.stdout
+
+    def test_bdat(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<e2e-bdat@localhost>")
+        body = b"Subject: bdat\r\n\r\n.not stuffed\r\n"
+        raw.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        queued_id(raw.reply())
+        raw.close()
+        [message] = inst.maildir_messages(maildir(inst, "e2e-bdat"))
+        assert message.endswith(b"\n.not stuffed\n")
+
+    def test_smuggling_never_splits_a_message(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<e2e-smuggle@localhost>")
+        assert raw.cmd("DATA").startswith("354")
+        smuggled = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<e2e-smuggle@localhost>\r\nDATA\r\n"
+        raw.send(b"Subject: first\r\n\r\nx\n.\n" + smuggled + b"y\r.\r" + smuggled +
+                 b"z\r\n.\n" + smuggled + b"w\n.\r\n" + smuggled + b"Subject: end\r\n\r\n.\r\n")
+        queued_id(raw.reply())
+        assert raw.cmd("QUIT") == "221 2.0.0 Bye"
+        [message] = inst.maildir_messages(maildir(inst, "e2e-smuggle"))
+        assert message.count(b"MAIL FROM:<evil@example.com>") == 4
+        time.sleep(0.5)
+        assert len(list((maildir(inst, "e2e-smuggle") / "new").iterdir())) == 1
+
+    def test_fifty_megabytes(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        raw.cmd("MAIL FROM:<a@example.com> SIZE=52500000")
+        raw.cmd("RCPT TO:<e2e-big@localhost>")
+        assert raw.cmd("DATA").startswith("354")
+        line = b"x" * 998 + b"\r\n"
+        block = b"Subject: big\r\n\r\n" + line * 1000
+        for _ in range(50):
+            raw.send(block)
+            block = line * 1000
+        raw.send(b".\r\n")
+        queued_id(raw.reply())
+        raw.close()
+
+
+class TestRefusals:
+    def test_relay_access_denied(self, inst):
+        raw = Raw(inst.strict_port)
+        raw.start("client.example")
+        raw.cmd("MAIL FROM:<a@b.example>")
+        assert raw.cmd("RCPT TO:<x@other.example>") == \
+            "554 5.7.1 <x@other.example>: Relay access denied"
+        raw.cmd("QUIT")
+        inst.wait_for_log(r"NOQUEUE: reject: RCPT from localhost\[127\.0\.0\.1\]: 554 5\.7\.1 "
+                          r"<x@other\.example>: Relay access denied; from=<a@b\.example> "
+                          r"to=<x@other\.example> proto=ESMTP helo=<client\.example>$")
+
+    def test_user_unknown(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        raw.cmd("MAIL FROM:<a@b.example>")
+        assert raw.cmd(f"RCPT TO:<no-such-user-e2e@{HOST}>") == \
+            f"550 5.1.1 <no-such-user-e2e@{HOST}>: Recipient address rejected: " \
+            "User unknown in local recipient table"
+        assert raw.cmd(f"RCPT TO:<root@{HOST}>") == "250 2.1.5 Ok"
+
+    def test_too_many_recipients(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        raw.cmd("MAIL FROM:<a@b.example>")
+        for i in range(3):
+            assert raw.cmd(f"RCPT TO:<r{i}@localhost>") == "250 2.1.5 Ok"
+        assert raw.cmd("RCPT TO:<r4@localhost>") == "452 4.5.3 Error: too many recipients"
+
+    def test_size_limit(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        assert raw.cmd("MAIL FROM:<a@b.example> SIZE=60000001") == \
+            "552 5.3.4 Message size exceeds fixed limit"
+
+    def test_sequence_and_syntax_errors(self, inst):
+        raw = Raw(inst.smtp_port)
+        assert raw.reply() == f"220 {HOST} ESMTP Postfix"
+        assert raw.cmd("RCPT TO:<a@localhost>") == "503 5.5.1 Error: need MAIL command"
+        assert raw.cmd("BOGUS") == "502 5.5.2 Error: command not recognized"
+        assert raw.cmd("MAIL FROM:<a@b") == "501 5.1.7 Bad sender address syntax"
+        assert raw.cmd("HELO") == "501 Syntax: HELO hostname"
+        assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+        assert raw.cmd("RSET") == "250 2.0.0 Ok"
+        assert raw.cmd("VRFY root@localhost") == "252 2.0.0 root@localhost"
+
+    def test_error_limit(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        for _ in range(5):
+            raw.cmd("BOGUS")
+        assert raw.cmd("NOOP") == f"421 4.7.0 {HOST} Error: too many errors"
+        inst.wait_for_log(r"too many errors after UNKNOWN from localhost\[127\.0\.0\.1\]$")
+
+    def test_timeout(self, inst):
+        raw = Raw(inst.strict_port)
+        raw.start()
+        assert raw.reply() == f"421 4.4.2 {HOST} Error: timeout exceeded"
+        inst.wait_for_log(r"timeout after EHLO from localhost\[127\.0\.0\.1\]$")
+
+    def test_unauthorized_pipelining(self, inst):
+        raw = Raw(inst.smtp_port)
+        assert raw.reply().startswith("220 ")
+        raw.send(b"EHLO client.example\r\nMAIL FROM:<a@b.example>\r\n")
+        assert raw.reply() == "554 5.5.0 Error: SMTP protocol synchronization"
+        inst.wait_for_log(r"improper command pipelining after EHLO from localhost\[127\.0\.0\.1\]: "
+                          r"MAIL FROM:<a@b\.example>\\r\\n$")

@@ -1,0 +1,334 @@
+"""SMTP sessions against the real session code, with cleanup stood in for.
+
+A real loopback socket and real clients (smtplib, raw sockets); only the
+cleanup service is replaced, by a stand-in that records each request and
+answers "ok" (end-to-end tests in tests/e2e/test_smtpd.py use the real one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import threading
+import time
+
+import pytest
+
+from pymaster import log
+from pymaster.config import load_config
+from services.smtpd.check import Checker
+from services.smtpd.connection import Connection
+from services.smtpd.peer import Peer
+from services.smtpd.session import Session, Settings
+from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, SubmitError
+
+
+class StandInCleanup:
+    """Records requests; answers like cleanup (or fails, when told to)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[dict, bytes]] = []
+        self.fail = False
+
+    async def submit(self, header: dict, payload: list) -> dict:
+        if self.fail:
+            raise SubmitError("timeout after 1s waiting for ipc://private/cleanup")
+        content = b"".join(bytes(p) for p in payload)
+        self.messages.append((header, content))
+        return {"status": "ok", "queue_id": f"QID{len(self.messages)}"}
+
+    def close(self) -> None:
+        pass
+
+
+class Server:
+    """A thread running sessions on a loopback port."""
+
+    def __init__(self, tmp_path, **settings) -> None:
+        values = {"myhostname": "mx.example.com", "mydestination": "$myhostname, localhost",
+                  "local_recipient_maps": "inline:{ alice=x, bob=x }", "alias_maps": "",
+                  "smtpd_error_sleep_time": "0", "maillog_file": str(tmp_path / "maillog"),
+                  **settings}
+        (tmp_path / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
+        self.cfg = load_config(str(tmp_path))
+        log.setup("smtpd", self.cfg)
+        self.logfile = tmp_path / "maillog"
+        self.settings = Settings.from_config(self.cfg)
+        self.checker = Checker(self.cfg)
+        self.cleanup = StandInCleanup()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(10)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_until_complete,
+                                       args=(self._serve(),), daemon=True)
+        self.thread.start()
+
+    async def _serve(self) -> None:
+        while True:
+            sock, addr = await self.loop.sock_accept(self.listener)
+            self.loop.create_task(self._session(sock, addr))
+
+    async def _session(self, sock, addr) -> None:
+        _, conn = await self.loop.connect_accepted_socket(Connection, sock)
+        await Session(conn, Peer("localhost", addr[0], addr[1]), self.settings,
+                      self.checker, self.cleanup).run()
+
+    def log(self) -> str:
+        return self.logfile.read_text() if self.logfile.exists() else ""
+
+    def wait_log(self, text: str) -> str:
+        for _ in range(200):
+            if text in self.log():
+                return self.log()
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not in log:\n{self.log()}")
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.port, timeout=10)
+
+    def raw(self) -> "Raw":
+        return Raw(self.port)
+
+
+class Raw:
+    """A byte-level client: send exactly what a test says, read replies."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def reply(self) -> str:
+        lines = []
+        while True:
+            line = self.file.readline().decode()
+            if not line:
+                break
+            lines.append(line.rstrip("\r\n"))
+            if line[3:4] != "-":
+                break
+        return "\n".join(lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, line: str) -> str:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    return Server(tmp_path)
+
+
+def hello(raw: Raw) -> None:
+    assert raw.reply().startswith("220 mx.example.com ESMTP Postfix")
+    raw.cmd("EHLO client.example")
+
+
+class TestGreetingAndEhlo:
+    def test_ehlo_features_in_postfix_order(self, server):
+        code, text = server.smtp().ehlo("client.example")
+        assert code == 250
+        assert text.decode().split("\n") == [
+            "mx.example.com", "PIPELINING", "SIZE 10240000", "VRFY", "ETRN",
+            "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+
+    def test_helo_and_syntax(self, server):
+        raw = server.raw()
+        raw.reply()
+        assert raw.cmd("HELO") == "501 Syntax: HELO hostname"
+        assert raw.cmd("HELO client.example") == "250 mx.example.com"
+
+    def test_vrfy_disabled(self, tmp_path):
+        s = Server(tmp_path, disable_vrfy_command="yes")
+        raw = s.raw()
+        raw.reply()
+        assert "VRFY" not in raw.cmd("EHLO x")
+        assert raw.cmd("VRFY alice") == "502 5.5.1 VRFY command is disabled"
+
+
+class TestSequence:
+    @pytest.mark.parametrize("line, reply", [
+        ("RCPT TO:<alice@mx.example.com>", "503 5.5.1 Error: need MAIL command"),
+        ("DATA", "503 5.5.1 Error: need MAIL command"),
+        ("FOO", "502 5.5.2 Error: command not recognized"),
+        ("MAIL FROM:<a@b", "501 5.1.7 Bad sender address syntax"),
+        ("MAIL TO:<a@b>", "501 5.5.4 Syntax: MAIL FROM:<address>"),
+        ("NOOP", "250 2.0.0 Ok"),
+        ("RSET", "250 2.0.0 Ok"),
+        ("VRFY", "501 5.5.4 Syntax: VRFY address"),
+        ("VRFY alice@mx.example.com", "252 2.0.0 alice@mx.example.com"),
+        ("VRFY nobody@mx.example.com", "550 5.1.1 <nobody@mx.example.com>: Recipient address "
+                                       "rejected: User unknown in local recipient table"),
+        ("ETRN", "500 Syntax: ETRN domain"),
+        ("ETRN other.example", "459 4.3.0 <other.example>: service unavailable"),
+    ])
+    def test_replies(self, server, line, reply):
+        raw = server.raw()
+        hello(raw)
+        assert raw.cmd(line) == reply
+
+    def test_nested_mail_and_need_rcpt(self, server):
+        raw = server.raw()
+        hello(raw)
+        assert raw.cmd("MAIL FROM:<a@example.com>") == "250 2.1.0 Ok"
+        assert raw.cmd("MAIL FROM:<a@example.com>") == "503 5.5.1 Error: nested MAIL command"
+        assert raw.cmd("DATA") == "503 5.5.1 Error: need RCPT command"
+
+    def test_helo_required(self, tmp_path):
+        raw = Server(tmp_path, smtpd_helo_required="yes").raw()
+        raw.reply()
+        assert raw.cmd("MAIL FROM:<a@b.example>") == "503 5.5.1 Error: send HELO/EHLO first"
+
+    def test_size_too_big_in_mail_from(self, server):
+        raw = server.raw()
+        hello(raw)
+        assert raw.cmd("MAIL FROM:<a@b.example> SIZE=20000000") == \
+            "552 5.3.4 Message size exceeds fixed limit"
+
+    def test_too_many_recipients(self, tmp_path):
+        raw = Server(tmp_path, smtpd_recipient_limit="1").raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@b.example>")
+        assert raw.cmd("RCPT TO:<alice@mx.example.com>") == "250 2.1.5 Ok"
+        assert raw.cmd("RCPT TO:<bob@mx.example.com>") == "452 4.5.3 Error: too many recipients"
+
+    def test_hard_error_limit(self, tmp_path):
+        s = Server(tmp_path, smtpd_hard_error_limit="3")
+        raw = s.raw()
+        hello(raw)
+        for _ in range(3):
+            raw.cmd("FOO")
+        assert raw.cmd("NOOP") == "421 4.7.0 mx.example.com Error: too many errors"
+        log = s.wait_log("disconnect from")
+        assert "too many errors after UNKNOWN from localhost[127.0.0.1]" in log
+        assert "disconnect from localhost[127.0.0.1] ehlo=1 unknown=0/3 commands=1/4" in log
+
+    def test_timeout(self, tmp_path):
+        s = Server(tmp_path, smtpd_timeout="1s")
+        raw = s.raw()
+        hello(raw)
+        assert raw.reply() == "421 4.4.2 mx.example.com Error: timeout exceeded"
+        assert "timeout after EHLO from localhost[127.0.0.1]" in s.wait_log("timeout after")
+
+    def test_long_command_line(self, server):
+        raw = server.raw()
+        hello(raw)
+        assert raw.cmd("NOOP " + "x" * 5000) == "500 5.5.2 Error: command line too long"
+        assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+
+
+class TestMessages:
+    def test_message_goes_to_cleanup_with_received_header(self, server):
+        client = server.smtp()
+        client.ehlo("client.example")
+        client.mail("a@example.com", ["SIZE=100", "BODY=8BITMIME"])
+        client.rcpt("alice@mx.example.com", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;alice@mx.example.com"])
+        code, text = client.data(b"Subject: hi\r\n\r\n.dot\r\nbody\r\n")
+        assert (code, text) == (250, b"2.0.0 Ok: queued as QID1")
+        client.quit()
+        header, content = server.cleanup.messages[0]
+        assert header["sender"] == "a@example.com"
+        assert header["recipients"] == [{"address": "alice@mx.example.com",
+                                         "orig": "alice@mx.example.com",
+                                         "notify": "SUCCESS,FAILURE",
+                                         "orcpt": "rfc822;alice@mx.example.com"}]
+        assert header["attrs"]["body"] == "8BITMIME" and header["attrs"]["protocol"] == "ESMTP"
+        received, _, rest = content.partition(b"\nSubject")
+        assert received.startswith(
+            b"Received: from client.example (localhost [127.0.0.1])\n"
+            b"\tby mx.example.com (Postfix) with ESMTP id " + QUEUE_ID_PLACEHOLDER.encode() +
+            b"\n\tfor <alice@mx.example.com>; ")
+        assert rest == b": hi\n\n.dot\nbody\n"     # smtplib stuffed the dot; we unstuffed it
+        log = server.wait_log("disconnect from")
+        assert "QID1: client=localhost[127.0.0.1]" in log
+        assert "disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5" in log
+
+    def test_cleanup_failure_is_a_temporary_error(self, server):
+        server.cleanup.fail = True
+        client = server.smtp()
+        client.ehlo("x")
+        client.mail("a@example.com")
+        client.rcpt("alice@mx.example.com")
+        assert client.data(b"x\r\n") == (451, b"4.3.0 Error: queue file write error")
+
+    def test_bdat_chunks(self, server):
+        raw = server.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        raw.send(b"BDAT 9\r\nSubject: ")
+        assert raw.reply() == "250 2.0.0 Ok: 9 bytes"
+        raw.send(b"BDAT 9 LAST\r\nx\r\n\r\n.b\r\n")
+        assert raw.reply() == "250 2.0.0 Ok: queued as QID1"
+        assert server.cleanup.messages[0][1].endswith(b"Subject: x\n\n.b\n")
+
+    def test_smuggled_message_stays_inside_the_first(self, server):
+        raw = server.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        assert raw.cmd("DATA").startswith("354")
+        raw.send(b"Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@example.com>\r\n"
+                 b"RCPT TO:<bob@mx.example.com>\r\nDATA\r\nSubject: two\r\n\r\n.\r\n")
+        assert raw.reply() == "250 2.0.0 Ok: queued as QID1"
+        assert len(server.cleanup.messages) == 1
+        assert b"MAIL FROM:<evil@example.com>" in server.cleanup.messages[0][1]
+
+    def test_size_limit_in_data(self, tmp_path):
+        s = Server(tmp_path, message_size_limit="1000")
+        client = s.smtp()
+        client.ehlo("x")
+        client.mail("a@example.com")
+        client.rcpt("alice@mx.example.com")
+        assert client.data(b"x" * 2000 + b"\r\n") == (552, b"5.3.4 Message size exceeds fixed limit")
+        assert s.cleanup.messages == []
+
+    def test_bare_lf_reject(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_bare_newline="reject",
+                   smtpd_forbid_bare_newline_exclusions="")
+        raw = s.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        raw.cmd("DATA")
+        raw.send(b"a\nb\r\n.\r\n")
+        assert raw.reply() == "550 5.5.2 Error: bare <LF> received"
+        assert s.cleanup.messages == []
+
+
+class TestPipelining:
+    @pytest.fixture
+    def server(self, tmp_path):
+        return Server(tmp_path, smtpd_forbid_unauth_pipelining="yes")
+
+    def test_esmtp_client_may_pipeline_mail_and_rcpt(self, server):
+        raw = server.raw()
+        hello(raw)
+        raw.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<alice@mx.example.com>\r\nDATA\r\n")
+        assert [raw.reply() for _ in range(3)] == [
+            "250 2.1.0 Ok", "250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>"]
+
+    def test_command_after_ehlo_in_the_same_packet(self, server):
+        raw = server.raw()
+        raw.reply()
+        raw.send(b"EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n")
+        assert raw.reply() == "554 5.5.0 Error: SMTP protocol synchronization"
+        assert "improper command pipelining after EHLO from localhost[127.0.0.1]: " \
+               "MAIL FROM:<a@example.com>\\r\\n" in server.wait_log("improper")
+
+    def test_early_talker(self, server):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"EHLO client.example\r\n")
+        time.sleep(0.2)
+        data = sock.recv(1000)
+        assert data.startswith(b"554 5.5.0 Error: SMTP protocol synchronization")
+        assert "improper command pipelining after CONNECT" in server.wait_log("improper")

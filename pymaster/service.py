@@ -167,6 +167,10 @@ class Service:
         Not root: nothing changes, and the master said so once in the log."""
         if os.geteuid() != 0:
             return
+        # Lookup table types are imported on first use: import them all while
+        # the interpreter's library is still reachable.
+        from pymaster import tables
+        tables.preload()
         queue_dir = self.cfg.get("queue_directory")
         # The account must be looked up before the jail hides /etc/passwd.
         account = lookup_account(self.cfg.get("mail_owner")) if self.unpriv else None

@@ -15,7 +15,7 @@ Benchmarks are not tests: nothing here asserts a figure.
 
 Interface:
     run(workdir) -> list[str]     one printable line per figure
-    python -m pymaster.bench_master [WORKDIR]
+    python -m bench.master [WORKDIR]
 """
 
 from __future__ import annotations

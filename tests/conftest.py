@@ -7,3 +7,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+import pytest  # noqa: E402
+
+from pymaster import log  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Each test starts with the logging set-up the one before it found:
+    a test that points pymaster.log at a file must not redirect later tests."""
+    saved = dict(vars(log._state))
+    yield
+    for name in list(vars(log._state)):
+        if name not in saved:
+            delattr(log._state, name)
+    for name, value in saved.items():
+        setattr(log._state, name, value)

@@ -1,0 +1,439 @@
+"""Recipient resolution: the "resolve" half of Postfix's trivial-rewrite.
+
+A Resolver maps a canonical (internal-form) recipient to where it goes:
+an address class, a transport, a next hop, and the recipient as delivered.
+smtpd uses it for reject_unauth_destination and the unknown-recipient
+checks, cleanup to decide on virtual alias expansion, and qmgr to pick the
+delivery agent. It is built once per process and Config (`resolver_for`);
+its tables are opened once and reopen themselves when their files change.
+
+Address classes (ADDRESS_CLASS_README), tried in this order:
+  local            domain in mydestination, or [ip] of an address in
+                   inet_interfaces/proxy_interfaces    -> local_transport
+  virtual_alias    domain in virtual_alias_domains     -> error transport
+                   ("User unknown in virtual alias table") unless expanded
+  virtual_mailbox  domain in virtual_mailbox_domains   -> virtual_transport
+  relay            domain in relay_domains             -> relay_transport
+  default          anything else                       -> default_transport
+Next hop: the transport parameter's `:nexthop`, else (relay and default)
+relayhost, else the recipient domain (for local: $myhostname).
+transport_maps override both, per transport(5): `user+ext@domain`,
+`user@domain`, `domain`, parent domains, `*`; an empty transport keeps the
+class's transport, an empty next hop resets it to the recipient domain, and
+an entry that is empty on both sides changes nothing.
+
+Routing operators: an address whose local part, after local domains are
+stripped, still holds `@`, `%` (allow_percent_hack) or `!` (swap_bangpath)
+is *routed* (`user%other@ours`, `"user@other"@ours`, `other!user@ours`):
+the resolver follows it, as Postfix does, and sets the ROUTED flag so that
+reject_unauth_destination never relays such mail.
+
+Interface:
+    Resolver(cfg) / resolver_for(cfg)
+    Resolver.resolve(addr) -> Resolution(transport, nexthop, recipient, address_class, flags)
+    Resolver.is_local_domain(domain) -> bool
+    Resolver.is_relay_allowed_destination(domain) -> bool  (local, virtual or relay_domains)
+    Resolver.domain_class(domain) -> str
+    DomainList(cfg, param_name).match(domain) -> bool       Postfix domain list semantics
+    flags: ROUTED, ERROR (bad address syntax), FAIL (a table lookup failed:
+           the caller defers, never bounces), FINAL (local or virtual class)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import NamedTuple
+
+from pymaster import log
+from pymaster.addr import (domain_literal_address, is_valid_hostname,
+                           split_address)
+from pymaster.config import Config
+
+LOCAL = "local"
+VIRTUAL_ALIAS = "virtual_alias"
+VIRTUAL_MAILBOX = "virtual_mailbox"
+RELAY = "relay"
+DEFAULT = "default"
+FINAL_CLASSES = (LOCAL, VIRTUAL_ALIAS, VIRTUAL_MAILBOX)
+
+ROUTED = "routed"
+ERROR = "error"
+FAIL = "fail"
+FINAL = "final"
+
+VIRTUAL_ALIAS_UNKNOWN = "5.1.1 User unknown in virtual alias table"
+
+
+class Resolution(NamedTuple):
+    transport: str
+    nexthop: str
+    recipient: str
+    address_class: str
+    flags: frozenset = frozenset()
+
+    @property
+    def routed(self) -> bool:
+        return ROUTED in self.flags
+
+    @property
+    def final(self) -> bool:
+        return self.address_class in FINAL_CLASSES
+
+
+class LookupFailed(Exception):
+    """A table could not be searched now (TableError from pymaster.tables)."""
+
+
+def _open_table(spec: str, cfg: Config):
+    """_open_table - a pymaster.tables Table for SPEC (imported on first use)."""
+    from pymaster.tables import open_table
+    return open_table(spec, cfg)
+
+
+def _table_error_types() -> tuple:
+    try:
+        from pymaster.tables import TableError
+        return (TableError, LookupFailed)
+    except ImportError:
+        return (LookupFailed,)
+
+
+def parent_matching(cfg: Config, param_name: str) -> bool:
+    """parent_matching - whether NAME is listed in parent_domain_matches_subdomains."""
+    return param_name in cfg.list("parent_domain_matches_subdomains")
+
+
+class DomainList:
+    """A Postfix domain list (mydestination, relay_domains ...).
+
+    Entries: `example.com` (with parent matching, also its subdomains),
+    `.example.com` (subdomains), `!pattern` (exclusion: stop, no match),
+    `type:table` (the domain, then its parents, as keys), `/file/name`
+    (more entries, one or more a line)."""
+
+    def __init__(self, cfg: Config, param_name: str, entries: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.name = param_name
+        self.parent = parent_matching(cfg, param_name)
+        raw = cfg.list(param_name) if entries is None else entries
+        self.entries = self._expand_files(raw)
+        self._tables: dict[str, object] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def _expand_files(self, entries: list[str]) -> list[str]:
+        out: list[str] = []
+        for e in entries:
+            if e.startswith("/") and ":" not in e:
+                out.extend(self._read_file(e))
+            else:
+                out.append(e)
+        return out
+
+    def _read_file(self, path: str) -> list[str]:
+        from pymaster.config import split_list
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = [ln.split("#", 1)[0] for ln in f]
+        except OSError as e:
+            log.warning(f"{self.name}: open {path}: {e.strerror}")
+            return []
+        return [item for ln in lines for item in split_list(ln)]
+
+    def match(self, domain: str) -> bool:
+        """match - whether DOMAIN is in the list; raises LookupFailed/TableError."""
+        domain = domain.lower().rstrip(".")
+        for entry in self.entries:
+            negate = entry.startswith("!")
+            pattern = entry[1:] if negate else entry
+            if self._match_one(pattern, domain):
+                return not negate
+        return False
+
+    def _match_one(self, pattern: str, domain: str) -> bool:
+        if ":" in pattern and not pattern.startswith("["):
+            return self._match_table(pattern, domain)
+        pattern = pattern.lower()
+        if pattern.startswith("."):
+            return domain.endswith(pattern)
+        if domain == pattern:
+            return True
+        return self.parent and domain.endswith("." + pattern)
+
+    def _match_table(self, spec: str, domain: str) -> bool:
+        table = self._tables.get(spec)
+        if table is None:
+            table = self._tables[spec] = _open_table(spec, self.cfg)
+        if table.lookup(domain) is not None:
+            return True
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            parent = ".".join(labels[i:])
+            key = parent if self.parent else "." + parent
+            if table.lookup(key) is not None:
+                return True
+        return False
+
+
+def interface_addresses(cfg: Config) -> set[str]:
+    """interface_addresses - the IP addresses this host receives mail on.
+
+    inet_interfaces (`all` = every interface address) plus proxy_interfaces;
+    each given as an address or a name to look up."""
+    addrs: set[str] = set()
+    for param_name in ("inet_interfaces", "proxy_interfaces"):
+        for item in cfg.list(param_name):
+            addrs |= _addresses_of(item.lower())
+    return addrs
+
+
+def _addresses_of(item: str) -> set[str]:
+    if item == "all":
+        return _all_interface_addresses()
+    if item == "loopback-only":
+        return {"127.0.0.1", "::1"}
+    item = item.strip("[]")
+    try:
+        return {str(ipaddress.ip_address(item))}
+    except ValueError:
+        pass
+    try:
+        return {str(ipaddress.ip_address(info[4][0].split("%")[0]))
+                for info in socket.getaddrinfo(item, None)}
+    except (OSError, ValueError):
+        log.warning(f"unable to look up interface address: {item}")
+        return set()
+
+
+def _all_interface_addresses() -> set[str]:
+    addrs = {"127.0.0.1", "::1"}
+    try:
+        import psutil
+        for entries in psutil.net_if_addrs().values():
+            for a in entries:
+                if a.family in (socket.AF_INET, socket.AF_INET6):
+                    addrs.add(str(ipaddress.ip_address(a.address.split("%")[0])))
+    except (ImportError, OSError, ValueError):
+        pass
+    return addrs
+
+
+def split_transport(value: str) -> tuple[str, str]:
+    """split_transport - "smtp:[host]:25" -> ("smtp", "[host]:25")."""
+    transport, _, nexthop = value.strip().partition(":")
+    return transport.strip(), nexthop.strip()
+
+
+class Resolver:
+    """Resolve recipients for one configuration."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.myhostname = cfg.get("myhostname").lower()
+        self.mydestination = DomainList(cfg, "mydestination")
+        self.virtual_alias_domains = DomainList(cfg, "virtual_alias_domains")
+        self.virtual_mailbox_domains = DomainList(cfg, "virtual_mailbox_domains")
+        self.relay_domains = DomainList(cfg, "relay_domains")
+        self.relayhost = cfg.get("relayhost").strip()
+        self.swap_bang = cfg.bool("swap_bangpath")
+        self.percent_hack = cfg.bool("allow_percent_hack")
+        self.resolve_null_domain = cfg.bool("resolve_null_domain")
+        self.resolve_numeric_domain = cfg.bool("resolve_numeric_domain")
+        self.delimiters = cfg.get("recipient_delimiter")
+        self.transport_parent = parent_matching(cfg, "transport_maps")
+        self._interfaces: set[str] | None = None
+        self._transport_maps = None
+
+    # -- domain classes ----------------------------------------------------
+    def local_addresses(self) -> set[str]:
+        if self._interfaces is None:
+            self._interfaces = interface_addresses(self.cfg)
+        return self._interfaces
+
+    def is_local_domain(self, domain: str) -> bool:
+        """is_local_domain - DOMAIN is mydestination or [our address]."""
+        domain = domain.lower().rstrip(".")
+        if not domain:
+            return True
+        ip = domain_literal_address(domain)
+        if ip is None and self.resolve_numeric_domain:
+            ip = _bare_ip(domain)
+        if ip is not None:
+            return ip in self.local_addresses()
+        return self.mydestination.match(domain)
+
+    def domain_class(self, domain: str) -> str:
+        """domain_class - the address class of DOMAIN (may raise on a table failure)."""
+        if self.is_local_domain(domain):
+            return LOCAL
+        domain = domain.lower().rstrip(".")
+        if self.virtual_alias_domains.match(domain):
+            return VIRTUAL_ALIAS
+        if self.virtual_mailbox_domains.match(domain):
+            return VIRTUAL_MAILBOX
+        if self.relay_domains.match(domain):
+            return RELAY
+        return DEFAULT
+
+    def is_relay_allowed_destination(self, domain: str) -> bool:
+        """is_relay_allowed_destination - local, virtual or relay_domains."""
+        return self.domain_class(domain) != DEFAULT
+
+    # -- resolving ---------------------------------------------------------
+    def resolve(self, addr: str) -> Resolution:
+        """resolve - where internal-form ADDR goes; never raises for bad input."""
+        try:
+            return self._resolve(addr)
+        except _table_error_types() as e:
+            log.warning(f"resolve {addr}: table lookup failed: {e}")
+            return Resolution("", "", addr, DEFAULT, frozenset({FAIL}))
+
+    def _resolve(self, addr: str) -> Resolution:
+        flags: set[str] = set()
+        if not addr:
+            addr = f"{self.cfg.get('empty_address_recipient')}@{self.myhostname}"
+        if addr.endswith("@") and not self.resolve_null_domain:
+            flags.add(ERROR)    # "user@": a domain that is there but empty
+        local, domain, stripped = self._strip_local_domains(addr, flags)
+        domain = (domain or stripped or self.myhostname).lower()
+        if _routed(local, self.swap_bang, self.percent_hack):
+            flags.add(ROUTED)
+        recipient = f"{local}@{domain}"
+        if not self._valid_domain(domain):
+            flags.add(ERROR)
+        aclass = self.domain_class(domain)
+        transport, nexthop = self._class_route(aclass, domain)
+        if aclass in FINAL_CLASSES:
+            flags.add(FINAL)
+        transport, nexthop = self._transport_override(recipient, domain, transport, nexthop)
+        return Resolution(transport, nexthop, recipient, aclass, frozenset(flags))
+
+    def _strip_local_domains(self, addr: str, flags: set[str]) -> tuple[str, str, str]:
+        """_strip_local_domains - follow `user@a@ours`, `user%a@ours`, `a!user@ours`.
+
+        Returns (local part, domain, last local domain stripped): the domain
+        is empty when the address ends up local without one."""
+        stripped = ""
+        local, domain = split_address(addr)
+        for _ in range(100):    # each round removes one operator: no loop forever
+            domain = domain.rstrip(".")
+            if domain and not self.is_local_domain(domain):
+                return local, domain, stripped
+            if domain:
+                stripped = domain
+            if "@" in local:
+                flags.add(ROUTED)
+                local, domain = split_address(local)
+            elif self.swap_bang and "!" in local:
+                flags.add(ROUTED)
+                site, _, user = local.partition("!")
+                local, domain = user, site
+            elif self.percent_hack and "%" in local:
+                flags.add(ROUTED)
+                local, _, domain = local.rpartition("%")
+            else:
+                return local, "", stripped
+        return local, domain, stripped
+
+    def _valid_domain(self, domain: str) -> bool:
+        if domain_literal_address(domain) is not None:
+            return True
+        if _bare_ip(domain) is not None and not self.resolve_numeric_domain:
+            return False
+        return is_valid_hostname(domain)
+
+    def _class_route(self, aclass: str, domain: str) -> tuple[str, str]:
+        """_class_route - the transport and next hop of an address class."""
+        if aclass == VIRTUAL_ALIAS:
+            return self.cfg.get("error_service") or "error", VIRTUAL_ALIAS_UNKNOWN
+        param_name = {LOCAL: "local_transport", VIRTUAL_MAILBOX: "virtual_transport",
+                      RELAY: "relay_transport", DEFAULT: "default_transport"}[aclass]
+        transport, nexthop = split_transport(self.cfg.get(param_name))
+        if not nexthop:
+            if aclass == LOCAL:
+                nexthop = self.myhostname
+            elif aclass in (RELAY, DEFAULT) and self.relayhost:
+                nexthop = self.relayhost
+            else:
+                nexthop = domain
+        return transport, nexthop
+
+    # -- transport_maps ------------------------------------------------------
+    def transport_maps(self):
+        if self._transport_maps is None:
+            from pymaster.maps import Maps
+            self._transport_maps = Maps(self.cfg, "transport_maps")
+        return self._transport_maps
+
+    def _transport_override(self, recipient: str, domain: str,
+                            transport: str, nexthop: str) -> tuple[str, str]:
+        if not self.cfg.get("transport_maps").strip():
+            return transport, nexthop
+        value = self._transport_lookup(recipient, domain)
+        if value is None:
+            return transport, nexthop
+        new_transport, new_nexthop = split_transport(value)
+        if not new_transport and not new_nexthop:
+            return transport, nexthop
+        if new_transport and not new_nexthop:
+            return new_transport, domain
+        return new_transport or transport, new_nexthop
+
+    def _transport_lookup(self, recipient: str, domain: str) -> str | None:
+        """_transport_lookup - transport(5) search order for RECIPIENT."""
+        maps = self.transport_maps()
+        for i, key in enumerate(self._transport_keys(recipient, domain)):
+            # Pattern tables (regexp, pcre) see only the full address.
+            value = maps.lookup(key, partial=i > 0)
+            if value is not None:
+                return value
+        return None
+
+    def _transport_keys(self, recipient: str, domain: str) -> list[str]:
+        local, _ = split_address(recipient)
+        keys = [recipient.lower()]
+        base = strip_extension(local, self.delimiters)
+        if base != local:
+            keys.append(f"{base}@{domain}".lower())
+        keys.append(domain)
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            parent = ".".join(labels[i:])
+            keys.append(parent if self.transport_parent else "." + parent)
+        keys.append("*")
+        return keys
+
+
+def strip_extension(local: str, delimiters: str) -> str:
+    """strip_extension - `user+ext` -> `user` for any recipient_delimiter character."""
+    if not delimiters:
+        return local
+    for i, c in enumerate(local):
+        if c in delimiters and i > 0:
+            return local[:i]
+    return local
+
+
+def _routed(local: str, swap_bang: bool, percent_hack: bool) -> bool:
+    return "@" in local or (swap_bang and "!" in local) or (percent_hack and "%" in local)
+
+
+def _bare_ip(domain: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(domain))
+    except ValueError:
+        return None
+
+
+_resolvers: dict[int, tuple[Config, Resolver]] = {}
+
+
+def resolver_for(cfg: Config) -> Resolver:
+    """resolver_for - the Resolver of CFG, built once per process and Config."""
+    hit = _resolvers.get(id(cfg))
+    if hit is None or hit[0] is not cfg:
+        hit = (cfg, Resolver(cfg))
+        _resolvers[id(cfg)] = hit
+    return hit[1]

@@ -1,0 +1,175 @@
+"""cleanup's request handler: one `message` request in, one queue file out.
+
+    header  {"op": "message", "sender", "recipients": [...], "attrs": {...},
+             "flags": [...]}          (docs/architecture.md)
+    payload the content frames: headers and body, LF line ends
+
+Order of work, so that "ok" is never said for mail that is not safe:
+  1. create the queue file in incoming/ (this fixes the queue ID, which
+     the Message-Id: header and every log line carry)
+  2. the envelope stage (envelope.py): sender and recipients canonical,
+     mapped, expanded, de-duplicated
+  3. the header pipeline (headers.py), which may reject (too many hops),
+     then the recipients it extracted for `sendmail -t` (flag "extract")
+  4. write envelope and content, commit: fsync and the completion mark
+  5. reply {"status": "ok", "queue_id"} and wake qmgr
+Anything that goes wrong before the commit removes the file; a disk error
+answers "defer" (the client keeps the mail and tries again).
+
+Flags: "extract" (recipients from To:/Cc:/Bcc:, Bcc: removed).
+Actions (smtpd's access results, actions.py): HOLD, DISCARD, FILTER,
+REDIRECT, BCC as `"actions": [{"action": "HOLD", "text": "..."}]`.
+Flags may also carry receive_override_options values (no_address_mappings).
+Attributes the handler reads: origin, rewrite_context (local | remote;
+default local), full_name (From: for local submissions). Top-level keys
+besides the contract's: arrival_time (pickup: the maildrop file's time) and
+uid (pickup: the submitter, for `Received: by HOST (Postfix, from userid N)`),
+queue_id_placeholder (smtpd: the text in its Received: header that stands
+for the queue ID).
+
+Interface:
+    handle_message(cfg, header, payload) -> (reply_header, reply_payload)
+    make_handler(cfg, wake=True) -> handler for Service.serve_requests
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from pymaster import ipc, log, queue, records
+from pymaster.config import Config
+from pymaster.headers import encode, split_header_block
+
+from .actions import apply_envelope_actions, final_disposition
+from .envelope import process_recipients, process_sender
+from .headers import process_headers
+from .state import NO_RECIPIENTS, TOO_BIG, WRITE_ERROR, CleanupError, CleanupState, Reject
+
+INCOMING = "incoming"
+
+
+def _recipients(items: Iterable[dict]) -> list[records.Recipient]:
+    out = []
+    for r in items or ():
+        if isinstance(r, str):
+            out.append(records.Recipient(r))
+        else:
+            out.append(records.Recipient(r.get("address", ""), r.get("orig", "") or "",
+                                         r.get("notify", "") or "", r.get("orcpt", "") or ""))
+    return out
+
+
+def _attrs(raw: dict) -> dict[str, str]:
+    """_attrs - request attributes as queue file strings (booleans as yes/no)."""
+    out: dict[str, str] = {}
+    for k, v in (raw or {}).items():
+        if isinstance(v, bool):
+            v = "yes" if v else "no"
+        out[str(k)] = "" if v is None else str(v)
+    return out
+
+
+def handle_message(cfg: Config, header: dict, payload: list) -> tuple[dict, list]:
+    """handle_message - queue one message; the reply for the client."""
+    if header.get("op") != "message":
+        return {"status": "error", "reason": f"unknown request: {header.get('op')}"}, []
+    content = b"".join(bytes(f) for f in payload)
+    limit = cfg.int("message_size_limit")
+    if limit and len(content) > limit:
+        return _refuse(Reject(*TOO_BIG))
+    try:
+        writer = queue.create(INCOMING)
+    except OSError as e:
+        log.warning(f"{INCOMING}: create queue file: {e.strerror or e}")
+        return _refuse(CleanupError(*WRITE_ERROR), "defer")
+    try:
+        queue_id = _queue(cfg, writer, header, content)
+    except CleanupError as e:
+        writer.abort()
+        return _refuse(e)
+    except OSError as e:
+        writer.abort()
+        log.warning(f"{writer.queue_id}: queue file write error: {e.strerror or e}")
+        return _refuse(CleanupError(*WRITE_ERROR), "defer")
+    except BaseException:
+        writer.abort()
+        raise
+    return {"status": "ok", "queue_id": queue_id}, []
+
+
+def _refuse(err: CleanupError, status: str | None = None) -> tuple[dict, list]:
+    return {"status": status or err.status, "dsn": err.dsn, "reason": err.reason}, []
+
+
+def _queue(cfg: Config, writer: queue.QueueWriter, header: dict, content: bytes) -> str:
+    """_queue - process and write one message; the committed queue ID."""
+    attrs = _attrs(header.get("attrs", {}))
+    arrival = float(header.get("arrival_time") or attrs.pop("arrival_time", 0) or time.time())
+    state = CleanupState(cfg, writer.queue_id, header.get("sender") or "", [], attrs,
+                         set(header.get("flags") or ()), arrival)
+    state.queue_id_placeholder = str(header.get("queue_id_placeholder") or "")
+    if header.get("uid") is not None:
+        state.submit_uid = int(header["uid"])
+    process_sender(state)
+    process_recipients(state, _recipients(header.get("recipients")))
+    headers, body_offset = split_header_block(content)
+    new_headers = process_headers(state, headers)
+    process_recipients(state, _extracted(state))
+    actions = [a for a in header.get("actions") or () if isinstance(a, dict)]
+    apply_envelope_actions(state, actions)
+    if not state.recipients:
+        raise Reject(*NO_RECIPIENTS)
+    writer.write_envelope(arrival, state.sender, state.recipients, state.attrs)
+    writer.write_content(_content_chunks(new_headers, content, body_offset))
+    queue_id = writer.commit()
+    _dispose(queue_id, final_disposition(actions))
+    return queue_id
+
+
+def _dispose(queue_id: str, where: str) -> None:
+    """_dispose - HOLD moves the committed file to hold/; DISCARD removes it.
+
+    The file is committed by now, so a failure here must not turn into a
+    "defer" (the client would send the message twice): it stays in incoming/."""
+    try:
+        if where == "hold":
+            queue.move(queue_id, INCOMING, "hold")
+        elif where == "discard":
+            queue.remove(queue_id, INCOMING)
+    except OSError as e:
+        log.warning(f"{queue_id}: cannot move to {where}: {e.strerror or e}")
+
+
+def _extracted(state: CleanupState) -> list[records.Recipient]:
+    """_extracted - recipients from headers (the Resent- ones win when present)."""
+    use_resent = any(resent for resent, _ in state.extracted)
+    return [records.Recipient(addr) for resent, addr in state.extracted
+            if resent == use_resent and addr]
+
+
+def _content_chunks(headers: list[str], content: bytes, body_offset: int) -> Iterable[bytes]:
+    """_content_chunks - new header block, the empty line, the body untouched.
+
+    A body that followed the headers without an empty line gets one, so
+    the header/body boundary cannot move when headers are added; content
+    without any header stays exactly as it came."""
+    yield encode("".join(headers))
+    head = content[:body_offset]
+    separator = head in (b"\n", b"\r\n") or head.endswith((b"\n\n", b"\n\r\n"))
+    if separator or (headers and body_offset < len(content)):
+        yield b"\n"
+    if body_offset < len(content):
+        yield bytes(memoryview(content)[body_offset:])
+
+
+def make_handler(cfg: Config, wake: bool = True) -> Callable[[dict, list], tuple[dict, list]]:
+    """make_handler - the service's request handler; wakes qmgr after each queued message."""
+    qmgr = ipc.endpoint("public", cfg.get("queue_service_name"))
+
+    def handler(header: dict, payload: list) -> tuple[dict, list]:
+        reply, reply_payload = handle_message(cfg, header, payload)
+        if wake and reply.get("status") == "ok":
+            ipc.trigger(qmgr, {"op": "wakeup"})
+        return reply, reply_payload
+    return handler

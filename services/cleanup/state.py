@@ -1,0 +1,103 @@
+"""cleanup's per-message state, and the ways a message can fail.
+
+One CleanupState lives from the `message` request to the reply: the
+envelope as it is being canonicalised and expanded, the headers as they go
+through the header pipeline, and what the pipeline noticed (headers seen,
+hop count, the first error). A step that fails the message raises Reject or
+Defer; the request handler turns them into the reply smtpd, pickup or bounce
+gets.
+
+Interface:
+    CleanupState(cfg, queue_id, sender, recipients, attrs, flags, arrival_time)
+    Header(name, text)                 one logical header; name None: not a header
+    Reject(dsn, reason) / Defer(dsn, reason)
+    CleanupError                       the base of both
+Reply texts (cleanup_strerror in Postfix) are defined here, once:
+    TOO_MANY_HOPS, TOO_BIG, NO_RECIPIENTS, WRITE_ERROR
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pymaster import records
+from pymaster.config import Config
+
+
+class CleanupError(Exception):
+    """The message is not accepted: `status` says whether to try again."""
+    status = "reject"
+
+    def __init__(self, dsn: str, reason: str) -> None:
+        super().__init__(f"{dsn} {reason}")
+        self.dsn = dsn
+        self.reason = reason
+
+
+class Reject(CleanupError):
+    status = "reject"
+
+
+class Defer(CleanupError):
+    status = "defer"
+
+
+# (dsn, reason) pairs: the texts smtpd puts after its reply code.
+TOO_MANY_HOPS = ("5.4.6", "too many hops")
+TOO_BIG = ("5.3.4", "message file too big")
+NO_RECIPIENTS = ("5.1.0", "no recipients specified")
+WRITE_ERROR = ("4.3.0", "queue file write error")
+
+
+@dataclass
+class Header:
+    """One logical header: its field name (None when the line is not a
+    header, which cannot happen in the primary block) and its full text,
+    continuation lines and final newline included."""
+    name: str | None
+    text: str
+
+    @property
+    def key(self) -> str:
+        return (self.name or "").lower()
+
+
+@dataclass
+class CleanupState:
+    cfg: Config
+    queue_id: str
+    sender: str
+    recipients: list[records.Recipient]
+    attrs: dict[str, str]
+    flags: set[str] = field(default_factory=set)
+    arrival_time: float = 0.0
+    headers_seen: set[str] = field(default_factory=set)
+    hop_count: int = 0
+    resent: bool = False
+    message_id: str = ""
+    resent_message_id: str = ""
+    submit_uid: int | None = None
+    queue_id_placeholder: str = ""    # smtpd's Received: carries it until cleanup knows the ID
+    extracted: list[tuple[bool, str]] = field(default_factory=list)   # (resent, address)
+
+    @property
+    def origin(self) -> str:
+        return self.attrs.get("origin", "")
+
+    @property
+    def header_context(self) -> str:
+        """header_context - the rewrite context for header addresses."""
+        return self.attrs.get("rewrite_context") or "local"
+
+    @property
+    def local_submission(self) -> bool:
+        """local_submission - mail that gets missing headers added (Postfix
+        2.6+: clients in local_header_rewrite_clients, and local sendmail)."""
+        return self.header_context == "local" or self.cfg.bool("always_add_missing_headers")
+
+    def override(self, option: str) -> bool:
+        """override - whether receive_override_options disables OPTION.
+
+        The receiving program's setting arrives as a request flag (smtpd -o
+        receive_override_options=... in master.cf), as Postfix's cleanup flags."""
+        return option in self.flags or option in self.cfg.list("receive_override_options")

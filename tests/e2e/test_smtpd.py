@@ -103,7 +103,8 @@ class TestAcceptedMail:
         assert re.search(r"postfix/smtpd\[\d+\]: connect from localhost\[127\.0\.0\.1\]$",
                          inst.log_text(), re.M)
         [message] = inst.maildir_messages(maildir(inst, "e2e-one"))
-        assert re.match(rb"(?:Return-Path: <a@example.com>\n)?(?:Delivered-To: [^\n]*\n)?"
+        assert re.match(rb"(?:Return-Path: <a@example.com>\n)?(?:X-Original-To: [^\n]*\n)?"
+                        rb"(?:Delivered-To: [^\n]*\n)?"
                         rb"Received: from client.example \(localhost \[127.0.0.1\]\)\n"
                         rb"\tby mx.example.com \(Postfix\) with ESMTP id " + qid.encode() +
                         rb"\n\tfor <e2e-one@localhost>; ", message)

@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_TEST_PACKAGES := swaks postfix
+DEBIAN_TEST_PACKAGES := swaks postfix dovecot-core pflogsumm postgrey
 CONFIG_DIR := $(CURDIR)/etc
 
-.PHONY: run test bench install uninstall deb-packages accounts clean
+.PHONY: run test bench install uninstall upgrade deb-packages accounts clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,51 @@ test: $(STAMP) deb-packages accounts
 
 bench: $(STAMP) deb-packages
 	$(BIN)/python -m bench.run
+
+# System installation (as root): docs/install.md. Directory names are
+# Postfix's; override any of them, e.g. make install DESTDIR=/tmp/stage.
+DESTDIR ?=
+PREFIX ?= /usr
+config_directory ?= /etc/postfix
+queue_directory ?= /var/spool/postfix
+command_directory ?= $(PREFIX)/sbin
+daemon_directory ?= $(PREFIX)/lib/pymaster/libexec
+venv_directory ?= $(PREFIX)/lib/pymaster/venv
+data_directory ?= /var/lib/postfix
+mail_spool_directory ?= /var/mail
+sendmail_path ?= $(command_directory)/sendmail
+newaliases_path ?= $(PREFIX)/bin/newaliases
+mailq_path ?= $(PREFIX)/bin/mailq
+sendmail_compat ?= $(PREFIX)/lib/sendmail
+mail_owner ?= postfix
+setgid_group ?= postdrop
+initd_directory ?= /etc/init.d
+systemd_directory ?= /lib/systemd/system
+doc_directory ?= $(PREFIX)/share/doc/pymaster
+manifest ?= $(PREFIX)/lib/pymaster/installed-files
+# The system's interpreter: the services run as mail_owner and users run
+# sendmail, so it must not live under a private home directory (pyenv).
+INSTALL_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) $(PYTHON))
+INSTALL_SETTINGS = DESTDIR=$(DESTDIR) config_directory=$(config_directory) \
+	queue_directory=$(queue_directory) command_directory=$(command_directory) \
+	daemon_directory=$(daemon_directory) venv_directory=$(venv_directory) \
+	data_directory=$(data_directory) mail_spool_directory=$(mail_spool_directory) \
+	sendmail_path=$(sendmail_path) newaliases_path=$(newaliases_path) \
+	mailq_path=$(mailq_path) sendmail_compat=$(sendmail_compat) \
+	mail_owner=$(mail_owner) setgid_group=$(setgid_group) \
+	initd_directory=$(initd_directory) systemd_directory=$(systemd_directory) \
+	doc_directory=$(doc_directory) manifest=$(manifest)
+
+install:
+	$(INSTALL_PYTHON) install/install.py install $(INSTALL_SETTINGS)
+
+# Reinstall the code, keep configuration and queue, set-permissions, reload.
+upgrade:
+	$(INSTALL_PYTHON) install/install.py upgrade $(INSTALL_SETTINGS)
+
+# Configuration, queue and accounts stay, as package managers leave them.
+uninstall:
+	$(INSTALL_PYTHON) install/install.py uninstall $(INSTALL_SETTINGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -26,7 +26,13 @@ from pathlib import Path
 from pymaster.params import MATCH_LISTS, PARAMS, param
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_DIR = "/etc/postfix"
+try:
+    # Written by `make install` (install/install.py): the directories it
+    # installed to, the defaults Postfix compiles in. Absent in a checkout.
+    from pymaster.site_defaults import DEFAULTS as SITE_DEFAULTS
+except ImportError:
+    SITE_DEFAULTS: dict[str, str] = {}
+DEFAULT_CONFIG_DIR = SITE_DEFAULTS.get("config_directory", "/etc/postfix")
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -188,6 +194,8 @@ class Config:
         return self._computed_default(name)
 
     def _computed_default(self, name: str) -> str:
+        if name in SITE_DEFAULTS and name != "config_directory":
+            return SITE_DEFAULTS[name]
         if name == "myhostname":
             return _fqdn()
         if name == "mydomain":

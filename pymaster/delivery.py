@@ -6,6 +6,7 @@ the message from the queue file itself, and for every recipient reports one
 outcome through a Status:
 
     sent      log `status=sent`, mark the recipient done in the queue file
+              (NOTIFY=SUCCESS: first append to the trace log, trace/ID)
     bounced   append to the bounce log (bounce/ID), then mark it done
     deferred  append to the defer log (defer/ID); the recipient stays
               not-done and qmgr tries it again later
@@ -165,14 +166,44 @@ def append_status_log(path: str, entry: dict, sync: bool = False) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        _make_log_dirs(os.path.dirname(path) or ".")
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        if os.geteuid() == 0:
+            _give_to_spool_owner(fd, path)
         os.write(fd, data)
         if sync:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _spool_owner(path: str) -> tuple[int, int]:
+    """_spool_owner - (uid, gid) of the log directory PATH lies in (defer/ …)."""
+    st = os.stat(path.split(os.sep, 1)[0] if not os.path.isabs(path)
+                 else os.path.dirname(path))
+    return st.st_uid, st.st_gid
+
+
+def _give_to_spool_owner(fd: int, path: str) -> None:
+    """_give_to_spool_owner - a log written by a root agent (local, virtual)
+    belongs to mail_owner, who owns the log directory, so the bounce service
+    and qmgr (running as mail_owner) can read, append to and remove it."""
+    st = os.fstat(fd)
+    owner = _spool_owner(path)
+    if (st.st_uid, st.st_gid) != owner:
+        os.fchown(fd, *owner)
+
+
+def _make_log_dirs(directory: str) -> None:
+    """_make_log_dirs - hashed subdirectories (defer/X/), mail_owner's too."""
+    os.makedirs(directory, exist_ok=True)
+    if os.geteuid() != 0 or os.path.isabs(directory):
+        return
+    owner = _spool_owner(directory)
+    parts = directory.split(os.sep)
+    for i in range(2, len(parts) + 1):
+        os.chown(os.sep.join(parts[:i]), *owner)
 
 
 def read_status_log(path: str) -> list[dict]:
@@ -252,6 +283,9 @@ class Status:
                 quiet: bool = False) -> None:
         self._reported.add(id(rcpt))
         if outcome == SENT:
+            # RFC 3461 NOTIFY=SUCCESS: the trace log feeds the success notice.
+            if wants_success_notice(rcpt):
+                self._log_entry(rcpt, outcome, relay, reason, dsn)
             self._mark_done(rcpt)
         else:
             self._log_entry(rcpt, outcome, relay, reason, dsn)
@@ -282,6 +316,8 @@ class Status:
     def _log_entry(self, rcpt, outcome: str, relay: str, reason: str, dsn: str) -> None:
         if outcome == BOUNCED:
             path = queue.bounce_log_path(self.req.queue_id)
+        elif outcome == SENT:
+            path = queue.trace_log_path(self.req.queue_id)
         else:
             path = queue.defer_log_path(self.req.queue_id)
         append_status_log(path, {
@@ -318,6 +354,11 @@ def done_offsets(path: str, offsets: list[int]) -> set[int]:
         return {o for o in offsets if o >= 0 and os.pread(fd, 1, o) == records.REC_DONE}
     finally:
         os.close(fd)
+
+
+def wants_success_notice(rcpt) -> bool:
+    """wants_success_notice - RCPT asked for a delivery notice (NOTIFY=SUCCESS)."""
+    return "SUCCESS" in (rcpt.notify or "").upper().split(",")
 
 
 def soft_dsn(dsn: str) -> str:

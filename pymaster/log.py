@@ -15,6 +15,12 @@ processes never interleave or tear (the job Postfix gives postlogd). Without
 `maillog_file`, lines go to syslog (`/dev/log`) under `syslog_facility`; if
 there is no syslog socket, to standard error.
 
+Rotation (`postfix logrotate` renames the file): before a write, at most once
+per REOPEN_CHECK seconds, a process compares the inode of maillog_file's name
+with the one it holds and reopens the name when they differ. A process that
+cannot reopen (chrooted, or no longer privileged) keeps its old descriptor,
+so a line is never dropped; the master's reload replaces such processes.
+
 Interface:
     setup(program, cfg=None, verbose=0)   once per process, before anything logs
     set_tag(text)                         a whole tag of one's own (postlog -t)
@@ -37,6 +43,9 @@ FACILITIES = {
     "local5": 21, "local6": 22, "local7": 23,
 }
 LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT, LOG_DEBUG = 6, 4, 3, 2, 7
+# Seconds between checks whether maillog_file was renamed (log rotation):
+# a stat() per line would cost more than the write.
+REOPEN_CHECK = 1.0
 
 
 class _State:
@@ -45,6 +54,8 @@ class _State:
     facility = FACILITIES["mail"]
     hostname = socket.gethostname().split(".")[0]
     maillog_fd: int | None = None
+    maillog_path = ""
+    maillog_checked = 0.0      # time.monotonic() of the last inode comparison
     syslog_sock: socket.socket | None = None
     use_stderr = True
     verbose = 0
@@ -80,6 +91,8 @@ def open_destination(maillog_file: str) -> None:
         try:
             _state.maillog_fd = os.open(maillog_file,
                                         os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            _state.maillog_path = maillog_file
+            _state.maillog_checked = time.monotonic()
             _state.use_stderr = False
             return
         except OSError as e:
@@ -102,6 +115,33 @@ def close() -> None:
     if _state.syslog_sock is not None:
         _state.syslog_sock.close()
         _state.syslog_sock = None
+
+
+def _reopen_if_rotated() -> None:
+    """_reopen_if_rotated - follow maillog_file to a new file after a rename.
+
+    Only a successful open replaces the descriptor: inside a chroot or
+    after the privilege drop the name may be out of reach, and then the
+    old file keeps receiving the lines."""
+    now = time.monotonic()
+    if now - _state.maillog_checked < REOPEN_CHECK or _state.maillog_path.startswith("/dev/"):
+        return
+    _state.maillog_checked = now
+    try:
+        held = os.fstat(_state.maillog_fd)
+        current = os.stat(_state.maillog_path)
+        if (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        fd = os.open(_state.maillog_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        return
+    os.close(_state.maillog_fd)
+    _state.maillog_fd = fd
 
 
 def set_tag(text: str | None) -> None:
@@ -129,6 +169,7 @@ def _emit(priority: int, text: str) -> None:
         sys.stderr.write(f"{_state.program}: {text}\n")
         sys.stderr.flush()
     if _state.maillog_fd is not None:
+        _reopen_if_rotated()
         data = (format_line(text) + "\n").encode("utf-8", "surrogateescape")
         try:
             os.write(_state.maillog_fd, data)

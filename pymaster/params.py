@@ -306,6 +306,7 @@ smtpd_sasl_security_options = noanonymous
 smtpd_sasl_tls_security_options = $smtpd_sasl_security_options
 smtpd_sasl_local_domain =
 smtpd_sasl_service = smtp
+smtpd_sasl_db = ${config_directory}/sasldb2
 smtpd_sender_login_maps =
 smtpd_null_access_lookup_key = <>
 smtpd_expansion_filter = \t\40!"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~
@@ -315,8 +316,8 @@ smtpd_tls_key_file = $smtpd_tls_cert_file
 smtpd_tls_chain_files =
 smtpd_tls_CAfile =
 smtpd_tls_CApath =
-smtpd_tls_protocols = >=TLSv1
-smtpd_tls_mandatory_protocols = >=TLSv1
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1.2
 smtpd_tls_ciphers = medium
 smtpd_tls_mandatory_ciphers = medium
 smtpd_tls_exclude_ciphers =
@@ -334,8 +335,8 @@ smtp_tls_chain_files =
 smtp_tls_verify_cert_match = hostname
 smtp_tls_secure_cert_match = nexthop, dot-nexthop
 smtp_tls_policy_maps =
-smtp_tls_protocols = >=TLSv1
-smtp_tls_mandatory_protocols = >=TLSv1
+smtp_tls_protocols = >=TLSv1.2
+smtp_tls_mandatory_protocols = >=TLSv1.2
 smtp_tls_ciphers = medium
 smtp_tls_mandatory_ciphers = medium
 smtp_tls_fingerprint_digest = sha256
@@ -1133,4 +1134,16 @@ unknown_virtual_mailbox_reject_code = 550
 unknown_relay_recipient_reject_code = 550
 unknown_client_reject_code = 450
 unknown_hostname_reject_code = 450
+""")
+
+# The smtp/lmtp client (engineer I). fallback_relay is Postfix's old name of
+# smtp_fallback_relay, whose default refers to it. dns_nameservers is
+# pymaster's own: the DNS servers the smtp client asks instead of those in
+# /etc/resolv.conf, as ADDRESS or [ADDRESS]:PORT (tests use a loopback one).
+_define("str", r"""
+fallback_relay =
+dns_nameservers =
+""")
+_document("""
+dns_nameservers: pymaster: DNS servers to query instead of /etc/resolv.conf, as ADDRESS or [ADDRESS]:PORT
 """)

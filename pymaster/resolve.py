@@ -15,6 +15,8 @@ Address classes (ADDRESS_CLASS_README), tried in this order:
   virtual_mailbox  domain in virtual_mailbox_domains   -> virtual_transport
   relay            domain in relay_domains             -> relay_transport
   default          anything else                       -> default_transport
+relocated_maps (relocated(5)) overrides them all: the error transport with
+"5.1.6 User has moved to NEW".
 Next hop: the transport parameter's `:nexthop`, else (relay and default)
 relayhost, else the recipient domain (for local: $myhostname).
 transport_maps override both, per transport(5): `user+ext@domain`,
@@ -245,6 +247,11 @@ class Resolver:
         self.transport_parent = parent_matching(cfg, "transport_maps")
         self._interfaces: set[str] | None = None
         self._transport_maps = None
+        self._relocated_maps = None
+        try:
+            self._relocated_table()     # opened now, before any jail
+        except _table_error_types() as e:
+            log.warning(f"relocated_maps: {e}")
 
     # -- domain classes ----------------------------------------------------
     def local_addresses(self) -> set[str]:
@@ -308,7 +315,30 @@ class Resolver:
         if aclass in FINAL_CLASSES:
             flags.add(FINAL)
         transport, nexthop = self._transport_override(recipient, domain, transport, nexthop)
+        moved = self._relocated(recipient)
+        if moved is not None:
+            transport, nexthop = self.cfg.get("error_service") or "error", moved
         return Resolution(transport, nexthop, recipient, aclass, frozenset(flags))
+
+    # -- relocated_maps ------------------------------------------------------
+    def _relocated_table(self):
+        if self._relocated_maps is None and self.cfg.get("relocated_maps").strip():
+            from pymaster.maps import Maps
+            self._relocated_maps = Maps(self.cfg, "relocated_maps")
+        return self._relocated_maps
+
+    def _relocated(self, recipient: str) -> str | None:
+        """_relocated - "5.1.6 User has moved to NEW" for a relocated(5) user.
+
+        As Postfix's trivial-rewrite does it, so that smtpd rejects the
+        recipient and queued mail bounces through the error transport; keys:
+        user@domain, user (local domains), @domain; no extension carried."""
+        maps = self._relocated_table()
+        if maps is None:
+            return None
+        from pymaster.maps import virtual_lookup
+        value = virtual_lookup(maps, recipient, self.cfg, propagate="relocated")
+        return None if value is None else f"5.1.6 User has moved to {value.strip()}"
 
     def _strip_local_domains(self, addr: str, flags: set[str]) -> tuple[str, str, str]:
         """_strip_local_domains - follow `user@a@ours`, `user%a@ours`, `a!user@ours`.

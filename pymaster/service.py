@@ -151,6 +151,9 @@ class Service:
             os.chdir(cfg.get("queue_directory"))
         except OSError as e:
             log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}")
+        # Every service agrees on hash_queue_names / hash_queue_depth.
+        from pymaster import queue
+        queue.configure(cfg)
         return svc
 
     def _on_sigterm(self, signum: int, frame) -> None:

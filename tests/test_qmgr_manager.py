@@ -257,3 +257,30 @@ def test_an_agent_that_never_answers_defers_after_the_timeout(spool, logged):
         assert queue.find(qid)[0] == "deferred"
     finally:
         silent.close(0)
+
+
+def submit_filtered(rcpts: list[str], content_filter: str) -> str:
+    """submit_filtered - a queue file whose receiver recorded CONTENT_FILTER."""
+    w = queue.create("incoming")
+    w.write_envelope(time.time(), "a@example.com", [records.Recipient(r) for r in rcpts],
+                     {"content_filter": content_filter})
+    w.write_content([b"Subject: test\n\nhello\n"])
+    return w.commit()
+
+
+def test_a_content_filter_overrides_the_resolved_transport(spool, logged, agents):
+    # Without the filter every recipient would bounce (default_transport = error).
+    agents("discard", discard.deliver)
+    mgr = manager(spool, default_transport="error")
+    qid = submit_filtered(["b@example.org", "c@example.net"], "discard:filter.example")
+    run_until(mgr, logged, f"{qid}: removed")
+    assert len([line for line in logged if "status=sent (filter.example)" in line]) == 2
+
+
+def test_a_content_filter_without_nexthop_uses_the_recipient_domain(spool, logged, agents):
+    agents("discard", discard.deliver)
+    mgr = manager(spool, default_transport="error")
+    qid = submit_filtered(["b@example.org"], "discard:")
+    run_until(mgr, logged, f"{qid}: removed")
+    assert any("to=<b@example.org>" in line and "status=sent (example.org)" in line
+               for line in logged)

@@ -157,15 +157,24 @@ def known_names(setup: Setup) -> tuple[dict[str, str], set[str]]:
 def warn_unused(setup: Setup, main_cf: bool = True) -> None:
     """warn_unused - Postfix's warning for each setting no program reads
     (in master.cf -o options, and with MAIN_CF in main.cf too)."""
+    for text in unused_settings(setup, main_cf):
+        warn(text)
+
+
+def unused_settings(setup: Setup, main_cf: bool = True) -> list[str]:
+    """unused_settings - the "FILE: unused parameter: name=value" texts
+    (also what `postfix check` reports)."""
     services, users = known_names(setup)
+    found = []
     for entry in setup.entries if main_cf else []:
         name = entry.name
         if name not in PARAMS and name not in services and name not in users:
-            warn(f"{setup.main_cf}: unused parameter: {name}={entry.value}")
+            found.append(f"{setup.main_cf}: unused parameter: {name}={entry.value}")
     for svc in setup.services:
         for name, value in svc.overrides.items():
             if name not in PARAMS and not _service_param_known(name, services, setup):
-                warn(f"{setup.master_cf}: unused parameter: {name}={value}")
+                found.append(f"{setup.master_cf}: unused parameter: {name}={value}")
+    return found
 
 
 def _service_param_known(name: str, services: dict[str, str], setup: Setup) -> bool:

@@ -12,9 +12,12 @@ Commands, worded and exiting as Postfix's postfix-script does:
   reload         re-read main.cf and master.cf (SIGHUP to the master)
   status         "the Postfix mail system is running: PID: N", exit 0; else exit 1
   check          the configuration parses, queue directories and service
-                 programs are in place; problems as `warning:` lines
+                 programs are in place, owners and modes are Postfix's
+                 (pymaster.check); problems as `warning:` lines
   flush          ask qmgr to deliver everything now
   set-permissions  queue directory owners and modes as Postfix sets them
+  logrotate      rename maillog_file with maillog_file_rotate_suffix, make
+                 every process reopen it, compress the old one
 
 Messages go to standard error as `postfix/postfix-script: ...` and to the log.
 
@@ -25,7 +28,6 @@ Interface:
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -41,7 +43,7 @@ CHROOT_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/services", "/etc/localti
                 "/etc/nsswitch.conf")
 STOP_WAIT = 30.0          # seconds `postfix stop` waits for the master to go
 USAGE = ("usage: postfix [-c config_dir] [-Dv] command "
-         "(start|start-fg|stop|abort|reload|status|check|flush|set-permissions)")
+         "(start|start-fg|stop|abort|reload|status|check|flush|set-permissions|logrotate)")
 
 
 class Script:
@@ -75,6 +77,11 @@ class Script:
     def start(self, foreground: bool = False) -> int:
         if self.running():
             return self.fatal("the Postfix mail system is already running")
+        from pymaster.check import master_cf_error
+        error = master_cf_error(self.cfg)
+        if error:
+            self.say(f"fatal: {error}")
+            return self.fatal("mail system startup failed")
         try:
             self.prepare_queue()
         except OSError as e:
@@ -111,7 +118,9 @@ class Script:
 
     def prepare_queue(self) -> None:
         """prepare_queue - directories, and the files a chrooted service needs."""
-        create_queue_layout(self.cfg)
+        from pymaster import queue
+        owner = self.cfg.get("mail_owner") if os.geteuid() == 0 else None
+        queue.create_layout(self.queue_dir, owner, self.cfg.get("setgid_group"))
         if self.any_chroot():
             copy_chroot_files(self.queue_dir)
 
@@ -164,58 +173,38 @@ class Script:
         return 0
 
     def set_permissions(self) -> int:
-        create_queue_layout(self.cfg)
+        from pymaster import check
+        try:
+            check.set_permissions(self.cfg)
+        except ConfigError as e:
+            return self.fatal(str(e))
+        except OSError as e:
+            return self.fatal(f"{e.filename or self.queue_dir}: {e.strerror or e}")
         return 0
 
     def check(self) -> int:
         """check - warn about what would keep the mail system from working."""
-        from pymaster.mastercf import load_master_cf
-        entries = load_master_cf(self.cfg.config_dir, self.cfg)   # ConfigError: fatal
-        for problem in queue_problems(self.cfg):
+        from pymaster import check
+        error = check.master_cf_error(self.cfg)
+        if error:
+            return self.fatal(error)
+        for problem in check.check(self.cfg):
             self.warn(problem)
-        daemon_dir = self.cfg.get("daemon_directory")
-        for e in entries:
-            path = e.command if os.path.isabs(e.command) else os.path.join(daemon_dir, e.command)
-            if not os.access(path, os.X_OK):
-                self.warn(f"{path}: not found or not executable "
-                          f"(master.cf service {e.service}/{e.type})")
         return 0
 
-
-def mail_owner_ids(cfg: Config) -> tuple[int, int] | None:
-    """mail_owner_ids - (uid, gid) of mail_owner, or None when unknown."""
-    try:
-        pw = pwd.getpwnam(cfg.get("mail_owner"))
-    except KeyError:
-        return None
-    return pw.pw_uid, pw.pw_gid
-
-
-def create_queue_layout(cfg: Config) -> None:
-    """create_queue_layout - queue directories with Postfix's owners and modes."""
-    from pymaster import queue
-    owner = cfg.get("mail_owner") if os.geteuid() == 0 else None
-    queue.create_layout(cfg.get("queue_directory"), owner, cfg.get("setgid_group"))
-
-
-def queue_problems(cfg: Config) -> list[str]:
-    """queue_problems - missing queue directories, wrong owners (as root)."""
-    from pymaster import queue
-    queue_dir = cfg.get("queue_directory")
-    if not os.path.isdir(queue_dir):
-        return [f"queue directory {queue_dir} does not exist"]
-    ids = mail_owner_ids(cfg) if os.geteuid() == 0 else None
-    problems = []
-    if os.geteuid() == 0 and ids is None:
-        problems.append(f"unknown mail_owner user: {cfg.get('mail_owner')}")
-    for name in queue.ALL_DIRS:
-        path = os.path.join(queue_dir, name)
-        if not os.path.isdir(path):
-            problems.append(f"missing queue directory: {path}")
-            continue
-        if ids is not None and name not in ("pid", "etc") and os.stat(path).st_uid != ids[0]:
-            problems.append(f"not owned by {cfg.get('mail_owner')}: {path}")
-    return problems
+    def logrotate(self) -> int:
+        """logrotate - rename maillog_file, have everyone reopen it, compress."""
+        from pymaster import logrotate
+        try:
+            rotated = logrotate.rotate(self.cfg)
+        except logrotate.RotateError as e:
+            return self.fatal(str(e))
+        pid = self.running()
+        if pid:
+            # New workers open the new file before they drop privileges.
+            os.kill(pid, signal.SIGHUP)
+        logrotate.compress_later(self.cfg, rotated)
+        return 0
 
 
 def copy_chroot_files(queue_dir: str) -> None:
@@ -263,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     try:
         cfg = load_config(config_dir)
+        if rest[0] == "tls":        # postfix-tls(1): pymaster/tlscmd.py
+            from pymaster import tlscmd
+            sys.exit(tlscmd.main(cfg, rest[1:]))
         script = Script(cfg, verbose)
         sys.exit(run(script, rest[0]))
     except ConfigError as e:
@@ -281,6 +273,7 @@ def run(script: Script, command: str) -> int:
         "check": script.check,
         "flush": script.flush,
         "set-permissions": script.set_permissions,
+        "logrotate": script.logrotate,
         "upgrade-configuration": lambda: 0,
     }
     action = actions.get(command)

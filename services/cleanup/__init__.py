@@ -7,7 +7,10 @@ limit, header size limit, Bcc: for sendmail -t), writes the queue file into
 incoming/, fsyncs it, marks it complete, answers, and wakes qmgr.
 
 Modules: state (per-message state, reply texts), headers (the header
-pipeline), envelope (sender and recipients), message (the request handler).
+pipeline), envelope (sender and recipients), message (the request handler),
+masquerade (masquerade_domains), bcc (automatic copies), checks
+(header_checks, body_checks, with pymaster.mime's MIME walk), actions
+(HOLD, DISCARD, REDIRECT, BCC, FILTER).
 
 Interface: main(); run(svc); handle_message(cfg, header, payload).
 """
@@ -31,6 +34,10 @@ def run(svc: service.Service) -> None:
     rewriter_for(svc.cfg)
     resolver_for(svc.cfg).local_addresses()
     mapper_for(svc.cfg)
+    from . import bcc
+    from .checks import checks_for
+    checks_for(svc.cfg)         # header/body check tables (pymaster.mime is imported)
+    bcc.open_tables(svc.cfg)
     handler = make_handler(svc.cfg)
     svc.enter_jail()
     svc.serve_requests(handler)

@@ -37,7 +37,8 @@ def apply_envelope_actions(state: CleanupState, actions: list[dict]) -> None:
             state.attrs["content_filter"] = text
         elif action == "REDIRECT" and text:
             target = rewriter.canonicalize(text, "local")
-            log.info(f"{state.queue_id}: redirect: {target}")
+            if not item.get("logged"):      # header/body checks logged their own line
+                log.info(f"{state.queue_id}: redirect: {target}")
             state.recipients = [records.Recipient(target, r.orig or r.address, r.notify, r.orcpt)
                                 for r in state.recipients]
         elif action == "BCC" and text:

@@ -9,6 +9,9 @@ Steps, in the order Postfix's cleanup applies them:
      propagate_unmatched_extensions (pymaster.maps does that)
   3. virtual alias expansion of recipients (virtual_alias_maps, recursive,
      bounded by virtual_alias_recursion_limit / virtual_alias_expansion_limit)
+  3a. masquerading (masquerade.py) right after each canonical mapping;
+     automatic copies (bcc.py): recipient_bcc_maps per recipient before
+     its expansion, sender_bcc_maps and always_bcc once per message
   4. duplicate removal: the same recipient with the same original
      recipient, DSN notify and ORCPT is queued once
 Steps 2 and 3 are skipped with receive_override_options=no_address_mappings.
@@ -31,6 +34,8 @@ from pymaster.addr import parse_address_list
 from pymaster.config import Config
 from pymaster.rewrite import rewriter_for
 
+from . import bcc
+from .masquerade import masquerader_for
 from .state import WRITE_ERROR, CleanupState, Defer
 
 CANONICAL_RECURSION = 10   # canonical maps are one-to-one; a loop stops here
@@ -58,6 +63,7 @@ class Mapper:
         self.recipient_classes = set(cfg.list("recipient_canonical_classes"))
         self.recursion_limit = cfg.int("virtual_alias_recursion_limit")
         self.expansion_limit = cfg.int("virtual_alias_expansion_limit")
+        self.masquerader = masquerader_for(cfg)
 
     def _maps(self, name: str):
         if not self.cfg.get(name).strip():
@@ -77,7 +83,7 @@ class Mapper:
         for maps, classes in ((first, first_classes), (self.canonical, self.canonical_classes)):
             if maps and klass in classes:
                 addr = self._map11(maps, addr)
-        return addr
+        return self.masquerader.masquerade(addr, klass)
 
     def _map11(self, maps, addr: str) -> str:
         from pymaster.maps import canonical_lookup
@@ -151,10 +157,20 @@ def process_sender(state: CleanupState) -> None:
     _guarded(state, _process_sender)
 
 
-def process_recipients(state: CleanupState, recipients: list[records.Recipient]) -> None:
+def process_recipients(state: CleanupState, recipients: list[records.Recipient],
+                       copies: bool = True) -> None:
     """process_recipients - RECIPIENTS canonical, mapped and expanded, appended
-    to state.recipients, duplicates removed."""
-    _guarded(state, _process_recipients, recipients)
+    to state.recipients, duplicates removed; with COPIES, the recipient_bcc_maps
+    copies of each too."""
+    _guarded(state, _process_recipients, recipients, copies)
+
+
+def process_copies(state: CleanupState) -> None:
+    """process_copies - the sender_bcc_maps and always_bcc recipients, once."""
+    def add(state: CleanupState) -> None:
+        extra = bcc.sender_bcc(state) + bcc.always_bcc(state)
+        _process_recipients(state, [records.Recipient(a) for a in extra], False)
+    _guarded(state, add)
 
 
 def _guarded(state: CleanupState, func, *args) -> None:
@@ -178,20 +194,27 @@ def _process_sender(state: CleanupState) -> None:
     state.sender = sender
 
 
-def _process_recipients(state: CleanupState, recipients: list[records.Recipient]) -> None:
+def _process_recipients(state: CleanupState, recipients: list[records.Recipient],
+                        copies: bool = True) -> None:
     rewriter = rewriter_for(state.cfg)
     mapper = _mapper(state)
     keep_orig = state.cfg.bool("enable_original_recipient")
     out: list[records.Recipient] = list(state.recipients)
+    extra: list[str] = []
     for r in recipients:
         orig = (r.orig or r.address) if keep_orig else ""
         addr = rewriter.canonicalize(r.address, "local")
         if mapper:
             addr = mapper.canonical_address(addr, "envelope_recipient")
+            if copies:
+                extra.extend(bcc.recipient_bcc(state, addr))
             targets = mapper.expand_virtual(addr, state.queue_id)
         else:
             targets = [addr]
         out.extend(records.Recipient(t, orig, r.notify, r.orcpt) for t in targets)
+    for addr in extra:
+        orig = addr if keep_orig else ""
+        out.extend(records.Recipient(t, orig) for t in mapper.expand_virtual(addr, state.queue_id))
     state.recipients = remove_duplicates(out, state.cfg.int("duplicate_filter_limit"))
 
 

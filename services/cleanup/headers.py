@@ -16,8 +16,9 @@ Steps now (Postfix cleanup(8) behaviour):
   extract_recipients  To:/Cc:/Bcc: (or their Resent- forms) become recipients
 Before the first header, received_by_uid puts pickup's `Received: by HOST
 (Postfix, from userid N)` (it carries the queue ID, which only cleanup knows).
-Hooks for the next steps (header_checks, masquerade_domains, bcc maps) go
-into HEADER_STEPS; body_checks will need a body pass in message.py.
+header_checks (checks.py) runs right after truncate_long, on the header as
+received; a PREPEND from it lands in state.prepended, written before the
+header. Masquerading happens inside rewrite_addresses (envelope.Mapper).
 
 Interface:
     process_headers(state, headers: list[str]) -> list[str]
@@ -34,6 +35,7 @@ from pymaster.addr import Mailbox, format_mailbox, parse_address_list, quote_phr
 from pymaster.headers import header_name, header_value, make_header, rfc2822_date
 from pymaster.rewrite import rewriter_for
 
+from .checks import header_checks
 from .envelope import mapper_for
 from .state import TOO_MANY_HOPS, CleanupState, Header, Reject
 
@@ -182,13 +184,13 @@ def _collect_recipients(state: CleanupState, h: Header) -> None:
 HEADER_STEPS: list[HeaderStep] = [
     fill_queue_id,
     truncate_long,
+    header_checks,          # checks.py: header_checks / mime_header_checks
     count_hops,
     drop_unwanted,
     note_seen,
     rewrite_addresses,
     extract_recipients,
     remove_bcc,
-    # next: header_checks, masquerade_domains, sender/recipient bcc maps
 ]
 
 
@@ -266,6 +268,9 @@ def process_headers(state: CleanupState, headers: list[str]) -> list[str]:
             h = step(state, h)
             if h is None:
                 break
+        if state.prepended:     # PREPEND from header_checks goes first
+            out.extend(state.prepended)
+            state.prepended.clear()
         if h is not None:
             out.append(h.text)
     for done in DONE_STEPS:

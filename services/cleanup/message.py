@@ -9,8 +9,10 @@ Order of work, so that "ok" is never said for mail that is not safe:
      the Message-Id: header and every log line carry)
   2. the envelope stage (envelope.py): sender and recipients canonical,
      mapped, expanded, de-duplicated
-  3. the header pipeline (headers.py), which may reject (too many hops),
-     then the recipients it extracted for `sendmail -t` (flag "extract")
+  3. the header pipeline (headers.py), which may reject (too many hops,
+     header_checks), the body checks (checks.py, MIME walk), then the
+     recipients extracted for `sendmail -t` (flag "extract"), then the
+     automatic copies (sender_bcc_maps, always_bcc)
   4. write envelope and content, commit: fsync and the completion mark
   5. reply {"status": "ok", "queue_id"} and wake qmgr
 Anything that goes wrong before the commit removes the file; a disk error
@@ -42,7 +44,8 @@ from pymaster.config import Config
 from pymaster.headers import encode, split_header_block
 
 from .actions import apply_envelope_actions, final_disposition
-from .envelope import process_recipients, process_sender
+from .checks import check_body
+from .envelope import process_copies, process_recipients, process_sender
 from .headers import process_headers
 from .state import NO_RECIPIENTS, TOO_BIG, WRITE_ERROR, CleanupError, CleanupState, Reject
 
@@ -115,12 +118,18 @@ def _queue(cfg: Config, writer: queue.QueueWriter, header: dict, content: bytes)
     process_recipients(state, _recipients(header.get("recipients")))
     headers, body_offset = split_header_block(content)
     new_headers = process_headers(state, headers)
+    body = check_body(state, headers, content[body_offset:])
     process_recipients(state, _extracted(state))
+    if state.recipients:
+        process_copies(state)
     actions = [a for a in header.get("actions") or () if isinstance(a, dict)]
+    actions += state.check_actions
     apply_envelope_actions(state, actions)
     if not state.recipients:
         raise Reject(*NO_RECIPIENTS)
     writer.write_envelope(arrival, state.sender, state.recipients, state.attrs)
+    if body is not None:
+        content, body_offset = content[:body_offset] + body, body_offset
     writer.write_content(_content_chunks(new_headers, content, body_offset))
     queue_id = writer.commit()
     _dispose(queue_id, final_disposition(actions))

@@ -79,6 +79,9 @@ class CleanupState:
     submit_uid: int | None = None
     queue_id_placeholder: str = ""    # smtpd's Received: carries it until cleanup knows the ID
     extracted: list[tuple[bool, str]] = field(default_factory=list)   # (resent, address)
+    check_actions: list[dict] = field(default_factory=list)   # HOLD, REDIRECT … from checks
+    checks_stopped: bool = False      # DISCARD ends header and body inspection
+    prepended: list[str] = field(default_factory=list)    # PREPEND headers not yet written
 
     @property
     def origin(self) -> str:

@@ -11,6 +11,8 @@ Interface:
     msg.status(cfg) -> delivery.Status   for outcomes qmgr decides itself
     msg.apply_results(job, header) -> list of recipients left without an outcome
     msg.entered_line() -> "from=<…>, size=N, nrcpt=M (queue active)"
+    msg.content_filter() -> "transport:nexthop" | ""   the queue file's content filter
+    filter_resolution(content_filter, address, cfg) -> Resolution
     last_defer_reasons(queue_id) -> {address: (dsn, reason)}
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import time
 
 from pymaster import delivery, queue, records
+from pymaster.resolve import Resolution
 
 
 class ActiveMessage:
@@ -48,6 +51,10 @@ class ActiveMessage:
 
     def pending(self) -> list[records.Recipient]:
         return self.message.pending()
+
+    def content_filter(self) -> str:
+        """content_filter - where cleanup said to send every recipient ("" = nowhere special)."""
+        return self.message.attrs.get("content_filter", "").strip()
 
     def entered_line(self) -> str:
         """entered_line - the log line for a message entering the active queue."""
@@ -89,6 +96,18 @@ class ActiveMessage:
             else:
                 missing.append(rcpt)
         return missing
+
+
+def filter_resolution(content_filter: str, address: str, cfg) -> Resolution:
+    """filter_resolution - ADDRESS sent to CONTENT_FILTER (`transport:nexthop`).
+
+    As Postfix's qmgr: without a next hop, default_filter_nexthop, else the
+    recipient's domain, else myhostname."""
+    transport, _, nexthop = content_filter.partition(":")
+    if not nexthop:
+        nexthop = cfg.get("default_filter_nexthop") or address.rpartition("@")[2] \
+            or cfg.get("myhostname")
+    return Resolution(transport.strip(), nexthop.strip(), address, "filter")
 
 
 def last_defer_reasons(queue_id: str) -> dict[str, tuple[str, str]]:

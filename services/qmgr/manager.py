@@ -18,8 +18,10 @@ costs one directory walk.
 A message is finished when no recipient is queued or in flight: deferred
 recipients left move it to deferred/ with its next retry time as mtime (or,
 past its lifetime, bounce them: `status=expired, returned to sender`);
-otherwise a bounce log means the bounce service is asked for a
-non-delivery notice, then the file and its logs are removed (`removed`).
+a bounce log means the bounce service is asked for a non-delivery notice
+first; a deferred message may then get a delay warning (delay_warning_time,
+defer service), a finished one its success notices (trace log, trace
+service), before the file and its logs are removed (`removed`).
 
 Interface: QueueManager(svc).run()
 """
@@ -31,11 +33,11 @@ import time
 
 import zmq
 
-from pymaster import delivery, ipc, log, queue, records, service
+from pymaster import delivery, dsn, ipc, log, queue, records, service
 from pymaster.config import ConfigError
 from pymaster.resolve import ERROR, FAIL, Resolver
 
-from services.qmgr.active import ActiveMessage, last_defer_reasons
+from services.qmgr.active import ActiveMessage, filter_resolution, last_defer_reasons
 from services.qmgr.backoff import Backoff
 from services.qmgr.dispatch import Dispatcher
 from services.qmgr.scan import Scan, requeue_active
@@ -46,6 +48,10 @@ FEED_BATCH = 100            # messages read per loop turn, so answers are not st
 TRIGGER_CREDITS = 100       # triggers the broker may hand us at once
 MAX_SLEEP = 1.0             # wake at least this often to notice SIGTERM
 UNAVAILABLE = "mail transport unavailable"
+# The service (main.cf name of its name) that sends each kind of notice.
+NOTICE_SERVICES = {"bounce": "bounce_service_name", "delay": "defer_service_name",
+                   "trace": "trace_service_name"}
+NOTICE_NAMES = {"bounce": "non-delivery", "delay": "delay", "trace": "delivery status"}
 
 
 class QueueManager:
@@ -243,8 +249,11 @@ class QueueManager:
     def assign(self, msg: ActiveMessage, now: float) -> None:
         """assign - resolve each recipient still to do and queue it, or decide now."""
         groups: dict[tuple[str, str], tuple[str, list]] = {}
+        content_filter = msg.content_filter()
         for rcpt in msg.pending():
-            res = self.resolver.resolve(rcpt.address)
+            # A content filter (content_filter, FILTER action) overrides the resolver.
+            res = filter_resolution(content_filter, rcpt.address, self.cfg) if content_filter \
+                else self.resolver.resolve(rcpt.address)
             if FAIL in res.flags:
                 self.own_outcome(msg, [rcpt], delivery.DEFERRED,
                                  "address resolver failure", "4.3.0")
@@ -343,14 +352,31 @@ class QueueManager:
 
     # -- finishing a message -------------------------------------------------------
     def finish(self, msg: ActiveMessage) -> None:
-        """finish - every recipient has an outcome: defer, bounce or remove."""
+        """finish - every recipient has an outcome: notices, then defer or remove.
+
+        As Postfix's qmgr: the bounce log is flushed first (bounced
+        recipients are reported now, even while others stay deferred)."""
         now = time.time()
         if msg.deferred and self.backoff.expired(msg.arrival_time, msg.sender, now):
             self.expire(msg)
+        if os.path.exists(queue.bounce_log_path(msg.queue_id)):
+            self.notify(msg, "bounce", self.finish_after_bounce)
+        else:
+            self.finish_after_bounce(msg)
+
+    def finish_after_bounce(self, msg: ActiveMessage) -> None:
+        """finish_after_bounce - a delay warning when due, success notices, then
+        defer or remove."""
+        now = time.time()
         if msg.deferred:
-            self.defer(msg, now)
-        elif os.path.exists(queue.bounce_log_path(msg.queue_id)):
-            self.bounce(msg)
+            if dsn.delay_warning_due(self.cfg, msg.queue_id, msg.sender,
+                                     msg.arrival_time, now):
+                self.notify(msg, "delay", lambda m: self.defer(m, time.time()),
+                            required=False)
+            else:
+                self.defer(msg, now)
+        elif os.path.exists(queue.trace_log_path(msg.queue_id)):
+            self.notify(msg, "trace", self.remove, required=False)
         else:
             self.remove(msg)
 
@@ -374,24 +400,31 @@ class QueueManager:
             log.warning(f"{msg.queue_id}: cannot move to the deferred queue: {e}")
         self.active.pop(msg.queue_id, None)
 
-    def bounce(self, msg: ActiveMessage) -> None:
-        """bounce - ask the bounce service for a notice; remove once it has one."""
-        name = self.cfg.get("bounce_service_name") or "bounce"
+    def notify(self, msg: ActiveMessage, op: str, then, required: bool = True) -> None:
+        """notify - ask the bounce service for OP's notice (bounce, delay, trace),
+        then THEN(msg).
+
+        A failed non-delivery notice keeps the message (deferred, tried
+        again later); a failed delay or success notice is only a warning."""
+        name = self.cfg.get(NOTICE_SERVICES[op]) or op
         if not self.dispatcher.available(name):
             log.warning(f"{msg.queue_id}: no {name} service: "
-                        f"sender non-delivery notification not sent")
-            self.remove(msg)
+                        f"sender {NOTICE_NAMES[op]} notification not sent")
+            then(msg)
             return
-        header = {"op": "bounce", "queue_id": msg.queue_id, "queue_name": "active",
+        header = {"op": op, "queue_id": msg.queue_id, "queue_name": "active",
                   "path": msg.path, "sender": msg.sender}
 
         def answered(reply: dict | None, reason: str) -> None:
             if reply is not None and reply.get("status") == "ok":
-                self.remove(msg)
-            else:
-                why = reason or (reply or {}).get("reason", "bounce service failure")
-                log.warning(f"{msg.queue_id}: bounce service failure: {why}")
+                then(msg)
+                return
+            why = reason or (reply or {}).get("reason", f"{name} service failure")
+            log.warning(f"{msg.queue_id}: {name} service failure: {why}")
+            if required:
                 self.defer(msg, time.time())
+            else:
+                then(msg)
         self.dispatcher.send(name, header, answered)
 
     def remove(self, msg: ActiveMessage) -> None:

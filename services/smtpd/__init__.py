@@ -5,7 +5,13 @@
     connection.py  the client connection: bounded input, pipelining view
     command.py     parsing command lines and MAIL/RCPT parameters
     data.py        DATA and BDAT content: end-of-data, dot-unstuffing, size
-    check.py       the smtpd_*_restrictions language and access maps
+    check.py       the smtpd_*_restrictions language: lists, classes, modifiers
+    access.py      check_*_access and the access(5) actions
+    names.py       host name and address syntax/DNS restrictions
+    rbl.py         DNS block and allow lists (reject_rbl_client ...)
+    policy.py      check_policy_service (the policy delegation protocol)
+    xclient.py     XCLIENT and XFORWARD attributes
+    limits.py      per-client limits counted by the anvil service
     netlist.py     mynetworks-style host/network lists
     peer.py        the client's verified name and address
     submit.py      the request to cleanup and the Received: header
@@ -38,6 +44,8 @@ def run(svc: service.Service) -> None:
     except ConfigurationError as e:
         log.warning(str(e))
         checker_error = "451 4.3.5 Server configuration error"
+    from services.smtpd import rewrite_context
+    rewrite_context.prepare(cfg)     # interface addresses, before the jail
     _import_before_jail()
     endpoint = cleanup_endpoint(cfg.get("cleanup_service_name"))
     svc.enter_jail()
@@ -69,6 +77,8 @@ def _import_before_jail() -> None:
     import concurrent.futures.thread  # noqa: F401  (run_in_executor)
     import encodings.idna  # noqa: F401  (getnameinfo/getaddrinfo of host names)
     import zmq.asyncio  # noqa: F401
+    from services.smtpd.tls import import_before_jail as tls_imports
+    tls_imports()
 
 
 def main() -> None:

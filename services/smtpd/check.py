@@ -9,33 +9,51 @@ decides wins: PERMIT ends that list (the next list still runs), REJECT or
 DEFER ends the whole check with a reply.
 
 A restriction is a function in RESTRICTIONS: (Checker, Context, argument) ->
-Verdict | None (None: no decision, go on). The language grows by adding
-entries there; access map actions (OK, REJECT, DEFER, NNN text, DUNNO, or a
-restriction name) are evaluated by the same table.
+Verdict | None (None: no decision, go on). The table is assembled from this
+module (generic restrictions, relay control, unknown users) and its
+siblings: access.py (check_*_access and the access(5) actions), names.py
+(host name and address syntax and DNS existence), rbl.py (DNS lists) and
+policy.py (check_policy_service). A name in smtpd_restriction_classes is a
+restriction too: it evaluates its own list.
+
+Modifiers kept in the Context while one check runs (Postfix's semantics):
+  warn_if_reject   the next restriction logs `reject_warning:` instead of refusing
+  defer_if_reject  a later REJECT becomes a 450 deferral
+  defer_if_permit  a later (explicit or implicit) PERMIT becomes a deferral
+soft_bounce turns every 5xx refusal into a 4xx one. Actions that only
+cleanup can carry out (HOLD, DISCARD, FILTER, REDIRECT, BCC) and PREPEND
+headers are collected in ctx.actions; smtpd hands them to cleanup.
 
 Interface:
     Checker(cfg, netlist=None, resolver=None, rewriter=None, maps=None)
-    Context(client_name, client_addr, helo, sender, recipient)
-    checker.check_client/helo/sender(ctx)  -> reply | None   (delay_reject = no)
-    checker.check_rcpt(ctx) -> reply | None                 every list due at RCPT
-    checker.check_data(ctx) -> reply | None
-    checker.check_unlisted(ctx) -> reply | None             VRFY
-    ConfigurationError(text)                                 a bad restriction list
+    Context(client_name, client_addr, helo, sender, recipient, ...)
+    checker.check_client/helo/sender(ctx) -> reply | None   (delay_reject = no)
+    checker.check_rcpt(ctx, delayed=True) -> reply | None  every list due at RCPT
+    checker.check_data(ctx), check_end_of_data(ctx), check_etrn(ctx) -> reply | None
+    checker.check_unlisted(ctx) -> reply | None            VRFY
+    ConfigurationError(text)                                a bad restriction list
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 from pymaster import log
 from pymaster.config import Config
+from services.smtpd import replies
 
 PERMIT, REJECT, DEFER = "permit", "reject", "defer"
 NESTING_LIMIT = 10
 _DSN_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
 _CODE_RE = re.compile(r"^([45]\d\d)(?:\s+(.*))?$", re.S)
+_REPLY_RE = re.compile(r"^([245])(\d\d)([ -])(?:([245])(\.\d{1,3}\.\d{1,3}) )?(.*)$", re.S)
+
+LISTS = ("smtpd_client_restrictions", "smtpd_helo_restrictions",
+         "smtpd_sender_restrictions", "smtpd_relay_restrictions",
+         "smtpd_recipient_restrictions", "smtpd_data_restrictions",
+         "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions")
 
 
 class ConfigurationError(Exception):
@@ -49,38 +67,65 @@ class Verdict(NamedTuple):
 
 @dataclass
 class Context:
+    """What a restriction may look at: the client, the session, the command."""
     client_name: str
     client_addr: str
     helo: str | None = None
     sender: str | None = None
     recipient: str | None = None
     sasl_username: str = ""
-    stage: str = "RCPT"         # the list being evaluated: CLIENT HELO SENDER RCPT DATA
+    stage: str = "RCPT"         # the list being evaluated: CLIENT HELO SENDER RCPT DATA EOD ETRN
+    reverse_name: str = ""      # the unverified reverse name ("" = same as client_name)
+    client_port: str = ""
+    server_addr: str = ""
+    server_port: str = ""
+    protocol: str = "ESMTP"
+    queue_id: str = ""
+    verb: str = "RCPT"          # the SMTP command, for log lines
+    recipient_count: int = 0
+    size: int = 0
+    etrn_domain: str = ""
+    instance: str = ""
+    sasl_method: str = ""
+    sasl_sender: str = ""
+    ccert_fingerprint: str = ""
+    ccert_pubkey_fingerprint: str = ""
+    ccert_verified: bool = False
+    tls_active: bool = False
+    pipelining_violation: bool = False
+    actions: list = field(default_factory=list)       # [{"action": "HOLD", "text": ...}]
+    # evaluation state of one check
+    warn_next: bool = False
+    defer_if_reject: bool = False
+    defer_if_permit: str = ""
+
+    @property
+    def namaddr(self) -> str:
+        return f"{self.client_name}[{self.client_addr}]"
+
+    @property
+    def reverse_client_name(self) -> str:
+        return self.reverse_name or self.client_name
 
 
 # The subject of a reply at each stage: "<x@y>: Recipient address rejected: ..."
 _SUBJECTS = {
-    "CLIENT": ("client", "Client host rejected"),
-    "HELO": ("helo", "Helo command rejected"),
-    "SENDER": ("sender", "Sender address rejected"),
-    "RCPT": ("recipient", "Recipient address rejected"),
-    "DATA": ("data", "Data command rejected"),
+    "CLIENT": ("client", "Client host"),
+    "HELO": ("helo", "Helo command"),
+    "SENDER": ("sender", "Sender address"),
+    "RCPT": ("recipient", "Recipient address"),
+    "DATA": ("data", "Data command"),
+    "EOD": ("eod", "End-of-data"),
+    "ETRN": ("etrn", "Etrn command"),
 }
 
 
-def _subject(ctx: Context) -> tuple[str, str]:
-    """_subject - ("<what>", "Xxx rejected") for the list being evaluated."""
+def subject(ctx: Context) -> tuple[str, str]:
+    """subject - ("<what>", "Recipient address") for the list being evaluated."""
     kind, label = _SUBJECTS[ctx.stage]
-    if kind == "client":
-        what = f"{ctx.client_name}[{ctx.client_addr}]"
-    elif kind == "helo":
-        what = ctx.helo or ""
-    elif kind == "sender":
-        what = ctx.sender or ""
-    elif kind == "recipient":
-        what = ctx.recipient or ""
-    else:
-        what = "DATA"
+    what = {"client": ctx.namaddr, "helo": ctx.helo or "", "sender": ctx.sender or "",
+            "recipient": ctx.recipient or "", "data": "DATA", "eod": "END-OF-MESSAGE",
+            "etrn": ctx.etrn_domain}[kind]
     return f"<{what}>", label
 
 
@@ -93,14 +138,46 @@ def default_dsn(code: int) -> str:
 
 
 def rejection(ctx: Context, code: int, text: str, dsn: str = "") -> Verdict:
-    """rejection - a REJECT/DEFER verdict worded for the stage: "<x>: Label: text"."""
-    what, label = _subject(ctx)
-    action = DEFER if code < 500 else REJECT
-    return Verdict(action, make_reply(code, dsn or default_dsn(code), f"{what}: {label}: {text}"))
+    """rejection - a REJECT/DEFER verdict worded for the stage: "<x>: Label rejected: text"."""
+    what, label = subject(ctx)
+    return coded(code, dsn or default_dsn(code), f"{what}: {label} rejected: {text}")
+
+
+def coded(code: int, dsn: str, text: str) -> Verdict:
+    """coded - a verdict for a reply written out in full."""
+    return Verdict(DEFER if code < 500 else REJECT, make_reply(code, dsn, text))
 
 
 def temporary_failure(address: str) -> Verdict:
     return Verdict(DEFER, f"451 4.3.0 <{address}>: Temporary lookup failure")
+
+
+def soften(reply: str, code: int | None = None) -> str:
+    """soften - a 5xx reply made 4xx: "554 5.7.1 x" -> "454 4.7.1 x" (or CODE 4.7.1 x)."""
+    m = _REPLY_RE.match(reply)
+    if not m or m.group(1) != "5":
+        return reply
+    first = str(code) if code else "4" + m.group(2)
+    dsn = f"4{m.group(5)} " if m.group(4) else ""
+    return f"{first}{m.group(3)}{dsn}{m.group(6)}"
+
+
+def reply_with_code(text: str, default_code: int) -> Verdict:
+    """reply_with_code - "554 5.7.1 text", "554 text" or "text" as a verdict."""
+    m = _CODE_RE.match(text.strip())
+    if not m:
+        return coded(default_code, default_dsn(default_code), text.strip())
+    code, rest = int(m.group(1)), (m.group(2) or "").strip()
+    d = _DSN_RE.match(rest + " ")
+    if d and d.group(1)[0] == str(code)[0]:
+        return coded(code, d.group(1), rest[d.end():].strip() if d.end() <= len(rest) else "")
+    return coded(code, default_dsn(code), rest)
+
+
+def log_action(ctx: Context, action: str, text: str) -> None:
+    """log_action - `NOQUEUE: hold: RCPT from NAME[ADDR]: TEXT; from=<> to=<> proto= helo=<>`."""
+    log.info(replies.log_action(ctx.queue_id, action, ctx.verb, ctx.namaddr, text, ctx.sender,
+                                ctx.recipient, ctx.protocol, ctx.helo))
 
 
 class Checker:
@@ -114,10 +191,13 @@ class Checker:
         self._rewriter = rewriter
         self._maps_factory = maps
         self._maps_cache: dict[tuple, object] = {}
-        self.lists = {name: parse_restrictions(cfg.list(name), name) for name in (
-            "smtpd_client_restrictions", "smtpd_helo_restrictions",
-            "smtpd_sender_restrictions", "smtpd_relay_restrictions",
-            "smtpd_recipient_restrictions", "smtpd_data_restrictions")}
+        self._policy_clients: dict[str, object] = {}
+        self.class_names = [c for c in cfg.list("smtpd_restriction_classes")]
+        # Classes may name each other, so every name is known before any is parsed.
+        self.classes: dict[str, list] = {}
+        for name in self.class_names:
+            self.classes[name] = self.parse(cfg.list(name), name)
+        self.lists = {name: self.parse(cfg.list(name), name) for name in LISTS}
 
     # -- collaborators, built on first use ----------------------------------
     @property
@@ -154,30 +234,112 @@ class Checker:
     def param_maps(self, name: str):
         return self.maps(self.cfg.list(name))
 
+    def policy_client(self, endpoint: str):
+        """policy_client - one connection manager per policy server, shared by sessions."""
+        if endpoint not in self._policy_clients:
+            from services.smtpd.policy import PolicyClient
+            self._policy_clients[endpoint] = PolicyClient.from_config(self.cfg, endpoint)
+        return self._policy_clients[endpoint]
+
     def prepare(self) -> None:
         """prepare - import and open everything now, before the jail closes the door."""
         import pymaster.maps  # noqa: F401  (imported here: not reachable after chroot)
+        from pymaster import dns
+        dns.resolver_for(self.cfg)      # reads resolv.conf
         self.resolver, self.mynetworks, self.canonical("postmaster")
         for name in ("virtual_alias_maps", "local_recipient_maps", "relay_recipient_maps",
-                     "virtual_mailbox_maps"):
+                     "virtual_mailbox_maps", "rbl_reply_maps", "relay_clientcerts",
+                     "smtpd_sender_login_maps"):
             self.param_maps(name)
-        for steps in self.lists.values():
-            for _, arg in steps:
-                if arg is not None:
+        for steps in [*self.lists.values(), *self.classes.values()]:
+            for name, arg in steps:
+                if arg is not None and RESTRICTIONS[name][1] == "table":
                     self.maps([arg])
 
-    # -- the stages ---------------------------------------------------------
-    def _run(self, name: str, ctx: Context, stage: str) -> Verdict | None:
-        ctx.stage = stage
-        return evaluate(self, ctx, self.lists[name])
+    # -- parsing ------------------------------------------------------------
+    def parse(self, words: list[str], where: str) -> list[tuple[str, str | None]]:
+        """parse - [(name, argument or None)], checked up front."""
+        out: list[tuple[str, str | None]] = []
+        i = 0
+        while i < len(words):
+            word = words[i]
+            name = word if word in self.class_names else word.lower()
+            if name in self.class_names:
+                out.append((name, None))
+                i += 1
+                continue
+            if name not in RESTRICTIONS:
+                raise ConfigurationError(f"{where}: unknown restriction: \"{word}\"")
+            arg = None
+            if RESTRICTIONS[name][1]:
+                if i + 1 >= len(words):
+                    raise ConfigurationError(
+                        f"{where}: restriction \"{name}\" needs a table argument"
+                        if RESTRICTIONS[name][1] == "table" else
+                        f"{where}: restriction \"{name}\" needs an argument")
+                arg = words[i + 1]
+                i += 1
+            if name.startswith("reject_unverified_"):
+                log.warning(f"{where}: {name} is not supported in this version; ignored")
+            out.append((name, arg))
+            i += 1
+        return out
 
-    def _first_refusal(self, ctx: Context, steps: list[tuple[str, str]]) -> str | None:
-        for name, stage in steps:
-            verdict = self._run(name, ctx, stage)
-            if verdict is not None and verdict.action != PERMIT:
-                return verdict.reply
+    # -- evaluating ---------------------------------------------------------
+    def evaluate(self, ctx: Context, steps, depth: int = 0) -> Verdict | None:
+        """evaluate - the first decision of a parsed list, or None when none decides."""
+        if depth > NESTING_LIMIT:
+            log.warning("restriction class nesting too deep; giving up")
+            return Verdict(DEFER, "451 4.3.5 Server configuration error")
+        for name, arg in steps:
+            if name in self.classes:
+                verdict = self.evaluate(ctx, self.classes[name], depth + 1)
+            else:
+                warn, ctx.warn_next = ctx.warn_next, False
+                verdict = RESTRICTIONS[name][0](self, ctx, arg)
+                if name == "warn_if_reject":
+                    continue
+                verdict = self._modified(ctx, verdict, warn)
+            if verdict is not None:
+                return verdict
         return None
 
+    def evaluate_words(self, ctx: Context, words: list[str], where: str) -> Verdict | None:
+        """evaluate_words - a restriction list given as text (an access map's answer)."""
+        return self.evaluate(ctx, self.parse(words, where), depth=1)
+
+    def _modified(self, ctx: Context, verdict: Verdict | None, warn: bool) -> Verdict | None:
+        """_modified - warn_if_reject and defer_if_reject applied to one verdict."""
+        if verdict is None or verdict.action == PERMIT:
+            return verdict
+        if warn:
+            log_action(ctx, "reject_warning", verdict.reply)
+            return None
+        if ctx.defer_if_reject and verdict.action == REJECT:
+            return Verdict(DEFER, soften(verdict.reply, self.cfg.int("defer_code")))
+        return verdict
+
+    def _run(self, name: str, ctx: Context, stage: str) -> Verdict | None:
+        ctx.stage = stage
+        return self.evaluate(ctx, self.lists[name])
+
+    def _first_refusal(self, ctx: Context, steps: list[tuple[str, str]]) -> str | None:
+        """_first_refusal - run the lists in order; the reply that ends the check, if any."""
+        ctx.defer_if_permit = ""
+        for name, stage in steps:
+            ctx.warn_next = ctx.defer_if_reject = False
+            verdict = self._run(name, ctx, stage)
+            if verdict is not None and verdict.action != PERMIT:
+                return self.final(verdict.reply)
+        if ctx.defer_if_permit:
+            return self.final(ctx.defer_if_permit)
+        return None
+
+    def final(self, reply: str) -> str:
+        """final - soft_bounce: no refusal is permanent while it is on."""
+        return soften(reply) if self.cfg.bool("soft_bounce") else reply
+
+    # -- the stages ---------------------------------------------------------
     def check_client(self, ctx: Context) -> str | None:
         return self._first_refusal(ctx, [("smtpd_client_restrictions", "CLIENT")])
 
@@ -194,53 +356,26 @@ class Checker:
         steps += [("smtpd_relay_restrictions", "RCPT"), ("smtpd_recipient_restrictions", "RCPT")]
         reply = self._first_refusal(ctx, steps)
         if reply is None and self.cfg.bool("smtpd_reject_unlisted_recipient"):
-            ctx.stage = "RCPT"
-            verdict = reject_unlisted_recipient(self, ctx, None)
-            reply = verdict.reply if verdict is not None else None
+            reply = self.check_unlisted(ctx)
+        if reply is None and self.cfg.bool("smtpd_reject_unlisted_sender") and ctx.sender:
+            ctx.stage = "SENDER"
+            verdict = reject_unlisted_sender(self, ctx, None)
+            reply = self.final(verdict.reply) if verdict is not None else None
         return reply
 
     def check_data(self, ctx: Context) -> str | None:
         return self._first_refusal(ctx, [("smtpd_data_restrictions", "DATA")])
 
+    def check_end_of_data(self, ctx: Context) -> str | None:
+        return self._first_refusal(ctx, [("smtpd_end_of_data_restrictions", "EOD")])
+
+    def check_etrn(self, ctx: Context) -> str | None:
+        return self._first_refusal(ctx, [("smtpd_etrn_restrictions", "ETRN")])
+
     def check_unlisted(self, ctx: Context) -> str | None:
         ctx.stage = "RCPT"
         verdict = reject_unlisted_recipient(self, ctx, None)
-        return verdict.reply if verdict is not None else None
-
-
-# -- parsing and evaluating lists ---------------------------------------------
-
-Restriction = Callable[[Checker, Context, "str | None"], "Verdict | None"]
-
-
-def parse_restrictions(words: list[str], where: str) -> list[tuple[str, str | None]]:
-    """parse_restrictions - [(name, table argument or None)], checked up front."""
-    out: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(words):
-        name = words[i].lower() if ":" not in words[i] else words[i]
-        if name not in RESTRICTIONS:
-            raise ConfigurationError(f"{where}: unknown restriction: \"{words[i]}\"")
-        _, takes_arg = RESTRICTIONS[name]
-        arg = None
-        if takes_arg:
-            if i + 1 >= len(words):
-                raise ConfigurationError(f"{where}: restriction \"{name}\" needs a table argument")
-            arg = words[i + 1]
-            i += 1
-        out.append((name, arg))
-        i += 1
-    return out
-
-
-def evaluate(checker: Checker, ctx: Context, steps, depth: int = 0) -> Verdict | None:
-    """evaluate - the first decision of a parsed list, or None when none decides."""
-    for name, arg in steps:
-        func, _ = RESTRICTIONS[name]
-        verdict = func(checker, ctx, arg) if depth < NESTING_LIMIT else None
-        if verdict is not None:
-            return verdict
-    return None
+        return self.final(verdict.reply) if verdict is not None else None
 
 
 # -- generic restrictions -------------------------------------------------------
@@ -257,12 +392,79 @@ def defer(checker: Checker, ctx: Context, arg) -> Verdict:
     return rejection(ctx, checker.cfg.int("defer_code"), "Access denied")
 
 
+def defer_if_permit(checker: Checker, ctx: Context, arg) -> None:
+    if not ctx.defer_if_permit:
+        ctx.defer_if_permit = rejection(ctx, checker.cfg.int("defer_code"), "Access denied").reply
+    return None
+
+
+def defer_if_reject(checker: Checker, ctx: Context, arg) -> None:
+    ctx.defer_if_reject = True
+    return None
+
+
+def warn_if_reject(checker: Checker, ctx: Context, arg) -> None:
+    ctx.warn_next = True
+    return None
+
+
 def permit_mynetworks(checker: Checker, ctx: Context, arg) -> Verdict | None:
     return Verdict(PERMIT) if checker.mynetworks.match(ctx.client_addr, ctx.client_name) else None
 
 
+def permit_inet_interfaces(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    from pymaster.resolve import interface_addresses
+    return Verdict(PERMIT) if ctx.client_addr in interface_addresses(checker.cfg) else None
+
+
 def permit_sasl_authenticated(checker: Checker, ctx: Context, arg) -> Verdict | None:
     return Verdict(PERMIT) if ctx.sasl_username else None
+
+
+def permit_tls_clientcerts(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    """permit_tls_clientcerts - a verified certificate whose fingerprint is listed.
+
+    A hook until smtpd speaks TLS: no session has a certificate yet."""
+    if not ctx.ccert_verified or not ctx.ccert_fingerprint:
+        return None
+    from pymaster.tables import TableError
+    try:
+        maps = checker.param_maps("relay_clientcerts")
+        found = maps and (maps.lookup(ctx.ccert_fingerprint) is not None or
+                          maps.lookup(ctx.ccert_pubkey_fingerprint) is not None)
+    except TableError:
+        return temporary_failure(ctx.client_addr)
+    return Verdict(PERMIT) if found else None
+
+
+def permit_tls_all_clientcerts(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    return Verdict(PERMIT) if ctx.ccert_verified else None
+
+
+def reject_unauth_pipelining(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    """reject_unauth_pipelining - the client sent commands before it could know it may."""
+    if not ctx.pipelining_violation:
+        return None
+    what, label = subject(ctx)
+    return coded(503, "5.5.0", f"{what}: {label} rejected: Improper use of SMTP command pipelining")
+
+
+def reject_multi_recipient_bounce(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    """reject_multi_recipient_bounce - null sender with more than one recipient."""
+    if ctx.sender != "":
+        return None
+    many = ctx.recipient_count > 1 if ctx.stage in ("DATA", "EOD") else ctx.recipient_count > 0
+    if not many:
+        return None
+    code = checker.cfg.int("multi_recipient_bounce_reject_code")
+    what, label = subject(ctx)
+    return coded(code, "5.5.3" if code >= 500 else "4.5.3",
+                 f"{what}: {label} rejected: Multi-recipient bounce")
+
+
+def unsupported(checker: Checker, ctx: Context, arg) -> None:
+    """unsupported - reject_unverified_*: address verification is a later issue."""
+    return None
 
 
 # -- destination restrictions -------------------------------------------------
@@ -287,8 +489,7 @@ def _unauth_destination(checker: Checker, ctx: Context, code: int) -> Verdict | 
         return temporary_failure(ctx.recipient)
     if allowed:
         return None
-    return Verdict(REJECT if code >= 500 else DEFER,
-                   make_reply(code, default_dsn(code), f"<{ctx.recipient}>: Relay access denied"))
+    return coded(code, default_dsn(code), f"<{ctx.recipient}>: Relay access denied")
 
 
 def reject_unauth_destination(checker: Checker, ctx: Context, arg) -> Verdict | None:
@@ -306,7 +507,7 @@ def permit_auth_destination(checker: Checker, ctx: Context, arg) -> Verdict | No
     return None
 
 
-# -- unknown recipients ---------------------------------------------------------
+# -- unknown recipients and senders ----------------------------------------------
 
 # address class -> (the table parameter, its reply code parameter, its name in replies)
 _RECIPIENT_TABLES = {
@@ -327,135 +528,106 @@ def _listed(checker: Checker, maps, address: str) -> bool:
     return virtual_lookup(maps, address, checker.cfg) is not None
 
 
-def unknown_user(checker: Checker, ctx: Context, code_param: str, label: str) -> Verdict:
+def unknown_user(checker: Checker, ctx: Context, code_param: str, label: str,
+                 address: str, what: str = "Recipient", dsn_detail: str = "1") -> Verdict:
     """unknown_user - `550 5.1.1 <x@y>: Recipient address rejected: User unknown in …`."""
     code = checker.cfg.int(code_param)
     text = f"User unknown in {label}" if checker.cfg.bool("show_user_unknown_table_name") \
         else "User unknown"
-    return Verdict(REJECT if code >= 500 else DEFER,
-                   make_reply(code, "5.1.1" if code >= 500 else "4.1.1",
-                              f"<{ctx.recipient}>: Recipient address rejected: {text}"))
+    return coded(code, f"{'5' if code >= 500 else '4'}.1.{dsn_detail}",
+                 f"<{address}>: {what} address rejected: {text}")
 
 
-def reject_unlisted_recipient(checker: Checker, ctx: Context, arg) -> Verdict | None:
-    """reject_unlisted_recipient - the recipient must exist in its class's table."""
+def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
+              dsn_detail: str) -> Verdict | None:
+    """_unlisted - ADDRESS must exist in the table of its address class."""
     from pymaster import resolve
     from pymaster.tables import TableError
-    if not ctx.recipient:
-        return None
-    res = checker.resolver.resolve(checker.canonical(ctx.recipient))
+    res = checker.resolver.resolve(checker.canonical(address))
     if resolve.FAIL in res.flags:
-        return temporary_failure(ctx.recipient)
+        return temporary_failure(address)
     table = _RECIPIENT_TABLES.get(res.address_class)
     if table is None:
         return None
     param, code_param, label = table
-    address = res.recipient
     try:
         virtual = checker.param_maps("virtual_alias_maps")
-        if virtual and _listed(checker, virtual, address):
+        if virtual and _listed(checker, virtual, res.recipient):
             return None
+        moved = error_transport(checker, res, address, what)
+        if moved is not None:
+            return moved
         maps = checker.param_maps(param)
         if res.address_class in ("local", "relay") and not maps:
             return None
-        if res.address_class != "virtual_alias" and maps and _listed(checker, maps, address):
+        if res.address_class != "virtual_alias" and maps and \
+                _listed(checker, maps, res.recipient):
             return None
-        return unknown_user(checker, ctx, code_param, label)
+        return unknown_user(checker, ctx, code_param, label, address, what, dsn_detail)
     except TableError as e:
-        log.warning(f"{param} lookup problem for {ctx.recipient}: {e}")
-        return temporary_failure(ctx.recipient)
-    return None
+        log.warning(f"{param} lookup problem for {address}: {e}")
+        return temporary_failure(address)
 
 
-# -- access maps ---------------------------------------------------------------
-
-def _access(checker: Checker, ctx: Context, spec: str, query, kind: str,
-            what: str) -> Verdict | None:
-    """_access - search table SPEC in access(5) order for QUERY; act on the answer."""
-    from pymaster.maps import access_lookup
-    from pymaster.tables import TableError
-    try:
-        maps = checker.maps([spec])
-        if kind == "null":
-            value = maps.lookup(query)
-        else:
-            value = access_lookup(maps, query, kind)
-    except TableError as e:
-        log.warning(f"{spec}: table lookup problem for {what}: {e}")
-        return temporary_failure(what)
-    if value is None:
+def error_transport(checker: Checker, res, address: str, what: str) -> Verdict | None:
+    """error_transport - a recipient that resolves to the error transport
+    (relocated_maps, transport_maps `error:text`) is refused now with its text:
+    `550 5.1.6 <x@y>: Recipient address rejected: User has moved to …`.
+    Virtual alias domains keep their own reply (User unknown in virtual alias table)."""
+    if res.address_class == "virtual_alias" or \
+            res.transport != (checker.cfg.get("error_service") or "error"):
         return None
-    return access_action(checker, ctx, value.strip(), spec)
+    dsn, _, text = res.nexthop.partition(" ")
+    if dsn.startswith("4."):
+        return None     # a temporary error: the mail is queued and retried
+    if not re.fullmatch(r"5\.\d{1,3}\.\d{1,3}", dsn):
+        dsn, text = ("5.1.0" if what == "Sender" else "5.1.1"), res.nexthop
+    return coded(550, dsn, f"<{address}>: {what} address rejected: {text.strip() or 'User unknown'}")
 
 
-def access_action(checker: Checker, ctx: Context, value: str, spec: str) -> Verdict | None:
-    """access_action - what an access(5) table's right-hand side means."""
-    word, _, text = value.partition(" ")
-    upper = word.upper()
-    text = text.strip()
-    if upper == "OK" or value.isdigit():
-        return Verdict(PERMIT)
-    if upper == "DUNNO":
-        return None
-    if upper == "REJECT":
-        return rejection(ctx, checker.cfg.int("access_map_reject_code"), text or "Access denied")
-    if upper == "DEFER":
-        return rejection(ctx, checker.cfg.int("access_map_defer_code"), text or "Access denied")
-    m = _CODE_RE.match(value)
-    if m:
-        code, text = int(m.group(1)), (m.group(2) or "").strip()
-        dsn = ""
-        d = _DSN_RE.match(text)
-        if d and d.group(1)[0] == str(code)[0]:
-            dsn, text = d.group(1), text[d.end():]
-        return rejection(ctx, code, text or "Access denied", dsn)
-    try:
-        return evaluate(checker, ctx, parse_restrictions(value.split(), spec), depth=1)
-    except ConfigurationError:
-        log.warning(f"access table {spec}: unknown action: {value}")
-        return Verdict(DEFER, "451 4.3.5 Server configuration error")
-
-
-def check_client_access(checker: Checker, ctx: Context, spec: str) -> Verdict | None:
-    return _access(checker, ctx, spec, (ctx.client_name, ctx.client_addr), "client",
-                   ctx.client_addr)
-
-
-def check_helo_access(checker: Checker, ctx: Context, spec: str) -> Verdict | None:
-    if not ctx.helo:
-        return None
-    return _access(checker, ctx, spec, ctx.helo.lower(), "helo", ctx.helo)
-
-
-def check_sender_access(checker: Checker, ctx: Context, spec: str) -> Verdict | None:
-    if ctx.sender is None:
-        return None
-    if ctx.sender == "":
-        return _access(checker, ctx, spec, checker.cfg.get("smtpd_null_access_lookup_key"),
-                       "null", "<>")
-    return _access(checker, ctx, spec, ctx.sender, "sender", ctx.sender)
-
-
-def check_recipient_access(checker: Checker, ctx: Context, spec: str) -> Verdict | None:
+def reject_unlisted_recipient(checker: Checker, ctx: Context, arg) -> Verdict | None:
     if not ctx.recipient:
         return None
-    return _access(checker, ctx, spec, ctx.recipient, "recipient", ctx.recipient)
+    return _unlisted(checker, ctx, ctx.recipient, "Recipient", "1")
 
 
-# name -> (function, takes a table argument)
-RESTRICTIONS: dict[str, tuple[Restriction, bool]] = {
-    "permit": (permit, False),
-    "reject": (reject, False),
-    "defer": (defer, False),
-    "dunno": (lambda checker, ctx, arg: None, False),
-    "permit_mynetworks": (permit_mynetworks, False),
-    "permit_sasl_authenticated": (permit_sasl_authenticated, False),
-    "reject_unauth_destination": (reject_unauth_destination, False),
-    "defer_unauth_destination": (defer_unauth_destination, False),
-    "permit_auth_destination": (permit_auth_destination, False),
-    "reject_unlisted_recipient": (reject_unlisted_recipient, False),
-    "check_client_access": (check_client_access, True),
-    "check_helo_access": (check_helo_access, True),
-    "check_sender_access": (check_sender_access, True),
-    "check_recipient_access": (check_recipient_access, True),
+def reject_unlisted_sender(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    if not ctx.sender:
+        return None
+    return _unlisted(checker, ctx, ctx.sender, "Sender", "0")
+
+
+# name -> (function, argument kind: "" none, "table", "domain", "service")
+RESTRICTIONS: dict[str, tuple[Callable, str]] = {
+    "permit": (permit, ""),
+    "reject": (reject, ""),
+    "defer": (defer, ""),
+    "dunno": (lambda checker, ctx, arg: None, ""),
+    "defer_if_permit": (defer_if_permit, ""),
+    "defer_if_reject": (defer_if_reject, ""),
+    "warn_if_reject": (warn_if_reject, ""),
+    "permit_mynetworks": (permit_mynetworks, ""),
+    "permit_inet_interfaces": (permit_inet_interfaces, ""),
+    "permit_sasl_authenticated": (permit_sasl_authenticated, ""),
+    "permit_tls_clientcerts": (permit_tls_clientcerts, ""),
+    "permit_tls_all_clientcerts": (permit_tls_all_clientcerts, ""),
+    "reject_unauth_pipelining": (reject_unauth_pipelining, ""),
+    "reject_multi_recipient_bounce": (reject_multi_recipient_bounce, ""),
+    "reject_unauth_destination": (reject_unauth_destination, ""),
+    "defer_unauth_destination": (defer_unauth_destination, ""),
+    "permit_auth_destination": (permit_auth_destination, ""),
+    "reject_unlisted_recipient": (reject_unlisted_recipient, ""),
+    "reject_unlisted_sender": (reject_unlisted_sender, ""),
+    "reject_unverified_recipient": (unsupported, ""),
+    "reject_unverified_sender": (unsupported, ""),
 }
+
+# The sibling modules add their restrictions (they import this module's names).
+from services.smtpd import access, names, policy, rbl  # noqa: E402
+
+for _module in (access, names, rbl, policy):
+    RESTRICTIONS.update(_module.RESTRICTIONS)
+
+from services.smtpd import auth as _auth  # noqa: E402  (the SASL sender login checks)
+
+RESTRICTIONS.update(_auth.RESTRICTIONS)

@@ -30,6 +30,7 @@ class Peer:
     name: str
     addr: str
     port: int = 0
+    reverse_name: str = ""      # the unverified reverse name (XCLIENT REVERSE_NAME)
 
     @property
     def namaddr(self) -> str:

@@ -9,6 +9,7 @@ Interface:
     ehlo_lines(hostname, features) -> list[str]
     timeout(host), too_many_errors(host), queued(queue_id)
     log_connect(peer), log_disconnect(peer, counts), log_reject(...)
+    log_action(queue_id, action, stage, peer, text, ...)   hold:, warn:, reject_warning: ...
     log_event(event, stage, peer)        "timeout after DATA from NAME[ADDR]"
     printable(data) -> str               client input escaped for the log
 """
@@ -108,7 +109,13 @@ def log_event(event: str, stage: str, peer: str) -> str:
 def log_reject(queue_id: str, stage: str, peer: str, reply: str, sender: str | None,
                recipient: str | None, proto: str, helo: str | None) -> str:
     """log_reject - `NOQUEUE: reject: RCPT from NAME[ADDR]: REPLY; from=<> to=<> proto=ESMTP helo=<>`."""
-    parts = [f"{queue_id or 'NOQUEUE'}: reject: {stage} from {peer}: {reply};"]
+    return log_action(queue_id, "reject", stage, peer, reply, sender, recipient, proto, helo)
+
+
+def log_action(queue_id: str, action: str, stage: str, peer: str, text: str,
+               sender: str | None, recipient: str | None, proto: str, helo: str | None) -> str:
+    """log_action - the reject: line's shape for reject_warning:, hold:, discard:, warn: ..."""
+    parts = [f"{queue_id or 'NOQUEUE'}: {action}: {stage} from {peer}: {text};"]
     if sender is not None:
         parts.append(f"from=<{sender}>")
     if recipient is not None:
@@ -138,3 +145,33 @@ def printable(data: bytes, limit: int = 100) -> str:
         else:
             out.append(f"\\{b:03o}")
     return "".join(out)
+
+
+def with_footer(reply: str, footer: str, client_name: str, client_address: str,
+                recipient: str = "") -> str:
+    """with_footer - smtpd_reject_footer appended to a 4xx/5xx reply as more reply lines.
+
+    "\\n" in the footer starts another line; a footer that starts with "\\c"
+    continues the reply's last line. $client_address, $client_name,
+    $localtime, $recipient are expanded. The lines repeat the reply's code
+    and enhanced status code, so the result is one multi-line reply."""
+    if not footer or reply[:1] not in "45":
+        return reply
+    import time
+    values = {"client_address": client_address, "client_name": client_name,
+              "localtime": time.strftime("%b %d %H:%M:%S"), "recipient": recipient}
+    for name, value in values.items():
+        footer = footer.replace("${" + name + "}", value).replace("$" + name, value)
+    code, _, rest = reply.partition(" ")
+    dsn = rest.split(" ", 1)[0] if rest[:1] in "245" and "." in rest.split(" ", 1)[0] else ""
+    prefix = f"{code} {dsn} " if dsn else f"{code} "
+    lines = reply.split("\r\n")
+    if footer.startswith("\\c"):
+        parts = footer[2:].split("\\n")
+        lines[-1] += parts[0]
+        parts = parts[1:]
+    else:
+        parts = footer.split("\\n")
+    lines += [prefix + part for part in parts]
+    return "\r\n".join([line.replace(f"{code} ", f"{code}-", 1) for line in lines[:-1]] +
+                       lines[-1:])

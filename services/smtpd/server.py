@@ -23,6 +23,7 @@ from pymaster import log
 from pymaster.service import ALIVE_FD, Service
 from services.smtpd.check import Checker
 from services.smtpd.connection import Connection
+from services.smtpd.limits import Limits
 from services.smtpd.peer import lookup_peer
 from services.smtpd.session import Session, Settings
 from services.smtpd.submit import CleanupClient
@@ -46,6 +47,7 @@ class Server:
         self.stop = asyncio.Event()
         self.changed = asyncio.Event()     # a session ended, or stop was set
         self.avail: bool | None = None
+        self.limits = Limits.from_config(self.cfg, svc.name)   # anvil's client limits
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -130,5 +132,5 @@ class Server:
         peer = await lookup_peer(sockaddr, self.peername_lookup)
         _, conn = await loop.connect_accepted_socket(Connection, sock)
         session = Session(conn, peer, self.settings, self.checker, self.cleanup,
-                          self.checker_error)
+                          self.checker_error, limits=self.limits)
         await session.run()

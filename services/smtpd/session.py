@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 from pymaster import ipc, log
 from pymaster.config import Config
-from services.smtpd import replies
+from services.smtpd import replies, xclient
+from services.smtpd import auth, tls
+from services.smtpd.rewrite_context import header_rewrite_context
 from services.smtpd.check import Checker, Context
 from services.smtpd.command import CommandError, MailArgs, RcptArgs, parse_mail, parse_rcpt, \
     split_command
@@ -44,8 +46,8 @@ from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitErr
 GROUP_ENDERS = {"HELO", "EHLO", "DATA", "VRFY", "ETRN", "NOOP", "QUIT", "STARTTLS", "AUTH",
                 "EXPN", "TURN"}
 # The order of per-command counts in the disconnect line, as Postfix logs them.
-COUNT_ORDER = ["helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset",
-               "noop", "vrfy", "etrn", "quit", "unknown"]
+COUNT_ORDER = ["helo", "ehlo", "starttls", "xclient", "xforward", "auth", "mail", "rcpt", "data",
+               "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown"]
 READ_CHUNK = 65536
 
 
@@ -75,6 +77,13 @@ class Settings:
     ipc_timeout: float
     fast_flush_domains: list[str] = field(default_factory=list)
     qmgr_endpoint: str = ""
+    content_filter: str = ""                # recorded in the queue file (FILTER_README)
+    receive_overrides: list[str] = field(default_factory=list)   # cleanup flags
+    xclient_hosts: NetList | None = None
+    xforward_hosts: NetList | None = None
+    reject_footer: str = ""
+    tls: "tls.TlsSettings | None" = None          # STARTTLS, smtps (services/smtpd/tls.py)
+    auth: "auth.AuthSettings | None" = None       # SMTP AUTH (services/smtpd/auth.py)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
@@ -103,6 +112,13 @@ class Settings:
             ipc_timeout=float(cfg.time("ipc_timeout")),
             fast_flush_domains=[d.lower() for d in cfg.list("fast_flush_domains")],
             qmgr_endpoint=ipc.endpoint("public", cfg.get("queue_service_name")),
+            content_filter=cfg.get("content_filter").strip(),
+            receive_overrides=cfg.list("receive_override_options"),
+            xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
+            xforward_hosts=NetList.from_param(cfg, "smtpd_authorized_xforward_hosts"),
+            reject_footer=cfg.get("smtpd_reject_footer"),
+            tls=tls.TlsSettings.from_config(cfg),
+            auth=auth.AuthSettings.from_config(cfg),
         )
 
 
@@ -115,9 +131,18 @@ class Session:
 
     def __init__(self, conn: Connection, peer: Peer, settings: Settings,
                  checker: Checker | None, cleanup: CleanupClient | None,
-                 checker_error: str = "") -> None:
+                 checker_error: str = "", limits=None) -> None:
         self.conn = conn
         self.peer = peer
+        self.real_peer = peer       # who is connected, whatever XCLIENT says
+        self.limits = limits
+        self.sasl_username = ""
+        self.sasl_method = ""
+        self.tls_session = None     # pymaster.tlsutil.Session once STARTTLS is done
+        self.xforward: dict[str, str | None] = {}
+        self.actions: list[dict] = []
+        self.pipelining_violation = False
+        self.transactions = 0
         self.s = settings
         self.checker = checker
         self.checker_error = checker_error
@@ -139,6 +164,11 @@ class Session:
     async def run(self) -> None:
         log.info(replies.log_connect(self.peer.namaddr))
         try:
+            if self.limits is not None:
+                refusal = await self.limits.connect(self.real_peer)
+                if refusal:
+                    await self.send(refusal)
+                    raise Closed()
             await self._converse()
         except Closed:
             pass
@@ -150,11 +180,17 @@ class Session:
         finally:
             self.conn.close()
             log.info(replies.log_disconnect(self.peer.namaddr, self.count_summary()))
+            if self.limits is not None:
+                await self.limits.disconnect(self.real_peer)
 
     async def _converse(self) -> None:
+        if self.s.tls is not None and self.s.tls.wrapper:
+            await tls.wrap(self)
         await asyncio.sleep(0)      # let input that came with the connection arrive
-        if self.s.forbid_unauth_pipelining and self.conn.pending():
-            await self._pipelining_violation()
+        if self.conn.pending():
+            self.pipelining_violation = True    # it talked before the greeting
+            if self.s.forbid_unauth_pipelining:
+                await self._pipelining_violation()
         await self.send(replies.GREETING.format(banner=self.s.banner))
         while True:
             if self.errors >= self.s.hard_error_limit:
@@ -220,9 +256,10 @@ class Session:
         handler = getattr(self, f"smtp_{verb}", None) if verb.isalpha() else None
         name = verb.lower() if handler is not None else "unknown"
         self.where = verb if handler is not None else "UNKNOWN"
-        if self.s.forbid_unauth_pipelining and self.conn.pending() and \
-                (verb in GROUP_ENDERS or not self.esmtp):
-            await self._pipelining_violation()
+        if self.conn.pending() and (verb in GROUP_ENDERS or not self.esmtp):
+            self.pipelining_violation = True
+            if self.s.forbid_unauth_pipelining:
+                await self._pipelining_violation()
         errors_before = self.errors
         if not line.strip():
             await self.reply(replies.ERR_BAD_SYNTAX)
@@ -264,10 +301,29 @@ class Session:
         self.rcpts = []
         self.bdat = None
         self.bdat_error = ""
+        self.actions = []
 
-    def context(self, recipient: str | None = None) -> Context:
-        return Context(self.peer.name, self.peer.addr, self.helo,
-                       self.mail.sender if self.mail else None, recipient)
+    def context(self, recipient: str | None = None, verb: str = "") -> Context:
+        mail = self.mail
+        return Context(
+            self.peer.name, self.peer.addr, self.helo, mail.sender if mail else None, recipient,
+            sasl_username=self.sasl_username, reverse_name=getattr(self.peer, "reverse_name", ""),
+            client_port=str(self.peer.port), protocol=self.protocol, verb=verb or self.where,
+            recipient_count=len(self.rcpts), size=(mail.size or 0) if mail else 0,
+            instance=f"{os.getpid():x}.{id(self):x}.{self.transactions}",
+            pipelining_violation=self.pipelining_violation, actions=[],
+            sasl_method=self.sasl_method, **tls.context_fields(self))
+
+    async def check(self, method, ctx: Context) -> str | None:
+        """check - run a restriction check off the event loop (DNS, policy servers block)."""
+        try:
+            refusal = await asyncio.to_thread(method, ctx)
+        except Exception as e:  # a broken table must not end the session
+            log.warning(f"access check failed: {type(e).__name__}: {e}")
+            refusal = "451 4.3.5 Server configuration error"
+        if not refusal:
+            self.actions.extend(a for a in ctx.actions if a not in self.actions)
+        return refusal
 
     def log_reject(self, stage: str, reply: str, recipient: str | None = None) -> None:
         log.info(replies.log_reject("", stage, self.peer.namaddr, reply,
@@ -276,7 +332,8 @@ class Session:
 
     async def refuse(self, stage: str, reply: str, recipient: str | None = None) -> None:
         self.log_reject(stage, reply, recipient)
-        await self.reply(reply)
+        await self.reply(replies.with_footer(reply, self.s.reject_footer, self.peer.name,
+                                             self.peer.addr, recipient or ""))
 
     # -- HELO, EHLO -----------------------------------------------------------
     async def smtp_HELO(self, arg: str) -> None:
@@ -294,8 +351,8 @@ class Session:
         self.esmtp = esmtp
         self.protocol = "ESMTP" if esmtp else "SMTP"
         if not self.s.delay_reject and self.checker is not None:
-            refusal = self.checker.check_client(self.context()) or \
-                self.checker.check_helo(self.context())
+            refusal = await self.check(self.checker.check_client, self.context()) or \
+                await self.check(self.checker.check_helo, self.context())
             if refusal:
                 await self.refuse("HELO" if not esmtp else "EHLO", refusal)
                 return
@@ -309,14 +366,25 @@ class Session:
         out = ["PIPELINING", f"SIZE {self.s.size_limit}" if self.s.size_limit else "SIZE"]
         if not self.s.disable_vrfy:
             out.append("VRFY")
-        out += ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        out.append("ETRN")
+        out += tls.ehlo_keywords(self) + auth.ehlo_keywords(self)
+        out += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.s.smtputf8:
             out.append("SMTPUTF8")
         out.append("CHUNKING")
+        if self.s.xclient_hosts is not None and \
+                self.s.xclient_hosts.match(self.real_peer.addr, self.real_peer.name):
+            out.append("XCLIENT " + " ".join(xclient.XCLIENT_ATTRS))
+        if self.s.xforward_hosts is not None and \
+                self.s.xforward_hosts.match(self.real_peer.addr, self.real_peer.name):
+            out.append("XFORWARD " + " ".join(xclient.XFORWARD_ATTRS))
         return out
 
     # -- MAIL, RCPT -----------------------------------------------------------
     async def smtp_MAIL(self, arg: str) -> None:
+        if tls.mail_refusal(self):
+            await self.reply(tls.mail_refusal(self))
+            return
         if self.s.helo_required and self.helo is None:
             await self.reply(replies.ERR_NEED_HELO)
             return
@@ -334,9 +402,15 @@ class Session:
         if not self._space_for(mail.size or 0):
             await self.reply(replies.ERR_INSUFFICIENT_SPACE)
             return
+        if self.limits is not None:
+            refusal = await self.limits.message(self.peer)
+            if refusal:
+                await self.reply(refusal)
+                return
         self.mail = mail
+        self.transactions += 1
         if not self.s.delay_reject and self.checker is not None:
-            refusal = self.checker.check_sender(self.context())
+            refusal = await self.check(self.checker.check_sender, self.context())
             if refusal:
                 await self.refuse("MAIL", refusal)
                 self.mail = None
@@ -366,21 +440,24 @@ class Session:
         if len(self.rcpts) >= self.s.recipient_limit > 0:
             await self.reply(replies.ERR_TOO_MANY_RCPTS)
             return
-        refusal = self.check_recipient(rcpt.address)
+        if self.limits is not None:
+            refusal = await self.limits.recipient(self.peer)
+            if refusal:
+                await self.reply(refusal)
+                return
+        refusal = await self.check_recipient(rcpt.address)
         if refusal:
             await self.refuse("RCPT", refusal, rcpt.address)
             return
         self.rcpts.append(rcpt)
         await self.reply(replies.OK_RCPT)
 
-    def check_recipient(self, address: str) -> str | None:
+    async def check_recipient(self, address: str) -> str | None:
         if self.checker is None:
             return self.checker_error
-        try:
-            return self.checker.check_rcpt(self.context(address), self.s.delay_reject)
-        except Exception as e:  # a broken table must not end the session
-            log.warning(f"recipient check for {address} failed: {type(e).__name__}: {e}")
-            return f"451 4.3.0 <{address}>: Temporary lookup failure"
+        delayed = self.s.delay_reject
+        return await self.check(lambda ctx: self.checker.check_rcpt(ctx, delayed),
+                                self.context(address, "RCPT"))
 
     # -- DATA -------------------------------------------------------------------
     async def smtp_DATA(self, arg: str) -> None:
@@ -394,7 +471,7 @@ class Session:
             await self.reply(replies.ERR_BDAT_AFTER_DATA)
             return
         if self.checker is not None:
-            refusal = self.checker.check_data(self.context())
+            refusal = await self.check(self.checker.check_data, self.context(verb="DATA"))
             if refusal:
                 await self.refuse("DATA", refusal)
                 return
@@ -411,7 +488,7 @@ class Session:
         elif scanner.bare_lf and self.bare_lf_reject:
             await self.end_transaction(replies.ERR_BARE_LF.format(code=self.s.bare_newline_code))
         else:
-            await self.end_transaction(await self.queue_message(scanner.content))
+            await self.end_transaction(await self.end_of_data(scanner.content))
 
     async def end_transaction(self, reply: str) -> None:
         self.reset_transaction()
@@ -445,7 +522,7 @@ class Session:
             await self.send(replies.bdat_ok(size))
             return
         chunk.finish()
-        await self.end_transaction(await self.queue_message(chunk.content))
+        await self.end_transaction(await self.end_of_data(chunk.content))
 
     def _bdat_refusal(self) -> str:
         """_bdat_refusal - why this BDAT chunk cannot be taken, or ""; starts the sequence."""
@@ -470,6 +547,18 @@ class Session:
             if sink is not None:
                 sink.feed(data)
 
+    async def end_of_data(self, content: bytearray) -> str:
+        """end_of_data - smtpd_end_of_data_restrictions, then queue the message."""
+        if self.checker is not None:
+            ctx = self.context(verb="END-OF-MESSAGE")
+            ctx.size = len(content)
+            refusal = await self.check(self.checker.check_end_of_data, ctx)
+            if refusal:
+                self.log_reject("END-OF-MESSAGE", refusal)
+                return replies.with_footer(refusal, self.s.reject_footer, self.peer.name,
+                                           self.peer.addr, "")
+        return await self.queue_message(content)
+
     # -- queueing ---------------------------------------------------------------
     def request_header(self) -> dict:
         mail = self.mail
@@ -478,31 +567,56 @@ class Session:
             "sender": mail.sender,
             "recipients": [{"address": r.address, "orig": r.address, "notify": r.notify,
                             "orcpt": r.orcpt} for r in self.rcpts],
-            "attrs": {"origin": "smtpd", "rewrite_context": "remote",
+            "attrs": {"origin": "smtpd",
+                      "rewrite_context": header_rewrite_context(self.checker, self.context()),
                       "client_name": self.peer.name, "client_address": self.peer.addr,
                       "client_port": str(self.peer.port), "helo_name": self.helo or "",
                       "protocol": self.protocol, "envid": mail.envid, "ret": mail.ret,
                       "body": mail.body, "smtputf8": mail.smtputf8,
-                      "sasl_method": "", "sasl_username": "", "log_queue_id": ""},
-            "flags": [],
+                      "sasl_method": self.sasl_method, "sasl_username": self.sasl_username,
+                      "log_queue_id": "",
+                      **({"content_filter": self.s.content_filter}
+                         if self.s.content_filter else {})},
+            "flags": list(self.s.receive_overrides),
             "queue_id_placeholder": QUEUE_ID_PLACEHOLDER,
+            "actions": [a for a in self.actions if a["action"] != "PREPEND"],
         }
 
     async def queue_message(self, content: bytearray) -> str:
         """queue_message - give the message to cleanup; the reply for the client."""
         received = received_header(self.helo, self.peer.name, self.peer.rfc_addr,
-                                   self.s.hostname, self.s.mail_name, self.protocol,
+                                   self.s.hostname, self.s.mail_name,
+                                   auth.received_protocol(self),
                                    [r.address for r in self.rcpts])
+        received = _with_comments(received, tls.received_comments(self) +
+                                  auth.received_comments(self))
+        header = self.request_header()
+        self._apply_xforward(header["attrs"])
+        prepended = "".join(a["text"].rstrip("\n") + "\n" for a in self.actions
+                            if a["action"] == "PREPEND").encode("utf-8", "surrogateescape")
+        frames = [prepended, received, content] if prepended else [received, content]
         try:
-            answer = await self.cleanup.submit(self.request_header(), [received, content])
+            answer = await self.cleanup.submit(header, frames)
         except SubmitError as e:
             log.warning(f"{self.peer.namaddr}: cleanup: {e}")
             return replies.ERR_QUEUE_WRITE
         status = answer.get("status")
         if status == "ok" and answer.get("queue_id"):
-            log.info(replies.log_client(answer["queue_id"], self.peer.namaddr))
+            log.info(replies.log_client(answer["queue_id"], self.peer.namaddr) +
+                     auth.client_log_suffix(self))
             return replies.queued(answer["queue_id"])
         return self._cleanup_refusal(answer)
+
+    def _apply_xforward(self, attrs: dict) -> None:
+        """_apply_xforward - the forwarded client, recorded instead of the proxy."""
+        names = {"NAME": "client_name", "ADDR": "client_address", "PORT": "client_port",
+                 "HELO": "helo_name", "PROTO": "protocol"}
+        for key, attr in names.items():
+            if key in self.xforward:
+                attrs[attr] = self.xforward[key] or ("unknown" if key == "NAME" else "")
+        if self.xforward.get("IDENT"):
+            attrs["log_queue_id"] = self.xforward["IDENT"]
+        self.xforward = {}      # XFORWARD attributes last for one transaction
 
     def _cleanup_refusal(self, answer: dict) -> str:
         dsn = str(answer.get("dsn") or "")
@@ -522,6 +636,12 @@ class Session:
             return
         self.reset_transaction()
         await self.reply(replies.OK)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await tls.smtp_starttls(self, arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await auth.smtp_auth(self, arg)
 
     async def smtp_NOOP(self, arg: str) -> None:
         await self.reply(replies.OK)
@@ -558,8 +678,79 @@ class Session:
             await self.reply(replies.ERR_SYNTAX_ETRN)
         else:
             domain = arg.strip().lstrip("@#").lower()
+            if self.checker is not None:
+                ctx = self.context(verb="ETRN")
+                ctx.etrn_domain = domain
+                refusal = await self.check(self.checker.check_etrn, ctx)
+                if refusal:
+                    await self.refuse("ETRN", refusal)
+                    return
             if domain in self.s.fast_flush_domains:
                 ipc.trigger(self.s.qmgr_endpoint, {"op": "flush", "site": domain})
                 await self.reply(replies.ETRN_STARTED)
             else:
                 await self.reply(replies.ERR_ETRN_UNAVAILABLE.format(domain=domain))
+
+    # -- XCLIENT, XFORWARD (Postfix's XCLIENT_README, XFORWARD_README) -------------
+    async def smtp_XCLIENT(self, arg: str) -> None:
+        if self.s.xclient_hosts is None or \
+                not self.s.xclient_hosts.match(self.real_peer.addr, self.real_peer.name):
+            await self.reply(xclient.ERR_XCLIENT_AUTH)
+            return
+        if self.mail is not None:
+            await self.reply(xclient.ERR_IN_TRANSACTION)
+            return
+        try:
+            attrs = xclient.parse_attributes(arg, xclient.XCLIENT_ATTRS, "XCLIENT")
+        except xclient.AttributeError_ as e:
+            await self.reply(e.reply)
+            return
+        self._become(attrs)
+        # The client starts over: a new greeting, and it must say EHLO again.
+        await self.send(replies.GREETING.format(banner=self.s.banner))
+
+    def _become(self, attrs: dict) -> None:
+        """_become - the session's client is now the one XCLIENT names."""
+        name, addr, port = self.peer.name, self.peer.addr, self.peer.port
+        if "ADDR" in attrs:
+            addr = attrs["ADDR"] or "unknown"
+        if "NAME" in attrs:
+            name = (attrs["NAME"] or "unknown").lower()
+        if "PORT" in attrs:
+            port = int(attrs["PORT"] or 0)
+        reverse = getattr(self.peer, "reverse_name", "")
+        if "REVERSE_NAME" in attrs:
+            reverse = (attrs["REVERSE_NAME"] or "unknown").lower()
+        self.peer = Peer(name, addr, port)
+        self.peer.reverse_name = reverse
+        if "LOGIN" in attrs:
+            self.sasl_username = attrs["LOGIN"] or ""
+        self.helo = attrs.get("HELO") if "HELO" in attrs else None
+        if attrs.get("PROTO"):
+            self.protocol = attrs["PROTO"].upper()
+        self.esmtp = False
+        self.reset_transaction()
+
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        if self.s.xforward_hosts is None or \
+                not self.s.xforward_hosts.match(self.real_peer.addr, self.real_peer.name):
+            await self.reply(xclient.ERR_XCLIENT_AUTH)
+            return
+        if self.mail is not None:
+            await self.reply(xclient.ERR_IN_TRANSACTION)
+            return
+        try:
+            attrs = xclient.parse_attributes(arg, xclient.XFORWARD_ATTRS, "XFORWARD")
+        except xclient.AttributeError_ as e:
+            await self.reply(e.reply)
+            return
+        self.xforward.update(attrs)
+        await self.reply(xclient.OK_XFORWARD)
+
+
+def _with_comments(received: bytes, comments: str) -> bytes:
+    """_with_comments - TLS and AUTH comment lines after Received:'s `from` line."""
+    if not comments:
+        return received
+    first, _, rest = received.partition(b"\n")
+    return first + b"\n" + comments.encode("utf-8", "surrogateescape") + rest

@@ -1,0 +1,497 @@
+"""sendmail: the Sendmail-compatible submission interface, as Postfix's sendmail(1).
+
+    sendmail [options] [recipient ...]
+
+Submission (the default, -bm): the message is read from standard input (a
+line with only `.` ends it unless -i/-oi; CRLF becomes LF; a leading mbox
+`From ` line is dropped) and written as one queue file into maildrop/
+(directly when this process may write there, else through `postdrop`), then
+pickup is woken. pickup hands it to cleanup, which qualifies addresses
+(rewrite_context=local), adds missing headers and, for -t, takes recipients
+from To:/Cc:/Bcc: (Resent- forms when present) and removes Bcc:. When the
+mail system is down the file waits in maildrop.
+
+Options, as Postfix's sendmail:
+    -t              recipients from the headers, added to any on the command line
+    -i, -oi         a lone `.` does not end the message
+    -f sender, -r sender   envelope sender (`<>` for the null sender)
+    -F fullname     the sender's full name (else $NAME, else the password file)
+    -N dsn          DSN NOTIFY: never, or a list of success, delay, failure
+    -R ret          DSN RET: full or hdrs
+    -V envid, -XV envid    DSN ENVID
+    -B type         body type: 7BIT or 8BITMIME
+    -C dir, -c dir  the configuration (main.cf or its directory)
+    -bp             mailq;  -bi, -I  newaliases;  -q  postqueue -f
+    -qR site / -qI id      postqueue -s site / -i id
+    -bd, -bD, -bl   postfix start
+    -bs             SMTP on standard input and output: smtpd's own session code
+                    runs in this process (client localhost[127.0.0.1]); each
+                    accepted message goes into maildrop like any submission
+    -bv             address verification (not available: exit 69)
+    -G -h -L -m -n -o7 -o8 -om -U -v -x -X …  accepted and ignored
+Unknown options are ignored, like Postfix does.
+
+Errors (on standard error and in the log, `sendmail: fatal: …`) exit with
+the sysexits codes: 64 usage (no recipients), 65 bad data, 69 unavailable,
+75 temporary failure (cannot write the queue file).
+
+Interface: main(argv=None) -> exit status; parse_args(argv) -> Options;
+read_message(stream, dot_ends) -> bytes; header_recipients(content) -> list[str]
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import pwd
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from pymaster import log, queue, records
+from pymaster.config import Config, ConfigError, load_config
+
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+# Options that take a value (in the same word or the next one).
+WITH_VALUE = set("BCFLNORVXbcefhopqr")
+NOTIFY_WORDS = {"never", "success", "delay", "failure"}
+
+
+@dataclass
+class Options:
+    mode: str = "m"                 # the -b letter; "q" for -q runs
+    extract: bool = False
+    dot_ends: bool = True
+    sender: str | None = None
+    full_name: str | None = None
+    notify: str = ""
+    ret: str = ""
+    envid: str = ""
+    body: str = ""
+    config_dir: str | None = None
+    queue_arg: str = ""
+    verbose: int = 0
+    recipients: list[str] = field(default_factory=list)
+
+
+class UsageError(Exception):
+    pass
+
+
+# -- arguments ---------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> Options:
+    """parse_args - Sendmail options, then recipients; unknown letters ignored."""
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            i += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        j = 1
+        while j < len(word):
+            letter = word[j]
+            if letter in WITH_VALUE:
+                value = word[j + 1:]
+                if not value and letter != "q":
+                    i += 1
+                    if i >= len(argv):
+                        raise UsageError(f"option requires an argument -- '{letter}'")
+                    value = argv[i]
+                _option(opts, letter, value)
+                break
+            _flag(opts, letter)
+            j += 1
+        i += 1
+    opts.recipients.extend(argv[i:])
+    return opts
+
+
+def _flag(opts: Options, letter: str) -> None:
+    if letter == "t":
+        opts.extract = True
+    elif letter == "i":
+        opts.dot_ends = False
+    elif letter == "I":
+        opts.mode = "i"
+    elif letter == "v":
+        opts.verbose += 1
+    # G, U, m, n, x and anything unknown: accepted and ignored.
+
+
+def _option(opts: Options, letter: str, value: str) -> None:
+    if letter in ("f", "r"):
+        opts.sender = value
+    elif letter == "F":
+        opts.full_name = value
+    elif letter == "N":
+        opts.notify = _notify(value)
+    elif letter == "R":
+        opts.ret = value.upper()
+    elif letter == "V":
+        opts.envid = value
+    elif letter == "X" and value.startswith("V"):
+        opts.envid = value[1:]
+    elif letter == "B":
+        opts.body = value.upper()
+    elif letter in ("C", "c"):
+        opts.config_dir = os.path.dirname(value) if value.endswith(".cf") else value
+    elif letter == "b":
+        opts.mode = value[:1] or "m"
+    elif letter == "o":
+        if value.startswith("i"):
+            opts.dot_ends = False
+        elif value.startswith("b"):
+            opts.body = value[1:].upper()
+    elif letter == "q":
+        opts.mode, opts.queue_arg = "q", value
+    # L label, O option, e, h hop count, p protocol: ignored.
+
+
+def _notify(value: str) -> str:
+    words = [w.strip().lower() for w in value.split(",") if w.strip()]
+    if not words or any(w not in NOTIFY_WORDS for w in words) \
+            or ("never" in words and len(words) > 1):
+        raise UsageError(f"bad -N option value: {value}")
+    return ",".join(w.upper() for w in words)
+
+
+# -- the message ----------------------------------------------------------------------
+
+def read_message(stream: BinaryIO, dot_ends: bool) -> bytes:
+    """read_message - standard input as queue content: LF line ends, final newline."""
+    out = bytearray()
+    first = True
+    for line in stream:
+        if line.endswith(b"\r\n"):
+            line = line[:-2] + b"\n"
+        if first:
+            first = False
+            if line.startswith(b"From "):
+                continue            # an mbox separator, not a header
+        if dot_ends and line.rstrip(b"\n") == b".":
+            break
+        out += line
+    if out and not out.endswith(b"\n"):
+        out += b"\n"
+    return bytes(out)
+
+
+def _header_block(content: bytes) -> list[tuple[str, str]]:
+    """_header_block - (lowercase name, unfolded value) of each header."""
+    headers: list[tuple[str, str]] = []
+    for raw in content.split(b"\n"):
+        line = raw.decode("utf-8", "surrogateescape")
+        if not line:
+            break
+        if line[0] in " \t":
+            if headers:
+                name, value = headers[-1]
+                headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or " " in name:
+            break
+        headers.append((name.strip().lower(), value.strip()))
+    return headers
+
+
+def header_recipients(content: bytes) -> list[str]:
+    """header_recipients - the addresses sendmail -t would take from the headers."""
+    headers = _header_block(content)
+    resent = any(n in ("resent-to", "resent-cc", "resent-bcc") for n, _ in headers)
+    names = ("resent-to", "resent-cc", "resent-bcc") if resent else ("to", "cc", "bcc")
+    values = [v for n, v in headers if n in names]
+    return [addr for _, addr in email.utils.getaddresses(values) if addr]
+
+
+def argument_recipients(args: list[str]) -> list[str]:
+    """argument_recipients - command-line recipients; one word may list several."""
+    out = []
+    for arg in args:
+        found = [addr for _, addr in email.utils.getaddresses([arg]) if addr]
+        out.extend(found or [arg])
+    return out
+
+
+def _login_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+def _full_name(opts: Options, uid: int) -> str:
+    if opts.full_name is not None:
+        return opts.full_name
+    if os.environ.get("NAME"):
+        return os.environ["NAME"]
+    try:
+        return pwd.getpwuid(uid).pw_gecos.split(",")[0]
+    except KeyError:
+        return ""
+
+
+def _sender(opts: Options, uid: int) -> str:
+    if opts.sender is None:
+        return _login_name(uid)
+    sender = opts.sender.strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1]
+    return sender
+
+
+def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, dict]:
+    """build_envelope - (sender, recipients, attrs) for the maildrop file."""
+    rcpts = argument_recipients(opts.recipients)
+    if opts.extract:
+        if not rcpts and not header_recipients(content):
+            raise UsageError("No recipient addresses found in message header")
+    elif not rcpts:
+        raise UsageError("Recipient addresses must be specified on the command line "
+                         "or via the -t option")
+    attrs = {"uid": str(uid), "rewrite_context": "local"}
+    for name, value in (("full_name", _full_name(opts, uid)), ("envid", opts.envid),
+                        ("ret", opts.ret), ("body", opts.body)):
+        if value:
+            attrs[name] = value
+    if opts.extract:
+        attrs["cleanup_flags"] = "extract"
+    recipients = [records.Recipient(r, notify=opts.notify) for r in rcpts]
+    return _sender(opts, uid), recipients, attrs
+
+
+# -- submission ------------------------------------------------------------------------
+
+def submit(cfg: Config, opts: Options, content: bytes) -> str:
+    """submit - the message into maildrop, pickup woken; the maildrop file's ID."""
+    from pymaster.commands import postdrop
+    uid = os.getuid()
+    sender, recipients, attrs = build_envelope(opts, content, uid)
+    now = time.time()
+    if os.access("maildrop", os.W_OK | os.X_OK):
+        queue_id = postdrop.write_maildrop(now, sender, recipients, attrs, content)
+        postdrop.wake_pickup(cfg)
+        return queue_id
+    return _via_postdrop(cfg, opts, now, sender, recipients, attrs, content)
+
+
+def _via_postdrop(cfg: Config, opts: Options, now: float, sender: str, recipients: list,
+                  attrs: dict, content: bytes) -> str:
+    """_via_postdrop - an unprivileged user: the set-group-ID postdrop writes it.
+
+    The wrapper that makes postdrop set-group-ID (install/setgid-wrapper.c)
+    lets a user name only the default configuration directory."""
+    data = records.encode_message(now, sender, recipients, attrs, content)
+    argv = [os.path.join(cfg.get("command_directory"), "postdrop")]
+    if opts.config_dir:
+        argv += ["-c", cfg.config_dir]
+    proc = subprocess.run(argv, input=data)
+    if proc.returncode != 0:
+        sys.exit(proc.returncode if proc.returncode > 0 else EX_TEMPFAIL)
+    return ""
+
+
+def _run_mode(opts: Options, cfg: Config) -> int:
+    """_run_mode - the -b and -q modes that hand over to another command."""
+    from pymaster.commands import postqueue
+    cdir = ["-c", cfg.config_dir]
+    if opts.mode == "p":
+        return postqueue.main(cdir + ["-p"], program="mailq")
+    if opts.mode == "i":
+        from pymaster.commands import newaliases
+        return newaliases.main(["-C", cfg.config_dir]) or 0
+    if opts.mode == "q":
+        arg = opts.queue_arg
+        if arg.startswith("R"):
+            return postqueue.main(cdir + ["-s", arg[1:]])
+        if arg.startswith("I"):
+            return postqueue.main(cdir + ["-i", arg[1:]])
+        return postqueue.main(cdir + ["-f"])
+    if opts.mode in ("d", "D", "l"):
+        postfix = os.path.join(cfg.get("command_directory"), "postfix")
+        return subprocess.run([postfix, "-c", cfg.config_dir, "start"]).returncode
+    if opts.mode == "s":
+        return smtp_on_stdio(cfg)
+    if opts.mode == "v":
+        log.fatal("-bv: address verification is not available in this version",
+                  EX_UNAVAILABLE)
+    if opts.mode in ("h", "H"):
+        return 0                      # Sendmail's host status: nothing to show
+    log.fatal(f"unsupported: -b{opts.mode}", EX_USAGE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    log.setup("sendmail", stderr=True)
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        log.fatal(str(e), EX_USAGE)
+    try:
+        cfg = load_config(opts.config_dir)
+    except ConfigError as e:
+        log.fatal(str(e), EX_TEMPFAIL)
+    log.setup("sendmail", cfg, verbose=opts.verbose, stderr=True)
+    if opts.mode != "m":
+        return _run_mode(opts, cfg)
+    try:
+        queue.enter_spool(cfg)
+    except OSError as e:
+        log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}", EX_TEMPFAIL)
+    from pymaster.commands.postqueue import user_allowed
+    if not user_allowed(cfg, "authorized_submit_users", os.getuid()):
+        log.fatal(f"User {_login_name(os.getuid())}({os.getuid()}) is not allowed to submit mail",
+                  EX_NOPERM)
+    content = read_message(sys.stdin.buffer, opts.dot_ends)
+    limit = cfg.int("message_size_limit")
+    if limit and len(content) > limit:
+        log.fatal(f"{_sender(opts, os.getuid())}({os.getuid()}): message file too big",
+                  EX_UNAVAILABLE)
+    try:
+        submit(cfg, opts, content)
+    except UsageError as e:
+        log.fatal(str(e), EX_USAGE)
+    except OSError as e:
+        log.fatal(f"create file maildrop: {e.strerror or e}", EX_TEMPFAIL)
+    return 0
+
+
+# -- sendmail -bs -----------------------------------------------------------------------
+
+class MaildropSubmitter:
+    """What smtpd's session calls to queue a message, writing to maildrop.
+
+    sendmail -bs runs as the invoking user, so its messages take the local
+    submission path (maildrop, pickup, cleanup), as Postfix's do."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    async def submit(self, header: dict, payload: list) -> dict:
+        from pymaster.commands import postdrop
+        from services.smtpd.submit import QUEUE_ID_PLACEHOLDER
+        rcpts = [records.Recipient(r["address"], r.get("orig", "") or "",
+                                   r.get("notify", "") or "", r.get("orcpt", "") or "")
+                 for r in header.get("recipients", ())]
+        attrs = {k: str(v) for k, v in (header.get("attrs") or {}).items()
+                 if v not in (None, "", False)}
+        attrs.update(uid=str(os.getuid()), rewrite_context="local")
+        try:
+            with queue.create("maildrop", mode=postdrop.MAILDROP_MODE) as w:
+                content = b"".join(bytes(p) if not isinstance(p, str) else p.encode()
+                                   for p in payload)
+                content = content.replace(QUEUE_ID_PLACEHOLDER.encode(), w.queue_id.encode(), 1)
+                w.write_envelope(time.time(), header.get("sender", ""), rcpts, attrs)
+                w.write_content([content])
+                queue_id = w.commit()
+        except OSError as e:
+            log.warning(f"create file maildrop: {e.strerror or e}")
+            return {"status": "defer", "dsn": "4.3.0", "reason": "Error: queue file write error"}
+        postdrop.wake_pickup(self.cfg)
+        return {"status": "ok", "queue_id": queue_id}
+
+    def close(self) -> None:
+        pass
+
+
+def smtp_on_stdio(cfg: Config) -> int:
+    """smtp_on_stdio - sendmail -bs: one SMTP session over standard input/output."""
+    import asyncio
+    import socket
+    import threading
+    from services.smtpd.check import Checker, ConfigurationError
+    from services.smtpd.connection import Connection
+    from services.smtpd.peer import Peer
+    from services.smtpd.session import Session, Settings
+    try:
+        queue.enter_spool(cfg)
+    except OSError as e:
+        log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}", EX_TEMPFAIL)
+    if not os.access("maildrop", os.W_OK | os.X_OK):
+        log.fatal("-bs: no permission to write the maildrop queue", EX_UNAVAILABLE)
+    settings = Settings.from_config(cfg)
+    # A local user's script writes the whole dialogue at once: not an abuser.
+    settings.forbid_unauth_pipelining = False
+    # Session lines go to the log only, under smtpd's name as Postfix logs them.
+    log.setup("smtpd", cfg)
+    checker = Checker(cfg)
+    try:
+        checker.prepare()
+    except ConfigurationError as e:
+        log.fatal(str(e), EX_TEMPFAIL)
+    # The session speaks to a socket; threads copy it to and from stdin/stdout.
+    ours, theirs = socket.socketpair()
+    stdin_done = threading.Event()
+    threading.Thread(target=_copy_stdin, args=(theirs, stdin_done), daemon=True).start()
+    out = threading.Thread(target=_copy_stdout, args=(theirs,))
+    out.start()
+
+    async def converse() -> None:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.connect_accepted_socket(Connection, ours)
+        session = asyncio.ensure_future(Session(conn, Peer("localhost", "127.0.0.1"), settings,
+                                                checker, MaildropSubmitter(cfg)).run())
+        await _end_of_input(conn, ours, stdin_done, session)
+        await session
+
+    asyncio.run(converse())
+    out.join(timeout=5)
+    return 0
+
+
+async def _end_of_input(conn, sock, stdin_done, session) -> None:
+    """_end_of_input - tell the session about end of input once it read everything.
+
+    Half-closing the socket would make the transport close at once, with
+    commands still unread; so the end is signalled only when nothing is left."""
+    import asyncio
+    import socket
+    while not session.done():
+        await asyncio.sleep(0.05)
+        if not stdin_done.is_set() or conn.pending():
+            continue
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                continue
+        except BlockingIOError:
+            pass
+        except OSError:
+            return
+        conn.eof_received()
+        return
+
+
+def _copy_stdin(sock, done) -> None:
+    try:
+        while True:
+            data = os.read(0, 65536)
+            if not data:
+                break
+            sock.sendall(data)
+    except OSError:
+        pass
+    done.set()
+
+
+def _copy_stdout(sock) -> None:
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            os.write(1, data)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""DNS lookups shared by the programs that ask DNS (smtpd's lists and checks, smtp's MX).
+
+One dnspython resolver per process, built before the jail: dnspython reads
+/etc/resolv.conf when the resolver is made, which a chrooted process can no
+longer see. The parameter `dns_nameservers` (pymaster's own; empty by
+default) replaces resolv.conf's servers with a list of `address[:port]`
+entries, so tests can point every program at a DNS server on loopback.
+
+Answers come back as plain Python values; "no such name" and "no record of
+that type" are an empty list, a server failure or timeout raises DnsError
+(the caller defers, never rejects, on a temporary failure).
+
+Interface:
+    resolver_for(cfg) -> dns.resolver.Resolver      cached per process
+    lookup(cfg, name, rdtype) -> list[str]          "A", "AAAA", "TXT", "MX", "NS", "PTR"
+    mx_hosts(cfg, domain) -> list[str]              by preference; [] when none
+    addresses(cfg, host) -> list[str]               A then AAAA
+    reverse_name(address) -> str                    "2.0.192.in-addr.arpa"-style query name
+    DnsError
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+# dnspython loads a record type's module when it first parses one; a program
+# that has dropped privileges may no longer reach the library, so load now.
+import dns.rdtypes.ANY.CNAME  # noqa: F401
+import dns.rdtypes.ANY.MX  # noqa: F401
+import dns.rdtypes.ANY.NS  # noqa: F401
+import dns.rdtypes.ANY.PTR  # noqa: F401
+import dns.rdtypes.ANY.SOA  # noqa: F401
+import dns.rdtypes.ANY.TXT  # noqa: F401
+import dns.rdtypes.IN.A  # noqa: F401
+import dns.rdtypes.IN.AAAA  # noqa: F401
+
+LOOKUP_LIFETIME = 10.0
+_resolvers: dict[str, dns.resolver.Resolver] = {}
+
+
+class DnsError(Exception):
+    """A temporary DNS failure: server failure, timeout, no server reachable."""
+
+
+def _servers(text: str) -> list[tuple[str, int]]:
+    """_servers - "127.0.0.1:5353, [::1]:53, 192.0.2.1" -> [(addr, port)]."""
+    out = []
+    for item in text.replace(",", " ").split():
+        host, port = item, 53
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else 53
+        elif item.count(":") == 1:
+            host, _, p = item.partition(":")
+            port = int(p)
+        out.append((host, port))
+    return out
+
+
+def resolver_for(cfg) -> dns.resolver.Resolver:
+    """resolver_for - this process's resolver; `dns_nameservers` wins over resolv.conf."""
+    override = cfg.get("dns_nameservers").strip() if cfg is not None else ""
+    if override not in _resolvers:
+        if override:
+            res = dns.resolver.Resolver(configure=False)
+            servers = _servers(override)
+            res.nameservers = [host for host, _ in servers]
+            res.nameserver_ports = {host: port for host, port in servers}
+        else:
+            try:
+                res = dns.resolver.Resolver()
+            except dns.resolver.NoResolverConfiguration:
+                res = dns.resolver.Resolver(configure=False)
+                res.nameservers = ["127.0.0.1"]
+        res.lifetime = LOOKUP_LIFETIME
+        _resolvers[override] = res
+    return _resolvers[override]
+
+
+def lookup(cfg, name: str, rdtype: str) -> list[str]:
+    """lookup - the records of NAME as text; [] for NXDOMAIN or no data."""
+    try:
+        answer = resolver_for(cfg).resolve(dns.name.from_text(name), rdtype, search=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout) as e:
+        raise DnsError(f"{name}/{rdtype}: {e}") from None
+    except (dns.exception.DNSException, ValueError) as e:
+        raise DnsError(f"{name}/{rdtype}: {e}") from None
+    return [_text(rr, rdtype) for rr in answer]
+
+
+def _text(rr, rdtype: str) -> str:
+    if rdtype == "TXT":
+        return b"".join(rr.strings).decode("utf-8", "replace")
+    if rdtype in ("MX",):
+        return f"{rr.preference} {rr.exchange.to_text(omit_final_dot=True)}"
+    if rdtype in ("NS", "PTR", "CNAME"):
+        return rr.target.to_text(omit_final_dot=True)
+    return rr.to_text()
+
+
+def mx_hosts(cfg, domain: str) -> list[str]:
+    """mx_hosts - DOMAIN's MX host names, lowest preference first."""
+    records = []
+    for text in lookup(cfg, domain, "MX"):
+        pref, _, host = text.partition(" ")
+        records.append((int(pref), host.lower()))
+    return [host for _, host in sorted(records)]
+
+
+def addresses(cfg, host: str) -> list[str]:
+    """addresses - HOST's IPv4 then IPv6 addresses; [] when it has none."""
+    return lookup(cfg, host, "A") + lookup(cfg, host, "AAAA")
+
+
+def has_address_or_mx(cfg, domain: str) -> bool:
+    """has_address_or_mx - DOMAIN has an MX, A or AAAA record (mail can find it)."""
+    return bool(lookup(cfg, domain, "MX") or lookup(cfg, domain, "A") or
+                lookup(cfg, domain, "AAAA"))
+
+
+def reverse_name(address: str) -> str:
+    """reverse_name - the in-addr.arpa / ip6.arpa name of ADDRESS, without the final dot."""
+    return dns.reversename.from_address(str(ipaddress.ip_address(address))) \
+        .to_text(omit_final_dot=True)
+
+
+def dnsbl_query(address: str, domain: str) -> str:
+    """dnsbl_query - "1.2.0.192.zen.example" for 192.0.2.1 (nibbles for IPv6)."""
+    rev = reverse_name(address)
+    for suffix in (".in-addr.arpa", ".ip6.arpa"):
+        if rev.endswith(suffix):
+            rev = rev[: -len(suffix)]
+    return f"{rev}.{domain}"

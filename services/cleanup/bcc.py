@@ -1,0 +1,90 @@
+"""Automatic blind copies: always_bcc, sender_bcc_maps, recipient_bcc_maps.
+
+postconf(5): always_bcc names one address that receives a copy of every
+message; sender_bcc_maps is looked up with the envelope sender and
+recipient_bcc_maps with each envelope recipient (canonical(5) key order:
+user@domain, user when the domain is local, @domain), after canonical
+mapping and masquerading, before virtual alias expansion. A result may list
+several addresses. The copies are envelope recipients only: no header shows
+them.
+
+To avoid loops they are made only for new mail (smtpd, sendmail/pickup),
+never for mail Postfix forwards or generates itself (local's .forward and
+alias forwarding, bounces), and not with receive_override_options =
+no_address_mappings.
+
+Interface:
+    bcc_allowed(state) -> bool
+    sender_bcc(state) -> list[str]
+    recipient_bcc(state, address) -> list[str]
+    always_bcc(state) -> list[str]
+"""
+
+from __future__ import annotations
+
+from pymaster.addr import parse_address_list
+from pymaster.config import Config
+from pymaster.rewrite import rewriter_for
+
+from .state import CleanupState
+
+NEW_MAIL_ORIGINS = ("smtpd", "pickup", "qmqpd", "sendmail")
+
+_maps: dict[tuple[int, str], tuple[Config, object]] = {}
+
+
+def _maps_of(cfg: Config, name: str):
+    """_maps_of - the Maps of parameter NAME, opened once per Config (None: empty)."""
+    key = (id(cfg), name)
+    hit = _maps.get(key)
+    if hit is None or hit[0] is not cfg:
+        maps = None
+        if cfg.get(name).strip():
+            from pymaster.maps import Maps
+            maps = Maps(cfg, name)
+        hit = (cfg, maps)
+        _maps[key] = hit
+    return hit[1]
+
+
+def open_tables(cfg: Config) -> None:
+    """open_tables - open the bcc tables now (before the jail)."""
+    _maps_of(cfg, "sender_bcc_maps")
+    _maps_of(cfg, "recipient_bcc_maps")
+
+
+def bcc_allowed(state: CleanupState) -> bool:
+    return state.origin in NEW_MAIL_ORIGINS and not state.override("no_address_mappings")
+
+
+def _addresses(state: CleanupState, value: str | None) -> list[str]:
+    if not value:
+        return []
+    rewriter = rewriter_for(state.cfg)
+    return [rewriter.canonicalize(box.address, "local")
+            for box in parse_address_list(value) if box.address]
+
+
+def _lookup(state: CleanupState, name: str, address: str) -> list[str]:
+    maps = _maps_of(state.cfg, name)
+    if not maps or not address or not bcc_allowed(state):
+        return []
+    from pymaster.maps import canonical_lookup
+    return _addresses(state, canonical_lookup(maps, address, state.cfg))
+
+
+def sender_bcc(state: CleanupState) -> list[str]:
+    """sender_bcc - the copies sender_bcc_maps asks for the envelope sender."""
+    return _lookup(state, "sender_bcc_maps", state.sender)
+
+
+def recipient_bcc(state: CleanupState, address: str) -> list[str]:
+    """recipient_bcc - the copies recipient_bcc_maps asks for one recipient."""
+    return _lookup(state, "recipient_bcc_maps", address)
+
+
+def always_bcc(state: CleanupState) -> list[str]:
+    """always_bcc - the always_bcc address, when set and allowed."""
+    if not bcc_allowed(state):
+        return []
+    return _addresses(state, state.cfg.get("always_bcc").strip())

@@ -1,0 +1,301 @@
+"""cleanup's content inspection: header_checks, mime_header_checks,
+nested_header_checks and body_checks (header_checks(5)).
+
+Each logical header, and each body line, is looked up as one string in the
+tables of its kind (regexp:, pcre: … through pymaster.maps); the first
+table's answer is an action:
+
+  REJECT [text]      the message is refused (5.7.1, or the DSN the text starts with)
+  WARN [text]        logged, nothing else
+  INFO [text]        logged, nothing else
+  HOLD [text]        the message goes to the hold queue
+  DISCARD [text]     accepted and thrown away; no further checks
+  IGNORE             the header or line is deleted
+  PREPEND text       TEXT goes before the header or line
+  REPLACE text       TEXT takes the place of the header or line
+  REDIRECT addr      every recipient replaced by ADDR
+  BCC addr           ADDR receives a copy
+  FILTER tr:dest     the content_filter attribute for qmgr
+  DUNNO, OK          nothing happens
+Which tables see what (the MIME walk is pymaster.mime): the message's own
+headers go to header_checks, except its MIME headers (Content-*,
+MIME-Version) which go to mime_header_checks, as do the headers of MIME
+parts; headers of an attached message/rfc822 go to nested_header_checks;
+body lines (boundaries included) go to body_checks, at most
+body_checks_size_limit bytes of each MIME segment. disable_mime_input_
+processing makes the body one plain text and every header a header_checks
+header. receive_override_options=no_header_body_checks turns it all off.
+
+Every action but DUNNO, OK and IGNORE logs Postfix's line:
+  QUEUEID: warning: header Subject: make money fast from unknown[192.0.2.1];
+      from=<a@b> to=<c@d> proto=ESMTP helo=<x>: optional text
+Envelope actions (HOLD, DISCARD, REDIRECT, BCC, FILTER) are queued in
+state.check_actions, in the shape of smtpd's access actions (actions.py).
+
+Interface:
+    ContentChecks(cfg) / checks_for(cfg)    the tables, opened once
+    header_checks(state, h) -> Header | None        a HEADER_STEPS step
+    check_body(state, headers, body) -> bytes | None  the new body, None: unchanged
+"""
+
+from __future__ import annotations
+
+import re
+
+from pymaster import log
+from pymaster.config import Config
+from pymaster.headers import decode, encode, header_name
+from pymaster.mime import MimeWalker, is_mime_header
+
+from .state import CleanupState, Defer, Header, Reject
+
+TEXT_LEN = 200                  # how much of a header or line a log line shows
+CONTENT_REJECTED = ("5.7.1", "Message content rejected")
+_DSN = re.compile(r"^([45]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
+ENVELOPE_ACTIONS = ("HOLD", "DISCARD", "REDIRECT", "BCC", "FILTER")
+
+
+class ContentChecks:
+    """The four table lists of one configuration."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.header = self._maps("header_checks")
+        self.mime = self._maps("mime_header_checks")
+        self.nested = self._maps("nested_header_checks")
+        self.body = self._maps("body_checks")
+        self.mime_disabled = cfg.bool("disable_mime_input_processing")
+        self.size_limit = cfg.int("body_checks_size_limit")
+
+    def _maps(self, name: str):
+        if not self.cfg.get(name).strip():
+            return None
+        from pymaster.maps import Maps
+        return Maps(self.cfg, name)
+
+    def for_header(self, context: str, name: str | None):
+        """for_header - (tables, parameter name) for a header in CONTEXT
+        ("primary", "multipart", "nested")."""
+        if self.mime_disabled:
+            return self.header, "header_checks"
+        if is_mime_header(name) or context == "multipart":
+            return self.mime, "mime_header_checks"
+        if context == "nested":
+            return self.nested, "nested_header_checks"
+        return self.header, "header_checks"
+
+    @property
+    def walks_body(self) -> bool:
+        """walks_body - whether the body needs reading at all."""
+        return bool(self.body or (not self.mime_disabled and (self.mime or self.nested)))
+
+
+_checks: dict[int, tuple[Config, ContentChecks]] = {}
+
+
+def checks_for(cfg: Config) -> ContentChecks:
+    hit = _checks.get(id(cfg))
+    if hit is None or hit[0] is not cfg:
+        hit = (cfg, ContentChecks(cfg))
+        _checks[id(cfg)] = hit
+    return hit[1]
+
+
+def _enabled(state: CleanupState) -> bool:
+    return not state.override("no_header_body_checks") and not state.checks_stopped
+
+
+# -- the log line ---------------------------------------------------------------
+
+def log_action(state: CleanupState, action: str, where: str, content: str, text: str) -> None:
+    """log_action - `ID: ACTION: header|body CONTENT from ORIGIN; from=<> to=<> …: TEXT`."""
+    shown = content.rstrip("\n").replace("\n", "")[:TEXT_LEN]
+    attrs = state.attrs
+    line = f"{state.queue_id}: {action}: {where} {shown} from {_origin(state)};"
+    line += f" from=<{state.sender}>"
+    if state.recipients:
+        first = state.recipients[0]
+        line += f" to=<{first.orig or first.address}>"
+    if attrs.get("protocol"):
+        line += f" proto={attrs['protocol']}"
+    if attrs.get("helo_name"):
+        line += f" helo=<{attrs['helo_name']}>"
+    if text:
+        line += f": {text}"
+    log.info(line)
+
+
+# -- actions --------------------------------------------------------------------
+
+def _split_action(value: str) -> tuple[str, str]:
+    word, _, text = value.strip().partition(" ")
+    if "\t" in word:
+        word, _, rest = word.partition("\t")
+        text = rest + " " + text
+    return word.upper(), text.strip()
+
+
+def apply_action(state: CleanupState, where: str, content: str, value: str,
+                 map_name: str) -> list[str] | None:
+    """apply_action - what replaces CONTENT (a header or a body line, "\\n" kept):
+    None keeps it unchanged, a list is the text that goes out instead."""
+    action, text = _split_action(value)
+    if action in ("DUNNO", "OK"):
+        return None
+    if action == "REJECT":
+        return _reject(state, where, content, text)
+    if action in ("WARN", "INFO"):
+        log_action(state, "warning" if action == "WARN" else "info", where, content, text)
+        return None
+    if action == "IGNORE":
+        return []
+    if action in ("PREPEND", "REPLACE"):
+        return _edit(state, action, where, content, text, map_name)
+    if action in ENVELOPE_ACTIONS:
+        return _envelope_action(state, action, where, content, text, map_name)
+    log.warning(f"unknown command in {map_name} map: {value.strip()}")
+    return None
+
+
+def _reject(state: CleanupState, where: str, content: str, text: str) -> list[str]:
+    m = _DSN.match(text)
+    dsn, reason = (m.group(1), text[m.end():]) if m else (CONTENT_REJECTED[0], text)
+    reason = reason or CONTENT_REJECTED[1]
+    log_action(state, "reject", where, content, f"{dsn} {reason}")
+    raise (Defer if dsn.startswith("4") else Reject)(dsn, reason)
+
+
+def _edit(state: CleanupState, action: str, where: str, content: str, text: str,
+          map_name: str) -> list[str] | None:
+    """_edit - PREPEND and REPLACE; a header's new text must be a header."""
+    if not text:
+        log.warning(f"{action} action without text in {map_name} map")
+        return None
+    if where == "header" and header_name(text) is None:
+        log.warning(f'bad {action} header text "{text}" in {map_name} map -- '
+                    'need "headername: headervalue"')
+        return None
+    log_action(state, action.lower(), where, content, text)
+    new = text.rstrip("\n") + "\n"
+    return [new, content] if action == "PREPEND" else [new]
+
+
+def _envelope_action(state: CleanupState, action: str, where: str, content: str,
+                     text: str, map_name: str) -> None:
+    if action in ("REDIRECT", "BCC", "FILTER") and not text:
+        log.warning(f"{action} action without text in {map_name} map")
+        return None
+    log_action(state, action.lower(), where, content, text)
+    state.check_actions.append({"action": action, "text": text, "logged": True})
+    if action == "DISCARD":
+        state.checks_stopped = True     # header_checks(5): no further inspection
+    return None
+
+
+def _lookup(state: CleanupState, maps, key: str, map_name: str) -> str | None:
+    from pymaster.tables import TableError
+    try:
+        return maps.lookup(key)
+    except TableError as e:
+        log.warning(f"{state.queue_id}: {map_name} map lookup problem: {e}"
+                    " -- message not accepted, try again later")
+        raise Defer("4.3.0", "queue file write error") from None
+
+
+# -- headers --------------------------------------------------------------------
+
+def check_header(state: CleanupState, context: str, text: str) -> list[str] | None:
+    """check_header - one logical header of CONTEXT through its tables."""
+    if not _enabled(state):
+        return None
+    maps, map_name = checks_for(state.cfg).for_header(context, header_name(text))
+    if not maps:
+        return None
+    value = _lookup(state, maps, text.rstrip("\n"), map_name)
+    if value is None:
+        return None
+    return apply_action(state, "header", text, value, map_name)
+
+
+def header_checks(state: CleanupState, h: Header) -> Header | None:
+    """header_checks - the HEADER_STEPS step for the message's own headers.
+
+    A PREPEND puts its header into state.prepended, which the pipeline
+    writes before this one."""
+    result = check_header(state, "primary", h.text)
+    if result is None:
+        return h
+    if not result:
+        return None
+    *before, last = result
+    state.prepended.extend(before)
+    if last is h.text:
+        return h
+    return Header(header_name(last), last)
+
+
+# -- the body -------------------------------------------------------------------
+
+def check_body(state: CleanupState, headers: list[str], data: bytes) -> bytes | None:
+    """check_body - the body DATA after the MIME header and body checks; None
+    when nothing changed (the caller then writes the original bytes)."""
+    checks = checks_for(state.cfg)
+    if not _enabled(state) or not checks.walks_body:
+        return None
+    body = decode(data)
+    out: list[str] = []
+    changed = False
+    segment = 0
+    walker = MimeWalker(state.cfg.int("mime_nesting_limit"),
+                        state.cfg.int("mime_boundary_length_limit"))
+    parts = _plain_lines(body) if checks.mime_disabled else walker.walk(headers, body)
+    for part in parts:
+        result = None
+        if part.kind == "header":
+            segment = 0
+            result = check_header(state, part.context, part.text)
+        elif part.kind == "body":
+            if part.text.startswith("--"):
+                segment = 0
+            result, segment = _check_line(state, checks, part.text, segment)
+        if result is None:
+            out.append(part.text)
+        else:
+            out.extend(result)
+            changed = True
+    _mime_errors(state, checks, walker.errors)
+    return encode("".join(out)) if changed else None
+
+
+def _plain_lines(body: str):
+    from pymaster.mime import Part
+    return (Part("body", "", line) for line in body.splitlines(keepends=True))
+
+
+def _check_line(state: CleanupState, checks: ContentChecks, line: str,
+                segment: int) -> tuple[list[str] | None, int]:
+    """_check_line - one body line through body_checks, within the size limit."""
+    size = len(line)
+    if not checks.body or not _enabled(state) or (checks.size_limit and
+                                                  segment >= checks.size_limit):
+        return None, segment + size
+    value = _lookup(state, checks.body, line.rstrip("\r\n"), "body_checks")
+    if value is None:
+        return None, segment + size
+    return apply_action(state, "body", line, value, "body_checks"), segment + size
+
+
+def _mime_errors(state: CleanupState, checks: ContentChecks, errors: list[str]) -> None:
+    """_mime_errors - Postfix refuses over-nested MIME only when header checks are on."""
+    if not errors or not (checks.header or checks.mime or checks.nested):
+        return
+    log.info(f"{state.queue_id}: reject: mime-error {errors[0]}: from "
+             f"{_origin(state)}; from=<{state.sender}>")
+    raise Reject("5.6.0", errors[0])
+
+
+def _origin(state: CleanupState) -> str:
+    attrs = state.attrs
+    if attrs.get("client_address"):
+        return f"{attrs.get('client_name') or 'unknown'}[{attrs['client_address']}]"
+    return "local"

@@ -1,0 +1,50 @@
+"""smtp: the SMTP and LMTP delivery client, as Postfix's smtp(8) and lmtp(8).
+
+One program serves the master.cf services `smtp`, `relay` and `lmtp`. It
+speaks LMTP (RFC 2033) when it runs as libexec/lmtp or under the service
+name `lmtp`, and then reads the lmtp_* parameters. qmgr sends it delivery
+requests (pymaster/delivery.py); it delivers each to the request's next
+hop and reports every recipient.
+
+Modules, one concern each:
+    settings     the smtp_*/lmtp_* parameters, read once
+    nexthop      next-hop syntax: domain, [host]:port, inet:, unix:
+    dns          MX and address lookups, null MX, loops to ourselves
+    session      one connection: I/O, time limits, greeting, EHLO/HELO/LHLO
+    transaction  MAIL/RCPT/DATA with PIPELINING, SIZE, 8BITMIME, DSN, XFORWARD
+    content      the content on the wire (CRLF, dot-stuffing, long lines)
+    mime7bit     8bit -> quoted-printable for servers without 8BITMIME
+    reply        replies and Postfix-worded reasons
+    cache        connection reuse between requests
+    tls          the TLS policy hook (STARTTLS not yet implemented)
+    generic      smtp_generic_maps
+    deliver      one request: hosts in order, outcomes per recipient
+
+Interface: main() (smtp), lmtp_main() (lmtp), run(svc, lmtp).
+"""
+
+from __future__ import annotations
+
+from pymaster import delivery, service
+
+
+def run(svc: service.Service, lmtp: bool = False) -> None:
+    """run - open what the client needs, enter the jail, serve requests."""
+    # Everything is imported and opened before the jail hides the system.
+    from services.smtp.deliver import Client
+    from services.smtp.settings import Settings
+    lmtp = lmtp or svc.name == "lmtp"
+    client = Client(svc.cfg, Settings.from_config(svc.cfg, lmtp))
+    svc.enter_jail()
+    try:
+        svc.serve_requests(delivery.request_handler(client.deliver, svc.cfg))
+    finally:
+        client.close()
+
+
+def main() -> None:
+    service.main("smtp", run)
+
+
+def lmtp_main() -> None:
+    service.main("lmtp", lambda svc: run(svc, lmtp=True))

@@ -1,0 +1,209 @@
+"""DNS block and allow lists in smtpd restrictions (Postfix's reject_rbl_client family).
+
+    reject_rbl_client zen.example[=FILTER]     the client address, reversed: 1.2.0.192.zen.example
+    reject_rhsbl_client / _reverse_client / _helo / _sender / _recipient  dbl.example[=FILTER]
+                                               a domain name: example.net.dbl.example
+    permit_dnswl_client list.example[=FILTER]  permit a listed client address
+    permit_rhswl_client list.example[=FILTER]  permit a listed client name
+
+A name is listed when it has an A record matching FILTER (default: any
+answer); FILTER is `=d.d.d.d` where each octet is a number, `[a..b]` or a
+`[a;b;c]` choice (`=127.0.0.[2..11]`). The refusal is rbl_reply_maps'
+answer for the list's domain, or default_rbl_reply, with $rbl_code
+(maps_rbl_reject_code), $rbl_class, $rbl_what, $rbl_domain, $rbl_reason
+(the name's TXT record), $client_address, $client_name, $helo_name,
+$sender, $recipient expanded, and 5.7.1 added when the reply has no
+enhanced status code. A DNS failure is no decision (a list that cannot be
+asked lists no one).
+
+Interface:
+    RESTRICTIONS   entries for check.py's table
+    parse_filter(text) -> callable(address) -> bool
+"""
+
+from __future__ import annotations
+
+import re
+
+from pymaster import dns, log
+from pymaster.addr import split_address
+from services.smtpd.check import PERMIT, Checker, Context, Verdict, reply_with_code
+
+_RANGE_RE = re.compile(r"^(\d+)\.\.(\d+)$")
+
+
+def parse_filter(text: str):
+    """parse_filter - "127.0.0.[2..11]" -> a predicate on dotted-quad answers."""
+    parts = _split_octets(text)
+    if len(parts) != 4:
+        raise ValueError(f"bad DNS list reply filter: {text}")
+    allowed = [_octet_set(p, text) for p in parts]
+
+    def matches(address: str) -> bool:
+        fields = address.split(".")
+        return len(fields) == 4 and all(f.isdigit() and int(f) in a
+                                        for f, a in zip(fields, allowed))
+    return matches
+
+
+def _split_octets(text: str) -> list[str]:
+    """_split_octets - "127.0.[0..2].1" -> ["127", "0", "[0..2]", "1"] (dots in brackets kept)."""
+    parts, depth, cur = [], 0, ""
+    for c in text:
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+        if c == "." and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += c
+    parts.append(cur)
+    return parts
+
+
+def _octet_set(part: str, text: str) -> set[int]:
+    if part.isdigit():
+        return {int(part)}
+    if not (part.startswith("[") and part.endswith("]")):
+        raise ValueError(f"bad DNS list reply filter: {text}")
+    out: set[int] = set()
+    for item in part[1:-1].split(";"):
+        m = _RANGE_RE.match(item.strip())
+        if m:
+            out |= set(range(int(m.group(1)), int(m.group(2)) + 1))
+        elif item.strip().isdigit():
+            out.add(int(item))
+        else:
+            raise ValueError(f"bad DNS list reply filter: {text}")
+    return out
+
+
+def _split_arg(arg: str) -> tuple[str, str]:
+    domain, _, filt = arg.partition("=")
+    return domain.lower().rstrip("."), filt
+
+
+def listed(checker: Checker, query: str, filt: str) -> list[str] | None:
+    """listed - the matching A records of QUERY, or None when it is not listed."""
+    try:
+        answers = dns.lookup(checker.cfg, query, "A")
+    except dns.DnsError as e:
+        log.warning(f"dnsblog_query: lookup error for DNS query {query}: {e}")
+        return None
+    if filt:
+        try:
+            matches = parse_filter(filt)
+        except ValueError as e:
+            log.warning(str(e))
+            return None
+        answers = [a for a in answers if matches(a)]
+    return answers or None
+
+
+def _reason(checker: Checker, query: str) -> str:
+    try:
+        return "; ".join(dns.lookup(checker.cfg, query, "TXT"))
+    except dns.DnsError:
+        return ""
+
+
+def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class: str,
+             what: str) -> Verdict:
+    """_refusal - the reply for a listed client, name or address."""
+    from pymaster.tables import TableError
+    template = None
+    try:
+        maps = checker.param_maps("rbl_reply_maps")
+        if maps:
+            template = maps.lookup(domain)
+    except TableError as e:
+        log.warning(f"rbl_reply_maps lookup problem for {domain}: {e}")
+    if template is None:
+        template = checker.cfg.raw("default_rbl_reply") or ""
+    variables = {
+        "rbl_code": str(checker.cfg.int("maps_rbl_reject_code")), "rbl_domain": domain,
+        "rbl_class": rbl_class, "rbl_what": what, "rbl_reason": _reason(checker, query),
+        "client_address": ctx.client_addr, "client_name": ctx.client_name,
+        "reverse_client_name": ctx.reverse_client_name, "helo_name": ctx.helo or "",
+        "sender": ctx.sender or "", "recipient": ctx.recipient or "",
+    }
+    variables["rbl_txt"] = variables["rbl_reason"]
+    text = checker.cfg.with_overrides(variables).expand(template)
+    return reply_with_code(text, checker.cfg.int("maps_rbl_reject_code"))
+
+
+def reject_rbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    domain, filt = _split_arg(arg)
+    try:
+        query = dns.dnsbl_query(ctx.client_addr, domain)
+    except ValueError:
+        return None
+    if listed(checker, query, filt) is None:
+        return None
+    return _refusal(checker, ctx, domain, query, "Client host", ctx.client_addr)
+
+
+def permit_dnswl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    domain, filt = _split_arg(arg)
+    try:
+        query = dns.dnsbl_query(ctx.client_addr, domain)
+    except ValueError:
+        return None
+    return Verdict(PERMIT) if listed(checker, query, filt) is not None else None
+
+
+def _rhs(checker: Checker, ctx: Context, arg: str, name: str, rbl_class: str) -> Verdict | None:
+    domain, filt = _split_arg(arg)
+    name = name.lower().rstrip(".")
+    if not name or name == "unknown" or name.startswith("["):
+        return None
+    query = f"{name}.{domain}"
+    if listed(checker, query, filt) is None:
+        return None
+    return _refusal(checker, ctx, domain, query, rbl_class, name)
+
+
+def _domain(address: str | None) -> str:
+    return split_address(address)[1] if address else ""
+
+
+def reject_rhsbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    return _rhs(checker, ctx, arg, ctx.client_name, "Client host")
+
+
+def reject_rhsbl_reverse_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    return _rhs(checker, ctx, arg, ctx.reverse_client_name, "Unverified Client host")
+
+
+def reject_rhsbl_helo(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    return _rhs(checker, ctx, arg, ctx.helo or "", "Helo command")
+
+
+def reject_rhsbl_sender(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    return _rhs(checker, ctx, arg, _domain(ctx.sender), "Sender address")
+
+
+def reject_rhsbl_recipient(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    return _rhs(checker, ctx, arg, _domain(ctx.recipient), "Recipient address")
+
+
+def permit_rhswl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    domain, filt = _split_arg(arg)
+    name = ctx.client_name.lower()
+    if not name or name == "unknown":
+        return None
+    return Verdict(PERMIT) if listed(checker, f"{name}.{domain}", filt) is not None else None
+
+
+RESTRICTIONS = {
+    "reject_rbl_client": (reject_rbl_client, "domain"),
+    "permit_dnswl_client": (permit_dnswl_client, "domain"),
+    "reject_rhsbl_client": (reject_rhsbl_client, "domain"),
+    "reject_rhsbl_reverse_client": (reject_rhsbl_reverse_client, "domain"),
+    "reject_rhsbl_helo": (reject_rhsbl_helo, "domain"),
+    "reject_rhsbl_sender": (reject_rhsbl_sender, "domain"),
+    "reject_rhsbl_recipient": (reject_rhsbl_recipient, "domain"),
+    "permit_rhswl_client": (permit_rhswl_client, "domain"),
+}

@@ -1,0 +1,102 @@
+"""pymaster.mime: which body lines are part headers, attached-message headers or text."""
+
+from pymaster.mime import NESTING_ERROR, MimeWalker, content_type, is_mime_header
+
+TOP = ["Subject: x\n", 'Content-Type: multipart/mixed;\n\tboundary="BB"\n']
+
+BODY = """preamble
+--BB
+Content-Type: text/plain
+X-Part: one
+
+hello
+--BB
+Content-Type: message/rfc822
+
+Subject: inner
+From: a@b
+
+inner body
+--BB--
+epilogue
+"""
+
+
+def kinds(parts):
+    return [(p.kind, p.context, p.text) for p in parts]
+
+
+def test_every_byte_comes_back_in_order():
+    parts = list(MimeWalker().walk(TOP, BODY))
+    assert "".join(p.text for p in parts) == BODY
+
+
+def test_part_headers_attached_message_headers_and_text_are_told_apart():
+    got = kinds(MimeWalker().walk(TOP, BODY))
+    assert got == [
+        ("body", "", "preamble\n"),
+        ("body", "", "--BB\n"),
+        ("header", "multipart", "Content-Type: text/plain\n"),
+        ("header", "multipart", "X-Part: one\n"),
+        ("separator", "multipart", "\n"),
+        ("body", "", "hello\n"),
+        ("body", "", "--BB\n"),
+        ("header", "multipart", "Content-Type: message/rfc822\n"),
+        ("separator", "multipart", "\n"),
+        ("header", "nested", "Subject: inner\n"),
+        ("header", "nested", "From: a@b\n"),
+        ("separator", "nested", "\n"),
+        ("body", "", "inner body\n"),
+        ("body", "", "--BB--\n"),
+        ("body", "", "epilogue\n"),
+    ]
+
+
+def test_a_plain_message_is_all_body_text():
+    got = kinds(MimeWalker().walk(["Subject: x\n"], "Content-Type: text/plain\n\nhi\n"))
+    assert [k for k, _, _ in got] == ["body", "body", "body"]
+
+
+def test_folded_part_headers_are_one_logical_header():
+    body = "--BB\nContent-Type: text/plain;\n\tcharset=us-ascii\n\nx\n--BB--\n"
+    headers = [p.text for p in MimeWalker().walk(TOP, body) if p.kind == "header"]
+    assert headers == ["Content-Type: text/plain;\n\tcharset=us-ascii\n"]
+
+
+def test_digest_parts_default_to_attached_messages():
+    top = ['Content-Type: multipart/digest; boundary="D"\n']
+    body = "--D\n\nSubject: one\n\nbody one\n--D--\n"
+    got = kinds(MimeWalker().walk(top, body))
+    assert ("header", "nested", "Subject: one\n") in got
+
+
+def test_nested_multipart_inside_a_part():
+    body = ('--BB\nContent-Type: multipart/alternative; boundary="CC"\n\n'
+            "--CC\nContent-Type: text/html\n\n<p>x</p>\n--CC--\n--BB--\n")
+    got = kinds(MimeWalker().walk(TOP, body))
+    assert ("header", "multipart", "Content-Type: text/html\n") in got
+    assert got[-1] == ("body", "", "--BB--\n")
+
+
+def test_nesting_beyond_the_limit_is_an_error_and_plain_text():
+    body = ('--BB\nContent-Type: multipart/mixed; boundary="CC"\n\n'
+            "--CC\nContent-Type: text/plain\n\nx\n--CC--\n--BB--\n")
+    walker = MimeWalker(nesting_limit=1)
+    got = kinds(walker.walk(TOP, body))
+    assert walker.errors == [NESTING_ERROR]
+    assert ("header", "multipart", "Content-Type: text/plain\n") not in got
+
+
+def test_boundaries_compare_on_their_first_characters_only():
+    top = ['Content-Type: multipart/mixed; boundary="ABCDEFGH"\n']
+    body = "--ABCDxyz\nX-H: 1\n\nt\n"
+    got = kinds(MimeWalker(boundary_limit=4).walk(top, body))
+    assert ("header", "multipart", "X-H: 1\n") in got
+
+
+def test_content_type_and_mime_header_names():
+    assert content_type(['Content-Type: Multipart/Mixed; boundary="a b"; x=y\n']) == \
+        ("multipart/mixed", {"boundary": "a b", "x": "y"})
+    assert content_type(["Subject: x\n"]) == ("", {})
+    assert is_mime_header("Content-Disposition") and is_mime_header("MIME-Version")
+    assert not is_mime_header("Subject")

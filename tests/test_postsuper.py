@@ -1,0 +1,157 @@
+"""postsuper: delete, hold, release, requeue, structure check, purge."""
+
+import io
+import os
+import time
+
+import pytest
+
+from pymaster import queue
+from pymaster.commands import postsuper
+from tests.queue_fixtures import add_message, make_spool, reset_logging
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    yield make_spool(tmp_path, monkeypatch)
+    reset_logging()
+
+
+def where(qid):
+    found = queue.find(qid)
+    return found[0] if found else None
+
+
+class TestDelete:
+    def test_delete_one_prints_and_logs_like_postfix(self, cfg, capsys, tmp_path):
+        qid = add_message("deferred")
+        assert postsuper.main(["-d", qid]) == 0
+        err = capsys.readouterr().err
+        assert f"postsuper: {qid}: removed\n" in err
+        assert "postsuper: Deleted: 1 message\n" in err
+        assert where(qid) is None
+        assert f"postfix/postsuper[" in (tmp_path / "maillog").read_text()
+
+    def test_delete_all_in_every_default_queue(self, cfg, capsys):
+        ids = [add_message(q) for q in ("deferred", "hold", "active", "incoming")]
+        postsuper.main(["-d", "ALL"])
+        assert "Deleted: 4 messages" in capsys.readouterr().err
+        assert all(where(q) is None for q in ids)
+
+    def test_delete_all_limited_to_a_queue(self, cfg, capsys):
+        keep = add_message("hold")
+        gone = add_message("deferred")
+        postsuper.main(["-d", "ALL", "deferred"])
+        assert where(keep) == "hold" and where(gone) is None
+
+    def test_delete_ids_from_stdin(self, cfg, capsys, monkeypatch):
+        a, b, c = (add_message("deferred") for _ in range(3))
+        monkeypatch.setattr("sys.stdin", io.StringIO(f"{a}\n{b}\n"))
+        postsuper.main(["-d", "-"])
+        assert where(a) is None and where(b) is None and where(c) == "deferred"
+        assert "Deleted: 2 messages" in capsys.readouterr().err
+
+    def test_delete_removes_the_defer_log_too(self, cfg, capsys):
+        qid = add_message("deferred")
+        log_path = queue.defer_log_path(qid)
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        open(log_path, "w").write("recipient=bob@example.org\n\n")
+        postsuper.main(["-d", qid])
+        assert not os.path.exists(log_path)
+
+    def test_unknown_id_deletes_nothing_and_says_nothing(self, cfg, capsys):
+        postsuper.main(["-d", "BBBBBBBBBBzB"])
+        assert "Deleted" not in capsys.readouterr().err
+
+    def test_unknown_queue_name_is_a_usage_error(self, cfg):
+        with pytest.raises(SystemExit) as e:
+            postsuper.main(["-d", "ALL", "nosuchqueue"])
+        assert e.value.code == 64
+
+
+class TestHold:
+    def test_hold_and_release(self, cfg, capsys):
+        qid = add_message("deferred")
+        postsuper.main(["-h", qid])
+        assert where(qid) == "hold"
+        assert "Placed on hold: 1 message" in capsys.readouterr().err
+        postsuper.main(["-H", "ALL"])
+        assert where(qid) == "deferred"
+        err = capsys.readouterr().err
+        assert f"{qid}: released from hold" in err
+        assert "Released from hold: 1 message" in err
+
+    def test_hold_all_takes_incoming_active_deferred(self, cfg, capsys):
+        ids = [add_message(q) for q in ("incoming", "active", "deferred")]
+        postsuper.main(["-h", "ALL"])
+        assert [where(q) for q in ids] == ["hold"] * 3
+
+
+class TestRequeue:
+    def test_requeue_moves_to_maildrop_and_drops_old_logs(self, cfg, capsys):
+        qid = add_message("deferred")
+        log_path = queue.defer_log_path(qid)
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        open(log_path, "w").write("recipient=bob@example.org\n\n")
+        postsuper.main(["-r", "ALL"])
+        assert where(qid) == "maildrop"
+        assert not os.path.exists(log_path)
+        err = capsys.readouterr().err
+        assert f"{qid}: requeued" in err and "Requeued: 1 message" in err
+
+
+class TestStructure:
+    def test_misplaced_file_moves_to_its_hashed_directory(self, cfg, capsys):
+        qid = add_message("deferred")
+        right = queue.path_of("deferred", qid)
+        os.rename(right, f"deferred/{qid}")
+        postsuper.main(["-s"])
+        assert os.path.exists(right)
+
+    def test_strays_are_reported(self, cfg, capsys):
+        open("incoming/not a queue file", "w").close()
+        postsuper.main(["-s"])
+        assert "incoming/not a queue file: unexpected file" in capsys.readouterr().err
+
+
+class TestPurge:
+    def test_old_temporary_and_incomplete_files_go(self, cfg, capsys):
+        w = queue.create("incoming")
+        old = time.time() - 2 * postsuper.STALE_AGE
+        os.utime(w.path, (old, old))
+        tmp = "maildrop/.tmp.999.1"
+        open(tmp, "w").close()
+        os.utime(tmp, (old, old))
+        fresh = queue.create("incoming")
+        kept = add_message("incoming")
+        os.utime(queue.path_of("incoming", kept), (old, old))
+        postsuper.main(["-p"])
+        assert not os.path.exists(w.path) and not os.path.exists(tmp)
+        assert os.path.exists(fresh.path)
+        assert os.path.exists(queue.path_of("incoming", kept))
+        fresh.abort()
+
+
+class TestInodeRepair:
+    def test_restored_file_gets_an_id_that_matches_its_inode(self, cfg, capsys):
+        qid = add_message("deferred")
+        path = queue.path_of("deferred", qid)
+        log_path = queue.defer_log_path(qid)
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        open(log_path, "w").write("recipient=bob@example.org\n\n")
+        # A copy (as from a backup) has a new inode under the old name.
+        data = open(path, "rb").read()
+        os.unlink(path)
+        open("deferred/spare", "wb").close()          # take the freed inode
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o700)
+        os.unlink("deferred/spare")
+        if queue.queue_id_inode(qid) == os.stat(path).st_ino:
+            pytest.skip("the file system gave the copy the same inode")
+        postsuper.main(["-s"])
+        [(new_id, new_path)] = list(queue.scan("deferred"))
+        assert new_id != qid and new_id[:11] == qid[:11]
+        assert queue.queue_id_inode(new_id) == os.stat(new_path).st_ino
+        assert os.path.exists(queue.defer_log_path(new_id))
+        assert "renamed to" in capsys.readouterr().err

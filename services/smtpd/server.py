@@ -46,6 +46,7 @@ class Server:
         self.served = 0
         self.stop = asyncio.Event()
         self.changed = asyncio.Event()     # a session ended, or stop was set
+        self.room = asyncio.Event()        # a session ended: room for another
         self.avail: bool | None = None
         self.limits = Limits.from_config(self.cfg, svc.name)   # anvil's client limits
 
@@ -78,6 +79,7 @@ class Server:
     def _stop(self) -> None:
         self.stop.set()
         self.changed.set()
+        self.room.set()
 
     async def _supervise(self) -> None:
         """_supervise - report availability; end on stop, max_use or max_idle."""
@@ -99,11 +101,14 @@ class Server:
 
     async def _accept_loop(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
         while not self.stop.is_set():
-            while len(self.sessions) >= self.limit or \
-                    (self.max_use and self.served >= self.max_use):
-                await self.changed.wait()
-                if self.stop.is_set():
-                    return
+            if self.max_use and self.served >= self.max_use:
+                return      # the master starts a fresh process for new clients
+            if len(self.sessions) >= self.limit:
+                # Event.wait() on a set event does not yield: clear it first,
+                # or this loop would spin and starve every session.
+                self.room.clear()
+                await self.room.wait()
+                continue
             try:
                 sock, _ = await loop.sock_accept(listener)
             except OSError as e:
@@ -119,6 +124,7 @@ class Server:
     def _session_done(self, task: asyncio.Task) -> None:
         self.sessions.discard(task)
         self.changed.set()
+        self.room.set()
         if not task.cancelled() and task.exception() is not None:
             e = task.exception()
             log.warning(f"session failed: {type(e).__name__}: {e}")

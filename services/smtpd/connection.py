@@ -16,6 +16,7 @@ Interface:
 from __future__ import annotations
 
 import asyncio
+import select
 
 INPUT_HIGH_WATER = 256 * 1024
 
@@ -66,6 +67,22 @@ class Connection(asyncio.Protocol):
     # -- what the session uses -------------------------------------------------
     def pending(self) -> int:
         return len(self.buf)
+
+    def input_waiting(self) -> bool:
+        """input_waiting - bytes buffered here or still in the kernel's socket buffer.
+
+        Checking the socket itself does not depend on how many event loop
+        turns have passed since the connection was accepted."""
+        if self.buf:
+            return True
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def take(self, n: int) -> bytes:
         data = bytes(self.buf[:n])

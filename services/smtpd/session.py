@@ -186,8 +186,7 @@ class Session:
     async def _converse(self) -> None:
         if self.s.tls is not None and self.s.tls.wrapper:
             await tls.wrap(self)
-        await asyncio.sleep(0)      # let input that came with the connection arrive
-        if self.conn.pending():
+        if self.conn.input_waiting():
             self.pipelining_violation = True    # it talked before the greeting
             if self.s.forbid_unauth_pipelining:
                 await self._pipelining_violation()

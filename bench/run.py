@@ -133,6 +133,8 @@ class PostfixInstance:
             "queue_directory": str(self.queue_dir),
             "data_directory": str(tmp / "data"),
             "maillog_file": str(self.maillog),
+            # Postfix refuses a maillog_file outside these prefixes.
+            "maillog_file_prefixes": str(tmp),
             "compatibility_level": "3.6",
             "virtual_mailbox_base": str(self.mailbox_dir),
             "alias_maps": "",

@@ -55,9 +55,8 @@ def run(workdir: Path, messages: int = 5000, sessions: int = 20) -> list[str]:
     finally:
         sink.terminate()
         sink.wait(timeout=10)
-    lines = _format_smtp(f"smtp-sink via relayhost (smtp client, connection cache on)",
-                         args, results)
-    return lines
+    return _format_smtp("smtp-sink via relayhost (smtp client, connection cache on)",
+                        args, results)
 
 
 def _start_sink(port: int) -> subprocess.Popen:

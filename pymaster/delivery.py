@@ -6,7 +6,8 @@ the message from the queue file itself, and for every recipient reports one
 outcome through a Status:
 
     sent      log `status=sent`, mark the recipient done in the queue file
-              (NOTIFY=SUCCESS: first append to the trace log, trace/ID)
+              (NOTIFY=SUCCESS: first append to the trace log, trace/ID;
+              sendmail -v, attribute trace_flags=record: every outcome)
     bounced   append to the bounce log (bounce/ID), then mark it done
     deferred  append to the defer log (defer/ID); the recipient stays
               not-done and qmgr tries it again later
@@ -36,6 +37,9 @@ Caveats: a bounced recipient is written to the bounce log (and fsynced)
 before it is marked done, so a crash between the two repeats the bounce
 entry rather than losing it. Defer log entries are not fsynced: the
 recipient is still not-done in the queue file, which is what matters.
+Marking done is not fsynced either (one fsync fewer per message, as in
+Postfix): whatever the agent delivered is durable before the mark, so a
+power loss can make a recipient be delivered twice, never lost.
 """
 
 from __future__ import annotations
@@ -241,6 +245,7 @@ class Status:
         self.results: list[dict] = []
         self.hop_status: dict | None = None
         self._reported: set[int] = set()
+        self.record_all = records_every_outcome(req)
 
     def connected(self) -> None:
         """connected - connection setup is over; transmission starts (delays c/d)."""
@@ -284,11 +289,13 @@ class Status:
         self._reported.add(id(rcpt))
         if outcome == SENT:
             # RFC 3461 NOTIFY=SUCCESS: the trace log feeds the success notice.
-            if wants_success_notice(rcpt):
+            if self.record_all or wants_success_notice(rcpt):
                 self._log_entry(rcpt, outcome, relay, reason, dsn)
             self._mark_done(rcpt)
         else:
             self._log_entry(rcpt, outcome, relay, reason, dsn)
+            if self.record_all:
+                self._log_entry(rcpt, outcome, relay, reason, dsn, trace=True)
             if outcome == BOUNCED:
                 self._mark_done(rcpt)
         if not quiet:
@@ -309,12 +316,19 @@ class Status:
         return ", ".join(parts)
 
     def _mark_done(self, rcpt) -> None:
+        # No fsync (Postfix's deliver_completed does none either): the agent
+        # made the delivery itself durable first (mailbox file and its
+        # directory entry, bounce log), so a power loss can at worst repeat
+        # it; a killed process loses nothing, the byte is in the page cache.
         if rcpt.offset >= 0:
-            records.mark_done(self.req.path, rcpt.offset)
+            records.mark_done(self.req.path, rcpt.offset, sync=False)
         rcpt.done = True
 
-    def _log_entry(self, rcpt, outcome: str, relay: str, reason: str, dsn: str) -> None:
-        if outcome == BOUNCED:
+    def _log_entry(self, rcpt, outcome: str, relay: str, reason: str, dsn: str,
+                   trace: bool = False) -> None:
+        if trace:
+            path = queue.trace_log_path(self.req.queue_id)
+        elif outcome == BOUNCED:
             path = queue.bounce_log_path(self.req.queue_id)
         elif outcome == SENT:
             path = queue.trace_log_path(self.req.queue_id)
@@ -354,6 +368,16 @@ def done_offsets(path: str, offsets: list[int]) -> set[int]:
         return {o for o in offsets if o >= 0 and os.pread(fd, 1, o) == records.REC_DONE}
     finally:
         os.close(fd)
+
+
+def records_every_outcome(req: DeliveryRequest) -> bool:
+    """records_every_outcome - sendmail -v (trace_flags=record): every outcome
+    goes to the trace log too, until the bounce service has sent the report
+    (it notes `trace_report=sent` in the defer log: first attempt only)."""
+    if "record" not in req.attrs.get("trace_flags", ""):
+        return False
+    return not any(e.get("trace_report") for e in
+                   read_status_log(queue.defer_log_path(req.queue_id)))
 
 
 def wants_success_notice(rcpt) -> bool:

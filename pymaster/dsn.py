@@ -22,7 +22,9 @@ RFC 3461 NOTIFY decides who hears what: a recipient without NOTIFY is
 reported on failure and delay (FAILURE,DELAY), NEVER on nothing.
 
 The bounce service also records that a delay warning went out, as an entry
-`delay_warning=sent` in the defer log, so qmgr sends only one.
+`delay_warning=sent` in the defer log, so qmgr sends only one; likewise
+`trace_report=sent` once the sendmail -v report of the first delivery
+attempt went out.
 
 Interface:
     RecipientStatus.from_entry(entry) / .wants(event) / .diagnostic()
@@ -32,6 +34,7 @@ Interface:
     address_with_domain(addr, domain) / xtext_decode(text)
     delay_warning_due(cfg, queue_id, sender, arrival_time, now) -> bool
     delay_warning_sent(queue_id) / note_delay_warning(queue_id)
+    note_trace_report(queue_id)                  sendmail -v: the report went out
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ FAILURE, DELAY, SUCCESS = "FAILURE", "DELAY", "SUCCESS"
 KINDS = ("failure", "delay", "success", "trace")   # trace: sendmail -v / -bv reports
 DEFAULT_NOTIFY = frozenset((FAILURE, DELAY))      # RFC 3461 4.1, no NOTIFY given
 DELAY_MARK = "delay_warning"
+TRACE_MARK = "trace_report"
 MAX_REASON = 900             # keep every generated line far below 998 octets
 # "host mx.example.com[192.0.2.1] said: 550 5.1.1 unknown (in reply to RCPT TO command)"
 _SMTP_REASON_RE = re.compile(r"^host (?P<host>[^\s\[]+)(?:\[[^\]]*\])?(?::\d+)? said: "
@@ -322,6 +326,14 @@ def note_delay_warning(queue_id: str, now: float | None = None) -> None:
     now = time.time() if now is None else now
     delivery.append_status_log(queue.defer_log_path(queue_id),
                                {DELAY_MARK: "sent", "time": f"{now:.0f}"}, sync=True)
+
+
+def note_trace_report(queue_id: str, now: float | None = None) -> None:
+    """note_trace_report - the sendmail -v report went out: agents stop recording
+    (pymaster.delivery.records_every_outcome reads this mark)."""
+    now = time.time() if now is None else now
+    delivery.append_status_log(queue.defer_log_path(queue_id),
+                               {TRACE_MARK: "sent", "time": f"{now:.0f}"}, sync=True)
 
 
 def delay_warning_due(cfg: Config, queue_id: str, sender: str, arrival_time: float,

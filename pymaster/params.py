@@ -888,9 +888,9 @@ lmtp_tls_fingerprint_digest = sha256
 lmtp_tls_key_file = $lmtp_tls_cert_file
 lmtp_tls_mandatory_ciphers = medium
 lmtp_tls_mandatory_exclude_ciphers =
-lmtp_tls_mandatory_protocols = >=TLSv1
+lmtp_tls_mandatory_protocols = >=TLSv1.2
 lmtp_tls_per_site =
-lmtp_tls_protocols = >=TLSv1
+lmtp_tls_protocols = >=TLSv1.2
 lmtp_tls_secure_cert_match = nexthop
 lmtp_tls_servername =
 lmtp_tls_session_cache_database =

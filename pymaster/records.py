@@ -42,7 +42,8 @@ Interface:
     parse_message(data, name) -> Message   the same, from bytes (postdrop)
     iter_records(path) -> (offset, type, data)   for postcat; content not loaded
     walk_records(path) -> (offset, type, data, length)
-    mark_done(path, offset)
+    mark_done(path, offset, sync=True)
+    append_attribute(path, name, value)    an A record before E, crash-safe
     encode(type, data) -> bytes; size_record(...) -> bytes
     encode_message(arrival_time, sender, recipients, attrs, content) -> bytes
     CorruptQueueFile
@@ -356,11 +357,14 @@ def _build(path: str, f: BinaryIO, size: int) -> Message:
     return builder.finish()
 
 
-def mark_done(path: str, offset: int) -> None:
+def mark_done(path: str, offset: int, sync: bool = True) -> None:
     """mark_done - rewrite the R record at OFFSET as D, in place, and fsync.
 
     Marking a recipient that is already done is harmless (a retry after a
-    crash between the write and the answer to qmgr)."""
+    crash between the write and the answer to qmgr). SYNC=False leaves the
+    byte to the page cache (delivery agents, as Postfix's deliver_completed):
+    a killed process loses nothing, and after a power loss the worst case
+    is the recipient delivered again, never lost (pymaster/delivery.py)."""
     fd = os.open(path, os.O_RDWR)
     try:
         current = os.pread(fd, 1, offset)
@@ -369,6 +373,34 @@ def mark_done(path: str, offset: int) -> None:
         if current != REC_RCPT:
             raise CorruptQueueFile(path, f"no recipient record at offset {offset}")
         os.pwrite(fd, REC_DONE, offset)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_attribute(path: str, name: str, value: str) -> None:
+    """append_attribute - add the attribute NAME=VALUE to a complete queue file.
+
+    The new A record lands where the end record was, with a new end record
+    after it. Crash safety comes from the order of the writes: everything
+    but the old end record's type byte is written and synced first (a
+    reader still stops at that end record, which now merely claims the new
+    bytes as its data); then that one byte becomes A, and is synced."""
+    if "=" in name or not name:
+        raise ValueError(f"bad attribute name: {name!r}")
+    end = None
+    for offset, rtype, _ in iter_records(path):
+        if rtype == REC_END:
+            end = offset
+    if end is None:
+        raise CorruptQueueFile(path, "truncated: no end record")
+    data = f"{name}={value}".encode("utf-8", "surrogateescape")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, struct.pack(">I", len(data)) + data + encode(REC_END, b""), end + 1)
+        os.fsync(fd)
+        os.pwrite(fd, REC_ATTR, end)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -38,7 +38,8 @@ Interface:
     Resolver.domain_class(domain) -> str
     DomainList(cfg, param_name).match(domain) -> bool       Postfix domain list semantics
     flags: ROUTED, ERROR (bad address syntax), FAIL (a table lookup failed:
-           the caller defers, never bounces), FINAL (local or virtual class)
+           the caller defers, never bounces), FINAL (local or virtual class),
+           RELOCATED (relocated_maps matched)
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ ROUTED = "routed"
 ERROR = "error"
 FAIL = "fail"
 FINAL = "final"
+RELOCATED = "relocated"     # relocated_maps matched: error transport, "User has moved"
 
 VIRTUAL_ALIAS_UNKNOWN = "5.1.1 User unknown in virtual alias table"
 
@@ -318,6 +320,7 @@ class Resolver:
         moved = self._relocated(recipient)
         if moved is not None:
             transport, nexthop = self.cfg.get("error_service") or "error", moved
+            flags.add(RELOCATED)
         return Resolution(transport, nexthop, recipient, aclass, frozenset(flags))
 
     # -- relocated_maps ------------------------------------------------------

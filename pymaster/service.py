@@ -20,6 +20,7 @@ Interface:
     svc.cfg, svc.name, svc.type, svc.args, svc.chroot, svc.unpriv
     svc.enter_jail()
     svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
+    UseCounter(max_use).count(client)   max_use as a brokered worker counts it
     svc.report(avail: bool)        for inet services
     svc.master_gone() -> bool
     svc.listen_socket() / listen_sockets()   the inet listener(s) from the master
@@ -131,6 +132,8 @@ class Service:
     def from_argv(cls, program: str, argv: list[str] | None = None) -> "Service":
         """from_argv - parse the master's arguments, read main.cf, set up logging."""
         opts, args = parse_service_argv(sys.argv[1:] if argv is None else argv)
+        # Postfix's read-only service_name: master.cf's `-o syslog_name=postfix/$service_name`.
+        opts["overrides"].setdefault("service_name", opts["name"] or program)
         try:
             cfg = load_config(opts["config_dir"], opts["overrides"])
         except ConfigError as e:
@@ -303,6 +306,7 @@ class Service:
         poller = zmq.Poller()
         poller.register(worker.sock, zmq.POLLIN)
         poller.register(ALIVE_FD, zmq.POLLIN)
+        counter = UseCounter(max_use)
 
         def serve(client: bytes, header: dict, payload: list) -> None:
             self.busy = True
@@ -311,7 +315,7 @@ class Service:
                 worker.reply(client, reply, reply_payload)
             finally:
                 self.busy = False
-                self.uses += 1
+                self.uses = counter.count(client)
 
         try:
             worker.ready(credits)
@@ -348,6 +352,36 @@ class Service:
         except Exception as e:  # the request fails; the process lives on
             log.warning(f"{self.name}: request failed: {type(e).__name__}: {e}")
             return {"status": "error", "reason": str(e)}, []
+
+
+class UseCounter:
+    """The uses of a brokered worker, counted toward max_use as Postfix counts
+    them: one per incoming client connection (postconf(5) max_use).
+
+    A zeromq client keeps its connection for its whole life (smtpd's pool
+    of cleanup sockets, qmgr's socket per transport), where a Postfix
+    client reconnects per message or after ipc_idle/ipc_ttl. So a
+    connection counts again after every MAX_USE requests over it: a worker
+    serves at most MAX_USE * MAX_USE requests, and a fresh client per
+    request (max_use = 2 in a test) still ends it after MAX_USE requests.
+    docs/architecture.md has the measurements behind this."""
+
+    def __init__(self, max_use: int) -> None:
+        self.max_use = max_use
+        self.uses = 0
+        self._since: dict[bytes, int] = {}   # client -> requests since it last counted
+
+    def count(self, client: bytes) -> int:
+        """count - one request from CLIENT was served; the uses so far."""
+        if not self.max_use:            # no limit: nothing to remember
+            self.uses += 1
+            return self.uses
+        served = self._since.get(client)
+        if served is None or served >= self.max_use:
+            self.uses += 1
+            served = 0
+        self._since[client] = served + 1
+        return self.uses
 
 
 def lookup_account(user: str) -> pwd.struct_passwd:

@@ -121,7 +121,7 @@ class BounceServer:
         msg, content = self._original(path, header)
         done = {r.offset for r in msg.recipients if r.done}
         rcpts = [r for r in dsn.read_log(queue.defer_log_path(queue_id))
-                 if r.offset not in done or r.offset < 0]
+                 if r.offset not in done]
         if rcpts and not self._is_double_bounce(msg.sender):
             self._delay_notices(queue_id, msg, content, rcpts)
         dsn.note_delay_warning(queue_id)
@@ -158,6 +158,8 @@ class BounceServer:
                 notice = self._notice(kind, msg, rcpts, msg.sender)
                 new_id = self._send(notice, content, "")
                 log.info(f"{queue_id}: sender delivery status notification: {new_id}")
+            if kind == "trace":
+                dsn.note_trace_report(queue_id)
         _unlink(log_path)
 
     # -- helpers -----------------------------------------------------------

@@ -149,11 +149,11 @@ class TestHeaders:
         msg = queued(reply)
         head, body = headers_of(msg)
         qid = reply["queue_id"]
-        assert re.search(rf"^Message-Id: <\d{{14}}\.{qid}@mx\.example\.com>$", head, re.M)
+        assert re.search(rf"^Message-Id: <{qid}@mx\.example\.com>$", head, re.M)
         assert re.search(r"^Date: \w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}", head, re.M)
         assert "From: Joe User <joe@mx.example.com>" in head
         assert body == "body\n"
-        assert re.search(rf"{qid}: message-id=<\d{{14}}\.{qid}@mx\.example\.com>", maillog(spool))
+        assert re.search(rf"{qid}: message-id=<{qid}@mx\.example\.com>", maillog(spool))
 
     def test_added_headers_come_after_the_existing_ones_in_postfix_order(self, spool):
         head, _ = headers_of(queued(submit(make_cfg(spool), "Subject: hi\n\nx\n",

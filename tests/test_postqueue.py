@@ -37,10 +37,12 @@ class TestListing:
         size = len(b"Subject: hello\nFrom: alice@example.com\n\nHi Bob\n")
         status, out = run(capsys, "-p")
         assert status == 0
+        # pymaster's IDs have Postfix's long form, so the listing has Postfix's
+        # enable_long_queue_ids = yes layout (compared in tests/e2e/test_postfix_parity.py).
         assert out == (
-            "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n"
-            f"{qid:<10} {size:>8} {stamp(1795900000.0)} alice@example.com\n"
-            f"{' ' * 41}bob@example.org\n"
+            "----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------\n"
+            f"{qid + ' ':<17} {size:>8} {stamp(1795900000.0)[:19]} alice@example.com\n"
+            f"{' ' * 47}bob@example.org\n"
             "\n-- 0 Kbytes in 1 Request.\n")
 
     def test_active_and_hold_marks(self, cfg, capsys):
@@ -65,8 +67,8 @@ class TestListing:
             "status": "4.4.1", "reason": reason})
         lines = run(capsys, "-p")[1].splitlines()
         assert lines[2] == " " * (76 - len(reason)) + f"({reason})"
-        assert lines[3] == " " * 41 + "a@x.example"
-        assert lines[4] == " " * 41 + "b@y.example"
+        assert lines[3] == " " * 47 + "a@x.example"
+        assert lines[4] == " " * 47 + "b@y.example"
 
     def test_done_recipients_are_not_listed(self, cfg, capsys):
         qid = add_message("deferred", rcpts=("a@x.example", "b@y.example"))
@@ -97,7 +99,7 @@ class TestListing:
     def test_mailq_is_postqueue_p(self, cfg, capsys):
         add_message("deferred")
         assert mailq.main([]) == 0
-        assert capsys.readouterr().out.startswith("-Queue ID-  --Size--")
+        assert capsys.readouterr().out.startswith("----Queue ID----- --Size--")
 
 
 class TestJson:
@@ -148,7 +150,7 @@ class TestUsage:
     def test_no_action_is_a_usage_error(self, cfg, capsys):
         with pytest.raises(SystemExit) as e:
             postqueue.main([])
-        assert e.value.code == 64
+        assert e.value.code == 69      # EX_UNAVAILABLE, as Postfix's postqueue exits
 
     def test_bad_config_dir_is_a_clear_error(self, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:

@@ -19,7 +19,7 @@ import zmq
 
 from pymaster import ipc
 from pymaster.broker import Broker
-from pymaster.service import ALIVE_FD, Service, parse_service_argv
+from pymaster.service import ALIVE_FD, Service, UseCounter, parse_service_argv
 
 ECHO = Path(__file__).resolve().parent / "services" / "echo.py"
 
@@ -135,7 +135,43 @@ def request(broker: Broker, header: dict) -> dict:
     return box["reply"]
 
 
+class TestUseCounter:
+    """max_use counts client connections; a kept connection counts again
+    every max_use requests (docs/architecture.md, "max_use")."""
+
+    def test_every_new_client_connection_is_a_use(self):
+        counter = UseCounter(100)
+        assert [counter.count(c) for c in (b"a", b"b", b"c")] == [1, 2, 3]
+
+    def test_a_kept_connection_counts_again_every_max_use_requests(self):
+        counter = UseCounter(3)
+        assert [counter.count(b"a") for _ in range(7)] == [1, 1, 1, 2, 2, 2, 3]
+
+    def test_no_limit_counts_requests_and_remembers_no_clients(self):
+        counter = UseCounter(0)
+        assert [counter.count(b"a") for _ in range(3)] == [1, 2, 3]
+        assert counter._since == {}
+
+
 class TestRequestLoop:
+    def test_a_worker_serves_max_use_requests_per_kept_client_connection(self, spool):
+        broker = Broker("private", "svc")
+        child = Child(spool, "max_use=2")
+        box: dict = {}
+
+        def three_requests() -> None:
+            client = ipc.Client("ipc://private/svc")
+            box["pids"] = [client.call({"op": "whoami"}, timeout=20)[0]["pid"]
+                           for _ in range(3)]
+            client.close()
+        t = threading.Thread(target=three_requests, daemon=True)
+        t.start()
+        pump(broker, lambda: "pids" in box)
+        assert box["pids"] == [child.proc.pid] * 3     # one connection: uses 1, 1, 2
+        assert child.wait(broker) == 0
+        child.master_goes()
+        broker.close()
+
     def test_a_worker_leaves_after_max_use_requests(self, spool):
         broker = Broker("private", "svc")
         child = Child(spool, "max_use=2")

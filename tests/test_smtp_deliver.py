@@ -147,6 +147,25 @@ class TestConnections:
         assert results["a@example.com"]["status"] == "sent"
         assert f"connect to 127.0.0.1[127.0.0.1]:{dead_port}: Connection refused" in logged
 
+    def test_smtp_fallback_relay_after_the_destination_fails(self, spool, tmp_path, logged):
+        with ScriptServer() as dead:
+            dead_port = dead.port
+        with ScriptServer() as fallback:
+            client = make_client(tmp_path, smtp_fallback_relay=f"[127.0.0.1]:{fallback.port}")
+            _, results = deliver(client, ["a@example.com"], f"[127.0.0.1]:{dead_port}")
+        assert results["a@example.com"]["status"] == "sent"
+        assert len(fallback.messages) == 1
+
+    def test_the_address_limit_stops_the_search(self, spool, tmp_path, logged):
+        with ScriptServer() as dead:
+            dead_port = dead.port
+        with ScriptServer() as server:
+            client = make_client(tmp_path, smtp_mx_address_limit="1")
+            _, results = deliver(client, ["a@example.com"],
+                                 f"[127.0.0.1]:{dead_port} [127.0.0.1]:{server.port}")
+        assert results["a@example.com"]["status"] == "deferred"
+        assert server.connections == 0
+
     @pytest.mark.parametrize("skip, outcome", [("yes", "deferred"), ("no", "bounced")])
     def test_a_5xx_greeting(self, spool, tmp_path, logged, skip, outcome):
         with ScriptServer(greeting="554 5.7.1 go away") as server:

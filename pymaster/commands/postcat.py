@@ -36,6 +36,7 @@ import sys
 import time
 from typing import BinaryIO, TextIO
 
+from pymaster.commands import getopt_message
 from pymaster import log, queue, records
 from pymaster.config import ConfigError, load_config
 
@@ -176,7 +177,8 @@ def _parse(argv: list[str]) -> tuple[dict, list[str]]:
         opts, args = getopt.getopt(argv, "bc:dehoqv")
     except getopt.GetoptError as e:
         log.setup("postcat", stderr=True)
-        log.fatal(f"{e.msg}\n{USAGE}")
+        sys.stderr.write(f"postcat: {getopt_message(e)}\n")
+        log.fatal(USAGE)
     settings = {"parts": set(), "offsets": False, "by_id": False, "config_dir": None}
     for opt, value in opts:
         if opt in ("-b", "-e", "-h"):

@@ -31,6 +31,7 @@ import os
 import sys
 from typing import Iterable, Iterator
 
+from pymaster.commands import getopt_message
 from pymaster import log
 from pymaster.config import ConfigError, load_config
 from pymaster.tables import TableError, create_table, split_spec
@@ -70,7 +71,7 @@ class TableCommand:
         try:
             opts, args = getopt.getopt(argv, OPTIONS)
         except getopt.GetoptError as e:
-            sys.stderr.write(f"{self.program}: {e.msg}\n")
+            sys.stderr.write(f"{self.program}: {getopt_message(e)}\n")
             raise Usage(self.usage_text) from None
         for opt, value in opts:
             self._option(opt[1], value)

@@ -6,30 +6,22 @@
     postqueue [-v] [-c config_dir] -s site deliver deferred mail for SITE now
     postqueue [-v] [-c config_dir] -i id   deliver deferred message ID now
 
-The listing reads the spool directly (maildrop, incoming, active, deferred,
-hold; each in arrival order), so it works while the mail system is down. It
-needs read access to the queue directories: root or the mail_owner. A
-showq service through which unprivileged users can list the queue is not
-there yet; they get a clear fatal error instead.
-
--p layout (the Sendmail mailq shape Postfix keeps):
-
-    -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
-    4jcNtb0Nd2zJF6N*   1234 Sat Nov 28 20:03:44  sender@example.com
-                                             rcpt@example.org
-
-    -- 2 Kbytes in 1 Request.
-
-`*` marks a message in the active queue, `!` one on hold; a recipient that
-was deferred is listed under its `(reason)` from the defer log.
+The listing (pymaster.queuelist) reads the spool directly when it may (root,
+the mail_owner), so it works while the mail system is down. Anyone else,
+if authorized_mailq_users allows, gets the same listing from the showq
+service (`public/showq`, running as the mail_owner): "Queue report
+unavailable - mail system is down" (exit 69) when it is not running.
 
 -f wakes qmgr with {"op": "flush"}; -s and -i move the matching deferred
-files to incoming (as Postfix's flush service does) and wake qmgr. All
-three need the mail system up: "Cannot flush mail queue - mail system is
-down", exit 69, otherwise.
+files to incoming (as Postfix's flush service does) and wake qmgr, or, for a
+user who cannot write the spool, ask qmgr to do it ({"op": "flush", "site":
+SITE} / {"op": "flush", "queue_id": ID}). All three need the mail system up:
+"Cannot flush mail queue - mail system is down", exit 69, otherwise.
 
-Interface: main(argv=None) -> exit status; list_queue(cfg) -> [Entry];
-format_listing(entries, cfg) -> str; format_json(entry) -> str
+Interface: main(argv=None) -> exit status; user_allowed(cfg, param, uid);
+showq_entries(cfg) -> [Entry]; the listing itself is pymaster.queuelist's
+(list_queue, format_listing, format_json, flush_ids, deferred_for_site are
+re-exported here for older callers).
 """
 
 from __future__ import annotations
@@ -39,150 +31,20 @@ import json
 import os
 import pwd
 import sys
-import time
-from dataclasses import dataclass, field
 
-from pymaster import ipc, log, queue, records
+from pymaster.commands import getopt_message
+from pymaster import ipc, log, queue
 from pymaster.config import Config, ConfigError, load_config
-from pymaster.delivery import read_status_log
+from pymaster.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
+                                format_entry, format_json, format_listing, list_queue,
+                                read_entry)
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_NOPERM = 77
-LIST_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
-STATUS_MARK = {"active": "*", "hold": "!"}
-HEADING = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
-RCPT_INDENT = " " * 41
-REASON_WIDTH = 76
+SHOWQ_TIMEOUT = 600.0       # a queue of a million files takes a while
 USAGE = "usage: postqueue -f | postqueue -i queueid | postqueue -j | " \
         "postqueue -p | postqueue -s site"
-
-
-@dataclass
-class Rcpt:
-    address: str
-    orig: str = ""
-    reason: str = ""
-
-
-@dataclass
-class Entry:
-    """One message as the listing shows it."""
-    queue_name: str
-    queue_id: str
-    arrival_time: float
-    size: int
-    file_size: int
-    sender: str
-    forced_expire: bool = False
-    recipients: list[Rcpt] = field(default_factory=list)
-    unreadable_uid: int | None = None
-
-
-# -- reading the queue ----------------------------------------------------------
-
-def list_queue(queues=LIST_QUEUES) -> list[Entry]:
-    """list_queue - every complete, readable message in QUEUES (cwd = spool)."""
-    entries = []
-    for name in queues:
-        for queue_id, path in sorted(queue.scan(name)):
-            entry = read_entry(name, queue_id, path)
-            if entry is not None:
-                entries.append(entry)
-    return entries
-
-
-def read_entry(queue_name: str, queue_id: str, path: str) -> Entry | None:
-    """read_entry - the listing entry for one file; None when it is not ready."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    if not st.st_mode & 0o100:
-        return None                     # still being written
-    try:
-        msg = records.read_message(path)
-    except FileNotFoundError:
-        return None                     # delivered while we looked
-    except PermissionError:
-        if queue_name != "maildrop":
-            raise
-        return Entry(queue_name, queue_id, st.st_mtime, st.st_size, st.st_size, "",
-                     unreadable_uid=st.st_uid)
-    except records.CorruptQueueFile as e:
-        log.warning(f"{queue_name}/{queue_id}: {e.reason}")
-        return None
-    entry = Entry(queue_name, queue_id, msg.arrival_time, msg.size or st.st_size,
-                  st.st_size, msg.sender,
-                  forced_expire=msg.attrs.get("forced_expire", "") not in ("", "0", "no"))
-    reasons = _defer_reasons(queue_id)
-    for r in msg.pending():
-        reason = reasons.get(r.offset) or reasons.get(r.address, "")
-        entry.recipients.append(Rcpt(r.address, r.orig, reason))
-    return entry
-
-
-def _defer_reasons(queue_id: str) -> dict:
-    """_defer_reasons - the latest reason per recipient offset and address."""
-    reasons: dict = {}
-    for item in read_status_log(queue.defer_log_path(queue_id)):
-        reason = item.get("reason", "")
-        if item.get("offset", "").lstrip("-").isdigit():
-            reasons[int(item["offset"])] = reason
-        if item.get("recipient"):
-            reasons[item["recipient"]] = reason
-    return reasons
-
-
-# -- formatting -------------------------------------------------------------------
-
-def format_entry(e: Entry, empty_sender: str) -> list[str]:
-    """format_entry - the lines of one message in the -p listing."""
-    mark = STATUS_MARK.get(e.queue_name, " ")
-    stamp = time.asctime(time.localtime(e.arrival_time))[:20]
-    if e.unreadable_uid is not None:
-        return [f"{e.queue_id:<10}{mark}{e.size:>8} {stamp} "
-                f"(maildrop queue, sender UID {e.unreadable_uid})"]
-    lines = [f"{e.queue_id:<10}{mark}{e.size:>8} {stamp} {e.sender or empty_sender}"]
-    # Deferred recipients first, each group under its reason, then the rest.
-    groups: dict[str, list[str]] = {}
-    for r in e.recipients:
-        if r.reason:
-            groups.setdefault(r.reason, []).append(r.address)
-    for reason, addresses in groups.items():
-        pad = max(0, REASON_WIDTH - len(reason))
-        lines.append(" " * pad + f"({reason})")
-        lines.extend(RCPT_INDENT + a for a in addresses)
-    lines.extend(RCPT_INDENT + r.address for r in e.recipients if not r.reason)
-    return lines
-
-
-def format_listing(entries: list[Entry], cfg: Config) -> str:
-    """format_listing - the whole mailq output."""
-    if not entries:
-        return "Mail queue is empty\n"
-    empty_sender = cfg.get("empty_address_recipient") or "MAILER-DAEMON"
-    blocks = ["\n".join(format_entry(e, empty_sender)) for e in entries]
-    kbytes = sum(e.file_size for e in entries) // 1024
-    n = len(entries)
-    return (HEADING + "\n" + "\n\n".join(blocks) + "\n"
-            + f"\n-- {kbytes} Kbytes in {n} Request{'' if n == 1 else 's'}.\n")
-
-
-def format_json(e: Entry) -> str:
-    """format_json - one message as postqueue -j prints it."""
-    rcpts = []
-    for r in e.recipients:
-        item = {"address": r.address}
-        if r.orig and r.orig != r.address:
-            item["orig_address"] = r.orig
-        if r.reason:
-            item["delay_reason"] = r.reason
-        rcpts.append(item)
-    obj = {"queue_name": e.queue_name, "queue_id": e.queue_id,
-           "arrival_time": int(e.arrival_time), "message_size": e.size,
-           "forced_expire": e.forced_expire, "sender": e.sender, "recipients": rcpts}
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 # -- who may ---------------------------------------------------------------------------
@@ -243,40 +105,15 @@ def wake_qmgr(cfg: Config, header: dict) -> None:
     ipc.trigger(ipc.endpoint("public", cfg.get("queue_service_name") or "qmgr"), header)
 
 
-def flush_ids(queue_ids: list[str]) -> int:
-    """flush_ids - move deferred QUEUE_IDS to incoming; how many moved."""
-    moved = 0
-    for queue_id in queue_ids:
-        try:
-            queue.move(queue_id, "deferred", "incoming")
-            moved += 1
-        except FileNotFoundError:
-            pass
-    return moved
-
-
-def deferred_for_site(site: str) -> list[str]:
-    """deferred_for_site - deferred messages with a pending recipient at SITE."""
-    site = site.lower().strip("[]")
-    found = []
-    for queue_id, path in queue.scan("deferred"):
-        try:
-            msg = records.read_message(path)
-        except (OSError, records.CorruptQueueFile):
-            continue
-        domains = {r.address.rpartition("@")[2].lower().strip("[]") for r in msg.pending()}
-        if site in domains:
-            found.append(queue_id)
-    return found
-
-
 # -- the command ------------------------------------------------------------------------
 
 def _parse(argv: list[str]) -> tuple[str, str, str | None]:
     try:
         opts, args = getopt.getopt(argv, "c:fi:jps:v")
     except getopt.GetoptError as e:
-        log.fatal(f"{e.msg}\n{USAGE}", EX_USAGE)
+        # Postfix: glibc's message, then the usage line; status EX_UNAVAILABLE.
+        sys.stderr.write(f"postqueue: {getopt_message(e)}\n")
+        log.fatal(USAGE, EX_UNAVAILABLE)
     mode, arg, config_dir = "", "", None
     for opt, value in opts:
         if opt == "-c":
@@ -286,9 +123,9 @@ def _parse(argv: list[str]) -> tuple[str, str, str | None]:
                 log.fatal("specify only one of -f, -i, -j, -p and -s", EX_USAGE)
             mode, arg = opt[1], value
     if args:
-        log.fatal(f"unexpected argument: {args[0]}\n{USAGE}", EX_USAGE)
+        log.fatal(USAGE, EX_UNAVAILABLE)     # Postfix: the usage line alone, status 69
     if not mode:
-        log.fatal(f"no action specified\n{USAGE}", EX_USAGE)
+        log.fatal(USAGE, EX_UNAVAILABLE)
     return mode, arg, config_dir
 
 
@@ -314,8 +151,7 @@ def show(cfg: Config, mode: str) -> int:
     try:
         entries = list_queue()
     except PermissionError:
-        log.fatal("Queue report unavailable - no permission to read the queue "
-                  "directory (run as root or the mail_owner)", EX_NOPERM)
+        entries = showq_entries(cfg)
     if mode == "p":
         sys.stdout.write(format_listing(entries, cfg))
     else:
@@ -325,20 +161,41 @@ def show(cfg: Config, mode: str) -> int:
     return 0
 
 
+def showq_entries(cfg: Config) -> list[Entry]:
+    """showq_entries - the listing from the showq service (for users who
+    cannot read the spool)."""
+    name = cfg.get("showq_service_name") or "showq"
+    if not mail_system_up(cfg) or not os.path.exists(os.path.join("public", name)):
+        log.fatal("Queue report unavailable - mail system is down", EX_UNAVAILABLE)
+    client = ipc.Client(ipc.endpoint("public", name), timeout=SHOWQ_TIMEOUT)
+    try:
+        header, payload = client.call({"op": "list"})
+    except ipc.IpcError as e:
+        log.fatal(f"Queue report unavailable - {e}", EX_UNAVAILABLE)
+    finally:
+        client.close()
+    if header.get("status") != "ok":
+        log.fatal(f"Queue report unavailable - {header.get('reason', 'showq service failure')}",
+                  EX_UNAVAILABLE)
+    return [Entry.from_dict(json.loads(line)) for frame in payload
+            for line in bytes(frame).splitlines() if line]
+
+
 def flush(cfg: Config, mode: str, arg: str) -> int:
     check_user(cfg, "authorized_flush_users", "flush the mail queue")
     if not mail_system_up(cfg):
         log.fatal("Cannot flush mail queue - mail system is down", EX_UNAVAILABLE)
-    if mode == "i":
-        if not queue.is_queue_id(arg):
-            log.fatal(f"bad queue ID: {arg}", EX_USAGE)
-        flush_ids([arg])
-        wake_qmgr(cfg, {"op": "wakeup"})
-    elif mode == "s":
-        flush_ids(deferred_for_site(arg))
-        wake_qmgr(cfg, {"op": "wakeup"})
-    else:
+    if mode == "i" and not queue.is_queue_id(arg):
+        log.fatal(f"bad queue ID: {arg}", EX_USAGE)
+    if mode == "f":
         wake_qmgr(cfg, {"op": "flush"})
+    elif not os.access("deferred", os.W_OK | os.X_OK):
+        # Not allowed to move spool files: qmgr (the mail_owner) does it.
+        wake_qmgr(cfg, {"op": "flush", "queue_id": arg} if mode == "i"
+                  else {"op": "flush", "site": arg})
+    else:
+        flush_ids([arg] if mode == "i" else deferred_for_site(arg))
+        wake_qmgr(cfg, {"op": "wakeup"})
     return 0
 
 

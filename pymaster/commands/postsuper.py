@@ -31,6 +31,7 @@ import os
 import sys
 import time
 
+from pymaster.commands import getopt_message
 from pymaster import ipc, log, queue
 from pymaster.commands import postqueue
 from pymaster.config import ConfigError, load_config
@@ -215,7 +216,8 @@ def _parse(argv: list[str]) -> tuple[list[tuple[str, str]], bool, bool, str | No
     try:
         opts, args = getopt.getopt(argv, "c:d:h:H:pr:sSv")
     except getopt.GetoptError as e:
-        log.fatal(f"{e.msg}\n{USAGE}", EX_USAGE)
+        sys.stderr.write(f"postsuper: {getopt_message(e)}\n")   # as Postfix: status 1
+        log.fatal(USAGE)
     actions: list[tuple[str, str]] = []
     purge = check = False
     config_dir = None
@@ -230,7 +232,7 @@ def _parse(argv: list[str]) -> tuple[list[tuple[str, str]], bool, bool, str | No
             check = True
     for name in args:
         if name not in queue.MESSAGE_QUEUES:
-            log.fatal(f"unknown queue name: {name}", EX_USAGE)
+            log.fatal(f"invalid directory name: {name}")     # Postfix's text and status
     return actions, purge, check, config_dir, args
 
 
@@ -254,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     for action, ids in actions:
         counts[action] = counts.get(action, 0) + run_action(action, [ids], queues or None)
     for action in ("d", "h", "H", "r"):
-        if counts.get(action):
+        # Postfix reports each requested action, even when none matched
+        # ("Deleted: 0 messages", "Placed on hold: 0 messages").
+        if action in counts:
             log.info(_summary(ACTIONS[action][3], counts[action]))
     if counts.get("r") and postqueue.mail_system_up(cfg):
         ipc.trigger(ipc.endpoint("public", cfg.get("pickup_service_name") or "pickup"))

@@ -266,6 +266,9 @@ def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, 
             attrs[name] = value
     if opts.extract:
         attrs["cleanup_flags"] = "extract"
+    if opts.verbose:
+        # -v: a report of the first delivery attempt (the trace service).
+        attrs["trace_flags"] = "record"
     recipients = [records.Recipient(r, notify=opts.notify) for r in rcpts]
     return _sender(opts, uid), recipients, attrs
 

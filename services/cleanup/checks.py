@@ -128,11 +128,9 @@ def log_action(state: CleanupState, action: str, where: str, content: str, text:
 # -- actions --------------------------------------------------------------------
 
 def _split_action(value: str) -> tuple[str, str]:
-    word, _, text = value.strip().partition(" ")
-    if "\t" in word:
-        word, _, rest = word.partition("\t")
-        text = rest + " " + text
-    return word.upper(), text.strip()
+    """_split_action - "REJECT some text" -> ("REJECT", "some text")."""
+    words = value.strip().split(None, 1) or [""]
+    return words[0].upper(), words[1].strip() if len(words) > 1 else ""
 
 
 def apply_action(state: CleanupState, where: str, content: str, value: str,

@@ -27,7 +27,6 @@ Interface:
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 from pymaster import log
@@ -205,8 +204,9 @@ def add_missing(state: CleanupState) -> list[str]:
     seen = state.headers_seen
     out: list[str] = []
     if f"{prefix}message-id".lower() not in seen:
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(state.arrival_time))
-        value = f"<{stamp}.{state.queue_id}@{state.cfg.get('myhostname')}>"
+        # Postfix with long queue IDs (pymaster's only form) writes <ID@myhostname>;
+        # the date prefix is for short IDs, which repeat over time.
+        value = f"<{state.queue_id}@{state.cfg.get('myhostname')}>"
         out.append(make_header(f"{prefix}Message-Id", value))
         if state.resent:
             state.resent_message_id = value

@@ -5,8 +5,17 @@ its envelope is read once, and every recipient not yet done is handed to
 the scheduler. `outstanding` counts recipients queued or in flight; when it
 reaches zero the message is finished: removed, deferred, or expired.
 
+Recipients are read in slices (qmgr_message_recipient_limit caps what is
+in memory): a message with more pending recipients than its slice holds
+remembers the file offset where the next slice starts, and reads it when
+every recipient of the current slice has an outcome. Done recipients are
+never read into memory at all.
+
 Interface:
-    ActiveMessage.load(queue_id, path) -> ActiveMessage   raises CorruptQueueFile
+    ActiveMessage.load(queue_id, path, limit=0) -> ActiveMessage   raises CorruptQueueFile
+    msg.has_more / msg.read_more(limit)   the next slice of recipients
+    msg.all_pending(limit) -> iterator of recipient slices, from the start
+    msg.warning_sent / msg.note_warning_sent()   the delay warning (warning_time=0)
     msg.request(transport, job) -> delivery.DeliveryRequest
     msg.status(cfg) -> delivery.Status   for outcomes qmgr decides itself
     msg.apply_results(job, header) -> list of recipients left without an outcome
@@ -18,10 +27,14 @@ Interface:
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Iterator
 
 from pymaster import delivery, queue, records
 from pymaster.resolve import Resolution
+
+WARNING_ATTR = "warning_time"    # "0": the delay warning has been sent (as Postfix)
 
 
 class ActiveMessage:
@@ -35,11 +48,46 @@ class ActiveMessage:
         self.active_time = active_time
         self.outstanding = 0
         self.deferred = False
+        self.more_at = -1           # where the next slice of recipients starts
+        self.sliced = False         # recipients were ever left unread
+        self.flush = False          # came in by a flush: defer_transports do not apply
 
     @classmethod
-    def load(cls, queue_id: str, path: str) -> "ActiveMessage":
-        """load - read the envelope of the active file QUEUE_ID."""
-        return cls(queue_id, path, records.read_message(path), time.time())
+    def load(cls, queue_id: str, path: str, limit: int = 0) -> "ActiveMessage":
+        """load - read the envelope of the active file QUEUE_ID, and at most
+        LIMIT pending recipients (0: all)."""
+        message, more_at = read_envelope(path, limit)
+        msg = cls(queue_id, path, message, time.time())
+        msg.more_at = more_at
+        msg.sliced = more_at >= 0
+        return msg
+
+    @property
+    def has_more(self) -> bool:
+        return self.more_at >= 0
+
+    def read_more(self, limit: int) -> None:
+        """read_more - replace the recipients in memory by the next slice."""
+        self.message.recipients, self.more_at = read_recipients(self.path, self.more_at, limit)
+
+    def all_pending(self, limit: int) -> Iterator[list[records.Recipient]]:
+        """all_pending - every pending recipient in the file, a slice at a time."""
+        if not self.sliced:
+            yield self.pending()
+            return
+        start = 0
+        while start >= 0:
+            rcpts, start = read_recipients(self.path, start, limit)
+            yield [r for r in rcpts if not r.done]
+
+    @property
+    def warning_sent(self) -> bool:
+        return self.message.attrs.get(WARNING_ATTR, "").strip() == "0"
+
+    def note_warning_sent(self) -> None:
+        """note_warning_sent - record in the queue file that the delay warning went out."""
+        records.append_attribute(self.path, WARNING_ATTR, "0")
+        self.message.attrs[WARNING_ATTR] = "0"
 
     @property
     def sender(self) -> str:
@@ -96,6 +144,119 @@ class ActiveMessage:
             else:
                 missing.append(rcpt)
         return missing
+
+
+# -- reading envelopes in slices --------------------------------------------------
+
+def read_envelope(path: str, limit: int = 0) -> tuple[records.Message, int]:
+    """read_envelope - the envelope of PATH with at most LIMIT pending
+    recipients (0: all), and the offset where the next ones start (-1: none).
+
+    Attributes after the content (the extracted section) are read too, so
+    the whole file is walked; only recipients are left out. Raises
+    CorruptQueueFile for a truncated or malformed file."""
+    msg = records.Message(queue_id=os.path.basename(path), path=path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        declared, more_at, seen_end = None, -1, False
+        reader = _RecipientReader(msg.recipients, limit)
+        for offset, rtype, data, length in records.walk_records(path, f, size):
+            if offset == 0:
+                declared = _size_fields(path, data)
+            elif rtype == records.REC_TIME:
+                msg.arrival_time = _float(path, data, offset)
+            elif rtype == records.REC_ATTR:
+                name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
+                if not eq or not name:
+                    raise records.CorruptQueueFile(path, f"bad attribute record at offset {offset}")
+                msg.attrs[name] = value
+            elif rtype == records.REC_SENDER:
+                msg.sender = data.decode("utf-8", "surrogateescape")
+            elif rtype == records.REC_CONTENT:
+                msg.content_offset, msg.content_length = offset + records.HEADER_SIZE, length
+            elif rtype == records.REC_END:
+                seen_end = True
+            else:
+                reader.add(offset, rtype, data, length)
+        more_at = reader.more_at
+    if not seen_end:
+        raise records.CorruptQueueFile(path, "truncated: no end record")
+    if msg.content_offset < 0 or declared is None \
+            or declared[:2] != (msg.content_length, msg.content_offset):
+        raise records.CorruptQueueFile(path, "size record disagrees with the content record")
+    msg.rcpt_count = declared[2]
+    return msg, more_at
+
+
+def read_recipients(path: str, start: int, limit: int) -> tuple[list[records.Recipient], int]:
+    """read_recipients - up to LIMIT pending recipients from offset START on,
+    and where the next ones start (-1: none)."""
+    rcpts: list[records.Recipient] = []
+    reader = _RecipientReader(rcpts, limit)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(start)
+        for offset, rtype, data, length in records.walk_records(path, f, size):
+            if rtype == records.REC_CONTENT:
+                continue
+            if rtype == records.REC_END:
+                return rcpts, reader.more_at
+            reader.add(offset, rtype, data, length)
+    raise records.CorruptQueueFile(path, "truncated: no end record")
+
+
+class _RecipientReader:
+    """Collects O/N/Q/R groups into recipients, up to a limit of pending ones."""
+
+    def __init__(self, into: list, limit: int) -> None:
+        self.into, self.limit = into, limit
+        self.pending = records.Recipient("")
+        self.group_start = -1       # offset of the first record of the current group
+        self.taken = 0
+        self.more_at = -1
+
+    def add(self, offset: int, rtype: bytes, data: bytes, length: int) -> None:
+        if self.group_start < 0:
+            self.group_start = offset
+        text = data.decode("utf-8", "surrogateescape")
+        if rtype == records.REC_ORIG:
+            self.pending.orig = text
+        elif rtype == records.REC_NOTIFY:
+            self.pending.notify = text
+        elif rtype == records.REC_ORCPT:
+            self.pending.orcpt = text
+        elif rtype in (records.REC_RCPT, records.REC_DONE):
+            self._recipient(offset, rtype, text)
+        else:
+            self.group_start = -1   # not part of a recipient group
+
+    def _recipient(self, offset: int, rtype: bytes, address: str) -> None:
+        r, start = self.pending, self.group_start
+        self.pending, self.group_start = records.Recipient(""), -1
+        if rtype == records.REC_DONE:
+            return                  # done recipients never come into memory
+        if self.limit and self.taken >= self.limit:
+            if self.more_at < 0:
+                self.more_at = start
+            return
+        r.address, r.offset = address, offset
+        self.into.append(r)
+        self.taken += 1
+
+
+def _size_fields(path: str, data: bytes) -> tuple[int, int, int]:
+    fields = data.split()
+    if len(data) != records.SIZE_DATA_LEN or len(fields) != 3 \
+            or not all(x.isdigit() for x in fields):
+        raise records.CorruptQueueFile(path, "bad size record")
+    return int(fields[0]), int(fields[1]), int(fields[2])
+
+
+def _float(path: str, data: bytes, offset: int) -> float:
+    try:
+        return float(data)
+    except ValueError:
+        raise records.CorruptQueueFile(path, f"bad arrival time record at offset {offset}") from None
 
 
 def filter_resolution(content_filter: str, address: str, cfg) -> Resolution:

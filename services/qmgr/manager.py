@@ -4,24 +4,31 @@ One QueueManager runs in the single qmgr process. Each turn of its loop:
 
   1. timers: a deferred-queue scan every queue_run_delay
   2. feed: move a batch of due files from incoming/deferred to active
-     (up to qmgr_message_active_limit), read each envelope once, resolve
-     its recipients and queue them per transport and destination
+     (up to qmgr_message_active_limit messages and qmgr_message_recipient_limit
+     recipients in memory), read each envelope once, resolve its recipients
+     (a slice at a time for a big message) and queue them per transport and
+     destination
   3. schedule: send every request the process and concurrency limits allow
   4. wait for triggers, agents' answers, the master's end, or a timeout
 
 Triggers arrive as brokered requests on the worker socket: `{"op":
 "wakeup"}` (cleanup, the master's timer) starts an incoming scan, `{"op":
-"flush"}` (postqueue -f) makes every deferred message due now and revives
-dead destinations. Every trigger is answered at once; a burst of them
-costs one directory walk.
+"flush"}` (postqueue -f, sendmail -q) makes every deferred message due now,
+revives dead destinations, and lets the messages that scan finds past
+defer_transports; with "site" or "queue_id" (postqueue -s / -i from a user
+who cannot write the spool) only the matching deferred messages are moved
+to incoming. Every trigger is answered at once; a burst of them
+costs one directory walk. The hold queue is never looked at.
 
 A message is finished when no recipient is queued or in flight: deferred
 recipients left move it to deferred/ with its next retry time as mtime (or,
-past its lifetime, bounce them: `status=expired, returned to sender`);
+past its lifetime, bounce them: `status=expired, returned to sender`,
+unless soft_bounce keeps them);
 a bounce log means the bounce service is asked for a non-delivery notice
 first; a deferred message may then get a delay warning (delay_warning_time,
-defer service), a finished one its success notices (trace log, trace
-service), before the file and its logs are removed (`removed`).
+defer service; the queue file then gets `warning_time=0`, as in Postfix,
+so the warning goes once), a finished one its success notices (trace log,
+trace service), before the file and its logs are removed (`removed`).
 
 Interface: QueueManager(svc).run()
 """
@@ -33,7 +40,7 @@ import time
 
 import zmq
 
-from pymaster import delivery, dsn, ipc, log, queue, records, service
+from pymaster import delivery, dsn, ipc, log, queue, queuelist, records, service
 from pymaster.config import ConfigError
 from pymaster.resolve import ERROR, FAIL, Resolver
 
@@ -65,6 +72,10 @@ class QueueManager:
         self.backoff = Backoff.from_config(cfg)
         self.queue_run_delay = max(1, cfg.time("queue_run_delay"))
         self.active_limit = max(1, cfg.int("qmgr_message_active_limit"))
+        self.rcpt_limit = max(1, cfg.int("qmgr_message_recipient_limit"))
+        self.rcpt_minimum = max(1, cfg.int("qmgr_message_recipient_minimum"))
+        self.in_core = 0            # recipients of active messages held in memory
+        self.soft_bounce = cfg.bool("soft_bounce")
         self.defer_transports = set(cfg.list("defer_transports"))
         self.process_limits = self._process_limits()
         self.poller = zmq.Poller()
@@ -141,9 +152,13 @@ class QueueManager:
             self.event(sock)
         self.dispatcher.expire()
 
+    def has_room(self) -> bool:
+        """has_room - whether another message may enter the active queue."""
+        return len(self.active) < self.active_limit and self.in_core < self.rcpt_limit
+
     def poll_timeout(self, fed: bool) -> int:
         """poll_timeout - milliseconds to wait: 0 while a backlog is being fed."""
-        if fed and len(self.active) < self.active_limit:
+        if fed and self.has_room():
             return 0
         wait = min(MAX_SLEEP, max(0.0, self.next_deferred_scan - time.time()))
         deadline = self.dispatcher.next_deadline()
@@ -164,6 +179,7 @@ class QueueManager:
     def triggers(self) -> None:
         """triggers - answer every waiting trigger, then act on them once."""
         wakeup = flush = False
+        selected: list[dict] = []
         while True:
             try:
                 request = self.worker.recv_request(zmq.NOBLOCK)
@@ -176,32 +192,47 @@ class QueueManager:
                 continue
             client, header, _ = request
             self.worker.reply(client, {"status": "ok"})
-            if header.get("op") == "flush":
+            if header.get("op") == "flush" and ("site" in header or "queue_id" in header):
+                selected.append(header)
+            elif header.get("op") == "flush":
                 flush = True
             else:
                 wakeup = True
+        for header in selected:
+            self.flush_selected(header)
+            wakeup = True
         if flush:
             self.flush()
         elif wakeup:
             self.incoming.request()
 
     def flush(self) -> None:
-        """flush - every deferred message is due now; dead destinations live."""
+        """flush - every deferred message is due now; dead destinations live;
+        what these scans find may use defer_transports."""
         for transport in self.transports.values():
             for dest in transport.destinations.values():
                 dest.revive()
-        self.incoming.request()
+        self.incoming.request(ignore_time=True)
         self.deferred.request(ignore_time=True)
+
+    def flush_selected(self, header: dict) -> None:
+        """flush_selected - move deferred mail for a site, or one message, to incoming."""
+        if "queue_id" in header:
+            ids = [str(header["queue_id"])] if queue.is_queue_id(str(header["queue_id"])) else []
+        else:
+            ids = queuelist.deferred_for_site(str(header["site"]))
+        queuelist.flush_ids(ids)
 
     # -- feeding the active queue ----------------------------------------------
     def feed(self, now: float) -> bool:
         """feed - move a batch of due files into active; whether any came."""
         fed = 0
-        while fed < FEED_BATCH and len(self.active) < self.active_limit:
-            item, source = self._next_file(now)
+        while fed < FEED_BATCH and self.has_room():
+            item, scan = self._next_file(now)
             if item is None:
                 break
-            self.activate(item[0], source)
+            # A flush scan (ignore_time) overrides defer_transports.
+            self.activate(item[0], scan.queue_name, flush=scan.ignore_time)
             fed += 1
         return fed > 0
 
@@ -213,10 +244,22 @@ class QueueManager:
         for scan in order:
             item = scan.next(now)
             if item is not None:
-                return item, scan.queue_name
-        return None, ""
+                return item, scan
+            if scan.walks_done:
+                self._scan_done(scan)
+        return None, None
 
-    def activate(self, queue_id: str, source: str) -> None:
+    @staticmethod
+    def _scan_done(scan: Scan) -> None:
+        # For the administrator and the benchmark: when a full walk is over.
+        for count in scan.take_walks_done():
+            log.debug(f"{scan.queue_name} queue scan done: {count} file(s)")
+
+    def slice_size(self) -> int:
+        """slice_size - how many recipients the next read may bring into memory."""
+        return max(self.rcpt_minimum, self.rcpt_limit - self.in_core)
+
+    def activate(self, queue_id: str, source: str, flush: bool = False) -> None:
         """activate - move QUEUE_ID to active, read it, queue its recipients."""
         if queue_id in self.active:
             return
@@ -224,20 +267,63 @@ class QueueManager:
             path = queue.move(queue_id, source, "active")
         except FileNotFoundError:
             return                      # removed or moved by someone else meanwhile
+        except OSError as e:
+            log.warning(f"{queue_id}: cannot move to the active queue: {e}")
+            return
         try:
-            msg = ActiveMessage.load(queue_id, path)
+            msg = ActiveMessage.load(queue_id, path, self.slice_size())
         except records.CorruptQueueFile as e:
-            queue.quarantine(queue_id, "active", e.reason)
+            self.quarantine(queue_id, e.reason)
             return
         except OSError as e:
             log.warning(f"{queue_id}: cannot read queue file: {e}")
-            queue.move(queue_id, "active", source)
+            self.requeue(queue_id, source)
             return
+        msg.flush = flush
         self.active[queue_id] = msg
+        self.in_core += len(msg.message.recipients)
         log.info(msg.entered_line())
         self.assign(msg, time.time())
-        if msg.outstanding == 0:
-            self.finish(msg)
+        self.advance(msg)
+
+    def quarantine(self, queue_id: str, reason: str) -> None:
+        """quarantine - a corrupt active file goes to corrupt/, never retried."""
+        try:
+            queue.quarantine(queue_id, "active", reason)
+        except OSError as e:
+            # Left in active, it is tried again after a qmgr restart only.
+            log.warning(f"{queue_id}: cannot move corrupt file to the corrupt queue: {e}")
+
+    def requeue(self, queue_id: str, source: str) -> None:
+        try:
+            path = queue.move(queue_id, "active", source)
+            if source == "deferred":
+                queue.set_retry_time(path, time.time() + self.backoff.minimal)
+        except OSError as e:
+            log.warning(f"{queue_id}: cannot move back to the {source} queue: {e}")
+
+    def advance(self, msg: ActiveMessage) -> None:
+        """advance - MSG has nothing queued or in flight: its next slice of
+        recipients, or, when none is left, finish it."""
+        while msg.outstanding <= 0:
+            if not msg.has_more:
+                self.finish(msg)
+                return
+            self.in_core -= len(msg.message.recipients)
+            try:
+                msg.read_more(self.slice_size())
+            except records.CorruptQueueFile as e:
+                msg.message.recipients = []
+                self.drop(msg)
+                self.quarantine(msg.queue_id, e.reason)
+                return
+            except OSError as e:
+                log.warning(f"{msg.queue_id}: cannot read queue file: {e}")
+                msg.message.recipients, msg.more_at = [], -1
+                msg.deferred = True
+                continue
+            self.in_core += len(msg.message.recipients)
+            self.assign(msg, time.time())
 
     def transport(self, name: str) -> Transport:
         transport = self.transports.get(name)
@@ -259,7 +345,7 @@ class QueueManager:
                                  "address resolver failure", "4.3.0")
             elif ERROR in res.flags:
                 self.own_outcome(msg, [rcpt], delivery.BOUNCED, "bad address syntax", "5.1.3")
-            elif res.transport in self.defer_transports:
+            elif res.transport in self.defer_transports and not msg.flush:
                 self.own_outcome(msg, [rcpt], delivery.DEFERRED, "deferred transport", "4.3.2")
             else:
                 transport = self.transport(res.transport)
@@ -323,8 +409,7 @@ class QueueManager:
         self.feedback(transport, dest, header, reason)
         transport.finished(dest)
         msg.outstanding -= len(job.recipients)
-        if msg.outstanding <= 0:
-            self.finish(msg)
+        self.advance(msg)
 
     def feedback(self, transport: Transport, dest: Destination,
                  header: dict | None, reason: str) -> None:
@@ -347,8 +432,7 @@ class QueueManager:
             msg: ActiveMessage = job.message
             self.own_outcome(msg, job.recipients, delivery.DEFERRED, reason, dest.dead_dsn)
             msg.outstanding -= len(job.recipients)
-            if msg.outstanding <= 0:
-                self.finish(msg)
+            self.advance(msg)
 
     # -- finishing a message -------------------------------------------------------
     def finish(self, msg: ActiveMessage) -> None:
@@ -357,7 +441,9 @@ class QueueManager:
         As Postfix's qmgr: the bounce log is flushed first (bounced
         recipients are reported now, even while others stay deferred)."""
         now = time.time()
-        if msg.deferred and self.backoff.expired(msg.arrival_time, msg.sender, now):
+        # soft_bounce: no locally generated bounce, so nothing expires either.
+        if msg.deferred and not self.soft_bounce \
+                and self.backoff.expired(msg.arrival_time, msg.sender, now):
             self.expire(msg)
         if os.path.exists(queue.bounce_log_path(msg.queue_id)):
             self.notify(msg, "bounce", self.finish_after_bounce)
@@ -365,29 +451,44 @@ class QueueManager:
             self.finish_after_bounce(msg)
 
     def finish_after_bounce(self, msg: ActiveMessage) -> None:
-        """finish_after_bounce - a delay warning when due, success notices, then
-        defer or remove."""
-        now = time.time()
-        if msg.deferred:
-            if dsn.delay_warning_due(self.cfg, msg.queue_id, msg.sender,
-                                     msg.arrival_time, now):
-                self.notify(msg, "delay", lambda m: self.defer(m, time.time()),
-                            required=False)
-            else:
-                self.defer(msg, now)
-        elif os.path.exists(queue.trace_log_path(msg.queue_id)):
-            self.notify(msg, "trace", self.remove, required=False)
+        """finish_after_bounce - success notices and sendmail -v reports (trace
+        log), then the rest."""
+        if os.path.exists(queue.trace_log_path(msg.queue_id)):
+            self.notify(msg, "trace", self.finish_after_trace, required=False)
         else:
+            self.finish_after_trace(msg)
+
+    def finish_after_trace(self, msg: ActiveMessage) -> None:
+        """finish_after_trace - defer (with a delay warning when due) or remove."""
+        now = time.time()
+        if not msg.deferred:
             self.remove(msg)
+        elif not msg.warning_sent and dsn.delay_warning_due(
+                self.cfg, msg.queue_id, msg.sender, msg.arrival_time, now):
+            self.notify(msg, "delay", self.defer_after_warning, required=False)
+        else:
+            self.defer(msg, now)
+
+    def defer_after_warning(self, msg: ActiveMessage) -> None:
+        """defer_after_warning - note the warning in the queue file, then defer."""
+        try:
+            msg.note_warning_sent()
+        except (OSError, records.CorruptQueueFile) as e:
+            log.warning(f"{msg.queue_id}: cannot record the delay warning: {e}")
+        self.defer(msg, time.time())
 
     def expire(self, msg: ActiveMessage) -> None:
         """expire - past its lifetime: bounce what is left, with the last reasons."""
-        rcpts = msg.pending()
         reasons = last_defer_reasons(msg.queue_id)
-        status = msg.status(self.cfg, rcpts)
-        for rcpt in rcpts:
-            dsn, reason = reasons.get(rcpt.address, ("4.4.7", "message expired"))
-            status.expired(rcpt, reason, dsn)
+        try:
+            for rcpts in msg.all_pending(self.rcpt_limit):
+                status = msg.status(self.cfg, rcpts)
+                for rcpt in rcpts:
+                    dsn, reason = reasons.get(rcpt.address, ("4.4.7", "message expired"))
+                    status.expired(rcpt, reason, dsn)
+        except (OSError, records.CorruptQueueFile) as e:
+            log.warning(f"{msg.queue_id}: cannot read recipients to expire: {e}")
+            return
         log.info(f"{msg.queue_id}: from=<{msg.sender}>, status=expired, returned to sender")
         msg.deferred = False
 
@@ -398,7 +499,12 @@ class QueueManager:
             queue.set_retry_time(path, now + self.backoff.retry_delay(msg.arrival_time, now))
         except OSError as e:
             log.warning(f"{msg.queue_id}: cannot move to the deferred queue: {e}")
-        self.active.pop(msg.queue_id, None)
+        self.drop(msg)
+
+    def drop(self, msg: ActiveMessage) -> None:
+        """drop - MSG leaves the active queue: its recipients leave memory."""
+        if self.active.pop(msg.queue_id, None) is not None:
+            self.in_core -= len(msg.message.recipients)
 
     def notify(self, msg: ActiveMessage, op: str, then, required: bool = True) -> None:
         """notify - ask the bounce service for OP's notice (bounce, delay, trace),
@@ -431,4 +537,4 @@ class QueueManager:
         """remove - delivery is complete: the file and its logs go."""
         queue.remove(msg.queue_id, "active")
         log.info(f"{msg.queue_id}: removed")
-        self.active.pop(msg.queue_id, None)
+        self.drop(msg)

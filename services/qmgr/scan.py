@@ -8,7 +8,8 @@ one directory walk, not one each.
 
 Interface:
     Scan(queue_name): .request(ignore_time=False) .next(now) -> (queue_id, path) | None
-                      .busy -> bool
+                      .busy -> bool  .ignore_time (of the walk that gave the last file)
+                      .take_walks_done() -> [files seen by each walk finished since]
     requeue_active() -> int   at start: active files back to incoming
 """
 
@@ -28,6 +29,8 @@ class Scan:
         self.again = False
         self.ignore_time = False
         self.ignore_time_next = False
+        self.seen = 0                  # files looked at by the current walk
+        self.walks_done: list[int] = []
 
     @property
     def busy(self) -> bool:
@@ -46,14 +49,22 @@ class Scan:
         """next - the next file that is ready to enter the active queue."""
         while self.walk is not None:
             for queue_id, path in self.walk:
+                self.seen += 1
                 if self._ready(path, now):
                     return queue_id, path
             self.walk = None
+            self.walks_done.append(self.seen)
+            self.seen = 0
             if self.again:
                 self.again = False
                 self.walk = queue.scan(self.queue_name)
                 self.ignore_time, self.ignore_time_next = self.ignore_time_next, False
         return None
+
+    def take_walks_done(self) -> list[int]:
+        """take_walks_done - the file counts of the walks finished since last asked."""
+        done, self.walks_done = self.walks_done, []
+        return done
 
     def _ready(self, path: str, now: float) -> bool:
         try:

@@ -21,7 +21,8 @@ Interface:
     Destination: .jobs .in_flight .window .add(job) .is_dead(now) .success()
                  .failure(now, suspend_for, reason, dsn) -> bool (now dead) .kill(...)
     Transport(name, limits): .enqueue(key, job) -> Destination
-                 .next_job(now) -> (Destination, Job) | None .finished(dest, ok)
+                 .next_job(now) -> (Destination, Job) | None .finished(dest)
+                 .take_all(dest) -> [Job]
     destination_key(limits, nexthop, recipient) -> str
     chunks(items, size) -> list of lists
 """
@@ -29,9 +30,13 @@ Interface:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import islice
 
 from pymaster import log
+
+
+PREEMPT_SCAN = 64           # later messages considered as preemption candidates
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class Limits:
     initial: int             # starting window
     failed_cohorts: int      # 0 means a destination is never declared dead
     processes: int           # requests in flight per transport; 0 means no limit
+    slot_cost: int = 5       # recipients sent per delivery slot earned; 0: no preemption
+    slot_loan: int = 3
+    slot_discount: int = 50  # percent
+    minimum_slots: int = 3   # a message that never earns this many is not preempted
 
 
 def _transport_int(cfg, transport: str, suffix: str, fallback: str) -> int:
@@ -68,7 +77,15 @@ def limits_for(cfg, transport: str, process_limit: int) -> Limits:
         failed_cohorts=_transport_int(cfg, transport,
                                       "destination_concurrency_failed_cohort_limit",
                                       "default_destination_concurrency_failed_cohort_limit"),
-        processes=process_limit)
+        processes=process_limit,
+        slot_cost=_transport_int(cfg, transport, "delivery_slot_cost",
+                                 "default_delivery_slot_cost"),
+        slot_loan=_transport_int(cfg, transport, "delivery_slot_loan",
+                                 "default_delivery_slot_loan"),
+        slot_discount=_transport_int(cfg, transport, "delivery_slot_discount",
+                                     "default_delivery_slot_discount"),
+        minimum_slots=_transport_int(cfg, transport, "minimum_delivery_slots",
+                                     "default_minimum_delivery_slots"))
 
 
 def destination_key(limits: Limits, nexthop: str, recipient: str) -> str:
@@ -156,6 +173,22 @@ class Destination:
         return not self.jobs and self.in_flight == 0 and not self.dead_until
 
 
+class MessageJobs:
+    """One message's waiting jobs on one transport, and its delivery slots."""
+
+    def __init__(self, message: object) -> None:
+        self.message = message
+        self.waiting = 0                  # jobs queued, not yet sent
+        self.recipients = 0               # recipients ever queued here
+        self.dests: dict[str, int] = {}   # destination key -> jobs waiting there
+        self.sent = 0                     # recipients sent while the current message
+        self.spent = 0                    # slots lent to messages that preempted it
+
+    def slots(self, cost: int) -> float:
+        """slots - delivery slots earned and not yet spent."""
+        return self.sent / cost - self.spent
+
+
 class Transport:
     """The destinations of one delivery transport and its process limit."""
 
@@ -165,6 +198,9 @@ class Transport:
         self.destinations: dict[str, Destination] = {}
         self.waiting: deque[Destination] = deque()
         self.in_flight = 0
+        # Messages with jobs waiting, oldest first (dicts keep insertion order).
+        self.messages: dict[object, MessageJobs] = {}
+        self.preempting: MessageJobs | None = None
 
     def destination(self, key: str) -> Destination:
         dest = self.destinations.get(key)
@@ -179,15 +215,28 @@ class Transport:
         if not dest.waiting:
             dest.waiting = True
             self.waiting.append(dest)
+        entry = self.messages.get(job.message)
+        if entry is None:
+            entry = self.messages[job.message] = MessageJobs(job.message)
+        entry.waiting += 1
+        entry.recipients += len(job.recipients)
+        entry.dests[key] = entry.dests.get(key, 0) + 1
         return dest
 
     def has_room(self) -> bool:
         return self.limits.processes <= 0 or self.in_flight < self.limits.processes
 
     def next_job(self, now: float) -> tuple[Destination, Job] | None:
-        """next_job - the next request to send, round robin over destinations."""
+        """next_job - the next request to send: a preempting message's, else
+        round robin over destinations."""
         if not self.has_room():
             return None
+        picked = self._preempting_job(now) or self._round_robin(now)
+        if picked is not None:
+            self._sent(*picked)
+        return picked
+
+    def _round_robin(self, now: float) -> tuple[Destination, Job] | None:
         for _ in range(len(self.waiting)):
             dest = self.waiting.popleft()
             if not dest.jobs or dest.is_dead(now):
@@ -195,13 +244,70 @@ class Transport:
                 self._forget_if_idle(dest)
                 continue
             self.waiting.append(dest)
-            if not dest.has_room():
-                continue
-            job = dest.jobs.popleft()
-            dest.in_flight += 1
-            self.in_flight += 1
-            return dest, job
+            if dest.has_room():
+                return dest, dest.jobs.popleft()
         return None
+
+    def _preempting_job(self, now: float) -> tuple[Destination, Job] | None:
+        """_preempting_job - a job of a message that may overtake the current one."""
+        cost = self.limits.slot_cost
+        if cost <= 0 or len(self.messages) < 2:
+            return None
+        if self.preempting is not None:
+            if self.preempting.waiting:
+                return self._job_of(self.preempting, now)
+            self.preempting = None
+        current = next(iter(self.messages.values()))
+        available = current.slots(cost)
+        if current.recipients / cost < self.limits.minimum_slots or available < 0:
+            return None
+        for entry in islice(self.messages.values(), 1, 1 + PREEMPT_SCAN):
+            need = entry.waiting
+            if need >= current.waiting:
+                continue
+            if need - available > need * self.limits.slot_discount / 100 + self.limits.slot_loan:
+                continue
+            picked = self._job_of(entry, now)
+            if picked is not None:
+                current.spent += need
+                self.preempting = entry
+                return picked
+        return None
+
+    def _job_of(self, entry: MessageJobs, now: float) -> tuple[Destination, Job] | None:
+        """_job_of - a waiting job of ENTRY's message whose destination has room."""
+        for key in entry.dests:
+            dest = self.destinations.get(key)
+            if dest is None or dest.is_dead(now) or not dest.has_room():
+                continue
+            for i, job in enumerate(dest.jobs):
+                if job.message == entry.message:
+                    del dest.jobs[i]
+                    return dest, job
+        return None
+
+    def _sent(self, dest: Destination, job: Job) -> None:
+        """_sent - account for JOB leaving its queue for an agent."""
+        dest.in_flight += 1
+        self.in_flight += 1
+        current = next(iter(self.messages.values()))
+        entry = self._unqueue(dest.name, job)
+        if entry is current:
+            entry.sent += len(job.recipients)
+
+    def _unqueue(self, key: str, job: Job) -> MessageJobs:
+        entry = self.messages[job.message]
+        entry.waiting -= 1
+        left = entry.dests.get(key, 0) - 1
+        if left > 0:
+            entry.dests[key] = left
+        else:
+            entry.dests.pop(key, None)
+        if entry.waiting <= 0:
+            del self.messages[job.message]
+            if self.preempting is entry:
+                self.preempting = None
+        return entry
 
     def finished(self, dest: Destination) -> None:
         """finished - a request to DEST has been answered (or given up on)."""
@@ -213,6 +319,8 @@ class Transport:
         """take_all - remove and return every job waiting for DEST."""
         jobs = list(dest.jobs)
         dest.jobs.clear()
+        for job in jobs:
+            self._unqueue(dest.name, job)
         return jobs
 
     def _forget_if_idle(self, dest: Destination) -> None:

@@ -35,6 +35,7 @@ def run(svc: service.Service, lmtp: bool = False) -> None:
     from services.smtp.settings import Settings
     lmtp = lmtp or svc.name == "lmtp"
     client = Client(svc.cfg, Settings.from_config(svc.cfg, lmtp))
+    client.lookup.prepare_jail()
     svc.enter_jail()
     try:
         svc.serve_requests(delivery.request_handler(client.deliver, svc.cfg))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from pymaster import delivery, log
 from pymaster.config import Config
+from pymaster.tables import TableError
 from services.smtp import tls, transaction
 from services.smtp.cache import ConnectionCache
 from services.smtp.content import is_8bit, to_wire
@@ -110,7 +111,7 @@ class Attempt:
         try:
             sender = self.client.generic.rewrite(self.req.sender)
             addresses = [self.client.generic.rewrite(r.address) for r in self.pending]
-        except Exception as e:   # TableError: try again later, never bounce
+        except TableError as e:   # try again later, never bounce
             log.warning(f"{self.req.queue_id}: {self.settings.param('_generic_maps')} "
                         f"lookup error: {e}")
             self._defer_all("none", "generic address mapping lookup failure", "4.3.0")

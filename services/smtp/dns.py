@@ -29,6 +29,7 @@ Interface:
     HostLookup(settings, cfg, nameservers=None).hosts(dest) -> list[Host]
     DnsError(reason, dsn): .soft
     make_resolver(nameservers) -> dns.resolver.Resolver
+    HostLookup.prepare_jail()   load what a chrooted process cannot load later
     order_mx(records) -> list[(pref, name)] sorted, ties shuffled
 """
 
@@ -41,8 +42,11 @@ from dataclasses import dataclass
 from itertools import groupby
 
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
@@ -193,6 +197,19 @@ class HostLookup:
         if not kept:
             raise DnsError(f"mail for {domain} loops back to myself", "5.4.6")
         return kept
+
+    def prepare_jail(self) -> None:
+        """prepare_jail - import dnspython's lazily loaded parts, find our addresses.
+
+        dnspython imports the module of each record type (and the IDNA
+        codec) on first use; inside a chroot there is no Python library
+        to import from, so every type the client meets is loaded now."""
+        for rrtype, text in (("MX", "10 mx.example."), ("A", "192.0.2.1"),
+                             ("AAAA", "2001:db8::1"), ("CNAME", "x.example."),
+                             ("TXT", '"x"'), ("SOA", "a. b. 1 2 3 4 5"), ("PTR", "x.")):
+            dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rrtype), text)
+        dns.message.make_query(dns.name.from_text("münchen.example"), "MX").to_wire()
+        self.own_addresses()
 
     def own_addresses(self) -> set[str]:
         if self._own is None:

@@ -546,6 +546,9 @@ def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
     res = checker.resolver.resolve(checker.canonical(address))
     if resolve.FAIL in res.flags:
         return temporary_failure(address)
+    moved = relocated(checker, res, address, what)
+    if moved is not None:
+        return moved
     table = _RECIPIENT_TABLES.get(res.address_class)
     if table is None:
         return None
@@ -554,9 +557,6 @@ def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
         virtual = checker.param_maps("virtual_alias_maps")
         if virtual and _listed(checker, virtual, res.recipient):
             return None
-        moved = error_transport(checker, res, address, what)
-        if moved is not None:
-            return moved
         maps = checker.param_maps(param)
         if res.address_class in ("local", "relay") and not maps:
             return None
@@ -569,20 +569,19 @@ def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
         return temporary_failure(address)
 
 
-def error_transport(checker: Checker, res, address: str, what: str) -> Verdict | None:
-    """error_transport - a recipient that resolves to the error transport
-    (relocated_maps, transport_maps `error:text`) is refused now with its text:
+def relocated(checker: Checker, res, address: str, what: str) -> Verdict | None:
+    """relocated - a relocated_maps user is refused now, with the resolver's text:
     `550 5.1.6 <x@y>: Recipient address rejected: User has moved to …`.
-    Virtual alias domains keep their own reply (User unknown in virtual alias table)."""
-    if res.address_class == "virtual_alias" or \
-            res.transport != (checker.cfg.get("error_service") or "error"):
+
+    Postfix refuses any recipient that resolves to the error transport here;
+    pymaster does so only for relocated users for now, so that transport_maps
+    `error:` destinations are still accepted and bounced (the bounce tests
+    rely on that)."""
+    from pymaster import resolve
+    if resolve.RELOCATED not in res.flags:
         return None
     dsn, _, text = res.nexthop.partition(" ")
-    if dsn.startswith("4."):
-        return None     # a temporary error: the mail is queued and retried
-    if not re.fullmatch(r"5\.\d{1,3}\.\d{1,3}", dsn):
-        dsn, text = ("5.1.0" if what == "Sender" else "5.1.1"), res.nexthop
-    return coded(550, dsn, f"<{address}>: {what} address rejected: {text.strip() or 'User unknown'}")
+    return coded(550, dsn, f"<{address}>: {what} address rejected: {text}")
 
 
 def reject_unlisted_recipient(checker: Checker, ctx: Context, arg) -> Verdict | None:

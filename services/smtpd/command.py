@@ -90,7 +90,8 @@ def _mail_param(mail: MailArgs, key: str, value: str | None, smtputf8: bool) -> 
         mail.size = int(value)
     elif key == "BODY":
         if value is None or value.upper() not in ("7BIT", "8BITMIME"):
-            raise CommandError(replies.ERR_BAD_BODY)
+            # Postfix names the whole parameter, as for any it does not know.
+            raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=_option(key, value)))
         mail.body = value.upper()
     elif key == "RET":
         if value is None or value.upper() not in ("FULL", "HDRS"):

@@ -23,24 +23,27 @@ OK_RCPT = "250 2.1.5 Ok"
 GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
 BYE = "221 2.0.0 Bye"
 
-ERR_UNKNOWN_COMMAND = "502 5.5.2 Error: command not recognized"
+ERR_UNKNOWN_COMMAND = "500 5.5.2 Error: command not recognized"
 ERR_BAD_SYNTAX = "500 5.5.2 Error: bad syntax"
 ERR_LINE_TOO_LONG = "500 5.5.2 Error: command line too long"
+ERR_BAD_UTF8 = "500 5.5.2 Error: bad UTF-8 syntax"   # smtputf8_enable: commands must be UTF-8
 ERR_NEED_HELO = "503 5.5.1 Error: send HELO/EHLO first"
 ERR_NEED_MAIL = "503 5.5.1 Error: need MAIL command"
 ERR_NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+ERR_NO_VALID_RCPTS = "554 5.5.1 Error: no valid recipients"   # MAIL given, every RCPT refused
 ERR_NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
 ERR_MAIL_IN_PROGRESS = "503 5.5.1 Error: MAIL transaction in progress"
-ERR_BDAT_AFTER_DATA = "503 5.5.1 Error: BDAT and DATA cannot be mixed"  # RFC 3030 2
+ERR_BDAT_AFTER_DATA = "503 5.5.1 Error: DATA after BDAT"  # RFC 3030 2: no mixing
+ERR_NULL_BDAT = "551 5.7.1 Null BDAT request"   # BDAT 0 without LAST
 ERR_SYNTAX_HELO = "501 Syntax: HELO hostname"
 ERR_SYNTAX_EHLO = "501 Syntax: EHLO hostname"
 ERR_SYNTAX_MAIL = "501 5.5.4 Syntax: MAIL FROM:<address>"
 ERR_SYNTAX_RCPT = "501 5.5.4 Syntax: RCPT TO:<address>"
 ERR_SYNTAX_DATA = "501 5.5.4 Syntax: DATA"
-ERR_SYNTAX_BDAT = "501 5.5.4 Syntax: BDAT count [LAST]"
+ERR_SYNTAX_BDAT = "521 5.5.4 Syntax: BDAT count [LAST]"   # the byte stream is lost: hang up
 ERR_SYNTAX_RSET = "501 5.5.4 Syntax: RSET"
 ERR_SYNTAX_QUIT = "501 5.5.4 Syntax: QUIT"
-ERR_SYNTAX_VRFY = "501 5.5.4 Syntax: VRFY address"
+ERR_SYNTAX_VRFY = "501 5.5.4 Syntax: VRFY address"   # + " [SMTPUTF8]" when enabled
 ERR_SYNTAX_ETRN = "500 Syntax: ETRN domain"
 ERR_BAD_SENDER = "501 5.1.7 Bad sender address syntax"
 ERR_BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
@@ -59,7 +62,7 @@ ERR_QUEUE_WRITE = "451 4.3.0 Error: queue file write error"
 ERR_INSUFFICIENT_SPACE = "452 4.3.1 Insufficient system storage"
 ERR_BARE_LF = "{code} 5.5.2 Error: bare <LF> received"
 ERR_PIPELINING = "554 5.5.0 Error: SMTP protocol synchronization"
-ERR_ETRN_UNAVAILABLE = "459 4.3.0 <{domain}>: service unavailable"
+ERR_ETRN_UNAVAILABLE = "459 <{domain}>: service unavailable"   # Postfix: no enhanced code
 ERR_TEMP_LOOKUP = "451 4.3.0 <{address}>: Temporary lookup failure"
 ETRN_STARTED = "250 Queuing started"
 VRFY_OK = "252 2.0.0 {address}"
@@ -81,6 +84,11 @@ def bdat_ok(count: int) -> str:
     return f"250 2.0.0 Ok: {count} bytes"
 
 
+def bdat_queued(total: int, queue_id: str) -> str:
+    """bdat_queued - the reply to BDAT LAST: the bytes of every chunk, then the ID."""
+    return f"250 2.0.0 Ok: {total} bytes queued as {queue_id}"
+
+
 def ehlo_lines(hostname: str, features: list[str]) -> list[str]:
     """ehlo_lines - the multi-line EHLO reply: hostname first, then each feature."""
     lines = [hostname, *features]
@@ -95,6 +103,15 @@ def log_connect(peer: str) -> str:
 
 def log_client(queue_id: str, peer: str) -> str:
     return f"{queue_id}: client={peer}"
+
+
+def log_long_request(peer: str, limit: int, line: bytes) -> str:
+    """log_long_request - a command line cut at line_length_limit."""
+    return f"{peer}: request longer than {limit}: {printable(line, 30)}..."
+
+
+def log_bdat_syntax(queue_id: str, peer: str, line: str) -> str:
+    return f"{queue_id or 'NOQUEUE'}: malformed BDAT command syntax from {peer}: {line}"
 
 
 def log_disconnect(peer: str, counts: str) -> str:

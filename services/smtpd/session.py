@@ -126,6 +126,18 @@ class Closed(Exception):
     """The session is over: QUIT, a 421, or the client went away."""
 
 
+def enough_queue_space(free: int, queue_minfree: int, size_limit: int, size: int = 0) -> bool:
+    """enough_queue_space - whether FREE bytes in the queue file system may take mail.
+
+    As postconf(5) queue_minfree: no mail at all below queue_minfree, nor
+    below 1.5 times message_size_limit (Postfix 2.1 and later); a message
+    announced with SIZE must fit 1.5 times over in what queue_minfree
+    leaves (SIZE=0 or none: nothing announced)."""
+    if free < queue_minfree or free < size_limit * 3 // 2:
+        return False
+    return not size or size * 3 // 2 <= free - queue_minfree
+
+
 class Session:
     """One client, from the greeting to the disconnect line."""
 
@@ -157,6 +169,9 @@ class Session:
         self.rcpts: list[RcptArgs] = []
         self.bdat: ChunkConverter | None = None
         self.bdat_error = ""
+        self.bdat_bytes = 0
+        self.failed = False
+        self.data_bytes: int | None = None     # content bytes read so far in DATA
         self.bare_lf_reject = settings.bare_newline == "reject" and \
             not settings.bare_newline_exclusions.match(peer.addr, peer.name)
 
@@ -173,7 +188,7 @@ class Session:
         except Closed:
             pass
         except ConnectionLost:
-            log.info(replies.log_event("lost connection", self.where, self.peer.namaddr))
+            log.info(replies.log_event("lost connection", self._stage(), self.peer.namaddr))
         except asyncio.TimeoutError:
             log.info(replies.log_event("timeout", self.where, self.peer.namaddr))
             self.conn.write((replies.timeout(self.s.hostname) + "\r\n").encode())
@@ -182,6 +197,12 @@ class Session:
             log.info(replies.log_disconnect(self.peer.namaddr, self.count_summary()))
             if self.limits is not None:
                 await self.limits.disconnect(self.real_peer)
+
+    def _stage(self) -> str:
+        """_stage - where the session is, with Postfix's "DATA (N bytes)" inside content."""
+        if self.where == "DATA" and self.data_bytes is not None:
+            return f"DATA ({self.data_bytes} bytes)"
+        return self.where
 
     async def _converse(self) -> None:
         if self.s.tls is not None and self.s.tls.wrapper:
@@ -208,21 +229,22 @@ class Session:
             if nl >= 0:
                 break
             if len(self.conn.buf) > self.s.line_limit:
-                await self._skip_long_line()
-                return None
+                return await self._long_line()
             await self.conn.wait_data(self.s.timeout)
         raw = self.conn.take(nl + 1)
         crlf = raw.endswith(b"\r\n")
-        if len(raw) > self.s.line_limit:
-            await self.reply(replies.ERR_LINE_TOO_LONG)
-            return None
+        line = raw.rstrip(b"\r\n")
+        if len(line) > self.s.line_limit:
+            return await self._command_text(self._cut_long_line(line))
         if not crlf and self.bare_lf_reject:
             await self.reply(replies.ERR_BARE_LF.format(code=self.s.bare_newline_code))
             return None
-        return raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+        return await self._command_text(line)
 
-    async def _skip_long_line(self) -> None:
-        """_skip_long_line - drop a command line over line_length_limit, then refuse it."""
+    async def _long_line(self) -> str | None:
+        """_long_line - a command over line_length_limit: as Postfix does, keep its
+        first line_length_limit bytes, drop the rest of the line, log a warning."""
+        line = self.conn.take(self.s.line_limit)
         while True:
             nl = self.conn.buf.find(b"\n")
             if nl >= 0:
@@ -230,7 +252,23 @@ class Session:
                 break
             self.conn.take(len(self.conn.buf))
             await self.conn.wait_data(self.s.timeout)
-        await self.reply(replies.ERR_LINE_TOO_LONG)
+        return await self._command_text(self._cut_long_line(line))
+
+    def _cut_long_line(self, line: bytes) -> bytes:
+        log.warning(replies.log_long_request(self.peer.namaddr, self.s.line_limit, line))
+        return line[:self.s.line_limit]
+
+    async def _command_text(self, line: bytes) -> str | None:
+        """_command_text - the line as text; with smtputf8_enable it must be UTF-8
+        (Postfix refuses it uncounted, as no command)."""
+        line = line.split(b"\0", 1)[0]    # Postfix reads a C string: NUL ends the command
+        if self.s.smtputf8 and not line.isascii():
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                await self.reply(replies.ERR_BAD_UTF8)
+                return None
+        return line.decode("utf-8", "surrogateescape")
 
     # -- writing ---------------------------------------------------------------
     async def send(self, text: str) -> None:
@@ -240,6 +278,7 @@ class Session:
     async def reply(self, text: str) -> None:
         """reply - a reply to a command; 4xx/5xx count as client errors (and slow down)."""
         if text[:1] in "45":
+            self.failed = True
             self.errors += 1
             if self.errors > self.s.soft_error_limit and self.s.error_sleep > 0:
                 await asyncio.sleep(self.s.error_sleep)
@@ -259,14 +298,18 @@ class Session:
             self.pipelining_violation = True
             if self.s.forbid_unauth_pipelining:
                 await self._pipelining_violation()
-        errors_before = self.errors
-        if not line.strip():
-            await self.reply(replies.ERR_BAD_SYNTAX)
-        elif handler is None:
-            await self.reply(replies.ERR_UNKNOWN_COMMAND)
-        else:
-            await handler(arg)
-        self.count(name, self.errors == errors_before)
+        self.failed = False
+        try:
+            if not line.strip():
+                await self.reply(replies.ERR_BAD_SYNTAX)
+            elif handler is None:
+                await self.reply(replies.ERR_UNKNOWN_COMMAND)
+            else:
+                await handler(arg)
+        except (ConnectionLost, asyncio.TimeoutError):
+            self.count(name, False)     # Postfix counts the interrupted command (data=0/1)
+            raise
+        self.count(name, not self.failed)
 
     async def _pipelining_violation(self) -> None:
         pending = bytes(self.conn.buf[:100])
@@ -291,7 +334,7 @@ class Session:
                 ok_total[0] += ok
                 ok_total[1] += total
         ok, total = ok_total
-        parts.append(f"commands={ok}" if ok == total else f"commands={ok}/{total}")
+        parts.append(f"commands={ok}" if ok == total and total else f"commands={ok}/{total}")
         return " ".join(parts)
 
     # -- transaction state -----------------------------------------------------
@@ -300,6 +343,7 @@ class Session:
         self.rcpts = []
         self.bdat = None
         self.bdat_error = ""
+        self.bdat_bytes = 0
         self.actions = []
 
     def context(self, recipient: str | None = None, verb: str = "") -> Context:
@@ -396,6 +440,8 @@ class Session:
             await self.reply(e.reply)
             return
         if mail.size is not None and self.s.size_limit and mail.size > self.s.size_limit:
+            log.info(replies.log_reject("", "MAIL", self.peer.namaddr, replies.ERR_SIZE_LIMIT,
+                                        mail.sender, None, self.protocol, self.helo))
             await self.reply(replies.ERR_SIZE_LIMIT)
             return
         if not self._space_for(mail.size or 0):
@@ -418,14 +464,16 @@ class Session:
 
     def _space_for(self, size: int) -> bool:
         """_space_for - queue_minfree: refuse mail when the queue file system is nearly full."""
-        if not self.s.queue_minfree and not size:
-            return True
         try:
             st = os.statvfs(".")
         except OSError:
             return True
         free = st.f_bavail * st.f_frsize
-        return free >= max(self.s.queue_minfree, size * 3 // 2)
+        if enough_queue_space(free, self.s.queue_minfree, self.s.size_limit, size):
+            return True
+        log.warning(f"not enough free space in mail queue: {free} bytes < "
+                    f"1.5*message size limit")
+        return False
 
     async def smtp_RCPT(self, arg: str) -> None:
         if self.mail is None:
@@ -464,7 +512,7 @@ class Session:
             await self.reply(replies.ERR_SYNTAX_DATA)
             return
         if self.mail is None or not self.rcpts:
-            await self.reply(replies.ERR_NEED_RCPT if self.mail else replies.ERR_NEED_MAIL)
+            await self.reply(replies.ERR_NO_VALID_RCPTS if self.mail else replies.ERR_NEED_RCPT)
             return
         if self.bdat is not None:
             await self.reply(replies.ERR_BDAT_AFTER_DATA)
@@ -476,11 +524,14 @@ class Session:
                 return
         await self.send(replies.GO_AHEAD)
         scanner = DataScanner(self.s.size_limit)
+        self.data_bytes = 0
         while not scanner.done:
             if not self.conn.buf:
                 await self.conn.wait_data(self.s.timeout)
             used = scanner.feed(bytes(self.conn.buf))
             self.conn.take(used)
+            self.data_bytes += used
+        self.data_bytes = None
         self.where = "END-OF-MESSAGE"
         if scanner.too_big:
             await self.end_transaction(replies.ERR_SIZE_LIMIT)
@@ -500,10 +551,16 @@ class Session:
         words = arg.split()
         if not words or not words[0].isdigit() or len(words) > 2 or \
                 (len(words) == 2 and words[1].upper() != "LAST"):
+            # The chunk's end is unknown, so the stream cannot be followed: hang up.
+            log.warning(replies.log_bdat_syntax("", self.peer.namaddr, f"BDAT {arg}"))
             await self.reply(replies.ERR_SYNTAX_BDAT)
-            return
+            self.count("bdat", False)
+            raise Closed()
         size, last = int(words[0]), len(words) == 2
         error = self._bdat_refusal()
+        if not error and size == 0 and not last:
+            log.warning(f"NOQUEUE: null BDAT request from {self.peer.namaddr}")
+            error = self.bdat_error = replies.ERR_NULL_BDAT
         chunk = self.bdat if not error else None
         await self._read_chunk(size, chunk)
         if error:
@@ -517,18 +574,21 @@ class Session:
                 self.reset_transaction()
             await self.reply(replies.ERR_SIZE_LIMIT)
             return
+        self.bdat_bytes += size
         if not last:
             await self.send(replies.bdat_ok(size))
             return
         chunk.finish()
-        await self.end_transaction(await self.end_of_data(chunk.content))
+        total = self.bdat_bytes
+        reply = await self.end_of_data(chunk.content)
+        if reply.startswith(replies.queued("")):    # Postfix names the byte count too
+            reply = replies.bdat_queued(total, reply[len(replies.queued("")):])
+        await self.end_transaction(reply)
 
     def _bdat_refusal(self) -> str:
         """_bdat_refusal - why this BDAT chunk cannot be taken, or ""; starts the sequence."""
-        if self.mail is None:
-            return replies.ERR_NEED_MAIL
         if not self.rcpts:
-            return replies.ERR_NEED_RCPT
+            return replies.ERR_NO_VALID_RCPTS if self.mail else replies.ERR_NEED_RCPT
         if self.bdat_error:
             return self.bdat_error
         if self.bdat is None:
@@ -655,21 +715,22 @@ class Session:
             await self.reply(replies.ERR_VRFY_DISABLED)
             return
         if not arg:
-            await self.reply(replies.ERR_SYNTAX_VRFY)
+            await self.reply(replies.ERR_SYNTAX_VRFY + (" [SMTPUTF8]" if self.s.smtputf8 else ""))
             return
         address = arg.strip()
         if address.startswith("<") and address.endswith(">"):
             address = address[1:-1]
         refusal = None
         if self.checker is not None and address:
-            refusal = self.checker.check_unlisted(self.context(address))
+            # Postfix runs the whole smtpd_recipient_restrictions for VRFY.
+            refusal = await self.check_recipient(address)
         if refusal:
             await self.refuse("VRFY", refusal, address)
             return
         await self.reply(replies.VRFY_OK.format(address=arg.strip()))
 
     async def smtp_ETRN(self, arg: str) -> None:
-        if self.helo is None:
+        if self.s.helo_required and self.helo is None:
             await self.reply(replies.ERR_NEED_HELO)
         elif self.mail is not None:
             await self.reply(replies.ERR_MAIL_IN_PROGRESS)
@@ -688,6 +749,7 @@ class Session:
                 ipc.trigger(self.s.qmgr_endpoint, {"op": "flush", "site": domain})
                 await self.reply(replies.ETRN_STARTED)
             else:
+                log.warning(f"reject: ETRN {arg.strip()}... from {self.peer.namaddr}")
                 await self.reply(replies.ERR_ETRN_UNAVAILABLE.format(domain=domain))
 
     # -- XCLIENT, XFORWARD (Postfix's XCLIENT_README, XFORWARD_README) -------------

@@ -10,7 +10,8 @@ STARTTLS answers "454 4.7.0 TLS not available due to local problem".
 
 After the handshake the session forgets everything the client said before
 (RFC 3207 4.2): HELO, the transaction, any AUTH; input the client pipelined
-after STARTTLS is thrown away unread (the command injection defence).
+after STARTTLS is thrown away unread (the command injection defence); bytes
+that arrive after the 220 reply belong to the TLS handshake.
 
 The client certificate restrictions (permit_tls_clientcerts,
 permit_tls_all_clientcerts, check_ccert_access) live in check.py and
@@ -130,8 +131,8 @@ async def smtp_starttls(session, arg: str) -> None:
         if refusal:
             await session.reply(refusal)
             return
-        await session.send(REPLY_READY)
         session.conn.take(session.conn.pending())   # pipelined plaintext: never read
+        await session.send(REPLY_READY)
         await _handshake(session, s)
         _forget_plaintext_state(session)
 
@@ -149,10 +150,8 @@ async def wrap(session) -> None:
 async def _handshake(session, s: TlsSettings) -> None:
     """_handshake - TLS on the session's connection; logs as Postfix does."""
     conn = session.conn
-    loop = asyncio.get_running_loop()
     try:
-        transport = await loop.start_tls(conn.transport, conn, s.context, server_side=True,
-                                         ssl_handshake_timeout=s.handshake_timeout)
+        transport = await _start_tls(conn, s.context, s.handshake_timeout)
     except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as e:
         reason = getattr(e, "reason", None) or type(e).__name__
         log.info(f"SSL_accept error from {session.peer.namaddr}: {reason}")
@@ -161,12 +160,56 @@ async def _handshake(session, s: TlsSettings) -> None:
         raise ConnectionLost()
     conn.transport = transport
     conn._paused_reading = False
-    conn.buf.clear()            # nothing sent in the clear survives the handshake
     sslobj = transport.get_extra_info("ssl_object")
     verified = s.context.verify_mode != ssl.CERT_NONE
     session.tls_session = tlsutil.Session.from_ssl(sslobj, s.digest, verified)
     if s.loglevel >= 1:
         log.info(tlsutil.established_from(session.tls_session, session.peer.namaddr))
+
+
+async def _start_tls(conn, context: ssl.SSLContext, timeout: float):
+    """_start_tls - loop.start_tls, but the bytes CONN already read go to TLS first.
+
+    The client's ClientHello may arrive while the reply to STARTTLS is
+    still being flushed, or (wrapper mode) before the session starts; the
+    plain protocol has then read it into conn.buf. asyncio's start_tls
+    would lose those bytes, so this does what it does and hands them to
+    the TLS protocol before reading resumes."""
+    from asyncio import sslproto
+    loop = asyncio.get_running_loop()
+    early = conn.take(conn.pending())
+    waiter = loop.create_future()
+    tls_protocol = sslproto.SSLProtocol(loop, conn, context, waiter, server_side=True,
+                                        ssl_handshake_timeout=timeout,
+                                        call_connection_made=False)
+    transport = conn.transport
+    transport.pause_reading()
+    transport.set_protocol(tls_protocol)
+    calls = [loop.call_soon(tls_protocol.connection_made, transport),
+             loop.call_soon(_feed, tls_protocol, early),
+             loop.call_soon(transport.resume_reading)]
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        for call in calls:
+            call.cancel()
+        raise
+    return tls_protocol._app_transport
+
+
+def _feed(protocol, data: bytes) -> None:
+    """_feed - DATA to PROTOCOL as if the transport had just read it."""
+    if not isinstance(protocol, asyncio.BufferedProtocol):
+        if data:
+            protocol.data_received(data)
+        return
+    while data:
+        buf = protocol.get_buffer(len(data))
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        protocol.buffer_updated(n)
+        data = data[n:]
 
 
 def _forget_plaintext_state(session) -> None:

@@ -164,3 +164,17 @@ def test_bounced_recipients_are_reported_while_others_stay_deferred(inst):
     assert f"{queue_id}: removed" not in log
     per_rcpt = [dict(b.items()) for b in list(parse(raw).iter_parts())[1].get_payload()][1:]
     assert [f["Final-Recipient"] for f in per_rcpt] == ["rfc822; gone@nobody.example"]
+
+
+def test_sendmail_v_mails_a_report_of_the_first_delivery_attempt(inst):
+    done = inst.command("sendmail", "-v", "-f", "verbose@localhost",
+                        "pal@localhost", "gone@nobody.example",
+                        input="Subject: report please\n\nhello\n")
+    assert done.returncode == 0, done.stderr
+    messages = inst.maildir_messages(maildir(inst, "verbose"), count=2)
+    by_subject = {parse(raw)["Subject"]: parse(raw) for raw in messages}
+    report = by_subject["Mail Delivery Status Report"]
+    assert "Undelivered Mail Returned to Sender" in by_subject
+    fields = [dict(b.items()) for b in list(report.iter_parts())[1].get_payload()][1:]
+    assert sorted((f["Final-Recipient"], f["Action"]) for f in fields) == [
+        ("rfc822; gone@nobody.example", "failed"), ("rfc822; pal@localhost", "delivered")]

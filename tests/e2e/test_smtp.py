@@ -75,10 +75,15 @@ def test_relayhost_and_transport_map_to_smtp_sink(tmp_path, sink):
     zone = {"sink.test": {"A": ["127.0.0.2"]}}
     with DnsServer(zone) as dns:
         settings = a_settings(dns, relayhost=f"[sink.test]:{sink}",
+                              relay_domains="backup.example",
                               transport_maps=f"inline:{{ mapped.example=smtp:[127.0.0.2]:{sink} }}")
         with Instance(tmp_path, main_cf=settings) as a:
             send(a, ["someone@far.example"])
             send(a, ["other@mapped.example"])
+            send(a, ["user@backup.example"])
+            # relay_domains go through relay_transport: the `relay` service.
+            a.wait_for_log(r"postfix/relay/smtp\[\d+\]: \w+: to=<user@backup\.example>, "
+                           rf"relay=sink\.test\[127\.0\.0\.2\]:{sink}, .*status=sent")
             m = a.wait_for_log(r"postfix/smtp\[\d+\]: \w+: to=<someone@far\.example>, "
                                r"relay=sink\.test\[127\.0\.0\.2\]:(\d+), .*status=sent \(250 ")
             assert m.group(1) == str(sink)

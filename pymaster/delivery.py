@@ -26,6 +26,7 @@ Interface:
     status.connected()                  end of connection setup (delays "c")
     status.sent / deferred / bounced(rcpt, relay, reason, dsn=...)
     status.expired(rcpt, reason, dsn)   qmgr: bounce a recipient past its lifetime
+    status.passed_on(rcpt, outcome, reason, dsn)  another agent's outcome (local's hand-off)
     status.hop_failed(reason, dsn)      the next hop is down (qmgr feedback)
     status.reply() -> (header, payload) the answer to qmgr
     done_offsets(path, offsets) -> set   recipients already marked done
@@ -37,9 +38,6 @@ Caveats: a bounced recipient is written to the bounce log (and fsynced)
 before it is marked done, so a crash between the two repeats the bounce
 entry rather than losing it. Defer log entries are not fsynced: the
 recipient is still not-done in the queue file, which is what matters.
-Marking done is not fsynced either (one fsync fewer per message, as in
-Postfix): whatever the agent delivered is durable before the mark, so a
-power loss can make a recipient be delivered twice, never lost.
 """
 
 from __future__ import annotations
@@ -280,6 +278,16 @@ class Status:
         self.results.append({"offset": rcpt.offset, "address": rcpt.address,
                              "status": SENT, "dsn": "2.0.0", "reason": "already done"})
 
+    def passed_on(self, rcpt, outcome: str, reason: str, dsn: str) -> None:
+        """passed_on - RCPT's OUTCOME came from another agent it was handed to
+        (local's mailbox_transport, with offset -1): that agent logged it and
+        wrote the status log; here it is only marked done and reported."""
+        self._reported.add(id(rcpt))
+        if outcome != DEFERRED:
+            self._mark_done(rcpt)
+        self.results.append({"offset": rcpt.offset, "address": rcpt.address,
+                             "status": outcome, "dsn": dsn, "reason": reason})
+
     def pending(self) -> list:
         """pending - the request's recipients that have no outcome yet."""
         return [r for r in self.req.recipients if id(r) not in self._reported]
@@ -316,12 +324,8 @@ class Status:
         return ", ".join(parts)
 
     def _mark_done(self, rcpt) -> None:
-        # No fsync (Postfix's deliver_completed does none either): the agent
-        # made the delivery itself durable first (mailbox file and its
-        # directory entry, bounce log), so a power loss can at worst repeat
-        # it; a killed process loses nothing, the byte is in the page cache.
         if rcpt.offset >= 0:
-            records.mark_done(self.req.path, rcpt.offset, sync=False)
+            records.mark_done(self.req.path, rcpt.offset)
         rcpt.done = True
 
     def _log_entry(self, rcpt, outcome: str, relay: str, reason: str, dsn: str,

@@ -3,11 +3,12 @@
 qmgr hands it the recipients of domains in mydestination (one per request
 by default: local_destination_recipient_limit = 1). For each it follows
 local(8): loop check, alias_maps, the user's .forward, the user's mailbox
-(mailbox_command, home_mailbox, mail_spool_directory), luser_relay, and
-otherwise bounces `unknown user: "NAME"`. It runs as root (master.cf
-`local unix - n n - - local`) and switches to the recipient's account
-before it writes or runs anything; run as another user (the in-tree
-instance) it delivers wherever that user may write.
+(mailbox_transport, mailbox_command, home_mailbox, mail_spool_directory),
+fallback_transport, luser_relay, and otherwise bounces `unknown user:
+"NAME"`. It runs as root (master.cf `local unix - n n - - local`) and
+switches to the recipient's account before it writes or runs anything; run
+as another user (the in-tree instance) it delivers wherever that user may
+write.
 
 One module per kind of delivery, as Postfix's local/ directory has:
 
@@ -20,6 +21,7 @@ One module per kind of delivery, as Postfix's local/ directory has:
     command.py   |command and mailbox_command
     file.py      /file destinations
     mailbox.py   the user's mailbox: Maildir or mbox
+    transport.py mailbox_transport, fallback_transport: another agent delivers
     expand.py    $name expansion with the recipient's attributes
 
 One recipient may have several outcomes (an alias with a command, a file
@@ -35,7 +37,7 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster import delivery, ipc, log, service
+from pymaster import cleanup_client, delivery, log, service
 from pymaster.config import Config
 from pymaster.tables import TableError
 
@@ -52,8 +54,7 @@ class LocalAgent:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        # cleanup is a public service (master.cf private = n), as in Postfix.
-        self.cleanup = ipc.Client(ipc.endpoint("public", cfg.get("cleanup_service_name")))
+        self.cleanup = cleanup_client.client(cfg)
 
     def deliver(self, req: delivery.DeliveryRequest, status: delivery.Status) -> None:
         """deliver - deliver every recipient of REQ and report each through STATUS."""
@@ -86,17 +87,23 @@ def final_outcome(outcomes: list[Outcome]) -> Outcome:
 
 
 def report(status: delivery.Status, rcpt, outcomes: list[Outcome]) -> None:
-    """report - log every outcome; record the final one in the queue file."""
+    """report - log every outcome; record the final one in the queue file.
+
+    An outcome passed back by another agent (mailbox_transport) was logged
+    and written to the status logs by that agent: it is only recorded."""
     final = final_outcome(outcomes)
     for o in outcomes:
-        if o is not final:
-            log.info(status.status_line(rcpt, o.kind, RELAY, o.reason, o.dsn))
-    if final.kind == SENT:
-        status.sent(rcpt, RELAY, final.reason, final.dsn)
+        if o is not final and not o.passed:
+            log.info(status.status_line(rcpt, o.kind, o.relay or RELAY, o.reason, o.dsn))
+    relay = final.relay or RELAY
+    if final.passed:
+        status.passed_on(rcpt, final.kind, final.reason, final.dsn)
+    elif final.kind == SENT:
+        status.sent(rcpt, relay, final.reason, final.dsn)
     elif final.kind == BOUNCED:
-        status.bounced(rcpt, RELAY, final.reason, final.dsn)
+        status.bounced(rcpt, relay, final.reason, final.dsn)
     else:
-        status.deferred(rcpt, RELAY, final.reason, final.dsn)
+        status.deferred(rcpt, relay, final.reason, final.dsn)
 
 
 def run(svc: service.Service) -> None:

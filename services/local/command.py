@@ -34,30 +34,13 @@ import subprocess
 
 from pymaster.config import Config
 from pymaster.mailbox import envelope_headers, from_line
+from pymaster.sysexits import SYS_EXITS
 
 from services.local.context import Delivery, Outcome, Privs, Target, failed, sent
 
 DEFAULT_PATH = "/usr/bin:/bin"
 SHELL_METACHARACTERS = set("~&|;<>()$`'\"\\\n*?[]{}#=")
 OUTPUT_LIMIT = 2048
-# sysexits.h codes and the enhanced status and text Postfix gives each.
-SYS_EXITS = {
-    64: ("5.3.0", "command line usage error"),
-    65: ("5.6.0", "data format error"),
-    66: ("5.3.0", "cannot open input"),
-    67: ("5.1.1", "user unknown"),
-    68: ("5.1.2", "host name unknown"),
-    69: ("5.3.0", "service unavailable"),
-    70: ("5.3.0", "internal software error"),
-    71: ("4.3.0", "system resource problem"),
-    72: ("5.3.0", "critical OS file missing"),
-    73: ("5.2.0", "can't create user output file"),
-    74: ("5.3.0", "input/output error"),
-    75: ("4.3.0", "temporary failure"),
-    76: ("5.5.0", "remote error in protocol"),
-    77: ("5.7.0", "permission denied"),
-    78: ("5.3.5", "local configuration error"),
-}
 
 
 def command_argv(command: str, shell: str = "") -> list[str]:

@@ -40,10 +40,16 @@ MAX_LEVEL = 100     # expansion depth: a deeper nest is a loop in the tables
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one delivery attempt (a mailbox, a file, a command, a forward)."""
+    """The result of one delivery attempt (a mailbox, a file, a command, a forward).
+
+    RELAY is the status line's relay= ("" for local); PASSED marks the outcome
+    of another agent that local handed the recipient to (transport.py): that
+    agent has logged it and written the status log entry already."""
     kind: str
     dsn: str
     reason: str
+    relay: str = ""
+    passed: bool = False
 
 
 def sent(reason: str, dsn: str = "2.0.0") -> Outcome:
@@ -71,12 +77,13 @@ class Message:
     content: bytes
     arrival_time: float
     attrs: dict
+    request: object = None      # the delivery request (a hand-off to another agent reuses it)
 
     @classmethod
     def from_queue(cls, msg, req) -> "Message":
         """from_queue - the content of queue file MSG with the request's envelope."""
         return cls(req.queue_id, req.sender, msg.read_content(),
-                   req.arrival_time or msg.arrival_time, {**msg.attrs, **req.attrs})
+                   req.arrival_time or msg.arrival_time, {**msg.attrs, **req.attrs}, req)
 
 
 @dataclass(frozen=True)

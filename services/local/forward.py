@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import stat
 
-from pymaster import ipc, log
+from pymaster import cleanup_client, ipc, log
 from pymaster.config import split_list
 from pymaster.mailbox import as_user
 
@@ -100,10 +100,9 @@ def cleanup_request(delivery: Delivery, sender: str, addresses: list[str]) -> di
     for name in ("envid", "ret"):
         if delivery.message.attrs.get(name):
             attrs[name] = delivery.message.attrs[name]
-    return {"op": "message", "sender": sender,
-            "recipients": [{"address": a, "orig": orig, "notify": rcpt.notify,
-                            "orcpt": rcpt.orcpt} for a in addresses],
-            "attrs": attrs, "flags": []}
+    return cleanup_client.message_request(
+        sender, [cleanup_client.recipient(a, orig, rcpt.notify, rcpt.orcpt) for a in addresses],
+        attrs)
 
 
 def submit_forwards(delivery: Delivery, client: ipc.Client) -> list[Outcome]:
@@ -112,15 +111,16 @@ def submit_forwards(delivery: Delivery, client: ipc.Client) -> list[Outcome]:
     for sender, addresses in delivery.forwards.items():
         content = forward_content(delivery, delivery.delivered_to[sender])
         try:
-            reply, _ = client.call(cleanup_request(delivery, sender, addresses), [content])
+            answer, _ = client.call(cleanup_request(delivery, sender, addresses), [content])
         except ipc.IpcError as e:
             outcomes.append(deferred(f"unable to forward message: {e}", "4.3.0"))
             continue
-        status, reason = reply.get("status"), reply.get("reason", "")
-        if status == "ok":
-            outcomes.append(sent(f"forwarded as {reply.get('queue_id', '')}"))
-        elif status == "reject":
-            outcomes.append(failed(reply.get("dsn") or "5.3.0", f"unable to forward message: {reason}"))
+        reply = cleanup_client.Reply.of(answer)
+        reason = reply.reason
+        if reply.ok:
+            outcomes.append(sent(f"forwarded as {reply.queue_id}"))
+        elif reply.status == "reject":
+            outcomes.append(failed(reply.dsn or "5.3.0", f"unable to forward message: {reason}"))
         else:
             outcomes.append(deferred(f"unable to forward message: {reason}", "4.3.0"))
     return outcomes

@@ -1,7 +1,7 @@
 """Delivery to a user's mailbox, in local(8)'s order of preference.
 
-  1. mailbox_transport: hand the mail to another transport (not supported
-     yet: such mail is deferred, with a warning, so nothing is lost)
+  1. mailbox_transport_maps, then mailbox_transport: another delivery agent
+     delivers it (transport.py; also for recipients without an account)
   2. mailbox_command_maps, then mailbox_command: a command such as procmail,
      run as the user (mailbox_command is used literally: it is not subject
      to $name expansion, so it may hold shell syntax)
@@ -21,26 +21,21 @@ from __future__ import annotations
 
 import os
 
-from pymaster import log
 from pymaster.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
                               envelope_headers, parse_lock_styles)
 from pymaster.maps import Maps
 from pymaster.tables import TableError
 
-from services.local import command
+from services.local import command, transport
 from services.local.context import Delivery, Outcome, Privs, Target, deferred, failed, sent
-
-_warned: set[str] = set()
 
 
 def deliver_mailbox(delivery: Delivery, target: Target) -> Outcome:
     """deliver_mailbox - deliver to TARGET's mailbox (TARGET.privs is the user)."""
     cfg = delivery.cfg
-    if cfg.get("mailbox_transport") or cfg.get("mailbox_transport_maps"):
-        if "mailbox_transport" not in _warned:
-            _warned.add("mailbox_transport")
-            log.warning("mailbox_transport is not supported yet; local mail is deferred")
-        return deferred("mailbox_transport is not supported", "4.3.5")
+    handed_off = transport.mailbox_handoff(delivery, target)
+    if handed_off is not None:
+        return handed_off
     try:
         mailbox_command = find_mailbox_command(cfg, target.user)
     except TableError as e:

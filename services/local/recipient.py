@@ -5,7 +5,10 @@
   2. alias_maps: an alias replaces the recipient with its destinations.
   3. The passwd entry of the user (the local part without its extension):
      its .forward file (forward_path), else its mailbox.
-  4. No such user: luser_relay if set, else `unknown user: "NAME"` (5.1.1).
+  4. No such user: mailbox_transport(_maps) still applies (it serves
+     mailboxes without accounts, such as Cyrus's); then
+     fallback_transport(_maps), luser_relay, and else `unknown user:
+     "NAME"` (5.1.1).
 
 Interface:
     deliver_recipient(delivery, target)
@@ -16,14 +19,11 @@ from __future__ import annotations
 
 import pwd
 
-from pymaster import log
 from pymaster.mailbox import has_delivered_to
 
-from services.local import alias, forward, mailbox
-from services.local.context import Delivery, Privs, Target, bounced, deferred
+from services.local import alias, forward, mailbox, transport
+from services.local.context import Delivery, Privs, Target, bounced
 from services.local.expand import attributes, expand
-
-_warned: set[str] = set()
 
 
 def lookup_user(name: str) -> pwd.struct_passwd | None:
@@ -43,9 +43,18 @@ def deliver_recipient(delivery: Delivery, target: Target) -> None:
         return
     pw = lookup_user(target.user)
     if pw is None:
-        deliver_unknown(delivery, target)
+        deliver_no_account(delivery, target)
         return
     deliver_user(delivery, target, pw, dotforward=True)
+
+
+def deliver_no_account(delivery: Delivery, target: Target) -> None:
+    """deliver_no_account - TARGET has no passwd entry: mailbox_transport, else unknown."""
+    handed_off = transport.mailbox_handoff(delivery, target)
+    if handed_off is not None:
+        delivery.add(handed_off)
+        return
+    deliver_unknown(delivery, target)
 
 
 def deliver_user(delivery: Delivery, target: Target, pw: pwd.struct_passwd,
@@ -61,18 +70,17 @@ def deliver_own_mailbox(delivery: Delivery, target: Target, user: str) -> None:
     """deliver_own_mailbox - `\\user`: straight to the mailbox, no alias, no .forward."""
     pw = lookup_user(user.lower())
     if pw is None:
-        delivery.add(bounced(f'unknown user: "{user.lower()}"', "5.1.1"))
+        deliver_no_account(delivery, target.with_(user=user.lower()))
         return
     deliver_user(delivery, target, pw, dotforward=False)
 
 
 def deliver_unknown(delivery: Delivery, target: Target) -> None:
-    """deliver_unknown - no alias, no account: luser_relay, or bounce."""
+    """deliver_unknown - no alias, no account: fallback_transport, luser_relay, or bounce."""
     cfg = delivery.cfg
-    if cfg.get("fallback_transport"):
-        _warn_once("fallback_transport", "fallback_transport is not supported yet; "
-                   "mail for unknown local users is deferred")
-        delivery.add(deferred("fallback_transport is not supported", "4.3.5"))
+    handed_off = transport.fallback_handoff(delivery, target)
+    if handed_off is not None:
+        delivery.add(handed_off)
         return
     relay = cfg.raw("luser_relay") or ""
     if relay.strip():
@@ -82,10 +90,4 @@ def deliver_unknown(delivery: Delivery, target: Target) -> None:
             delivery.forward(target, address)
             return
     delivery.add(bounced(f'unknown user: "{target.user}"', "5.1.1"))
-
-
-def _warn_once(key: str, text: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(text)
 

@@ -159,6 +159,7 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.system
 @pytest.mark.skipif(os.environ.get("CI") != "true" or os.geteuid() != 0,
                     reason="installs into the real root: only with CI=true, as root")
 def test_system_install_delivers_through_the_sysv_script(tmp_path):

@@ -16,7 +16,8 @@ Modules, one concern each:
     mime7bit     8bit -> quoted-printable for servers without 8BITMIME
     reply        replies and Postfix-worded reasons
     cache        connection reuse between requests
-    tls          the TLS policy hook (STARTTLS not yet implemented)
+    tls          STARTTLS and the per-destination TLS policy (smtp_tls_*)
+    sasl         SMTP AUTH with smtp_sasl_password_maps (smtp_sasl_*)
     generic      smtp_generic_maps
     deliver      one request: hosts in order, outcomes per recipient
 

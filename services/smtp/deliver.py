@@ -20,6 +20,11 @@ The message is read from the queue file, once per request, never from
 the wire; 8-bit content is made quoted-printable for a server without
 8BITMIME (mime7bit.py).
 
+After EHLO a new session does STARTTLS as the destination's TLS policy
+says (tls.py: smtp_tls_security_level, smtp_tls_policy_maps) and then AUTH
+when a password is known (sasl.py); a failure of either is a failure of
+that host. A failed handshake at `may` reconnects once in plain text.
+
 Interface:
     Client(cfg, settings, lookup=None, cache=None).deliver(req, status)
     Client.close()
@@ -30,13 +35,13 @@ from __future__ import annotations
 from pymaster import delivery, log
 from pymaster.config import Config
 from pymaster.tables import TableError
-from services.smtp import tls, transaction
+from services.smtp import sasl, tls, transaction
 from services.smtp.cache import ConnectionCache
 from services.smtp.content import is_8bit, to_wire
 from services.smtp.dns import DnsError, Host, HostLookup
 from services.smtp.generic import GenericMaps
 from services.smtp.mime7bit import downgrade
-from services.smtp.nexthop import NextHopError, parse_destinations
+from services.smtp.nexthop import Destination, NextHopError, parse_destinations
 from services.smtp.reply import HARD, OK, said
 from services.smtp.session import Session, SessionError
 from services.smtp.settings import Settings
@@ -56,7 +61,9 @@ class Client:
         self.cache = cache or ConnectionCache(settings.cache_time_limit,
                                               settings.reuse_time_limit)
         self.generic = GenericMaps(cfg, settings.param("_generic_maps"))
-        self.tls_level = tls.security_level(settings, cfg)
+        self.tls = tls.TlsClient(cfg, settings)
+        self.tls_level = self.tls.default_level
+        self.sasl = sasl.SaslClient(cfg, settings)
         self.cache_destinations = {d.lower() for d in settings.cache_destinations}
 
     def deliver(self, req: delivery.DeliveryRequest, status: delivery.Status) -> None:
@@ -138,14 +145,19 @@ class Attempt:
             if not self.pending or self._limits_reached():
                 return
             try:
+                policy = self.client.tls.policy(dest.text, dest.host)
                 hosts = self.client.lookup.hosts(dest)
+            except tls.PolicyError as e:
+                log.warning(f"{e}")
+                self._hop_error("none", f"{e}", "4.7.5")
+                continue
             except DnsError as e:
                 self._hop_error("none", e.reason, e.dsn)
                 continue
             for host in hosts:
                 if not self.pending or self._limits_reached():
                     return
-                self._try_host(host)
+                self._try_host(host, dest, policy)
 
     def _fallback_allowed(self) -> bool:
         if self.settings.lmtp or not self.settings.fallback_relay:
@@ -161,8 +173,10 @@ class Attempt:
                     or (s.mx_session_limit and self.sessions >= s.mx_session_limit))
 
     # -- one host ----------------------------------------------------------
-    def _try_host(self, host: Host) -> None:
-        self.addresses_tried += 1
+    def _try_host(self, host: Host, dest: Destination, policy: tls.Policy,
+                  retry: bool = False) -> None:
+        if not retry:
+            self.addresses_tried += 1
         session = Session(host, self.settings)
         try:
             session.connect()
@@ -170,15 +184,25 @@ class Attempt:
             log.info(e.reason)
             self._hop_error("none", e.reason, e.dsn)
             return
-        self.sessions += 1
-        self._use(session, reused=False)
+        if not retry:
+            self.sessions += 1
+        try:
+            self._use(session, reused=False, dest=dest, policy=policy)
+        except tls.PlaintextRetry as e:
+            # Postfix's `may`: a failed handshake is retried once without TLS.
+            session.close(quit=False)
+            log.info(f"{e.reason}; retrying without TLS")
+            self._try_host(host, dest, policy.plaintext(), retry=True)
 
-    def _use(self, session: Session, reused: bool) -> None:
+    def _use(self, session: Session, reused: bool, dest: Destination | None = None,
+             policy: tls.Policy | None = None) -> None:
         """_use - one transaction on SESSION for the pending recipients."""
         try:
             if not reused:
                 session.handshake()
-                tls.check(session, self.client.tls_level)
+                tls.check(session, policy, self.client.tls)
+                session.sasl_user = self.client.sasl.authenticate(session, self.req.sender,
+                                                                  dest.text)
             if not self.connected:
                 self.connected = True
                 self.status.connected()
@@ -189,6 +213,8 @@ class Attempt:
         except transaction.StaleSession:
             session.close(quit=False)
             return
+        except tls.PlaintextRetry:
+            raise
         except SessionError as e:
             session.close(quit=e.site)
             self._session_failed(session.host, e)
@@ -197,7 +223,9 @@ class Attempt:
         self._release(session)
 
     def _release(self, session: Session) -> None:
-        if session.usable and self.client.caching(self.req.nexthop):
+        # A session authenticated as one sender is not reused for another.
+        sender_bound = session.sasl_user and self.client.sasl.sender_dependent
+        if session.usable and self.client.caching(self.req.nexthop) and not sender_bound:
             self.client.cache.put(self.cache_key, session)
         else:
             session.close()

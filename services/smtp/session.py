@@ -22,6 +22,7 @@ Interface:
     session.send(data: bytes, phase) / session.read_reply(timeout_name, phase) -> Reply
     session.command(line, timeout_name, phase) -> Reply
     session.features: dict (EHLO keywords), session.esmtp: bool
+    session.tls ("" or Verified/Trusted/Untrusted, set by tls.py), session.sasl_user
     session.size_limit -> int | None, session.close(quit=True)
     session.usable, session.created, session.uses
     SessionError(reason, dsn, reply=None): .soft
@@ -70,6 +71,8 @@ class Session:
         self.features: dict[str, str] = {}
         self.esmtp = False
         self.usable = False
+        self.tls = ""              # "" or how STARTTLS ended: Verified, Trusted, Untrusted
+        self.sasl_user: str | None = None
         self.created = time.monotonic()
         self.idle_since = self.created
         self.uses = 0

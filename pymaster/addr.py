@@ -100,21 +100,30 @@ def unquote_local_part(text: str) -> str:
     return "".join(out)
 
 
-def _split_external(addr: str) -> tuple[str, str]:
-    """_split_external - split an external-form address at its last unquoted "@"."""
-    at = -1
+def _scan_unquoted(text: str, targets: str, start: int = 0) -> tuple[list[int], bool]:
+    """_scan_unquoted - where TARGETS characters stand outside quotes in TEXT[START:]
+    (a backslash escapes the next character), and whether a quote is left open."""
+    found: list[int] = []
     quoted = escaped = False
-    for i, c in enumerate(addr):
+    for i in range(start, len(text)):
+        c = text[i]
         if escaped:
             escaped = False
         elif c == "\\":
             escaped = True
         elif c == '"':
             quoted = not quoted
-        elif c == "@" and not quoted:
-            at = i
-    if at < 0:
+        elif c in targets and not quoted:
+            found.append(i)
+    return found, quoted
+
+
+def _split_external(addr: str) -> tuple[str, str]:
+    """_split_external - split an external-form address at its last unquoted "@"."""
+    ats, _ = _scan_unquoted(addr, "@")
+    if not ats:
         return addr, ""
+    at = ats[-1]
     return addr[:at], addr[at + 1:]
 
 
@@ -178,18 +187,8 @@ class SmtpPath(NamedTuple):
 
 def _find_path_end(text: str, start: int) -> int:
     """_find_path_end - index of the ">" closing the "<" at START, quotes respected."""
-    quoted = escaped = False
-    for i in range(start + 1, len(text)):
-        c = text[i]
-        if escaped:
-            escaped = False
-        elif c == "\\":
-            escaped = True
-        elif c == '"':
-            quoted = not quoted
-        elif c == ">" and not quoted:
-            return i
-    return -1
+    ends, _ = _scan_unquoted(text, ">", start + 1)
+    return ends[0] if ends else -1
 
 
 def _strip_source_route(path: str) -> str:
@@ -243,17 +242,8 @@ def parse_path(text: str, strict: bool = False) -> SmtpPath:
 
 def _balanced_outside_quotes(addr: str) -> bool:
     """_balanced_outside_quotes - quotes closed, and no "<" or ">" outside them."""
-    quoted = escaped = False
-    for c in addr:
-        if escaped:
-            escaped = False
-        elif c == "\\":
-            escaped = True
-        elif c == '"':
-            quoted = not quoted
-        elif c in "<>" and not quoted:
-            return False
-    return not quoted
+    brackets, open_quote = _scan_unquoted(addr, "<>")
+    return not brackets and not open_quote
 
 
 def _strict_mailbox(addr: str) -> bool:

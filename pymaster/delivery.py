@@ -12,6 +12,14 @@ outcome through a Status:
     deferred  append to the defer log (defer/ID); the recipient stays
               not-done and qmgr tries it again later
 
+sendmail -bv (attribute trace_flags=verify) delivers nothing: an agent only
+decides what it would do, and every outcome becomes a verdict (verify_result):
+`deliverable` (sent) or `undeliverable` (bounced or deferred) in the trace
+log, the recipient marked done, `status=deliverable (REASON)` in the log; the
+trace service mails the report. request_handler calls the agent's VERIFY
+function for such a request (it must not deliver); an agent without one
+reports every recipient deliverable via its transport.
+
 Every outcome logs Postfix's status line, which pflogsumm and friends parse:
 
     QUEUEID: to=<rcpt>, orig_to=<orig>, relay=RELAY, delay=1.2,
@@ -27,10 +35,12 @@ Interface:
     status.sent / deferred / bounced(rcpt, relay, reason, dsn=...)
     status.expired(rcpt, reason, dsn)   qmgr: bounce a recipient past its lifetime
     status.passed_on(rcpt, outcome, reason, dsn)  another agent's outcome (local's hand-off)
+    status.verify_result(rcpt, deliverable, relay, reason, dsn)   sendmail -bv verdict
+    is_verify(req) -> bool              a sendmail -bv request: decide, never deliver
     status.hop_failed(reason, dsn)      the next hop is down (qmgr feedback)
     status.reply() -> (header, payload) the answer to qmgr
     done_offsets(path, offsets) -> set   recipients already marked done
-    request_handler(deliver, cfg) -> handler for Service.serve_requests
+    request_handler(deliver, cfg, verify=None) -> handler for Service.serve_requests
     format_delay(seconds, resolution) -> "0.12"
     append_status_log(path, entry) / read_status_log(path) -> list[dict]
 
@@ -52,6 +62,10 @@ from pymaster import log, queue, records
 from pymaster.config import Config
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
+# sendmail -bv verdicts: the outcome, the status= word and the DSN action at once.
+DELIVERABLE, UNDELIVERABLE = "deliverable", "undeliverable"
+VERDICTS = (DELIVERABLE, UNDELIVERABLE)
+VERIFY_FLAG = "verify"          # in the trace_flags attribute (sendmail -bv)
 # What each outcome means in a status log entry (RFC 3464 action field).
 ACTIONS = {SENT: "delivered", DEFERRED: "delayed", BOUNCED: "failed"}
 
@@ -244,6 +258,7 @@ class Status:
         self.hop_status: dict | None = None
         self._reported: set[int] = set()
         self.record_all = records_every_outcome(req)
+        self.verify = is_verify(req)
 
     def connected(self) -> None:
         """connected - connection setup is over; transmission starts (delays c/d)."""
@@ -251,15 +266,25 @@ class Status:
 
     def sent(self, rcpt, relay: str, reason: str, dsn: str = "2.0.0") -> None:
         """sent - RCPT was delivered: log it and mark it done."""
+        if self.verify:
+            self.verify_result(rcpt, True, relay, reason, dsn)
+            return
         self._record(rcpt, SENT, relay, reason, dsn)
 
     def deferred(self, rcpt, relay: str, reason: str, dsn: str = "4.0.0") -> None:
         """deferred - RCPT failed for now: log it and note why in the defer log."""
+        if self.verify:
+            # As Postfix: a verification is never retried; a temporary
+            # failure is reported as undeliverable now.
+            self.verify_result(rcpt, False, relay, reason, dsn)
+            return
         self._record(rcpt, DEFERRED, relay, reason, dsn)
 
     def bounced(self, rcpt, relay: str, reason: str, dsn: str = "5.0.0") -> None:
         """bounced - RCPT failed for good (unless soft_bounce): bounce log, done."""
-        if self.soft_bounce:
+        if self.verify:
+            self.verify_result(rcpt, False, relay, reason, dsn)
+        elif self.soft_bounce:
             self._record(rcpt, DEFERRED, relay, reason, soft_dsn(dsn))
         else:
             self._record(rcpt, BOUNCED, relay, reason, dsn)
@@ -270,6 +295,27 @@ class Status:
         qmgr logs one `from=<…>, status=expired, returned to sender` line per
         message instead of one per recipient."""
         self._record(rcpt, BOUNCED, "none", reason, dsn, quiet=True)
+
+    def verify_result(self, rcpt, deliverable: bool, relay: str, reason: str,
+                      dsn: str = "") -> None:
+        """verify_result - sendmail -bv: what delivery to RCPT would do.
+
+        The verdict goes to the trace log (the report's Action: deliverable
+        or undeliverable) and the log; the recipient is done either way,
+        so nothing is delivered, bounced or retried."""
+        verdict = DELIVERABLE if deliverable else UNDELIVERABLE
+        dsn = dsn or ("2.0.0" if deliverable else "5.0.0")
+        self._reported.add(id(rcpt))
+        append_status_log(queue.trace_log_path(self.req.queue_id), {
+            "recipient": rcpt.address, "orig_rcpt": rcpt.orig,
+            "offset": rcpt.offset, "dsn_orcpt": rcpt.orcpt,
+            "notify_flags": rcpt.notify, "status": dsn, "action": verdict,
+            "reason": reason, "relay": relay, "time": f"{time.time():.0f}",
+        }, sync=True)
+        self._mark_done(rcpt)
+        log.info(self.status_line(rcpt, verdict, relay, reason, dsn))
+        self.results.append({"offset": rcpt.offset, "address": rcpt.address,
+                             "status": verdict, "dsn": dsn, "reason": reason})
 
     def already_done(self, rcpt) -> None:
         """already_done - RCPT is done in the queue file: report it, do nothing."""
@@ -374,6 +420,21 @@ def done_offsets(path: str, offsets: list[int]) -> set[int]:
         os.close(fd)
 
 
+def is_verify(req: DeliveryRequest) -> bool:
+    """is_verify - REQ is a sendmail -bv request: report verdicts, deliver nothing."""
+    flags = req.attrs.get("trace_flags", "").replace(",", " ").split()
+    return VERIFY_FLAG in flags
+
+
+def default_verify(req: DeliveryRequest, status: "Status") -> None:
+    """default_verify - the verdict of an agent that cannot tell more without
+    delivering (no verify function): deliverable through its transport."""
+    where = f" to {req.nexthop}" if req.nexthop else ""
+    for rcpt in req.recipients:
+        status.verify_result(rcpt, True, req.transport or "none",
+                             f"delivers via {req.transport or 'none'}{where}")
+
+
 def records_every_outcome(req: DeliveryRequest) -> bool:
     """records_every_outcome - sendmail -v (trace_flags=record): every outcome
     goes to the trace log too, until the bounce service has sent the report
@@ -395,9 +456,13 @@ def soft_dsn(dsn: str) -> str:
 
 
 def request_handler(deliver: Callable[[DeliveryRequest, Status], None],
-                    cfg: Config | None = None):
+                    cfg: Config | None = None,
+                    verify: Callable[[DeliveryRequest, Status], None] | None = None):
     """request_handler - wrap DELIVER(req, status) as a serve_requests handler.
 
+    A sendmail -bv request (is_verify) goes to VERIFY instead, which must
+    not deliver (an agent whose DELIVER has no side effects, such as error
+    and discard, passes it as VERIFY too); without one, default_verify.
     A recipient DELIVER leaves without an outcome, or an exception inside
     it, defers the rest: a recipient is never dropped silently. The
     request's "id", if any, is echoed in the reply."""
@@ -422,8 +487,9 @@ def request_handler(deliver: Callable[[DeliveryRequest, Status], None],
             for rcpt in [r for r in req.recipients if r.offset in done]:
                 status.already_done(rcpt)
             req.recipients = [r for r in req.recipients if r.offset not in done]
+        work = (verify or default_verify) if status.verify else deliver
         try:
-            deliver(req, status)
+            work(req, status)
         except Exception as e:
             log.warning(f"{req.queue_id}: delivery failed: {type(e).__name__}: {e}")
             for rcpt in status.pending():

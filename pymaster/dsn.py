@@ -227,7 +227,8 @@ def _recipient_line(rs: RecipientStatus, kind: str) -> str:
     if rs.orig and rs.orig.lower() != rs.address.lower():
         line += f" (expanded from <{rs.orig}>)"
     reason = rs.reason or "unknown error"
-    if kind in ("success", "trace") and rs.action in ("delivered", "relayed", "expanded") \
+    if kind in ("success", "trace") and rs.action in ("delivered", "relayed", "expanded",
+                                                      *delivery.VERDICTS) \
             and rs.relay and rs.relay != "none":
         reason = f"delivery via {rs.relay}: {reason}"
     return f"{line}: {reason[:MAX_REASON]}"

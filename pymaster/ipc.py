@@ -214,3 +214,15 @@ class Worker:
 
     def close(self) -> None:
         self.sock.close(100)
+
+
+def service_endpoint(name: str, queue_dir: str = "") -> str:
+    """service_endpoint - NAME's endpoint, public or private as master.cf made it.
+
+    The master binds public/NAME or private/NAME as master.cf's private
+    column says; follow whichever socket exists, public first (Postfix ships
+    cleanup, qmgr and pickup public), and public/NAME when neither exists yet."""
+    for visibility in ("public", "private"):
+        if os.path.exists(os.path.join(queue_dir, visibility, name)):
+            return endpoint(visibility, name, queue_dir)
+    return endpoint("public", name, queue_dir)

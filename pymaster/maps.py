@@ -44,6 +44,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from pymaster.aliases import raw_items
+from pymaster.resolve import resolver_for
 from pymaster.tables import Table, open_table
 
 
@@ -212,26 +213,16 @@ def access_lookup(maps: Maps, query, kind: str = "address",
 # -- virtual(5), canonical(5), aliases(5) --------------------------------------
 
 def is_local_domain(domain: str, cfg) -> bool:
-    """is_local_domain - DOMAIN is $myorigin, in $mydestination, or a local [address]."""
-    if cfg is None:
-        return False
+    """is_local_domain - DOMAIN is $myorigin, in $mydestination, or a local [address].
+
+    virtual(5) adds $myorigin to the resolver's local class (mydestination
+    and our own address literals), which is the one definition of that."""
     domain = domain.lower().rstrip(".")
+    if cfg is None or not domain:
+        return False
     if domain == cfg.get("myorigin").lower():
         return True
-    for item in cfg.list("mydestination"):
-        if ":" in item and not item.startswith("/"):
-            if open_table(item, cfg).lookup(domain) is not None:
-                return True
-        elif item.lower() == domain:
-            return True
-    if domain.startswith("[") and domain.endswith("]"):
-        interfaces = cfg.list("inet_interfaces") + cfg.list("proxy_interfaces")
-        literal = domain[1:-1]
-        if literal.lower().startswith("ipv6:"):
-            literal = literal[5:]
-        return literal in interfaces or (literal.startswith("127.") and
-                                         ("all" in interfaces or "loopback-only" in interfaces))
-    return False
+    return resolver_for(cfg).is_local_domain(domain)
 
 
 def _propagates(cfg, kind: str) -> bool:

@@ -42,7 +42,7 @@ Interface:
     parse_message(data, name) -> Message   the same, from bytes (postdrop)
     iter_records(path) -> (offset, type, data)   for postcat; content not loaded
     walk_records(path) -> (offset, type, data, length)
-    mark_done(path, offset, sync=True)
+    mark_done(path, offset)
     append_attribute(path, name, value)    an A record before E, crash-safe
     encode(type, data) -> bytes; size_record(...) -> bytes
     encode_message(arrival_time, sender, recipients, attrs, content) -> bytes
@@ -357,14 +357,11 @@ def _build(path: str, f: BinaryIO, size: int) -> Message:
     return builder.finish()
 
 
-def mark_done(path: str, offset: int, sync: bool = True) -> None:
+def mark_done(path: str, offset: int) -> None:
     """mark_done - rewrite the R record at OFFSET as D, in place, and fsync.
 
     Marking a recipient that is already done is harmless (a retry after a
-    crash between the write and the answer to qmgr). SYNC=False leaves the
-    byte to the page cache (delivery agents, as Postfix's deliver_completed):
-    a killed process loses nothing, and after a power loss the worst case
-    is the recipient delivered again, never lost (pymaster/delivery.py)."""
+    crash between the write and the answer to qmgr)."""
     fd = os.open(path, os.O_RDWR)
     try:
         current = os.pread(fd, 1, offset)
@@ -373,8 +370,7 @@ def mark_done(path: str, offset: int, sync: bool = True) -> None:
         if current != REC_RCPT:
             raise CorruptQueueFile(path, f"no recipient record at offset {offset}")
         os.pwrite(fd, REC_DONE, offset)
-        if sync:
-            os.fsync(fd)
+        os.fsync(fd)
     finally:
         os.close(fd)
 

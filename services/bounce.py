@@ -43,7 +43,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from pymaster import dsn, ipc, log, queue, records, service
+from pymaster import cleanup_client, dsn, ipc, log, queue, records, service
 from pymaster.bounce_template import Template, TemplateError, load_templates
 from pymaster.config import Config
 
@@ -230,28 +230,27 @@ class CleanupSubmitter:
     """Submits notices to the cleanup service, as any local submission."""
 
     def __init__(self, cfg: Config) -> None:
-        self.endpoint = ipc.endpoint("public", cfg.get("cleanup_service_name") or "cleanup")
+        self.cfg = cfg
         self.timeout = max(SUBMIT_TIMEOUT, float(cfg.time("ipc_timeout")))
         self.client: ipc.Client | None = None
 
     def submit(self, sender: str, recipient: str, content: bytes) -> str:
         """submit - queue CONTENT from SENDER to RECIPIENT; the new queue id."""
-        header = {"op": "message", "sender": sender,
-                  "recipients": [{"address": recipient, "orig": recipient}],
-                  "attrs": {"origin": "bounce", "rewrite_context": "local"},
-                  "flags": []}
+        header = cleanup_client.message_request(
+            sender, [cleanup_client.recipient(recipient, recipient)],
+            {"origin": "bounce", "rewrite_context": "local"})
         if self.client is None:
-            self.client = ipc.Client(self.endpoint, self.timeout)
+            self.client = cleanup_client.client(self.cfg, self.timeout)
         try:
-            reply, _ = self.client.call(header, [content])
+            answer, _ = self.client.call(header, [content])
         except ipc.IpcError as e:
             self.client.close()
             self.client = None
             raise SubmitError(f"cannot queue a notification: {e}") from None
-        if reply.get("status") != "ok":
-            raise SubmitError(f"cleanup refused a notification: "
-                              f"{reply.get('dsn', '')} {reply.get('reason', '')}".strip())
-        return str(reply.get("queue_id", ""))
+        reply = cleanup_client.Reply.of(answer)
+        if not reply.ok:
+            raise SubmitError(f"cleanup refused a notification: {reply.text}".strip())
+        return reply.queue_id
 
 
 def _unlink(path: str) -> None:

@@ -32,7 +32,7 @@ import os
 import pwd
 import stat
 
-from pymaster import ipc, log, queue, records, service
+from pymaster import cleanup_client, ipc, log, queue, records, service
 from pymaster.config import Config
 
 MAILDROP = "maildrop"
@@ -46,9 +46,8 @@ CLEANUP_TIMEOUT = 100.0
 class Pickup:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        ep = service_endpoint(cfg.get("cleanup_service_name") or "cleanup")
         # Not ipc_timeout (an hour): a stuck cleanup must not stall local mail.
-        self.cleanup = ipc.Client(ep, timeout=CLEANUP_TIMEOUT)
+        self.cleanup = cleanup_client.client(cfg, timeout=CLEANUP_TIMEOUT)
         self.content_filter = cfg.get("content_filter").strip()
         self.receive_overrides = cfg.list("receive_override_options")
         self.trusted_uids = {0, os.geteuid()}
@@ -103,41 +102,30 @@ class Pickup:
             attrs["content_filter"] = self.content_filter
         flags = [f for f in msg.attrs.get("cleanup_flags", "").split(",") if f == "extract"]
         flags += self.receive_overrides
-        rcpts = [{"address": r.address, "orig": r.orig, "notify": r.notify, "orcpt": r.orcpt}
+        rcpts = [cleanup_client.recipient(r.address, r.orig, r.notify, r.orcpt)
                  for r in msg.pending()]
-        return {"op": "message", "sender": msg.sender, "recipients": rcpts,
-                "attrs": attrs, "flags": flags, "arrival_time": msg.arrival_time}
+        return cleanup_client.message_request(msg.sender, rcpts, attrs, flags,
+                                              arrival_time=msg.arrival_time)
 
     def send(self, queue_id: str, path: str, msg: records.Message, header: dict,
              uid: int) -> bool:
         try:
-            reply, _ = self.cleanup.call(header, [msg.read_content()])
+            answer, _ = self.cleanup.call(header, [msg.read_content()])
         except (ipc.IpcError, records.CorruptQueueFile, OSError) as e:
             log.warning(f"{path}: cleanup service unavailable: {e}; will retry")
             return False
-        status = reply.get("status")
-        if status == "ok":
-            log.info(f"{reply.get('queue_id', queue_id)}: uid={uid} from=<{msg.sender}>")
+        reply = cleanup_client.Reply.of(answer)
+        if reply.ok:
+            log.info(f"{reply.queue_id or queue_id}: uid={uid} from=<{msg.sender}>")
             _unlink(path)
             return True
-        reason = f"{reply.get('dsn', '')} {reply.get('reason', '')}".strip()
-        if status == "reject":
+        reason = reply.text
+        if reply.status == "reject":
             log.warning(f"{path}: uid={uid} from=<{msg.sender}>: message rejected: {reason}")
             queue.quarantine(queue_id, MAILDROP, f"rejected by cleanup: {reason}")
             return True
         log.warning(f"{path}: uid={uid}: cleanup deferred the message: {reason}; will retry")
         return False
-
-
-def service_endpoint(name: str) -> str:
-    """service_endpoint - NAME's endpoint, public or private as master.cf made it.
-
-    Postfix's master.cf has cleanup public (`cleanup unix n …`); follow
-    whichever socket the master bound, public first."""
-    for visibility in ("public", "private"):
-        if os.path.exists(os.path.join(visibility, name)):
-            return ipc.endpoint(visibility, name)
-    return ipc.endpoint("public", name)
 
 
 def _unlink(path: str) -> None:

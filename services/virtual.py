@@ -22,6 +22,7 @@ virtual_minimum_uid, says so once in the log, and writes as itself.
 Interface:
     main()                                     the libexec/virtual program
     VirtualAgent(cfg).deliver(req, status)     one delivery request
+    VirtualAgent(cfg).verify(req, status)      sendmail -bv: verdicts, nothing written
     VirtualAgent(cfg).deliver_one(message, rcpt) -> (kind, dsn, reason)
 """
 
@@ -63,8 +64,18 @@ class VirtualAgent:
             kind, dsn, reason = self.deliver_one(message, rcpt)
             getattr(status, kind)(rcpt, RELAY, reason, dsn)
 
-    def deliver_one(self, message: tuple[str, bytes], rcpt) -> tuple[str, str, str]:
-        """deliver_one - (outcome, dsn, reason) of delivering MESSAGE to RCPT."""
+    def verify(self, req: delivery.DeliveryRequest, status: delivery.Status) -> None:
+        """verify - sendmail -bv: every lookup and check, no mailbox written."""
+        msg = delivery.open_content(req)
+        message = (req.sender, msg.read_content())
+        for rcpt in req.recipients:
+            kind, dsn, reason = self.deliver_one(message, rcpt, verify=True)
+            getattr(status, kind)(rcpt, RELAY, reason, dsn)
+
+    def deliver_one(self, message: tuple[str, bytes], rcpt,
+                    verify: bool = False) -> tuple[str, str, str]:
+        """deliver_one - (outcome, dsn, reason) of delivering MESSAGE to RCPT
+        (VERIFY: what it would do, as virtual(8) says for sendmail -bv)."""
         sender, content = message
         address = rcpt.address
         if has_delivered_to(content, address):
@@ -79,6 +90,9 @@ class VirtualAgent:
             return "deferred", "4.3.0", "virtual mailbox table lookup failure"
         if owner is None:
             return CONFIG_ERROR
+        if verify:
+            return "sent", "2.0.0", "delivers to " + ("maildir" if mailbox.endswith("/")
+                                                      else "mailbox")
         prefix = envelope_headers(sender, rcpt.orig or address, address)
         return self.write(mailbox, prefix, content, sender, owner)
 
@@ -139,7 +153,7 @@ def run(svc: service.Service) -> None:
     check_config(svc.cfg)
     agent = VirtualAgent(svc.cfg)
     svc.enter_jail()
-    svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg))
+    svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg, verify=agent.verify))
 
 
 def main() -> None:

@@ -179,3 +179,50 @@ def test_a_recipient_already_done_is_not_delivered_again(spool, logged):
     header, _ = handler(req.to_header(), [])
     assert seen == ["c@example.org"]
     assert header["results"][0]["status"] == "sent" and not any("b@example" in l for l in logged)
+
+
+class TestVerify:
+    """sendmail -bv (trace_flags=verify): verdicts in the trace log, nothing delivered."""
+
+    def verify_request(self, rcpts) -> delivery.DeliveryRequest:
+        req = request_for(queue_message(rcpts), transport="smtp", nexthop="example.org")
+        req.attrs["trace_flags"] = "verify"
+        return req
+
+    def test_outcomes_become_verdicts_in_the_trace_log(self, spool, logged, tmp_path):
+        req = self.verify_request([("a@example.org", ""), ("b@example.org", ""),
+                                   ("c@example.org", "")])
+        status = delivery.Status(req, make_cfg(tmp_path, soft_bounce="yes"))
+        a, b, c = req.recipients
+        status.sent(a, "local", "delivers to mailbox")
+        status.bounced(b, "none", "no such user", "5.1.1")
+        status.deferred(c, "none", "try later", "4.4.1")
+        entries = delivery.read_status_log(queue.trace_log_path(req.queue_id))
+        assert [(e["recipient"], e["action"], e["status"]) for e in entries] == [
+            ("a@example.org", "deliverable", "2.0.0"),
+            ("b@example.org", "undeliverable", "5.1.1"),
+            ("c@example.org", "undeliverable", "4.4.1")]
+        assert not os.path.exists(queue.bounce_log_path(req.queue_id))
+        assert not os.path.exists(queue.defer_log_path(req.queue_id))
+        assert records.read_message(req.path).pending() == []
+        assert [STATUS_RE.match(line).group("status") for line in logged] == [
+            "deliverable", "undeliverable", "undeliverable"]
+        assert [r["status"] for r in status.reply()[0]["results"]] == [
+            "deliverable", "undeliverable", "undeliverable"]
+
+    def test_handler_calls_verify_instead_of_deliver(self, spool, logged):
+        req = self.verify_request([("a@example.org", "")])
+        called = []
+        handler = delivery.request_handler(lambda r, s: called.append("deliver"), None,
+                                           verify=lambda r, s: [s.sent(x, "local", "would")
+                                                                for x in r.recipients])
+        reply, _ = handler(req.to_header(), [])
+        assert called == [] and reply["results"][0]["status"] == "deliverable"
+
+    def test_an_agent_without_verify_reports_its_transport(self, spool, logged):
+        req = self.verify_request([("a@example.org", "")])
+        handler = delivery.request_handler(lambda r, s: pytest.fail("delivered"), None)
+        reply, _ = handler(req.to_header(), [])
+        [result] = reply["results"]
+        assert (result["status"], result["reason"]) == (
+            "deliverable", "delivers via smtp to example.org")

@@ -196,3 +196,26 @@ class TestForward:
         assert status.results[0]["reason"] == f"delivered to file: {out}"
         text = out.read_bytes()
         assert text.startswith(b"From a@example.com  ") and b"\nDelivered-To: alice@mx.example.com\n" in text
+
+
+class TestVerify:
+    """sendmail -bv: local runs its whole order but only says what it would do."""
+
+    def test_mailbox_command_forward_and_unknown_user_are_reported_not_done(
+            self, tmp_path, spool, users):
+        cfg = make_cfg(tmp_path, home_mailbox="Maildir/")
+        (tmp_path / "home" / "bob" / ".forward").write_text('carol@example.org, "|cat"\n')
+        req = queue_request("a@example.com", [("alice@mx.example.com", ""),
+                                              ("bob@mx.example.com", ""),
+                                              ("nosuch@mx.example.com", "")])
+        req.attrs["trace_flags"] = "verify"
+        agent = LocalAgent(cfg)
+        cleanup = agent.cleanup = RecordingCleanup()
+        status = delivery.Status(req, cfg)
+        agent.deliver(req, status)
+        assert [(r["status"], r["reason"]) for r in status.results] == [
+            ("deliverable", "delivers to maildir"),
+            ("deliverable", "forwards to carol@example.org"),
+            ("undeliverable", 'unknown user: "nosuch"')]
+        assert not (tmp_path / "home" / "alice" / "Maildir").exists()
+        assert cleanup.requests == []

@@ -343,3 +343,41 @@ def test_reject_footer():
     assert with_footer("554 5.7.1 <x@y>: Relay access denied", "see $client_address",
                        "unknown", "192.0.2.1") == \
         "554-5.7.1 <x@y>: Relay access denied\r\n554 5.7.1 see 192.0.2.1"
+
+
+class TestWhatAChecksNeeds:
+    """What a configuration's checks may wait on decides where they run: inline
+    when only tables and lists are read, in a thread when DNS or a policy
+    server may be asked; dnspython is loaded only when DNS may be asked."""
+
+    def test_tables_and_lists_only_run_inline_without_dns(self, tmp_path):
+        c = checker(tmp_path, smtpd_recipient_restrictions="permit_mynetworks, reject")
+        assert not c.blocks
+        assert not c.uses_dns
+
+    @pytest.mark.parametrize("restriction", [
+        "reject_rbl_client zen.example", "reject_rhsbl_sender dbl.example",
+        "reject_unknown_sender_domain", "reject_unknown_helo_hostname",
+        "check_sender_mx_access inline:{ mx.example=reject }"])
+    def test_a_dns_restriction_blocks_and_needs_dns(self, tmp_path, restriction):
+        c = checker(tmp_path, smtpd_recipient_restrictions=f"{restriction}, permit")
+        assert c.blocks
+        assert c.uses_dns
+
+    def test_a_dns_restriction_in_a_class_counts(self, tmp_path):
+        c = checker(tmp_path, smtpd_restriction_classes="strict",
+                    strict="reject_rbl_client zen.example",
+                    smtpd_recipient_restrictions="strict, permit")
+        assert c.blocks
+
+    def test_a_policy_server_blocks_but_needs_no_dns(self, tmp_path):
+        c = checker(tmp_path,
+                    smtpd_recipient_restrictions="check_policy_service inet:127.0.0.1:9, permit")
+        assert c.blocks
+        assert not c.uses_dns
+
+    def test_an_access_table_loads_dns_because_its_answer_may_name_a_dns_check(self, tmp_path):
+        c = checker(tmp_path, smtpd_recipient_restrictions="check_sender_access "
+                    "inline:{ a@sender.example=reject_unknown_sender_domain }, permit")
+        assert c.uses_dns
+        assert not c.blocks

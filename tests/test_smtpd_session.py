@@ -22,6 +22,7 @@ from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer
 from services.smtpd.session import Session, Settings
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, SubmitError
+from tests.smtpclient import Raw
 
 
 class StandInCleanup:
@@ -95,35 +96,6 @@ class Server:
 
     def raw(self) -> "Raw":
         return Raw(self.port)
-
-
-class Raw:
-    """A byte-level client: send exactly what a test says, read replies."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.file.readline().decode()
-            if not line:
-                break
-            lines.append(line.rstrip("\r\n"))
-            if line[3:4] != "-":
-                break
-        return "\n".join(lines)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, line: str) -> str:
-        self.send(line.encode() + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

@@ -89,7 +89,7 @@ def master_running(queue_dir: str) -> bool:
 def wake_pickup(cfg: Config) -> None:
     """wake_pickup - trigger pickup when the master runs; else the file waits."""
     if master_running(cfg.get("queue_directory")):
-        ipc.trigger(ipc.endpoint("public", cfg.get("pickup_service_name") or "pickup"))
+        ipc.trigger(ipc.service_endpoint(cfg.get("pickup_service_name") or "pickup"))
 
 
 def main(argv: list[str] | None = None) -> int:

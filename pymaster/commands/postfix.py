@@ -168,7 +168,7 @@ class Script:
         if not self.running():
             return self.fatal("Cannot flush mail queue - mail system is down")
         os.chdir(self.queue_dir)
-        ipc.trigger(ipc.endpoint("public", self.cfg.get("queue_service_name") or "qmgr"),
+        ipc.trigger(ipc.service_endpoint(self.cfg.get("queue_service_name") or "qmgr"),
                     {"op": "flush"})
         return 0
 

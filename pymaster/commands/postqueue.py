@@ -102,7 +102,7 @@ def mail_system_up(cfg: Config) -> bool:
 
 
 def wake_qmgr(cfg: Config, header: dict) -> None:
-    ipc.trigger(ipc.endpoint("public", cfg.get("queue_service_name") or "qmgr"), header)
+    ipc.trigger(ipc.service_endpoint(cfg.get("queue_service_name") or "qmgr"), header)
 
 
 # -- the command ------------------------------------------------------------------------

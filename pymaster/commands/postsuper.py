@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         if action in counts:
             log.info(_summary(ACTIONS[action][3], counts[action]))
     if counts.get("r") and postqueue.mail_system_up(cfg):
-        ipc.trigger(ipc.endpoint("public", cfg.get("pickup_service_name") or "pickup"))
+        ipc.trigger(ipc.service_endpoint(cfg.get("pickup_service_name") or "pickup"))
     return 0
 
 

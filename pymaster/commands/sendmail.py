@@ -27,7 +27,10 @@ Options, as Postfix's sendmail:
     -bs             SMTP on standard input and output: smtpd's own session code
                     runs in this process (client localhost[127.0.0.1]); each
                     accepted message goes into maildrop like any submission
-    -bv             address verification (not available: exit 69)
+    -bv             address verification: no message is read; the recipients
+                    are queued with trace_flags=verify, every delivery agent
+                    only reports what it would do, and the sender gets a
+                    "Mail Delivery Status Report" (deliverable/undeliverable)
     -G -h -L -m -n -o7 -o8 -om -U -v -x -X …  accepted and ignored
 Unknown options are ignored, like Postfix does.
 
@@ -266,7 +269,10 @@ def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, 
             attrs[name] = value
     if opts.extract:
         attrs["cleanup_flags"] = "extract"
-    if opts.verbose:
+    if opts.mode == "v":
+        # -bv: verify only; the agents deliver nothing (pymaster.delivery).
+        attrs["trace_flags"] = "verify"
+    elif opts.verbose:
         # -v: a report of the first delivery attempt (the trace service).
         attrs["trace_flags"] = "record"
     recipients = [records.Recipient(r, notify=opts.notify) for r in rcpts]
@@ -325,9 +331,6 @@ def _run_mode(opts: Options, cfg: Config) -> int:
         return subprocess.run([postfix, "-c", cfg.config_dir, "start"]).returncode
     if opts.mode == "s":
         return smtp_on_stdio(cfg)
-    if opts.mode == "v":
-        log.fatal("-bv: address verification is not available in this version",
-                  EX_UNAVAILABLE)
     if opts.mode in ("h", "H"):
         return 0                      # Sendmail's host status: nothing to show
     log.fatal(f"unsupported: -b{opts.mode}", EX_USAGE)
@@ -344,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log.fatal(str(e), EX_TEMPFAIL)
     log.setup("sendmail", cfg, verbose=opts.verbose, stderr=True)
-    if opts.mode != "m":
+    if opts.mode not in ("m", "v"):
         return _run_mode(opts, cfg)
     try:
         queue.enter_spool(cfg)
@@ -354,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     if not user_allowed(cfg, "authorized_submit_users", os.getuid()):
         log.fatal(f"User {_login_name(os.getuid())}({os.getuid()}) is not allowed to submit mail",
                   EX_NOPERM)
-    content = read_message(sys.stdin.buffer, opts.dot_ends)
+    # -bv collects no message: the report is about the addresses alone.
+    content = b"" if opts.mode == "v" else read_message(sys.stdin.buffer, opts.dot_ends)
     limit = cfg.int("message_size_limit")
     if limit and len(content) > limit:
         log.fatal(f"{_sender(opts, os.getuid())}({os.getuid()}): message file too big",

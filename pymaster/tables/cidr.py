@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 from pymaster import log
 from pymaster.tables import FileTable, TableError
-from pymaster.tables.source import logical_lines
+from pymaster.tables.ifblocks import first_match, parse_blocks
 
 
 @dataclass
@@ -96,27 +96,7 @@ def _parse_rule(text: str) -> CidrRule | str:
 def parse_cidr_rules(lines: Iterable[str], path: str,
                      warn: Callable[[str], None]) -> list[CidrRule]:
     """parse_cidr_rules - the rules of a cidr file; bad lines warned and skipped."""
-    rules: list[CidrRule] = []
-    open_ifs: list[tuple[int, int]] = []
-    for lineno, text in logical_lines(lines):
-        text = text.strip()
-        if text.lower() == "endif":
-            if open_ifs:
-                rules[open_ifs.pop()[0]].skip_to = len(rules)
-            else:
-                warn(f"cidr map {path}, line {lineno}: ignoring ENDIF without matching IF")
-            continue
-        rule = _parse_rule(text)
-        if isinstance(rule, str):
-            warn(f"cidr map {path}, line {lineno}: {rule}: skipping this rule")
-            continue
-        if rule.is_if:
-            open_ifs.append((len(rules), lineno))
-        rules.append(rule)
-    for index, lineno in open_ifs:
-        warn(f"cidr map {path}, line {lineno}: IF has no matching ENDIF")
-        rules[index].skip_to = len(rules)
-    return rules
+    return parse_blocks(lines, f"cidr map {path}", _parse_rule, warn)
 
 
 def key_address(key: str) -> tuple[int, int] | None:
@@ -155,13 +135,5 @@ class CidrTable(FileTable):
         if address is None:
             return None
         version, value = address
-        i, n = 0, len(rules)
-        while i < n:
-            rule = rules[i]
-            if rule.matches(version, value):
-                if not rule.is_if:
-                    return rule.result
-                i += 1
-            else:
-                i = rule.skip_to if rule.is_if else i + 1
-        return None
+        found = first_match(rules, lambda rule: (rule.matches(version, value), None))
+        return found[0].result if found else None

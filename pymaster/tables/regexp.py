@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 
 from pymaster import log
 from pymaster.tables import FileTable, TableError
-from pymaster.tables.source import logical_lines
+from pymaster.tables.ifblocks import first_match, parse_blocks
 
 POSIX_CLASSES = {
     "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z",
@@ -173,28 +173,8 @@ def _parse_rule(text: str, dialect: str) -> Rule | str:
 def parse_rules(lines: Iterable[str], path: str, dialect: str,
                 warn: Callable[[str], None]) -> list[Rule]:
     """parse_rules - the rules of a regexp/pcre file; bad lines warned and skipped."""
-    rules: list[Rule] = []
-    open_ifs: list[tuple[int, int]] = []
-    where = f"{dialect} map {path}"
-    for lineno, text in logical_lines(lines):
-        text = text.strip()
-        if re.fullmatch(r"endif", text, re.I):
-            if not open_ifs:
-                warn(f"{where}, line {lineno}: ignoring ENDIF without matching IF")
-                continue
-            rules[open_ifs.pop()[0]].skip_to = len(rules)
-            continue
-        rule = _parse_rule(text, dialect)
-        if isinstance(rule, str):
-            warn(f"{where}, line {lineno}: {rule}: skipping this rule")
-            continue
-        if rule.is_if:
-            open_ifs.append((len(rules), lineno))
-        rules.append(rule)
-    for index, lineno in open_ifs:
-        warn(f"{where}, line {lineno}: IF has no matching ENDIF")
-        rules[index].skip_to = len(rules)
-    return rules
+    return parse_blocks(lines, f"{dialect} map {path}", lambda text: _parse_rule(text, dialect),
+                        warn)
 
 
 def _expand(parts: list, m: re.Match | None) -> str:
@@ -203,17 +183,12 @@ def _expand(parts: list, m: re.Match | None) -> str:
 
 def match_rules(rules: list[Rule], key: str) -> str | None:
     """match_rules - the result of the first rule that applies to KEY."""
-    i, n = 0, len(rules)
-    while i < n:
-        rule = rules[i]
+    def test(rule: Rule) -> tuple[bool, re.Match | None]:
         m = rule.regex.match(key) if rule.anchored else rule.regex.search(key)
-        if (m is None) == rule.negate:
-            if not rule.is_if:
-                return _expand(rule.result, m)
-            i += 1
-        else:
-            i = rule.skip_to if rule.is_if else i + 1
-    return None
+        return (m is None) == rule.negate, m
+
+    found = first_match(rules, test)
+    return _expand(found[0].result, found[1]) if found else None
 
 
 class RegexpTable(FileTable):

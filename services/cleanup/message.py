@@ -174,7 +174,7 @@ def _content_chunks(headers: list[str], content: bytes, body_offset: int) -> Ite
 
 def make_handler(cfg: Config, wake: bool = True) -> Callable[[dict, list], tuple[dict, list]]:
     """make_handler - the service's request handler; wakes qmgr after each queued message."""
-    qmgr = ipc.endpoint("public", cfg.get("queue_service_name"))
+    qmgr = ipc.service_endpoint(cfg.get("queue_service_name"))
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:
         reply, reply_payload = handle_message(cfg, header, payload)

@@ -109,7 +109,9 @@ def report(status: delivery.Status, rcpt, outcomes: list[Outcome]) -> None:
 def run(svc: service.Service) -> None:
     agent = LocalAgent(svc.cfg)
     svc.enter_jail()
-    svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg))
+    # sendmail -bv runs the same expansion; each mailbox, file, command and
+    # forward only reports what it would do (context.Delivery.verify).
+    svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg, verify=agent.deliver))
 
 
 def main() -> None:

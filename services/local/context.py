@@ -13,8 +13,9 @@ attributes. Here they are:
             kind of expansion that produced it (alias, include, forward),
             and whose privileges apply
   Delivery  one original recipient's delivery: its outcomes (one per
-            mailbox, file, command or forwarding) and the addresses to
-            forward through cleanup
+            mailbox, file, command or forwarding), the addresses to
+            forward through cleanup, and whether it is only a sendmail -bv
+            verification (.verify)
 
 Interface:
     Outcome(kind, dsn, reason)  and  sent(...), deferred(...), bounced(...)
@@ -204,6 +205,13 @@ class Delivery:
         if address.lower() not in (a.lower() for a in addresses):
             addresses.append(address)
         self.delivered_to.setdefault(sender, target.address)
+
+    @property
+    def verify(self) -> bool:
+        """verify - sendmail -bv: every mailbox, file, command and forward only
+        says what it would do ("delivers to mailbox"), as local(8) does."""
+        flags = self.message.attrs.get("trace_flags", "").replace(",", " ").split()
+        return "verify" in flags
 
     @property
     def has_deferral(self) -> bool:

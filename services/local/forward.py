@@ -106,7 +106,11 @@ def cleanup_request(delivery: Delivery, sender: str, addresses: list[str]) -> di
 
 
 def submit_forwards(delivery: Delivery, client: ipc.Client) -> list[Outcome]:
-    """submit_forwards - send the collected addresses to cleanup, one message per sender."""
+    """submit_forwards - send the collected addresses to cleanup, one message per sender.
+
+    sendmail -bv forwards nothing: each address is reported instead."""
+    if delivery.verify:
+        return [sent(f"forwards to {a}") for addrs in delivery.forwards.values() for a in addrs]
     outcomes = []
     for sender, addresses in delivery.forwards.items():
         content = forward_content(delivery, delivery.delivered_to[sender])

@@ -85,6 +85,8 @@ def deliver_spool_mailbox(delivery: Delivery, target: Target) -> Outcome:
 
 
 def to_maildir(delivery: Delivery, target: Target, maildir: str) -> Outcome:
+    if delivery.verify:
+        return sent("delivers to maildir")
     try:
         deliver_maildir(maildir, mailbox_prefix(delivery, target), delivery.message.content,
                         delivery.cfg.size("mailbox_size_limit"))
@@ -95,6 +97,8 @@ def to_maildir(delivery: Delivery, target: Target, maildir: str) -> Outcome:
 
 def to_mbox(delivery: Delivery, target: Target, path: str,
             create_owner: tuple[int, int] | None) -> Outcome:
+    if delivery.verify:
+        return sent("delivers to mailbox")
     cfg = delivery.cfg
     try:
         deliver_mbox(path, mailbox_prefix(delivery, target), delivery.message.content,

@@ -49,7 +49,7 @@ from pymaster.tables import TableError
 
 from services.local.context import DEFERRED, Delivery, Outcome, Target, deferred
 
-RESULT_KINDS = (agent.SENT, agent.DEFERRED, agent.BOUNCED)
+RESULT_KINDS = (agent.SENT, agent.DEFERRED, agent.BOUNCED, *agent.VERDICTS)
 
 
 def mailbox_handoff(delivery: Delivery, target: Target) -> Outcome | None:

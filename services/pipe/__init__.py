@@ -43,6 +43,7 @@ One module per part of the job:
 Interface:
     main()                                      the libexec/pipe program
     PipeAgent(name, attrs, cfg).deliver(req, status)
+    PipeAgent(name, attrs, cfg).verify(req, status)    sendmail -bv: what it would run
     (and the parts' interfaces, re-exported here)
 """
 
@@ -89,6 +90,16 @@ class PipeAgent:
         for rcpt in req.recipients:
             report(status, rcpt, self.name, outcome)
 
+    def verify(self, req: delivery.DeliveryRequest, status: delivery.Status) -> None:
+        """verify - sendmail -bv: the size check, then the command it would run."""
+        limit = self.attrs.size_limit
+        if limit and delivery.open_content(req).size > limit:
+            outcome = Outcome(BOUNCED, "5.2.3", "message too large")
+        else:
+            outcome = Outcome(SENT, "2.0.0", f"delivers to command: {self.attrs.argv[0]}")
+        for rcpt in req.recipients:
+            report(status, rcpt, self.name, outcome)
+
     def attempt(self, req: delivery.DeliveryRequest) -> Outcome:
         """attempt - check the limits, build arguments and input, run the command."""
         if not req.recipients:
@@ -130,7 +141,7 @@ def run(svc: service.Service) -> None:
     agent = PipeAgent(svc.name, attrs, svc.cfg)
     # pipe keeps root (master.cf unpriv = n): it starts each command as user=.
     svc.enter_jail()
-    svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg))
+    svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg, verify=agent.verify))
 
 
 def main() -> None:

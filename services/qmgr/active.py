@@ -126,7 +126,8 @@ class ActiveMessage:
     def apply_results(self, rcpts: list, header: dict | None) -> list:
         """apply_results - take an agent's answer; the recipients it left open.
 
-        Sent and bounced recipients are done (the agent marked the file);
+        Sent and bounced recipients, and sendmail -bv verdicts, are done
+        (the agent marked the file);
         deferred ones make the message deferred. A recipient without a
         result is done only if the queue file says so."""
         results = {}
@@ -135,7 +136,7 @@ class ActiveMessage:
         missing = []
         for rcpt in rcpts:
             outcome = results.get(rcpt.offset, {}).get("status")
-            if outcome in (delivery.SENT, delivery.BOUNCED):
+            if outcome in (delivery.SENT, delivery.BOUNCED, *delivery.VERDICTS):
                 rcpt.done = True
             elif outcome == delivery.DEFERRED:
                 self.deferred = True

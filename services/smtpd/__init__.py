@@ -24,9 +24,8 @@ Interface:
 from __future__ import annotations
 
 import asyncio
-import os
 
-from pymaster import ipc, log, service
+from pymaster import cleanup_client, log, service
 
 
 def run(svc: service.Service) -> None:
@@ -46,8 +45,8 @@ def run(svc: service.Service) -> None:
         checker_error = "451 4.3.5 Server configuration error"
     from services.smtpd import rewrite_context
     rewrite_context.prepare(cfg)     # interface addresses, before the jail
-    _import_before_jail()
-    endpoint = cleanup_endpoint(cfg.get("cleanup_service_name"))
+    _import_before_jail(settings)
+    endpoint = cleanup_client.endpoint(cfg)
     svc.enter_jail()
 
     async def serve() -> None:
@@ -57,28 +56,20 @@ def run(svc: service.Service) -> None:
     asyncio.run(serve())
 
 
-def cleanup_endpoint(name: str) -> str:
-    """cleanup_endpoint - public/NAME as Postfix's master.cf has it, else private/NAME.
-
-    The master binds the endpoint where master.cf's private column says;
-    Postfix ships cleanup public (`cleanup unix n - …`)."""
-    for visibility in ("public", "private"):
-        if os.path.exists(os.path.join(visibility, name)):
-            return ipc.endpoint(visibility, name)
-    return ipc.endpoint("public", name)
-
-
-def _import_before_jail() -> None:
+def _import_before_jail(settings) -> None:
     """_import_before_jail - modules Python would import lazily later.
 
     After the chroot or the privilege drop the interpreter's own library may
     be out of reach, so what asyncio, the resolver threads and zeromq load on
-    first use is loaded now."""
+    first use is loaded now. TLS and SASL modules (cryptography alone costs
+    tens of milliseconds per start) only when this smtpd offers them;
+    Checker.prepare() did the same for dnspython."""
     import concurrent.futures.thread  # noqa: F401  (run_in_executor)
     import encodings.idna  # noqa: F401  (getnameinfo/getaddrinfo of host names)
     import zmq.asyncio  # noqa: F401
-    from services.smtpd.tls import import_before_jail as tls_imports
-    tls_imports()
+    from services.smtpd import tls
+    tls.import_before_jail(tls=settings.tls is not None and settings.tls.context is not None,
+                           sasl=settings.auth is not None and settings.auth.enabled)
 
 
 def main() -> None:

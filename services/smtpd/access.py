@@ -19,12 +19,13 @@ spammer whitelist himself by naming a trusted MX).
 
 Interface:
     RESTRICTIONS   the check_*_access entries for check.py's table
+    DNS_RESTRICTIONS   the names among them that ask DNS (the MX/NS checks)
     access_action(checker, ctx, value, spec, permit_ok=True) -> Verdict | None
 """
 
 from __future__ import annotations
 
-from pymaster import dns, log
+from pymaster import log
 from pymaster.addr import split_address
 from services.smtpd.check import (DEFER, PERMIT, Checker, ConfigurationError, Context, Verdict,
                                   _CODE_RE, _DSN_RE, log_action, rejection, subject,
@@ -206,6 +207,7 @@ def _domain_of(ctx: Context, which: str) -> str:
 
 def _servers(checker: Checker, domain: str, rdtype: str) -> list[str]:
     """_servers - the MX (or NS) host names of DOMAIN; the domain itself when it has no MX."""
+    from pymaster import dns
     if rdtype == "MX":
         hosts = dns.mx_hosts(checker.cfg, domain)
         return hosts or [domain]
@@ -221,6 +223,9 @@ def _servers(checker: Checker, domain: str, rdtype: str) -> list[str]:
 def _server_access(checker: Checker, ctx: Context, spec: str, which: str,
                    rdtype: str) -> Verdict | None:
     """_server_access - check_{helo,sender,recipient}_{mx,ns}_access."""
+    # dnspython is loaded before the jail only when a list names one of these
+    # (Checker.prepare); a process without them starts faster.
+    from pymaster import dns
     domain = _domain_of(ctx, which)
     if not domain or domain.startswith("["):
         return None
@@ -260,3 +265,6 @@ RESTRICTIONS = {
     **{f"check_{which}_{kind.lower()}_access": (_server_restriction(which, kind), "table")
        for which in ("helo", "sender", "recipient") for kind in ("MX", "NS")},
 }
+
+DNS_RESTRICTIONS = frozenset(name for name in RESTRICTIONS
+                             if name.endswith(("_mx_access", "_ns_access")))

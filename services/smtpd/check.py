@@ -31,6 +31,9 @@ Interface:
     checker.check_rcpt(ctx, delayed=True) -> reply | None  every list due at RCPT
     checker.check_data(ctx), check_end_of_data(ctx), check_etrn(ctx) -> reply | None
     checker.check_unlisted(ctx) -> reply | None            VRFY
+    checker.uses_dns       a check may ask DNS: prepare() loads dnspython
+    checker.blocks         a check may wait on the network: run it off the event loop
+    DNS_RESTRICTIONS, NETWORK_RESTRICTIONS                  the names that do either
     ConfigurationError(text)                                a bad restriction list
 """
 
@@ -192,6 +195,7 @@ class Checker:
         self._maps_factory = maps
         self._maps_cache: dict[tuple, object] = {}
         self._policy_clients: dict[str, object] = {}
+        self._blocks: bool | None = None
         self.class_names = [c for c in cfg.list("smtpd_restriction_classes")]
         # Classes may name each other, so every name is known before any is parsed.
         self.classes: dict[str, list] = {}
@@ -244,8 +248,10 @@ class Checker:
     def prepare(self) -> None:
         """prepare - import and open everything now, before the jail closes the door."""
         import pymaster.maps  # noqa: F401  (imported here: not reachable after chroot)
-        from pymaster import dns
-        dns.resolver_for(self.cfg)      # reads resolv.conf
+        if self.uses_dns:
+            # dnspython costs tens of milliseconds at every start: only when asked for.
+            from pymaster import dns
+            dns.resolver_for(self.cfg)      # reads resolv.conf
         self.resolver, self.mynetworks, self.canonical("postmaster")
         for name in ("virtual_alias_maps", "local_recipient_maps", "relay_recipient_maps",
                      "virtual_mailbox_maps", "rbl_reply_maps", "relay_clientcerts",
@@ -255,6 +261,32 @@ class Checker:
             for name, arg in steps:
                 if arg is not None and RESTRICTIONS[name][1] == "table":
                     self.maps([arg])
+
+    def steps(self):
+        """steps - every (name, argument) of every list and class."""
+        for steps in [*self.lists.values(), *self.classes.values()]:
+            yield from steps
+
+    @property
+    def uses_dns(self) -> bool:
+        """uses_dns - may a check ask DNS?  An access table's answer may name
+        any restriction (access(5)), so a list with one counts as asking."""
+        return any(name in DNS_RESTRICTIONS or name in access.RESTRICTIONS
+                   for name, _ in self.steps())
+
+    @property
+    def blocks(self) -> bool:
+        """blocks - may a check wait on the network (DNS, a policy server, a socketmap)?
+
+        Such checks run in a thread so that the other sessions go on; the rest
+        (tables in memory or on disk, address and network lists) run inline,
+        which is several times cheaper. An access table's answer naming a DNS
+        restriction is not foreseen here: that lookup runs inline.
+        Asked per check, so answered once, after prepare() opened the tables."""
+        if self._blocks is None:
+            self._blocks = any(name in NETWORK_RESTRICTIONS for name, _ in self.steps()) or \
+                any("socketmap:" in spec for specs in self._maps_cache for spec in specs)
+        return self._blocks
 
     # -- parsing ------------------------------------------------------------
     def parse(self, words: list[str], where: str) -> list[tuple[str, str | None]]:
@@ -630,3 +662,6 @@ for _module in (access, names, rbl, policy):
 from services.smtpd import auth as _auth  # noqa: E402  (the SASL sender login checks)
 
 RESTRICTIONS.update(_auth.RESTRICTIONS)
+
+DNS_RESTRICTIONS = access.DNS_RESTRICTIONS | names.DNS_RESTRICTIONS | rbl.DNS_RESTRICTIONS
+NETWORK_RESTRICTIONS = DNS_RESTRICTIONS | frozenset(policy.RESTRICTIONS)

@@ -18,13 +18,13 @@ default does.
 
 Interface:
     RESTRICTIONS   entries for check.py's table
+    DNS_RESTRICTIONS   the names among them that ask DNS
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from pymaster import dns
 from pymaster.addr import is_valid_hostname, split_address
 from services.smtpd.check import Checker, Context, Verdict, coded
 
@@ -102,6 +102,7 @@ def reject_unknown_helo_hostname(checker: Checker, ctx: Context, arg) -> Verdict
     code = checker.cfg.int("unknown_hostname_reject_code")
     dsn = "4.7.1" if code < 500 else "5.7.1"
     reply = coded(code, dsn, f"<{ctx.helo}>: Helo command rejected: Host not found")
+    from pymaster import dns    # loaded before the jail when configured (Checker.prepare)
     try:
         found = dns.has_address_or_mx(checker.cfg, helo)
     except dns.DnsError:
@@ -123,6 +124,7 @@ def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: s
         return None     # ours (local, virtual, relay): we know it exists
     code = checker.cfg.int("unknown_address_reject_code")
     text = f"<{address}>: {what} address rejected: Domain not found"
+    from pymaster import dns    # loaded before the jail when configured (Checker.prepare)
     try:
         found = dns.has_address_or_mx(checker.cfg, domain.rstrip("."))
     except dns.DnsError:
@@ -172,3 +174,10 @@ RESTRICTIONS = {
     "reject_unknown_client": (reject_unknown_client_hostname, ""),
     "reject_unknown_reverse_client_hostname": (reject_unknown_reverse_client_hostname, ""),
 }
+
+# The client hostname checks read the name smtpd looked up at connect time;
+# these look the HELO name or the address's domain up now.
+DNS_RESTRICTIONS = frozenset({
+    "reject_unknown_helo_hostname", "reject_unknown_hostname",
+    "reject_unknown_sender_domain", "reject_unknown_recipient_domain",
+})

@@ -18,6 +18,7 @@ asked lists no one).
 
 Interface:
     RESTRICTIONS   entries for check.py's table
+    DNS_RESTRICTIONS   all of them: each one asks DNS
     parse_filter(text) -> callable(address) -> bool
 """
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from pymaster import dns, log
+from pymaster import log
 from pymaster.addr import split_address
 from services.smtpd.check import PERMIT, Checker, Context, Verdict, reply_with_code
 
@@ -87,6 +88,9 @@ def _split_arg(arg: str) -> tuple[str, str]:
 
 def listed(checker: Checker, query: str, filt: str) -> list[str] | None:
     """listed - the matching A records of QUERY, or None when it is not listed."""
+    # dnspython is loaded before the jail only when a list names a DNS list
+    # (Checker.prepare): every `dns` import here is a function's own.
+    from pymaster import dns
     try:
         answers = dns.lookup(checker.cfg, query, "A")
     except dns.DnsError as e:
@@ -103,6 +107,7 @@ def listed(checker: Checker, query: str, filt: str) -> list[str] | None:
 
 
 def _reason(checker: Checker, query: str) -> str:
+    from pymaster import dns
     try:
         return "; ".join(dns.lookup(checker.cfg, query, "TXT"))
     except dns.DnsError:
@@ -135,6 +140,7 @@ def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class:
 
 
 def reject_rbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    from pymaster import dns
     domain, filt = _split_arg(arg)
     try:
         query = dns.dnsbl_query(ctx.client_addr, domain)
@@ -146,6 +152,7 @@ def reject_rbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | Non
 
 
 def permit_dnswl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
+    from pymaster import dns
     domain, filt = _split_arg(arg)
     try:
         query = dns.dnsbl_query(ctx.client_addr, domain)
@@ -207,3 +214,5 @@ RESTRICTIONS = {
     "reject_rhsbl_recipient": (reject_rhsbl_recipient, "domain"),
     "permit_rhswl_client": (permit_rhswl_client, "domain"),
 }
+
+DNS_RESTRICTIONS = frozenset(RESTRICTIONS)

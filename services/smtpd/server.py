@@ -4,8 +4,10 @@ The master hands over the listening socket(s) (descriptor 3, more in
 $PYMASTER_LISTEN_FDS) and the status pipe. This process accepts while fewer
 than smtpd_per_process_session_limit sessions are open and tells the master
 "busy" at the limit and "available" below it, so the master starts another
-smtpd only when this one is full. It stops accepting after max_use
-sessions, after max_idle seconds without a session, on SIGTERM, or when the
+smtpd only when this one is full. It stops accepting after max_use times
+smtpd_per_process_session_limit sessions (it stands in for that many
+Postfix smtpd processes; docs/architecture.md, "max_use: what a use is"),
+after max_idle seconds without a session, on SIGTERM, or when the
 master goes away or reloads (end of file on descriptor 5); sessions in
 progress are finished first, never cut.
 
@@ -39,7 +41,9 @@ class Server:
         self.cleanup = cleanup
         self.cfg = svc.cfg
         self.limit = max(1, self.cfg.int("smtpd_per_process_session_limit"))
-        self.max_use = self.cfg.int("max_use")
+        # One process does the work of `limit` Postfix smtpd processes, so it
+        # gets their combined budget of connections (0 stays: no limit).
+        self.max_use = self.cfg.int("max_use") * self.limit
         self.max_idle = float(self.cfg.time("max_idle"))
         self.peername_lookup = self.cfg.bool("smtpd_peername_lookup")
         self.sessions: set[asyncio.Task] = set()

@@ -25,7 +25,7 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 
-from pymaster import ipc, log
+from pymaster import cleanup_client, ipc, log
 from pymaster.config import Config
 from services.smtpd import replies, xclient
 from services.smtpd import auth, tls
@@ -111,7 +111,7 @@ class Settings:
             queue_minfree=cfg.size("queue_minfree"),
             ipc_timeout=float(cfg.time("ipc_timeout")),
             fast_flush_domains=[d.lower() for d in cfg.list("fast_flush_domains")],
-            qmgr_endpoint=ipc.endpoint("public", cfg.get("queue_service_name")),
+            qmgr_endpoint=ipc.service_endpoint(cfg.get("queue_service_name")),
             content_filter=cfg.get("content_filter").strip(),
             receive_overrides=cfg.list("receive_override_options"),
             xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
@@ -358,9 +358,13 @@ class Session:
             sasl_method=self.sasl_method, **tls.context_fields(self))
 
     async def check(self, method, ctx: Context) -> str | None:
-        """check - run a restriction check off the event loop (DNS, policy servers block)."""
+        """check - run a restriction check; off the event loop when it may wait on
+        the network (DNS, policy servers), inline otherwise (Checker.blocks)."""
         try:
-            refusal = await asyncio.to_thread(method, ctx)
+            if self.checker.blocks:
+                refusal = await asyncio.to_thread(method, ctx)
+            else:
+                refusal = method(ctx)
         except Exception as e:  # a broken table must not end the session
             log.warning(f"access check failed: {type(e).__name__}: {e}")
             refusal = "451 4.3.5 Server configuration error"
@@ -621,25 +625,23 @@ class Session:
     # -- queueing ---------------------------------------------------------------
     def request_header(self) -> dict:
         mail = self.mail
-        return {
-            "op": "message",
-            "sender": mail.sender,
-            "recipients": [{"address": r.address, "orig": r.address, "notify": r.notify,
-                            "orcpt": r.orcpt} for r in self.rcpts],
-            "attrs": {"origin": "smtpd",
-                      "rewrite_context": header_rewrite_context(self.checker, self.context()),
-                      "client_name": self.peer.name, "client_address": self.peer.addr,
-                      "client_port": str(self.peer.port), "helo_name": self.helo or "",
-                      "protocol": self.protocol, "envid": mail.envid, "ret": mail.ret,
-                      "body": mail.body, "smtputf8": mail.smtputf8,
-                      "sasl_method": self.sasl_method, "sasl_username": self.sasl_username,
-                      "log_queue_id": "",
-                      **({"content_filter": self.s.content_filter}
-                         if self.s.content_filter else {})},
-            "flags": list(self.s.receive_overrides),
-            "queue_id_placeholder": QUEUE_ID_PLACEHOLDER,
-            "actions": [a for a in self.actions if a["action"] != "PREPEND"],
-        }
+        return cleanup_client.message_request(
+            mail.sender,
+            [cleanup_client.recipient(r.address, r.address, r.notify, r.orcpt)
+             for r in self.rcpts],
+            {"origin": "smtpd",
+             "rewrite_context": header_rewrite_context(self.checker, self.context()),
+             "client_name": self.peer.name, "client_address": self.peer.addr,
+             "client_port": str(self.peer.port), "helo_name": self.helo or "",
+             "protocol": self.protocol, "envid": mail.envid, "ret": mail.ret,
+             "body": mail.body, "smtputf8": mail.smtputf8,
+             "sasl_method": self.sasl_method, "sasl_username": self.sasl_username,
+             "log_queue_id": "",
+             **({"content_filter": self.s.content_filter} if self.s.content_filter else {})},
+            self.s.receive_overrides,
+            queue_id_placeholder=QUEUE_ID_PLACEHOLDER,
+            actions=[a for a in self.actions if a["action"] != "PREPEND"],
+        )
 
     async def queue_message(self, content: bytearray) -> str:
         """queue_message - give the message to cleanup; the reply for the client."""
@@ -753,18 +755,25 @@ class Session:
                 await self.reply(replies.ERR_ETRN_UNAVAILABLE.format(domain=domain))
 
     # -- XCLIENT, XFORWARD (Postfix's XCLIENT_README, XFORWARD_README) -------------
-    async def smtp_XCLIENT(self, arg: str) -> None:
-        if self.s.xclient_hosts is None or \
-                not self.s.xclient_hosts.match(self.real_peer.addr, self.real_peer.name):
+    async def _proxy_attributes(self, hosts: NetList | None, arg: str, allowed: list[str],
+                                verb: str) -> dict | None:
+        """_proxy_attributes - the XCLIENT/XFORWARD attributes, or None once refused."""
+        if hosts is None or not hosts.match(self.real_peer.addr, self.real_peer.name):
             await self.reply(xclient.ERR_XCLIENT_AUTH)
-            return
+            return None
         if self.mail is not None:
             await self.reply(xclient.ERR_IN_TRANSACTION)
-            return
+            return None
         try:
-            attrs = xclient.parse_attributes(arg, xclient.XCLIENT_ATTRS, "XCLIENT")
+            return xclient.parse_attributes(arg, allowed, verb)
         except xclient.AttributeError_ as e:
             await self.reply(e.reply)
+            return None
+
+    async def smtp_XCLIENT(self, arg: str) -> None:
+        attrs = await self._proxy_attributes(self.s.xclient_hosts, arg,
+                                             xclient.XCLIENT_ATTRS, "XCLIENT")
+        if attrs is None:
             return
         self._become(attrs)
         # The client starts over: a new greeting, and it must say EHLO again.
@@ -793,17 +802,9 @@ class Session:
         self.reset_transaction()
 
     async def smtp_XFORWARD(self, arg: str) -> None:
-        if self.s.xforward_hosts is None or \
-                not self.s.xforward_hosts.match(self.real_peer.addr, self.real_peer.name):
-            await self.reply(xclient.ERR_XCLIENT_AUTH)
-            return
-        if self.mail is not None:
-            await self.reply(xclient.ERR_IN_TRANSACTION)
-            return
-        try:
-            attrs = xclient.parse_attributes(arg, xclient.XFORWARD_ATTRS, "XFORWARD")
-        except xclient.AttributeError_ as e:
-            await self.reply(e.reply)
+        attrs = await self._proxy_attributes(self.s.xforward_hosts, arg,
+                                             xclient.XFORWARD_ATTRS, "XFORWARD")
+        if attrs is None:
             return
         self.xforward.update(attrs)
         await self.reply(xclient.OK_XFORWARD)

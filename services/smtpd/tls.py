@@ -248,13 +248,16 @@ def context_fields(session) -> dict:
             "ccert_verified": bool(info.peer_der and info.verified)}
 
 
-def import_before_jail() -> None:
-    """import_before_jail - what TLS and SASL load lazily (certificate names, scrypt)."""
+def import_before_jail(tls: bool = True, sasl: bool = True) -> None:
+    """import_before_jail - what TLS and SASL load lazily (certificate names, scrypt),
+    for what this process offers: TLS (a certificate is loaded), SASL (AUTH is on)."""
     import asyncio.sslproto  # noqa: F401
-    import hashlib
-    hashlib.scrypt(b"", salt=b"0", n=2, r=1, p=1)   # loads OpenSSL's KDF provider
-    import cryptography.hazmat.primitives.serialization  # noqa: F401
-    import cryptography.x509  # noqa: F401
-    import cryptography.x509.oid  # noqa: F401
-    import pymaster.sasl.builtin  # noqa: F401
-    import pymaster.sasl.dovecot  # noqa: F401
+    if tls:
+        import cryptography.hazmat.primitives.serialization  # noqa: F401
+        import cryptography.x509  # noqa: F401
+        import cryptography.x509.oid  # noqa: F401
+    if sasl:
+        import hashlib
+        hashlib.scrypt(b"", salt=b"0", n=2, r=1, p=1)   # loads OpenSSL's KDF provider
+        import pymaster.sasl.builtin  # noqa: F401
+        import pymaster.sasl.dovecot  # noqa: F401

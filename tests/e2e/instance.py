@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from pymaster import ipc
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 SHIPPED_ETC = ROOT / "etc"
@@ -50,7 +52,32 @@ def _open_path_for_others(path: Path) -> None:
             os.chmod(parent, (mode & 0o7777) | 0o011)
 
 
-class Instance:
+class MailLog:
+    """Reading an instance's log file (self.maillog), ours or Debian's Postfix's."""
+
+    maillog: Path
+
+    def log_text(self) -> str:
+        try:
+            return self.maillog.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 20, count: int = 1) -> re.Match:
+        """wait_for_log - the COUNTth match of PATTERN in the log, waiting for it."""
+        regex = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            matches = list(regex.finditer(self.log_text()))
+            if len(matches) >= count:
+                return matches[count - 1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count} log line(s) matching {pattern!r} "
+                                     f"within {timeout}s; log:\n{self.log_text()[-6000:]}")
+            time.sleep(0.05)
+
+
+class Instance(MailLog):
     """One pymaster instance in TMP: config dir, queue dir, log file."""
 
     def __init__(self, tmp: Path, main_cf: dict[str, str] | None = None,
@@ -184,26 +211,7 @@ class Instance:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # -- what tests read ---------------------------------------------------
-    def log_text(self) -> str:
-        try:
-            return self.maillog.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_for_log(self, pattern: str, timeout: float = 20, count: int = 1) -> re.Match:
-        """wait_for_log - the COUNTth match of PATTERN in the log, waiting for it."""
-        regex = re.compile(pattern, re.M)
-        deadline = time.monotonic() + timeout
-        while True:
-            matches = list(regex.finditer(self.log_text()))
-            if len(matches) >= count:
-                return matches[count - 1]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {count} log line(s) matching {pattern!r} "
-                                     f"within {timeout}s; log:\n{self.log_text()[-6000:]}")
-            time.sleep(0.05)
-
+    # -- what tests read (log_text, wait_for_log: MailLog) --------------------
     def maildir_messages(self, maildir: Path, count: int = 1, timeout: float = 20) -> list[bytes]:
         """maildir_messages - the messages in MAILDIR/new, waiting for COUNT of them."""
         deadline = time.monotonic() + timeout
@@ -216,6 +224,20 @@ class Instance:
                 raise AssertionError(f"{len(files)} of {count} messages in {new}; log:\n"
                                      f"{self.log_text()[-6000:]}")
             time.sleep(0.05)
+
+
+def submit_to_cleanup(inst: Instance, rcpts, body: bytes, sender: str) -> str:
+    """submit_to_cleanup - queue BODY through INST's real cleanup service; its queue ID."""
+    header = {"op": "message", "sender": sender,
+              "recipients": [{"address": r, "orig": r} for r in rcpts],
+              "attrs": {"origin": "test", "rewrite_context": "remote"}, "flags": []}
+    client = ipc.Client(ipc.endpoint("public", "cleanup", str(inst.queue_dir)))
+    try:
+        reply, _ = client.call(header, [body], timeout=20)
+    finally:
+        client.close()
+    assert reply["status"] == "ok", reply
+    return reply["queue_id"]
 
 
 def _alive(pid: int) -> bool:

@@ -8,34 +8,22 @@ and skip elsewhere. As any user, the in-tree virtual Maildir delivery runs.
 
 import os
 import pwd
-import shutil
 import smtplib
-import subprocess
 import time
-import uuid
 
 import pytest
 
-from pymaster import ipc
-from tests.e2e.instance import Instance, is_root
+from tests.accounts import can_add_accounts, temporary_account
+from tests.e2e.instance import Instance, is_root, submit_to_cleanup
 
 DOMAIN = "mx.example.com"
-needs_root = pytest.mark.skipif(not is_root() or not shutil.which("useradd"),
+needs_root = pytest.mark.skipif(not can_add_accounts(),
                                 reason="local delivery to system accounts needs root and useradd")
 
 
 def submit(inst, rcpts, body=b"Subject: local test\n\nFrom me\nhello\n", sender="a@example.org"):
     """submit - queue a message through the instance's real cleanup service."""
-    header = {"op": "message", "sender": sender,
-              "recipients": [{"address": r, "orig": r} for r in rcpts],
-              "attrs": {"origin": "test", "rewrite_context": "remote"}, "flags": []}
-    client = ipc.Client(ipc.endpoint("public", "cleanup", str(inst.queue_dir)))
-    try:
-        reply, _ = client.call(header, [body], timeout=20)
-    finally:
-        client.close()
-    assert reply["status"] == "ok", reply
-    return reply["queue_id"]
+    return submit_to_cleanup(inst, rcpts, body, sender)
 
 
 def wait_for(path, timeout=20):
@@ -49,16 +37,12 @@ def wait_for(path, timeout=20):
 @pytest.fixture
 def account(tmp_path):
     """account - a temporary system user whose home is under tmp_path."""
-    name = "pm" + uuid.uuid4().hex[:8]
-    home = tmp_path / "home" / name
-    home.parent.mkdir()
+    homes = tmp_path / "home"
+    homes.mkdir()
     os.chmod(tmp_path, 0o755)
-    os.chmod(home.parent, 0o755)
-    subprocess.run(["useradd", "-m", "-d", str(home), "-s", "/bin/sh", name], check=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], check=False)
+    os.chmod(homes, 0o755)
+    with temporary_account(homes, "pm") as user:
+        yield user
 
 
 def local_instance(tmp_path, aliases: str, **main_cf) -> Instance:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
 import time
 
 import pytest
 
+from tests import smtpclient
 from tests.e2e.instance import Instance, free_port
 
 HOST = "mx.example.com"
@@ -43,37 +43,15 @@ def inst(tmp_path_factory):
         yield instance
 
 
-class Raw:
-    """Exactly the bytes a test wants on the wire; replies read one by one."""
+class Raw(smtpclient.Raw):
+    """The byte-level client, with this instance's greeting and EHLO checked."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.file.readline().decode()
-            if not line:
-                break
-            lines.append(line.rstrip("\r\n"))
-            if line[3:4] != "-":
-                break
-        return "\n".join(lines)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, line: str) -> str:
-        self.send(line.encode() + b"\r\n")
-        return self.reply()
+        super().__init__(port, timeout=20)
 
     def start(self, helo: str = "client.example") -> None:
         assert self.reply() == f"220 {HOST} ESMTP Postfix"
         assert self.cmd(f"EHLO {helo}").startswith(f"250-{HOST}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def queued_id(reply: str | bytes) -> str:

@@ -6,24 +6,14 @@ import time
 
 import pytest
 
-from pymaster import ipc
-from tests.e2e.instance import Instance, is_root
+from tests.e2e.instance import Instance, is_root, submit_to_cleanup
 
 NOBODY = 65534
 
 
 def send(inst, rcpts, body=b"Subject: virtual test\n\nhello\n", sender="a@example.org"):
     """send - queue a message through the instance's real cleanup service."""
-    header = {"op": "message", "sender": sender,
-              "recipients": [{"address": r, "orig": r} for r in rcpts],
-              "attrs": {"origin": "test", "rewrite_context": "remote"}, "flags": []}
-    client = ipc.Client(ipc.endpoint("public", "cleanup", str(inst.queue_dir)))
-    try:
-        reply, _ = client.call(header, [body], timeout=20)
-    finally:
-        client.close()
-    assert reply["status"] == "ok", reply
-    return reply["queue_id"]
+    return submit_to_cleanup(inst, rcpts, body, sender)
 
 
 def send_smtp(inst, rcpts, body=b"Subject: virtual test\n\nhello\n", sender="a@example.org"):

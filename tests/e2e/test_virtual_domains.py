@@ -11,20 +11,17 @@ what an empty local_recipient_maps does.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import smtplib
-import subprocess
 import time
-import uuid
 
 import pytest
 
-from tests.e2e.instance import ROOT, Instance, free_port, is_root
+from tests.accounts import can_add_accounts, temporary_account
+from tests.e2e.instance import ROOT, Instance, free_port
 
 pytestmark = [
     pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(), reason="needs smtpd"),
-    pytest.mark.skipif(not is_root() or not shutil.which("useradd"),
+    pytest.mark.skipif(not can_add_accounts(),
                        reason="deliveries to system accounts need root and useradd"),
 ]
 
@@ -35,13 +32,8 @@ VMAIL_UID, VMAIL_GID = 5011, 5012
 def account(tmp_path_factory):
     home_base = tmp_path_factory.mktemp("homes")
     os.chmod(home_base, 0o755)
-    name = "pv" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "-m", "-d", str(home_base / name), "-s", "/bin/sh", name],
-                   check=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], check=False)
+    with temporary_account(home_base, "pv") as user:
+        yield user
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.instance import free_port
+from tests.e2e.instance import MailLog, free_port
 
 SBIN = Path("/usr/sbin")
 MASTER_CF_DIST = Path("/usr/share/postfix/master.cf.dist")
@@ -38,7 +38,7 @@ def available() -> str:
     return ""
 
 
-class DebianPostfix:
+class DebianPostfix(MailLog):
     """One Postfix instance under TMP: etc/, spool/, data/, maillog."""
 
     def __init__(self, tmp: Path, main_cf: dict[str, str] | None = None) -> None:
@@ -110,20 +110,3 @@ class DebianPostfix:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    def log_text(self) -> str:
-        try:
-            return self.maillog.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_for_log(self, pattern: str, timeout: float = 20, count: int = 1) -> re.Match:
-        regex = re.compile(pattern, re.M)
-        deadline = time.monotonic() + timeout
-        while True:
-            matches = list(regex.finditer(self.log_text()))
-            if len(matches) >= count:
-                return matches[count - 1]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Postfix logged no {pattern!r}:\n{self.log_text()[-4000:]}")
-            time.sleep(0.05)

@@ -9,7 +9,7 @@ lines. Four templates exist, each with a built-in default that
     failure_template   Undelivered Mail Returned to Sender
     delay_template     Delayed Mail (still being retried)
     success_template   Successful Mail Delivery Report
-    verp_template      Mail Delivery Status Report
+    verify_template      Mail Delivery Status Report
 
 The template file (bounce(5)) holds `name = <<TERMINATOR` blocks that end
 at a line holding only TERMINATOR; outside them, blank lines and `#`
@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 
 from pymaster.config import Config
 
-TEMPLATE_NAMES = ("failure_template", "delay_template", "success_template", "verp_template")
+TEMPLATE_NAMES = ("failure_template", "delay_template", "success_template", "verify_template")
 HEADER_FIELDS = {"charset": "charset", "from": "sender", "subject": "subject",
                  "postmaster-subject": "postmaster_subject"}
 TIME_PARAMS = ("delay_warning_time", "maximal_queue_lifetime", "bounce_queue_lifetime")
@@ -98,8 +98,8 @@ DEFAULT_TEMPLATES: dict[str, Template] = {
               "receive no further notifications. Otherwise you may still receive\n"
               "notifications of mail delivery errors from other systems.\n\n"
               + _SIGNATURE)),
-    "verp_template": Template(
-        "verp_template",
+    "verify_template": Template(
+        "verify_template",
         subject="Mail Delivery Status Report",
         text=("This is the mail system at host $myhostname.\n\n"
               "Enclosed is the mail delivery report that you requested.\n\n"

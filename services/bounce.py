@@ -145,7 +145,7 @@ class BounceServer:
 
         A message whose `trace_flags` attribute says `record` (sendmail -v)
         or `verify` (sendmail -bv) gets a report on every recipient instead,
-        from verp_template: the delivery report the user asked for."""
+        from verify_template: the delivery report the user asked for."""
         log_path = queue.trace_log_path(queue_id)
         rcpts = dsn.read_log(log_path)
         if rcpts:
@@ -192,7 +192,7 @@ class BounceServer:
     def _template(self, kind: str) -> Template:
         return self.templates[{"failure": "failure_template", "delay": "delay_template",
                                "success": "success_template",
-                               "trace": "verp_template"}[kind]]
+                               "trace": "verify_template"}[kind]]
 
     def _send(self, notice: dsn.Notice, content: bytes | None, sender: str) -> str:
         data = dsn.build(self.cfg, self._template(notice.kind), notice, content)

@@ -377,7 +377,7 @@ class TestDelayAndSuccess:
         assert "<a@x.example>: delivery via local: delivered to maildir" in text
         assert f"{qid}: sender delivery status notification: NEW1" in logged
 
-    def test_sendmail_v_report_covers_every_recipient_with_verp_template(self, spool, logged):
+    def test_sendmail_v_report_covers_every_recipient_with_verify_template(self, spool, logged):
         qid = queue_message([rcpt("a@x.example"), rcpt("b@y.example")],
                             attrs={"trace_flags": "record"})
         trace = queue.trace_log_path(qid)
@@ -418,7 +418,7 @@ EOF
 class TestTemplates:
     def test_defaults_exist_for_every_kind(self):
         assert set(DEFAULT_TEMPLATES) == {"failure_template", "delay_template",
-                                          "success_template", "verp_template"}
+                                          "success_template", "verify_template"}
 
     def test_template_file_replaces_headers_and_text(self, tmp_path, spool, logged):
         (tmp_path / "bounce.cf").write_text(TEMPLATE_FILE)

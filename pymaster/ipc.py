@@ -30,6 +30,7 @@ Interface:
     Client(endpoint).call(header, payload, timeout) -> (header, payload)
     AsyncClient(endpoint): send / recv for many requests in flight (qmgr)
     trigger(endpoint, header): a one-way wakeup; nobody waits for the answer
+    OneWay(endpoint).send(header): the same over a kept socket (a trigger per message)
     Worker(endpoint, credits): the service side
 """
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Iterable
 
 import zmq
@@ -146,6 +148,56 @@ def trigger(ep: str, header: dict | None = None) -> None:
         pass
     finally:
         sock.close()
+
+
+class OneWay:
+    """One-way requests to one service over a socket kept for the process's
+    life: trigger() connects anew each time, which costs the sender and the
+    master more than the request itself when it happens per message
+    (cleanup's qmgr wakeup, smtpd's anvil disconnect).
+
+    The service answers anyway (the answer returns its worker's credit); the
+    answers gather here and are dropped at the next send. A request that
+    cannot be queued without waiting is dropped: only requests whose loss
+    is harmless (a wakeup; qmgr also scans on its own) belong here, unless
+    the caller checks send()'s result. close(wait) waits up to WAIT seconds
+    for the answers still due, so no request is lost when the process ends."""
+
+    def __init__(self, ep: str) -> None:
+        self.endpoint = ep
+        self.sock: zmq.Socket | None = None
+        self.unanswered = 0
+
+    def send(self, header: dict) -> bool:
+        """send - queue HEADER for the service; False when it had to be dropped."""
+        if self.sock is None:
+            self.sock = _socket(zmq.DEALER, self.endpoint)
+        self._drain(0)
+        try:
+            self.sock.send_multipart([b"", *pack(header)], zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        self.unanswered += 1
+        return True
+
+    def _drain(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic() if self.unanswered else 0
+            if not self.sock.poll(max(0, int(left * 1000)), zmq.POLLIN):
+                return
+            self.sock.recv_multipart(zmq.NOBLOCK)
+            self.unanswered = max(0, self.unanswered - 1)
+
+    def close(self, wait: float = 0.0) -> None:
+        if self.sock is None:
+            return
+        try:
+            self._drain(wait)
+        except zmq.ZMQError:
+            pass
+        self.sock.close(0)
+        self.sock = None
 
 
 class Worker:

@@ -44,6 +44,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import zmq
 
@@ -297,7 +298,7 @@ class Master:
         self.leaving: list[MasterService] = []      # removed by reload, children finishing
         self.children: dict[int, Child] = {}
         self.poller = zmq.Poller()
-        self.registered: set = set()
+        self.registered: dict = {}      # polled socket or fd -> what to do when readable
         self.stopping = False
         self.stop_deadline = 0.0
         self.sig_r = self.sig_w = -1
@@ -382,6 +383,10 @@ class Master:
             if self.sig_r in events:
                 if self.handle_signals():
                     return 0
+                # A reload or a reaped service may have closed what was polled;
+                # what is still readable is seen again by the next poll.
+                self.run_timers()
+                continue
             self.handle_events(events)
             self.run_timers()
         self.shutdown()
@@ -391,22 +396,25 @@ class Master:
         return list(self.services.values()) + self.leaving
 
     def update_poller(self) -> None:
-        """update_poller - watch exactly what can make us act now."""
-        want: set = {self.sig_r}
+        """update_poller - watch exactly what can make us act now, and remember
+        what each watched item is for, so that handle_events visits only what
+        poll returned. The poller itself changes only where the set changed."""
+        want: dict = {self.sig_r: None}
         now = time.monotonic()
         for svc in self.all_services():
             if svc.broker is not None:
-                want.add(svc.broker.frontend)
-                want.add(svc.broker.backend)
+                want[svc.broker.backend] = svc.broker.on_backend
+                want[svc.broker.frontend] = svc.broker.on_frontend
             if svc.status_r >= 0:
-                want.add(svc.status_r)
+                want[svc.status_r] = partial(self.read_status, svc)
             # A readable listener matters only when we could start a child for it.
             if not self.stopping and svc.listeners and svc.avail_count() == 0 \
                     and svc.room() > 0 and not svc.throttled(now):
-                want.update(s.fileno() for s in svc.listeners)
-        for item in self.registered - want:
+                for sock in svc.listeners:
+                    want[sock.fileno()] = partial(self.spawn_for_listener, svc)
+        for item in self.registered.keys() - want.keys():
             self.poller.unregister(item)
-        for item in want - self.registered:
+        for item in want.keys() - self.registered.keys():
             self.poller.register(item, zmq.POLLIN)
         self.registered = want
 
@@ -426,18 +434,12 @@ class Master:
         return max(0, int((min(times) - now) * 1000) + 1)
 
     def handle_events(self, events: dict) -> None:
-        for svc in self.all_services():
-            if svc.broker is not None:
-                if svc.broker.backend in events:
-                    svc.broker.on_backend()
-                if svc.broker.frontend in events:
-                    svc.broker.on_frontend()
-            if svc.status_r in events:
-                self.read_status(svc)
-            for sock in svc.listeners:
-                if sock.fileno() in events:
-                    self.spawn_for_listener(svc)
-                    break
+        """handle_events - what update_poller registered for each readable item.
+        A broker drains its socket to the last message (NOBLOCK) each time."""
+        for item in events:
+            action = self.registered.get(item)
+            if action is not None:
+                action()
 
     def read_status(self, svc: MasterService) -> None:
         """read_status - available/busy reports of inet children."""
@@ -466,7 +468,8 @@ class Master:
             return
         now = time.monotonic()
         for svc in self.services.values():
-            if svc.broker is None or svc.throttled(now):
+            # Nearly always no request waits: that test is cheap, the rest is not.
+            if svc.broker is None or not svc.broker.pending or svc.throttled(now):
                 continue
             need = min(svc.broker.wanted(svc.starting_count()), svc.room())
             for _ in range(need):

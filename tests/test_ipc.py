@@ -155,3 +155,19 @@ class TestBroker:
         pump(broker, lambda: "result" in worker and all("result" in c for c in clients))
         assert len(worker["result"]) == 2
         assert all(c["result"] == ({"ok": 1}, []) for c in clients)
+
+
+class TestOneWay:
+    """ipc.OneWay: requests nobody waits for, over one kept socket."""
+
+    def test_requests_arrive_in_order_and_their_answers_are_dropped(self, broker):
+        worker = echo_worker(3)
+        sender = ipc.OneWay("ipc://private/svc")
+        for n in range(3):
+            assert sender.send({"op": "wakeup", "n": n})
+        pump(broker, lambda: "result" in worker)
+        assert [h["n"] for h in worker["result"][0]] == [0, 1, 2]
+        pump(broker, lambda: broker.credits == {} and not broker.pending)
+        closing = in_thread(lambda: sender.close(wait=10))
+        pump(broker, lambda: "result" in closing)
+        assert sender.unanswered == 0                # every answer came and was dropped

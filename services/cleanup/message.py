@@ -174,11 +174,12 @@ def _content_chunks(headers: list[str], content: bytes, body_offset: int) -> Ite
 
 def make_handler(cfg: Config, wake: bool = True) -> Callable[[dict, list], tuple[dict, list]]:
     """make_handler - the service's request handler; wakes qmgr after each queued message."""
-    qmgr = ipc.service_endpoint(cfg.get("queue_service_name"))
+    # One kept socket: a new connection per message cost more than the wakeup.
+    qmgr = ipc.OneWay(ipc.service_endpoint(cfg.get("queue_service_name")))
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:
         reply, reply_payload = handle_message(cfg, header, payload)
         if wake and reply.get("status") == "ok":
-            ipc.trigger(qmgr, {"op": "wakeup"})
+            qmgr.send({"op": "wakeup"})
         return reply, reply_payload
     return handler

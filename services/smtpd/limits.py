@@ -8,6 +8,11 @@ smtpd_client_event_limit_exceptions (default $mynetworks) is never limited.
 When anvil does not answer, nobody is limited (Postfix does the same: a
 missing anvil must not stop mail).
 
+As in Postfix, anvil hears nothing when every limit is 0 (no Limits at
+all), nor about an exempt client; a connection costs one round trip
+(connect answers count and rate together), and its end is a one-way
+`disconnect` that nobody waits for.
+
 Replies and warnings:
     421 4.7.0 HOST Error: too many connections from ADDR
         warning: Connection concurrency limit exceeded: N from NAME[ADDR] for service smtp
@@ -18,9 +23,10 @@ Replies and warnings:
         warning: Recipient address rate limit exceeded: N from NAME[ADDR] for service smtp
 
 Interface:
-    Limits.from_config(cfg, service_name) (None when anvil is not configured)
+    Limits.from_config(cfg, service_name) (None without anvil or without any limit)
     await limits.connect(peer) -> reply | None;  await limits.disconnect(peer)
     await limits.message(peer) / recipient(peer) / auth(peer) / newtls(peer) -> reply | None
+    limits.close()      at exit: waits (briefly) until anvil has every disconnect
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from services.smtpd.peer import Peer
 from services.smtpd.submit import CleanupClient, SubmitError
 
 ANVIL_TIMEOUT = 5.0
+# the middle of each smtpd_client_NAME_rate_limit
+RATE_PARAMETERS = ("connection", "message", "recipient", "new_tls_session", "auth")
 RETRY_AFTER_FAILURE = 60.0
 
 
@@ -56,7 +64,12 @@ class Limits:
 
     @classmethod
     def from_config(cls, cfg: Config, service: str) -> "Limits | None":
-        """from_config - limits for this smtpd, or None when master.cf has no anvil."""
+        """from_config - limits for this smtpd, or None when master.cf has no anvil
+        or no limit is set (then there is nothing to count)."""
+        if cfg.int("smtpd_client_connection_count_limit") <= 0 and \
+                all(cfg.int(f"smtpd_client_{name}_rate_limit") <= 0
+                    for name in RATE_PARAMETERS):
+            return None
         for visibility in ("private", "public"):
             if os.path.exists(os.path.join(visibility, "anvil")):
                 return cls(cfg, service, ipc.endpoint(visibility, "anvil"))
@@ -84,9 +97,12 @@ class Limits:
 
     # -- events --------------------------------------------------------------
     async def connect(self, peer: Peer) -> str | None:
-        """connect - register a connection; the 421 reply when the client has too many."""
+        """connect - register a connection; the 421 reply when the client has too many.
+        An exempt client is not registered at all (disconnect() knows it too)."""
+        if self._exempt(peer):
+            return None
         answer = await self._tell("connect", peer)
-        if answer is None or self._exempt(peer):
+        if answer is None:
             return None
         count, rate = int(answer.get("count", 0)), int(answer.get("rate", 0))
         refusal = f"421 4.7.0 {self.hostname} Error: too many connections from {peer.addr}"
@@ -99,7 +115,16 @@ class Limits:
         return None
 
     async def disconnect(self, peer: Peer) -> None:
-        await self._tell("disconnect", peer)
+        """disconnect - one-way: nothing waits for anvil's answer."""
+        if self._exempt(peer) or time.monotonic() < self.down_until:
+            return
+        try:
+            self.client.notify({"op": "disconnect", "ident": self._ident(peer)})
+        except SubmitError as e:
+            log.warning(f"problem talking to service anvil: {e}")
+
+    def close(self) -> None:
+        self.client.close()
 
     async def _rate(self, op: str, peer: Peer, what: str, reply: str) -> str | None:
         if self.rate_limits[op] <= 0 or self._exempt(peer):

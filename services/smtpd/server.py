@@ -68,6 +68,8 @@ class Server:
         if self.sessions:
             await asyncio.gather(*self.sessions, return_exceptions=True)
         self.cleanup.close()
+        if self.limits is not None:
+            self.limits.close()
 
     def _watch_master(self, loop: asyncio.AbstractEventLoop) -> None:
         def master_event() -> None:

@@ -13,6 +13,7 @@ answer to another request.
 Interface:
     received_header(helo, peer, hostname, mail_name, protocol, recipients, when=None) -> bytes
     CleanupClient(endpoint, timeout).submit(header, payload) -> dict   (awaitable)
+    CleanupClient.notify(header)   a one-way request: its answer is read and dropped
     SubmitError    cleanup did not answer in time, or answered nonsense
     QUEUE_ID_PLACEHOLDER
 """
@@ -28,6 +29,7 @@ from pymaster import ipc
 from pymaster.addr import external
 
 QUEUE_ID_PLACEHOLDER = "@QUEUE-ID-PLACEHOLDER@"
+ONEWAY_CLOSE_WAIT = 1.0     # seconds close() waits for one-way requests to arrive
 
 
 class SubmitError(Exception):
@@ -63,6 +65,7 @@ class CleanupClient:
         self.timeout = timeout
         self.context = zmq.asyncio.Context.shadow(ipc.context())
         self._idle: list[zmq.asyncio.Socket] = []
+        self._oneway = ipc.OneWay(endpoint)
 
     def _socket(self) -> zmq.asyncio.Socket:
         if self._idle:
@@ -93,7 +96,19 @@ class CleanupClient:
             sock.close(0)
         return reply
 
+    def notify(self, header: dict) -> None:
+        """notify - send a request nobody waits for (anvil's disconnect).
+
+        ipc.OneWay sends it without a wait or a wakeup of the event loop."""
+        try:
+            sent = self._oneway.send(header)
+        except zmq.ZMQError as e:
+            raise SubmitError(str(e)) from None
+        if not sent:
+            raise SubmitError(f"{self.endpoint}: queue full")
+
     def close(self) -> None:
         for sock in self._idle:
             sock.close(0)
         self._idle.clear()
+        self._oneway.close(ONEWAY_CLOSE_WAIT)

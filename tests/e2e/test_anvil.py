@@ -32,6 +32,29 @@ def test_connection_count_limit(inst):
         s.quit()
 
 
+def test_a_closed_connection_is_no_longer_counted(inst):
+    """disconnect is one-way: anvil hears it soon after, not before the client's
+    next connection necessarily, so the client retries for a while."""
+    for _ in range(3):
+        open_ = [smtplib.SMTP("127.0.0.1", inst.smtp_port) for _ in range(3)]
+        for s in open_:
+            s.quit()
+    deadline = time.monotonic() + 10
+    while True:
+        again = []
+        try:
+            for _ in range(3):
+                again.append(smtplib.SMTP("127.0.0.1", inst.smtp_port))
+            break
+        except smtplib.SMTPConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        finally:
+            for s in again:
+                s.quit()
+
+
 def test_message_rate_limit_and_reset(inst):
     time.sleep(2)       # a fresh time unit
     s = smtplib.SMTP("127.0.0.1", inst.smtp_port)

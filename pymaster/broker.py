@@ -15,9 +15,10 @@ would help, which is how services start on demand.
 A worker leaves by sending BYE (max_use, max_idle, reload, stop). The broker
 forgets its credit and answers BYE, so the worker knows that nothing more can
 be on its way and can exit without dropping a request. A worker that died
-without saying goodbye is forgotten with `forget(pid)`; a request it held is
-lost to its client, which times out and retries or defers (never a message
-loss: nothing is acknowledged before it is on disk).
+without saying goodbye is forgotten with `forget(pid)`, and each request it
+held is answered for it with an error ("lost connection with SERVICE"), so the
+client (qmgr) defers at once instead of waiting for its timeout. Nothing is
+lost either way: nothing is acknowledged before it is on disk.
 
 The master's own wakeup triggers enter through `inject()`; their replies are
 dropped.
@@ -68,6 +69,8 @@ class Broker:
         self.pending: deque[list] = deque()
         self.retired: set[bytes] = set()
         self.seen: set[bytes] = set()     # workers that have said READY
+        # Requests each worker holds: (client id, header frame), oldest first.
+        self.inflight: dict[bytes, list[tuple[bytes, object]]] = {}
         self.used = False
         self.requests = 0
 
@@ -116,6 +119,7 @@ class Broker:
         if len(frames) < 5:
             return
         client = frames[2].bytes
+        self._answered(worker, client)
         if worker in self.seen and worker not in self.retired:
             # Back of the line: the longest-waiting worker gets the next request.
             self.credits[worker] = self.credits.pop(worker, 0) + 1
@@ -135,7 +139,37 @@ class Broker:
                 del self.credits[worker]
             client_id = client.bytes if hasattr(client, "bytes") else client
             self._send_worker(worker, [b"", client_id, b"", *message])
+            self.inflight.setdefault(worker, []).append((client_id, message[0]))
             self.requests += 1
+
+    def _answered(self, worker: bytes, client: bytes) -> None:
+        """_answered - WORKER replied to CLIENT: that request is no longer held."""
+        held = self.inflight.get(worker)
+        if not held:
+            return
+        for i, (holder, _) in enumerate(held):
+            if holder == client:
+                del held[i]
+                break
+        if not held:
+            del self.inflight[worker]
+
+    def _fail_held(self, worker: bytes) -> None:
+        """_fail_held - answer the requests a dead WORKER held, with an error."""
+        for client, header_frame in self.inflight.pop(worker, []):
+            if client == MASTER_CLIENT:
+                continue
+            try:
+                request, _ = ipc.unpack([header_frame])
+            except ipc.IpcError:
+                request = {}
+            reply = {"status": "error", "reason": f"lost connection with {self.name} service"}
+            if "id" in request:
+                reply["id"] = request["id"]
+            try:
+                self.frontend.send_multipart([client, b"", *ipc.pack(reply)])
+            except zmq.ZMQError:
+                pass
 
     def _send_worker(self, worker: bytes, frames: list) -> None:
         try:
@@ -167,8 +201,9 @@ class Broker:
         self.retired.add(worker)
 
     def forget(self, pid: int) -> None:
-        """forget - worker PID is dead."""
+        """forget - worker PID is dead: answer what it held, drop its credit."""
         worker = str(pid).encode()
+        self._fail_held(worker)
         self.credits.pop(worker, None)
         self.retired.discard(worker)
         self.seen.discard(worker)

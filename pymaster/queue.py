@@ -21,10 +21,24 @@ scan), named by its ID once its inode is known, and is complete once its
 owner-execute bit is set, after the data is fsynced (commit). Readers skip
 incomplete files; `postsuper -p` removes stale ones.
 
+A file may also be reserved first and written later, by another process
+(smtpd learns the queue ID at the first accepted recipient, as in Postfix,
+and any cleanup worker writes the message at end of data): `reserve`
+leaves an empty incomplete file, `open_reserved` takes it over (truncated),
+`release` removes one that was not written. Whoever writes, releases or
+sweeps a reserved file holds an exclusive flock on it and checks that it is
+still linked and incomplete, so a sweep can never remove a file a writer
+has taken, and a writer never writes into a removed file.
+
 Interface:
     configure(cfg)                      hash_queue_names / hash_queue_depth
     create(queue_name, fs=None, mode=0o600) -> QueueWriter
         .queue_id .path .write_envelope(...) .write_content(chunks) .commit() .abort()
+    reserve(queue_name) -> queue_id     an empty incomplete file, written later
+    open_reserved(queue_name, queue_id, fs=None) -> QueueWriter
+                                        FileNotFoundError: gone or already complete
+    release(queue_name, queue_id) -> bool   remove a reserved file not yet complete
+    sweep_reserved(queue_name, max_age) -> list[queue_id]   remove stale ones
     path_of(queue_name, queue_id) -> str
     move(queue_id, src, dst) -> str     rename; hashed subdirectories made on demand
     remove(queue_id, queue_name) -> bool   the file and its defer/bounce/trace logs
@@ -43,6 +57,7 @@ Interface:
 from __future__ import annotations
 
 import errno
+import fcntl
 import grp
 import itertools
 import os
@@ -212,7 +227,7 @@ class QueueWriter:
     temporary failure and nothing incomplete stays behind."""
 
     def __init__(self, queue_name: str, fs: FileSystem | None = None,
-                 mode: int = INCOMPLETE_MODE) -> None:
+                 mode: int = INCOMPLETE_MODE, reserved_id: str = "") -> None:
         self.queue_name = queue_name
         self.mode = mode
         self.fs = fs or DEFAULT_FS
@@ -225,7 +240,10 @@ class QueueWriter:
         self.content_header = -1
         self.content_length = 0
         self.done = False
-        self._open()
+        if reserved_id:
+            self._reopen(reserved_id)
+        else:
+            self._open()
 
     def _open(self) -> None:
         temp = os.path.join(self.queue_name, f"{TEMP_PREFIX}{os.getpid()}.{next(_temp_counter)}")
@@ -237,6 +255,20 @@ class QueueWriter:
             os.close(self.fd)
             _unlink(temp)
             raise
+
+    def _reopen(self, queue_id: str) -> None:
+        """_reopen - take over the reserved file QUEUE_ID: locked, emptied."""
+        path = path_of(self.queue_name, queue_id)
+        fd = _lock_reserved(path)
+        if fd < 0:
+            raise FileNotFoundError(errno.ENOENT, "no reserved queue file", path)
+        try:
+            os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        # The lock stays until commit or abort closes the descriptor.
+        self.fd, self.queue_id, self.path = fd, queue_id, path
 
     def _name(self, temp: str, inode: int) -> None:
         """_name - link the temporary file under a fresh queue ID."""
@@ -382,6 +414,95 @@ def create(queue_name: str, fs: FileSystem | None = None,
     0644 so pickup, running as mail_owner, can read a user's file); commit
     adds the owner-execute bit."""
     return QueueWriter(queue_name, fs, mode)
+
+
+def reserve(queue_name: str) -> str:
+    """reserve - an empty, incomplete file in QUEUE_NAME; its queue ID.
+
+    Readers skip it like any incomplete file until open_reserved's writer
+    commits it."""
+    writer = QueueWriter(queue_name)
+    os.close(writer.fd)
+    writer.fd, writer.done = -1, True
+    return writer.queue_id
+
+
+def open_reserved(queue_name: str, queue_id: str, fs: FileSystem | None = None) -> QueueWriter:
+    """open_reserved - a writer for the reserved file QUEUE_ID, emptied.
+
+    Raises FileNotFoundError when the reservation is gone (released, swept,
+    removed by postsuper) or the file is already complete."""
+    if not is_queue_id(queue_id):
+        raise FileNotFoundError(errno.ENOENT, "bad queue ID", queue_id)
+    return QueueWriter(queue_name, fs, reserved_id=queue_id)
+
+
+def release(queue_name: str, queue_id: str) -> bool:
+    """release - remove the reserved file QUEUE_ID unless it was completed."""
+    if not is_queue_id(queue_id):
+        return False
+    path = path_of(queue_name, queue_id)
+    fd = _lock_reserved(path)     # waits while a writer holds it
+    if fd < 0:
+        return False
+    try:
+        os.unlink(path)
+    finally:
+        os.close(fd)
+    return True
+
+
+def sweep_reserved(queue_name: str, max_age: float) -> list[str]:
+    """sweep_reserved - remove incomplete files untouched for MAX_AGE seconds.
+
+    They are reservations whose client went away without a word (a killed
+    smtpd) or files of a writer that crashed. A file being written is
+    locked, or was touched recently, and stays."""
+    removed = []
+    limit = time.time() - max_age
+    for queue_id, path in list(scan(queue_name)):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_mode & stat.S_IXUSR or st.st_mtime > limit:
+            continue
+        fd = _lock_reserved(path, wait=False)
+        if fd < 0:
+            continue
+        try:
+            if os.fstat(fd).st_mtime <= limit:
+                os.unlink(path)
+                removed.append(queue_id)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _lock_reserved(path: str, wait: bool = True) -> int:
+    """_lock_reserved - PATH opened and flocked while still linked and
+    incomplete; -1 when it is not (or, without WAIT, when someone holds it)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ELOOP):
+            return -1
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return -1
+        st = os.fstat(fd)
+        # Unlinked while we waited for the lock, or committed: not ours.
+        if st.st_nlink == 0 or st.st_mode & stat.S_IXUSR or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return -1
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _unlink(path: str) -> bool:

@@ -407,3 +407,98 @@ class TestActions:
         assert [(r.address, r.orig) for r in msg.recipients] == [
             ("abuse@mx.example.com", "b@x.example"), ("abuse@mx.example.com", "c@x.example"),
             ("archive@x.example", "")]
+
+
+class TestReservations:
+    """smtpd reserves the queue file at its first accepted recipient (as Postfix's
+    smtpd opens its cleanup stream then); the message request fills it."""
+
+    @pytest.fixture
+    def handler(self, spool):
+        from services.cleanup import make_handler
+        return make_handler(make_cfg(spool), wake=False)
+
+    def reserve(self, handler):
+        reply, _ = handler({"op": "reserve"}, [])
+        assert reply["status"] == "ok", reply
+        return reply["queue_id"]
+
+    def message(self, handler, queue_id, content=SIMPLE, size_limit=None):
+        header = {"op": "message", "sender": "a@example.org",
+                  "recipients": [{"address": "b@x.example"}],
+                  "attrs": {"origin": "smtpd", "rewrite_context": "remote"}, "flags": [],
+                  "queue_id": queue_id}
+        return handler(header, [content.encode()])[0]
+
+    def test_reserved_file_is_incomplete_until_the_message_fills_it(self, handler, spool):
+        queue_id = self.reserve(handler)
+        path = queue.path_of("incoming", queue_id)
+        assert not queue.is_complete(path)     # qmgr, mailq and postsuper -p skip it
+        reply = self.message(handler, queue_id)
+        assert reply == {"status": "ok", "queue_id": queue_id}
+        msg = queued(reply)
+        assert queue.is_complete(path) and msg.read_content() == SIMPLE.encode()
+        assert re.search(rf"{queue_id}: message-id=<abc@example.org>$", maillog(spool), re.M)
+
+    def test_abandon_removes_the_reservation_silently(self, handler, spool):
+        queue_id = self.reserve(handler)
+        handler({"op": "abandon", "queue_id": queue_id}, [])
+        assert list(queue.scan("incoming")) == []
+        assert not (spool / "maillog").exists() or queue_id not in maillog(spool)
+
+    def test_abandon_never_removes_a_queued_message(self, handler):
+        queue_id = self.reserve(handler)
+        self.message(handler, queue_id)
+        handler({"op": "abandon", "queue_id": queue_id}, [])
+        assert queue.is_complete(queue.path_of("incoming", queue_id))
+
+    def test_a_rejected_message_removes_its_reserved_file(self, handler):
+        queue_id = self.reserve(handler)
+        header_loop = "".join(f"Received: hop {i}\n" for i in range(60)) + "\nbody\n"
+        assert self.message(handler, queue_id, header_loop)["status"] == "reject"
+        assert list(queue.scan("incoming")) == []
+
+    def test_a_vanished_reservation_gets_a_new_file(self, handler, spool):
+        queue_id = self.reserve(handler)
+        queue.release("incoming", queue_id)        # e.g. postsuper -d ALL
+        reply = self.message(handler, queue_id)
+        assert reply["status"] == "ok" and reply["queue_id"] != queue_id
+        assert queued(reply).read_content() == SIMPLE.encode()
+        assert f"{queue_id}: reserved queue file is gone; the message is queued as " \
+               f"{reply['queue_id']}" in maillog(spool)
+
+    def test_a_committed_file_is_not_written_twice(self, handler):
+        queue_id = self.reserve(handler)
+        self.message(handler, queue_id)
+        reply = self.message(handler, queue_id, "Subject: other\n\nx\n")
+        assert reply["queue_id"] != queue_id
+        assert queued({"status": "ok", "queue_id": queue_id}).read_content() == SIMPLE.encode()
+
+
+def test_stale_reservations_are_swept(spool, monkeypatch):
+    """A reservation whose smtpd died without `abandon` goes after ipc_timeout."""
+    import os
+    from services.cleanup import reservation
+    cfg = make_cfg(spool, ipc_timeout="60s")
+    stale = queue.reserve("incoming")
+    os.utime(queue.path_of("incoming", stale), (1, 1))
+    fresh = queue.reserve("incoming")
+    done = queue.reserve("incoming")
+    queue.open_reserved("incoming", done).commit()
+    os.utime(queue.path_of("incoming", done), (1, 1))
+    monkeypatch.setattr(reservation, "_next_sweep", 0.0)
+    reply, _ = reservation.handle_reserve(cfg, {"op": "reserve"})
+    left = {queue_id for queue_id, _ in queue.scan("incoming")}
+    assert left == {fresh, done, reply["queue_id"]}
+    assert f"{stale}: removed stale incomplete queue file" in maillog(spool)
+
+
+def test_a_sweep_never_takes_a_file_being_written(spool):
+    import os
+    stale = queue.reserve("incoming")
+    os.utime(queue.path_of("incoming", stale), (1, 1))
+    writer = queue.open_reserved("incoming", stale)      # holds the lock
+    assert queue.sweep_reserved("incoming", 60) == []
+    writer.write_envelope(1.0, "a@b.example", [records.Recipient("c@d.example")], {})
+    writer.commit()
+    assert queue.is_complete(queue.path_of("incoming", stale))

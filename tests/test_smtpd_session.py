@@ -2,7 +2,8 @@
 
 A real loopback socket and real clients (smtplib, raw sockets); only the
 cleanup service is replaced, by a stand-in that records each request and
-answers "ok" (end-to-end tests in tests/e2e/test_smtpd.py use the real one).
+answers "ok", reserving queue IDs QID1, QID2 … as cleanup reserves queue
+files (end-to-end tests in tests/e2e/test_smtpd.py use the real one).
 """
 
 from __future__ import annotations
@@ -30,14 +31,26 @@ class StandInCleanup:
 
     def __init__(self) -> None:
         self.messages: list[tuple[dict, bytes]] = []
+        self.reserved: list[str] = []
+        self.abandoned: list[str] = []
         self.fail = False
+        self.fail_reserve = False
+
+    async def reserve(self) -> dict:
+        if self.fail_reserve:
+            raise SubmitError("timeout after 1s waiting for ipc://private/cleanup")
+        self.reserved.append(f"QID{len(self.reserved) + 1}")
+        return {"status": "ok", "queue_id": self.reserved[-1]}
+
+    def abandon(self, queue_id: str) -> None:
+        self.abandoned.append(queue_id)
 
     async def submit(self, header: dict, payload: list) -> dict:
         if self.fail:
             raise SubmitError("timeout after 1s waiting for ipc://private/cleanup")
         content = b"".join(bytes(p) for p in payload)
         self.messages.append((header, content))
-        return {"status": "ok", "queue_id": f"QID{len(self.messages)}"}
+        return {"status": "ok", "queue_id": header.get("queue_id") or f"QID{len(self.messages)}"}
 
     def close(self) -> None:
         pass
@@ -220,8 +233,9 @@ class TestMessages:
         received, _, rest = content.partition(b"\nSubject")
         assert received.startswith(
             b"Received: from client.example (localhost [127.0.0.1])\n"
-            b"\tby mx.example.com (Postfix) with ESMTP id " + QUEUE_ID_PLACEHOLDER.encode() +
-            b"\n\tfor <alice@mx.example.com>; ")
+            b"\tby mx.example.com (Postfix) with ESMTP id QID1\n"
+            b"\tfor <alice@mx.example.com>; ")
+        assert header["queue_id"] == "QID1" and "queue_id_placeholder" not in header
         assert rest == b": hi\n\n.dot\nbody\n"     # smtplib stuffed the dot; we unstuffed it
         log = server.wait_log("disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1")
         assert "QID1: client=localhost[127.0.0.1]" in log
@@ -234,6 +248,9 @@ class TestMessages:
         client.mail("a@example.com")
         client.rcpt("alice@mx.example.com")
         assert client.data(b"x\r\n") == (451, b"4.3.0 Error: queue file write error")
+        client.quit()
+        server.wait_log("disconnect from")
+        assert server.cleanup.abandoned == ["QID1"]     # cleanup may not have written it
 
     def test_bdat_chunks(self, server):
         raw = server.raw()
@@ -280,6 +297,90 @@ class TestMessages:
         assert s.cleanup.messages == []
 
 
+class TestQueueIdFromFirstRecipient:
+    """As Postfix: the queue file exists from the first accepted recipient on."""
+
+    def test_log_order_and_queue_id_in_later_rejects(self, server):
+        raw = server.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        assert raw.cmd("RCPT TO:<x@mx.example.com>").startswith("550")
+        assert server.cleanup.reserved == []        # nothing accepted: no queue file
+        assert raw.cmd("RCPT TO:<alice@mx.example.com>") == "250 2.1.5 Ok"
+        assert server.cleanup.reserved == ["QID1"]
+        assert raw.cmd("RCPT TO:<y@mx.example.com>").startswith("550")
+        assert raw.cmd("RCPT TO:<bob@mx.example.com>") == "250 2.1.5 Ok"
+        assert server.cleanup.reserved == ["QID1"]  # one file per transaction
+        raw.cmd("DATA")
+        assert raw.cmd("Subject: x\r\n\r\nhi\r\n.") == "250 2.0.0 Ok: queued as QID1"
+        raw.cmd("QUIT")
+        lines = [line.split(": ", 1)[1] for line in
+                 server.wait_log("disconnect from").splitlines() if "]: " in line]
+        assert lines[:5] == [
+            "connect from localhost[127.0.0.1]",
+            "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 550 5.1.1 <x@mx.example.com>: "
+            "Recipient address rejected: User unknown in local recipient table; "
+            "from=<a@example.com> to=<x@mx.example.com> proto=ESMTP helo=<client.example>",
+            "QID1: client=localhost[127.0.0.1]",
+            "QID1: reject: RCPT from localhost[127.0.0.1]: 550 5.1.1 <y@mx.example.com>: "
+            "Recipient address rejected: User unknown in local recipient table; "
+            "from=<a@example.com> to=<y@mx.example.com> proto=ESMTP helo=<client.example>",
+            "disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=2/4 data=1 quit=1 "
+            "commands=6/8"]
+        assert server.cleanup.abandoned == []       # written, not abandoned
+
+    @pytest.mark.parametrize("end", [b"RSET", b"HELO again", b"QUIT", None])
+    def test_a_transaction_without_message_abandons_its_file(self, server, end):
+        raw = server.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        if end is None:     # the client goes away
+            raw.file.close()
+            raw.close()
+            server.wait_log("disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 commands=3")
+        elif end == b"QUIT":
+            raw.cmd("QUIT")
+            server.wait_log("disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 quit=1")
+        else:
+            raw.cmd(end.decode())
+        assert server.cleanup.abandoned == ["QID1"]
+
+    def test_a_refused_message_abandons_its_file(self, tmp_path):
+        s = Server(tmp_path, message_size_limit="1000")
+        client = s.smtp()
+        client.ehlo("x")
+        client.mail("a@example.com")
+        client.rcpt("alice@mx.example.com")
+        assert client.data(b"x" * 2000 + b"\r\n")[0] == 552
+        assert s.cleanup.abandoned == ["QID1"]
+        client.mail("a@example.com")
+        client.rcpt("alice@mx.example.com")
+        assert client.data(b"x\r\n") == (250, b"2.0.0 Ok: queued as QID2")
+
+    def test_no_queue_file_no_recipient(self, server):
+        server.cleanup.fail_reserve = True
+        raw = server.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        assert raw.cmd("RCPT TO:<alice@mx.example.com>") == \
+            "451 4.3.0 Error: queue file write error"
+        assert raw.cmd("DATA") == "554 5.5.1 Error: no valid recipients"
+
+    def test_a_submitter_without_reservations_learns_the_id_at_the_end(self, server):
+        server.cleanup.reserve = None     # sendmail -bs: maildrop files, IDs at the end
+        client = server.smtp()
+        client.ehlo("client.example")
+        client.mail("a@example.com")
+        client.rcpt("alice@mx.example.com")
+        assert client.data(b"Subject: hi\r\n\r\nx\r\n") == (250, b"2.0.0 Ok: queued as QID1")
+        client.quit()
+        header, content = server.cleanup.messages[0]
+        assert header["queue_id_placeholder"] == QUEUE_ID_PLACEHOLDER
+        assert b" id " + QUEUE_ID_PLACEHOLDER.encode() + b"\n" in content
+        assert "QID1: client=localhost[127.0.0.1]" in server.wait_log("disconnect from")
+
+
 class TestPipelining:
     @pytest.fixture
     def server(self, tmp_path):
@@ -314,3 +415,114 @@ class TestPipelining:
         data = sock.recv(1000)
         assert data.startswith(b"554 5.5.0 Error: SMTP protocol synchronization")
         assert "improper command pipelining after CONNECT" in server.wait_log("improper")
+
+
+class TestJunkCommands:
+    """smtpd_junk_command_limit: past the limit, each NOOP, VRFY, ETRN, RSET,
+    HELO or EHLO counts as an error, so smtpd_hard_error_limit ends the session."""
+
+    def test_junk_past_the_limit_leads_to_too_many_errors(self, tmp_path):
+        s = Server(tmp_path, smtpd_junk_command_limit="2", smtpd_hard_error_limit="3")
+        raw = s.raw()
+        raw.reply()
+        # Junk 1-3 are free (the count before each is compared to the limit);
+        # 4, 5 and 6 are errors 1, 2 and 3.
+        for line in ("HELO a", "EHLO b", "NOOP", "RSET", "NOOP"):
+            assert raw.cmd(line).startswith("250")
+        assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+        assert raw.reply() == "421 4.7.0 mx.example.com Error: too many errors"
+        s.wait_log("too many errors after NOOP from localhost[127.0.0.1]")
+
+    def test_other_commands_are_not_junk(self, tmp_path):
+        s = Server(tmp_path, smtpd_junk_command_limit="1", smtpd_hard_error_limit="2")
+        raw = s.raw()
+        hello(raw)
+        # EHLO was junk 1; RSETs are junk 2 (free), 3 and 4 (errors 1 and 2).
+        for _ in range(3):
+            assert raw.cmd("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok"
+            assert raw.cmd("RCPT TO:<alice@mx.example.com>") == "250 2.1.5 Ok"
+            assert raw.cmd("RSET") == "250 2.0.0 Ok"
+        assert raw.reply() == "421 4.7.0 mx.example.com Error: too many errors"
+
+    def test_a_queued_message_resets_the_count(self, tmp_path):
+        s = Server(tmp_path, smtpd_junk_command_limit="1", smtpd_hard_error_limit="2")
+        raw = s.raw()
+        hello(raw)                                       # junk 1
+        assert raw.cmd("NOOP").startswith("250")         # junk 2: free
+        assert raw.cmd("MAIL FROM:<a@example.org>").startswith("250")
+        assert raw.cmd("RCPT TO:<alice@mx.example.com>").startswith("250")
+        assert raw.cmd("DATA").startswith("354")
+        assert raw.cmd("Subject: x\r\n\r\nbody\r\n.").startswith("250 2.0.0 Ok: queued")
+        for _ in range(3):                               # junk 1, 2, 3: one error
+            assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+        assert raw.cmd("QUIT") == "221 2.0.0 Bye"
+
+
+class TestClientPortLogging:
+    def test_log_lines_name_the_port(self, tmp_path):
+        s = Server(tmp_path, smtpd_client_port_logging="yes")
+        raw = s.raw()
+        hello(raw)
+        port = raw.sock.getsockname()[1]
+        raw.cmd("MAIL FROM:<a@example.org>")
+        raw.cmd("RCPT TO:<nobody@mx.example.com>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        raw.cmd("QUIT")
+        text = s.wait_log(f"disconnect from localhost[127.0.0.1]:{port} ")
+        assert f"connect from localhost[127.0.0.1]:{port}\n" in text
+        assert f"QID1: client=localhost[127.0.0.1]:{port}\n" in text
+        assert f"NOQUEUE: reject: RCPT from localhost[127.0.0.1]:{port}: 550 " in text
+
+    def test_off_by_default(self, server):
+        raw = server.raw()
+        hello(raw)
+        raw.cmd("QUIT")
+        text = server.wait_log("disconnect from localhost[127.0.0.1] ")
+        assert "connect from localhost[127.0.0.1]\n" in text
+
+
+class TestRejectFooter:
+    """smtpd_reject_footer goes on every 4xx/5xx reply, not only on refusals."""
+
+    FOOTER = r"For help: $client_address:$client_port\n sender=$sender rcpt=$recipient $nosuch"
+
+    def test_every_error_reply_carries_the_footer(self, tmp_path):
+        s = Server(tmp_path, smtpd_reject_footer=self.FOOTER)
+        raw = s.raw()
+        hello(raw)
+        port = raw.sock.getsockname()[1]
+        assert raw.cmd("BOGUS") == (
+            "500-5.5.2 Error: command not recognized\n"
+            f"500-5.5.2 For help: 127.0.0.1:{port}\n"
+            "500 5.5.2  sender= rcpt= ")
+        raw.cmd("MAIL FROM:<s@example.org>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        # $recipient is the transaction's last accepted recipient, as in Postfix.
+        assert raw.cmd("RCPT TO:<nobody@mx.example.com>").endswith(
+            "\n550 5.1.1  sender=s@example.org rcpt=alice@mx.example.com ")
+        assert raw.cmd("MAIL FROM:<t@example.org>").startswith(
+            "503-5.5.1 Error: nested MAIL command\n503-5.5.1 For help")
+
+    def test_too_many_errors_and_backslash_c(self, tmp_path):
+        s = Server(tmp_path, smtpd_reject_footer=r"\c (see $server_name/help)",
+                   smtpd_hard_error_limit="1")
+        raw = s.raw()
+        hello(raw)
+        assert raw.cmd("BOGUS") == "500 5.5.2 Error: command not recognized " \
+                                   "(see mx.example.com/help)"
+        assert raw.reply() == "421 4.7.0 mx.example.com Error: too many errors " \
+                              "(see mx.example.com/help)"
+
+    def test_success_replies_have_none(self, tmp_path):
+        s = Server(tmp_path, smtpd_reject_footer="footer")
+        raw = s.raw()
+        assert "footer" not in raw.reply()
+        assert "footer" not in raw.cmd("EHLO x") + raw.cmd("NOOP")
+
+    def test_footer_maps_choose_by_reply_text(self, tmp_path):
+        (tmp_path / "footers").write_text("/^5/ permanent: call us\n/^4/ try later\n")
+        s = Server(tmp_path, smtpd_reject_footer="default footer",
+                   smtpd_reject_footer_maps=f"regexp:{tmp_path / 'footers'}")
+        raw = s.raw()
+        hello(raw)
+        assert raw.cmd("BOGUS").endswith("\n500 5.5.2 permanent: call us")

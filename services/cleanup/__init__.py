@@ -8,6 +8,7 @@ incoming/, fsyncs it, marks it complete, answers, and wakes qmgr.
 
 Modules: state (per-message state, reply texts), headers (the header
 pipeline), envelope (sender and recipients), message (the request handler),
+reservation (the queue file smtpd reserves at its first accepted recipient),
 masquerade (masquerade_domains), bcc (automatic copies), checks
 (header_checks, body_checks, with pymaster.mime's MIME walk), actions
 (HOLD, DISCARD, REDIRECT, BCC, FILTER).

@@ -6,7 +6,9 @@
 
 Order of work, so that "ok" is never said for mail that is not safe:
   1. create the queue file in incoming/ (this fixes the queue ID, which
-     the Message-Id: header and every log line carry)
+     the Message-Id: header and every log line carry), or, when the request
+     names a `queue_id` that smtpd reserved (reservation.py), take over that
+     file; a reservation that is gone (swept, postsuper -d) gets a new file
   2. the envelope stage (envelope.py): sender and recipients canonical,
      mapped, expanded, de-duplicated
   3. the header pipeline (headers.py), which may reject (too many hops,
@@ -26,12 +28,14 @@ Attributes the handler reads: origin, rewrite_context (local | remote;
 default local), full_name (From: for local submissions). Top-level keys
 besides the contract's: arrival_time (pickup: the maildrop file's time) and
 uid (pickup: the submitter, for `Received: by HOST (Postfix, from userid N)`),
-queue_id_placeholder (smtpd: the text in its Received: header that stands
-for the queue ID).
+queue_id (smtpd: the reserved queue file), queue_id_placeholder (a client
+without a reservation, sendmail -bs: the text in its Received: header that
+stands for the queue ID).
 
 Interface:
     handle_message(cfg, header, payload) -> (reply_header, reply_payload)
     make_handler(cfg, wake=True) -> handler for Service.serve_requests
+                                     (also the `reserve` and `abandon` requests)
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from .actions import apply_envelope_actions, final_disposition
 from .checks import check_body
 from .envelope import process_copies, process_recipients, process_sender
 from .headers import process_headers
+from .reservation import handle_abandon, handle_reserve
 from .state import NO_RECIPIENTS, TOO_BIG, WRITE_ERROR, CleanupError, CleanupState, Reject
 
 INCOMING = "incoming"
@@ -82,7 +87,7 @@ def handle_message(cfg: Config, header: dict, payload: list) -> tuple[dict, list
     if limit and len(content) > limit:
         return _refuse(Reject(*TOO_BIG))
     try:
-        writer = queue.create(INCOMING)
+        writer = _writer(str(header.get("queue_id") or ""))
     except OSError as e:
         log.warning(f"{INCOMING}: create queue file: {e.strerror or e}")
         return _refuse(CleanupError(*WRITE_ERROR), "defer")
@@ -99,6 +104,20 @@ def handle_message(cfg: Config, header: dict, payload: list) -> tuple[dict, list
         writer.abort()
         raise
     return {"status": "ok", "queue_id": queue_id}, []
+
+
+def _writer(reserved: str) -> queue.QueueWriter:
+    """_writer - the file smtpd reserved, else a new one."""
+    if reserved:
+        try:
+            return queue.open_reserved(INCOMING, reserved)
+        except FileNotFoundError:
+            writer = queue.create(INCOMING)
+            # The client logged the reserved ID: tie the two together.
+            log.warning(f"{reserved}: reserved queue file is gone; "
+                        f"the message is queued as {writer.queue_id}")
+            return writer
+    return queue.create(INCOMING)
 
 
 def _refuse(err: CleanupError, status: str | None = None) -> tuple[dict, list]:
@@ -176,8 +195,11 @@ def make_handler(cfg: Config, wake: bool = True) -> Callable[[dict, list], tuple
     """make_handler - the service's request handler; wakes qmgr after each queued message."""
     # One kept socket: a new connection per message cost more than the wakeup.
     qmgr = ipc.OneWay(ipc.service_endpoint(cfg.get("queue_service_name")))
+    others = {"reserve": handle_reserve, "abandon": handle_abandon}
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:
+        if header.get("op") in others:
+            return others[header["op"]](cfg, header)
         reply, reply_payload = handle_message(cfg, header, payload)
         if wake and reply.get("status") == "ok":
             qmgr.send({"op": "wakeup"})

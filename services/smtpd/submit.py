@@ -1,9 +1,13 @@
 """Handing an accepted message to cleanup, and the Received: header it carries.
 
-One `message` request per message (docs/architecture.md): the envelope in
-the JSON header, the content as payload frames. The queue ID is not known
-until cleanup has created the queue file, so the Received: header holds a
-placeholder that cleanup replaces with the ID (`queue_id_placeholder`).
+As in Postfix, the queue file exists from the first accepted recipient on:
+the session asks cleanup to `reserve` one and learns its queue ID, which
+its Received: header and log lines carry. The `message` request at end of
+data names that ID (docs/architecture.md); a transaction that ends without
+a message sends a one-way `abandon`. A submitter without reservations
+(sendmail -bs's maildrop submitter) leaves the session without a queue ID
+until the end; its Received: header then holds QUEUE_ID_PLACEHOLDER, which
+whoever writes the file replaces with the ID (`queue_id_placeholder`).
 
 Requests go over zeromq from the asyncio loop (zmq.asyncio), one DEALER
 socket per request in flight, kept in a small pool. A socket whose request
@@ -11,8 +15,11 @@ timed out is closed, never reused, so a late answer is never taken for the
 answer to another request.
 
 Interface:
-    received_header(helo, peer, hostname, mail_name, protocol, recipients, when=None) -> bytes
+    received_header(helo, peer, hostname, mail_name, protocol, recipients, when=None,
+                    queue_id=QUEUE_ID_PLACEHOLDER) -> bytes
     CleanupClient(endpoint, timeout).submit(header, payload) -> dict   (awaitable)
+    CleanupClient.reserve() -> dict       (awaitable) cleanup's answer to `reserve`
+    CleanupClient.abandon(queue_id)       one-way: the reservation is not needed
     CleanupClient.notify(header)   a one-way request: its answer is read and dropped
     SubmitError    cleanup did not answer in time, or answered nonsense
     QUEUE_ID_PLACEHOLDER
@@ -95,6 +102,14 @@ class CleanupClient:
         else:
             sock.close(0)
         return reply
+
+    async def reserve(self) -> dict:
+        """reserve - an incomplete queue file for the transaction: {"status", "queue_id"}."""
+        return await self.submit({"op": "reserve"}, [])
+
+    def abandon(self, queue_id: str) -> None:
+        """abandon - the reserved file QUEUE_ID will not be written: cleanup removes it."""
+        self.notify({"op": "abandon", "queue_id": queue_id})
 
     def notify(self, header: dict) -> None:
         """notify - send a request nobody waits for (anvil's disconnect).

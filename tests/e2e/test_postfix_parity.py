@@ -102,11 +102,6 @@ EXPECTED_REPLY_DIFFERENCES: dict[tuple[str, int], str] = {
 
 # Masked log lines that only one side writes, and why (regex on the shape).
 EXPECTED_LOG_DIFFERENCES: dict[str, str] = {
-    # Postfix creates the queue file at MAIL FROM, so its warnings inside a
-    # transaction name the queue ID; pymaster's cleanup assigns the ID at
-    # end of data (docs/architecture.md), so smtpd says NOQUEUE until then.
-    r"null BDAT request": "NOQUEUE instead of the queue ID (ID assigned at end of data)",
-    r"malformed BDAT command syntax": "NOQUEUE instead of the queue ID, as above",
     r"lost connection after DATA|disconnect from .* data=0/1 commands=2/3":
         "not played: no dialogue loses the connection inside DATA",
     # Postfix logs these protocol warnings; pymaster does not yet.
@@ -115,10 +110,6 @@ EXPECTED_LOG_DIFFERENCES: dict[str, str] = {
     # Counting follows from the BDAT discard state (see EXPECTED_REPLY_DIFFERENCES).
     r"disconnect from .* bdat=": "BDAT discard state changes the per-command counts",
     r"too many errors after (BDAT|DATA)": "BDAT discard state",
-    # Postfix's client= comes at MAIL FROM (queue file created then), so a
-    # transaction without accepted content still logs one in Postfix.
-    r"^postfix/smtpd\[N\]: QUEUEID: client=": "client= logged at MAIL in Postfix, at queue time here",
-    r"^postfix/cleanup\[N\]: QUEUEID: message-id=<DATE": "follows from the line above for aborted transactions",
     # A NUL ends a Postfix command line, and Postfix counts the refused MAIL
     # of that dialogue as a success (mail=1); pymaster counts it as failed.
     r"disconnect from .* ehlo=1 mail=(0/1|1) noop=1 quit=1 commands=(3/4|4)$":

@@ -78,8 +78,18 @@ class TestAcceptedMail:
         inst.wait_for_log(rf"postfix/smtpd\[\d+\]: {qid}: client=localhost\[127\.0\.0\.1\]$")
         inst.wait_for_log(r"postfix/smtpd\[\d+\]: disconnect from localhost\[127\.0\.0\.1\] "
                           r"ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5$")
-        assert re.search(r"postfix/smtpd\[\d+\]: connect from localhost\[127\.0\.0\.1\]$",
-                         inst.log_text(), re.M)
+        inst.wait_for_log(rf"postfix/qmgr\[\d+\]: {qid}: from=<a@example\.com>, .*\(queue active\)$")
+        # Postfix's order: smtpd names the ID at the first accepted recipient,
+        # before cleanup and qmgr do, and before the session ends.
+        log = inst.log_text()
+        order = [re.search(pattern, log).start() for pattern in (
+            rf"postfix/smtpd\[\d+\]: {qid}: client=localhost\[127\.0\.0\.1\]",
+            rf"postfix/cleanup\[\d+\]: {qid}: message-id=",
+            rf"postfix/qmgr\[\d+\]: {qid}: from=<a@example\.com>")]
+        assert order == sorted(order), log
+        assert "]: connect from localhost[127.0.0.1]" in log[:order[0]]
+        assert "]: disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1" \
+            in log[order[0]:]
         [message] = inst.maildir_messages(maildir(inst, "e2e-one"))
         assert re.match(rb"(?:Return-Path: <a@example.com>\n)?(?:X-Original-To: [^\n]*\n)?"
                         rb"(?:Delivered-To: [^\n]*\n)?"
@@ -161,6 +171,27 @@ class TestRefusals:
             f"550 5.1.1 <no-such-user-e2e@{HOST}>: Recipient address rejected: " \
             "User unknown in local recipient table"
         assert raw.cmd(f"RCPT TO:<root@{HOST}>") == "250 2.1.5 Ok"
+
+    def test_rejects_after_the_first_accepted_recipient_name_the_queue_id(self, inst):
+        raw = Raw(inst.smtp_port)
+        raw.start()
+        raw.cmd("MAIL FROM:<a@b.example>")
+        assert raw.cmd(f"RCPT TO:<root@{HOST}>") == "250 2.1.5 Ok"
+        assert raw.cmd(f"RCPT TO:<no-such-later-e2e@{HOST}>").startswith("550 5.1.1")
+        m = inst.wait_for_log(r"postfix/smtpd\[\d+\]: (\w+): reject: RCPT from "
+                              r"localhost\[127\.0\.0\.1\]: 550 5\.1\.1 <no-such-later-e2e@")
+        qid = m.group(1)
+        assert re.search(rf"postfix/smtpd\[\d+\]: {qid}: client=localhost\[127\.0\.0\.1\]$",
+                         inst.log_text(), re.M)
+        # The transaction ends without a message: its reserved file goes.
+        assert raw.cmd("RSET") == "250 2.0.0 Ok"
+        path = inst.queue_dir / "incoming" / qid
+        for _ in range(200):
+            if not path.exists():
+                break
+            time.sleep(0.05)
+        assert not path.exists()
+        raw.cmd("QUIT")
 
     def test_too_many_recipients(self, inst):
         raw = Raw(inst.smtp_port)

@@ -309,3 +309,109 @@ def test_the_shipped_main_cf(capsys):
     assert code == 0 and err == ""
     assert out == (f"queue_directory = {ROOT}/spool\n"
                    f"virtual_mailbox_base = {ROOT}/spool/mailboxes\n")
+
+
+TEMPLATE_FILE = """\
+# only the delay notice changes
+delay_template = <<END
+Subject: Still trying for $mydomain
+
+Host $myhostname, $$5, ${myhostname} $(myhostname),
+warned after $delay_warning_time_hours hour(s).
+END
+"""
+
+
+class TestBounceTemplates:
+    """-t prints bounce(5) templates as a template file; -b their expanded text."""
+
+    def test_t_prints_the_built_in_templates_as_a_template_file(self, confdir, capsys):
+        code, out, err = run(capsys, "-c", str(confdir), "-t")
+        assert code == 0 and err == ""
+        assert out.startswith("failure_template = <<EOF\nCharset: us-ascii\n"
+                              "From: Mail Delivery System <MAILER-DAEMON>\n"
+                              "Subject: Undelivered Mail Returned to Sender\n"
+                              "Postmaster-Subject: Postmaster Copy: Undelivered Mail\n\n"
+                              "This is the mail system at host $myhostname.\n")
+        assert "\nEOF\n\ndelay_template = <<EOF\n" in out
+        assert "\nEOF\n\nverify_template = <<EOF\n" in out
+        assert out.endswith("                   The mail system\nEOF\n")
+
+    def test_success_and_verify_have_no_postmaster_subject(self, confdir, capsys):
+        out = run(capsys, "-c", str(confdir), "-t")[1]
+        assert out.count("Postmaster-Subject:") == 2
+
+    def test_b_expands_the_text_only(self, confdir, capsys):
+        code, out, err = run(capsys, "-c", str(confdir), "-b")
+        assert code == 0
+        assert out.startswith("expanded_failure_text = <<EOF\n"
+                              "This is the mail system at host mx.example.com.\n")
+        assert "Subject:" not in out
+        assert "more than 0 hour(s)" in out and "until it is 5 day(s) old" in out
+        for kind in ("delay", "success", "verify"):
+            assert f"\nEOF\n\nexpanded_{kind}_text = <<EOF\n" in out
+
+    def test_a_template_file_overrides_one_template(self, confdir, capsys):
+        (confdir / "bounce.cf").write_text(TEMPLATE_FILE)
+        out = run(capsys, "-c", str(confdir), "-t", str(confdir / "bounce.cf"))[1]
+        assert ("delay_template = <<EOF\nCharset: us-ascii\n"
+                "From: Mail Delivery System <MAILER-DAEMON>\n"
+                "Subject: Still trying for $mydomain\n"
+                "Postmaster-Subject: Postmaster Warning: Delayed Mail\n\n"
+                "Host $myhostname, $$5, ${myhostname} $(myhostname),\n") in out
+        assert "Undelivered Mail Returned to Sender" in out
+
+    def test_b_expands_a_template_file(self, confdir, capsys):
+        (confdir / "bounce.cf").write_text(TEMPLATE_FILE)
+        out = run(capsys, "-c", str(confdir), "-b", str(confdir / "bounce.cf"))[1]
+        assert ("expanded_delay_text = <<EOF\nHost mx.example.com, $5, "
+                "mx.example.com mx.example.com,\nwarned after 0 hour(s).\nEOF\n") in out
+
+    def test_bounce_template_file_is_used_unless_an_empty_name_is_given(self, confdir, capsys):
+        (confdir / "bounce.cf").write_text(TEMPLATE_FILE)
+        with open(confdir / "main.cf", "a") as f:
+            f.write(f"bounce_template_file = {confdir / 'bounce.cf'}\n")
+        assert "Still trying" in run(capsys, "-c", str(confdir), "-t")[1]
+        assert "Still trying" not in run(capsys, "-c", str(confdir), "-t", "")[1]
+
+    def test_an_unknown_name_in_the_template_is_fatal(self, confdir, capsys):
+        (confdir / "bad.cf").write_text("success_template = <<X\n\n$nosuch\nX\n")
+        code, out, err = run(capsys, "-c", str(confdir), "-b", str(confdir / "bad.cf"))
+        assert code == 1 and out == ""
+        assert err.startswith(f"postconf: fatal: {confdir / 'bad.cf'}: ")
+        assert "nosuch" in err
+
+    def test_a_missing_or_malformed_file_is_fatal(self, confdir, capsys):
+        code, _, err = run(capsys, "-c", str(confdir), "-t", "/nonexistent/t.cf")
+        assert (code, err) == (1, "postconf: fatal: open /nonexistent/t.cf: "
+                                  "No such file or directory\n")
+        (confdir / "bad.cf").write_text("junk\n")
+        code, _, err = run(capsys, "-c", str(confdir), "-t", str(confdir / "bad.cf"))
+        assert code == 1 and f"{confdir / 'bad.cf'}, line 1" in err
+
+    @pytest.mark.parametrize("args, message", [
+        (["-b", "-t"], "specify one of -b and -t"),
+        (["-b", "-n"], "with option -b, do not specify -n"),
+        (["-t", "-d"], "with option -t, do not specify -d"),
+        (["-b", "-M"], "specify one of -b -M"),
+        (["-b", "-T", "run-version"], "specify one of -b -T"),
+        (["-t", "a", "b"], "options -b and -t require at most one template file"),
+    ])
+    def test_bad_combinations(self, confdir, capsys, args, message):
+        code, out, err = run(capsys, "-c", str(confdir), *args)
+        assert (code, out, err) == (1, "", f"postconf: fatal: {message}\n")
+
+
+class TestTls:
+    def test_versions_are_openssl_version_strings(self, capsys):
+        for mode in ("compile-version", "run-version"):
+            code, out, err = run(capsys, "-T", mode)
+            assert code == 0 and out.startswith("OpenSSL ") and out.count("\n") == 1
+
+    def test_public_key_algorithms_one_per_line(self, capsys):
+        code, out, _ = run(capsys, "-T", "public-key-algorithms")
+        assert code == 0 and {"rsa", "ecdsa"} <= set(out.split())
+
+    def test_an_unknown_mode_warns_and_exits_1(self, capsys):
+        assert run(capsys, "-T", "bogus") == (
+            1, "", "postconf: warning: unknown 'postconf -T' mode: bogus\n")

@@ -59,6 +59,36 @@ class TestDelete:
         postsuper.main(["-d", qid])
         assert not os.path.exists(log_path)
 
+    def test_delete_all_takes_every_kind_of_log_along(self, cfg, capsys):
+        ids = [add_message("deferred") for _ in range(3)]
+        kept = add_message("hold")
+        logs = [queue.defer_log_path(ids[0]), queue.bounce_log_path(ids[1]),
+                queue.trace_log_path(ids[2]), queue.defer_log_path(kept)]
+        for path in logs:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").write("recipient=bob@example.org\n\n")
+        postsuper.main(["-d", "ALL", "deferred"])
+        assert [os.path.exists(p) for p in logs] == [False, False, False, True]
+        assert "Deleted: 3 messages" in capsys.readouterr().err
+
+    def test_delete_all_finds_files_at_an_old_hash_depth(self, cfg, capsys):
+        qid = add_message("deferred")
+        stray = os.path.join("deferred", "0", "1", qid)     # deeper than path_of says
+        os.makedirs(os.path.dirname(stray), exist_ok=True)
+        os.rename(queue.path_of("deferred", qid), stray)
+        postsuper.main(["-d", "ALL"])
+        assert not os.path.exists(stray)
+        assert f"postsuper: {qid}: removed\n" in capsys.readouterr().err
+
+    def test_many_ids_from_stdin_each_once(self, cfg, capsys, monkeypatch):
+        ids = [add_message("deferred") for _ in range(50)]
+        text = "".join(f"{q}\n{q}\n" for q in ids) + "not-an-id\n"
+        monkeypatch.setattr("sys.stdin", io.StringIO(text))
+        postsuper.main(["-d", "-"])
+        err = capsys.readouterr().err
+        assert "Deleted: 50 messages" in err
+        assert "invalid mail queue id: not-an-id" in err
+
     def test_unknown_id_deletes_nothing_and_says_so(self, cfg, capsys):
         postsuper.main(["-d", "BBBBBBBBBBzB"])     # as Postfix 3.7 does
         assert "postsuper: Deleted: 0 messages" in capsys.readouterr().err

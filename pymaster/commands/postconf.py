@@ -11,6 +11,8 @@
     postconf [-c dir] -P [service/type/name ...]              master.cf -o parameters
     postconf [-c dir] -Pe service/type/name=value | -PX ...   edit, remove them
     postconf -m | -l | -a | -A                                table, lock, SASL types
+    postconf [-c dir] -b | -t [template_file]                 DSN templates, expanded or raw
+    postconf -T compile-version | run-version | public-key-algorithms   TLS library
 
 Output, warnings and exit codes follow Postfix: `postconf: warning: NAME:
 unknown parameter` (exit 0), `postconf: warning: DIR/main.cf: unused
@@ -26,10 +28,13 @@ from __future__ import annotations
 import getopt
 import os
 import re
+import ssl
 import sys
 from dataclasses import dataclass, field
 
 from pymaster import safeio
+from pymaster.bounce_template import (DEFAULT_TEMPLATES, TEMPLATE_NAMES, Template,
+                                      TemplateError, parse_template_file)
 from pymaster.config import (DEFAULT_CONFIG_DIR, Config, ConfigError, Entry,
                              config_dir_from_env, normalise_value, parse_main_cf,
                              split_list)
@@ -51,6 +56,10 @@ SASL_CLIENT_TYPES = ("cyrus",)
 
 class Fatal(Exception):
     """A postconf fatal error: printed as `postconf: fatal: TEXT`, exit 1."""
+
+
+class Failed(Exception):
+    """Exit 1 after a warning already printed (no fatal line), as -T does."""
 
 
 def warn(text: str) -> None:
@@ -543,6 +552,116 @@ def _set_override(args: list[str], name: str, value: str, action: str) -> list[s
 
 
 # ---------------------------------------------------------------------------
+# -b and -t: the bounce(5) templates; -T: the TLS library.
+
+TEMPLATE_TERMINATOR = "EOF"
+_COMMENTED_SENDER = re.compile(r"^(\S+)\s+\((.*)\)$")
+
+
+def _check_template_options(req: Request) -> None:
+    letter = req.templates
+    if req.tls_mode:
+        raise Fatal(f"specify one of -{letter} -T")
+    if req.mode != "p":
+        raise Fatal(f"specify one of -{letter} -{req.mode}")
+    if req.action != "show":
+        option = {"set": "e", "remove": "X", "comment": "#"}[req.action]
+        raise Fatal(f"specify one of -{letter} -{option}")
+    for flag, name in (("d", "defaults"), ("n", "non_default")):
+        if getattr(req.show, name):
+            raise Fatal(f"with option -{letter}, do not specify -{flag}")
+    if len(req.names) > 1:
+        raise Fatal("options -b and -t require at most one template file")
+
+
+def template_set(cfg: Config, path: str | None) -> dict[str, Template]:
+    """template_set - the built-in templates, overridden by PATH (or, when
+    PATH is None, by bounce_template_file); an empty PATH means built-in only."""
+    if path is None:
+        path = cfg.get("bounce_template_file").strip()
+    templates = dict(DEFAULT_TEMPLATES)
+    if path:
+        try:
+            templates.update(parse_template_file(path))
+        except TemplateError as e:
+            raise Fatal(str(e)) from None
+    return templates
+
+
+def _from_header(sender: str) -> str:
+    # Templates keep the sender as `ADDR (comment)`, the form a notice's
+    # From: header takes; a template file shows it as `comment <ADDR>`.
+    m = _COMMENTED_SENDER.match(sender.strip())
+    return f"{m.group(2)} <{m.group(1)}>" if m else sender
+
+
+def template_source(template: Template) -> str:
+    """template_source - TEMPLATE as a `name = <<EOF` block (postconf -t)."""
+    lines = [f"{template.name} = <<{TEMPLATE_TERMINATOR}",
+             f"Charset: {template.charset}",
+             f"From: {_from_header(template.sender)}",
+             f"Subject: {template.subject}"]
+    if template.postmaster_subject:
+        lines.append(f"Postmaster-Subject: {template.postmaster_subject}")
+    lines += ["", template.text, TEMPLATE_TERMINATOR]
+    return "\n".join(lines)
+
+
+def template_expansion(template: Template, cfg: Config, path: str) -> str:
+    """template_expansion - TEMPLATE's text with $name replaced (postconf -b)."""
+    kind = template.name.removesuffix("_template")
+    try:
+        text = "\n".join(template.expand(cfg))
+    except TemplateError as e:
+        raise Fatal(f"{path}: {e}" if path else str(e)) from None
+    return f"expanded_{kind}_text = <<{TEMPLATE_TERMINATOR}\n{text}\n{TEMPLATE_TERMINATOR}"
+
+
+def show_templates(req: Request) -> None:
+    """show_templates - print the four templates, raw (-t) or expanded (-b)."""
+    config_dir = os.path.abspath(config_dir_from_env(req.config_dir))
+    cfg = load_setup(config_dir, req.overrides).config()
+    path = req.names[0] if req.names else None
+    templates = template_set(cfg, path)
+    where = cfg.get("bounce_template_file").strip() if path is None else path
+    blocks = [template_source(templates[name]) if req.templates == "t"
+              else template_expansion(templates[name], cfg, where)
+              for name in TEMPLATE_NAMES]
+    sys.stdout.write("\n\n".join(blocks) + "\n")
+
+
+def _openssl_version(info: tuple[int, ...]) -> str:
+    # OpenSSL 3 numbers releases major.minor.patch; 1.x adds a patch letter.
+    major, minor, fix, patch, _status = info
+    if major >= 3:
+        return f"OpenSSL {major}.{minor}.{patch}"
+    letter = chr(ord("a") + patch - 1) if patch else ""
+    return f"OpenSSL {major}.{minor}.{fix}{letter}"
+
+
+def tls_report(mode: str) -> list[str] | None:
+    """tls_report - postconf -T MODE's lines, from Python's ssl; None: bad mode."""
+    if mode == "run-version":
+        return [ssl.OPENSSL_VERSION]
+    if mode == "compile-version":
+        built = getattr(ssl, "_OPENSSL_API_VERSION", ssl.OPENSSL_VERSION_INFO)
+        if tuple(built) == tuple(ssl.OPENSSL_VERSION_INFO):
+            return [ssl.OPENSSL_VERSION]
+        return [_openssl_version(tuple(built))]
+    if mode == "public-key-algorithms":
+        return ["dsa", "ecdsa", "rsa"] if ssl.HAS_ECDH else ["dsa", "rsa"]
+    return None
+
+
+def show_tls(mode: str) -> None:
+    lines = tls_report(mode)
+    if lines is None:
+        warn(f"unknown 'postconf -T' mode: {mode}")
+        raise Failed()
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------
 # The command line.
 
 @dataclass
@@ -553,16 +672,19 @@ class Request:
     mode: str = "p"            # p: main.cf, M: services, F: fields, P: -o parameters
     action: str = "show"       # show, set (-e), remove (-X), comment (-#)
     listing: str = ""          # -m, -l, -a, -A
+    templates: str = ""        # -b (expanded) or -t (raw) bounce templates
+    tls_mode: str = ""         # -T compile-version, run-version, public-key-algorithms
     names: list[str] = field(default_factory=list)
 
 
 def usage() -> Fatal:
     return Fatal(f"usage: {PROG} [-a (server SASL types)] [-A (client SASL types)] "
-                 "[-c config_dir] [-d (parameter defaults)] [-e (edit configuration)] "
+                 "[-b (bounce templates)] [-c config_dir] [-d (parameter defaults)] [-e (edit configuration)] "
                  "[-f (fold lines)] [-F (master.cf fields)] [-h (no names)] [-H (no values)] "
                  "[-l (lock types)] [-m (map types)] [-M (master.cf)] "
                  "[-n (non-default parameters)] [-o name=value (override parameter value)] "
-                 "[-p (main.cf, default)] [-P (master.cf parameters)] [-v (verbose)] "
+                 "[-p (main.cf, default)] [-P (master.cf parameters)] [-t (bounce templates)] "
+                 "[-T compile-version|run-version|public-key-algorithms] [-v (verbose)] "
                  "[-x (expand parameter values)] [-X (exclude)] [-# (comment-out)] [name...]")
 
 
@@ -595,13 +717,19 @@ def parse_args(argv: list[str]) -> Request:
             req.action = "comment"
         elif letter in "mlaA":
             req.listing = letter
-        elif letter in "btT":
-            raise Fatal(f"option -{letter} is not supported by pymaster")
+        elif letter in "bt":
+            if req.templates and req.templates != letter:
+                raise Fatal("specify one of -b and -t")
+            req.templates = letter
+        elif letter == "T":
+            req.tls_mode = arg
     _check_combinations(req)
     return req
 
 
 def _check_combinations(req: Request) -> None:
+    if req.templates:
+        _check_template_options(req)
     if req.mode != "p" and req.show.non_default:
         raise Fatal(f"with option -{req.mode}, do not specify -n")
     if req.action != "show" and (req.show.defaults or req.show.non_default):
@@ -629,6 +757,12 @@ def run(req: Request) -> None:
     """run - carry out REQUEST; raises Fatal."""
     if req.listing:
         show_listing(req.listing)
+        return
+    if req.tls_mode:
+        show_tls(req.tls_mode)
+        return
+    if req.templates:
+        show_templates(req)
         return
     config_dir = os.path.abspath(config_dir_from_env(req.config_dir))
     editing = req.action != "show"
@@ -676,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     except Fatal as e:
         sys.stdout.flush()
         sys.stderr.write(f"{PROG}: fatal: {e}\n")
+        return 1
+    except Failed:
         return 1
     except ConfigError as e:
         sys.stderr.write(f"{PROG}: fatal: {e}\n")

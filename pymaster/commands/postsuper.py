@@ -70,51 +70,91 @@ def _expand_ids(ids: list[str]) -> tuple[bool, list[str]]:
 
 
 def run_action(action: str, ids: list[str], queues: list[str] | None = None) -> int:
-    """run_action - apply ACTION ("d", "h", "H", "r") to IDS; how many files it moved."""
+    """run_action - apply ACTION ("d", "h", "H", "r") to IDS; how many files it moved.
+
+    With ALL, each queue is walked once and every file handled where the
+    walk found it, and the delivery logs are indexed by one walk of their
+    directories: probing three log paths per message costs more than the
+    message's own unlink when the queue is large."""
     defaults, dest, word, _ = ACTIONS[action]
     sources = [q for q in (queues or defaults) if q in defaults or action == "d"]
     every, explicit = _expand_ids(ids)
+    logs = _log_index() if every and dest in (None, "maildrop") else None
+    pending = dict.fromkeys(explicit)       # ordered, and O(1) to strike out
     count = 0
     for name in sources:
         if every:
-            targets = [qid for qid, _ in queue.scan(name)]
+            targets = list(queue.scan(name))
         else:
-            targets = [qid for qid in explicit if queue.is_queue_id(qid)
-                       and os.path.exists(queue.path_of(name, qid))]
-        for queue_id in targets:
-            if _apply(queue_id, name, dest, word):
+            targets = [(qid, queue.path_of(name, qid)) for qid in pending
+                       if queue.is_queue_id(qid) and os.path.exists(queue.path_of(name, qid))]
+        for queue_id, path in targets:
+            if _apply(queue_id, name, path, dest, word, logs):
                 count += 1
-                if not every:
-                    explicit.remove(queue_id)
-    for bad in explicit:
+                pending.pop(queue_id, None)
+    for bad in pending:
         if not queue.is_queue_id(bad):
             log.warning(f"invalid mail queue id: {bad}")
     return count
 
 
-def _apply(queue_id: str, src: str, dest: str | None, word: str) -> bool:
+def _apply(queue_id: str, src: str, path: str, dest: str | None, word: str,
+           logs: dict[str, list[str]] | None) -> bool:
+    """_apply - delete or move one message found at PATH in queue SRC."""
     try:
         if dest is None:
-            if not queue.remove(queue_id, src):
+            found = _unlink(path)
+            _drop_logs(queue_id, logs)
+            if not found:
                 return False
         else:
             if dest == "maildrop":
-                _drop_logs(queue_id)
-            queue.move(queue_id, src, dest)
+                _drop_logs(queue_id, logs)
+            if path == queue.path_of(src, queue_id):
+                queue.move(queue_id, src, dest)
+            else:
+                _move_stray(queue_id, path, dest)
     except FileNotFoundError:
         return False
     log.info(f"{queue_id}: {word}")
     return True
 
 
-def _drop_logs(queue_id: str) -> None:
-    """_drop_logs - a requeued message starts afresh: no old delivery logs."""
-    for path in (queue.defer_log_path(queue_id), queue.bounce_log_path(queue_id),
-                 queue.trace_log_path(queue_id)):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+def _move_stray(queue_id: str, path: str, dest: str) -> None:
+    # A file an earlier hash_queue_depth left deeper or shallower than
+    # path_of says: move it from where the walk found it.
+    target = queue.path_of(dest, queue_id)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.rename(path, target)
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _log_index() -> dict[str, list[str]]:
+    """_log_index - queue ID -> its defer, bounce and trace log paths, one walk each."""
+    index: dict[str, list[str]] = {}
+    for name in ("defer", "bounce", "trace"):
+        for queue_id, path in queue.scan(name):
+            index.setdefault(queue_id, []).append(path)
+    return index
+
+
+def _drop_logs(queue_id: str, logs: dict[str, list[str]] | None = None) -> None:
+    """_drop_logs - a deleted or requeued message takes its delivery logs along
+    (LOGS: an index from _log_index, else the paths are probed)."""
+    if logs is not None:
+        paths = logs.pop(queue_id, [])
+    else:
+        paths = [queue.defer_log_path(queue_id), queue.bounce_log_path(queue_id),
+                 queue.trace_log_path(queue_id)]
+    for path in paths:
+        _unlink(path)
 
 
 def structure_check() -> int:

@@ -8,7 +8,8 @@ thread, bounded by a short timeout, so a slow DNS server never stalls the
 other sessions of this process.
 
 Interface:
-    Peer(name, addr, port)   .namaddr -> "NAME[ADDR]", .rfc_addr (IPv6:… form)
+    Peer(name, addr, port)   .namaddr -> "NAME[ADDR]" (or "NAME[ADDR]:PORT" with
+                             .log_port, smtpd_client_port_logging), .rfc_addr (IPv6:… form)
     await lookup_peer(sockaddr, enabled=True) -> Peer
 """
 
@@ -31,9 +32,12 @@ class Peer:
     addr: str
     port: int = 0
     reverse_name: str = ""      # the unverified reverse name (XCLIENT REVERSE_NAME)
+    log_port: bool = False      # smtpd_client_port_logging: log lines name the port too
 
     @property
     def namaddr(self) -> str:
+        if self.log_port:
+            return f"{self.name}[{self.addr}]:{self.port}"
         return f"{self.name}[{self.addr}]"
 
     @property

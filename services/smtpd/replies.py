@@ -12,9 +12,13 @@ Interface:
     log_action(queue_id, action, stage, peer, text, ...)   hold:, warn:, reject_warning: ...
     log_event(event, stage, peer)        "timeout after DATA from NAME[ADDR]"
     printable(data) -> str               client input escaped for the log
+    add_footer(reply, footer, values) -> str   smtpd_reject_footer on a 4xx/5xx reply
 """
 
 from __future__ import annotations
+
+import re
+import time
 
 GREETING = "220 {banner}"
 OK = "250 2.0.0 Ok"
@@ -166,19 +170,37 @@ def printable(data: bytes, limit: int = 100) -> str:
 
 def with_footer(reply: str, footer: str, client_name: str, client_address: str,
                 recipient: str = "") -> str:
-    """with_footer - smtpd_reject_footer appended to a 4xx/5xx reply as more reply lines.
+    """with_footer - add_footer with the client's name and address and RECIPIENT."""
+    return add_footer(reply, footer, {"client_address": client_address,
+                                      "client_name": client_name, "recipient": recipient})
+
+
+_FOOTER_NAME = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|\(([A-Za-z0-9_]+)\)|([A-Za-z0-9_]+))")
+
+
+def expand_footer(footer: str, values: dict[str, str]) -> str:
+    """expand_footer - $name, ${name}, $(name) from VALUES; $localtime is now.
+
+    A name VALUES lacks expands to nothing, as Postfix's smtpd does."""
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(2) or m.group(3)
+        if name == "localtime" and name not in values:
+            return time.strftime("%b %d %H:%M:%S")
+        return values.get(name, "")
+    return _FOOTER_NAME.sub(one, footer)
+
+
+def add_footer(reply: str, footer: str, values: dict[str, str]) -> str:
+    """add_footer - smtpd_reject_footer appended to a 4xx/5xx reply as more reply lines.
 
     "\\n" in the footer starts another line; a footer that starts with "\\c"
     continues the reply's last line. $client_address, $client_name,
-    $localtime, $recipient are expanded. The lines repeat the reply's code
-    and enhanced status code, so the result is one multi-line reply."""
+    $client_port, $helo_name, $localtime, $recipient, $sender, $server_name
+    are expanded from VALUES. The lines repeat the reply's code and enhanced
+    status code, so the result is one multi-line reply."""
     if not footer or reply[:1] not in "45":
         return reply
-    import time
-    values = {"client_address": client_address, "client_name": client_name,
-              "localtime": time.strftime("%b %d %H:%M:%S"), "recipient": recipient}
-    for name, value in values.items():
-        footer = footer.replace("${" + name + "}", value).replace("$" + name, value)
+    footer = expand_footer(footer, values)
     code, _, rest = reply.partition(" ")
     dsn = rest.split(" ", 1)[0] if rest[:1] in "245" and "." in rest.split(" ", 1)[0] else ""
     prefix = f"{code} {dsn} " if dsn else f"{code} "

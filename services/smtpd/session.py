@@ -6,13 +6,23 @@ reads content with data.py, and hands each accepted message to cleanup
 through submit.py. It answers `250 … queued as ID` only after cleanup has
 said the queue file is safe on disk.
 
+As Postfix's smtpd, the session has a queue ID from the first accepted
+recipient of a transaction on: cleanup reserves the queue file then, the
+session logs `ID: client=NAME[ADDR]`, and later reject lines, the Received:
+header and the `message` request name that ID. A transaction that ends
+without a queued message (RSET, HELO, QUIT, a lost client, a refused
+message) abandons the reservation.
+
 Postfix behaviours kept here: the error counters (smtpd_soft_error_limit,
 smtpd_error_sleep_time, smtpd_hard_error_limit), smtpd_timeout,
 line_length_limit, smtpd_recipient_limit, message_size_limit,
 smtpd_forbid_unauth_pipelining (RFC 2920 3.1: a client may pipeline only
 after EHLO, and EHLO, DATA, VRFY, ETRN, NOOP, QUIT end a group),
-smtpd_forbid_bare_newline, and the log lines (connect, client=, reject:,
-timeout/lost connection after, disconnect with per-command counts).
+smtpd_forbid_bare_newline, smtpd_junk_command_limit (NOOP, VRFY, ETRN,
+RSET, HELO, EHLO past the limit count as errors), smtpd_reject_footer and
+smtpd_reject_footer_maps on every 4xx/5xx reply (send), and the log lines
+(connect, client=, reject:, timeout/lost connection after, disconnect with
+per-command counts; NAME[ADDR]:PORT with smtpd_client_port_logging).
 
 Interface:
     Settings.from_config(cfg)      everything read from main.cf once per process
@@ -46,6 +56,9 @@ from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitErr
 GROUP_ENDERS = {"HELO", "EHLO", "DATA", "VRFY", "ETRN", "NOOP", "QUIT", "STARTTLS", "AUTH",
                 "EXPN", "TURN"}
 # The order of per-command counts in the disconnect line, as Postfix logs them.
+# Commands that count toward smtpd_junk_command_limit (Postfix's list,
+# HELO and EHLO included).
+JUNK_COMMANDS = {"NOOP", "VRFY", "ETRN", "RSET", "HELO", "EHLO"}
 COUNT_ORDER = ["helo", "ehlo", "starttls", "xclient", "xforward", "auth", "mail", "rcpt", "data",
                "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown"]
 READ_CHUNK = 65536
@@ -82,6 +95,9 @@ class Settings:
     xclient_hosts: NetList | None = None
     xforward_hosts: NetList | None = None
     reject_footer: str = ""
+    reject_footer_maps: object = None      # pymaster.maps.Maps, smtpd_reject_footer_maps
+    junk_command_limit: int = 100
+    client_port_logging: bool = False
     tls: "tls.TlsSettings | None" = None          # STARTTLS, smtps (services/smtpd/tls.py)
     auth: "auth.AuthSettings | None" = None       # SMTP AUTH (services/smtpd/auth.py)
 
@@ -116,10 +132,22 @@ class Settings:
             receive_overrides=cfg.list("receive_override_options"),
             xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
             xforward_hosts=NetList.from_param(cfg, "smtpd_authorized_xforward_hosts"),
-            reject_footer=cfg.get("smtpd_reject_footer"),
+            # Raw: its $names are the session's, expanded at reply time.
+            reject_footer=(cfg.raw("smtpd_reject_footer") or "").strip(),
+            reject_footer_maps=_footer_maps(cfg),
+            junk_command_limit=cfg.int("smtpd_junk_command_limit"),
+            client_port_logging=cfg.bool("smtpd_client_port_logging"),
             tls=tls.TlsSettings.from_config(cfg),
             auth=auth.AuthSettings.from_config(cfg),
         )
+
+
+def _footer_maps(cfg: Config):
+    """_footer_maps - smtpd_reject_footer_maps as Maps, or None when empty."""
+    if not cfg.get("smtpd_reject_footer_maps").strip():
+        return None
+    from pymaster.maps import Maps
+    return Maps(cfg, "smtpd_reject_footer_maps")
 
 
 class Closed(Exception):
@@ -146,6 +174,7 @@ class Session:
                  checker_error: str = "", limits=None) -> None:
         self.conn = conn
         self.peer = peer
+        peer.log_port = settings.client_port_logging
         self.real_peer = peer       # who is connected, whatever XCLIENT says
         self.limits = limits
         self.sasl_username = ""
@@ -165,8 +194,12 @@ class Session:
         self.esmtp = False
         self.counts: dict[str, list[int]] = {}
         self.errors = 0
+        self.junk = 0               # NOOP, VRFY, ETRN, RSET, HELO, EHLO since mail was queued
         self.mail: MailArgs | None = None
         self.rcpts: list[RcptArgs] = []
+        self.queue_id = ""          # the transaction's reserved queue file
+        # sendmail -bs's maildrop submitter learns the ID only at the end.
+        self.reserves = callable(getattr(cleanup, "reserve", None))
         self.bdat: ChunkConverter | None = None
         self.bdat_error = ""
         self.bdat_bytes = 0
@@ -191,9 +224,10 @@ class Session:
             log.info(replies.log_event("lost connection", self._stage(), self.peer.namaddr))
         except asyncio.TimeoutError:
             log.info(replies.log_event("timeout", self.where, self.peer.namaddr))
-            self.conn.write((replies.timeout(self.s.hostname) + "\r\n").encode())
+            self.conn.write((self.footed(replies.timeout(self.s.hostname)) + "\r\n").encode())
         finally:
             self.conn.close()
+            self.abandon()
             log.info(replies.log_disconnect(self.peer.namaddr, self.count_summary()))
             if self.limits is not None:
                 await self.limits.disconnect(self.real_peer)
@@ -272,6 +306,7 @@ class Session:
 
     # -- writing ---------------------------------------------------------------
     async def send(self, text: str) -> None:
+        text = self.footed(text)
         self.conn.write((text + "\r\n").encode("utf-8", "surrogateescape"))
         await self.conn.drain(self.s.timeout)
 
@@ -283,6 +318,31 @@ class Session:
             if self.errors > self.s.soft_error_limit and self.s.error_sleep > 0:
                 await asyncio.sleep(self.s.error_sleep)
         await self.send(text)
+
+    def footed(self, text: str) -> str:
+        """footed - TEXT with smtpd_reject_footer (or the smtpd_reject_footer_maps
+        entry for the reply) when it is a 4xx/5xx reply, as Postfix adds it to
+        every refusal, "too many errors" and timeouts included."""
+        if text[:1] not in "45":
+            return text
+        footer = self.s.reject_footer
+        if self.s.reject_footer_maps:
+            try:
+                footer = self.s.reject_footer_maps.lookup(text) or footer
+            except Exception as e:  # a broken table must not end the session
+                log.warning(f"smtpd_reject_footer_maps lookup failed: {e}")
+        if not footer:
+            return text
+        return replies.add_footer(text, footer, self.footer_values())
+
+    def footer_values(self) -> dict[str, str]:
+        """footer_values - the $names a reject footer may use; $recipient is the
+        transaction's last accepted recipient, as in Postfix."""
+        return {"client_address": self.peer.addr, "client_name": self.peer.name,
+                "client_port": str(self.peer.port), "helo_name": self.helo or "",
+                "sender": self.mail.sender if self.mail else "",
+                "recipient": self.rcpts[-1].address if self.rcpts else "",
+                "server_name": self.s.hostname}
 
     async def send_lines(self, lines: list[str]) -> None:
         self.conn.write("".join(line + "\r\n" for line in lines).encode())
@@ -298,6 +358,8 @@ class Session:
             self.pipelining_violation = True
             if self.s.forbid_unauth_pipelining:
                 await self._pipelining_violation()
+        if handler is not None and verb in JUNK_COMMANDS:
+            self.count_junk()
         self.failed = False
         try:
             if not line.strip():
@@ -310,6 +372,13 @@ class Session:
             self.count(name, False)     # Postfix counts the interrupted command (data=0/1)
             raise
         self.count(name, not self.failed)
+
+    def count_junk(self) -> None:
+        """count_junk - past smtpd_junk_command_limit, each junk command counts as
+        an error (Postfix compares the count before this command to the limit)."""
+        if self.junk > self.s.junk_command_limit:
+            self.errors += 1
+        self.junk += 1
 
     async def _pipelining_violation(self) -> None:
         pending = bytes(self.conn.buf[:100])
@@ -339,6 +408,7 @@ class Session:
 
     # -- transaction state -----------------------------------------------------
     def reset_transaction(self) -> None:
+        self.abandon()
         self.mail = None
         self.rcpts = []
         self.bdat = None
@@ -355,6 +425,7 @@ class Session:
             recipient_count=len(self.rcpts), size=(mail.size or 0) if mail else 0,
             instance=f"{os.getpid():x}.{id(self):x}.{self.transactions}",
             pipelining_violation=self.pipelining_violation, actions=[],
+            queue_id=self.queue_id,
             sasl_method=self.sasl_method, **tls.context_fields(self))
 
     async def check(self, method, ctx: Context) -> str | None:
@@ -373,14 +444,13 @@ class Session:
         return refusal
 
     def log_reject(self, stage: str, reply: str, recipient: str | None = None) -> None:
-        log.info(replies.log_reject("", stage, self.peer.namaddr, reply,
+        log.info(replies.log_reject(self.queue_id, stage, self.peer.namaddr, reply,
                                     self.mail.sender if self.mail else None, recipient,
                                     self.protocol, self.helo))
 
     async def refuse(self, stage: str, reply: str, recipient: str | None = None) -> None:
         self.log_reject(stage, reply, recipient)
-        await self.reply(replies.with_footer(reply, self.s.reject_footer, self.peer.name,
-                                             self.peer.addr, recipient or ""))
+        await self.reply(reply)     # send() adds smtpd_reject_footer
 
     # -- HELO, EHLO -----------------------------------------------------------
     async def smtp_HELO(self, arg: str) -> None:
@@ -500,8 +570,43 @@ class Session:
         if refusal:
             await self.refuse("RCPT", refusal, rcpt.address)
             return
+        if self.reserves and not self.queue_id:
+            refusal = await self.reserve()
+            if refusal:
+                await self.reply(refusal)
+                return
         self.rcpts.append(rcpt)
         await self.reply(replies.OK_RCPT)
+
+    async def reserve(self) -> str:
+        """reserve - the transaction's queue file, at its first accepted recipient
+        (when Postfix's smtpd opens its cleanup stream); a refusal, or ""."""
+        try:
+            answer = await self.cleanup.reserve()
+        except SubmitError as e:
+            log.warning(f"{self.peer.namaddr}: cleanup: {e}")
+            return replies.ERR_QUEUE_WRITE
+        if answer.get("status") != "ok" or not answer.get("queue_id"):
+            log.warning(f"{self.peer.namaddr}: cleanup: cannot reserve a queue file: "
+                        f"{answer.get('reason') or answer}")
+            return replies.ERR_QUEUE_WRITE
+        self.queue_id = str(answer["queue_id"])
+        self.log_client(self.queue_id)
+        return ""
+
+    def abandon(self) -> None:
+        """abandon - give up the reserved queue file of a transaction without a message."""
+        queue_id, self.queue_id = self.queue_id, ""
+        if not queue_id:
+            return
+        try:
+            self.cleanup.abandon(queue_id)
+        except SubmitError as e:
+            # cleanup sweeps what stays behind (services/cleanup/reservation.py).
+            log.warning(f"{queue_id}: cleanup: {e}")
+
+    def log_client(self, queue_id: str) -> None:
+        log.info(replies.log_client(queue_id, self.peer.namaddr) + auth.client_log_suffix(self))
 
     async def check_recipient(self, address: str) -> str | None:
         if self.checker is None:
@@ -549,6 +654,7 @@ class Session:
         await self.reply(reply)
         if reply.startswith("250"):
             self.errors = 0     # errors count "without delivering mail"
+            self.junk = 0
 
     # -- BDAT (RFC 3030) ----------------------------------------------------------
     async def smtp_BDAT(self, arg: str) -> None:
@@ -556,14 +662,14 @@ class Session:
         if not words or not words[0].isdigit() or len(words) > 2 or \
                 (len(words) == 2 and words[1].upper() != "LAST"):
             # The chunk's end is unknown, so the stream cannot be followed: hang up.
-            log.warning(replies.log_bdat_syntax("", self.peer.namaddr, f"BDAT {arg}"))
+            log.warning(replies.log_bdat_syntax(self.queue_id, self.peer.namaddr, f"BDAT {arg}"))
             await self.reply(replies.ERR_SYNTAX_BDAT)
             self.count("bdat", False)
             raise Closed()
         size, last = int(words[0]), len(words) == 2
         error = self._bdat_refusal()
         if not error and size == 0 and not last:
-            log.warning(f"NOQUEUE: null BDAT request from {self.peer.namaddr}")
+            log.warning(f"{self.queue_id or 'NOQUEUE'}: null BDAT request from {self.peer.namaddr}")
             error = self.bdat_error = replies.ERR_NULL_BDAT
         chunk = self.bdat if not error else None
         await self._read_chunk(size, chunk)
@@ -618,8 +724,7 @@ class Session:
             refusal = await self.check(self.checker.check_end_of_data, ctx)
             if refusal:
                 self.log_reject("END-OF-MESSAGE", refusal)
-                return replies.with_footer(refusal, self.s.reject_footer, self.peer.name,
-                                           self.peer.addr, "")
+                return refusal      # send() adds smtpd_reject_footer
         return await self.queue_message(content)
 
     # -- queueing ---------------------------------------------------------------
@@ -639,7 +744,8 @@ class Session:
              "log_queue_id": "",
              **({"content_filter": self.s.content_filter} if self.s.content_filter else {})},
             self.s.receive_overrides,
-            queue_id_placeholder=QUEUE_ID_PLACEHOLDER,
+            **({"queue_id": self.queue_id} if self.queue_id
+               else {"queue_id_placeholder": QUEUE_ID_PLACEHOLDER}),
             actions=[a for a in self.actions if a["action"] != "PREPEND"],
         )
 
@@ -648,7 +754,8 @@ class Session:
         received = received_header(self.helo, self.peer.name, self.peer.rfc_addr,
                                    self.s.hostname, self.s.mail_name,
                                    auth.received_protocol(self),
-                                   [r.address for r in self.rcpts])
+                                   [r.address for r in self.rcpts],
+                                   queue_id=self.queue_id or QUEUE_ID_PLACEHOLDER)
         received = _with_comments(received, tls.received_comments(self) +
                                   auth.received_comments(self))
         header = self.request_header()
@@ -660,11 +767,12 @@ class Session:
             answer = await self.cleanup.submit(header, frames)
         except SubmitError as e:
             log.warning(f"{self.peer.namaddr}: cleanup: {e}")
-            return replies.ERR_QUEUE_WRITE
+            return replies.ERR_QUEUE_WRITE      # reset_transaction abandons the file
         status = answer.get("status")
         if status == "ok" and answer.get("queue_id"):
-            log.info(replies.log_client(answer["queue_id"], self.peer.namaddr) +
-                     auth.client_log_suffix(self))
+            if not self.queue_id:       # no reservation: the ID is news
+                self.log_client(answer["queue_id"])
+            self.queue_id = ""          # written: nothing to abandon
             return replies.queued(answer["queue_id"])
         return self._cleanup_refusal(answer)
 
@@ -793,6 +901,7 @@ class Session:
             reverse = (attrs["REVERSE_NAME"] or "unknown").lower()
         self.peer = Peer(name, addr, port)
         self.peer.reverse_name = reverse
+        self.peer.log_port = self.s.client_port_logging
         if "LOGIN" in attrs:
             self.sasl_username = attrs["LOGIN"] or ""
         self.helo = attrs.get("HELO") if "HELO" in attrs else None

@@ -283,6 +283,22 @@ def test_postconf_n_and_M_on_the_same_files(pair):
         assert (got.returncode, got.stdout.decode()) == (want.returncode, want.stdout.decode())
 
 
+def test_postconf_bounce_templates(pair):
+    """postconf -t and -b print the same templates, built-in or from a file."""
+    pf, pm, base = pair[0], pair[1], pair[3]
+    conf = base / "template-etc"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text("myhostname = mx.example.com\nmydomain = example.com\n")
+    (conf / "bounce.cf").write_text("delay_template = <<END\nSubject: late, $mydomain\n\n"
+                                    "Host $myhostname, $$ ${mydomain} $(myhostname)\n"
+                                    "$delay_warning_time_hours hour(s)\nEND\n")
+    for args in (["-t"], ["-b"], ["-t", str(conf / "bounce.cf")],
+                 ["-b", str(conf / "bounce.cf")], ["-t", "/nonexistent"]):
+        want = pf.command("postconf", "-c", str(conf), *args)
+        got = pm.command("postconf", "-c", str(conf), *args)
+        assert (got.returncode, got.stdout.decode()) == (want.returncode, want.stdout.decode())
+
+
 def test_postmap_query_and_dump(pair):
     pf, pm, base = pair[0], pair[1], pair[3]
     results = []

@@ -104,7 +104,9 @@ def test_class_from_a_table(inst):
 
 def test_helo_required(inst):
     s = smtplib.SMTP("127.0.0.1", inst.smtp_port)
-    assert s.docmd("MAIL", "FROM:<a@sender.example>") == (503, b"5.5.1 Error: send HELO/EHLO first")
+    # Postfix puts smtpd_reject_footer (set for this instance) on every 4xx/5xx reply.
+    assert s.docmd("MAIL", "FROM:<a@sender.example>") == (
+        503, b"5.5.1 Error: send HELO/EHLO first\n5.5.1 For help see https://help.example")
     s.quit()
 
 

@@ -31,15 +31,30 @@ import dns.rrset
 TTL = 60
 
 
+def _bind_pair(attempts: int = 50) -> tuple[socket.socket, socket.socket]:
+    """_bind_pair - a UDP and a TCP socket on the same free loopback port.
+
+    The kernel picks a free UDP port; the same number may be taken for TCP,
+    so try again with another one."""
+    for _ in range(attempts):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            return udp, tcp
+        except OSError:
+            udp.close()
+            tcp.close()
+    raise OSError("no loopback port free for both UDP and TCP")
+
+
 class DnsServer:
     def __init__(self, zone: dict) -> None:
         self.zone = zone
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.udp, self.tcp = _bind_pair()
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
         self.tcp.listen(16)
         self.queries: list[tuple[str, str]] = []
         self._stop = False

@@ -59,6 +59,8 @@ class StandInCleanup:
 class Server:
     """A thread running sessions on a loopback port."""
 
+    running: list["Server"] = []     # ended after each test (see _end_servers)
+
     def __init__(self, tmp_path, **settings) -> None:
         values = {"myhostname": "mx.example.com", "mydestination": "$myhostname, localhost",
                   "local_recipient_maps": "inline:{ alice=x, bob=x }", "alias_maps": "",
@@ -81,13 +83,27 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_until_complete,
                                        args=(self._serve(),), daemon=True)
+        self.sessions: set[asyncio.Task] = set()
         self.thread.start()
+        Server.running.append(self)
 
     async def _serve(self) -> None:
         while True:
             await self.loop.run_in_executor(None, self.accepting.wait)
             sock, addr = await self.loop.sock_accept(self.listener)
-            self.loop.create_task(self._session(sock, addr))
+            task = self.loop.create_task(self._session(sock, addr))
+            self.sessions.add(task)
+            task.add_done_callback(self.sessions.discard)
+
+    def close(self) -> None:
+        """close - end every session now, so none logs into the next test's file."""
+        async def end_sessions() -> None:
+            tasks = list(self.sessions)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.accepting.clear()
+        asyncio.run_coroutine_threadsafe(end_sessions(), self.loop).result(timeout=10)
 
     async def _session(self, sock, addr) -> None:
         _, conn = await self.loop.connect_accepted_socket(Connection, sock)
@@ -109,6 +125,13 @@ class Server:
 
     def raw(self) -> "Raw":
         return Raw(self.port)
+
+
+@pytest.fixture(autouse=True)
+def _end_servers():
+    yield
+    while Server.running:
+        Server.running.pop().close()
 
 
 @pytest.fixture

@@ -138,16 +138,24 @@ class AsyncClient:
 
 
 def trigger(ep: str, header: dict | None = None) -> None:
-    """trigger - send a one-way request (wake qmgr, wake pickup)."""
-    sock = _socket(zmq.DEALER, ep)
+    """trigger - send a one-way request (wake qmgr, wake pickup).
+
+    A context of its own, terminated before returning: send() only queues
+    the message for zeromq's I/O thread, and a command that exits right
+    after (sendmail, postsuper) would otherwise take the unsent trigger
+    with it. term() waits until it is written, or the linger time ends."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.SNDTIMEO, 1000)
     sock.setsockopt(zmq.LINGER, 1000)
     try:
+        sock.connect(ep)
         sock.send_multipart([b"", *pack(header or {"op": "wakeup"})])
-    except zmq.Again:
+    except zmq.ZMQError:
         pass
     finally:
         sock.close()
+        ctx.term()
 
 
 class OneWay:

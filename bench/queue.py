@@ -23,7 +23,6 @@ Interface: run(workdir: Path, messages=100_000, postfix_messages=10_000) -> [lin
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys

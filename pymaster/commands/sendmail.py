@@ -24,8 +24,8 @@ Options, as Postfix's sendmail:
     -bp             mailq;  -bi, -I  newaliases;  -q  postqueue -f
     -qR site / -qI id      postqueue -s site / -i id
     -bd, -bD, -bl   postfix start
-    -bs             SMTP on standard input and output: smtpd's own session code
-                    runs in this process (client localhost[127.0.0.1]); each
+    -bs             SMTP on standard input and output: runs smtpd in stand-alone
+                    mode (`smtpd -S`, client localhost[127.0.0.1]); each
                     accepted message goes into maildrop like any submission
     -bv             address verification: no message is read; the recipients
                     are queued with trace_flags=verify, every delivery agent
@@ -374,131 +374,14 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- sendmail -bs -----------------------------------------------------------------------
 
-class MaildropSubmitter:
-    """What smtpd's session calls to queue a message, writing to maildrop.
-
-    sendmail -bs runs as the invoking user, so its messages take the local
-    submission path (maildrop, pickup, cleanup), as Postfix's do."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-
-    async def submit(self, header: dict, payload: list) -> dict:
-        from pymaster.commands import postdrop
-        from services.smtpd.submit import QUEUE_ID_PLACEHOLDER
-        rcpts = [records.Recipient(r["address"], r.get("orig", "") or "",
-                                   r.get("notify", "") or "", r.get("orcpt", "") or "")
-                 for r in header.get("recipients", ())]
-        attrs = {k: str(v) for k, v in (header.get("attrs") or {}).items()
-                 if v not in (None, "", False)}
-        attrs.update(uid=str(os.getuid()), rewrite_context="local")
-        try:
-            with queue.create("maildrop", mode=postdrop.MAILDROP_MODE) as w:
-                content = b"".join(bytes(p) if not isinstance(p, str) else p.encode()
-                                   for p in payload)
-                content = content.replace(QUEUE_ID_PLACEHOLDER.encode(), w.queue_id.encode(), 1)
-                w.write_envelope(time.time(), header.get("sender", ""), rcpts, attrs)
-                w.write_content([content])
-                queue_id = w.commit()
-        except OSError as e:
-            log.warning(f"create file maildrop: {e.strerror or e}")
-            return {"status": "defer", "dsn": "4.3.0", "reason": "Error: queue file write error"}
-        postdrop.wake_pickup(self.cfg)
-        return {"status": "ok", "queue_id": queue_id}
-
-    def close(self) -> None:
-        pass
-
-
 def smtp_on_stdio(cfg: Config) -> int:
-    """smtp_on_stdio - sendmail -bs: one SMTP session over standard input/output."""
-    import asyncio
-    import socket
-    import threading
-    from services.smtpd.check import Checker, ConfigurationError
-    from services.smtpd.connection import Connection
-    from services.smtpd.peer import Peer
-    from services.smtpd.session import Session, Settings
+    """smtp_on_stdio - sendmail -bs: run smtpd in stand-alone mode on our stdio."""
+    smtpd = os.path.join(cfg.get("daemon_directory"), "smtpd")
+    env = dict(os.environ, MAIL_CONFIG=cfg.config_dir)
     try:
-        queue.enter_spool(cfg)
+        os.execve(sys.executable, [sys.executable, smtpd, "-S"], env)
     except OSError as e:
-        log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}", EX_TEMPFAIL)
-    if not os.access("maildrop", os.W_OK | os.X_OK):
-        log.fatal("-bs: no permission to write the maildrop queue", EX_UNAVAILABLE)
-    settings = Settings.from_config(cfg)
-    # A local user's script writes the whole dialogue at once: not an abuser.
-    settings.forbid_unauth_pipelining = False
-    # Session lines go to the log only, under smtpd's name as Postfix logs them.
-    log.setup("smtpd", cfg)
-    checker = Checker(cfg)
-    try:
-        checker.prepare()
-    except ConfigurationError as e:
-        log.fatal(str(e), EX_TEMPFAIL)
-    # The session speaks to a socket; threads copy it to and from stdin/stdout.
-    ours, theirs = socket.socketpair()
-    stdin_done = threading.Event()
-    threading.Thread(target=_copy_stdin, args=(theirs, stdin_done), daemon=True).start()
-    out = threading.Thread(target=_copy_stdout, args=(theirs,))
-    out.start()
-
-    async def converse() -> None:
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.connect_accepted_socket(Connection, ours)
-        session = asyncio.ensure_future(Session(conn, Peer("localhost", "127.0.0.1"), settings,
-                                                checker, MaildropSubmitter(cfg)).run())
-        await _end_of_input(conn, ours, stdin_done, session)
-        await session
-
-    asyncio.run(converse())
-    out.join(timeout=5)
-    return 0
-
-
-async def _end_of_input(conn, sock, stdin_done, session) -> None:
-    """_end_of_input - tell the session about end of input once it read everything.
-
-    Half-closing the socket would make the transport close at once, with
-    commands still unread; so the end is signalled only when nothing is left."""
-    import asyncio
-    import socket
-    while not session.done():
-        await asyncio.sleep(0.05)
-        if not stdin_done.is_set() or conn.pending():
-            continue
-        try:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                continue
-        except BlockingIOError:
-            pass
-        except OSError:
-            return
-        conn.eof_received()
-        return
-
-
-def _copy_stdin(sock, done) -> None:
-    try:
-        while True:
-            data = os.read(0, 65536)
-            if not data:
-                break
-            sock.sendall(data)
-    except OSError:
-        pass
-    done.set()
-
-
-def _copy_stdout(sock) -> None:
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            os.write(1, data)
-    except OSError:
-        pass
-
+        log.fatal(f"execvp {smtpd}: {e.strerror}", EX_UNAVAILABLE)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,7 @@ Interface:
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from pymaster import cleanup_client, log, service
 
@@ -73,4 +74,9 @@ def _import_before_jail(settings) -> None:
 
 
 def main() -> None:
+    if "-S" in sys.argv[1:]:
+        # Stand-alone mode for sendmail -bs: one session on stdin/stdout,
+        # not a master child.
+        from services.smtpd import standalone
+        sys.exit(standalone.main(sys.argv[1:]))
     service.main("smtpd", run)

@@ -89,8 +89,7 @@ def open_destination(maillog_file: str) -> None:
     close()
     if maillog_file:
         try:
-            _state.maillog_fd = os.open(maillog_file,
-                                        os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            _state.maillog_fd = _open_maillog(maillog_file)
             _state.maillog_path = maillog_file
             _state.maillog_checked = time.monotonic()
             _state.use_stderr = False
@@ -105,6 +104,21 @@ def open_destination(maillog_file: str) -> None:
         _state.use_stderr = False
     except OSError:
         _state.use_stderr = True
+
+
+STANDARD_STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _open_maillog(path: str) -> int:
+    """_open_maillog - a descriptor that appends to PATH.
+
+    /dev/stdout and /dev/stderr (the foreground set-up of `make run` and
+    containers) are the inherited descriptors themselves: reopening them
+    through /proc fails for a pipe or socket, or for a file another user
+    opened for us."""
+    if path in STANDARD_STREAMS:
+        return os.dup(STANDARD_STREAMS[path])
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 
 def close() -> None:

@@ -85,6 +85,17 @@ def test_set_tag_replaces_the_whole_tag(maillog):
     assert lines(maillog)[0].group(2) == "myscript"
 
 
+def test_dev_stdout_is_the_inherited_descriptor(capfd):
+    """maillog_file = /dev/stdout writes to descriptor 1 as it was inherited,
+    even where reopening it through /proc would fail (a pipe, a socket)."""
+    log.open_destination("/dev/stdout")
+    try:
+        log.info("to standard output")
+    finally:
+        log.close()
+    assert re.search(r"\]: to standard output\n$", capfd.readouterr().out)
+
+
 class TestPostlog:
     @pytest.fixture
     def confdir(self, tmp_path):

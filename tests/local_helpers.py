@@ -9,6 +9,8 @@ import pwd
 import time
 from pathlib import Path
 
+import pytest
+
 from pymaster import delivery, queue, records
 from pymaster.config import Config
 
@@ -66,3 +68,21 @@ class RecordingCleanup:
     def call(self, header: dict, payload=(), timeout=None):
         self.requests.append((header, b"".join(payload)))
         return (self.reply or {"status": "ok", "queue_id": f"FWD{len(self.requests)}"}), []
+
+
+@pytest.fixture
+def spool(tmp_path, monkeypatch):
+    return make_spool(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def users(tmp_path, monkeypatch):
+    """users - alice and bob exist, with homes under tmp_path; nobody else does."""
+    from services.local import recipient
+    table = {}
+    for name in ("alice", "bob"):
+        home = tmp_path / "home" / name
+        home.mkdir(parents=True)
+        table[name] = fake_user(name, home)
+    monkeypatch.setattr(recipient, "lookup_user", table.get)
+    return table

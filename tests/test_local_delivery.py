@@ -6,27 +6,12 @@ import re
 import pytest
 
 from pymaster import delivery, records
-from services.local import LocalAgent, recipient
+from services.local import LocalAgent
 from services.local.context import split_extension
+from tests.local_helpers import spool, users  # noqa: F401  (fixtures)
 from tests.local_helpers import (CONTENT, RecordingCleanup, fake_user, make_cfg, make_spool,
                                  queue_request)
 
-
-@pytest.fixture
-def spool(tmp_path, monkeypatch):
-    return make_spool(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def users(tmp_path, monkeypatch):
-    """users - alice and bob exist, with homes under tmp_path; nobody else does."""
-    table = {}
-    for name in ("alice", "bob"):
-        home = tmp_path / "home" / name
-        home.mkdir(parents=True)
-        table[name] = fake_user(name, home)
-    monkeypatch.setattr(recipient, "lookup_user", table.get)
-    return table
 
 
 def deliver(cfg, sender, rcpts, content=CONTENT, cleanup=None):

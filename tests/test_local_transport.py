@@ -16,28 +16,13 @@ import pytest
 import zmq
 
 from pymaster import delivery, ipc, queue, records
-from services.local import LocalAgent, recipient
+from services.local import LocalAgent
 from services.local.transport import split_service
-from tests.local_helpers import RecordingCleanup, fake_user, make_cfg, make_spool, queue_request
+from tests.local_helpers import spool, users  # noqa: F401  (fixtures)
+from tests.local_helpers import RecordingCleanup, make_cfg, queue_request
 
 RCPT = "alice@mx.example.com"
 
-
-@pytest.fixture
-def spool(tmp_path, monkeypatch):
-    return make_spool(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def users(tmp_path, monkeypatch):
-    """users - alice and bob exist, with homes under tmp_path; nobody else does."""
-    table = {}
-    for name in ("alice", "bob"):
-        home = tmp_path / "home" / name
-        home.mkdir(parents=True)
-        table[name] = fake_user(name, home)
-    monkeypatch.setattr(recipient, "lookup_user", table.get)
-    return table
 
 
 class Agent:

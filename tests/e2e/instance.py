@@ -212,6 +212,18 @@ class Instance(MailLog):
         self.stop()
 
     # -- what tests read (log_text, wait_for_log: MailLog) --------------------
+    def maildir_message_with(self, maildir: Path, token: str, timeout: float = 20) -> str:
+        """maildir_message_with - the message in MAILDIR/new holding TOKEN, waiting for it."""
+        new = Path(maildir) / "new"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for f in sorted(new.iterdir()) if new.is_dir() else []:
+                text = f.read_text(errors="replace")
+                if token in text:
+                    return text
+            time.sleep(0.05)
+        raise AssertionError(f"no message with {token} in {new}; log:\n{self.log_text()[-4000:]}")
+
     def maildir_messages(self, maildir: Path, count: int = 1, timeout: float = 20) -> list[bytes]:
         """maildir_messages - the messages in MAILDIR/new, waiting for COUNT of them."""
         deadline = time.monotonic() + timeout

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import smtplib
-import time
 
 import pytest
 
@@ -81,15 +80,8 @@ def send(inst, subject: str, body: str = "hello\n", extra: str = "",
 
 
 def delivered(inst, user: str, token: str, timeout: float = 20) -> str:
-    new = inst.mailbox_dir / "v.example" / user / "new"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for f in sorted(new.iterdir()) if new.is_dir() else []:
-            text = f.read_text(errors="replace")
-            if token in text:
-                return text
-        time.sleep(0.05)
-    raise AssertionError(f"no message with {token} for {user}; log:\n{inst.log_text()[-4000:]}")
+    """delivered - the message holding TOKEN in user@v.example's Maildir."""
+    return inst.maildir_message_with(inst.mailbox_dir / "v.example" / user, token, timeout)
 
 
 def head(text: str) -> str:

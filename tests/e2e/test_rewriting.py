@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import time
 
 import pytest
 
@@ -65,15 +64,7 @@ def send(port: int, sender: str, rcpts: list[str], headers: str, body: str = "he
 
 def delivered(inst, user: str, token: str, timeout: float = 20) -> str:
     """delivered - the message holding TOKEN in user@v.example's Maildir."""
-    new = inst.mailbox_dir / "v.example" / user / "new"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for f in sorted(new.iterdir()) if new.is_dir() else []:
-            text = f.read_text(errors="replace")
-            if token in text:
-                return text
-        time.sleep(0.05)
-    raise AssertionError(f"no message with {token} for {user}; log:\n{inst.log_text()[-4000:]}")
+    return inst.maildir_message_with(inst.mailbox_dir / "v.example" / user, token, timeout)
 
 
 def head(text: str) -> str:

@@ -178,3 +178,28 @@ def test_sendmail_v_mails_a_report_of_the_first_delivery_attempt(inst):
     fields = [dict(b.items()) for b in list(report.iter_parts())[1].get_payload()][1:]
     assert sorted((f["Final-Recipient"], f["Action"]) for f in fields) == [
         ("rfc822; gone@nobody.example", "failed"), ("rfc822; pal@localhost", "delivered")]
+
+
+def test_a_deferred_recipient_is_retried_then_returned_after_the_queue_lifetime(tmp_path):
+    """retry: defers every attempt; qmgr retries on its backoff schedule and,
+    once maximal_queue_lifetime has passed, returns the mail to its sender."""
+    settings = dict(SETTINGS, maximal_queue_lifetime="4s", bounce_queue_lifetime="4s")
+    with Instance(tmp_path, main_cf=settings) as inst:
+        send(inst, "expiry@localhost", "late@slow.example")
+        first = inst.wait_for_log(r"(\w+): to=<late@slow\.example>, .*status=deferred "
+                                  r"\(connection timed out\)")
+        qid = first.group(1)
+        inst.wait_for_log(rf"{qid}: to=<late@slow\.example>, .*status=deferred", count=2)
+        inst.wait_for_log(rf"{qid}: from=<expiry@localhost>, status=expired, "
+                          r"returned to sender", timeout=30)
+        [raw] = inst.maildir_messages(maildir(inst, "expiry"), timeout=30)
+    report = parse(raw)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    status = next(p for p in report.walk()
+                  if p.get_content_type() == "message/delivery-status")
+    recipient_fields = status.get_payload()[1]
+    assert recipient_fields["Final-Recipient"] == "rfc822; late@slow.example"
+    assert recipient_fields["Action"] == "failed"
+    assert recipient_fields["Status"].startswith("4.4.1")
+    assert "connection timed out" in recipient_fields["Diagnostic-Code"]

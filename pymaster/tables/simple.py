@@ -20,6 +20,7 @@ import os
 import pwd
 from typing import Iterator
 
+from pymaster.config import split_list
 from pymaster.tables import Table, TableError
 
 
@@ -38,27 +39,22 @@ def braced_items(text: str) -> list[str]:
     inner = strip_braces(text)
     if inner is None:
         raise TableError(f"missing braces in \"{text}\"")
-    items: list[str] = []
-    buf: list[str] = []
+    if not _balanced(inner):
+        raise TableError(f"unbalanced braces in \"{text}\"")
+    return split_list(inner)
+
+
+def _balanced(text: str) -> bool:
+    """_balanced - every } in TEXT closes an earlier {, and all are closed."""
     depth = 0
-    for c in inner:
+    for c in text:
         if c == "{":
             depth += 1
         elif c == "}":
             depth -= 1
             if depth < 0:
-                raise TableError(f"unbalanced braces in \"{text}\"")
-        if depth == 0 and (c == "," or c.isspace()):
-            if buf:
-                items.append("".join(buf))
-                buf = []
-            continue
-        buf.append(c)
-    if depth:
-        raise TableError(f"unbalanced braces in \"{text}\"")
-    if buf:
-        items.append("".join(buf))
-    return items
+                return False
+    return depth == 0
 
 
 class StaticTable(Table):

@@ -9,7 +9,6 @@ End-to-end behaviour through the master is in tests/e2e/test_qmgr.py."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from pymaster import delivery, ipc, log, queue, records
 from pymaster.config import Config
 from services import discard, error
 from services.qmgr.manager import QueueManager
+from tests.served import ServedHandler
 
 
 class FakeService:
@@ -31,32 +31,11 @@ class FakeService:
         return False
 
 
-class AgentThread:
+class AgentThread(ServedHandler):
     """A delivery agent's request handler served at private/NAME."""
 
     def __init__(self, name: str, handler) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
-        self.sock.bind(ipc.endpoint("private", name))
-        self.handler = handler
-        self.requests = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while not self.stop.is_set():
-            if not self.sock.poll(20):
-                continue
-            client, empty, *frames = self.sock.recv_multipart()
-            header, payload = ipc.unpack(frames)
-            self.requests += 1
-            reply, _ = self.handler(header, payload)
-            self.sock.send_multipart([client, empty, *ipc.pack(reply)])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close(0)
+        super().__init__(ipc.endpoint("private", name), handler)
 
 
 @pytest.fixture

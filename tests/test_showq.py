@@ -11,15 +11,14 @@ output must be the very same as the direct listing."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
-import zmq
 
 from pymaster import delivery, ipc, queue
 from pymaster.commands import postqueue
 from pymaster.queuelist import Entry, list_queue
 from services import showq
+from tests.served import ServedHandler
 from tests.queue_fixtures import add_message, make_spool, reset_logging
 
 
@@ -29,29 +28,11 @@ def cfg(tmp_path, monkeypatch):
     reset_logging()
 
 
-class ShowqEndpoint:
+class ShowqEndpoint(ServedHandler):
     """showq.handle served at public/showq (the master's broker stands aside)."""
 
     def __init__(self) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
-        self.sock.bind(ipc.endpoint("public", "showq"))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while not self.stop.is_set():
-            if not self.sock.poll(20):
-                continue
-            client, empty, *frames = self.sock.recv_multipart()
-            header, payload = ipc.unpack(frames)
-            reply, reply_payload = showq.handle(header, payload)
-            self.sock.send_multipart([client, empty, *ipc.pack(reply, reply_payload)])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close(0)
+        super().__init__(ipc.endpoint("public", "showq"), showq.handle)
 
 
 def populate() -> list[str]:

@@ -80,6 +80,7 @@ class Server:
         self.port = self.listener.getsockname()[1]
         self.accepting = threading.Event()     # cleared: connections wait in the backlog
         self.accepting.set()
+        self.closed = False
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_until_complete,
                                        args=(self._serve(),), daemon=True)
@@ -90,7 +91,12 @@ class Server:
     async def _serve(self) -> None:
         while True:
             await self.loop.run_in_executor(None, self.accepting.wait)
+            if self.closed:
+                return
             sock, addr = await self.loop.sock_accept(self.listener)
+            if self.closed:
+                sock.close()
+                return
             task = self.loop.create_task(self._session(sock, addr))
             self.sessions.add(task)
             task.add_done_callback(self.sessions.discard)
@@ -102,8 +108,11 @@ class Server:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        self.accepting.clear()
         asyncio.run_coroutine_threadsafe(end_sessions(), self.loop).result(timeout=10)
+        # Wake the accept loop so that it returns: an executor thread left
+        # waiting would keep the test process from exiting.
+        self.closed = True
+        self.accepting.set()
 
     async def _session(self, sock, addr) -> None:
         _, conn = await self.loop.connect_accepted_socket(Connection, sock)
@@ -170,7 +179,7 @@ class TestSequence:
     @pytest.mark.parametrize("line, reply", [
         ("RCPT TO:<alice@mx.example.com>", "503 5.5.1 Error: need MAIL command"),
         ("DATA", "503 5.5.1 Error: need RCPT command"),      # Postfix's wording
-        ("FOO", "500 5.5.2 Error: command not recognized"),
+        ("FOO", "502 5.5.2 Error: command not recognized"),
         ("MAIL FROM:<a@b", "501 5.1.7 Bad sender address syntax"),
         ("MAIL TO:<a@b>", "501 5.5.4 Syntax: MAIL FROM:<address>"),
         ("NOOP", "250 2.0.0 Ok"),
@@ -515,9 +524,9 @@ class TestRejectFooter:
         hello(raw)
         port = raw.sock.getsockname()[1]
         assert raw.cmd("BOGUS") == (
-            "500-5.5.2 Error: command not recognized\n"
-            f"500-5.5.2 For help: 127.0.0.1:{port}\n"
-            "500 5.5.2  sender= rcpt= ")
+            "502-5.5.2 Error: command not recognized\n"
+            f"502-5.5.2 For help: 127.0.0.1:{port}\n"
+            "502 5.5.2  sender= rcpt= ")
         raw.cmd("MAIL FROM:<s@example.org>")
         raw.cmd("RCPT TO:<alice@mx.example.com>")
         # $recipient is the transaction's last accepted recipient, as in Postfix.
@@ -531,7 +540,7 @@ class TestRejectFooter:
                    smtpd_hard_error_limit="1")
         raw = s.raw()
         hello(raw)
-        assert raw.cmd("BOGUS") == "500 5.5.2 Error: command not recognized " \
+        assert raw.cmd("BOGUS") == "502 5.5.2 Error: command not recognized " \
                                    "(see mx.example.com/help)"
         assert raw.reply() == "421 4.7.0 mx.example.com Error: too many errors " \
                               "(see mx.example.com/help)"
@@ -548,4 +557,4 @@ class TestRejectFooter:
                    smtpd_reject_footer_maps=f"regexp:{tmp_path / 'footers'}")
         raw = s.raw()
         hello(raw)
-        assert raw.cmd("BOGUS").endswith("\n500 5.5.2 permanent: call us")
+        assert raw.cmd("BOGUS").endswith("\n502 5.5.2 permanent: call us")

@@ -39,6 +39,8 @@ from pymaster import log, sasl
 from pymaster.config import Config
 from pymaster.sasl.mechanisms import parse_options
 
+from services.smtpd.replies import ERR_UNKNOWN_COMMAND
+
 OK_AUTH = "235 2.7.0 Authentication successful"
 ERR_FAILED = "535 5.7.8 Error: authentication failed: {reason}"
 ERR_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
@@ -50,7 +52,6 @@ ERR_ABORTED = "501 5.7.0 Authentication aborted"
 ERR_DECODE = "501 5.5.2 Cannot decode response"
 ERR_NO_MECH = "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
 ERR_SERVER = "454 4.7.0 Temporary authentication failure: {reason}"
-ERR_UNKNOWN_COMMAND = "502 5.5.2 Error: command not recognized"
 
 
 @dataclass

@@ -27,7 +27,7 @@ OK_RCPT = "250 2.1.5 Ok"
 GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
 BYE = "221 2.0.0 Bye"
 
-ERR_UNKNOWN_COMMAND = "500 5.5.2 Error: command not recognized"
+ERR_UNKNOWN_COMMAND = "502 5.5.2 Error: command not recognized"
 ERR_BAD_SYNTAX = "500 5.5.2 Error: bad syntax"
 ERR_LINE_TOO_LONG = "500 5.5.2 Error: command line too long"
 ERR_BAD_UTF8 = "500 5.5.2 Error: bad UTF-8 syntax"   # smtputf8_enable: commands must be UTF-8

@@ -211,7 +211,7 @@ class TestRefusals:
         raw = Raw(inst.smtp_port)
         assert raw.reply() == f"220 {HOST} ESMTP Postfix"
         assert raw.cmd("RCPT TO:<a@localhost>") == "503 5.5.1 Error: need MAIL command"
-        assert raw.cmd("BOGUS") == "500 5.5.2 Error: command not recognized"
+        assert raw.cmd("BOGUS") == "502 5.5.2 Error: command not recognized"
         assert raw.cmd("MAIL FROM:<a@b") == "501 5.1.7 Bad sender address syntax"
         assert raw.cmd("HELO") == "501 Syntax: HELO hostname"
         assert raw.cmd("NOOP") == "250 2.0.0 Ok"

@@ -312,10 +312,15 @@ class Service:
             self.busy = True
             try:
                 reply, reply_payload = self._call(handler, header, payload)
+                self.uses = counter.count(client)
+                if max_use and self.uses >= max_use and not self.stopping:
+                    # BYE before the last reply: the reply returns a credit, and
+                    # a client that asks again at once must find another worker.
+                    self.stopping = True
+                    worker.bye()
                 worker.reply(client, reply, reply_payload)
             finally:
                 self.busy = False
-                self.uses = counter.count(client)
 
         try:
             worker.ready(credits)

@@ -30,9 +30,22 @@ def can_add_accounts() -> bool:
 def temporary_account(home_parent: Path, prefix: str = "pm") -> Iterator[pwd.struct_passwd]:
     """temporary_account - a new user with a shell and a home, deleted afterwards."""
     name = prefix + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "-m", "-d", str(Path(home_parent) / name), "-s", "/bin/sh", name],
-                   check=True)
+    _useradd(["-m", "-d", str(Path(home_parent) / name), "-s", "/bin/sh", name])
     try:
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=False)
+
+
+def _useradd(args: list[str], attempts: int = 5) -> None:
+    """_useradd - useradd ARGS, again while another one holds the passwd lock.
+
+    Parallel test workers (and other test runs on the machine) add accounts
+    at the same time; useradd gives up on a held lock after a while."""
+    for attempt in range(attempts):
+        done = subprocess.run(["useradd", *args], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if "lock" not in done.stderr or attempt == attempts - 1:
+            raise subprocess.CalledProcessError(done.returncode, ["useradd", *args],
+                                                done.stdout, done.stderr)

@@ -88,13 +88,29 @@ def submit(rcpts: list[str], sender="a@example.com", queue_name="incoming",
     return w.commit()
 
 
-def run_until(mgr: QueueManager, logged: list[str], pattern: str, timeout: float = 5) -> None:
+def run_until(mgr: QueueManager, logged: list[str], pattern: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         mgr.turn()
         if any(pattern in line for line in logged):
             return
     raise AssertionError(f"no log line with {pattern!r}:\n" + "\n".join(logged))
+
+
+def turn_until(mgr: QueueManager, condition, timeout: float = 20) -> None:
+    """turn_until - run MGR until CONDITION() holds.
+
+    An agent logs its status line before it answers, so the message moves on
+    (to deferred/, a second attempt) some turns after the line appears."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        mgr.turn()
+
+
+def queue_of(qid: str) -> str | None:
+    found = queue.find(qid)
+    return found[0] if found else None
 
 
 def test_discarded_mail_is_logged_sent_and_removed(spool, logged, agents):
@@ -130,13 +146,10 @@ def test_retry_defers_then_tries_again_after_the_backoff(spool, logged, agents):
     mgr = manager(spool, default_transport="retry:4.2.0 mailbox busy")
     qid = submit(["b@example.org"])
     run_until(mgr, logged, "status=deferred (mailbox busy)")
-    mgr.turn()
-    assert queue.find(qid)[0] == "deferred"
+    turn_until(mgr, lambda: queue_of(qid) == "deferred")
     retry = queue.retry_time(queue.path_of("deferred", qid))
     assert retry > time.time() - 0.5
-    deadline = time.monotonic() + 10
-    while agent.requests < 2 and time.monotonic() < deadline:
-        mgr.turn()
+    turn_until(mgr, lambda: agent.requests >= 2)
     assert agent.requests == 2
     entries = delivery.read_status_log(queue.defer_log_path(qid))
     assert entries and entries[0]["reason"] == "mailbox busy"
@@ -152,9 +165,7 @@ def test_flush_makes_deferred_mail_due_at_once(spool, logged, agents):
         mgr.turn()
     assert agent.requests == 1
     mgr.flush()
-    deadline = time.monotonic() + 5
-    while agent.requests < 2 and time.monotonic() < deadline:
-        mgr.turn()
+    turn_until(mgr, lambda: agent.requests >= 2)
     assert agent.requests == 2
 
 
@@ -162,8 +173,7 @@ def test_a_missing_transport_defers(spool, logged):
     mgr = manager(spool, default_transport="nosuchagent")
     qid = submit(["b@example.org"])
     run_until(mgr, logged, "status=deferred (mail transport unavailable)")
-    mgr.turn()
-    assert queue.find(qid)[0] == "deferred"
+    turn_until(mgr, lambda: queue_of(qid) == "deferred")
 
 
 def test_defer_transports_are_not_tried(spool, logged, agents):
@@ -232,8 +242,7 @@ def test_an_agent_that_never_answers_defers_after_the_timeout(spool, logged):
         mgr = manager(spool, default_transport="silent", ipc_timeout="1s")
         qid = submit(["b@example.org"])
         run_until(mgr, logged, "status=deferred (unknown mail transport error)")
-        mgr.turn()
-        assert queue.find(qid)[0] == "deferred"
+        turn_until(mgr, lambda: queue_of(qid) == "deferred")
     finally:
         silent.close(0)
 

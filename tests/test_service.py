@@ -126,6 +126,20 @@ def pump(broker: Broker, until, timeout: float = 20) -> None:
             broker.on_frontend()
 
 
+def recv_frames(sock, timeout: float = 20) -> list[bytes]:
+    """recv_frames - the next message on SOCK, within TIMEOUT seconds."""
+    assert sock.poll(int(timeout * 1000)), "nothing arrived"
+    return sock.recv_multipart()
+
+
+def log_text(config_dir: Path) -> str:
+    """log_text - what the child has logged so far (maillog_file of the spool fixture)."""
+    try:
+        return (config_dir / "maillog").read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def request(broker: Broker, header: dict) -> dict:
     box: dict = {}
     t = threading.Thread(target=lambda: box.setdefault(
@@ -182,6 +196,33 @@ class TestRequestLoop:
         child.master_goes()
         broker.close()
 
+    def test_the_bye_goes_before_the_last_reply(self, spool):
+        """A reply gives the worker's credit back to the broker: a client that
+        asks again as soon as it has the max_use-th answer must not reach the
+        leaving worker, so the broker hears BYE before that answer."""
+        backend = zmq.Context.instance().socket(zmq.ROUTER)
+        backend.bind("ipc://private/.svc.workers")
+        child = Child(spool, "max_use=2")
+        try:
+            worker, _, kind, _credits = recv_frames(backend)
+            assert kind == ipc.READY
+            for client in (b"first", b"second"):       # two client connections: two uses
+                backend.send_multipart([worker, b"", client, b"", *ipc.pack({"op": "whoami"})])
+                frames = recv_frames(backend)
+                if client == b"second":
+                    assert frames[2] == ipc.BYE       # first, then the answer
+                    frames = recv_frames(backend)
+                assert frames[2] == client and ipc.unpack(frames[4:])[0]["pid"] == child.proc.pid
+            backend.send_multipart([worker, b"", ipc.BYE])       # the broker's answer
+            deadline = time.monotonic() + 20
+            while child.proc.poll() is None:
+                assert time.monotonic() < deadline, "the worker did not leave"
+                time.sleep(0.05)
+            assert child.proc.returncode == 0
+        finally:
+            child.master_goes()
+            backend.close(0)
+
     def test_a_worker_leaves_after_max_idle(self, spool):
         broker = Broker("private", "svc")
         child = Child(spool, "max_idle=1s")
@@ -206,8 +247,8 @@ class TestRequestLoop:
         threading.Thread(target=lambda: box.setdefault("reply", ipc.Client(
             "ipc://private/svc").call({"op": "sleep", "seconds": 1}, timeout=20)[0]),
             daemon=True).start()
-        pump(broker, lambda: broker.requests == 2)
-        time.sleep(0.3)                                   # it is inside the request now
+        # The worker logs before it sleeps: then it is inside the request.
+        pump(broker, lambda: "echo svc: sleeping" in log_text(spool))
         child.proc.send_signal(signal.SIGTERM)
         pump(broker, lambda: "reply" in box)
         assert box["reply"]["pid"] == child.proc.pid

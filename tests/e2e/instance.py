@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pymaster import ipc
@@ -31,9 +33,44 @@ BIN = ROOT / ".venv" / "bin"
 SHIPPED_ETC = ROOT / "etc"
 
 
+# Ports for test servers come from below the kernel's ephemeral range: a
+# port that bind(0) picked would be free again once probed, and another
+# bind(0) or an outgoing connection could take it before the master binds it.
+# Each xdist worker has its own slice and walks it from a random start, so
+# two servers of one run never get the same port.
+PORT_FLOOR = 10000
+_ports: Iterator[int] | None = None
+
+
+def _port_candidates() -> Iterator[int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ceiling = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ceiling = 32768
+    if ceiling - PORT_FLOOR < 1000:         # no room below the ephemeral ports
+        return iter(())
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    worker = int(re.sub(r"\D", "", os.environ.get("PYTEST_XDIST_WORKER", "")) or 0) % workers
+    size = (ceiling - PORT_FLOOR) // workers
+    low = PORT_FLOOR + worker * size
+    start = random.randrange(size)
+    return (low + (start + i) % size for i in range(size))
+
+
 def free_port() -> int:
-    """free_port - a TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
+    """free_port - a TCP port on 127.0.0.1 that nobody listens on, not handed out before."""
+    global _ports
+    if _ports is None:
+        _ports = _port_candidates()
+    for port in _ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:              # the slice is used up: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

@@ -183,7 +183,9 @@ def test_sendmail_v_mails_a_report_of_the_first_delivery_attempt(inst):
 def test_a_deferred_recipient_is_retried_then_returned_after_the_queue_lifetime(tmp_path):
     """retry: defers every attempt; qmgr retries on its backoff schedule and,
     once maximal_queue_lifetime has passed, returns the mail to its sender."""
-    settings = dict(SETTINGS, maximal_queue_lifetime="4s", bounce_queue_lifetime="4s")
+    # Long enough for a second attempt (backoff 1-2s) even when the machine is
+    # busy: a message that expires at its first attempt is never retried.
+    settings = dict(SETTINGS, maximal_queue_lifetime="6s", bounce_queue_lifetime="6s")
     with Instance(tmp_path, main_cf=settings) as inst:
         send(inst, "expiry@localhost", "late@slow.example")
         first = inst.wait_for_log(r"(\w+): to=<late@slow\.example>, .*status=deferred "

@@ -46,6 +46,9 @@ def test_postmap_table_routes_and_rebuild_takes_effect(inst):
     (inst.config_dir / "virtual").write_text("alias@localhost  third@localhost\n")
     inst.command("postmap", f"hash:{inst.config_dir}/virtual")
     assert inst.postfix("reload").returncode == 0
+    # `postfix reload` only signals the master: the new table is in use once
+    # the master has replaced its workers (it logs that first).
+    inst.wait_for_log(r"postfix/master\[\d+\]: reload -- version ")
     send(inst, "alias@localhost", "three")
     third = inst.mailbox_dir / "localhost" / "third"
     assert b"Subject: three" in inst.maildir_messages(third, count=1)[0]

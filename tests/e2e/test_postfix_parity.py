@@ -100,6 +100,13 @@ EXPECTED_REPLY_DIFFERENCES: dict[tuple[str, int], str] = {
     ("bdat_without_rcpt", 5): "follows from the step before",
 }
 
+# Whole reply lines pymaster words differently wherever they occur, and why.
+EXPECTED_REPLY_LINE_DIFFERENCES: dict[str, str] = {
+    # Postfix 3.7 answers 500; pymaster's specification (issue 5) asks for 502,
+    # RFC 5321's "command not implemented", which clients treat alike.
+    "500 5.5.2 Error: command not recognized": "502 5.5.2 Error: command not recognized",
+}
+
 # Masked log lines that only one side writes, and why (regex on the shape).
 EXPECTED_LOG_DIFFERENCES: dict[str, str] = {
     r"lost connection after DATA|disconnect from .* data=0/1 commands=2/3":
@@ -177,6 +184,10 @@ def pair(tmp_path_factory):
                for name, steps in DIALOGUES.items()}
     for inst in (pf, pm):      # the two accepted messages are delivered and removed
         inst.wait_for_log(r": removed$", count=2)
+        # smtpd logs "disconnect from" after its last reply: the log is
+        # complete once every session (each dialogue, and the start-up
+        # probe of the port) has its line.
+        inst.wait_for_log(r"\]: disconnect from ", count=len(DIALOGUES) + 1)
     yield pf, pm, replies, base
     pm.stop()
     pf.stop()
@@ -190,6 +201,8 @@ def test_smtp_replies_match_postfix(pair, name):
     differences = []
     for step in range(max(len(postfix_replies), len(pymaster_replies))):
         want = mask_reply(postfix_replies[step]) if step < len(postfix_replies) else None
+        if want is not None:
+            want = [EXPECTED_REPLY_LINE_DIFFERENCES.get(line, line) for line in want]
         got = mask_reply(pymaster_replies[step]) if step < len(pymaster_replies) else None
         if want != got and (name, step) not in EXPECTED_REPLY_DIFFERENCES:
             differences.append(f"step {step} ({_step_text(name, step)}): "

@@ -116,7 +116,7 @@ def test_hold_goes_to_the_hold_queue(inst):
     s.quit()
     inst.wait_for_log(r"NOQUEUE: hold: RCPT from unknown\[192\.0\.2\.1\]: <nobody@mx\.example\.com>: "
                       r"Recipient address triggers HOLD action;")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not any(p.is_file() for p in (inst.queue_dir / "hold").rglob("*")):
         assert time.monotonic() < deadline, "nothing in the hold queue"
         time.sleep(0.05)

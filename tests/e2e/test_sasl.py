@@ -57,7 +57,7 @@ service auth {{
 """)
     proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not (tmp / "dovecot-auth").exists():
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()

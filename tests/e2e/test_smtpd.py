@@ -61,6 +61,15 @@ def queued_id(reply: str | bytes) -> str:
     return m.group(1)
 
 
+def wait_for_log_after(inst: Instance, offset: int, pattern: str, timeout: float = 20) -> None:
+    """wait_for_log_after - PATTERN in the log past OFFSET (what a session logged later)."""
+    regex = re.compile(pattern, re.M)
+    deadline = time.monotonic() + timeout
+    while not regex.search(inst.log_text(), offset):
+        assert time.monotonic() < deadline, f"no {pattern!r} in:\n{inst.log_text()[offset:]}"
+        time.sleep(0.05)
+
+
 def maildir(inst: Instance, user: str):
     return inst.mailbox_dir / "localhost" / user
 
@@ -128,11 +137,17 @@ class TestAcceptedMail:
         smuggled = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<e2e-smuggle@localhost>\r\nDATA\r\n"
         raw.send(b"Subject: first\r\n\r\nx\n.\n" + smuggled + b"y\r.\r" + smuggled +
                  b"z\r\n.\n" + smuggled + b"w\n.\r\n" + smuggled + b"Subject: end\r\n\r\n.\r\n")
-        queued_id(raw.reply())
+        qid = queued_id(raw.reply())
         assert raw.cmd("QUIT") == "221 2.0.0 Bye"
         [message] = inst.maildir_messages(maildir(inst, "e2e-smuggle"))
         assert message.count(b"MAIL FROM:<evil@example.com>") == 4
-        time.sleep(0.5)
+        # The session's own count: one MAIL, one DATA (a smuggled transaction
+        # would be counted there), and its one message was delivered.
+        client = inst.wait_for_log(rf"postfix/smtpd\[(\d+)\]: {qid}: client=")
+        wait_for_log_after(inst, client.end(),
+                           rf"postfix/smtpd\[{client.group(1)}\]: disconnect from localhost"
+                           r"\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5$")
+        inst.wait_for_log(rf"{qid}: removed")
         assert len(list((maildir(inst, "e2e-smuggle") / "new").iterdir())) == 1
 
     def test_fifty_megabytes(self, inst):
@@ -186,9 +201,8 @@ class TestRefusals:
         # The transaction ends without a message: its reserved file goes.
         assert raw.cmd("RSET") == "250 2.0.0 Ok"
         path = inst.queue_dir / "incoming" / qid
-        for _ in range(200):
-            if not path.exists():
-                break
+        deadline = time.monotonic() + 20
+        while path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not path.exists()
         raw.cmd("QUIT")

@@ -4,7 +4,8 @@
 As a brokered service (unix/pass/fifo) it answers requests:
 
   {"op": "whoami"}               pid, uid, gid, groups, chrooted, cwd, args, name
-  {"op": "sleep", "seconds": S}  answer after S seconds (keeps a worker busy)
+  {"op": "sleep", "seconds": S}  logs `echo NAME: sleeping`, answers after S seconds
+                                 (keeps a worker busy; tests wait for the line)
   {"op": "exit", "status": N}    die in the middle of a request
   {"op": "param", "name": P}     the value of main.cf parameter P as it sees it
   {"op": "wakeup"}               logs `echo NAME: wakeup` (the master's triggers)
@@ -37,6 +38,7 @@ def identity(svc: service.Service) -> dict:
 def handle(svc: service.Service, header: dict, payload: list) -> tuple[dict, list]:
     op = header.get("op")
     if op == "sleep":
+        log.info(f"echo {svc.name}: sleeping")
         time.sleep(float(header.get("seconds", 1)))
     elif op == "exit":
         os._exit(int(header.get("status", 1)))

@@ -10,6 +10,7 @@ check() returns warning texts, worded as Postfix's postfix-script words them
   not owned by group SETGID_GROUP: PATH   maildrop, public, postdrop, postqueue
   not set-gid or not owner+group+world executable: PATH   postdrop, postqueue
   wrong mode 0755 (expected 0730): PATH   maildrop, public, private
+  wrong mode 0600 (expected 0666): PATH   public/postlog, postlogd's socket
   database X.db is older than source file X
   FILE: unused parameter: name=value      (postconf's own test, reused)
   FILE: parameter not implemented by pymaster, ignored: name
@@ -51,6 +52,8 @@ GROUP_DIRS = ("public", "maildrop")
 # Modes that decide who may submit mail: only postdrop (group setgid_group)
 # may write maildrop, and only that group may reach the public endpoints.
 EXACT_MODES = {"maildrop": 0o730, "public": 0o710, "private": 0o700}
+# The master's datagram socket for postlogd: whoever may enter public/ may log.
+POSTLOG_SOCKET_MODE = 0o666
 SETGID_COMMANDS = ("postdrop", "postqueue")
 INDEXED_TYPES = {"hash": ".db", "btree": ".db", "cdb": ".cdb"}
 TABLE_REF = re.compile(r"\b(hash|btree|cdb):(/[^\s,]+)")
@@ -183,7 +186,26 @@ def permission_problems(cfg: Config) -> list[str]:
     problems += _root_owned(cfg)
     problems += _owner_owned(cfg, owner, uid)
     problems += _group_owned(cfg, group, gid)
+    problems += _postlog_socket_problems(cfg)
     return problems
+
+
+def _postlog_socket(cfg: Config) -> str:
+    return os.path.join(cfg.get("queue_directory"), "public",
+                        cfg.get("postlog_service_name") or "postlog")
+
+
+def _postlog_socket_problems(cfg: Config) -> list[str]:
+    """_postlog_socket_problems - the postlog socket, when there is one."""
+    path = _postlog_socket(cfg)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return []
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISSOCK(st.st_mode) and mode != POSTLOG_SOCKET_MODE:
+        return [f"wrong mode {mode:04o} (expected {POSTLOG_SOCKET_MODE:04o}): {path}"]
+    return []
 
 
 def _root_owned(cfg: Config) -> list[str]:
@@ -311,6 +333,17 @@ def set_permissions(cfg: Config) -> None:
         for path in setgid_commands(cfg):
             os.chown(path, 0, gid)
             os.chmod(path, 0o2755)
+    _fix_postlog_socket(cfg)
+
+
+def _fix_postlog_socket(cfg: Config) -> None:
+    """_fix_postlog_socket - the postlog socket's mode, when there is one."""
+    path = _postlog_socket(cfg)
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.chmod(path, POSTLOG_SOCKET_MODE)
+    except OSError:
+        pass
 
 
 # -- helpers -------------------------------------------------------------------------

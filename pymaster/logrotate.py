@@ -5,10 +5,12 @@ formatted by maillog_file_rotate_suffix, strftime(3) style), a new empty
 file with the old one's owner and mode takes its name, and the old one is
 compressed with maillog_file_compressor once nobody writes to it any more.
 
-Every process appends to maillog_file through its own descriptor, so after
+Processes append to maillog_file through their own descriptors, so after
 the rename they must reopen: pymaster.log notices the new inode within a
-second, and the caller reloads the master so that chrooted or unprivileged
-workers (which cannot reopen) are replaced. Compression therefore waits until
+second; one that cannot reopen (unprivileged, chrooted) sends its lines to
+postlogd instead. The caller reloads the master, so that such workers and
+postlogd itself (which opened the file before its privilege drop) are
+replaced by ones that open the new file. Compression therefore waits until
 no process holds the old file open (looked up in /proc), at most
 COMPRESS_WAIT seconds, so that no line is written to a file already gone.
 

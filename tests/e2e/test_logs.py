@@ -100,7 +100,7 @@ def test_a_process_follows_a_renamed_log_file(tmp_path, monkeypatch):
     log.open_destination(str(path))
     log.info("before")
     path.rename(tmp_path / "maillog.1")
-    monkeypatch.setattr(log._state, "maillog_checked", 0.0)   # the second has passed
+    monkeypatch.setattr(log._state.writer, "checked", 0.0)   # the second has passed
     log.info("after")
     log.close()
     assert "before" in (tmp_path / "maillog.1").read_text()

@@ -38,6 +38,9 @@ from pymaster.config import Config
 MAILDROP = "maildrop"
 # The attributes a user's own submission may set (see postdrop/sendmail).
 USER_ATTRS = ("full_name", "envid", "ret", "body", "trace_flags")
+# The trace flags a user's sendmail may ask for (-bv, -v). An address probe's
+# flag is the verify service's alone: a user must not feed its cache.
+USER_TRACE_FLAGS = ("verify", "record")
 # Bookkeeping of the maildrop file that is not passed on to cleanup.
 PRIVATE_ATTRS = ("uid", "cleanup_flags")
 CLEANUP_TIMEOUT = 100.0
@@ -93,6 +96,8 @@ class Pickup:
         trusted = uid in self.trusted_uids
         attrs = {k: v for k, v in msg.attrs.items()
                  if k not in PRIVATE_ATTRS and (trusted or k in USER_ATTRS)}
+        if not trusted and "trace_flags" in attrs:
+            attrs["trace_flags"] = _user_trace_flags(attrs["trace_flags"])
         attrs["origin"] = "pickup"
         attrs["rewrite_context"] = "local"
         # This pickup's content_filter applies, not one a requeued file carries
@@ -133,6 +138,11 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _user_trace_flags(value: str) -> str:
+    """_user_trace_flags - VALUE without the flags only the system may set."""
+    return ",".join(f for f in value.replace(",", " ").split() if f in USER_TRACE_FLAGS)
 
 
 def run(svc: service.Service) -> None:

@@ -68,6 +68,14 @@ def test_a_users_file_cannot_carry_client_attributes(pickup):
                                                       "rewrite_context": "local"}
 
 
+def test_a_users_file_may_ask_for_verify_and_record_but_not_for_a_probe(pickup):
+    pickup.cleanup = Answer({"status": "ok", "queue_id": "X"})
+    drop(attrs={"uid": "1000", "trace_flags": "verify,probe,record"})
+    pickup.trusted_uids = set()
+    pickup.scan_once()
+    assert pickup.cleanup.requests[0][0]["attrs"]["trace_flags"] == "verify,record"
+
+
 def test_temporary_failure_leaves_the_file(pickup):
     pickup.cleanup = Answer({"status": "defer", "dsn": "4.3.0", "reason": "try later"})
     _, path = drop()

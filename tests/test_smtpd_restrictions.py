@@ -218,9 +218,13 @@ class TestOtherRestrictions:
         assert c.check_data(ctx(pipelining_violation=True)) == \
             "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining"
 
-    def test_unverified_is_accepted_and_ignored(self, tmp_path):
+    def test_unverified_without_verify_service_defers_if_permitted(self, tmp_path, monkeypatch):
+        # No private/verify here: unverified_recipient_tempfail_action (tests/test_verify.py
+        # has the answers of a running service).
+        monkeypatch.chdir(tmp_path)
         c = checker(tmp_path, smtpd_recipient_restrictions="reject_unverified_recipient")
-        assert rcpt(c) is None
+        assert rcpt(c) == "450 4.1.1 <alice@mx.example.com>: Recipient address rejected: " \
+            "address verification problem"
 
     def test_etrn_and_end_of_data_lists(self, tmp_path):
         c = checker(tmp_path, smtpd_etrn_restrictions="reject",

@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from pymaster import log
+from pymaster import log, verify_client
 from pymaster.config import Config
 from services.smtpd import replies
 
@@ -311,8 +311,6 @@ class Checker:
                         f"{where}: restriction \"{name}\" needs an argument")
                 arg = words[i + 1]
                 i += 1
-            if name.startswith("reject_unverified_"):
-                log.warning(f"{where}: {name} is not supported in this version; ignored")
             out.append((name, arg))
             i += 1
         return out
@@ -494,9 +492,52 @@ def reject_multi_recipient_bounce(checker: Checker, ctx: Context, arg) -> Verdic
                  f"{what}: {label} rejected: Multi-recipient bounce")
 
 
-def unsupported(checker: Checker, ctx: Context, arg) -> None:
-    """unsupported - reject_unverified_*: address verification is a later issue."""
+def _unverified(checker: Checker, ctx: Context, address: str | None, kind: str,
+                label: str, dsn: str) -> Verdict | None:
+    """_unverified - reject_unverified_sender/recipient: ask the verify service
+    (pymaster.verify_client), polling while a probe is out, and refuse what
+    is not known to be deliverable. KIND is sender or recipient."""
+    if not address:
+        return None
+    cfg = checker.cfg
+    try:
+        status, why = verify_client.client_for(cfg).poll(
+            address, cfg.int("address_verify_poll_count"), cfg.time("address_verify_poll_delay"))
+    except verify_client.VerifyError as e:
+        log.warning(f"{cfg.get('address_verify_service_name')} service failure: {e}")
+        return _verify_tempfail(checker, ctx, kind, make_reply(
+            450, dsn, f"<{address}>: {label} rejected: address verification problem"))
+    if status == verify_client.OK:
+        return None
+    code = cfg.int(f"unverified_{kind}_reject_code" if status == verify_client.BOUNCE
+                   else f"unverified_{kind}_defer_code")
+    why = cfg.get(f"unverified_{kind}_reject_reason").strip() or why
+    if code < 400:
+        return None
+    if code < 500:
+        return _verify_tempfail(checker, ctx, kind, make_reply(
+            code, dsn, f"<{address}>: {label} rejected: unverified address: {why[:250]}"))
+    return coded(code, "5" + dsn[1:],
+                 f"<{address}>: {label} rejected: undeliverable address: {why}")
+
+
+def _verify_tempfail(checker: Checker, ctx: Context, kind: str, reply: str) -> Verdict | None:
+    """_verify_tempfail - unverified_*_tempfail_action: `defer` refuses now,
+    `defer_if_permit` (the default) only if the mail would otherwise pass."""
+    action = checker.cfg.get(f"unverified_{kind}_tempfail_action").strip().lower()
+    if action == "defer":
+        return Verdict(DEFER, reply)
+    if not ctx.defer_if_permit:
+        ctx.defer_if_permit = reply
     return None
+
+
+def reject_unverified_recipient(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    return _unverified(checker, ctx, ctx.recipient, "recipient", "Recipient address", "4.1.1")
+
+
+def reject_unverified_sender(checker: Checker, ctx: Context, arg) -> Verdict | None:
+    return _unverified(checker, ctx, ctx.sender, "sender", "Sender address", "4.1.7")
 
 
 # -- destination restrictions -------------------------------------------------
@@ -649,8 +690,8 @@ RESTRICTIONS: dict[str, tuple[Callable, str]] = {
     "permit_auth_destination": (permit_auth_destination, ""),
     "reject_unlisted_recipient": (reject_unlisted_recipient, ""),
     "reject_unlisted_sender": (reject_unlisted_sender, ""),
-    "reject_unverified_recipient": (unsupported, ""),
-    "reject_unverified_sender": (unsupported, ""),
+    "reject_unverified_recipient": (reject_unverified_recipient, ""),
+    "reject_unverified_sender": (reject_unverified_sender, ""),
 }
 
 # The sibling modules add their restrictions (they import this module's names).
@@ -664,4 +705,6 @@ from services.smtpd import auth as _auth  # noqa: E402  (the SASL sender login c
 RESTRICTIONS.update(_auth.RESTRICTIONS)
 
 DNS_RESTRICTIONS = access.DNS_RESTRICTIONS | names.DNS_RESTRICTIONS | rbl.DNS_RESTRICTIONS
-NETWORK_RESTRICTIONS = DNS_RESTRICTIONS | frozenset(policy.RESTRICTIONS)
+# reject_unverified_* wait for the verify service's probe (address_verify_poll_*).
+NETWORK_RESTRICTIONS = DNS_RESTRICTIONS | frozenset(policy.RESTRICTIONS) | \
+    frozenset(("reject_unverified_recipient", "reject_unverified_sender"))

@@ -1,0 +1,167 @@
+"""verify: the address verification service, as Postfix's verify(8).
+
+master.cf: `verify unix - - n - 1 verify` (private/verify; one process, so
+one writer of the cache). Requests (pymaster/verify_client.py has the client):
+
+    {"op": "query", "address": A}
+        -> {"status": "ok", "addr_status": "OK"|"DEFER"|"BOUNCE"|"TODO", "reason": TEXT}
+    {"op": "update", "address": A, "addr_status": "OK"|"DEFER"|"BOUNCE", "reason": TEXT}
+        -> {"status": "ok", "cached": true|false}
+
+smtpd's reject_unverified_sender/recipient ask; a QUERY for an address
+without a fresh answer sends a probe (policy.py decides when, cache.py
+keeps the answers in address_verify_map). A probe is a message from
+address_verify_sender (default $double_bounce_sender, made
+`double-bounce@$myorigin`) to the address, submitted to cleanup with
+trace_flags `verify,probe` and NOTIFY=NEVER: qmgr routes it as any mail,
+the delivery agent only decides what it would do (sendmail -bv's verify
+mode) and sends its verdict here as an UPDATE (pymaster.delivery), then
+the probe is removed from the queue; nothing is delivered or mailed.
+
+Without an address_verify_map the cache lives in this process only, which
+then never exits for max_idle or max_use (as Postfix).
+
+Interface:
+    probe_sender(cfg) -> str                  the envelope sender of probes
+    ProbeSender(cfg, client).send(address) -> bool   submit one probe to cleanup
+    make_handler(verifier) -> handler for Service.serve_requests
+    open_cache(cfg) -> VerifyCache            as mail_owner, before the jail
+    main()                                    the body of libexec/verify
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from pymaster import cleanup_client, ipc, log, service
+from pymaster.config import Config
+from pymaster.verify_client import BOUNCE, DEFER, OK, PROBE_FLAG
+
+from .cache import CacheError, VerifyCache, cache_path
+from .policy import Settings, Verifier
+
+PROBE_TIMEOUT = 10.0        # seconds to wait for cleanup to queue a probe
+UPDATE_STATUSES = (OK, DEFER, BOUNCE)
+
+
+def probe_sender(cfg: Config) -> str:
+    """probe_sender - address_verify_sender, with @$myorigin when unqualified;
+    empty or <> is the null sender."""
+    sender = cfg.get("address_verify_sender").strip()
+    if sender in ("", "<>"):
+        return ""
+    if "@" not in sender:
+        sender = f"{sender}@{cfg.get('myorigin')}"
+    return sender
+
+
+class ProbeSender:
+    """Submits address probes to cleanup."""
+
+    def __init__(self, cfg: Config, client: ipc.Client | None = None) -> None:
+        self.sender = probe_sender(cfg)
+        self.client = client or cleanup_client.client(cfg, PROBE_TIMEOUT)
+
+    def send(self, address: str) -> bool:
+        """send - queue a probe for ADDRESS; False (logged) when cleanup refuses."""
+        attrs = {"origin": "verify", "rewrite_context": "local",
+                 "trace_flags": f"verify,{PROBE_FLAG}"}
+        header = cleanup_client.message_request(
+            self.sender, [cleanup_client.recipient(address, orig=address, notify="NEVER")],
+            attrs)
+        try:
+            reply, _ = self.client.call(header, [b""])
+        except ipc.IpcError as e:
+            log.warning(f"probe for {address}: cleanup service: {e}")
+            return False
+        result = cleanup_client.Reply.of(reply)
+        if not result.ok:
+            log.warning(f"probe for {address}: cleanup said: {result.text or result.status}")
+            return False
+        return True
+
+
+def make_handler(verifier: Verifier):
+    """make_handler - answer QUERY and UPDATE requests; run the cache cleanup when due."""
+    def handle(header: dict, payload: list) -> tuple[dict, list]:
+        reply = _answer(verifier, header)
+        counts = verifier.cleanup_due()
+        if counts is not None:
+            log.info(f"cache {verifier.cache.path or 'internal:verify'} full cleanup: "
+                     f"retained={counts[0]} dropped={counts[1]} entries")
+        return reply, []
+    return handle
+
+
+def _answer(verifier: Verifier, header: dict) -> dict:
+    op, address = header.get("op"), header.get("address")
+    if op not in ("query", "update"):
+        log.warning(f"unrecognized request: \"{op}\", ignored")
+        return {"status": "error", "reason": f"unknown request: {op}"}
+    if not isinstance(address, str) or not address.strip():
+        return {"status": "error", "reason": "missing address"}
+    if op == "query":
+        status, reason = verifier.query(address)
+        return {"status": "ok", "addr_status": status, "reason": reason}
+    status, reason = header.get("addr_status"), header.get("reason")
+    if status not in UPDATE_STATUSES:
+        log.warning(f"bad recipient status {status} for recipient {address}")
+        return {"status": "error", "reason": f"bad address status: {status}"}
+    cached = verifier.update(address, status, str(reason or ""))
+    return {"status": "ok", "cached": cached}
+
+
+@contextlib.contextmanager
+def _as_mail_owner(cfg: Config):
+    """_as_mail_owner - root creates the cache as mail_owner (who will write it
+    after the privilege drop), never as root; others are themselves already."""
+    if os.geteuid() != 0:
+        yield
+        return
+    account = service.lookup_account(cfg.get("mail_owner"))
+    os.setegid(account.pw_gid)
+    os.seteuid(account.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def open_cache(cfg: Config) -> VerifyCache:
+    """open_cache - address_verify_map opened (and created) before the jail."""
+    path = cache_path(cfg.get("address_verify_map"))
+    if path is None:
+        return VerifyCache(None)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        # Postfix's start-up creates data_directory; do it here when missing.
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if os.geteuid() == 0:
+            account = service.lookup_account(cfg.get("mail_owner"))
+            os.chown(directory, account.pw_uid, account.pw_gid)
+    with _as_mail_owner(cfg):
+        return VerifyCache(path)
+
+
+def run(svc: service.Service) -> None:
+    """run - open the cache, enter the jail, answer requests."""
+    cfg = svc.cfg
+    try:
+        cache = open_cache(cfg)
+    except (CacheError, OSError) as e:
+        log.fatal(f"address_verify_map {cfg.get('address_verify_map')}: {e}")
+    verifier = Verifier(Settings.from_config(cfg), cache, ProbeSender(cfg).send)
+    svc.enter_jail()
+    if cache.path is None:
+        # The answers live in this process: it must not exit while idle.
+        svc.cfg = cfg.with_overrides({"max_idle": "1000000", "max_use": "0"})
+    try:
+        svc.serve_requests(make_handler(verifier))
+    finally:
+        cache.close()
+
+
+def main() -> None:
+    service.main("verify", run)

@@ -266,11 +266,16 @@ class Mailbox:
     address: str
     group: str | None = None
     comments: list[str] = field(default_factory=list)
+    # Where the address stood in the parsed value (start, end): lets a caller
+    # replace just the address and keep every other byte of the header.
+    span: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
 
 class _Token(NamedTuple):
     kind: str       # "atom", "quoted", "comment", "literal", or the special itself
     text: str
+    start: int = 0  # the token's place in the value: value[start:end]
+    end: int = 0
 
 
 def tokenize(value: str, limit: int = 10240) -> list[_Token]:
@@ -284,23 +289,23 @@ def tokenize(value: str, limit: int = 10240) -> list[_Token]:
             i += 1
         elif c == '"':
             j, text = _scan_quoted(value, i + 1, '"')
-            tokens.append(_Token("quoted", text))
+            tokens.append(_Token("quoted", text, i, j))
             i = j
         elif c == "(":
             j, text = _scan_comment(value, i + 1)
-            tokens.append(_Token("comment", text))
+            tokens.append(_Token("comment", text, i, j))
             i = j
         elif c == "[":
             j = value.find("]", i)
             j = n - 1 if j < 0 else j
-            tokens.append(_Token("literal", value[i:j + 1]))
+            tokens.append(_Token("literal", value[i:j + 1], i, j + 1))
             i = j + 1
         elif c in '<>@,;:.\\':
-            tokens.append(_Token(c, c))
+            tokens.append(_Token(c, c, i, i + 1))
             i += 1
         else:
             m = re.compile(r'[^\s"()<>@,;:\\.\[\]]+').match(value, i)
-            tokens.append(_Token("atom", m.group(0)))
+            tokens.append(_Token("atom", m.group(0), i, m.end()))
             i = m.end()
     return tokens
 
@@ -358,12 +363,19 @@ def _mailbox_from(tokens: list[_Token], group: str | None) -> Mailbox | None:
         colon = [k for k, t in enumerate(inner) if t.kind == ":"]
         if colon:       # an obsolete route `<@a,@b:user@c>`
             inner = inner[colon[-1] + 1:]
-        return Mailbox(_phrase(tokens[:lt]), _addr_from_tokens(inner), group, comments)
+        return Mailbox(_phrase(tokens[:lt]), _addr_from_tokens(inner), group, comments,
+                       _span(inner))
     address = _addr_from_tokens(tokens)
     if not address:
         return None
     name = comments[0].strip() if comments else ""
-    return Mailbox(name, address, group, comments)
+    return Mailbox(name, address, group, comments, _span(tokens))
+
+
+def _span(tokens: list[_Token]) -> tuple[int, int] | None:
+    """_span - where the address tokens stand in the value, comments outside."""
+    words = [t for t in tokens if t.kind != "comment"]
+    return (words[0].start, words[-1].end) if words else None
 
 
 def parse_address_list(value: str, limit: int = 10240) -> list[Mailbox]:

@@ -7,15 +7,17 @@ command from a small script, and records what it received:
                           rcpt={"bad@example.com": "550 5.1.1 <bad@example.com>: unknown user"})
     with server:
         ... deliver to 127.0.0.1:server.port ...
-    server.messages   # [{"mail": "MAIL FROM:<a@b> SIZE=12", "rcpts": [...], "data": b"..."}]
+    server.messages   # [{"mail": "MAIL FROM:<a@b> SIZE=12", "rcpts": [...], "data": b"...",
+                      #   "ended": True}]   (False: the connection ended inside the data)
 
 Options: greeting; extensions (EHLO keywords, default PIPELINING, SIZE,
 8BITMIME, DSN, ENHANCEDSTATUSCODES); ehlo_reply (refuse EHLO); mail (reply
 to MAIL); rcpt (address -> reply); data_reply (reply to DATA); end_reply
 (reply after the content); lmtp (LHLO, and one reply per recipient after the
 content: lmtp_replies address -> reply); host ("127.0.0.1" or another
-loopback address); unix_path (listen there instead). Every command line is
-kept in `commands`.
+loopback address); unix_path (listen there instead); max_rcpts (accept at
+most this many RCPTs per transaction, then "452 4.5.3 Error: too many
+recipients"). Every command line is kept in `commands`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class ScriptServer:
                  rcpt: dict[str, str] | None = None, data_reply: str = "354 End data with <CR><LF>.<CR><LF>",
                  end_reply: str = "250 2.0.0 Ok: queued as TEST1", lmtp: bool = False,
                  lmtp_replies: dict[str, str] | None = None, host: str = "127.0.0.1",
-                 port: int = 0, unix_path: str | None = None) -> None:
+                 port: int = 0, unix_path: str | None = None,
+                 max_rcpts: int | None = None) -> None:
         self.greeting = greeting
         self.extensions = extensions if extensions is not None else \
             ["PIPELINING", "SIZE 10240000", "8BITMIME", "DSN", "ENHANCEDSTATUSCODES"]
@@ -48,6 +51,7 @@ class ScriptServer:
         self.connections = 0
         self._open: list[socket.socket] = []
         self.unix_path = unix_path
+        self.max_rcpts = max_rcpts
         handler = self._handler_class()
         if unix_path:
             if os.path.exists(unix_path):
@@ -119,6 +123,9 @@ class ScriptServer:
             elif verb == "RCPT":
                 addr = cmd.split(":", 1)[1].split(">", 1)[0].lstrip(" <").lower()
                 reply = self.rcpt.get(addr, "250 2.1.5 Ok")
+                if txn is not None and self.max_rcpts is not None \
+                        and len(txn["accepted"]) >= self.max_rcpts:
+                    reply = "452 4.5.3 Error: too many recipients"
                 if txn is None:
                     say("503 5.5.1 Error: need MAIL command")
                     continue
@@ -133,8 +140,10 @@ class ScriptServer:
                 say(self.data_reply)
                 if not self.data_reply.startswith("3"):
                     continue
-                txn["data"] = self._read_data(rfile)
+                txn["data"], txn["ended"] = self._read_data(rfile)
                 self.messages.append(txn)
+                if not txn["ended"]:
+                    return          # the client broke off the data: nobody to answer
                 if self.lmtp:
                     for addr in txn["accepted"]:
                         say(self.lmtp_replies.get(addr, f"250 2.0.0 <{addr}> delivered"))
@@ -151,12 +160,13 @@ class ScriptServer:
                 say("502 5.5.2 Error: command not recognized")
 
     @staticmethod
-    def _read_data(rfile) -> bytes:
+    def _read_data(rfile) -> tuple[bytes, bool]:
+        """_read_data - the content, and whether it ended with the final dot."""
         lines = []
         while True:
             line = rfile.readline()
             if not line or line == b".\r\n":
-                return b"".join(lines)
+                return b"".join(lines), bool(line)
             if line.startswith(b".."):
                 line = line[1:]
             lines.append(line)

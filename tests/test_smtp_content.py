@@ -1,6 +1,8 @@
 """services.smtp.content and mime7bit: the content on the wire, 8bit -> quoted-printable."""
 
-from services.smtp.content import is_8bit, to_wire
+import pytest
+
+from services.smtp.content import WireEncoder, any_8bit, is_8bit, to_wire, wire_chunks
 from services.smtp.mime7bit import downgrade
 
 
@@ -47,3 +49,66 @@ def test_only_the_8bit_parts_of_a_multipart_change():
 def test_base64_parts_are_not_touched():
     message = b"Content-Transfer-Encoding: base64\n\n" + "ü".encode() + b"\n"
     assert downgrade(message) == message
+
+
+# -- streaming: the wire form of content that arrives in chunks -----------------
+
+def whole_message_wire(content: bytes, limit: int = 998) -> bytes:
+    """whole_message_wire - the reference: the conversion done on the whole
+    message at once (CRLF -> LF, a final newline, fold, dot-stuff, CRLF)."""
+    content = content.replace(b"\r\n", b"\n")
+    if content and not content.endswith(b"\n"):
+        content += b"\n"
+    lines = []
+    for line in content.split(b"\n"):
+        while limit > 0 and len(line) > limit:
+            lines.append(line[:limit])
+            line = b" " + line[limit:]
+        lines.append(line)
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return b"\r\n".join(stuffed) + b".\r\n"
+
+
+def split_every(data: bytes, sizes: list[int]) -> list[bytes]:
+    chunks, pos, i = [], 0, 0
+    while pos < len(data):
+        size = sizes[i % len(sizes)]
+        chunks.append(data[pos:pos + size])
+        pos += size
+        i += 1
+    return chunks
+
+
+TRICKY = (b"Subject: t\r\n\r\n.dot\n..two\n.\n" + b"x" * 998 + b"\n" + b"y" * 999 + b"\n"
+          + b"." + b"z" * 2500 + b"\nlone\rcr\r\r\nend\r")
+
+
+@pytest.mark.parametrize("sizes", [[1], [2, 3], [7], [64], [997, 1, 2], [100000]])
+@pytest.mark.parametrize("limit", [998, 10, 0])
+def test_any_chunking_gives_the_whole_message_form(sizes, limit):
+    chunks = split_every(TRICKY, sizes)
+    assert b"".join(wire_chunks(chunks, limit)) == whole_message_wire(TRICKY, limit)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b".", b"no newline", b"a\r", b"\r\n.\r\n"])
+def test_edge_contents(content):
+    assert to_wire(content) == whole_message_wire(content)
+    assert b"".join(wire_chunks([bytes([b]) for b in content])) == whole_message_wire(content)
+
+
+def test_a_line_of_exactly_the_limit_is_not_folded():
+    assert to_wire(b"x" * 998 + b"\n") == b"x" * 998 + b"\r\n.\r\n"
+    assert to_wire(b"." + b"x" * 997 + b"\n") == b".." + b"x" * 997 + b"\r\n.\r\n"
+
+
+def test_output_stays_in_step_with_the_input():
+    # Nothing is held back beyond a CR that may start a CRLF: memory is one chunk.
+    encoder = WireEncoder()
+    assert encoder.feed(b"one\ntwo") == b"one\r\ntwo"
+    assert encoder.feed(b" more\r") == b" more"
+    assert encoder.feed(b"\nthree\n") == b"\r\nthree\r\n"
+    assert encoder.finish() == b".\r\n"
+
+
+def test_8bit_detection_over_chunks():
+    assert any_8bit([b"plain", "ü".encode()]) and not any_8bit([b"plain", b"text"])

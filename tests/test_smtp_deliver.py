@@ -326,3 +326,117 @@ class TestDns:
         assert (r["status"], r["dsn"]) == ("bounced", "5.4.4")
         assert r["reason"] == ("Host or domain name not found. Name service error for "
                                "name=nowhere.example type=MX: Host not found")
+
+
+def big_content(lines: int = 6000) -> bytes:
+    """big_content - a message of several 64 KB chunks with the lines that
+    need care on the wire: leading dots, one of exactly 998 characters, a
+    last line without its newline."""
+    body = b"".join(b"%s line %d of the body\n" % (b"." if i % 7 == 0 else b"", i)
+                    for i in range(lines))
+    return (b"Subject: big\n\n" + body + b"." + b"x" * 997 + b"\n"
+            + b"...\n.\nno final newline")
+
+
+def received(content: bytes) -> bytes:
+    """received - CONTENT as a server has it after un-stuffing: CRLF line ends."""
+    return content.replace(b"\n", b"\r\n") + b"\r\n"
+
+
+class TestStreaming:
+    def test_the_content_streams_and_is_never_read_whole(self, spool, tmp_path, logged,
+                                                          monkeypatch):
+        def whole(self):
+            raise AssertionError("the whole message was read into memory")
+        monkeypatch.setattr(records.Message, "read_content", whole)
+        content = big_content()
+        with ScriptServer() as server:
+            _, results = deliver(make_client(tmp_path), ["a@example.com"],
+                                 f"[127.0.0.1]:{server.port}", content=content)
+        assert results["a@example.com"]["status"] == "sent"
+        assert server.messages[0]["data"] == received(content)
+
+    def test_a_failed_host_and_the_next_get_the_whole_content(self, spool, tmp_path, logged):
+        content = big_content()
+        zone = {"example.com": {"MX": ["10 mx1.example.com.", "20 mx2.example.com."]},
+                "mx1.example.com": {"A": ["127.0.0.2"]},
+                "mx2.example.com": {"A": ["127.0.0.3"]}}
+        first = ScriptServer(host="127.0.0.2", end_reply="451 4.3.0 Error: try again")
+        with first, DnsServer(zone) as dns, ScriptServer(host="127.0.0.3",
+                                                         port=first.port) as second:
+            client = make_client(tmp_path, dns_nameservers=dns.nameserver,
+                                 smtp_tcp_port=first.port)
+            _, results = deliver(client, ["a@example.com"], "example.com", content=content)
+        assert results["a@example.com"]["status"] == "sent"
+        assert statuses(logged)["a@example.com"]["relay"] == \
+            f"mx2.example.com[127.0.0.3]:{first.port}"
+        assert first.messages[0]["data"] == received(content)
+        assert second.messages[0]["data"] == received(content)
+
+    def test_headers_rewritten_by_generic_maps_lead_the_streamed_body(self, spool, tmp_path,
+                                                                      logged):
+        content = b"From: alice@example.com\n" + big_content()
+        with ScriptServer() as server:
+            client = make_client(tmp_path,
+                                 smtp_generic_maps="inline:{ alice@example.com=al@isp.example }")
+            deliver(client, ["a@example.com"], f"[127.0.0.1]:{server.port}", content=content)
+        expected = content.replace(b"From: alice@example.com", b"From: al@isp.example", 1)
+        assert server.messages[0]["data"] == received(expected)
+
+    def test_8bit_content_for_a_7bit_server_is_converted_whole(self, spool, tmp_path, logged):
+        content = "Subject: t\n\n".encode() + "grüße\n".encode() * 20000
+        with ScriptServer(extensions=["PIPELINING"]) as server:
+            _, results = deliver(make_client(tmp_path), ["a@example.com"],
+                                 f"[127.0.0.1]:{server.port}", content=content)
+        assert results["a@example.com"]["status"] == "sent"
+        data = server.messages[0]["data"]
+        assert b"Content-Transfer-Encoding: quoted-printable\r\n" in data
+        assert data.count(b"gr=C3=BC=C3=9Fe\r\n") == 20000
+
+    def test_a_queue_file_that_fails_under_data_defers_without_the_final_dot(
+            self, spool, tmp_path, logged, monkeypatch):
+        def broken(self, chunk=65536):
+            yield b"Subject: t\n\nthe first part\n"
+            raise OSError(5, "Input/output error")
+        monkeypatch.setattr(records.Message, "iter_content", broken)
+        warnings: list[str] = []
+        monkeypatch.setattr(log, "warning", warnings.append)
+        with ScriptServer() as server:
+            _, results = deliver(make_client(tmp_path), ["a@example.com"],
+                                 f"[127.0.0.1]:{server.port}")
+        r = results["a@example.com"]
+        assert (r["status"], r["dsn"], r["reason"]) == \
+            ("deferred", "4.3.0", "unreadable mail queue entry")
+        assert "Input/output error" in warnings[0]
+        # The server saw the connection end inside the data, never the final dot.
+        assert [m["ended"] for m in server.messages] == [False]
+        assert server.messages[0]["data"] == b"Subject: t\r\n\r\nthe first part\r\n"
+
+
+class TestTooManyRecipients:
+    RCPTS = [f"r{i}@example.com" for i in range(1, 6)]
+
+    @pytest.mark.parametrize("extensions", [["PIPELINING", "8BITMIME"], ["8BITMIME"]])
+    def test_452_sends_the_rest_in_new_transactions(self, spool, tmp_path, logged,
+                                                    extensions):
+        with ScriptServer(max_rcpts=2, extensions=extensions) as server:
+            _, results = deliver(make_client(tmp_path), self.RCPTS,
+                                 f"[127.0.0.1]:{server.port}")
+        assert {a: r["status"] for a, r in results.items()} == \
+            {a: "sent" for a in self.RCPTS}
+        assert [t["accepted"] for t in server.messages] == \
+            [["r1@example.com", "r2@example.com"], ["r3@example.com", "r4@example.com"],
+             ["r5@example.com"]]
+        assert server.connections == 1
+        assert len({t["data"] for t in server.messages}) == 1
+        assert not any("status=deferred" in line for line in logged)
+
+    def test_452_with_nothing_accepted_is_a_temporary_failure(self, spool, tmp_path, logged):
+        with ScriptServer(max_rcpts=0) as server:
+            _, results = deliver(make_client(tmp_path), ["a@example.com", "b@example.com"],
+                                 f"[127.0.0.1]:{server.port}")
+        assert {r["status"] for r in results.values()} == {"deferred"}
+        assert results["a@example.com"]["reason"] == (
+            "host 127.0.0.1[127.0.0.1] said: 452 4.5.3 Error: too many recipients "
+            "(in reply to RCPT TO command)")
+        assert server.messages == []

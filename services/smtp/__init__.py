@@ -4,7 +4,8 @@ One program serves the master.cf services `smtp`, `relay` and `lmtp`. It
 speaks LMTP (RFC 2033) when it runs as libexec/lmtp or under the service
 name `lmtp`, and then reads the lmtp_* parameters. qmgr sends it delivery
 requests (pymaster/delivery.py); it delivers each to the request's next
-hop and reports every recipient.
+hop and reports every recipient. A verify request (sendmail -bv, address
+probes) gets the same conversation up to the RCPT replies, without DATA.
 
 Modules, one concern each:
     settings     the smtp_*/lmtp_* parameters, read once
@@ -12,7 +13,7 @@ Modules, one concern each:
     dns          MX and address lookups, null MX, loops to ourselves
     session      one connection: I/O, time limits, greeting, EHLO/HELO/LHLO
     transaction  MAIL/RCPT/DATA with PIPELINING, SIZE, 8BITMIME, DSN, XFORWARD
-    content      the content on the wire (CRLF, dot-stuffing, long lines)
+    content      the content on the wire, streamed (CRLF, dot-stuffing, long lines)
     mime7bit     8bit -> quoted-printable for servers without 8BITMIME
     reply        replies and Postfix-worded reasons
     cache        connection reuse between requests
@@ -39,7 +40,8 @@ def run(svc: service.Service, lmtp: bool = False) -> None:
     client.lookup.prepare_jail()
     svc.enter_jail()
     try:
-        svc.serve_requests(delivery.request_handler(client.deliver, svc.cfg))
+        svc.serve_requests(delivery.request_handler(client.deliver, svc.cfg,
+                                                    verify=client.verify))
     finally:
         client.close()
 

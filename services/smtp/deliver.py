@@ -4,8 +4,9 @@ For a delivery request (a queue file, a next hop, some recipients) the
 client first tries a cached session for that next hop, then the next
 hop's hosts in order (dns.py), at most smtp_mx_address_limit addresses
 and smtp_mx_session_limit established sessions, then smtp_fallback_relay
-when recipients are still undelivered. Each session runs one
-transaction (transaction.py) for the recipients still pending:
+when recipients are still undelivered. Each session runs a
+transaction (transaction.py) for the recipients still pending (and more
+after a 452, below):
 
     2xx                  sent    (status=sent, the server's reply as reason)
     5xx                  bounced (host H[A] said: ... (in reply to X command))
@@ -13,41 +14,73 @@ transaction (transaction.py) for the recipients still pending:
     connect failure      logged, next host; "connect to H[A]:25: ..." if last
     DNS failure          bounced (not found, nullMX, loop) or deferred (try again)
 
+A server that answers RCPT with 452 (RFC 5321 4.5.3.1.10: too many
+recipients) after it accepted others gets the rest in a new transaction
+on the same session once the accepted ones are sent, as often as it takes,
+as Postfix does; they are not deferred for a later queue run. Without
+another accepted recipient a 452 is an ordinary temporary failure.
+
 Recipients left after the last host are deferred with the last reason
 they met. When no session got as far as an answer for any recipient the
 next hop itself is reported down (status.hop_failed) so qmgr backs off.
-The message is read from the queue file, once per request, never from
-the wire; 8-bit content is made quoted-printable for a server without
-8BITMIME (mime7bit.py).
+
+The content streams from the queue file to the socket in bounded chunks
+(content.py), with the rewritten header block (generic.py) in front;
+each transaction, on this host or the next, reads the file again, so no
+copy of the message is kept. The one exception: 8-bit content for a
+server without 8BITMIME is made quoted-printable (mime7bit.py), which
+works on the whole message, so that path holds it (twice, briefly).
+A queue file that cannot be read half-way through DATA breaks the session
+off without the final dot and defers the recipients.
 
 After EHLO a new session does STARTTLS as the destination's TLS policy
 says (tls.py: smtp_tls_security_level, smtp_tls_policy_maps) and then AUTH
 when a password is known (sasl.py); a failure of either is a failure of
 that host. A failed handshake at `may` reconnects once in plain text.
 
+Verify mode (sendmail -bv, address probes: delivery.is_verify) takes the
+same path, hosts, TLS and AUTH included, but the transaction stops after
+the RCPT replies (no DATA): a 2xx reply is `deliverable` with the reply as
+reason (and the host as Remote-MTA, the reply as an `smtp` Diagnostic-Code,
+as Postfix reports them), a 5xx or 4xx one, or a host that cannot be
+reached, is `undeliverable` with the reason delivery would have logged
+(Status turns the outcomes into verdicts). A probe never reads the
+content, so it does not rewrite headers either. A probed session that may be cached is reset
+(RSET) and kept, as Postfix does, so a burst of probes to one destination
+costs one connection; any other is ended with QUIT, which also ends the
+open transaction.
+
 Interface:
     Client(cfg, settings, lookup=None, cache=None).deliver(req, status)
+    Client.verify(req, status)      probe every recipient, deliver nothing
     Client.close()
 """
 
 from __future__ import annotations
+
+from typing import Callable, Iterator
 
 from pymaster import delivery, log
 from pymaster.config import Config
 from pymaster.tables import TableError
 from services.smtp import sasl, tls, transaction
 from services.smtp.cache import ConnectionCache
-from services.smtp.content import is_8bit, to_wire
+from services.smtp.content import any_8bit, wire_chunks
 from services.smtp.dns import DnsError, Host, HostLookup
-from services.smtp.generic import GenericMaps
+from services.smtp.generic import UNCHANGED, GenericMaps
 from services.smtp.mime7bit import downgrade
 from services.smtp.nexthop import Destination, NextHopError, parse_destinations
 from services.smtp.reply import HARD, OK, said
+from services.smtp.transaction import RCPT_TO
 from services.smtp.session import Session, SessionError
 from services.smtp.settings import Settings
 
 # DNS outcomes after which a fallback relay would not help.
 NO_FALLBACK_DSNS = ("5.1.10", "5.4.6")
+# RFC 5321 4.5.3.1.10: the RCPT reply for "too many recipients".
+TOO_MANY_RECIPIENTS = 452
+# The size of the pieces a whole (converted) message is sent in.
+SEND_CHUNK = 65536
 
 
 class Client:
@@ -70,6 +103,10 @@ class Client:
         """deliver - one request, every recipient reported through STATUS."""
         Attempt(self, req, status).run()
 
+    def verify(self, req: delivery.DeliveryRequest, status: delivery.Status) -> None:
+        """verify - probe every recipient of REQ (MAIL, RCPT, no DATA)."""
+        Attempt(self, req, status, probe=True).run()
+
     def caching(self, nexthop: str) -> bool:
         """caching - whether sessions to NEXTHOP are kept for reuse."""
         return self.settings.cache_on_demand or nexthop.lower() in self.cache_destinations \
@@ -83,8 +120,9 @@ class Attempt:
     """The state of one delivery request while hosts are tried."""
 
     def __init__(self, client: Client, req: delivery.DeliveryRequest,
-                 status: delivery.Status) -> None:
+                 status: delivery.Status, probe: bool = False) -> None:
         self.client = client
+        self.probe = probe            # verify mode: RCPT replies only, no DATA
         self.settings = client.settings
         self.req = req
         self.status = status
@@ -96,8 +134,8 @@ class Attempt:
         self.addresses_tried = 0
         self.sessions = 0
         self.cache_key = f"{req.transport}:{req.nexthop}".lower()
-        self._content: bytes | None = None
-        self._wire: dict[bool, bytes] = {}
+        self._8bit: bool | None = None      # the content, scanned once when it matters
+        self._headers = UNCHANGED
         self.envelope: transaction.Envelope | None = None
 
     # -- the whole attempt -------------------------------------------------
@@ -118,6 +156,8 @@ class Attempt:
         try:
             sender = self.client.generic.rewrite(self.req.sender)
             addresses = [self.client.generic.rewrite(r.address) for r in self.pending]
+            if not self.probe:      # a probe sends no content: nothing to rewrite
+                self._headers = self.client.generic.header_block(delivery.open_content(self.req))
         except TableError as e:   # try again later, never bounce
             log.warning(f"{self.req.queue_id}: {self.settings.param('_generic_maps')} "
                         f"lookup error: {e}")
@@ -196,7 +236,7 @@ class Attempt:
 
     def _use(self, session: Session, reused: bool, dest: Destination | None = None,
              policy: tls.Policy | None = None) -> None:
-        """_use - one transaction on SESSION for the pending recipients."""
+        """_use - SESSION's transactions for the pending recipients."""
         try:
             if not reused:
                 session.handshake()
@@ -208,10 +248,13 @@ class Attempt:
                 self.status.connected()
             if self._refuse_before_mail(session):
                 return self._release(session)
-            answers = transaction.run(session, self._envelope(), self._wire_for(session),
-                                      reset=reused, xforward=self._xforward(session))
+            self._transactions(session, reused)
         except transaction.StaleSession:
             session.close(quit=False)
+            return
+        except transaction.ContentError as e:
+            session.close(quit=False)
+            self._content_failed(e)
             return
         except tls.PlaintextRetry:
             raise
@@ -219,16 +262,38 @@ class Attempt:
             session.close(quit=e.site)
             self._session_failed(session.host, e)
             return
-        self._apply(session.host, answers)
         self._release(session)
+
+    def _transactions(self, session: Session, reused: bool) -> None:
+        """_transactions - the pending recipients on SESSION; those the server
+        could not take in one transaction (452) go in the next."""
+        rcpts = list(self.pending)
+        while rcpts and session.usable:
+            answers = transaction.run(session, self._envelope(rcpts), self._wire_for(session),
+                                      reset=reused, xforward=self._xforward(session),
+                                      probe=self.probe)
+            rcpts = self._apply(session.host, answers)
+            # A probe's transaction is still open: the next one starts with RSET.
+            reused = self.probe
 
     def _release(self, session: Session) -> None:
         # A session authenticated as one sender is not reused for another.
         sender_bound = session.sasl_user and self.client.sasl.sender_dependent
-        if session.usable and self.client.caching(self.req.nexthop) and not sender_bound:
+        keep = session.usable and self.client.caching(self.req.nexthop) and not sender_bound
+        # A probe leaves its transaction open: end it now, not at the next use.
+        if keep and self.probe and not transaction.reset(session):
+            keep = False
+        if keep:
             self.client.cache.put(self.cache_key, session)
         else:
             session.close()
+
+    def _content_failed(self, e: transaction.ContentError) -> None:
+        """_content_failed - the queue file failed under DATA: another host would
+        fare no better, so every pending recipient waits for a later try."""
+        log.warning(f"{self.req.queue_id}: read queue file {self.req.path}: {e}")
+        self.answered = True
+        self._defer_all("none", "unreadable mail queue entry", "4.3.0")
 
     def _session_failed(self, host: Host, e: SessionError) -> None:
         if e.site or e.soft:
@@ -262,19 +327,36 @@ class Attempt:
         return self.settings.send_xforward and session.has("XFORWARD")
 
     # -- results -----------------------------------------------------------
-    def _apply(self, host: Host, answers: list[transaction.Answer]) -> None:
+    def _apply(self, host: Host, answers: list[transaction.Answer]) -> list:
+        """_apply - each recipient's outcome; the recipients to send again in
+        a new transaction (a 452 to RCPT while others went through)."""
         self.answered = True
+        progress = any(a.reply.kind == OK for a in answers)
+        again = []
         for a in answers:
             if a.reply.kind == OK:
                 self.pending.remove(a.rcpt)
                 self.soft.pop(id(a.rcpt), None)
-                self.status.sent(a.rcpt, host.relay, a.reply.text, a.reply.dsn)
+                self._sent(host, a)
             elif a.reply.kind == HARD:
                 self._bounce(a.rcpt, host.relay, said(host.namaddr, a.reply, a.command),
                              a.reply.dsn)
             else:
+                # Kept as a soft failure too: if the session ends before the
+                # next transaction, this is the reason it is deferred with.
                 self.soft[id(a.rcpt)] = (host.relay, said(host.namaddr, a.reply, a.command),
                                          a.reply.dsn)
+                if progress and a.command == RCPT_TO and a.reply.code == TOO_MANY_RECIPIENTS:
+                    again.append(a.rcpt)
+        return again
+
+    def _sent(self, host: Host, a: transaction.Answer) -> None:
+        if self.probe:
+            # The report names the server and its reply, as Postfix's does.
+            self.status.verify_result(a.rcpt, True, host.relay, a.reply.text, a.reply.dsn,
+                                      remote_mta=host.name, diag_type="smtp")
+        else:
+            self.status.sent(a.rcpt, host.relay, a.reply.text, a.reply.dsn)
 
     def _bounce(self, rcpt, relay: str, reason: str, dsn: str) -> None:
         self.pending.remove(rcpt)
@@ -306,28 +388,42 @@ class Attempt:
         self.pending.clear()
 
     # -- the envelope and content ------------------------------------------
-    def _envelope(self) -> transaction.Envelope:
-        """_envelope - the envelope narrowed to the recipients still pending."""
+    def _envelope(self, rcpts: list) -> transaction.Envelope:
+        """_envelope - the envelope narrowed to RCPTS."""
         env = self.envelope
         index = {id(r): i for i, r in enumerate(env.recipients)}
         return transaction.Envelope(
-            sender=env.sender, recipients=list(self.pending),
-            addresses=[env.addresses[index[id(r)]] for r in self.pending],
+            sender=env.sender, recipients=list(rcpts),
+            addresses=[env.addresses[index[id(r)]] for r in rcpts],
             size=env.size, body_8bit=env.body_8bit, smtputf8=env.smtputf8, attrs=env.attrs)
 
-    def _wire_for(self, session: Session):
-        """_wire_for - a function giving the content as SESSION should get it."""
-        def wire() -> bytes:
-            content = self._read_content()
-            convert = (not session.has("8BITMIME") and self.settings.mime_output_conversion
-                       and (self.envelope.body_8bit or is_8bit(content)))
-            if convert not in self._wire:
-                data = downgrade(content) if convert else content
-                self._wire[convert] = to_wire(data, self.settings.line_length_limit)
-            return self._wire[convert]
+    def _wire_for(self, session: Session) -> Callable[[], Iterator[bytes]]:
+        """_wire_for - a function giving the content as SESSION should get it,
+        read afresh from the queue file each time it is called."""
+        def wire() -> Iterator[bytes]:
+            limit = self.settings.line_length_limit
+            if self._downgrade_for(session):
+                return wire_chunks(_pieces(downgrade(b"".join(self._content()))), limit)
+            return wire_chunks(self._content(), limit)
         return wire
 
-    def _read_content(self) -> bytes:
-        if self._content is None:
-            self._content = delivery.open_content(self.req).read_content()
-        return self._content
+    def _downgrade_for(self, session: Session) -> bool:
+        """_downgrade_for - whether SESSION needs 8-bit content made 7-bit."""
+        if session.has("8BITMIME") or not self.settings.mime_output_conversion:
+            return False
+        if self.envelope.body_8bit:
+            return True
+        if self._8bit is None:
+            self._8bit = any_8bit(self._content())
+        return self._8bit
+
+    def _content(self) -> Iterator[bytes]:
+        """_content - headers (rewritten) and body, in chunks from the queue file."""
+        return self._headers.stream(delivery.open_content(self.req).iter_content())
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    """_pieces - DATA in SEND_CHUNK slices, so that no wire copy of it is made whole."""
+    view = memoryview(data)
+    for start in range(0, len(data), SEND_CHUNK):
+        yield bytes(view[start:start + SEND_CHUNK])

@@ -14,10 +14,25 @@ command)". A refused MAIL or DATA answers for every recipient; after the
 content, an SMTP server answers once for all accepted recipients and an
 LMTP server once for each (RFC 2033 4.2).
 
+The content is sent as the wire function gives it, chunk by chunk
+(content.py), so a message is never held whole; when reading it fails
+half-way, the DATA cannot be ended cleanly and the session is given up
+(ContentError): the server must not see a final dot for a partial message.
+
+DATA is the last step, and an address probe (sendmail -bv, the verify
+service) skips it: its RCPT replies are the answers, and the transaction
+is left open for the caller to end with reset() or QUIT, as Postfix's
+smtp client ends a probe.
+
 Interface:
     Envelope(sender, recipients, addresses, size, body_8bit, smtputf8, attrs)
-    run(session, envelope, wire_content, reset=False) -> list[Answer]
+    run(session, envelope, wire_content, reset=False, xforward=False,
+        probe=False) -> list[Answer]
+    reset(session) -> bool              RSET; False when the session is not reusable
     Answer(rcpt, reply, command)
+    wire_content: a function giving the wire form as an iterable of bytes
+    ContentError  the queue file could not be read while sending it: the
+                  session is broken off (no final dot), nothing was sent
     StaleSession  a reused session that turned out dead before any reply:
                   nothing was sent, the caller connects afresh
     xtext(text) -> RFC 3461 xtext
@@ -26,9 +41,10 @@ Interface:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from pymaster.addr import external
+from pymaster.records import CorruptQueueFile
 from services.smtp.reply import Reply
 from services.smtp.session import Session, SessionError
 
@@ -39,6 +55,10 @@ XFORWARD_ATTRS = (("NAME", "client_name"), ("ADDR", "client_address"),
 
 class StaleSession(Exception):
     """A cached session was closed by the server while it sat idle."""
+
+
+class ContentError(Exception):
+    """The message could not be read from the queue file while sending it."""
 
 
 @dataclass
@@ -113,7 +133,9 @@ def xforward_commands(session: Session, env: Envelope) -> list[str]:
 class _Plan:
     """The commands of one transaction, each with its phase and time limit."""
 
-    def __init__(self, session: Session, env: Envelope, reset: bool, xforward: bool) -> None:
+    def __init__(self, session: Session, env: Envelope, reset: bool, xforward: bool,
+                 data: bool = True) -> None:
+        self.data = data
         self.steps: list[tuple[str, str, str, str]] = []   # (kind, line, timeout, phase)
         if reset:
             self.steps.append(("RSET", "RSET", "rset", "sending RSET"))
@@ -124,13 +146,16 @@ class _Plan:
         for rcpt, address in zip(env.recipients, env.addresses):
             self.steps.append((RCPT_TO, rcpt_command(session, rcpt, address), "rcpt",
                                "sending RCPT TO"))
-        self.steps.append((DATA, "DATA", "data_init", "sending DATA command"))
+        if data:
+            self.steps.append((DATA, "DATA", "data_init", "sending DATA command"))
 
 
-def run(session: Session, env: Envelope, wire: Callable[[], bytes],
-        reset: bool = False, xforward: bool = False) -> list[Answer]:
-    """run - one transaction; per-recipient answers, or SessionError/StaleSession."""
-    plan = _Plan(session, env, reset, xforward)
+def run(session: Session, env: Envelope, wire: Callable[[], Iterable[bytes]],
+        reset: bool = False, xforward: bool = False, probe: bool = False) -> list[Answer]:
+    """run - one transaction; per-recipient answers, or SessionError/StaleSession.
+
+    PROBE: no DATA; the transaction stays open after the RCPT replies."""
+    plan = _Plan(session, env, reset, xforward, data=not probe)
     if session.has("PIPELINING"):
         replies = _pipelined(session, plan, reset)
     else:
@@ -174,30 +199,27 @@ def _read(session: Session, timeout: str, phase: str, stale: bool) -> Reply:
 
 
 def _finish(session: Session, env: Envelope, plan: _Plan, replies: list[Reply | None],
-            wire: Callable[[], bytes]) -> list[Answer]:
+            wire: Callable[[], Iterable[bytes]]) -> list[Answer]:
     """_finish - decide each recipient from the replies; send the content if due."""
     by_kind = [(step[0], reply) for step, reply in zip(plan.steps, replies)]
     mail = next(r for k, r in by_kind if k == MAIL_FROM)
     rcpt_replies = [r for k, r in by_kind if k == RCPT_TO]
-    data = next(r for k, r in by_kind if k == DATA)
+    data = next((r for k, r in by_kind if k == DATA), None)
     if mail.code // 100 != 2:
         _close_data(session, data)
         return [Answer(r, mail, MAIL_FROM) for r in env.recipients]
-    answers: dict[int, Answer] = {}
-    accepted = []
-    for i, (rcpt, reply) in enumerate(zip(env.recipients, rcpt_replies)):
-        if reply.code // 100 == 2:
-            accepted.append(i)
-        else:
-            answers[i] = Answer(rcpt, reply, RCPT_TO)
-    if not accepted:
+    answers = dict(enumerate(Answer(rcpt, reply, RCPT_TO)
+                             for rcpt, reply in zip(env.recipients, rcpt_replies)))
+    accepted = [i for i, a in answers.items() if a.reply.code // 100 == 2]
+    if not accepted or not plan.data:
+        # Nobody to send the content to, or a probe: the RCPT replies decide.
         _close_data(session, data)
         return [answers[i] for i in range(len(env.recipients))]
     if data is None or data.code != 354:
         for i in accepted:
             answers[i] = Answer(env.recipients[i], data, DATA)
         return [answers[i] for i in range(len(env.recipients))]
-    session.send(wire(), "sending message body", "data_xfer")
+    _send_content(session, wire)
     phase = "sending end of data -- message may be sent more than once"
     if session.settings.lmtp:
         for i in accepted:
@@ -208,6 +230,30 @@ def _finish(session: Session, env: Envelope, plan: _Plan, replies: list[Reply | 
         for i in accepted:
             answers[i] = Answer(env.recipients[i], reply, END_OF_DATA)
     return [answers[i] for i in range(len(env.recipients))]
+
+
+def _send_content(session: Session, wire: Callable[[], Iterable[bytes]]) -> None:
+    """_send_content - the content, chunk by chunk as WIRE reads it."""
+    try:
+        # session.send reports its own failures as SessionError, never OSError.
+        for chunk in wire():
+            session.send(chunk, "sending message body", "data_xfer")
+    except (OSError, CorruptQueueFile) as e:
+        # Half a message is on the wire: it must not be ended with a dot.
+        session.usable = False
+        raise ContentError(str(e)) from None
+
+
+def reset(session: Session) -> bool:
+    """reset - end the open transaction (RSET) so SESSION can serve the next;
+    False when the server refused it or the connection failed."""
+    if not session.usable:
+        return False
+    try:
+        reply = session.command("RSET", "rset", "sending RSET")
+    except SessionError:
+        return False
+    return reply.code // 100 == 2
 
 
 def _close_data(session: Session, data: Reply | None) -> None:

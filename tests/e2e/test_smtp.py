@@ -10,6 +10,7 @@ that they are not this host's own address (which would be a mail loop)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -18,7 +19,7 @@ import time
 import pytest
 
 from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance, free_port, is_root
+from tests.e2e.instance import Instance, free_port, is_root, submit_to_cleanup
 from tests.smtpscript import ScriptServer
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
@@ -168,3 +169,44 @@ def test_virtual_transport_over_lmtp_with_per_recipient_replies(tmp_path):
                                r"<gone@lmtp\.example> User doesn't exist \(in reply to end of "
                                r"DATA command\)\)")
     assert server.commands[0] == "LHLO a.test"
+
+
+def big_message(size: int = 5 * 1024 * 1024) -> bytes:
+    """big_message - SIZE bytes of message whose lines need care on the wire:
+    leading dots (stuffed), a line of exactly 998 characters (not folded) and
+    a last line without a newline."""
+    headers = (b"From: sender@a.test\nTo: big@big.example\nSubject: big\n"
+               b"Date: Mon, 1 Dec 2025 10:00:00 +0000\nMessage-ID: <big@a.test>\n\n")
+    line = b".a body line that starts with a dot, as a stuffed line does on the wire\n"
+    body = line * (size // len(line)) + b"." + b"x" * 997 + b"\n..\n.\nthe end, no newline"
+    return headers + body
+
+
+def test_a_5mb_message_arrives_byte_identical(tmp_path):
+    content = big_message()
+    with ScriptServer() as server, DnsServer({}) as dns:
+        settings = a_settings(dns, message_size_limit="0",
+                              transport_maps=f"inline:{{ big.example=smtp:[127.0.0.1]:"
+                                             f"{server.port} }}")
+        with Instance(tmp_path, main_cf=settings) as a:
+            queue_id = submit_to_cleanup(a, ["big@big.example"], content, "sender@a.test")
+            a.wait_for_log(rf"{queue_id}: to=<big@big\.example>, .*status=sent \(250 ")
+    [txn] = server.messages
+    # The server un-stuffs the dots; the last line gained its line end.
+    assert txn["data"] == content.replace(b"\n", b"\r\n") + b"\r\n"
+
+
+def test_452_too_many_recipients_sends_the_rest_in_new_transactions(tmp_path):
+    rcpts = [f"r{i}@limit.example" for i in range(1, 6)]
+    with ScriptServer(max_rcpts=2) as server, DnsServer({}) as dns:
+        settings = a_settings(dns, transport_maps=f"inline:{{ limit.example=smtp:"
+                                                  f"[127.0.0.1]:{server.port} }}")
+        with Instance(tmp_path, main_cf=settings) as a:
+            send(a, rcpts, sender="sender@a.test")
+            for rcpt in rcpts:
+                a.wait_for_log(rf"to=<{re.escape(rcpt)}>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:"
+                               rf"{server.port}, .*dsn=2\.0\.0, status=sent \(250 ")
+            log = a.log_text()
+    assert [len(t["accepted"]) for t in server.messages] == [2, 2, 1]
+    assert sorted(sum((t["accepted"] for t in server.messages), [])) == rcpts
+    assert "status=deferred" not in log

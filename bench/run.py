@@ -7,6 +7,7 @@ are not tests: nothing here asserts a figure. Every load is bounded in count
 and in time.
 
     .venv/bin/python -m bench.run [--messages N] [--sessions N] [--only NAME]
+                                  [--kind discard|maildir] [--no-postfix]
 """
 
 from __future__ import annotations
@@ -47,6 +48,30 @@ def process_tree_cpu(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def cpu_by_program(pid: int) -> dict[str, float]:
+    """cpu_by_program - CPU seconds of PID's live process tree, by program name.
+
+    A program's name is the first word of its title (`pymaster/smtpd`,
+    `smtpd`, `master`); processes that exited are counted under `(exited)`,
+    from the master's reaped-children totals."""
+    try:
+        master = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return {}
+    t = master.cpu_times()
+    totals = {"master": t.user + t.system, "(exited)": t.children_user + t.children_system}
+    for child in master.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            title = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        name = (title[0].split() or ["?"])[0] if title else child.name()
+        name = name.rsplit("/", 1)[-1]
+        totals[name] = totals.get(name, 0.0) + c.user + c.system
+    return totals
 
 
 def process_tree_rss(pid: int) -> int:
@@ -159,16 +184,21 @@ class PostfixInstance:
 def run_smtp(name: str, inst, port: int, args, rcpt: str, count_fn) -> dict:
     pid = inst.master_pid()
     cpu0 = process_tree_cpu(pid)
+    by_program0 = cpu_by_program(pid)
     start = time.monotonic()
     smtp_load(port, args.messages, args.sessions, rcpt)
     accepted = time.monotonic() - start
     got = wait_delivered(count_fn, args.messages, LOAD_TIMEOUT)
     delivered = time.monotonic() - start
     cpu = process_tree_cpu(pid) - cpu0
+    by_program = cpu_by_program(pid)
     rss = process_tree_rss(pid)
+    per_msg = {prog: (secs - by_program0.get(prog, 0.0)) / max(got, 1) * 1000
+               for prog, secs in by_program.items()}
     return {"name": name, "accepted_per_s": args.messages / accepted,
             "delivered": got, "delivered_per_s": got / delivered if delivered else 0,
-            "cpu_per_1000": cpu / max(got, 1) * 1000, "rss_mb": rss / 1e6}
+            "cpu_per_1000": cpu / max(got, 1) * 1000, "rss_mb": rss / 1e6,
+            "ms_per_msg": {k: v for k, v in per_msg.items() if v >= 0.005}}
 
 
 def bench_smtp(args) -> list[str]:
@@ -176,6 +206,8 @@ def bench_smtp(args) -> list[str]:
         return ["smtp: skipped (smtp-source from Debian's postfix package is not installed)"]
     lines = []
     for kind, rcpt in (("discard", "user@discard.example"), ("maildir", "user@localhost")):
+        if args.kind and kind != args.kind:
+            continue
         results = []
         with tempfile.TemporaryDirectory(prefix="pymaster-bench-") as tmp:
             inst = Instance(Path(tmp), main_cf=BENCH_MAIN_CF)
@@ -185,7 +217,7 @@ def bench_smtp(args) -> list[str]:
                 else:
                     count = lambda: maildir_count(inst.mailbox_dir / "bench")  # noqa: E731
                 results.append(run_smtp("pymaster", inst, inst.smtp_port, args, rcpt, count))
-        if os.path.exists(DEBIAN_POSTFIX) and os.geteuid() == 0:
+        if os.path.exists(DEBIAN_POSTFIX) and os.geteuid() == 0 and not args.no_postfix:
             with tempfile.TemporaryDirectory(prefix="postfix-bench-") as tmp:
                 pf = PostfixInstance(Path(tmp), BENCH_MAIN_CF)
                 pf.run("start")
@@ -219,6 +251,9 @@ def _format_smtp(kind: str, args, results: list[dict]) -> list[str]:
         out.append(f"  {r['name']:9} accepted {r['accepted_per_s']:8.1f} msg/s  "
                    f"delivered {r['delivered']:6d} at {r['delivered_per_s']:8.1f} msg/s  "
                    f"CPU {r['cpu_per_1000']:6.2f} s/1000 msgs  RSS {r['rss_mb']:7.1f} MB")
+        split = sorted(r["ms_per_msg"].items(), key=lambda kv: -kv[1])
+        out.append("    CPU ms/msg by program: "
+                   + ", ".join(f"{prog} {ms:.2f}" for prog, ms in split))
     if len(results) == 2 and results[1]["delivered_per_s"]:
         out.append(f"  ratio pymaster/postfix delivered msg/s: "
                    f"{results[0]['delivered_per_s'] / results[1]['delivered_per_s']:.2f}")
@@ -240,6 +275,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--only", default="")
+    parser.add_argument("--kind", default="", choices=("", "discard", "maildir"),
+                        help="smtp: only this destination")
+    parser.add_argument("--no-postfix", action="store_true",
+                        help="smtp: skip the side-by-side run of Debian's Postfix")
     args = parser.parse_args()
     sections = {"smtp": lambda: bench_smtp(args)}
     for path in sorted((ROOT / "bench").glob("*.py")):

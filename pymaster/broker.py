@@ -12,6 +12,19 @@ goes back to its client and returns one credit. Requests that find no credit
 wait in the broker, and `wanted()` tells the master how many more workers
 would help, which is how services start on demand.
 
+Workers start one at a time, never while another is starting: waiting
+requests want a first worker at once, and one more when more than BACKLOG
+requests wait per running worker, or when no request has been handed to a
+worker (and no worker has announced itself) for SPAWN_DELAY while requests
+wait. A busy Python worker usually answers within a millisecond or two
+(cleanup, discard, local) and costs about 0.1 s of CPU to start: one new
+worker per waiting request made a burst of 20 SMTP sessions start 20
+cleanup and 13 discard workers, more CPU than the messages themselves
+(docs/architecture.md has the figures). Slow agents (smtp to remote sites)
+still get their parallel workers, one per start-up time. `spawn_due()` says
+when the stall rule may want another worker, so the master wakes up for it
+even when nothing else happens.
+
 A worker leaves by sending BYE (max_use, max_idle, reload, stop). The broker
 forgets its credit and answers BYE, so the worker knows that nothing more can
 be on its way and can exit without dropping a request. A worker that died
@@ -29,6 +42,7 @@ Interface:
     broker.on_frontend() / on_backend()   handle what is readable
     broker.inject(header)             a request from the master (wakeup)
     broker.wanted(starting) -> int    how many more workers pending requests need
+    broker.spawn_due() -> float|None  when wanted() may grow without any traffic
     broker.retire(pid) / forget(pid)  stop routing to a worker (reload) / it died
     broker.has_started(pid)           the worker has said READY
     broker.used                       set when any request came through
@@ -38,6 +52,7 @@ Interface:
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict, deque
 
 import zmq
@@ -46,6 +61,8 @@ from pymaster import ipc
 
 MASTER_CLIENT = b"\x00master"      # the client id of injected requests
 SOCKET_MODE = 0o666                # the directory, not the socket, guards access
+SPAWN_DELAY = 0.1                  # seconds a request waits for a busy worker first
+BACKLOG = 4                        # requests that may wait per busy worker
 
 
 class Broker:
@@ -67,6 +84,8 @@ class Broker:
         _bind(self.backend, self.back_path)
         self.credits: OrderedDict[bytes, int] = OrderedDict()
         self.pending: deque[list] = deque()
+        self.arrivals: deque[float] = deque()   # monotonic arrival of each pending
+        self.progress = 0.0         # last hand-out, worker start or spawn (monotonic)
         self.retired: set[bytes] = set()
         self.seen: set[bytes] = set()     # workers that have said READY
         # Requests each worker holds: (client id, header frame), oldest first.
@@ -86,6 +105,7 @@ class Broker:
             if len(frames) < 3:
                 continue
             self.pending.append([frames[0], *frames[2:]])
+            self.arrivals.append(time.monotonic())
             self.used = True
         self.dispatch()
 
@@ -108,6 +128,7 @@ class Broker:
         if kind == ipc.READY:
             count = int(frames[3].bytes) if len(frames) > 3 else 1
             self.seen.add(worker)
+            self.progress = time.monotonic()
             if worker not in self.retired:
                 self.credits[worker] = self.credits.get(worker, 0) + count
             return
@@ -134,6 +155,7 @@ class Broker:
         while self.pending and self.credits:
             worker = next(iter(self.credits))
             client, *message = self.pending.popleft()
+            self.arrivals.popleft()
             self.credits[worker] -= 1
             if self.credits[worker] <= 0:
                 del self.credits[worker]
@@ -141,6 +163,7 @@ class Broker:
             self._send_worker(worker, [b"", client_id, b"", *message])
             self.inflight.setdefault(worker, []).append((client_id, message[0]))
             self.requests += 1
+            self.progress = time.monotonic()
 
     def _answered(self, worker: bytes, client: bytes) -> None:
         """_answered - WORKER replied to CLIENT: that request is no longer held."""
@@ -180,6 +203,7 @@ class Broker:
     def inject(self, header: dict) -> None:
         """inject - a request from the master itself (a wakeup trigger)."""
         self.pending.append([MASTER_CLIENT, *ipc.pack(header)])
+        self.arrivals.append(time.monotonic())
         self.dispatch()
 
     def injected_pending(self) -> bool:
@@ -191,8 +215,41 @@ class Broker:
         return sum(self.credits.values())
 
     def wanted(self, starting: int) -> int:
-        """wanted - workers still needed for the waiting requests."""
-        return max(0, len(self.pending) - self.free_credit() - starting)
+        """wanted - workers to start now for the waiting requests (0 or 1):
+        the first one at once, another for a backlog or after a stall.
+
+        The master starts what this answers, so an answer of 1 counts as
+        progress: the next one is due SPAWN_DELAY later at the earliest."""
+        if not self.pending or starting or self.free_credit():
+            return 0
+        now = time.monotonic()
+        if self._serving() and now < self._stalled_at() \
+                and len(self.pending) <= BACKLOG * self._workers():
+            return 0
+        self.progress = now
+        return 1
+
+    def spawn_due(self) -> float | None:
+        """spawn_due - monotonic time wanted() may want a worker, when that
+        is still to come; None when nothing waits for it."""
+        if not self.pending or not self._serving():
+            return None
+        due = self._stalled_at()
+        return due if due > time.monotonic() else None
+
+    def _workers(self) -> int:
+        """_workers - workers that have started and still take requests."""
+        return len(self.seen - self.retired)
+
+    def _stalled_at(self) -> float:
+        """_stalled_at - when the waiting requests count as stalled."""
+        return max(self.progress, self.arrivals[0]) + SPAWN_DELAY
+
+    def _serving(self) -> bool:
+        """_serving - a worker that still takes requests holds some or has credit."""
+        if self.credits:
+            return True
+        return any(w not in self.retired for w in self.inflight)
 
     def retire(self, pid: int) -> None:
         """retire - route nothing more to worker PID (its generation ended)."""

@@ -16,9 +16,12 @@ sendmail -bv (attribute trace_flags=verify) delivers nothing: an agent only
 decides what it would do, and every outcome becomes a verdict (verify_result):
 `deliverable` (sent) or `undeliverable` (bounced or deferred) in the trace
 log, the recipient marked done, `status=deliverable (REASON)` in the log; the
-trace service mails the report. request_handler calls the agent's VERIFY
-function for such a request (it must not deliver); an agent without one
-reports every recipient deliverable via its transport.
+trace service mails the report. An address probe of the verify service
+(trace_flags `verify,probe`) is decided the same way, but each verdict is
+sent to that service (pymaster.verify_client) instead of the trace log, so
+nothing is mailed and qmgr just removes the probe. request_handler calls
+the agent's VERIFY function for such a request (it must not deliver); an
+agent without one reports every recipient deliverable via its transport.
 
 Every outcome logs Postfix's status line, which pflogsumm and friends parse:
 
@@ -36,7 +39,9 @@ Interface:
     status.expired(rcpt, reason, dsn)   qmgr: bounce a recipient past its lifetime
     status.passed_on(rcpt, outcome, reason, dsn)  another agent's outcome (local's hand-off)
     status.verify_result(rcpt, deliverable, relay, reason, dsn)   sendmail -bv verdict
+        (remote_mta=HOST, diag_type="smtp": the report's Remote-MTA, Diagnostic-Code)
     is_verify(req) -> bool              a sendmail -bv request: decide, never deliver
+    is_probe(req) -> bool               an address probe: verdicts go to the verify service
     status.hop_failed(reason, dsn)      the next hop is down (qmgr feedback)
     status.reply() -> (header, payload) the answer to qmgr
     done_offsets(path, offsets) -> set   recipients already marked done
@@ -58,7 +63,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pymaster import log, queue, records
+from pymaster import log, queue, records, verify_client
 from pymaster.config import Config
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
@@ -251,6 +256,7 @@ class Status:
 
     def __init__(self, req: DeliveryRequest, cfg: Config | None = None) -> None:
         self.req = req
+        self.cfg = cfg              # for the verify service's name (address probes)
         self.soft_bounce = cfg.bool("soft_bounce") if cfg is not None else False
         self.resolution = cfg.int("delay_logging_resolution_limit") if cfg is not None else 2
         self.conn_time: float | None = None
@@ -297,25 +303,57 @@ class Status:
         self._record(rcpt, BOUNCED, "none", reason, dsn, quiet=True)
 
     def verify_result(self, rcpt, deliverable: bool, relay: str, reason: str,
-                      dsn: str = "") -> None:
+                      dsn: str = "", remote_mta: str = "", diag_type: str = "") -> None:
         """verify_result - sendmail -bv: what delivery to RCPT would do.
 
         The verdict goes to the trace log (the report's Action: deliverable
         or undeliverable) and the log; the recipient is done either way,
-        so nothing is delivered, bounced or retried."""
+        so nothing is delivered, bounced or retried. REMOTE_MTA (a host
+        name) and DIAG_TYPE ("smtp") make the report's Remote-MTA and
+        Diagnostic-Code say who gave REASON, as an SMTP client's do."""
         verdict = DELIVERABLE if deliverable else UNDELIVERABLE
         dsn = dsn or ("2.0.0" if deliverable else "5.0.0")
+        logged = verdict
+        if is_probe(self.req):
+            logged = self._tell_verify_service(rcpt, deliverable, relay, reason, dsn)
+            if logged is None:
+                return
+        else:
+            entry = {
+                "recipient": rcpt.address, "orig_rcpt": rcpt.orig,
+                "offset": rcpt.offset, "dsn_orcpt": rcpt.orcpt,
+                "notify_flags": rcpt.notify, "status": dsn, "action": verdict,
+                "reason": reason, "relay": relay, "time": f"{time.time():.0f}",
+            }
+            if diag_type:
+                entry.update(diag_type=diag_type, diag_text=reason)
+            if remote_mta:
+                entry.update(mta_type="dns", mta_name=remote_mta)
+            append_status_log(queue.trace_log_path(self.req.queue_id), entry, sync=True)
         self._reported.add(id(rcpt))
-        append_status_log(queue.trace_log_path(self.req.queue_id), {
-            "recipient": rcpt.address, "orig_rcpt": rcpt.orig,
-            "offset": rcpt.offset, "dsn_orcpt": rcpt.orcpt,
-            "notify_flags": rcpt.notify, "status": dsn, "action": verdict,
-            "reason": reason, "relay": relay, "time": f"{time.time():.0f}",
-        }, sync=True)
         self._mark_done(rcpt)
-        log.info(self.status_line(rcpt, verdict, relay, reason, dsn))
+        log.info(self.status_line(rcpt, logged, relay, reason, dsn))
         self.results.append({"offset": rcpt.offset, "address": rcpt.address,
                              "status": verdict, "dsn": dsn, "reason": reason})
+
+    def _tell_verify_service(self, rcpt, deliverable: bool, relay: str, reason: str,
+                             dsn: str) -> str | None:
+        """_tell_verify_service - an address probe's verdict goes to the verify
+        service (UPDATE), not to a trace log: nothing is mailed. The word to
+        log, or None when the service cannot be told: then the probe is
+        deferred, to be tried again, as Postfix does."""
+        status = verify_client.status_of(deliverable, dsn)
+        try:
+            cached = verify_client.report_probe(self.cfg, rcpt.address, rcpt.orig,
+                                                status, reason)
+        except verify_client.VerifyError as e:
+            log.warning(f"{self.req.queue_id}: verify service failure: {e}")
+            self._record(rcpt, DEFERRED, relay, "address verification service failure",
+                         "4.3.0")
+            return None
+        if deliverable:
+            return DELIVERABLE
+        return UNDELIVERABLE if cached else "undeliverable-but-not-cached"
 
     def already_done(self, rcpt) -> None:
         """already_done - RCPT is done in the queue file: report it, do nothing."""
@@ -421,9 +459,17 @@ def done_offsets(path: str, offsets: list[int]) -> set[int]:
 
 
 def is_verify(req: DeliveryRequest) -> bool:
-    """is_verify - REQ is a sendmail -bv request: report verdicts, deliver nothing."""
+    """is_verify - REQ is a sendmail -bv request or an address probe of the
+    verify service: report verdicts, deliver nothing."""
     flags = req.attrs.get("trace_flags", "").replace(",", " ").split()
     return VERIFY_FLAG in flags
+
+
+def is_probe(req: DeliveryRequest) -> bool:
+    """is_probe - REQ is an address probe (trace_flags verify,probe): its
+    verdicts go to the verify service instead of a report to the sender."""
+    flags = req.attrs.get("trace_flags", "").replace(",", " ").split()
+    return VERIFY_FLAG in flags and verify_client.PROBE_FLAG in flags
 
 
 def default_verify(req: DeliveryRequest, status: "Status") -> None:

@@ -46,6 +46,12 @@ import zmq
 READY = b"READY"
 BYE = b"BYE"
 
+# Built once: json.dumps() with separators builds an encoder per call, and
+# json.loads() of bytes guesses their encoding first; headers are ASCII JSON
+# (ensure_ascii), so UTF-8 is all a header can be.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
 
 class IpcError(Exception):
     """A service did not answer in time, or answered nonsense."""
@@ -62,14 +68,14 @@ def worker_endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
 
 
 def pack(header: dict, payload: Iterable[bytes] = ()) -> list:
-    return [json.dumps(header, separators=(",", ":")).encode(), *payload]
+    return [_ENCODER.encode(header).encode(), *payload]
 
 
 def unpack(frames: list) -> tuple[dict, list]:
     if not frames:
         raise IpcError("empty message")
     try:
-        header = json.loads(bytes(frames[0]))
+        header = _DECODER.decode(bytes(frames[0]).decode("utf-8"))
     except ValueError as e:
         raise IpcError(f"malformed message header: {e}") from None
     if not isinstance(header, dict):
@@ -192,7 +198,11 @@ class OneWay:
         deadline = time.monotonic() + wait
         while True:
             left = deadline - time.monotonic() if self.unanswered else 0
-            if not self.sock.poll(max(0, int(left * 1000)), zmq.POLLIN):
+            if left <= 0:
+                # No wait: the socket's own flags, without a poller per send.
+                if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+                    return
+            elif not self.sock.poll(int(left * 1000), zmq.POLLIN):
                 return
             self.sock.recv_multipart(zmq.NOBLOCK)
             self.unanswered = max(0, self.unanswered - 1)

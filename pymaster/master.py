@@ -9,6 +9,7 @@ processes on demand, up to each service's process limit:
   inet      a listener is readable and no child of the service is available
             (children report available/busy on the status pipe, descriptor 4)
   unix/pass/fifo   requests wait in the broker and no worker has credit
+  unix-dgram       a datagram waits on its socket and no child runs (postlogd)
 
 A child is `daemon_directory/COMMAND -n NAME -t TYPE [-c] [-u] [-o n=v ...]
 ARGS`, with descriptors 3 (listener), 4 (status pipe) and 5 (alive pipe) as
@@ -55,7 +56,8 @@ from pymaster.service import (ENV_LISTEN_FDS, ENV_SERVICE_ENDPOINT, STATUS_AVAIL
                               STATUS_FORMAT, STATUS_SIZE)
 
 PID_FILE = "pid/master.pid"
-BROKERED_TYPES = ("unix", "pass", "fifo", "unix-dgram")
+BROKERED_TYPES = ("unix", "pass", "fifo")
+DGRAM_SOCKET_MODE = 0o666  # public/postlog: whoever may enter public/ may log
 STOP_GRACE = 5.0          # seconds busy children get to finish on `postfix stop`
 LISTEN_BACKLOG = 100
 MIN_HIGH_FD = 64          # where descriptors wait before they become 3, 4, 5
@@ -212,6 +214,25 @@ def open_listener(family: int, address: tuple) -> socket.socket:
     return sock
 
 
+def open_dgram_socket(path: str) -> socket.socket:
+    """open_dgram_socket - a unix-dgram service's socket at PATH, handed to
+    its child as descriptor 3 like an inet listener (postlogd reads it)."""
+    try:
+        os.unlink(path)         # left by an earlier master
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"unlink {path}: {e.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, DGRAM_SOCKET_MODE)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"bind {path}: {e.strerror}") from None
+    return sock
+
+
 def _show(address: tuple) -> str:
     host, port = address[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -334,6 +355,15 @@ class Master:
             svc.addresses = addresses
             svc.status_r, svc.status_w = os.pipe()
             os.set_blocking(svc.status_r, False)
+        elif spec.type == "unix-dgram":
+            # Kept over a reload: records waiting in it stay for the next child.
+            if old is not None and old.spec.type == spec.type \
+                    and old.spec.visibility == spec.visibility and old.listeners:
+                svc.listeners, old.listeners = old.listeners, []
+            else:
+                svc.listeners = [open_dgram_socket(f"{spec.visibility}/{spec.name}")]
+            svc.status_r, svc.status_w = os.pipe()
+            os.set_blocking(svc.status_r, False)
         elif spec.brokered:
             if old is not None and old.broker is not None \
                     and old.spec.visibility == spec.visibility and old.spec.brokered:
@@ -427,6 +457,10 @@ class Master:
                 times.append(svc.next_wakeup)
             if svc.throttled_until > now:
                 times.append(svc.throttled_until)
+            # A request that waits for a busy worker may want another one later.
+            due = svc.broker.spawn_due() if svc.broker is not None else None
+            if due is not None:
+                times.append(due)
         if self.stopping and self.stop_deadline != float("inf"):
             times.append(self.stop_deadline)
         if not times:

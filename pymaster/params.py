@@ -176,6 +176,7 @@ maillog_file =
 maillog_file_prefixes = /var, /dev/stdout
 maillog_file_rotate_suffix = %Y%m%d-%H%M%S
 maillog_file_compressor = gzip
+maillog_file_permissions = 0600
 multi_instance_name =
 config_directory = <computed>
 queue_directory = /var/spool/postfix

@@ -12,6 +12,7 @@ import time
 import pytest
 import zmq
 
+from pymaster import broker as broker_module
 from pymaster import ipc
 from pymaster.broker import Broker
 
@@ -25,7 +26,7 @@ def broker(tmp_path, monkeypatch):
     b.close()
 
 
-def pump(broker: Broker, until, timeout: float = 10) -> None:
+def pump(broker: Broker, until, timeout: float = 20) -> None:
     """pump - run the broker until UNTIL() is true."""
     poller = zmq.Poller()
     poller.register(broker.frontend, zmq.POLLIN)
@@ -123,10 +124,12 @@ class TestBroker:
         assert not broker.used                       # the master's own trigger
 
     def test_nothing_is_routed_to_a_retired_worker(self, broker):
+        injected = threading.Event()
+
         def run():
             w = ipc.Worker("ipc://private/.svc.workers")
             w.ready(5)
-            time.sleep(0.3)
+            injected.wait(20)           # a wrongly routed request is on its way by now
             got = w.sock.poll(300)
             w.close()
             return got
@@ -135,26 +138,110 @@ class TestBroker:
         pid = int(next(iter(broker.credits)))
         broker.retire(pid)
         broker.inject({"op": "wakeup"})
+        injected.set()
         pump(broker, lambda: "result" in worker)
         assert worker["result"] == 0
         assert broker.pending and broker.wanted(starting=0) == 1
 
     def test_a_leaving_worker_still_serves_what_was_routed_to_it(self, broker):
+        routed = threading.Event()
+
         def run():
             w = ipc.Worker("ipc://private/.svc.workers")
             w.ready(2)
-            time.sleep(0.3)                          # two requests arrive meanwhile
+            routed.wait(20)                          # two requests are on their way
             served = []
             w.leave(lambda client, header, payload: (served.append(header),
                                                      w.reply(client, {"ok": 1})))
             w.close()
             return served
         worker = in_thread(run)
-        clients = [in_thread(lambda: ipc.Client("ipc://private/svc").call({"k": 1}, timeout=10))
+        clients = [in_thread(lambda: ipc.Client("ipc://private/svc").call({"k": 1}, timeout=20))
                    for _ in range(2)]
+        pump(broker, lambda: broker.requests == 2 and not broker.pending)
+        routed.set()
         pump(broker, lambda: "result" in worker and all("result" in c for c in clients))
         assert len(worker["result"]) == 2
         assert all(c["result"] == ({"ok": 1}, []) for c in clients)
+
+
+class FakeClock:
+    """The broker's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def holding_worker(release: threading.Event, count: int) -> dict:
+    """holding_worker - a worker with one credit that keeps its first request
+    unanswered until RELEASE is set, then answers COUNT in all and leaves.
+    (One worker per test process: a worker's zeromq identity is its pid.)"""
+    def run():
+        w = ipc.Worker("ipc://private/.svc.workers")
+        w.ready(1)
+        client, header, payload = w.recv()
+        release.wait(20)
+        w.reply(client, {"echo": header})
+        for _ in range(count - 1):
+            client, header, payload = w.recv()
+            w.reply(client, {"echo": header})
+        w.leave()
+        w.close()
+    return in_thread(run)
+
+
+class TestStartingWorkers:
+    """How many workers waiting requests want: Python workers are costly to
+    start, so one at a time, and only when those running fall behind."""
+
+    @pytest.fixture
+    def clock(self, monkeypatch):
+        fake = FakeClock()
+        monkeypatch.setattr(broker_module, "time", fake)
+        return fake
+
+    def requests(self, broker, count):
+        clients = [in_thread(lambda: ipc.Client("ipc://private/svc").call({"op": "x"}, timeout=20))
+                   for _ in range(count)]
+        pump(broker, lambda: broker.requests + len(broker.pending) >= count)
+        return clients
+
+    def test_waiting_requests_want_one_worker_at_once_and_none_while_it_starts(
+            self, broker, clock):
+        clients = self.requests(broker, 3)
+        assert broker.wanted(starting=0) == 1
+        assert broker.wanted(starting=1) == 0
+        assert broker.spawn_due() is None            # its start is what comes next
+        echo_worker(3)
+        pump(broker, lambda: all("result" in c for c in clients))
+
+    def test_requests_behind_a_busy_worker_want_another_only_after_a_stall(
+            self, broker, clock):
+        release = threading.Event()
+        holding_worker(release, 1 + broker_module.BACKLOG)
+        clients = self.requests(broker, 1 + broker_module.BACKLOG)
+        pump(broker, lambda: broker.requests == 1)
+        assert len(broker.pending) == broker_module.BACKLOG
+        assert broker.wanted(starting=0) == 0
+        due = broker.spawn_due()
+        assert due == clock.now + broker_module.SPAWN_DELAY
+        clock.now = due
+        assert broker.wanted(starting=0) == 1
+        assert broker.wanted(starting=0) == 0        # that start counts as progress
+        release.set()
+        pump(broker, lambda: all("result" in c for c in clients))
+
+    def test_a_backlog_behind_a_busy_worker_wants_another_at_once(self, broker, clock):
+        release = threading.Event()
+        holding_worker(release, 2 + broker_module.BACKLOG)
+        clients = self.requests(broker, 2 + broker_module.BACKLOG)
+        pump(broker, lambda: broker.requests == 1)
+        assert broker.wanted(starting=0) == 1
+        release.set()
+        pump(broker, lambda: all("result" in c for c in clients))
 
 
 class TestOneWay:

@@ -122,12 +122,13 @@ class Server:
     def log(self) -> str:
         return self.logfile.read_text() if self.logfile.exists() else ""
 
-    def wait_log(self, text: str) -> str:
-        for _ in range(200):
-            if text in self.log():
-                return self.log()
+    def wait_log(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in log:\n{self.log()}")
             time.sleep(0.02)
-        raise AssertionError(f"{text!r} not in log:\n{self.log()}")
+        return self.log()
 
     def smtp(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.port, timeout=10)
@@ -272,6 +273,19 @@ class TestMessages:
         log = server.wait_log("disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1")
         assert "QID1: client=localhost[127.0.0.1]" in log
         assert "disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5" in log
+
+    def test_with_several_recipients_the_date_follows_the_queue_id(self, server):
+        client = server.smtp()
+        client.ehlo("client.example")
+        client.mail("a@example.com")
+        client.rcpt("alice@mx.example.com")
+        client.rcpt("bob@mx.example.com")
+        assert client.data(b"Subject: hi\r\n\r\nbody\r\n")[0] == 250
+        client.quit()
+        _, content = server.cleanup.messages[0]
+        assert content.startswith(
+            b"Received: from client.example (localhost [127.0.0.1])\n"
+            b"\tby mx.example.com (Postfix) with ESMTP id QID1;\n\t")
 
     def test_cleanup_failure_is_a_temporary_error(self, server):
         server.cleanup.fail = True

@@ -6,6 +6,11 @@ count, and a hard bound on buffered input. Reading pauses while more than
 INPUT_HIGH_WATER bytes wait unprocessed, so memory stays bounded whatever
 the client sends; writing waits while the client does not read its replies.
 
+The waits use asyncio.timeout() rather than asyncio.wait_for(): wait_for
+wraps each wait in a new task, and a session waits about 15 times per
+message (a command, a reply); drain() does not wait at all while the
+client reads its replies, which is nearly always.
+
 Interface:
     Connection()           protocol factory for loop.connect_accepted_socket
     await conn.wait_data(timeout)      raises asyncio.TimeoutError, ConnectionLost
@@ -100,7 +105,8 @@ class Connection(asyncio.Protocol):
         if self._paused_reading:
             self._paused_reading = False
             self.transport.resume_reading()
-        await asyncio.wait_for(self._data.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._data.wait()
         if self.eof and not self.buf:
             raise ConnectionLost()
 
@@ -111,7 +117,10 @@ class Connection(asyncio.Protocol):
     async def drain(self, timeout: float) -> None:
         if self.eof and self.transport is not None and self.transport.is_closing():
             raise ConnectionLost()
-        await asyncio.wait_for(self._writable.wait(), timeout)
+        if self._writable.is_set():
+            return
+        async with asyncio.timeout(timeout):
+            await self._writable.wait()
 
     def close(self) -> None:
         if self.transport is not None:

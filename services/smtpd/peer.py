@@ -85,8 +85,9 @@ async def lookup_peer(sockaddr: tuple, enabled: bool = True) -> Peer:
         return Peer(UNKNOWN, addr, port)
     loop = asyncio.get_running_loop()
     try:
-        name = await asyncio.wait_for(loop.run_in_executor(None, _verified_name, addr),
-                                      LOOKUP_TIMEOUT)
+        # asyncio.timeout, not wait_for: no extra task per connection.
+        async with asyncio.timeout(LOOKUP_TIMEOUT):
+            name = await loop.run_in_executor(None, _verified_name, addr)
     except asyncio.TimeoutError:
         name = UNKNOWN
     return Peer(name, addr, port)

@@ -10,6 +10,8 @@ processes on demand, up to each service's process limit:
             (children report available/busy on the status pipe, descriptor 4)
   unix/pass/fifo   requests wait in the broker and no worker has credit
   unix-dgram       a datagram waits on its socket and no child runs (postlogd)
+  unix + spawn     like inet, on a unix stream socket the master listens on:
+                   spawn(8) hands connections to programs that speak no zeromq
 
 A child is `daemon_directory/COMMAND -n NAME -t TYPE [-c] [-u] [-o n=v ...]
 ARGS`, with descriptors 3 (listener), 4 (status pipe) and 5 (alive pipe) as
@@ -58,6 +60,7 @@ from pymaster.service import (ENV_LISTEN_FDS, ENV_SERVICE_ENDPOINT, STATUS_AVAIL
 PID_FILE = "pid/master.pid"
 BROKERED_TYPES = ("unix", "pass", "fifo")
 DGRAM_SOCKET_MODE = 0o666  # public/postlog: whoever may enter public/ may log
+STREAM_SOCKET_MODE = 0o666  # spawn sockets: private/ or public/ decides who connects
 STOP_GRACE = 5.0          # seconds busy children get to finish on `postfix stop`
 LISTEN_BACKLOG = 100
 MIN_HIGH_FD = 64          # where descriptors wait before they become 3, 4, 5
@@ -88,7 +91,13 @@ class Spec:
 
     @property
     def brokered(self) -> bool:
-        return self.type in BROKERED_TYPES
+        return self.type in BROKERED_TYPES and not self.stream_listener
+
+    @property
+    def stream_listener(self) -> bool:
+        """stream_listener - a unix service on a plain stream socket: spawn(8)
+        connects its clients to external programs (policy servers)."""
+        return self.type == "unix" and os.path.basename(self.command) == "spawn"
 
     @property
     def visibility(self) -> str:
@@ -233,6 +242,27 @@ def open_dgram_socket(path: str) -> socket.socket:
     return sock
 
 
+def open_stream_socket(path: str) -> socket.socket:
+    """open_stream_socket - a spawn service's listening unix stream socket at
+    PATH, handed to its children as descriptor 3 like an inet listener."""
+    try:
+        os.unlink(path)         # left by an earlier master
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"unlink {path}: {e.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, STREAM_SOCKET_MODE)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"bind {path}: {e.strerror}") from None
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)     # shared with the children, as an inet listener
+    return sock
+
+
 def _show(address: tuple) -> str:
     host, port = address[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -362,6 +392,15 @@ class Master:
                 svc.listeners, old.listeners = old.listeners, []
             else:
                 svc.listeners = [open_dgram_socket(f"{spec.visibility}/{spec.name}")]
+            svc.status_r, svc.status_w = os.pipe()
+            os.set_blocking(svc.status_r, False)
+        elif spec.stream_listener:
+            # Kept over a reload, like an inet listener: no waiting client is refused.
+            if old is not None and old.spec.stream_listener \
+                    and old.spec.visibility == spec.visibility and old.listeners:
+                svc.listeners, old.listeners = old.listeners, []
+            else:
+                svc.listeners = [open_stream_socket(f"{spec.visibility}/{spec.name}")]
             svc.status_r, svc.status_w = os.pipe()
             os.set_blocking(svc.status_r, False)
         elif spec.brokered:

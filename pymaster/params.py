@@ -24,7 +24,8 @@ compatibility_level defaults to the level they belong to.
 Service-defined parameters: a master.cf service that runs a delivery agent
 (local, smtp, lmtp, virtual, error, pipe) brings `SERVICE_destination_
 concurrency_limit` and the other per-transport qmgr knobs, whose defaults
-name the global ones (see service_params()). `param()` answers for such
+name the global ones (see service_params()); pipe and spawn services bring
+`SERVICE_time_limit`. `param()` answers for such
 names whatever the service, so code may read them; postconf lists them only
 for the services master.cf defines.
 
@@ -148,9 +149,12 @@ def service_params(service: str, command: str) -> list[Param]:
 
     Names that are already built in (local_destination_recipient_limit)
     keep their built-in entry and are not repeated."""
-    if command not in DELIVERY_AGENTS:
+    if command == "spawn":      # spawn(8): only the command's time limit
+        suffixes = dict(PIPE_SUFFIXES)
+    elif command not in DELIVERY_AGENTS:
         return []
-    suffixes = dict(SERVICE_SUFFIXES)
+    else:
+        suffixes = dict(SERVICE_SUFFIXES)
     if command == "pipe":
         suffixes.update(PIPE_SUFFIXES)
     return [Param(service + suffix, type_, default)
@@ -1121,8 +1125,8 @@ smtpd_per_process_session_limit = 100
 
 
 # ---------------------------------------------------------------------------
-# Rows added by the engineers of other areas.
-# smtpd reply codes of the restriction language (engineer E).
+# Rows grouped by the area that reads them.
+# smtpd reply codes of the restriction language.
 _define("int", """
 access_map_reject_code = 554
 access_map_defer_code = 450
@@ -1137,7 +1141,7 @@ unknown_client_reject_code = 450
 unknown_hostname_reject_code = 450
 """)
 
-# The smtp/lmtp client (engineer I). fallback_relay is Postfix's old name of
+# The smtp/lmtp client. fallback_relay is Postfix's old name of
 # smtp_fallback_relay, whose default refers to it. dns_nameservers is
 # pymaster's own: the DNS servers the smtp client asks instead of those in
 # /etc/resolv.conf, as ADDRESS or [ADDRESS]:PORT (tests use a loopback one).
@@ -1147,4 +1151,26 @@ dns_nameservers =
 """)
 _document("""
 dns_nameservers: pymaster: DNS servers to query instead of /etc/resolv.conf, as ADDRESS or [ADDRESS]:PORT
+""")
+
+# Milters: cleanup runs the whole conversation at end of message
+# (services/cleanup/milters.py, pymaster/milter.py); the rows are above.
+_document("""
+smtpd_milters: milters (inet:host:port, unix:/path, { name, key=value … }) for mail that arrives by SMTP
+non_smtpd_milters: milters for mail that does not arrive by SMTP (sendmail, pickup)
+milter_default_action: what a milter that cannot be reached or breaks the protocol means: tempfail, accept, reject or quarantine
+milter_protocol: the milter protocol version offered
+milter_connect_timeout: time limit for connecting to a milter
+milter_command_timeout: time limit for a milter's answer to an SMTP event
+milter_content_timeout: time limit for a milter's answer to message content
+milter_connect_macros: macros sent with the CONNECT event
+milter_helo_macros: macros sent with the HELO event
+milter_mail_macros: macros sent with the MAIL FROM event
+milter_rcpt_macros: macros sent with each RCPT TO event
+milter_data_macros: macros sent with the DATA event
+milter_end_of_header_macros: macros sent at the end of the headers
+milter_end_of_data_macros: macros sent at the end of the message
+milter_macro_daemon_name: the {daemon_name} macro value
+milter_macro_v: the v macro value
+milter_macro_defaults: name=value defaults for macros pymaster has no value for
 """)

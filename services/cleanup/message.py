@@ -51,6 +51,7 @@ from .actions import apply_envelope_actions, final_disposition
 from .checks import check_body
 from .envelope import process_copies, process_recipients, process_sender
 from .headers import process_headers
+from .milters import run_milters
 from .reservation import handle_abandon, handle_reserve
 from .state import NO_RECIPIENTS, TOO_BIG, WRITE_ERROR, CleanupError, CleanupState, Reject
 
@@ -121,7 +122,10 @@ def _writer(reserved: str) -> queue.QueueWriter:
 
 
 def _refuse(err: CleanupError, status: str | None = None) -> tuple[dict, list]:
-    return {"status": status or err.status, "dsn": err.dsn, "reason": err.reason}, []
+    answer = {"status": status or err.status, "dsn": err.dsn, "reason": err.reason}
+    if err.code is not None:
+        answer["code"] = err.code
+    return answer, []
 
 
 def _queue(cfg: Config, writer: queue.QueueWriter, header: dict, content: bytes) -> str:
@@ -144,6 +148,7 @@ def _queue(cfg: Config, writer: queue.QueueWriter, header: dict, content: bytes)
     actions = [a for a in header.get("actions") or () if isinstance(a, dict)]
     actions += state.check_actions
     apply_envelope_actions(state, actions)
+    new_headers, body = run_milters(state, actions, new_headers, body, content, body_offset)
     if not state.recipients:
         raise Reject(*NO_RECIPIENTS)
     writer.write_envelope(arrival, state.sender, state.recipients, state.attrs)

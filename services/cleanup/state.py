@@ -28,10 +28,11 @@ class CleanupError(Exception):
     """The message is not accepted: `status` says whether to try again."""
     status = "reject"
 
-    def __init__(self, dsn: str, reason: str) -> None:
+    def __init__(self, dsn: str, reason: str, code: int | None = None) -> None:
         super().__init__(f"{dsn} {reason}")
         self.dsn = dsn
         self.reason = reason
+        self.code = code        # a milter's own SMTP reply code, else smtpd chooses
 
 
 class Reject(CleanupError):

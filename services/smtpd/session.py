@@ -790,11 +790,16 @@ class Session:
     def _cleanup_refusal(self, answer: dict) -> str:
         dsn = str(answer.get("dsn") or "")
         reason = str(answer.get("reason") or "")
+        # A milter may choose its own code; it must agree with the status.
+        code = answer.get("code")
         if answer.get("status") == "reject" and dsn.startswith("5"):
-            code = {"5.3.4": 552, "5.4.6": 554}.get(dsn, 550)
+            if not (isinstance(code, int) and 500 <= code <= 599):
+                code = {"5.3.4": 552, "5.4.6": 554}.get(dsn, 550)
             return f"{code} {dsn} {reason or 'Error: message content rejected'}"
         if answer.get("status") == "defer" and dsn.startswith("4"):
-            return f"451 {dsn} {reason or 'Error: queue file write error'}"
+            if not (isinstance(code, int) and 400 <= code <= 499):
+                code = 451
+            return f"{code} {dsn} {reason or 'Error: queue file write error'}"
         log.warning(f"{self.peer.namaddr}: unexpected answer from cleanup: {answer}")
         return replies.ERR_QUEUE_WRITE
 

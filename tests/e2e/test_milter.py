@@ -1,0 +1,124 @@
+"""Milters end to end: smtpd_milters with the real master, a real OpenDKIM
+(Debian's opendkim) and a scripted milter peer (tests/milterpeer.py).
+
+    OpenDKIM signs      -> the delivered message carries DKIM-Signature: d=example.com
+    a milter rejects    -> the client gets the 5xx at the end of DATA, nothing is queued
+    no milter listening -> 451 4.7.1 (milter_default_action = tempfail); the
+                           client's retry, once the milter is up, is delivered
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests import milterpeer as peer
+from tests.e2e.instance import ROOT, Instance, free_port
+from tests.e2e.test_cleanup import virtual_settings
+from tests.milterpeer import ScriptedMilter
+
+pytestmark = pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(),
+                                reason="needs the smtpd service")
+
+OPENDKIM = "/usr/sbin/opendkim"
+GENKEY = shutil.which("opendkim-genkey") or "/usr/sbin/opendkim-genkey"
+MESSAGE = ("From: a@example.com\r\nTo: user@v.example\r\nSubject: milter {tag}\r\n"
+           "Message-ID: <{tag}@example.com>\r\n\r\nhello {tag}\r\n")
+
+
+def queued_files(inst: Instance) -> list[str]:
+    """queued_files - every message file in the queues that hold mail."""
+    found = []
+    for name in ("maildrop", "incoming", "active", "deferred", "hold"):
+        for _, _, files in os.walk(inst.queue_dir / name):
+            found += files
+    return found
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"opendkim exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"opendkim does not listen on {port}")
+
+
+@pytest.fixture
+def opendkim(tmp_path):
+    """opendkim - Debian's OpenDKIM signing for example.com on a free port; its port."""
+    if not os.path.exists(OPENDKIM) or not os.path.exists(GENKEY):
+        pytest.skip("needs Debian's opendkim and opendkim-tools")
+    keys = tmp_path / "dkim"
+    keys.mkdir()
+    subprocess.run([GENKEY, "-D", str(keys), "-d", "example.com", "-s", "test"], check=True)
+    port = free_port()
+    conf = keys / "opendkim.conf"
+    conf.write_text(f"Mode s\nSocket inet:{port}@127.0.0.1\nDomain example.com\n"
+                    f"Selector test\nKeyFile {keys}/test.private\nPidFile {keys}/opendkim.pid\n"
+                    "Syslog no\nRequireSafeKeys false\n")
+    proc = subprocess.Popen([OPENDKIM, "-f", "-x", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_listening(port, proc)
+        yield port
+    finally:
+        proc.terminate()            # our own process only
+        proc.wait(timeout=10)
+
+
+def instance(tmp_path, **settings) -> Instance:
+    return Instance(tmp_path, main_cf={**virtual_settings(tmp_path), **settings})
+
+
+def send(inst: Instance, tag: str) -> None:
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+        s.sendmail("a@example.com", ["user@v.example"], MESSAGE.format(tag=tag))
+
+
+def test_opendkim_signs_mail_from_smtpd(tmp_path, opendkim):
+    with instance(tmp_path, smtpd_milters=f"inet:127.0.0.1:{opendkim}") as inst:
+        send(inst, "dkim")
+        inst.wait_for_log(r"postfix/virtual\[\d+\]: \w+: to=<user@v\.example>.*status=sent")
+        text = inst.maildir_message_with(inst.mailbox_dir / "user", "hello dkim")
+    head = text.partition("\n\n")[0]
+    assert "DKIM-Signature: v=1;" in head
+    assert "d=example.com" in head and "s=test" in head
+
+
+def test_milter_reject_answers_data_and_queues_nothing(tmp_path):
+    script = {b"E": [peer.replycode("554 5.7.1 Rejected by the test milter")]}
+    with ScriptedMilter(script=script) as m, instance(tmp_path, smtpd_milters=m.name) as inst:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(inst, "reject")
+        inst.wait_for_log(r"cleanup\[\d+\]: \w+: milter-reject: END-OF-MESSAGE from "
+                          r"\S+\[127\.0\.0\.1\]: 5\.7\.1 Rejected by the test milter; "
+                          r"from=<a@example\.com> to=<user@v\.example> proto=ESMTP helo=<")
+        assert queued_files(inst) == []
+    assert refused.value.smtp_code == 554         # the milter's own code
+    assert refused.value.smtp_error.decode() == "5.7.1 Rejected by the test milter"
+
+
+def test_unreachable_milter_defers_and_the_retry_is_delivered(tmp_path):
+    port = free_port()
+    with instance(tmp_path, smtpd_milters=f"inet:127.0.0.1:{port}") as inst:
+        with pytest.raises(smtplib.SMTPDataError) as deferred:
+            send(inst, "retry")
+        assert (deferred.value.smtp_code, deferred.value.smtp_error.decode()) == \
+            (451, "4.7.1 Service unavailable - try again later")
+        inst.wait_for_log(rf"warning: connect to Milter service inet:127\.0\.0\.1:{port}: ")
+        assert queued_files(inst) == []
+        with ScriptedMilter(port=port):
+            send(inst, "retry")
+            inst.wait_for_log(r"postfix/virtual\[\d+\]: \w+: to=<user@v\.example>.*status=sent")
+        assert "hello retry" in inst.maildir_message_with(inst.mailbox_dir / "user", "hello retry")

@@ -24,6 +24,24 @@ transport_maps override both, per transport(5): `user+ext@domain`,
 class's transport, an empty next hop resets it to the recipient domain, and
 an entry that is empty on both sides changes nothing.
 
+Sender-dependent routes (when the caller gives the envelope sender):
+sender_dependent_default_transport_maps replaces default_transport for the
+default class, and sender_dependent_relayhost_maps replaces relayhost for
+the relay and default classes. Both are searched by the sender, the sender
+without its address extension, then @domain; the null sender by
+empty_address_*_maps_lookup_key. DUNNO (or an empty result) keeps the
+global setting.
+
+Address probes: Postfix routes the verify service's probes with their own
+parameters, so that an administrator can verify recipients through another
+path than their mail takes. `Resolver(cfg, probe=True)` (or
+`resolver_for(cfg, probe=True)`) reads every routing parameter as
+address_verify_NAME instead of NAME: local_transport, virtual_transport,
+relay_transport, default_transport, relayhost, transport_maps and both
+sender-dependent maps. Their defaults are $NAME, so probes go where mail
+goes unless the administrator says otherwise. Address classes, relocated_maps
+and the routing operators are the same for both.
+
 Routing operators: an address whose local part, after local domains are
 stripped, still holds `@`, `%` (allow_percent_hack) or `!` (swap_bangpath)
 is *routed* (`user%other@ours`, `"user@other"@ours`, `other!user@ours`):
@@ -31,8 +49,9 @@ the resolver follows it, as Postfix does, and sets the ROUTED flag so that
 reject_unauth_destination never relays such mail.
 
 Interface:
-    Resolver(cfg) / resolver_for(cfg)
-    Resolver.resolve(addr) -> Resolution(transport, nexthop, recipient, address_class, flags)
+    Resolver(cfg, probe=False) / resolver_for(cfg, probe=False)
+    Resolver.resolve(addr, sender=None) -> Resolution(transport, nexthop, recipient,
+        address_class, flags)      sender None: no sender-dependent routes
     Resolver.is_local_domain(domain) -> bool
     Resolver.is_relay_allowed_destination(domain) -> bool  (local, virtual or relay_domains)
     Resolver.domain_class(domain) -> str
@@ -67,6 +86,19 @@ FINAL = "final"
 RELOCATED = "relocated"     # relocated_maps matched: error transport, "User has moved"
 
 VIRTUAL_ALIAS_UNKNOWN = "5.1.1 User unknown in virtual alias table"
+
+# The parameters a Resolver takes its routes from; a probe resolver reads
+# each as PROBE_PREFIX + name (postconf(5) address_verify_*).
+ROUTE_PARAMS = ("local_transport", "virtual_transport", "relay_transport",
+                "default_transport", "relayhost", "transport_maps",
+                "sender_dependent_relayhost_maps", "sender_dependent_default_transport_maps")
+PROBE_PREFIX = "address_verify_"
+# The key that stands for the null sender in each sender-dependent table.
+NULL_SENDER_KEYS = {
+    "sender_dependent_relayhost_maps": "empty_address_relayhost_maps_lookup_key",
+    "sender_dependent_default_transport_maps":
+        "empty_address_default_transport_maps_lookup_key"}
+DUNNO = "DUNNO"
 
 
 class Resolution(NamedTuple):
@@ -231,16 +263,18 @@ def split_transport(value: str) -> tuple[str, str]:
 
 
 class Resolver:
-    """Resolve recipients for one configuration."""
+    """Resolve recipients for one configuration (PROBE: with the address_verify_* routes)."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, probe: bool = False) -> None:
         self.cfg = cfg
+        self.probe = probe
+        self.params = {name: PROBE_PREFIX + name if probe else name for name in ROUTE_PARAMS}
         self.myhostname = cfg.get("myhostname").lower()
         self.mydestination = DomainList(cfg, "mydestination")
         self.virtual_alias_domains = DomainList(cfg, "virtual_alias_domains")
         self.virtual_mailbox_domains = DomainList(cfg, "virtual_mailbox_domains")
         self.relay_domains = DomainList(cfg, "relay_domains")
-        self.relayhost = cfg.get("relayhost").strip()
+        self.relayhost = cfg.get(self.params["relayhost"]).strip()
         self.swap_bang = cfg.bool("swap_bangpath")
         self.percent_hack = cfg.bool("allow_percent_hack")
         self.resolve_null_domain = cfg.bool("resolve_null_domain")
@@ -250,10 +284,16 @@ class Resolver:
         self._interfaces: set[str] | None = None
         self._transport_maps = None
         self._relocated_maps = None
+        self._sender_maps: dict[str, object] = {}
         try:
             self._relocated_table()     # opened now, before any jail
         except _table_error_types() as e:
             log.warning(f"relocated_maps: {e}")
+        for name in NULL_SENDER_KEYS:
+            try:
+                self._sender_table(name)    # likewise
+            except _table_error_types() as e:
+                log.warning(f"{self.params[name]}: {e}")
 
     # -- domain classes ----------------------------------------------------
     def local_addresses(self) -> set[str]:
@@ -291,15 +331,18 @@ class Resolver:
         return self.domain_class(domain) != DEFAULT
 
     # -- resolving ---------------------------------------------------------
-    def resolve(self, addr: str) -> Resolution:
-        """resolve - where internal-form ADDR goes; never raises for bad input."""
+    def resolve(self, addr: str, sender: str | None = None) -> Resolution:
+        """resolve - where internal-form ADDR goes; never raises for bad input.
+
+        SENDER (the envelope sender, "" for the null sender) enables the
+        sender-dependent routes; None leaves them out."""
         try:
-            return self._resolve(addr)
+            return self._resolve(addr, sender)
         except _table_error_types() as e:
             log.warning(f"resolve {addr}: table lookup failed: {e}")
             return Resolution("", "", addr, DEFAULT, frozenset({FAIL}))
 
-    def _resolve(self, addr: str) -> Resolution:
+    def _resolve(self, addr: str, sender: str | None) -> Resolution:
         flags: set[str] = set()
         if not addr:
             addr = f"{self.cfg.get('empty_address_recipient')}@{self.myhostname}"
@@ -313,7 +356,7 @@ class Resolver:
         if not self._valid_domain(domain):
             flags.add(ERROR)
         aclass = self.domain_class(domain)
-        transport, nexthop = self._class_route(aclass, domain)
+        transport, nexthop = self._class_route(aclass, domain, sender)
         if aclass in FINAL_CLASSES:
             flags.add(FINAL)
         transport, nexthop = self._transport_override(recipient, domain, transport, nexthop)
@@ -377,32 +420,79 @@ class Resolver:
             return False
         return is_valid_hostname(domain)
 
-    def _class_route(self, aclass: str, domain: str) -> tuple[str, str]:
+    def _class_route(self, aclass: str, domain: str, sender: str | None) -> tuple[str, str]:
         """_class_route - the transport and next hop of an address class."""
         if aclass == VIRTUAL_ALIAS:
             return self.cfg.get("error_service") or "error", VIRTUAL_ALIAS_UNKNOWN
         param_name = {LOCAL: "local_transport", VIRTUAL_MAILBOX: "virtual_transport",
                       RELAY: "relay_transport", DEFAULT: "default_transport"}[aclass]
-        transport, nexthop = split_transport(self.cfg.get(param_name))
+        value = self.cfg.get(self.params[param_name])
+        if aclass == DEFAULT:
+            value = self._sender_route("sender_dependent_default_transport_maps",
+                                       sender) or value
+        transport, nexthop = split_transport(value)
         if not nexthop:
             if aclass == LOCAL:
                 nexthop = self.myhostname
-            elif aclass in (RELAY, DEFAULT) and self.relayhost:
-                nexthop = self.relayhost
+            elif aclass in (RELAY, DEFAULT):
+                nexthop = self._sender_route("sender_dependent_relayhost_maps", sender) \
+                    or self.relayhost or domain
             else:
                 nexthop = domain
         return transport, nexthop
+
+    # -- sender-dependent routes ---------------------------------------------
+    def _sender_table(self, name: str):
+        """_sender_table - the Maps of sender-dependent table NAME, None when unset."""
+        if name not in self._sender_maps:
+            param_name = self.params[name]
+            maps = None
+            if self.cfg.get(param_name).strip():
+                from pymaster.maps import Maps
+                maps = Maps(self.cfg, param_name)
+            self._sender_maps[name] = maps
+        return self._sender_maps[name]
+
+    def _sender_route(self, name: str, sender: str | None) -> str:
+        """_sender_route - table NAME's value for SENDER; "" for none or DUNNO."""
+        maps = self._sender_table(name) if sender is not None else None
+        if maps is None:
+            return ""
+        value = None
+        for i, key in enumerate(self._sender_keys(name, sender)):
+            value = maps.lookup(key, partial=i > 0)
+            if value is not None:
+                break
+        if value is None:
+            return ""
+        value = value.strip()
+        if not value:
+            log.warning(f"{self.params[name]}: ignoring null lookup result for {sender}")
+        return "" if value.upper() == DUNNO else value
+
+    def _sender_keys(self, name: str, sender: str) -> list[str]:
+        """_sender_keys - sender, sender without extension, @domain (null: its key)."""
+        if not sender:
+            return [self.cfg.get(NULL_SENDER_KEYS[name])]
+        local, domain = split_address(sender.lower())
+        keys = [sender.lower()]
+        base = strip_extension(local, self.delimiters)
+        if domain and base != local:
+            keys.append(f"{base}@{domain}")
+        if domain:
+            keys.append(f"@{domain}")
+        return keys
 
     # -- transport_maps ------------------------------------------------------
     def transport_maps(self):
         if self._transport_maps is None:
             from pymaster.maps import Maps
-            self._transport_maps = Maps(self.cfg, "transport_maps")
+            self._transport_maps = Maps(self.cfg, self.params["transport_maps"])
         return self._transport_maps
 
     def _transport_override(self, recipient: str, domain: str,
                             transport: str, nexthop: str) -> tuple[str, str]:
-        if not self.cfg.get("transport_maps").strip():
+        if not self.cfg.get(self.params["transport_maps"]).strip():
             return transport, nexthop
         value = self._transport_lookup(recipient, domain)
         if value is None:
@@ -460,13 +550,14 @@ def _bare_ip(domain: str) -> str | None:
         return None
 
 
-_resolvers: dict[int, tuple[Config, Resolver]] = {}
+_resolvers: dict[tuple[int, bool], tuple[Config, Resolver]] = {}
 
 
-def resolver_for(cfg: Config) -> Resolver:
-    """resolver_for - the Resolver of CFG, built once per process and Config."""
-    hit = _resolvers.get(id(cfg))
+def resolver_for(cfg: Config, probe: bool = False) -> Resolver:
+    """resolver_for - the Resolver of CFG (PROBE: for address probes), built
+    once per process and Config."""
+    hit = _resolvers.get((id(cfg), probe))
     if hit is None or hit[0] is not cfg:
-        hit = (cfg, Resolver(cfg))
-        _resolvers[id(cfg)] = hit
+        hit = (cfg, Resolver(cfg, probe))
+        _resolvers[(id(cfg), probe)] = hit
     return hit[1]

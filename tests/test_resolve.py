@@ -229,3 +229,109 @@ def test_a_failing_table_flags_fail_so_the_caller_defers():
     pytest.importorskip("pymaster.tables")
     r = Resolver(make_cfg(relay_domains="fail:broken")).resolve("u@elsewhere.example")
     assert FAIL in r.flags
+
+
+# -- address probes: the address_verify_* routes ------------------------------
+
+# (overrides, address, normal route, probe route)
+PROBE_CASES = [
+    ({"address_verify_local_transport": "probe-local"},
+     "u@mx.example.com", ("local", "mx.example.com"), ("probe-local", "mx.example.com")),
+    ({"address_verify_virtual_transport": "probe-virtual:[backend.example]"},
+     "u@mbox.example", ("virtual", "mbox.example"), ("probe-virtual", "[backend.example]")),
+    ({"address_verify_relay_transport": "probe-relay"},
+     "u@relay.example", ("relay", "relay.example"), ("probe-relay", "relay.example")),
+    ({"address_verify_default_transport": "probe-smtp"},
+     "u@elsewhere.example", ("smtp", "elsewhere.example"), ("probe-smtp", "elsewhere.example")),
+    ({"relayhost": "[smarthost.example]", "address_verify_relayhost": "[verifier.example]"},
+     "u@elsewhere.example", ("smtp", "[smarthost.example]"), ("smtp", "[verifier.example]")),
+    ({"address_verify_relayhost": "[verifier.example]"},
+     "u@relay.example", ("relay", "relay.example"), ("relay", "[verifier.example]")),
+    ({"address_verify_transport_maps": "inline:{ relay.example=smtp:[backend.example]:2525 }"},
+     "u@relay.example", ("relay", "relay.example"), ("smtp", "[backend.example]:2525")),
+]
+
+
+@pytest.mark.parametrize("overrides, addr, normal, probe", PROBE_CASES)
+def test_probes_take_the_address_verify_routes(overrides, addr, normal, probe):
+    pytest.importorskip("pymaster.maps")
+    cfg = make_cfg(**overrides)
+    assert Resolver(cfg).resolve(addr)[:2] == normal
+    assert Resolver(cfg, probe=True).resolve(addr)[:2] == probe
+
+
+def test_probe_routes_default_to_the_normal_ones():
+    pytest.importorskip("pymaster.maps")
+    cfg = make_cfg(relayhost="[smarthost.example]", relay_transport="relay:[inside.example]",
+                   transport_maps="inline:{ mbox.example=lmtp:[store.example] }")
+    for addr in ("u@mx.example.com", "u@mbox.example", "u@relay.example", "u@elsewhere.example",
+                 "u@alias.example"):
+        assert Resolver(cfg, probe=True).resolve(addr) == Resolver(cfg).resolve(addr)
+
+
+def test_probe_transport_maps_replace_the_normal_ones():
+    pytest.importorskip("pymaster.maps")
+    cfg = make_cfg(transport_maps="inline:{ relay.example=smtp:[normal.example] }",
+                   address_verify_transport_maps="")
+    assert Resolver(cfg).resolve("u@relay.example")[:2] == ("smtp", "[normal.example]")
+    assert Resolver(cfg, probe=True).resolve("u@relay.example")[:2] == ("relay", "relay.example")
+
+
+def test_resolver_for_keeps_a_probe_resolver_apart():
+    cfg = make_cfg(address_verify_default_transport="probe-smtp")
+    assert resolver_for(cfg, probe=True) is resolver_for(cfg, probe=True)
+    assert resolver_for(cfg, probe=True) is not resolver_for(cfg)
+    assert resolver_for(cfg, probe=True).resolve("u@elsewhere.example").transport == "probe-smtp"
+    assert resolver_for(cfg).resolve("u@elsewhere.example").transport == "smtp"
+
+
+# -- sender-dependent routes ------------------------------------------------------
+
+SENDER_RELAYHOSTS = ("inline:{ boss@corp.example=[boss-relay.example], "
+                     "@corp.example=[corp-relay.example], @plain.example=DUNNO, "
+                     "<>=[bounce-relay.example] }")
+SENDER_TRANSPORTS = "inline:{ @corp.example=corp-smtp:, @bulk.example=bulk:[bulk.example] }"
+
+
+@pytest.fixture
+def sender_dependent():
+    pytest.importorskip("pymaster.maps")
+    return Resolver(make_cfg(relayhost="[smarthost.example]", recipient_delimiter="+",
+                             sender_dependent_relayhost_maps=SENDER_RELAYHOSTS,
+                             sender_dependent_default_transport_maps=SENDER_TRANSPORTS))
+
+
+@pytest.mark.parametrize("sender, addr, route", [
+    ("boss@corp.example", "u@elsewhere.example", ("corp-smtp", "[boss-relay.example]")),
+    ("boss+x@corp.example", "u@elsewhere.example", ("corp-smtp", "[boss-relay.example]")),
+    ("staff@corp.example", "u@elsewhere.example", ("corp-smtp", "[corp-relay.example]")),
+    ("staff@corp.example", "u@relay.example", ("relay", "[corp-relay.example]")),
+    ("staff@corp.example", "u@mx.example.com", ("local", "mx.example.com")),   # local: none
+    ("a@plain.example", "u@elsewhere.example", ("smtp", "[smarthost.example]")),   # DUNNO
+    ("a@other.example", "u@elsewhere.example", ("smtp", "[smarthost.example]")),   # no match
+    ("a@bulk.example", "u@elsewhere.example", ("bulk", "[bulk.example]")),   # own next hop
+    ("", "u@elsewhere.example", ("smtp", "[bounce-relay.example]")),    # null sender key
+    (None, "u@elsewhere.example", ("smtp", "[smarthost.example]")),   # sender not given
+])
+def test_sender_dependent_routes(sender_dependent, sender, addr, route):
+    assert sender_dependent.resolve(addr, sender)[:2] == route
+
+
+def test_probes_take_the_address_verify_sender_dependent_maps():
+    pytest.importorskip("pymaster.maps")
+    cfg = make_cfg(
+        sender_dependent_relayhost_maps="inline:{ @corp.example=[corp-relay.example] }",
+        address_verify_sender_dependent_relayhost_maps="inline:{ <>=[verifier.example] }",
+        address_verify_sender_dependent_default_transport_maps="inline:{ <>=probe-smtp: }")
+    assert Resolver(cfg).resolve("u@elsewhere.example", "")[:2] == ("smtp", "elsewhere.example")
+    assert Resolver(cfg, probe=True).resolve("u@elsewhere.example", "")[:2] == \
+        ("probe-smtp", "[verifier.example]")
+    assert Resolver(cfg, probe=True).resolve("u@elsewhere.example", "a@corp.example")[:2] == \
+        ("smtp", "elsewhere.example")
+
+
+def test_a_failing_sender_dependent_table_flags_fail():
+    pytest.importorskip("pymaster.tables")
+    r = Resolver(make_cfg(sender_dependent_relayhost_maps="fail:broken")).resolve(
+        "u@elsewhere.example", "a@corp.example")
+    assert FAIL in r.flags

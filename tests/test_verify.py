@@ -17,7 +17,8 @@ from pymaster import delivery, ipc, log, queue, records, verify_client
 from pymaster.config import Config, load_config
 from pymaster.verify_client import BOUNCE, DEFER, OK, TODO, VerifyClient, VerifyError
 from services.smtpd.check import Checker, Context
-from services.verify import make_handler, probe_sender
+from pymaster.verify_sender import SenderError, stamp
+from services.verify import ProbeSender, make_handler, probe_sender
 from services.verify.cache import CacheError, Entry, VerifyCache, cache_path
 from services.verify.policy import IN_PROGRESS, PROBE_TTL, Settings, Verifier
 
@@ -246,6 +247,43 @@ def test_probe_sender_is_qualified_with_myorigin(tmp_path):
     assert probe_sender(cfg.with_overrides({"address_verify_sender": "<>"})) == ""
     assert probe_sender(cfg.with_overrides({"address_verify_sender": "probe@x.example"})) == \
         "probe@x.example"
+
+
+@pytest.mark.parametrize("flags, probe", [("verify,probe", True), ("verify probe", True),
+                                          ("verify", False), ("probe", False), ("", False)])
+def test_a_probe_is_known_by_its_trace_flags(flags, probe):
+    assert verify_client.is_probe_attrs({"trace_flags": flags}) is probe
+
+
+class FakeCleanup:
+    """The cleanup client of ProbeSender: keeps each request, says ok."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+
+    def call(self, header: dict, frames: list) -> tuple[dict, list]:
+        self.requests.append(header)
+        return {"status": "ok", "queue_id": "PROBE1"}, []
+
+
+def test_probes_carry_the_time_stamped_sender_of_their_moment(tmp_path, monkeypatch):
+    cfg = Config(str(tmp_path), {"myhostname": "mx.example.com",
+                                 "address_verify_sender_ttl": "1h"})
+    cleanup = FakeCleanup()
+    sender = ProbeSender(cfg, cleanup)
+    for now in (T0, T0 + HOUR):
+        monkeypatch.setattr("services.verify.time.time", lambda now=now: now)
+        assert sender.send("joe@example.com")
+    first, second = (r["sender"] for r in cleanup.requests)
+    assert first == f"double-bounce{stamp(T0 // HOUR)}@mx.example.com"
+    assert second == f"double-bounce{stamp(T0 // HOUR + 1)}@mx.example.com"
+    assert cleanup.requests[0]["attrs"]["trace_flags"] == "verify,probe"
+
+
+def test_a_malformed_probe_sender_is_refused_at_start(tmp_path):
+    cfg = Config(str(tmp_path), {"address_verify_sender": "@example.com"})
+    with pytest.raises(SenderError, match="must not start with '@'"):
+        ProbeSender(cfg, FakeCleanup())
 
 
 # -- the client, against the real handler over zeromq --------------------------------------

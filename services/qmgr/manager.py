@@ -43,6 +43,7 @@ import zmq
 from pymaster import delivery, dsn, ipc, log, queue, queuelist, records, service
 from pymaster.config import ConfigError
 from pymaster.resolve import ERROR, FAIL, Resolver
+from pymaster.verify_client import is_probe_attrs
 
 from services.qmgr.active import ActiveMessage, filter_resolution, last_defer_reasons
 from services.qmgr.backoff import Backoff
@@ -69,6 +70,8 @@ class QueueManager:
         self.cfg = cfg = svc.cfg
         queue.configure(cfg)
         self.resolver = Resolver(cfg)
+        # Address probes take the address_verify_* routes (postconf(5)).
+        self.probe_resolver = Resolver(cfg, probe=True)
         self.backoff = Backoff.from_config(cfg)
         self.queue_run_delay = max(1, cfg.time("queue_run_delay"))
         self.active_limit = max(1, cfg.int("qmgr_message_active_limit"))
@@ -336,10 +339,11 @@ class QueueManager:
         """assign - resolve each recipient still to do and queue it, or decide now."""
         groups: dict[tuple[str, str], tuple[str, list]] = {}
         content_filter = msg.content_filter()
+        resolver = self.probe_resolver if is_probe_attrs(msg.message.attrs) else self.resolver
         for rcpt in msg.pending():
             # A content filter (content_filter, FILTER action) overrides the resolver.
             res = filter_resolution(content_filter, rcpt.address, self.cfg) if content_filter \
-                else self.resolver.resolve(rcpt.address)
+                else resolver.resolve(rcpt.address, msg.sender)
             if FAIL in res.flags:
                 self.own_outcome(msg, [rcpt], delivery.DEFERRED,
                                  "address resolver failure", "4.3.0")

@@ -12,7 +12,8 @@ smtpd's reject_unverified_sender/recipient ask; a QUERY for an address
 without a fresh answer sends a probe (policy.py decides when, cache.py
 keeps the answers in address_verify_map). A probe is a message from
 address_verify_sender (default $double_bounce_sender, made
-`double-bounce@$myorigin`) to the address, submitted to cleanup with
+`double-bounce@$myorigin`; with address_verify_sender_ttl a time stamp is
+added to its local part, pymaster/verify_sender.py) to the address, submitted to cleanup with
 trace_flags `verify,probe` and NOTIFY=NEVER: qmgr routes it as any mail,
 the delivery agent only decides what it would do (sendmail -bv's verify
 mode) and sends its verdict here as an UPDATE (pymaster.delivery), then
@@ -22,8 +23,9 @@ Without an address_verify_map the cache lives in this process only, which
 then never exits for max_idle or max_use (as Postfix).
 
 Interface:
-    probe_sender(cfg) -> str                  the envelope sender of probes
+    probe_sender(cfg, now=None) -> str        the envelope sender of a probe sent now
     ProbeSender(cfg, client).send(address) -> bool   submit one probe to cleanup
+        (raises SenderError for a malformed address_verify_sender)
     make_handler(verifier) -> handler for Service.serve_requests
     open_cache(cfg) -> VerifyCache            as mail_owner, before the jail
     main()                                    the body of libexec/verify
@@ -33,10 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from pymaster import cleanup_client, ipc, log, service
 from pymaster.config import Config
 from pymaster.verify_client import BOUNCE, DEFER, OK, PROBE_FLAG
+from pymaster.verify_sender import SenderError, probe_sender
 
 from .cache import CacheError, VerifyCache, cache_path
 from .policy import Settings, Verifier
@@ -45,31 +49,21 @@ PROBE_TIMEOUT = 10.0        # seconds to wait for cleanup to queue a probe
 UPDATE_STATUSES = (OK, DEFER, BOUNCE)
 
 
-def probe_sender(cfg: Config) -> str:
-    """probe_sender - address_verify_sender, with @$myorigin when unqualified;
-    empty or <> is the null sender."""
-    sender = cfg.get("address_verify_sender").strip()
-    if sender in ("", "<>"):
-        return ""
-    if "@" not in sender:
-        sender = f"{sender}@{cfg.get('myorigin')}"
-    return sender
-
-
 class ProbeSender:
     """Submits address probes to cleanup."""
 
     def __init__(self, cfg: Config, client: ipc.Client | None = None) -> None:
-        self.sender = probe_sender(cfg)
+        self.cfg = cfg
+        probe_sender(cfg)       # a malformed address_verify_sender stops us now
         self.client = client or cleanup_client.client(cfg, PROBE_TIMEOUT)
 
     def send(self, address: str) -> bool:
         """send - queue a probe for ADDRESS; False (logged) when cleanup refuses."""
         attrs = {"origin": "verify", "rewrite_context": "local",
                  "trace_flags": f"verify,{PROBE_FLAG}"}
-        header = cleanup_client.message_request(
-            self.sender, [cleanup_client.recipient(address, orig=address, notify="NEVER")],
-            attrs)
+        # Asked per probe: with address_verify_sender_ttl the sender changes.
+        rcpts = [cleanup_client.recipient(address, orig=address, notify="NEVER")]
+        header = cleanup_client.message_request(probe_sender(self.cfg, time.time()), rcpts, attrs)
         try:
             reply, _ = self.client.call(header, [b""])
         except ipc.IpcError as e:
@@ -152,7 +146,11 @@ def run(svc: service.Service) -> None:
         cache = open_cache(cfg)
     except (CacheError, OSError) as e:
         log.fatal(f"address_verify_map {cfg.get('address_verify_map')}: {e}")
-    verifier = Verifier(Settings.from_config(cfg), cache, ProbeSender(cfg).send)
+    try:
+        send_probe = ProbeSender(cfg).send
+    except SenderError as e:
+        log.fatal(str(e))
+    verifier = Verifier(Settings.from_config(cfg), cache, send_probe)
     svc.enter_jail()
     if cache.path is None:
         # The answers live in this process: it must not exit while idle.

@@ -7,6 +7,12 @@ recipient comes from the probe: a message from double-bounce@mx.example.com
 that virtual only judges (`status=deliverable` / `undeliverable`) and that
 qmgr then removes. A second smtpd (its own port) polls only once, so it
 always sees a new address still in progress.
+
+Probes take the address_verify_* routes: mail for the relay domain
+backend.example goes to discard (relay_transport), but its probes go, by
+address_verify_transport_maps, to a scripted SMTP server on loopback
+(tests/smtpscript.py) that knows ok@backend.example only; the smtp client
+in verify mode stops after RCPT.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import sqlite3
 import pytest
 
 from tests.e2e.instance import ROOT, Instance, free_port
+from tests.smtpscript import ScriptServer
 
 pytestmark = pytest.mark.skipif(
-    not all((ROOT / "libexec" / name).exists() for name in ("verify", "virtual")),
-    reason="needs the verify and virtual services")
+    not all((ROOT / "libexec" / name).exists()
+            for name in ("verify", "virtual", "smtp", "discard")),
+    reason="needs the verify, virtual, smtp and discard services")
 
 SENDER = "sender@example.org"
 SETTINGS = {
@@ -34,13 +42,26 @@ SETTINGS = {
     "address_verify_poll_count": "20",
 }
 UNKNOWN_USER = 'unknown user: "nobody@localhost"'
+BACKEND_UNKNOWN = "550 5.1.1 <nobody@backend.example>: Recipient address rejected: User unknown"
+NORMAL_ROUTE = "normal mail for backend.example"
 
 
 @pytest.fixture(scope="module")
-def inst(tmp_path_factory):
+def backend():
+    """The server that knows backend.example's users: it refuses nobody@."""
+    with ScriptServer(rcpt={"nobody@backend.example": BACKEND_UNKNOWN}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def inst(tmp_path_factory, backend):
     port = free_port()
     extra = f"127.0.0.1:{port} inet n - n - - smtpd -o address_verify_poll_count=1\n"
-    with Instance(tmp_path_factory.mktemp("verify"), main_cf=SETTINGS,
+    settings = dict(SETTINGS, relay_domains="backend.example",
+                    relay_transport=f"discard:{NORMAL_ROUTE}",
+                    address_verify_transport_maps="inline:{ "
+                    f"backend.example=smtp:[127.0.0.1]:{backend.port} }}")
+    with Instance(tmp_path_factory.mktemp("verify"), main_cf=settings,
                   master_cf_extra=extra) as instance:
         instance.once_port = port
         instance.wait_for_port(port)
@@ -119,3 +140,34 @@ def test_new_address_is_in_progress_while_the_probe_runs(inst):
     assert rcpt(inst.once_port, "new@localhost") == (
         450, "4.1.1 <new@localhost>: Recipient address rejected: unverified address: "
              'unknown user: "new@localhost"')
+
+
+def test_probes_take_the_address_verify_routes(inst, backend):
+    relay = re.escape(f"127.0.0.1[127.0.0.1]:{backend.port}")
+    refused = f"host 127.0.0.1[127.0.0.1] said: {BACKEND_UNKNOWN} (in reply to RCPT TO command)"
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=60) as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail(SENDER)
+        # Accepted once the backend said 250 to the probe.
+        assert smtp.rcpt("ok@backend.example") == (250, b"2.1.5 Ok")
+        code, text = smtp.rcpt("nobody@backend.example")
+        assert (code, " ".join(text.decode().split())) == (
+            450, "4.1.1 <nobody@backend.example>: Recipient address rejected: "
+                 f"unverified address: {refused}")
+        code, _ = smtp.data(b"Subject: routed\r\n\r\ntoken-backend\r\n")
+        assert code == 250
+
+    inst.wait_for_log(rf"smtp\[\d+\]: \w+: to=<ok@backend\.example>, relay={relay}, "
+                      r".*status=deliverable \(250 2\.1\.5 Ok\)")
+    inst.wait_for_log(rf"smtp\[\d+\]: \w+: to=<nobody@backend\.example>, relay={relay}, "
+                      r".*dsn=5\.1\.1, status=undeliverable \(host 127\.0\.0\.1")
+    # The message itself went the normal way: relay_transport.
+    inst.wait_for_log(r"discard\[\d+\]: \w+: to=<ok@backend\.example>, relay=none, "
+                      rf".*status=sent \({NORMAL_ROUTE}\)")
+    # The backend saw the probes' envelopes, never any content.
+    mail = [c for c in backend.commands if c.startswith("MAIL")]
+    assert mail and all(c.startswith("MAIL FROM:<double-bounce@mx.example.com>") for c in mail)
+    assert sorted(c.split()[1] for c in backend.commands if c.startswith("RCPT")) == \
+        ["TO:<nobody@backend.example>", "TO:<ok@backend.example>"]
+    assert "DATA" not in backend.commands and backend.messages == []
+    assert cache_entry(inst, "ok@backend.example")[0] == "OK"

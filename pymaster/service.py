@@ -17,6 +17,7 @@ services (cleanup, local, smtp …) or its own loop built from `Worker` and
 
 Interface:
     Service.from_argv(program, argv) -> Service
+    service_words(argv) -> list        the master.cf words after the master's options
     svc.cfg, svc.name, svc.type, svc.args, svc.chroot, svc.unpriv
     svc.enter_jail()
     svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
@@ -113,6 +114,29 @@ def parse_service_argv(argv: list[str]) -> tuple[dict, list[str]]:
             args.append(a)
             i += 1
     return opts, args
+
+
+# The master's own options, which come before a service's master.cf words.
+MASTER_OPTIONS_WITH_VALUE = ("-n", "-t", "-o", "-C")
+MASTER_FLAGS = ("-c", "-u", "-v", "-d", "-D", "-S", "-z", "-l")
+
+
+def service_words(argv: list[str]) -> list[str]:
+    """service_words - ARGV without the master's options, verbatim.
+
+    For pipe and spawn, whose command's own words after argv= (`-v`, `--`)
+    must reach the command untouched: parse_service_argv reads on, so it
+    cannot be used for them."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in MASTER_OPTIONS_WITH_VALUE:
+            i += 2
+        elif word in MASTER_FLAGS or (word.startswith("-o") and len(word) > 2):
+            i += 1
+        else:
+            break
+    return list(argv[i:])
 
 
 @dataclass

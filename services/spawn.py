@@ -34,7 +34,6 @@ the current connection, as any service (pymaster.service).
 
 Interface:
     SpawnAttributes, SpawnConfigError
-    service_words(argv) -> list[str]        the master.cf words after the master's options
     parse_attributes(service, words, mail_owner, as_root) -> SpawnAttributes
     command_environment(export, environ) -> dict
     run_command(attrs, conn_fd, env, limit) -> int    exit code; -N: killed by signal N
@@ -56,9 +55,6 @@ from dataclasses import dataclass
 
 from pymaster import log, service
 
-# The master's own options, which come before the master.cf words.
-MASTER_OPTIONS_WITH_VALUE = ("-n", "-t", "-o", "-C")
-MASTER_FLAGS = ("-c", "-u", "-v", "-d", "-D", "-S", "-z", "-l")
 
 
 class SpawnConfigError(Exception):
@@ -73,22 +69,6 @@ class SpawnAttributes:
     uid: int | None = None      # None: not root, the command runs as we do
     gid: int | None = None
 
-
-def service_words(argv: list[str]) -> list[str]:
-    """service_words - ARGV without the master's options, verbatim.
-
-    The command's own words (`-v`, `--`) after argv= must reach it untouched,
-    so pymaster.service's option parser, which reads on, is not used."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in MASTER_OPTIONS_WITH_VALUE:
-            i += 2
-        elif word in MASTER_FLAGS or (word.startswith("-o") and len(word) > 2):
-            i += 1
-        else:
-            break
-    return list(argv[i:])
 
 
 def parse_attributes(service_name: str, words: list[str], mail_owner: str,
@@ -216,7 +196,7 @@ class Spawner:
 def run(svc: service.Service) -> None:
     as_root = os.geteuid() == 0
     try:
-        attrs = parse_attributes(svc.name, service_words(sys.argv[1:]),
+        attrs = parse_attributes(svc.name, service.service_words(sys.argv[1:]),
                                  svc.cfg.get("mail_owner"), as_root)
     except SpawnConfigError as e:
         log.fatal(str(e))

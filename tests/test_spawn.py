@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from pymaster.params import service_params
+from pymaster.service import service_words
 from services.spawn import (SpawnAttributes, SpawnConfigError, command_environment,
-                            describe_exit, parse_attributes, run_command, service_words)
+                            describe_exit, parse_attributes, run_command)
 
 AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT, reason="switching to user= needs root")

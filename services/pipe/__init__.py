@@ -57,7 +57,7 @@ from pymaster import delivery, log, service
 from pymaster.config import Config
 
 from .attributes import (FLAG_CHARS, PipeAttributes, PipeConfigError, parse_attributes,
-                         parse_eol, resolve_user, service_words)
+                         parse_eol, resolve_user)
 from .command import (BOUNCED, DEFERRED, SENT, CommandResult, Outcome, command_environment,
                       command_outcome, run_command)
 from .macros import (PER_RECIPIENT, expand, expand_argv, macro_names, message_macros,
@@ -68,7 +68,7 @@ __all__ = ["FLAG_CHARS", "PER_RECIPIENT", "CommandResult", "Outcome", "PipeAgent
            "PipeAttributes", "PipeConfigError", "command_environment", "command_outcome",
            "expand", "expand_argv", "format_message", "macro_names", "main",
            "message_macros", "parse_attributes", "parse_eol", "recipient_macros",
-           "resolve_user", "run_command", "service_words", "split_extension"]
+           "resolve_user", "run_command", "split_extension"]
 
 
 @dataclass
@@ -135,7 +135,7 @@ def report(status: delivery.Status, rcpt, relay: str, outcome: Outcome) -> None:
 
 def run(svc: service.Service) -> None:
     try:
-        attrs = parse_attributes(service_words(sys.argv[1:]), svc.cfg, os.geteuid() == 0)
+        attrs = parse_attributes(service.service_words(sys.argv[1:]), svc.cfg, os.geteuid() == 0)
     except PipeConfigError as e:
         log.fatal(str(e))
     agent = PipeAgent(svc.name, attrs, svc.cfg)

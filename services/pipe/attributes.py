@@ -7,7 +7,6 @@ Errors are what Postfix's pipe makes fatal, with its texts.
 
 Interface:
     PipeAttributes, PipeConfigError, FLAG_CHARS
-    service_words(argv) -> list[str]
     parse_attributes(words, cfg, as_root) -> PipeAttributes
     parse_eol(text) -> bytes; resolve_user(spec, cfg, as_root) -> (name, uid, gid)
 """
@@ -25,9 +24,6 @@ from pymaster.config import Config
 FLAG_CHARS = "BDFORXhqu.>"
 C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
              "v": "\v", "\\": "\\"}
-# The master's own options, which come before the master.cf words.
-MASTER_OPTIONS_WITH_VALUE = ("-n", "-t", "-o", "-C")
-MASTER_FLAGS = ("-c", "-u", "-v", "-d", "-D", "-S", "-z", "-l")
 
 
 class PipeConfigError(Exception):
@@ -50,22 +46,6 @@ class PipeAttributes:
     def has(self, flag: str) -> bool:
         return flag in self.flags
 
-
-def service_words(argv: list[str]) -> list[str]:
-    """service_words - ARGV without the master's options: attributes, then argv=...
-
-    Taken verbatim from the process arguments: the command's own words
-    (`-d`, `--`, `-v`) must reach it untouched."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in MASTER_OPTIONS_WITH_VALUE:
-            i += 2
-        elif word in MASTER_FLAGS or (word.startswith("-o") and len(word) > 2):
-            i += 1
-        else:
-            break
-    return list(argv[i:])
 
 
 def parse_attributes(words: list[str], cfg: Config, as_root: bool) -> PipeAttributes:

@@ -17,6 +17,19 @@ changes nothing writes the body back exactly as it came.
                       (headers of an attached message); "" for body lines
         part.text     the exact text, with its "\\n" when it had one
     walker.errors     ["MIME nesting exceeds safety limit", ...]
+    walker.details    {error: the offending text (a header, a line, an encoding)}
+    walker.encoding   while body lines are handed out: their part's
+                      Content-Transfer-Encoding ("7bit" when none or unknown),
+                      kept only with track_encoding=True
+
+cleanup's strict MIME options (services/cleanup/strict.py) ask for two more
+things, both off by default so that the walk costs nothing more without
+them: track_encoding follows Content-Transfer-Encoding per part, and
+check_domain records DOMAIN_ERROR when a message/* or multipart/* entity
+names an encoding where RFC 2045 section 6.4 allows only 7bit, 8bit or
+binary. A caller that finds 8-bit data where it may not be records it with
+walker.note(HEADER_8BIT_ERROR or BODY_8BIT_ERROR, text); worst_error(errors)
+picks the one a rejection names, in Postfix's order of seriousness.
 
 The headers of the message itself (top_headers) are not walked again: they
 only decide how the body is structured. Boundary strings are compared on
@@ -25,9 +38,14 @@ When nesting goes deeper than `nesting_limit`, the error is recorded and the
 rest of the body is plain text.
 
 Interface:
-    MimeWalker(nesting_limit, boundary_limit).walk(top_headers, body) -> Iterator[Part]
+    MimeWalker(nesting_limit, boundary_limit, track_encoding=False,
+               check_domain=False).walk(top_headers, body) -> Iterator[Part]
+    MimeWalker.note(error, text)        record an error once, with its text
     Part(kind, context, text)
     content_type(headers) -> (type/subtype, params)
+    content_encoding(headers) -> str    "base64", "7bit" … ("" when absent)
+    split_lines(text) -> list[str]      lines cut at "\n" only, each keeping it
+    worst_error(errors) -> str          the most serious of ERRORS
     is_mime_header(name) -> bool        Content-* and MIME-Version
 """
 
@@ -38,6 +56,14 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, NamedTuple
 
 NESTING_ERROR = "MIME nesting exceeds safety limit"
+HEADER_8BIT_ERROR = "improper use of 8-bit data in message header"
+BODY_8BIT_ERROR = "improper use of 8-bit data in message body"
+DOMAIN_ERROR = "invalid message/* or multipart/* encoding domain"
+# Most serious first: a rejection names the first of these that happened.
+SEVERITY = (NESTING_ERROR, HEADER_8BIT_ERROR, BODY_8BIT_ERROR, DOMAIN_ERROR)
+
+IDENTITY_ENCODINGS = ("7bit", "8bit", "binary")     # RFC 2045 section 6.1 domains
+ENCODINGS = IDENTITY_ENCODINGS + ("base64", "quoted-printable")
 
 _HEADER_START = re.compile(r"[!-9;-~]+[ \t]*:")
 _PARAM = re.compile(r';\s*([!#-\'*+.0-9A-Z^-~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)', re.I)
@@ -69,6 +95,45 @@ def content_type(headers: Iterable[str]) -> tuple[str, dict[str, str]]:
     return "", {}
 
 
+def split_lines(text: str) -> list[str]:
+    """split_lines - TEXT cut after each "\\n" only: str.splitlines() would
+    also cut at form feeds and Unicode line separators, which mail does not."""
+    lines = text.split("\n")
+    last = lines.pop()
+    return [line + "\n" for line in lines] + ([last] if last else [])
+
+
+def content_encoding(headers: Iterable[str]) -> str:
+    """content_encoding - the (lower-case) Content-Transfer-Encoding token, or ""."""
+    for h in headers:
+        name, colon, value = h.partition(":")
+        if colon and name.strip().lower() == "content-transfer-encoding":
+            words = value.split()
+            return words[0].lower() if words else ""
+    return ""
+
+
+def worst_error(errors: Iterable[str]) -> str:
+    """worst_error - the error of ERRORS that Postfix deems most serious."""
+    errors = list(errors)
+    for error in SEVERITY:
+        if error in errors:
+            return error
+    return errors[0]
+
+
+def _domain_ok(kind: str, encoding: str) -> bool:
+    """_domain_ok - whether a composite type may carry ENCODING (RFC 2046
+    section 5.2.2/5.2.3: partial and external-body only 7bit; RFC 2045
+    section 6.4: no base64 or quoted-printable for message/rfc822 and
+    multipart; message/global may be encoded, RFC 6532)."""
+    if kind in ("message/partial", "message/external-body"):
+        return encoding in ("7bit", "base64", "quoted-printable")
+    if kind == "message/rfc822" or kind.startswith("multipart/"):
+        return encoding in IDENTITY_ENCODINGS
+    return True
+
+
 @dataclass
 class _Frame:
     """One multipart level: its boundary and the default type of its parts."""
@@ -81,7 +146,17 @@ class _Frame:
 class MimeWalker:
     nesting_limit: int = 100
     boundary_limit: int = 2048
+    track_encoding: bool = False
+    check_domain: bool = False
     errors: list[str] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)
+    encoding: str = "7bit"
+
+    def note(self, error: str, text: str) -> None:
+        """note - record ERROR with the text that caused it, once per error."""
+        if error not in self.details:
+            self.errors.append(error)
+            self.details[error] = text
 
     def walk(self, top_headers: list[str], body: str) -> Iterator[Part]:
         """walk - every line of BODY, classified (see the module docstring)."""
@@ -90,7 +165,7 @@ class MimeWalker:
         self._plain = False
         self._part_default = "text/plain"
         state = self._enter(top_headers, "text/plain")
-        lines = body.splitlines(keepends=True)
+        lines = split_lines(body)
         i = 0
         while i < len(lines):
             if state in ("multipart", "nested"):
@@ -106,22 +181,33 @@ class MimeWalker:
         message's headers) or "body" with a new boundary on the stack."""
         kind, params = content_type(headers)
         kind = kind or default_type
+        if self.track_encoding or self.check_domain:
+            self._encoding(headers, kind)
         if self._plain:
             return "body"
         if kind == "message/rfc822":
-            return "nested" if self._deeper() else "body"
+            return "nested" if self._deeper(headers) else "body"
         if kind.startswith("multipart/") and params.get("boundary"):
-            if self._deeper():
+            if self._deeper(headers):
                 default = "message/rfc822" if kind == "multipart/digest" else "text/plain"
                 self._stack.append(_Frame(params["boundary"][:self.boundary_limit], default,
                                           self._depth))
         return "body"
 
-    def _deeper(self) -> bool:
+    def _encoding(self, headers: list[str], kind: str) -> None:
+        """_encoding - the encoding of the text after a header block; a
+        composite type's preamble counts as 7bit (its parts say their own)."""
+        encoding = content_encoding(headers)
+        if self.check_domain and encoding in ENCODINGS and not _domain_ok(kind, encoding):
+            self.note(DOMAIN_ERROR, encoding)
+        composite = kind.startswith("multipart/") or kind == "message/rfc822"
+        self.encoding = encoding if encoding in ENCODINGS and not composite else "7bit"
+
+    def _deeper(self, headers: list[str]) -> bool:
         self._depth += 1
         if self._depth > self.nesting_limit:
-            if NESTING_ERROR not in self.errors:
-                self.errors.append(NESTING_ERROR)
+            shown = [h for h in headers if h[:13].lower() == "content-type:"]
+            self.note(NESTING_ERROR, (shown or [""])[0])
             self._plain = True
             self._stack.clear()
             return False
@@ -136,11 +222,13 @@ class MimeWalker:
             frame = self._stack[level]
             mark = frame.boundary
             if text[:self.boundary_limit] == mark:
+                self.encoding = "7bit"
                 del self._stack[level + 1:]
                 self._depth = frame.depth
                 self._part_default = frame.default_type
                 return "multipart"
             if text[:len(mark)] == mark and text[len(mark):len(mark) + 2] == "--":
+                self.encoding = "7bit"
                 del self._stack[level:]
                 self._depth = frame.depth - 1
                 return "body"

@@ -1,6 +1,10 @@
 """pymaster.mime: which body lines are part headers, attached-message headers or text."""
 
-from pymaster.mime import NESTING_ERROR, MimeWalker, content_type, is_mime_header
+import pytest
+
+from pymaster.mime import (BODY_8BIT_ERROR, DOMAIN_ERROR, HEADER_8BIT_ERROR, NESTING_ERROR,
+                           MimeWalker, content_encoding, content_type, is_mime_header,
+                           split_lines, worst_error)
 
 TOP = ["Subject: x\n", 'Content-Type: multipart/mixed;\n\tboundary="BB"\n']
 
@@ -100,3 +104,70 @@ def test_content_type_and_mime_header_names():
     assert content_type(["Subject: x\n"]) == ("", {})
     assert is_mime_header("Content-Disposition") and is_mime_header("MIME-Version")
     assert not is_mime_header("Subject")
+
+
+# -- what the strict MIME options ask of the walk ---------------------------------
+
+def _encodings(walker, top, body):
+    return [(p.text, walker.encoding) for p in walker.walk(top, body) if p.kind == "body"]
+
+
+def test_encoding_follows_each_part_and_resets_at_boundaries():
+    top = ['Content-Type: multipart/mixed; boundary="BB"\n',
+           "Content-Transfer-Encoding: 8bit\n"]
+    body = ("pre\n--BB\nContent-Transfer-Encoding: BASE64\n\naGk=\n"
+            "--BB\n\nplain\n--BB--\nepilogue\n")
+    got = _encodings(MimeWalker(track_encoding=True), top, body)
+    assert got == [("pre\n", "7bit"), ("--BB\n", "7bit"), ("aGk=\n", "base64"),
+                   ("--BB\n", "base64"), ("plain\n", "7bit"), ("--BB--\n", "7bit"),
+                   ("epilogue\n", "7bit")]
+
+
+def test_an_unknown_encoding_counts_as_7bit():
+    walker = MimeWalker(track_encoding=True)
+    got = _encodings(walker, ["Content-Transfer-Encoding: x-uuencode\n"], "x\n")
+    assert got == [("x\n", "7bit")]
+
+
+@pytest.mark.parametrize("kind,encoding,bad", [
+    ("multipart/mixed; boundary=B", "base64", True),
+    ("multipart/mixed; boundary=B", "8bit", False),
+    ("message/rfc822", "quoted-printable", True),
+    ("message/rfc822", "binary", False),
+    ("message/partial", "8bit", True),
+    ("message/partial", "base64", False),
+    ("message/global", "base64", False),
+    ("text/plain", "base64", False),
+])
+def test_encoding_domains_of_composite_types(kind, encoding, bad):
+    walker = MimeWalker(check_domain=True)
+    top = [f"Content-Type: {kind}\n", f"Content-Transfer-Encoding: {encoding}\n"]
+    list(walker.walk(top, "x\n"))
+    assert walker.errors == ([DOMAIN_ERROR] if bad else [])
+    assert walker.details.get(DOMAIN_ERROR) == (encoding if bad else None)
+
+
+def test_domains_are_not_checked_unless_asked():
+    walker = MimeWalker()
+    list(walker.walk(["Content-Type: multipart/mixed; boundary=B\n",
+                      "Content-Transfer-Encoding: base64\n"], "x\n"))
+    assert walker.errors == []
+
+
+def test_errors_are_noted_once_and_the_worst_named():
+    walker = MimeWalker()
+    walker.note(BODY_8BIT_ERROR, "first line")
+    walker.note(BODY_8BIT_ERROR, "second line")
+    walker.note(HEADER_8BIT_ERROR, "Subject: x")
+    assert walker.errors == [BODY_8BIT_ERROR, HEADER_8BIT_ERROR]
+    assert walker.details[BODY_8BIT_ERROR] == "first line"
+    assert worst_error(walker.errors) == HEADER_8BIT_ERROR
+    assert worst_error([DOMAIN_ERROR, NESTING_ERROR]) == NESTING_ERROR
+
+
+def test_lines_end_at_newlines_only():
+    body = "a\x0cb\u2028c\nd"
+    assert split_lines(body) == ["a\x0cb\u2028c\n", "d"]
+    assert [p.text for p in MimeWalker().walk([], body)] == ["a\x0cb\u2028c\n", "d"]
+    assert content_encoding(["Content-Transfer-Encoding:  Quoted-Printable \n"]) == \
+        "quoted-printable"

@@ -155,6 +155,143 @@ class TestQuery:
         assert result.stdout.count("\t") == 2
 
 
+MIME_MESSAGE = """From: a@example.com
+Subject: hello
+ folded
+Content-Type: multipart/mixed; boundary="XX"
+
+preamble
+--XX
+Content-Type: text/plain
+X-Part: one
+
+body one
+--XX
+Content-Type: message/rfc822
+
+Subject: inner
+
+inner body
+--XX--
+"""
+
+PRIMARY = ["From: a@example.com", "Subject: hello\n folded",
+           'Content-Type: multipart/mixed; boundary="XX"']
+PART_HEADERS = ["Content-Type: text/plain", "X-Part: one", "Content-Type: message/rfc822",
+                "Subject: inner"]
+
+
+def keys(result):
+    """keys - the looked-up keys of a -q - run whose table answers every key with "="."""
+    assert result.returncode == 0, result.stderr
+    return [entry[:-1] for entry in result.stdout.split("=\n")[:-1]]
+
+
+class TestMessageQueries:
+    """-h/-b with and without -m, as Postfix's postmap prints them (checked
+    against Postfix 3.7 by hand)."""
+
+    @pytest.fixture
+    def table(self, env):
+        return "regexp:" + source(env, "/^/ =\n", "everything")
+
+    def run(self, env, table, *options, message=MIME_MESSAGE):
+        return keys(postmap(env, *options, "-q", "-", table, input=message))
+
+    def test_h_stops_at_the_end_of_the_primary_headers(self, env, table):
+        assert self.run(env, table, "-h") == PRIMARY
+
+    def test_b_starts_with_the_empty_line_and_sees_every_line(self, env, table):
+        got = self.run(env, table, "-b")
+        assert got[:3] == ["", "preamble", "--XX"]
+        assert "X-Part: one" in got and "Subject: inner" in got
+
+    def test_m_h_adds_part_and_attached_message_headers(self, env, table):
+        assert self.run(env, table, "-m", "-h") == PRIMARY + PART_HEADERS
+
+    def test_m_b_leaves_out_those_headers(self, env, table):
+        assert self.run(env, table, "-m", "-b") == [
+            "", "preamble", "--XX", "", "body one", "--XX", "", "", "inner body", "--XX--"]
+
+    def test_m_hb_is_every_line_once_in_order(self, env, table):
+        got = self.run(env, table, "-m", "-hb")
+        assert got == self.run(env, table, "-hb")
+        assert len(got) == MIME_MESSAGE.count("\n") - 1    # one folded header
+
+    def test_a_non_header_line_ends_the_headers_after_an_empty_key(self, env, table):
+        message = "Subject: x\nnot a header\n\nbody\n"
+        assert self.run(env, table, "-hb", message=message) == [
+            "Subject: x", "", "not a header", "", "body"]
+
+    def test_obsolete_space_before_colon_is_normalised(self, env, table):
+        assert self.run(env, table, "-h", message="X-A : b\n\n") == ["X-A: b"]
+
+    def test_8bit_bytes_pass_through_unharmed(self, env, table):
+        result = subprocess.run([str(BIN / "postmap"), "-c", str(env / "config"), "-m", "-hb",
+                                 "-q", "-", table], input=b"Subject: caf\xe9\n\n\xff\x0c x\n",
+                                capture_output=True, timeout=30)
+        assert (result.returncode, result.stdout) == (
+            0, b"Subject: caf\xe9\t=\n\t=\n\xff\x0c x\t=\n")
+
+    def test_checks_tables_answer_per_mime_part(self, env):
+        checks = "regexp:" + source(env, "/^Content-Type: message/ REJECT no forwards\n"
+                                         "/^inner body/ DISCARD\n", "checks")
+        result = postmap(env, "-m", "-hb", "-q", "-", checks, input=MIME_MESSAGE)
+        assert result.stdout == ("Content-Type: message/rfc822\tREJECT no forwards\n"
+                                 "inner body\tDISCARD\n")
+
+
+class TestFileValues:
+    """-F: values are file names whose contents are stored base64-encoded
+    (tls_server_sni_maps); queries and listings decode them."""
+
+    @pytest.fixture
+    def pems(self, env):
+        (env / "a.pem").write_text("AAA\n")
+        (env / "b.pem").write_text("BBB")
+        return env
+
+    def test_build_stores_base64_of_the_joined_files(self, env, pems):
+        path = source(env, f"a.example {env}/a.pem\nb.example {env}/a.pem, {env}/b.pem "
+                           f"{env}/a.pem\n", "sni")
+        assert postmap(env, "-F", f"hash:{path}").returncode == 0
+        assert postmap(env, "-q", "a.example", f"hash:{path}").stdout == "QUFBCg==\n"
+        assert postmap(env, "-F", "-q", "b.example", f"hash:{path}").stdout == \
+            "AAA\n\nBBB\nAAA\n\n"
+        assert postmap(env, "-F", "-q", "-", f"hash:{path}", input="a.example\n").stdout == \
+            "a.example\tAAA\n\n"
+        listing = postmap(env, "-F", "-s", f"hash:{path}").stdout
+        assert len(listing) == len("a.example\tAAA\n\n" "b.example\tAAA\n\nBBB\nAAA\n\n")
+        assert "a.example\tAAA\n\n" in listing and "b.example\tAAA\n\nBBB\nAAA\n\n" in listing
+
+    def test_a_missing_file_skips_the_entry_with_a_warning(self, env, pems):
+        path = source(env, f"a.example {env}/nowhere.pem\nb.example {env}/b.pem\n", "sni")
+        result = postmap(env, "-F", f"cdb:{path}")
+        assert result.returncode == 0
+        assert result.stderr == (f"postmap: warning: {path}, line 1: open {env}/nowhere.pem: "
+                                 "No such file or directory: skipping this entry\n")
+        assert postmap(env, "-q", "a.example", f"cdb:{path}").returncode == 1
+        assert postmap(env, "-F", "-q", "b.example", f"cdb:{path}").stdout == "BBB\n"
+
+    def test_i_reads_file_names_too(self, env, pems):
+        path = str(env / "sni")
+        assert postmap(env, "-F", "-i", f"hash:{path}", input=f"a.example {env}/a.pem\n"
+                       ).returncode == 0
+        assert postmap(env, "-q", "a.example", f"hash:{path}").stdout == "QUFBCg==\n"
+
+    def test_a_value_that_is_not_base64_is_a_query_error(self, env):
+        path = source(env, "x notbase64!!\n")
+        postmap(env, f"hash:{path}")
+        result = postmap(env, "-F", "-q", "x", f"hash:{path}")
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == (
+            f"postmap: warning: table hash:{path}.db: key x: malformed BASE64 value: "
+            f"notbase64!!\npostmap: fatal: table hash:{path}.db: query error\n")
+        listing = postmap(env, "-F", "-s", f"hash:{path}")
+        assert (listing.returncode, listing.stdout) == (0, "")
+        assert "malformed BASE64 value" in listing.stderr
+
+
 class TestDumpAndUpdate:
     def test_s_lists_every_entry(self, env):
         path = source(env, "b 2\na 1\n")

@@ -8,7 +8,18 @@ type defaults to $default_database_type. -q KEY prints the first value
 found in the named tables (exit 0 found, 1 not found); `-q -` reads keys
 from standard input and prints `key<TAB>value` for each one found; with -h
 and/or -b the input is a message whose header lines and/or body lines are
-the keys (header_checks/body_checks testing). -s lists every entry, -d KEY
+the keys (header_checks/body_checks testing): -h alone stops at the end of
+the primary headers, -b starts with the line that ends them (an empty key
+when a non-header line ends them). -m walks the MIME structure as cleanup
+does (pymaster.mime): -h then also yields the headers of MIME parts and of
+attached messages, and -b no longer treats those as body lines; every key is
+looked up in the tables named, as postmap(1) does (header_checks,
+mime_header_checks … are not consulted). -F: when building (also -i), each
+value is a list of file names (comma or white space separated) whose
+contents, joined with a newline between files, are stored base64-encoded
+(tls_server_sni_maps); when querying (-q) or listing (-s), each value is
+base64-decoded (a malformed value: a warning, then for -q a fatal error).
+-s lists every entry, -d KEY
 deletes (`-d -`: keys from standard input), -i adds entries read from
 standard input. -f keeps keys' case, -r replaces and -w silently ignores
 duplicate entries, -n/-N store keys without/with a terminating NUL, -p
@@ -26,18 +37,25 @@ Interface:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getopt
 import os
+import re
 import sys
 from typing import Iterable, Iterator
 
 from pymaster.commands import getopt_message
 from pymaster import log
 from pymaster.config import ConfigError, load_config
+from pymaster.headers import decode, split_header_block
+from pymaster.mime import MimeWalker, split_lines
 from pymaster.tables import TableError, create_table, split_spec
 
 BUILDABLE = ("hash", "btree", "cdb")
 OPTIONS = "bc:d:fFhimnNoprsuUvwxq:"
+FILE_SEPARATORS = re.compile(r"[,\s]+")     # -F: between the file names of a value
+OBSOLETE_COLON = re.compile(r"^([!-9;-~]+)[ \t]+:")    # "Name : value" (RFC 822 obsolete)
 
 
 class Usage(Exception):
@@ -61,7 +79,8 @@ class TableCommand:
         self.nul = False
         self.keep_mode = True
         self.dump = self.incremental = False
-        self.headers = self.bodies = False
+        self.headers = self.bodies = self.mime = False
+        self.rhs_files = False      # -F
         self.verbose = 0
         self.maps: list[str] = []
         self.cfg = None
@@ -86,7 +105,7 @@ class TableCommand:
         simple = {"f": ("fold", False), "r": ("dup", "replace"), "w": ("dup", "ignore"),
                   "N": ("nul", True), "n": ("nul", False), "p": ("keep_mode", False),
                   "s": ("dump", True), "i": ("incremental", True), "h": ("headers", True),
-                  "b": ("bodies", True)}
+                  "b": ("bodies", True), "m": ("mime", True)}
         if letter in simple:
             setattr(self, *simple[letter])
         elif letter == "c":
@@ -97,7 +116,9 @@ class TableCommand:
             self.deletes.append(value)
         elif letter == "v":
             self.verbose += 1
-        # -o -u -U -F -x -m: privilege, UTF-8 and encoding switches that change
+        elif letter == "F" and self.program == "postmap":
+            self.rhs_files = True   # postalias(1) has no -F: it stays ignored there
+        # -o -u -U -x: privilege, UTF-8 and encoding switches that change
         # nothing for a table built and read by the same Python code.
 
     # -- helpers -----------------------------------------------------------
@@ -120,6 +141,54 @@ class TableCommand:
     def extra_entries(self) -> list[tuple[str, str]]:
         return []
 
+    def source_entries(self, lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
+        """source_entries - the entries of a source, values replaced by file
+        contents with -F (an entry whose file cannot be read is skipped)."""
+        for lineno, key, value in self.entries(lines, path):
+            if self.rhs_files:
+                value = self.file_value(value, path, lineno)
+                if value is None:
+                    continue
+            yield lineno, key, value
+
+    def file_value(self, value: str, path: str, lineno: int) -> str | None:
+        """file_value - -F: the base64 of the files VALUE names, joined by newlines."""
+        contents = []
+        for name in FILE_SEPARATORS.split(value.strip()):
+            try:
+                with open(name, "rb") as f:
+                    contents.append(f.read())
+            except OSError as e:
+                self.warn(f"{path}, line {lineno}: open {name}: {e.strerror}: "
+                          "skipping this entry")
+                return None
+        return base64.b64encode(b"\n".join(contents)).decode("ascii")
+
+    def table_name(self, arg: str) -> str:
+        """table_name - "type:name" as a message names a table (with the file suffix)."""
+        from pymaster.tables import hashdb
+        spec = self.spec_of(arg)
+        type_, name = split_spec(spec)
+        return spec + hashdb.suffix_for(type_) if type_ in BUILDABLE else spec
+
+    def decoded(self, arg: str, key: str, value: str) -> str | None:
+        """decoded - -F: VALUE base64-decoded; None (with a warning) when malformed."""
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            self.warn(f"table {self.table_name(arg)}: key {key}: malformed BASE64 value: {value}")
+            return None
+        return decode(raw)
+
+    def shown(self, arg: str, key: str, value: str) -> str:
+        """shown - a -q answer as printed: decoded with -F; a malformed one is fatal."""
+        if not self.rhs_files:
+            return value
+        text = self.decoded(arg, key, value)
+        if text is None:
+            log.fatal(f"table {self.table_name(arg)}: query error")
+        return text
+
     # -- operations --------------------------------------------------------
     def run(self) -> int:
         if self.query is not None:
@@ -136,19 +205,22 @@ class TableCommand:
         return 0
 
     def do_query(self) -> int:
-        tables = [self.open(arg) for arg in self.maps]
+        tables = list(zip(self.maps, [self.open(arg) for arg in self.maps]))
         if self.query != "-":
-            for table in tables:
+            for arg, table in tables:
                 value = table.lookup(self.query)
                 if value is not None:
-                    print(value)
+                    print(self.shown(arg, self.query, value))
                     return 0
             return 1
         found = False
+        message = self.headers or self.bodies
         for key in self.query_keys(sys.stdin):
-            for table in tables:
+            for arg, table in tables:
                 value = table.lookup(key)
                 if value is not None:
+                    # As postmap(1): -F decodes plain keys, not message lines.
+                    value = value if message else self.shown(arg, key, value)
                     sys.stdout.write(self.dump_format.format(key=key, value=value) + "\n")
                     found = True
                     break
@@ -160,11 +232,17 @@ class TableCommand:
             for line in stream:
                 yield line.rstrip("\n")
             return
-        yield from message_keys(stream, self.headers, self.bodies)
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
+        limits = (self.cfg.int("mime_nesting_limit"), self.cfg.int("mime_boundary_length_limit"))
+        yield from message_keys(data, self.headers, self.bodies, self.mime, limits)
 
     def do_dump(self) -> int:
         for arg in self.maps:
             for key, value in self.open(arg).items():
+                if self.rhs_files:
+                    value = self.decoded(arg, key, value)
+                    if value is None:
+                        continue
                 sys.stdout.write(self.dump_format.format(key=key, value=value) + "\n")
         return 0
 
@@ -186,7 +264,7 @@ class TableCommand:
     def do_update(self, arg: str, stream, source: str) -> None:
         type_, name = self.buildable(arg)
         table = self.existing(type_, name, create=True)
-        self.merge(table, self.entries(stream, source), source)
+        self.merge(table, self.source_entries(stream, source), source)
         self.write(type_, name, table.items(), name)
 
     def do_build(self, arg: str) -> None:
@@ -194,7 +272,7 @@ class TableCommand:
         table: dict[str, str] = {}
         try:
             with open(name, encoding="utf-8", errors="surrogateescape") as f:
-                self.merge(table, self.entries(f, name), name)
+                self.merge(table, self.source_entries(f, name), name)
         except OSError as e:
             log.fatal(f"open {name}: {e.strerror}")
         for key, value in self.extra_entries():
@@ -248,34 +326,59 @@ class TableCommand:
             log.fatal(f"open database {name}{hashdb.suffix_for(type_)}: {e.strerror}")
 
 
-def message_keys(stream, headers: bool, bodies: bool) -> Iterator[str]:
-    """message_keys - a message's logical header lines and/or body lines."""
-    in_headers = True
-    pending: str | None = None
-    for raw in stream:
-        line = raw.rstrip("\r\n")
-        if in_headers:
-            if line and line[0] in " \t" and pending is not None:
-                pending += "\n" + line
-                continue
-            if pending is not None and headers:
-                yield pending
-            pending = None
-            if line == "":
-                in_headers = False
-                continue
-            pending = line
-            continue
+def message_keys(data: bytes, headers: bool, bodies: bool, mime: bool = False,
+                 limits: tuple[int, int] = (100, 2048)) -> Iterator[str]:
+    """message_keys - the lookup keys of a message for -h (logical headers, one
+    key each with embedded newlines) and -b (body lines), as postmap(1) makes
+    them; with MIME (-m) the parts are told apart by pymaster.mime's walk, as
+    cleanup tells them apart for header_checks and body_checks."""
+    top, offset = split_header_block(data)
+    if headers:
+        yield from (_header_key(h) for h in top)
+    blank = _ends_in_blank_line(data[:offset])
+    if not (bodies or mime) or (offset == len(data) and not blank):
+        return
+    # The line that ends the headers is a body line: the empty line itself,
+    # or, before a line that is no header, an empty line Postfix inserts.
+    if bodies:
+        yield decode(data[:offset]).rsplit("\n", 2)[-2] if blank else ""
+    body = decode(data[offset:])
+    if not mime:
         if bodies:
-            yield line
-    if pending is not None and headers:
-        yield pending
+            yield from (_key(line) for line in split_lines(body))
+        return
+    for part in MimeWalker(*limits).walk(top, body):
+        if part.kind == "header" and headers:
+            yield _header_key(part.text)
+        elif part.kind != "header" and bodies:
+            yield _key(part.text)
+
+
+def _ends_in_blank_line(head: bytes) -> bool:
+    """_ends_in_blank_line - whether an empty line ended the header block HEAD."""
+    return head in (b"\n", b"\r\n") or head.endswith((b"\n\n", b"\n\r\n"))
+
+
+def _header_key(text: str) -> str:
+    """_header_key - a logical header as a key; "Name : value" becomes
+    "Name: value", as Postfix's MIME parser normalises it."""
+    return OBSOLETE_COLON.sub(r"\1:", _key(text), count=1)
+
+
+def _key(text: str) -> str:
+    """_key - a line or logical header as a key: without its final newline
+    (a carriage return stays, as with Postfix)."""
+    return text[:-1] if text.endswith("\n") else text
 
 
 def run_command(command: TableCommand, argv: list[str] | None) -> int:
     """run_command - parse, configure and run COMMAND; fatal errors exit 1."""
     argv = sys.argv[1:] if argv is None else argv
     log.setup(command.program, stderr=True)
+    # Message input and table values may hold any bytes: keep them as they are.
+    for stream in (sys.stdin, sys.stdout):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         command.parse(argv)
         command.cfg = load_config(command.config_dir)

@@ -10,7 +10,8 @@ Modules: state (per-message state, reply texts), headers (the header
 pipeline), envelope (sender and recipients), message (the request handler),
 reservation (the queue file smtpd reserves at its first accepted recipient),
 masquerade (masquerade_domains), bcc (automatic copies), checks
-(header_checks, body_checks, with pymaster.mime's MIME walk), actions
+(header_checks, body_checks, with pymaster.mime's MIME walk), strict
+(the strict_* MIME options, on the same walk), actions
 (HOLD, DISCARD, REDIRECT, BCC, FILTER).
 
 Interface: main(); run(svc); handle_message(cfg, header, payload).

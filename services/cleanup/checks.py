@@ -25,6 +25,8 @@ body lines (boundaries included) go to body_checks, at most
 body_checks_size_limit bytes of each MIME segment. disable_mime_input_
 processing makes the body one plain text and every header a header_checks
 header. receive_override_options=no_header_body_checks turns it all off.
+The strict MIME options (strict.py) inspect the same walk; with all of them
+off the walk is what it was without them.
 
 Every action but DUNNO, OK and IGNORE logs Postfix's line:
   QUEUEID: warning: header Subject: make money fast from unknown[192.0.2.1];
@@ -45,9 +47,10 @@ import re
 from pymaster import log
 from pymaster.config import Config
 from pymaster.headers import decode, encode, header_name
-from pymaster.mime import MimeWalker, is_mime_header
+from pymaster.mime import NESTING_ERROR, MimeWalker, is_mime_header, split_lines, worst_error
 
 from .state import CleanupState, Defer, Header, Reject
+from .strict import StrictMime
 
 TEXT_LEN = 200                  # how much of a header or line a log line shows
 CONTENT_REJECTED = ("5.7.1", "Message content rejected")
@@ -66,6 +69,7 @@ class ContentChecks:
         self.body = self._maps("body_checks")
         self.mime_disabled = cfg.bool("disable_mime_input_processing")
         self.size_limit = cfg.int("body_checks_size_limit")
+        self.strict = StrictMime.from_config(cfg)
 
     def _maps(self, name: str):
         if not self.cfg.get(name).strip():
@@ -87,7 +91,8 @@ class ContentChecks:
     @property
     def walks_body(self) -> bool:
         """walks_body - whether the body needs reading at all."""
-        return bool(self.body or (not self.mime_disabled and (self.mime or self.nested)))
+        return bool(self.body or self.strict or
+                    (not self.mime_disabled and (self.mime or self.nested)))
 
 
 _checks: dict[int, tuple[Config, ContentChecks]] = {}
@@ -244,9 +249,12 @@ def check_body(state: CleanupState, headers: list[str], data: bytes) -> bytes | 
     out: list[str] = []
     changed = False
     segment = 0
-    walker = MimeWalker(state.cfg.int("mime_nesting_limit"),
-                        state.cfg.int("mime_boundary_length_limit"))
+    limits = (state.cfg.int("mime_nesting_limit"), state.cfg.int("mime_boundary_length_limit"))
+    strict = checks.strict if checks.strict and checks.strict.applies(state) else None
+    walker = strict.walker(*limits) if strict else MimeWalker(*limits)
     parts = _plain_lines(body) if checks.mime_disabled else walker.walk(headers, body)
+    if strict:
+        parts = strict.inspect(parts, walker, headers)
     for part in parts:
         result = None
         if part.kind == "header":
@@ -261,13 +269,13 @@ def check_body(state: CleanupState, headers: list[str], data: bytes) -> bytes | 
         else:
             out.extend(result)
             changed = True
-    _mime_errors(state, checks, walker.errors)
+    _mime_errors(state, checks, walker, strict is not None)
     return encode("".join(out)) if changed else None
 
 
 def _plain_lines(body: str):
     from pymaster.mime import Part
-    return (Part("body", "", line) for line in body.splitlines(keepends=True))
+    return (Part("body", "", line) for line in split_lines(body))
 
 
 def _check_line(state: CleanupState, checks: ContentChecks, line: str,
@@ -283,13 +291,22 @@ def _check_line(state: CleanupState, checks: ContentChecks, line: str,
     return apply_action(state, "body", line, value, "body_checks"), segment + size
 
 
-def _mime_errors(state: CleanupState, checks: ContentChecks, errors: list[str]) -> None:
-    """_mime_errors - Postfix refuses over-nested MIME only when header checks are on."""
-    if not errors or not (checks.header or checks.mime or checks.nested):
+def _mime_errors(state: CleanupState, checks: ContentChecks, walker: MimeWalker,
+                 strict: bool) -> None:
+    """_mime_errors - log each MIME error once and refuse the message with the
+    most serious; over-nested MIME counts only with header or strict checks."""
+    errors = walker.errors
+    if not (strict or checks.header or checks.mime or checks.nested):
+        errors = [e for e in errors if e != NESTING_ERROR]
+    if not errors:
         return
-    log.info(f"{state.queue_id}: reject: mime-error {errors[0]}: from "
-             f"{_origin(state)}; from=<{state.sender}>")
-    raise Reject("5.6.0", errors[0])
+    first = state.recipients[0] if state.recipients else None
+    to = (first.orig or first.address) if first else "unknown"
+    for error in errors:
+        shown = walker.details.get(error, "").rstrip("\n").replace("\n", "")[:100]
+        log.info(f"{state.queue_id}: reject: mime-error {error}: {shown} from "
+                 f"{_origin(state)}; from=<{state.sender}> to=<{to}>")
+    raise Reject("5.6.0", worst_error(errors))
 
 
 def _origin(state: CleanupState) -> str:

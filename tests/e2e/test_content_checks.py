@@ -195,3 +195,65 @@ def test_nested_header_checks_see_a_forwarded_message(inst):
                                             att_body="Subject: e2e-nested\nFrom: x@y\n\nhi"))
     assert e.value.smtp_error == b"5.7.1 forwarded message refused"
     inst.wait_for_log(r"reject: header Subject: e2e-nested from")
+
+
+# -- strict MIME options (services/cleanup/strict.py) ---------------------------
+
+EIGHT_BIT_HEADER = "Subject: caf\xe9 e2e-8bit-header\n\ntoken-8bit-header\n"
+EIGHT_BIT_BODY = "Subject: e2e-8bit-body\n\nna\xefve token-8bit-body\n"
+
+
+def send_bytes(inst, text: str) -> None:
+    msg = f"From: a@example.org\nTo: user@v.example\n{text}".replace("\n", "\r\n")
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+        s.sendmail("a@example.org", ["user@v.example"], msg.encode())
+
+
+@pytest.fixture(scope="module")
+def strict_inst(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("strict")
+    inst = Instance(tmp, start=False, main_cf={
+        "myhostname": "mx.example.com", "mydomain": "example.com",
+        "virtual_mailbox_domains": "v.example",
+        "virtual_mailbox_base": str(tmp / "spool" / "mailboxes"),
+        "virtual_mailbox_maps": "static:v.example/user/",
+        "virtual_uid_maps": f"static:{os.getuid() or 5000}",
+        "virtual_gid_maps": f"static:{os.getgid() or 5000}",
+        "virtual_minimum_uid": "0",
+        "strict_7bit_headers": "yes",
+        "strict_mime_encoding_domain": "yes",
+    })
+    with inst:
+        inst.start()
+        yield inst
+
+
+def test_8bit_headers_and_bodies_are_accepted_by_default(inst):
+    send_bytes(inst, EIGHT_BIT_HEADER)
+    assert "caf\xe9" in delivered(inst, "user", "token-8bit-header")
+
+
+def test_strict_7bit_headers_refuses_an_8bit_header(strict_inst):
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send_bytes(strict_inst, EIGHT_BIT_HEADER)
+    assert (e.value.smtp_code, e.value.smtp_error) == (
+        550, b"5.6.0 improper use of 8-bit data in message header")
+    strict_inst.wait_for_log(
+        r"postfix/cleanup\[\d+\]: \w+: reject: mime-error improper use of 8-bit data in "
+        r"message header: Subject: caf\xe9 e2e-8bit-header from localhost\[127\.0\.0\.1\]; "
+        r"from=<a@example\.org> to=<user@v\.example>$")
+
+
+def test_strict_7bit_headers_alone_lets_an_8bit_body_through(strict_inst):
+    send_bytes(strict_inst, EIGHT_BIT_BODY)
+    assert "na\xefve" in delivered(strict_inst, "user", "token-8bit-body")
+
+
+def test_strict_mime_encoding_domain_refuses_an_encoded_multipart(strict_inst):
+    text = ("Subject: e2e-domain\nMIME-Version: 1.0\nContent-Transfer-Encoding: base64\n"
+            'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nx\n--b--\n')
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send_bytes(strict_inst, text)
+    assert e.value.smtp_error == b"5.6.0 invalid message/* or multipart/* encoding domain"
+    strict_inst.wait_for_log(r"reject: mime-error invalid message/\* or multipart/\* encoding "
+                             r"domain: base64 from localhost\[127\.0\.0\.1\]")

@@ -32,6 +32,7 @@ import encodings.idna  # noqa: F401  (getaddrinfo needs it; services import befo
 import re
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from pymaster import log
@@ -39,7 +40,11 @@ from pymaster.config import Config, parse_time
 
 PROTOCOL_VERSION = 6
 MAX_CHUNK = 65535                   # largest BODY packet libmilter takes by default
-MAX_PACKET = 1 << 24                # refuse a reply length beyond reason
+# A milter is a network peer: what it sends is bounded before it is read.
+# libmilter's largest data size is 1 MB (MILTER_MAX_DATA_SIZE), +1: the command.
+MAX_PACKET = (1 << 20) + 1
+RECV_SIZE = 65536                   # recv() allocates what it is asked for
+MAX_EDITS = 10000                   # end-of-message edits one milter may send
 
 # Actions the MTA offers (SMFIF_*): every edit this module applies.
 ACT_ADDHDRS, ACT_CHGBODY, ACT_ADDRCPT, ACT_DELRCPT = 0x01, 0x02, 0x04, 0x08
@@ -92,6 +97,10 @@ class Spec:
     content_timeout: float = 300.0
     default_action: str = "tempfail"
     protocol: int = PROTOCOL_VERSION
+    # Bounds on one milter's end-of-message edits (0: none): a replaced body
+    # as message_size_limit, each header as header_size_limit.
+    message_size_limit: int = 0
+    header_size_limit: int = 0
 
 
 @dataclass
@@ -135,7 +144,9 @@ def parse_milters(cfg: Config, text: str) -> list[Spec]:
             "command_timeout": float(cfg.time("milter_command_timeout")),
             "content_timeout": float(cfg.time("milter_content_timeout")),
             "default_action": cfg.get("milter_default_action").strip().lower(),
-            "protocol": cfg.int("milter_protocol")}
+            "protocol": cfg.int("milter_protocol"),
+            "message_size_limit": max(cfg.int("message_size_limit"), 0),
+            "header_size_limit": max(cfg.int("header_size_limit"), 0)}
     specs = []
     for item in _split_groups(text):
         words = item if isinstance(item, list) else [item]
@@ -307,13 +318,15 @@ class Milter:
         timeout = self.spec.content_timeout if event in ("header", "eoh", "body", "eom") \
             else self.spec.command_timeout
         self.sock.settimeout(timeout)
+        budget = _EditBudget(self.spec)
         while True:
-            command, data = self._read(f"SMFIC_{event.upper()}")
+            command, data = self._read(f"SMFIC_{event.upper()}", timeout)
             if command == PROGRESS:
                 continue                    # the milter asks for more time
             if command in VERDICTS:
                 return VERDICTS[command], data
             if command in EDITS and edits is not None:
+                budget.spend(command, data)
                 edits.append((command, data))
                 continue
             raise MilterError(f"unexpected filter response {command!r} "
@@ -331,25 +344,63 @@ class Milter:
         except OSError as e:
             raise MilterError(f"can't send {command.decode()} packet: {_why(e)}") from None
 
-    def _read(self, what: str) -> tuple[bytes, bytes]:
-        head = self._read_exactly(5, f"can't read {what} reply packet header")
+    def _read(self, what: str, timeout: float | None = None) -> tuple[bytes, bytes]:
+        """_read - one reply packet, whole within TIMEOUT (default: the command
+        timeout): a milter that trickles bytes cannot hold us for longer."""
+        timeout = timeout or self.spec.command_timeout
+        deadline = time.monotonic() + timeout
+        head = self._read_exactly(5, f"can't read {what} reply packet header", deadline)
         length = struct.unpack("!I", head[:4])[0]
         if length < 1 or length > MAX_PACKET:
             raise MilterError(f"bad {what} reply packet length: {length}")
-        data = self._read_exactly(length - 1, f"can't read {what} reply packet body")
+        data = self._read_exactly(length - 1, f"can't read {what} reply packet body", deadline)
+        self.sock.settimeout(timeout)       # the next send gets the whole time again
         return head[4:5], data
 
-    def _read_exactly(self, size: int, what: str) -> bytes:
+    def _read_exactly(self, size: int, what: str, deadline: float) -> bytes:
         buf = bytearray()
         while len(buf) < size:
             try:
-                chunk = self.sock.recv(size - len(buf))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self.sock.settimeout(left)
+                chunk = self.sock.recv(min(size - len(buf), RECV_SIZE))
             except OSError as e:
                 raise MilterError(f"{what}: {_why(e)}") from None
             if not chunk:
                 raise MilterError(f"{what}: Connection reset by peer")
             buf += chunk
         return bytes(buf)
+
+
+class _EditBudget:
+    """_EditBudget - what one milter's end-of-message edits may add up to."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.count = 0
+        self.body = 0
+        self.other = 0
+
+    def spend(self, command: bytes, data: bytes) -> None:
+        """spend - count one edit; MilterError when it goes past a bound."""
+        limit = self.spec.message_size_limit
+        self.count += 1
+        if self.count > MAX_EDITS:
+            raise MilterError(f"too many message edits (more than {MAX_EDITS})")
+        if command == b"b":
+            self.body += len(data)
+            if limit and self.body > limit:
+                raise MilterError(f"replaced body exceeds message_size_limit {limit}")
+            return
+        if command in (b"h", b"i", b"m") and self.spec.header_size_limit \
+                and len(data) > self.spec.header_size_limit:
+            raise MilterError(f"header edit exceeds header_size_limit "
+                              f"{self.spec.header_size_limit}")
+        self.other += len(data)
+        if limit and self.other > limit:
+            raise MilterError(f"message edits exceed message_size_limit {limit}")
 
 
 def _why(e: Exception) -> str:
@@ -560,3 +611,185 @@ def _header_value(value: str, leadspc: int) -> str:
 def _unbracket(addr: str) -> str:
     addr = addr.strip()
     return addr[1:-1] if addr.startswith("<") and addr.endswith(">") else addr
+
+
+# -- one SMTP session's chain, event by event (smtpd) ------------------------------
+# Postfix's smtpd keeps its milters connected from CONNECT to QUIT and sends
+# each event as the client's command arrives, so a verdict applies to that
+# command. SessionChain is that side: blocking like the rest of this module
+# (smtpd calls it from a worker thread), never used by two threads at once.
+
+CONNECTION_EVENTS = ("connect", "helo")     # an accept there: no more for the session
+
+
+class _Member:
+    """_Member - one milter of a SessionChain and where it is in the conversation.
+
+    state: "new" (not connected yet), "open", "accepted" (wants no more of
+    this message), "out" (no more of this session), "failed" (every later
+    event gets its default action)."""
+
+    def __init__(self, milter: Milter) -> None:
+        self.milter = milter
+        self.state = "new"
+
+
+class SessionChain:
+    """SessionChain - the milters of one SMTP session; see the section comment.
+
+    event() sends one SMTP event to each milter still in the conversation;
+    content() the message and end of message; abort() marks the transaction
+    gone (SMFIC_ABORT goes before the next event); close() ends the session."""
+
+    def __init__(self, specs: list[Spec], names: dict[int, list[str]]) -> None:
+        self.members = [_Member(Milter(spec, names)) for spec in specs]
+        self.in_message = False     # MAIL was sent and the message is not finished
+        self.abort_due = False
+
+    def event(self, event: str, data: bytes, macros: dict[str, str]) -> Outcome | None:
+        """event - EVENT to each milter in turn; the first reject, tempfail or
+        discard ends it there; a hold is remembered. None: nobody objects."""
+        self._flush_abort()
+        if event == "mail":
+            self.in_message = True
+            for member in self.members:
+                if member.state == "accepted":
+                    member.state = "open"
+        held = None
+        for member in self.members:
+            outcome = self._member_event(member, event, data, macros)
+            if outcome is not None and outcome.action == "hold":
+                held = outcome
+            elif outcome is not None:
+                if event == "mail" and outcome.action != "discard":
+                    self.in_message = False     # refused: no message to abort
+                return outcome
+        return held
+
+    def _member_event(self, member: _Member, event: str, data: bytes,
+                      macros: dict[str, str]) -> Outcome | None:
+        name = EVENTS[event][1]
+        if member.state == "failed":
+            return _stage_default(member.milter.spec, name)
+        if member.state in ("out", "accepted"):
+            return None
+        if not self._opened(member, name):
+            return _stage_default(member.milter.spec, name)
+        if member.milter.skips(event):
+            return None
+        try:
+            verdict, reply = member.milter.event(event, data, macros)
+            outcome = _verdict_outcome(verdict, reply, name, event == "rcpt")
+        except MilterError as e:
+            return self._failed(member, e, name)
+        if outcome is not None and outcome.action == "accept":
+            member.state = "out" if event in CONNECTION_EVENTS else "accepted"
+            return None
+        if outcome is not None and event == "connect" and outcome.action != "hold":
+            member.state = "out"        # a refused connection is over for the milter
+            member.milter.close()
+        return outcome
+
+    def _opened(self, member: _Member, event_name: str) -> bool:
+        """_opened - connect and negotiate on first use; False when that failed."""
+        if member.state != "new":
+            return True
+        try:
+            member.milter.open()
+        except MilterError as e:
+            self._failed(member, e, event_name)
+            return False
+        member.state = "open"
+        return True
+
+    def _failed(self, member: _Member, error: MilterError, event_name: str) -> Outcome | None:
+        """_failed - warn once; from now on the milter answers with its default action."""
+        text = str(error)
+        log.warning(text if text.startswith("connect to") else
+                    f"milter {member.milter.spec.name}: {text}")
+        member.milter.close(quit=False)
+        member.state = "failed" if member.milter.spec.default_action != "accept" else "out"
+        return _stage_default(member.milter.spec, event_name)
+
+    def content(self, env: Envelope, macros: dict[str, str]) -> tuple[Outcome, list]:
+        """content - headers, body and end of message to each milter still in the
+        message; the verdict, and each milter's edits as (edits, leadspc) in
+        chain order. Each milter sees the edits of the ones before it (applied
+        to ENV), as in run_chain."""
+        self._flush_abort()
+        outcome, edits = Outcome(), []
+        for member in self.members:
+            result = self._member_content(member, env, macros, edits)
+            if result is not None and result.action == "hold":
+                outcome = result
+            elif result is not None and result.action != "accept":
+                outcome = result
+                break
+        self.in_message = False
+        for member in self.members:
+            if member.state == "accepted":
+                member.state = "open"
+        return outcome, edits
+
+    def _member_content(self, member: _Member, env: Envelope, macros: dict,
+                        edits: list) -> Outcome | None:
+        if member.state == "failed":
+            return _stage_default(member.milter.spec, "END-OF-MESSAGE")
+        if member.state != "open":
+            return None
+        milter = member.milter
+        try:
+            done = _content(milter, env, macros)
+            if done is not None:
+                return done
+            verdict, reply, got = milter.end_of_message(macros)
+            outcome = _verdict_outcome(verdict, reply, "END-OF-MESSAGE", False) or Outcome()
+            if outcome.action in ("accept", "hold"):
+                leadspc = bool(milter.steps & HDR_LEADSPC)
+                hold = apply_edits(env, got, leadspc)
+                if got:
+                    edits.append((got, leadspc))
+                if hold is not None:
+                    outcome = Outcome("hold", reason=hold)
+        except MilterError as e:
+            return self._failed(member, e, "END-OF-MESSAGE")
+        return outcome
+
+    def abort(self) -> None:
+        """abort - the transaction is gone (RSET, HELO, a refused message):
+        SMFIC_ABORT goes to the milters before their next event."""
+        if self.in_message:
+            self.abort_due = True
+        self.in_message = False
+
+    def _flush_abort(self) -> None:
+        if not self.abort_due:
+            return
+        self.abort_due = False
+        for member in self.members:
+            if member.state in ("open", "accepted"):
+                try:
+                    member.milter.abort()
+                except MilterError as e:
+                    self._failed(member, e, "ABORT")
+                else:
+                    member.state = "open"
+
+    def close(self) -> None:
+        """close - the session is over: SMFIC_ABORT when a message was open, SMFIC_QUIT."""
+        if self.in_message:
+            self.abort()
+        self._flush_abort()
+        for member in self.members:
+            member.milter.close(quit=member.state in ("open", "accepted"))
+            member.state = "out"
+
+
+def _stage_default(spec: Spec, event_name: str) -> Outcome | None:
+    """_stage_default - the default action of a failed milter at EVENT_NAME; None
+    for accept."""
+    outcome = _default_action(spec)
+    if outcome.action == "accept":
+        return None
+    outcome.event = event_name
+    return outcome

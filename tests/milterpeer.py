@@ -8,8 +8,12 @@ gets, and answers from a script: per command byte, the packets to send back
     with ScriptedMilter(script={b"E": [add_header("X-A", "1"), reply(b"c")]}) as m:
         ... inet:127.0.0.1:{m.port} ...
         m.commands()   -> [b"O", b"D", b"C", ...]
+        m.sessions     -> the command bytes of each connection, [[b"O", b"D", b"C", ...], ...]
+        m.wait_until(lambda: b"Q" in m.commands())   -> waits for a packet to arrive
 
-Commands without a script entry get SMFIR_CONTINUE, except D (macros),
+A script entry may also be a function of the packet's data that returns
+the packets (`{b"R": lambda data: [replycode("451 …")] if b"grey" in data
+else [reply(b"c")]}`). Commands without a script entry get SMFIR_CONTINUE, except D (macros),
 A (abort) and Q (quit), which take no reply. `steps` and `actions` are what
 the OPTNEG reply claims; `symlists` ({stage: "names"}) asks for macros;
 `stall` (a set of command bytes) makes it never answer those; `port` picks
@@ -80,6 +84,8 @@ class ScriptedMilter:
         self.symlists = symlists or {}
         self.stall = stall or set()
         self.received: list[tuple[bytes, bytes]] = []
+        self.sessions: list[list[bytes]] = []
+        self.arrived = threading.Condition()
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -107,6 +113,13 @@ class ScriptedMilter:
     def commands(self) -> list[bytes]:
         return [c for c, _ in self.received]
 
+    def wait_until(self, predicate, timeout: float = 20) -> None:
+        """wait_until - until PREDICATE() holds, checked as packets arrive
+        (AssertionError after TIMEOUT)."""
+        with self.arrived:
+            if not self.arrived.wait_for(predicate, timeout):
+                raise AssertionError(f"still waiting; received {self.commands()}")
+
     def data(self, command: bytes) -> list[bytes]:
         return [d for c, d in self.received if c == command]
 
@@ -119,25 +132,31 @@ class ScriptedMilter:
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn: socket.socket) -> None:
+        mine: list[bytes] = []
+        self.sessions.append(mine)
         with conn:
             while True:
                 got = self._read(conn)
                 if got is None:
                     return
                 command, data = got
-                self.received.append((command, data))
+                with self.arrived:
+                    self.received.append((command, data))
+                    mine.append(command)
+                    self.arrived.notify_all()
                 if command in self.stall or command in NO_REPLY:
                     if command == b"Q":
                         return
                     continue
-                conn.sendall(b"".join(self._answer(command)))
+                conn.sendall(b"".join(self._answer(command, data)))
 
-    def _answer(self, command: bytes) -> list[bytes]:
+    def _answer(self, command: bytes, data: bytes = b"") -> list[bytes]:
         if command == b"O":
             extra = b"".join(struct.pack("!I", stage) + names.encode() + b"\0"
                              for stage, names in self.symlists.items())
             return [packet(b"O", struct.pack("!III", 6, self.actions, self.steps) + extra)]
-        return self.script.get(command, [reply(b"c")])
+        answer = self.script.get(command, [reply(b"c")])
+        return answer(data) if callable(answer) else answer
 
     @staticmethod
     def _read(conn: socket.socket) -> tuple[bytes, bytes] | None:

@@ -4,6 +4,7 @@ every edit, timeouts and milter_default_action."""
 
 import socket
 import struct
+import threading
 
 import pytest
 
@@ -298,3 +299,189 @@ class TestFailures:
             outcome, _ = run(m, default_action="reject")
         assert outcome.action == "reject"
         assert "unexpected filter response" in (tmp_path / "maillog").read_text()
+
+
+class TestHostileMilter:
+    """A milter is a network peer: whatever it sends is bounded and checked."""
+
+    def refused(self, tmp_path, *packets, **kw):
+        make_cfg(tmp_path)
+        with ScriptedMilter(script={b"E": [*packets, peer.reply(b"a")]}) as m:
+            outcome, env = run(m, **kw)
+        return outcome, env, (tmp_path / "maillog").read_text()
+
+    def test_a_2_gb_reply_length_is_refused_before_anything_is_read(self, tmp_path):
+        outcome, _, log_text = self.refused(tmp_path, struct.pack("!I", 2 ** 31) + b"b")
+        assert outcome.action == "tempfail"
+        assert "bad SMFIC_EOM reply packet length: 2147483648" in log_text
+
+    def test_a_reply_just_over_the_packet_limit_is_refused(self, tmp_path):
+        outcome, _, log_text = self.refused(
+            tmp_path, struct.pack("!I", milter.MAX_PACKET + 1) + b"b")
+        assert outcome.action == "tempfail" and "reply packet length" in log_text
+
+    def test_a_replaced_body_beyond_message_size_limit_gets_the_default_action(self, tmp_path):
+        outcome, env, log_text = self.refused(
+            tmp_path, peer.replace_body(b"x" * 600), peer.replace_body(b"x" * 600),
+            message_size_limit=1000)
+        assert outcome.action == "tempfail" and env.body == b"line 1\nline 2\n"
+        assert "replaced body exceeds message_size_limit 1000" in log_text
+
+    def test_a_header_beyond_header_size_limit_gets_the_default_action(self, tmp_path):
+        outcome, env, log_text = self.refused(
+            tmp_path, peer.add_header("X-Big", "y" * 200), header_size_limit=100,
+            default_action="reject")
+        assert outcome.action == "reject" and env.headers[-1][0] == "Subject"
+        assert "header edit exceeds header_size_limit 100" in log_text
+
+    def test_many_small_edits_add_up_to_message_size_limit(self, tmp_path):
+        outcome, _, log_text = self.refused(
+            tmp_path, *[peer.add_header("X-N", "z" * 50)] * 40, message_size_limit=1000)
+        assert outcome.action == "tempfail"
+        assert "message edits exceed message_size_limit 1000" in log_text
+
+    def test_the_number_of_edits_is_bounded(self, tmp_path):
+        outcome, env, log_text = self.refused(
+            tmp_path, *[peer.del_rcpt("nobody@example.net")] * (milter.MAX_EDITS + 1))
+        assert outcome.action == "tempfail" and env.recipients == ["b@example.net"]
+        assert f"too many message edits (more than {milter.MAX_EDITS})" in log_text
+
+    @pytest.mark.parametrize("garbage", [
+        peer.packet(b"y", b"hello\0"),                  # a reply code that is none
+        peer.packet(b"i", b"\0\0"),                     # an insert without its index
+        peer.packet(b"Z", b"\xff\xfe"),                 # an unknown response
+        peer.packet(b"y"),                              # a reply code without text
+    ])
+    def test_garbage_gets_the_default_action_and_a_warning_never_a_traceback(
+            self, tmp_path, garbage):
+        outcome, _, log_text = self.refused(tmp_path, garbage)
+        assert outcome.action == "tempfail"
+        assert "warning: milter inet:127.0.0.1:" in log_text
+
+    def test_a_trickling_milter_cannot_stretch_one_packet_past_the_timeout(self, tmp_path):
+        # Every byte arrives well within the timeout, but the packet as a
+        # whole never does: the timeout bounds the packet, not each recv().
+        make_cfg(tmp_path)
+        listener = socket.create_server(("127.0.0.1", 0))
+        done = threading.Event()
+
+        def trickle():
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(100)                          # SMFIC_OPTNEG
+                conn.sendall(struct.pack("!I", 1000) + b"O")
+                while not done.wait(0.02):
+                    try:
+                        conn.sendall(b"\0")
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        try:
+            bad = milter.Spec(f"inet:127.0.0.1:{listener.getsockname()[1]}", 5, 0.3, 0.3)
+            outcome = milter.run_chain([bad], envelope(), {}, {})
+        finally:
+            done.set()
+            listener.close()
+        assert outcome.action == "tempfail"
+        assert "can't read SMFIC_OPTNEG reply packet body: Connection timed out" in \
+            (tmp_path / "maillog").read_text()
+
+    def test_limits_come_from_main_cf(self, tmp_path):
+        cfg = make_cfg(tmp_path, message_size_limit="5000", header_size_limit="300")
+        [one] = milter.parse_milters(cfg, "inet:127.0.0.1:9")
+        assert (one.message_size_limit, one.header_size_limit) == (5000, 300)
+
+
+class TestSessionChain:
+    """SessionChain: smtpd's milters, kept open from CONNECT to QUIT."""
+
+    def chain(self, *milters, **kw):
+        return milter.SessionChain([spec(m, **kw) for m in milters], {})
+
+    def smtp_events(self, chain, rcpts=("b@example.net",)):
+        got = [chain.event("connect", milter.connect_data(envelope()), {}),
+               chain.event("helo", milter.strings("client.example"), {}),
+               chain.event("mail", milter.strings("<a@example.org>"), {})]
+        got += [chain.event("rcpt", milter.strings(f"<{r}>"), {}) for r in rcpts]
+        return got
+
+    def test_one_session_for_every_event_and_quit_at_close(self, tmp_path):
+        make_cfg(tmp_path)
+        with ScriptedMilter(script={b"E": [peer.add_header("X-A", "1"), peer.reply(b"c")]}) as m:
+            chain = self.chain(m)
+            assert self.smtp_events(chain) == [None] * 4
+            assert chain.event("data", b"", {}) is None
+            outcome, edits = chain.content(envelope(), {})
+            chain.close()
+            m.wait_until(lambda: b"Q" in m.commands())
+        assert outcome.action == "accept"
+        assert edits == [([(b"h", b"X-A\x001\x00")], False)]
+        assert [c for c in m.sessions[0] if c != b"D"] == \
+            [b"O", b"C", b"H", b"M", b"R", b"T", b"L", b"L", b"N", b"B", b"E", b"Q"]
+
+    def test_rcpt_tempfail_refuses_that_recipient_and_the_message_goes_on(self, tmp_path):
+        make_cfg(tmp_path)
+        script = {b"R": lambda data: [peer.replycode("451 4.7.1 Greylisted")]
+                  if b"grey" in data else [peer.reply(b"c")]}
+        with ScriptedMilter(script=script) as m:
+            chain = self.chain(m)
+            got = self.smtp_events(chain, ["grey@example.net", "b@example.net"])
+            outcome, _ = chain.content(envelope(), {})
+            chain.close()
+        assert got[:3] == [None] * 3 and got[4] is None
+        assert (got[3].action, got[3].code, got[3].dsn, got[3].text, got[3].event) == \
+            ("tempfail", "451", "4.7.1", "Greylisted", "RCPT")
+        assert outcome.action == "accept"
+
+    def test_abort_goes_before_the_next_transaction_and_at_close(self, tmp_path):
+        make_cfg(tmp_path)
+        with ScriptedMilter() as m:
+            chain = self.chain(m)
+            self.smtp_events(chain)
+            chain.abort()                               # RSET
+            chain.event("mail", milter.strings("<c@example.org>"), {})
+            chain.close()                               # QUIT inside a transaction
+            m.wait_until(lambda: b"Q" in m.commands())
+        assert [c for c in m.commands() if c != b"D"] == \
+            [b"O", b"C", b"H", b"M", b"R", b"A", b"M", b"A", b"Q"]
+
+    def test_accept_at_connect_ends_the_milters_session(self, tmp_path):
+        make_cfg(tmp_path)
+        with ScriptedMilter(script={b"C": [peer.reply(b"a")]}) as m:
+            chain = self.chain(m)
+            assert self.smtp_events(chain) == [None] * 4
+            assert chain.content(envelope(), {})[0].action == "accept"
+            chain.close()
+        assert [c for c in m.commands() if c != b"D"][:2] == [b"O", b"C"]
+        assert b"M" not in m.commands() and b"E" not in m.commands()
+
+    def test_reject_at_connect(self, tmp_path):
+        make_cfg(tmp_path)
+        with ScriptedMilter(script={b"C": [peer.replycode("554 5.7.1 Go away")]}) as m:
+            outcome = self.chain(m).event("connect", milter.connect_data(envelope()), {})
+        assert (outcome.action, outcome.code, outcome.event) == ("reject", "554", "CONNECT")
+
+    def test_failure_mid_session_gets_the_default_action_from_then_on(self, tmp_path):
+        make_cfg(tmp_path)
+        with ScriptedMilter(stall={b"M"}) as m:
+            chain = self.chain(m, command_timeout=0.2)
+            got = self.smtp_events(chain)
+            chain.close()
+        assert got[:2] == [None, None]
+        assert [(o.action, o.code, o.event) for o in got[2:]] == \
+            [("tempfail", "451", "MAIL"), ("tempfail", "451", "RCPT")]
+        assert (tmp_path / "maillog").read_text().count("warning: milter ") == 1
+
+    def test_unreachable_milter_with_accept_default_is_left_out(self, tmp_path):
+        make_cfg(tmp_path)
+        port = socket.socket()
+        port.bind(("127.0.0.1", 0))
+        name = f"inet:127.0.0.1:{port.getsockname()[1]}"
+        port.close()
+        chain = milter.SessionChain([milter.Spec(name, connect_timeout=1,
+                                                 default_action="accept")], {})
+        assert self.smtp_events(chain) == [None] * 4
+        assert chain.content(envelope(), {}) == (milter.Outcome(), [])
+        chain.close()

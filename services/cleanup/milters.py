@@ -1,17 +1,20 @@
-"""cleanup's milter stage: smtpd_milters and non_smtpd_milters over a finished message.
+"""cleanup's milter stage: non_smtpd_milters over a finished message, and the
+outcome of smtpd_milters that smtpd ran.
 
-Postfix runs smtpd_milters inside smtpd, event by event, and
-non_smtpd_milters in cleanup. pymaster runs both in cleanup, once the
-message is complete and before the queue file is written: the whole
-conversation (connect, helo, mail, rcpt, data, headers, end of headers,
-body, end of message) with the client attributes smtpd passed. So a milter
-that rejects at CONNECT, HELO, MAIL or RCPT refuses the whole message at
-the end of DATA, not the command itself.
+smtpd owns the smtpd_milters sessions (services/smtpd/milters.py): it sends
+the SMTP events as they happen, runs the content stage at the end of DATA,
+and passes the verdict and the edits in the request attribute
+`milter_result` (JSON: action, code, dsn, text, event, reason, and each
+milter's edits as [leadspc, [[command, base64 data], …]]). cleanup applies them here, exactly as it
+applies a chain it runs itself, and runs no smtpd_milters of its own: mail
+from smtpd without that attribute had no milters (none configured, `-o
+smtpd_milters=` for that service, smtpd_milter_maps DISABLE). The attribute
+is taken out of the attributes, so it never reaches the queue file.
 
-Which list: mail from smtpd gets smtpd_milters; bounces and notices get
-non_smtpd_milters only when internal_mail_filter_classes names "bounce" or
-"notify"; forwarded mail (local) and address probes get none (they passed the
-milters when they arrived); everything else (pickup: sendmail) gets
+Which list cleanup runs itself: bounces and notices get non_smtpd_milters
+only when internal_mail_filter_classes names "bounce" or "notify"; forwarded
+mail (local) and address probes get none (they passed the milters when they
+arrived); everything else but smtpd's mail (pickup: sendmail) gets
 non_smtpd_milters, shown as a client localhost[127.0.0.1].
 receive_override_options=no_milters turns them off.
 
@@ -23,9 +26,13 @@ recipient pipeline) before they are written.
 
 Interface:
     run_milters(state, actions, headers, body, content, body_offset) -> (headers, body)
+    decode_result(text) -> (Outcome, [(edits, leadspc)])     the milter_result attribute
 """
 
 from __future__ import annotations
+
+import base64
+import json
 
 from pymaster import log, milter, records
 
@@ -41,7 +48,8 @@ _parsed: dict[str, list[milter.Spec]] = {}      # list text -> specs, parsed onc
 def milters_for(state: CleanupState) -> list[milter.Spec]:
     """milters_for - the milters this message passes, by its origin."""
     cfg = state.cfg
-    if state.override("no_milters") or state.origin in UNFILTERED_ORIGINS:
+    if state.override("no_milters") or state.origin in UNFILTERED_ORIGINS or \
+            state.origin == "smtpd":        # smtpd runs smtpd_milters itself
         return []
     if state.origin in INTERNAL_ORIGINS and \
             INTERNAL_ORIGINS[state.origin] not in cfg.list("internal_mail_filter_classes"):
@@ -59,6 +67,9 @@ def run_milters(state: CleanupState, actions: list[dict], headers: list[str],
                 ) -> tuple[list[str], bytes | None]:
     """run_milters - the milter chain over the message; the headers and body to
     write (BODY None: the body is content[body_offset:] unchanged)."""
+    given = state.attrs.pop("milter_result", "")
+    if given:
+        return _apply_result(state, actions, headers, body, content[body_offset:], given)
     try:
         specs = milters_for(state)
     except ValueError as e:
@@ -73,6 +84,44 @@ def run_milters(state: CleanupState, actions: list[dict], headers: list[str],
     _apply_envelope(state, env)
     new_headers = [f"{name}:{value}\n" for name, value in env.headers]
     return new_headers, env.body if env.body_replaced else body
+
+
+def _apply_result(state: CleanupState, actions: list[dict], headers: list[str],
+                  body: bytes | None, original: bytes, given: str
+                  ) -> tuple[list[str], bytes | None]:
+    """_apply_result - smtpd's milter verdict and edits (milter_result), applied
+    as a chain run here would have been."""
+    try:
+        outcome, edits = decode_result(given)
+    except (ValueError, TypeError, KeyError) as e:
+        # Not the client's fault, and the edits may matter (a signature): defer.
+        log.warning(f"{state.queue_id}: malformed milter_result from smtpd: {e}")
+        raise Defer("4.3.0", "Error: internal error") from None
+    _dispose(state, actions, outcome)
+    if not edits:
+        return headers, body
+    env = _envelope(state, headers, original if body is None else body)
+    try:
+        for got, leadspc in edits:
+            milter.apply_edits(env, got, leadspc)     # a quarantine is in OUTCOME already
+    except milter.MilterError as e:
+        log.warning(f"{state.queue_id}: milter edit: {e}")
+        raise Defer("4.3.0", "Error: internal error") from None
+    _apply_envelope(state, env)
+    new_headers = [f"{name}:{value}\n" for name, value in env.headers]
+    return new_headers, env.body if env.body_replaced else body
+
+
+def decode_result(text: str) -> tuple[milter.Outcome, list[tuple[list, int]]]:
+    """decode_result - the Outcome and the edits of a milter_result attribute."""
+    raw = json.loads(text)
+    outcome = milter.Outcome(*(str(raw[k]) for k in
+                               ("action", "code", "dsn", "text", "event", "reason")))
+    if outcome.action not in ("accept", "reject", "tempfail", "discard", "hold"):
+        raise ValueError(f"unknown action {outcome.action!r}")
+    edits = [([(str(c).encode("latin-1"), base64.b64decode(d, validate=True)) for c, d in got],
+              int(lead)) for lead, got in raw["edits"]]
+    return outcome, edits
 
 
 def _envelope(state: CleanupState, headers: list[str], body: bytes) -> milter.Envelope:

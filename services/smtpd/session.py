@@ -45,6 +45,7 @@ from services.smtpd.command import CommandError, MailArgs, RcptArgs, parse_mail,
     split_command
 from services.smtpd.connection import Connection, ConnectionLost
 from services.smtpd.data import ChunkConverter, DataScanner
+from services.smtpd.milters import MilterSettings, open_milters
 from services.smtpd.netlist import NetList
 from services.smtpd.peer import Peer
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, \
@@ -100,6 +101,7 @@ class Settings:
     client_port_logging: bool = False
     tls: "tls.TlsSettings | None" = None          # STARTTLS, smtps (services/smtpd/tls.py)
     auth: "auth.AuthSettings | None" = None       # SMTP AUTH (services/smtpd/auth.py)
+    milters: MilterSettings | None = None         # smtpd_milters (services/smtpd/milters.py)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
@@ -139,6 +141,7 @@ class Settings:
             client_port_logging=cfg.bool("smtpd_client_port_logging"),
             tls=tls.TlsSettings.from_config(cfg),
             auth=auth.AuthSettings.from_config(cfg),
+            milters=MilterSettings.from_config(cfg),
         )
 
 
@@ -207,6 +210,7 @@ class Session:
         self.data_bytes: int | None = None     # content bytes read so far in DATA
         self.bare_lf_reject = settings.bare_newline == "reject" and \
             not settings.bare_newline_exclusions.match(peer.addr, peer.name)
+        self.milters = None         # milters.SessionMilters when this client has milters
 
     # -- the session ---------------------------------------------------------
     async def run(self) -> None:
@@ -217,6 +221,8 @@ class Session:
                 if refusal:
                     await self.send(refusal)
                     raise Closed()
+            if self.s.milters is not None:
+                self.milters = await open_milters(self)
             await self._converse()
         except Closed:
             pass
@@ -228,6 +234,8 @@ class Session:
         finally:
             self.conn.close()
             self.abandon()
+            if self.milters is not None:
+                await self.milters.close()
             log.info(replies.log_disconnect(self.peer.namaddr, self.count_summary()))
             if self.limits is not None:
                 await self.limits.disconnect(self.real_peer)
@@ -366,6 +374,8 @@ class Session:
                 await self.reply(replies.ERR_BAD_SYNTAX)
             elif handler is None:
                 await self.reply(replies.ERR_UNKNOWN_COMMAND)
+            elif self.milters is not None and self.milters.denied and verb != "QUIT":
+                await self.reply(self.milters.denied)      # refused at CONNECT
             else:
                 await handler(arg)
         except (ConnectionLost, asyncio.TimeoutError):
@@ -409,6 +419,8 @@ class Session:
     # -- transaction state -----------------------------------------------------
     def reset_transaction(self) -> None:
         self.abandon()
+        if self.milters is not None:
+            self.milters.reset()
         self.mail = None
         self.rcpts = []
         self.bdat = None
@@ -473,6 +485,11 @@ class Session:
             if refusal:
                 await self.refuse("HELO" if not esmtp else "EHLO", refusal)
                 return
+        if self.milters is not None:
+            refusal = await self.milters.helo(self)
+            if refusal:
+                await self.reply(refusal)
+                return
         if esmtp:
             await self.send_lines(replies.ehlo_lines(self.s.hostname, self.features()))
         else:
@@ -534,6 +551,12 @@ class Session:
                 await self.refuse("MAIL", refusal)
                 self.mail = None
                 return
+        if self.milters is not None:
+            refusal = await self.milters.mail(self)
+            if refusal:
+                self.mail = None
+                await self.reply(refusal)
+                return
         await self.reply(replies.OK_MAIL)
 
     def _space_for(self, size: int) -> bool:
@@ -570,6 +593,11 @@ class Session:
         if refusal:
             await self.refuse("RCPT", refusal, rcpt.address)
             return
+        if self.milters is not None:
+            refusal = await self.milters.rcpt(self, rcpt.address)
+            if refusal:
+                await self.reply(refusal)
+                return
         if self.reserves and not self.queue_id:
             refusal = await self.reserve()
             if refusal:
@@ -630,6 +658,11 @@ class Session:
             refusal = await self.check(self.checker.check_data, self.context(verb="DATA"))
             if refusal:
                 await self.refuse("DATA", refusal)
+                return
+        if self.milters is not None:
+            refusal = await self.milters.data(self)
+            if refusal:
+                await self.reply(refusal)
                 return
         await self.send(replies.GO_AHEAD)
         scanner = DataScanner(self.s.size_limit)
@@ -763,6 +796,10 @@ class Session:
         prepended = "".join(a["text"].rstrip("\n") + "\n" for a in self.actions
                             if a["action"] == "PREPEND").encode("utf-8", "surrogateescape")
         frames = [prepended, received, content] if prepended else [received, content]
+        if self.milters is not None:
+            refusal = await self.milters.end_of_message(self, header, frames)
+            if refusal:
+                return refusal
         try:
             answer = await self.cleanup.submit(header, frames)
         except SubmitError as e:

@@ -85,6 +85,7 @@ def smtp_on_stdio(cfg: Config) -> int:
     settings = Settings.from_config(cfg)
     # A local user's script writes the whole dialogue at once: not an abuser.
     settings.forbid_unauth_pipelining = False
+    settings.milters = None     # its mail goes through pickup: non_smtpd_milters, in cleanup
     # Session lines go to the log only, under smtpd's name as Postfix logs them.
     log.setup("smtpd", cfg)
     checker = Checker(cfg)

@@ -1,6 +1,6 @@
 """A small authoritative DNS server on loopback, for tests of the smtp client.
 
-It answers MX, A, AAAA and TXT queries from a dict, over UDP and TCP on a
+It answers MX, A, AAAA, TXT and TLSA queries from a dict, over UDP and TCP on a
 free 127.0.0.1 port, from a background thread:
 
     zone = {"example.com": {"MX": ["10 mx1.example.com.", "20 mx2.example.com."]},
@@ -12,6 +12,15 @@ free 127.0.0.1 port, from a background thread:
 A name absent from the dict is NXDOMAIN; a name present without records of
 the asked type is an empty NOERROR answer (NODATA); a name whose value is
 "SERVFAIL" fails. `dns.zone` may be changed while the server runs.
+
+DNSSEC, as a validating resolver reports it: a name's "secure" entry lists
+the record types whose answers carry the AD flag ("secure": True: all of
+them), set only when the query asks for it (AD flag or DO bit, RFC 6840
+5.7). A record type whose value is "SERVFAIL" fails alone:
+
+    zone = {"mx.example.com": {"A": ["127.0.0.2"], "TLSA": "SERVFAIL",
+                               "secure": ["A"]},
+            "_25._tcp.mx.example.com": {"TLSA": ["3 1 1 ab12…"], "secure": True}}
 """
 
 from __future__ import annotations
@@ -94,10 +103,14 @@ class DnsServer:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif entry == "SERVFAIL":
             response.set_rcode(dns.rcode.SERVFAIL)
+        elif entry.get(rrtype) == "SERVFAIL":
+            response.set_rcode(dns.rcode.SERVFAIL)
         elif entry.get(rrtype):
             response.answer.append(dns.rrset.from_text_list(
                 question.name, TTL, dns.rdataclass.IN, question.rdtype,
                 [_rdata_text(rrtype, v) for v in entry[rrtype]]))
+        if isinstance(entry, dict) and _secure(entry, rrtype) and _asks_dnssec(query):
+            response.flags |= dns.flags.AD
         return response.to_wire()
 
     def _serve_udp(self) -> None:
@@ -123,6 +136,15 @@ class DnsServer:
                     conn.sendall(struct.pack("!H", len(reply)) + reply)
                 except Exception:
                     continue
+
+
+def _secure(entry: dict, rrtype: str) -> bool:
+    secure = entry.get("secure", ())
+    return secure is True or rrtype in secure
+
+
+def _asks_dnssec(query: dns.message.Message) -> bool:
+    return bool(query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO)
 
 
 def _rdata_text(rrtype: str, value: str) -> str:

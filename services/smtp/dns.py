@@ -17,6 +17,13 @@ Name servers: /etc/resolv.conf (read before the process enters its jail),
 or pymaster's dns_nameservers parameter, ADDRESS or [ADDRESS]:PORT, which
 tests point at a DNS server on loopback.
 
+DNSSEC (smtp_dns_support_level = dnssec, for DANE): as Postfix, the client
+does not validate itself; it asks its (validating, local) resolver with the
+DO bit and the AD flag set, and trusts a record set as "secure" only when
+the answer carries the AD flag (RFC 6840 5.7). Each Host notes whether its
+address records were secure (.secure) and, when it came from an MX lookup,
+whether the MX record set was (.mx_secure; None without an MX lookup).
+
 Errors come back as DnsError with Postfix's reason text and a DSN code:
     Host or domain name not found. Name service error for name=x.example
         type=MX: Host not found                    (5.4.4, bounce)
@@ -25,10 +32,13 @@ Errors come back as DnsError with Postfix's reason text and a DSN code:
     mail for x.example loops back to myself        (5.4.6, bounce)
 
 Interface:
-    Host(name, addr, port, pref=0, unix=False): .namaddr "name[addr]", .relay
+    Host(name, addr, port, pref=0, unix=False, secure=False, mx_secure=None):
+        .namaddr "name[addr]", .relay
     HostLookup(settings, cfg, nameservers=None).hosts(dest) -> list[Host]
     DnsError(reason, dsn): .soft
-    make_resolver(nameservers) -> dns.resolver.Resolver
+    make_resolver(nameservers, dnssec=False) -> dns.resolver.Resolver
+    dnssec_enabled(cfg, settings) -> bool        *_dns_support_level = dnssec
+    is_secure(answer) -> bool                    the AD flag of the answer
     HostLookup.prepare_jail()   load what a chrooted process cannot load later
     order_mx(records) -> list[(pref, name)] sorted, ties shuffled
 """
@@ -42,6 +52,7 @@ from dataclasses import dataclass
 from itertools import groupby
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.nameserver
@@ -66,6 +77,8 @@ class Host:
     port: int
     pref: int = 0
     unix: bool = False
+    secure: bool = False              # the address records were DNSSEC-validated
+    mx_secure: bool | None = None     # the MX record set was; None: no MX lookup
 
     @property
     def namaddr(self) -> str:
@@ -97,8 +110,11 @@ def name_error(name: str, rrtype: str, text: str) -> DnsError:
                     f"name={name} type={rrtype}: {text}", dsn)
 
 
-def make_resolver(nameservers: list[str]) -> dns.resolver.Resolver:
-    """make_resolver - a resolver for NAMESERVERS, or the system's resolv.conf."""
+def make_resolver(nameservers: list[str], dnssec: bool = False) -> dns.resolver.Resolver:
+    """make_resolver - a resolver for NAMESERVERS, or the system's resolv.conf.
+
+    With DNSSEC, queries carry the DO bit and the AD flag, so that a
+    validating resolver says in each answer whether it validated it."""
     if not nameservers:
         try:
             resolver = dns.resolver.Resolver()
@@ -109,7 +125,21 @@ def make_resolver(nameservers: list[str]) -> dns.resolver.Resolver:
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [_nameserver(n) for n in nameservers]
     resolver.lifetime = 20.0
+    if dnssec:
+        resolver.use_edns(0, dns.flags.DO, 1232)
+        resolver.flags = dns.flags.RD | dns.flags.AD
     return resolver
+
+
+def dnssec_enabled(cfg: Config, settings: Settings) -> bool:
+    """dnssec_enabled - *_dns_support_level = dnssec (postconf(5))."""
+    return cfg.get(settings.param("_dns_support_level")).strip().lower() == "dnssec"
+
+
+def is_secure(answer) -> bool:
+    """is_secure - did the resolver validate ANSWER (the AD flag, RFC 4035 3.2.3)?"""
+    response = getattr(answer, "response", None)
+    return bool(response is not None and response.flags & dns.flags.AD)
 
 
 def _nameserver(text: str):
@@ -138,7 +168,8 @@ class HostLookup:
                  resolver: dns.resolver.Resolver | None = None) -> None:
         self.settings = settings
         self.cfg = cfg
-        self.resolver = resolver or make_resolver(cfg.list("dns_nameservers"))
+        self.dnssec = dnssec_enabled(cfg, settings)
+        self.resolver = resolver or make_resolver(cfg.list("dns_nameservers"), self.dnssec)
         lookup = settings.host_lookup
         self.methods = ["native"] if settings.disable_dns else \
             [m for m in lookup if m in ("dns", "native")] or ["dns"]
@@ -160,16 +191,17 @@ class HostLookup:
 
     # -- MX ----------------------------------------------------------------
     def _mx_hosts(self, dest: Destination) -> list[Host]:
-        records = self._mx_records(dest.host)
-        if records is None:       # no MX: the domain is its own mail host
+        found = self._mx_records(dest.host)
+        if found is None:       # no MX: the domain is its own mail host
             return self._host_addresses(dest.host, dest.port, 0)
+        records, mx_secure = found
         if len(records) == 1 and records[0][1] in ("", "."):
             raise DnsError(f"Domain {dest.host} does not accept mail (nullMX)", "5.1.10")
         hosts: list[Host] = []
         error: DnsError | None = None
         for pref, name in order_mx([r for r in records if r[1] not in ("", ".")]):
             try:
-                hosts.extend(self._host_addresses(name, dest.port, pref))
+                hosts.extend(self._host_addresses(name, dest.port, pref, mx_secure))
             except DnsError as e:
                 # A temporary failure of one exchanger outweighs a permanent one.
                 if error is None or (e.soft and not error.soft):
@@ -178,14 +210,16 @@ class HostLookup:
             raise error or name_error(dest.host, "MX", NO_DATA)
         return self._without_self(dest.host, hosts)
 
-    def _mx_records(self, domain: str) -> list[tuple[int, str]] | None:
-        """_mx_records - (preference, exchanger) pairs; None when there is no MX."""
+    def _mx_records(self, domain: str) -> tuple[list[tuple[int, str]], bool] | None:
+        """_mx_records - (preference, exchanger) pairs and whether the set was
+        secure; None when there is no MX."""
         try:
             answer = self._query(domain, "MX")
         except dns.resolver.NoAnswer:
             return None
-        return [(r.preference, r.exchange.to_text(omit_final_dot=True) or ".")
-                for r in answer]
+        records = [(r.preference, r.exchange.to_text(omit_final_dot=True) or ".")
+                   for r in answer]
+        return records, self.dnssec and is_secure(answer)
 
     def _without_self(self, domain: str, hosts: list[Host]) -> list[Host]:
         """_without_self - drop exchangers as good as or worse than this host."""
@@ -206,7 +240,8 @@ class HostLookup:
         to import from, so every type the client meets is loaded now."""
         for rrtype, text in (("MX", "10 mx.example."), ("A", "192.0.2.1"),
                              ("AAAA", "2001:db8::1"), ("CNAME", "x.example."),
-                             ("TXT", '"x"'), ("SOA", "a. b. 1 2 3 4 5"), ("PTR", "x.")):
+                             ("TXT", '"x"'), ("SOA", "a. b. 1 2 3 4 5"), ("PTR", "x."),
+                             ("TLSA", "3 1 1 " + "00" * 32)):
             dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rrtype), text)
         dns.message.make_query(dns.name.from_text("münchen.example"), "MX").to_wire()
         self.own_addresses()
@@ -218,28 +253,33 @@ class HostLookup:
         return self._own
 
     # -- addresses ---------------------------------------------------------
-    def _host_addresses(self, name: str, port: int, pref: int) -> list[Host]:
+    def _host_addresses(self, name: str, port: int, pref: int,
+                        mx_secure: bool | None = None) -> list[Host]:
         error: DnsError | None = None
         for method in self.methods:
             try:
                 addrs = self._dns_addresses(name) if method == "dns" \
-                    else self._native_addresses(name)
+                    else [(a, False) for a in self._native_addresses(name)]
             except DnsError as e:
                 error = e
                 continue
             if self.settings.randomize_addresses:
                 random.shuffle(addrs)
-            addrs.sort(key=lambda a: ":" in a)        # IPv4 first
-            return [Host(name, a, port, pref) for a in addrs]
+            addrs.sort(key=lambda a: ":" in a[0])        # IPv4 first
+            return [Host(name, a, port, pref, secure=secure, mx_secure=mx_secure)
+                    for a, secure in addrs]
         raise error or name_error(name, "A", NOT_FOUND)
 
-    def _dns_addresses(self, name: str) -> list[str]:
-        addrs: list[str] = []
+    def _dns_addresses(self, name: str) -> list[tuple[str, bool]]:
+        """_dns_addresses - (address, secure) pairs: A and/or AAAA records."""
+        addrs: list[tuple[str, bool]] = []
         error: DnsError | None = None
         for family in self.families:
             rrtype = "A" if family == socket.AF_INET else "AAAA"
             try:
-                addrs.extend(r.address for r in self._query(name, rrtype))
+                answer = self._query(name, rrtype)
+                secure = self.dnssec and is_secure(answer)
+                addrs.extend((r.address, secure) for r in answer)
             except dns.resolver.NoAnswer:
                 error = error or name_error(name, rrtype, NO_DATA)
             except DnsError as e:

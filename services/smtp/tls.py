@@ -13,7 +13,13 @@ smtp_use_tls are the older names for `encrypt` and `may`):
               (default: the MX host name)
     secure    as verify, matched by smtp_tls_secure_cert_match (default:
               the next-hop domain or a subdomain of it)
-dane, dane-only and fingerprint are treated as `encrypt` (no DANE here).
+    dane      DANE (RFC 7672, dane.py): for an MX host with secure, usable
+              TLSA records TLS is mandatory and the chain must match one
+              (`Verified`, else deferred "Server certificate not verified");
+              with none the host gets `may` (unusable ones: `encrypt`); a
+              TLSA lookup failure defers the host
+    dane-only as dane, but a host without usable secure TLSA records is deferred
+fingerprint is treated as `encrypt`.
 
 smtp_tls_policy_maps gives a level per next-hop destination: the key is the
 destination as given (`[mx.example.com]:587`, only that one lookup), or a
@@ -38,12 +44,14 @@ says QUIT); the deferral reason is the same. At may/encrypt the `Trusted`
 label comes from checking the leaf against smtp_tls_CAfile's certificates
 (a direct issuer only; chains through an intermediate log `Untrusted`).
 
-Contexts and CA certificates are loaded when the client starts, before the jail.
+Contexts and CA certificates are loaded when the client starts, before the
+jail; so is the DANE resolver when a DANE level may be used (the default
+level, or any level once smtp_tls_policy_maps is set).
 
 Interface:
     TlsClient(cfg, settings)                  .default_level
     tls_client.policy(dest_text, dest_host) -> Policy   raises PolicyError
-    check(session, policy)                    STARTTLS as POLICY demands;
+    check(session, policy, tls_client)        STARTTLS as POLICY demands (DANE decided here);
                                               raises SessionError (PlaintextRetry at `may`)
     PolicyError, PlaintextRetry
 """
@@ -65,6 +73,9 @@ from services.smtp.settings import TLS_REQUIRED, Settings
 
 LEVELS_WITH_TLS = ("may", "encrypt", "verify", "secure", "dane", "dane-only", "fingerprint")
 MATCHING = ("verify", "secure")
+DANE_LEVELS = ("dane", "dane-only")
+# The chain is checked by pymaster, not OpenSSL: what OpenSSL would say.
+DANE_NO_MATCH = "num=65:No matching DANE TLSA records"
 IGNORED_ATTRIBUTES = ("protocols", "ciphers", "exclude", "tafile", "servername",
                       "connection_reuse", "enable_rpk")
 
@@ -83,10 +94,11 @@ class Policy:
     level: str
     nexthop: str = ""                              # the domain names are matched against
     match: list[str] = field(default_factory=list)
+    tlsa: list = field(default_factory=list)       # usable DANE records to match
 
     @property
     def required(self) -> bool:
-        return self.level in TLS_REQUIRED
+        return self.level in TLS_REQUIRED or bool(self.tlsa)
 
     def plaintext(self) -> "Policy":
         return replace(self, level="none")
@@ -104,10 +116,15 @@ class TlsClient:
         self.policy_maps = _open_maps(cfg, settings.param("_tls_policy_maps"))
         self.contexts: dict[str, ssl.SSLContext | None] = {}
         self.ca_certs: list = []
+        self.dane = None
         if self._may_use_tls():
             _preload()
             self.contexts = _contexts(cfg, settings.prefix)
             self.ca_certs = _ca_certs(cfg.get(settings.param("_tls_CAfile")).strip())
+        if self.default_level in DANE_LEVELS or self.policy_maps:
+            # Imported only here: it loads cryptography, which most clients never need.
+            from services.smtp import dane
+            self.dane = dane.DaneResolver(cfg, settings)
 
     def _may_use_tls(self) -> bool:
         return self.default_level in LEVELS_WITH_TLS or bool(self.policy_maps)
@@ -219,6 +236,8 @@ def _ca_certs(cafile: str) -> list:
 
 def check(session: Session, policy: Policy, tls_client: TlsClient) -> None:
     """check - STARTTLS when POLICY wants it; SessionError when TLS is required and fails."""
+    if policy.level in DANE_LEVELS and not session.host.unix:
+        policy = dane_policy(session, policy, tls_client)
     level = policy.level
     if level not in LEVELS_WITH_TLS or session.host.unix:
         return
@@ -244,9 +263,23 @@ def check(session: Session, policy: Policy, tls_client: TlsClient) -> None:
     session.sock = tls_sock
     session._rfile = tls_sock.makefile("rb")
     session.tls = trust
-    if level in MATCHING and trust != "Verified":
+    if (level in MATCHING or policy.tlsa) and trust != "Verified":
         raise SessionError("Server certificate not verified", "4.7.5")
     session._hello("LHLO" if session.settings.lmtp else "EHLO")
+
+
+def dane_policy(session: Session, policy: Policy, tls_client: TlsClient) -> Policy:
+    """dane_policy - what DANE makes of POLICY for this host: the records to
+    match, or `may`/`encrypt`; SessionError when the host must be deferred."""
+    if tls_client.dane is None:       # cannot happen: a DANE level made one
+        raise SessionError("client TLS configuration problem", "4.7.5")
+    from services.smtp.dane import DaneDefer
+    host = session.host
+    try:
+        decision = tls_client.dane.decide(policy.level, host, host.port)
+    except DaneDefer as e:
+        raise SessionError(e.reason, e.dsn) from None
+    return replace(policy, level=decision.level, tlsa=decision.records)
 
 
 def _handshake(session: Session, ctx: ssl.SSLContext, policy: Policy,
@@ -286,7 +319,9 @@ def _classify(tls_sock: ssl.SSLSocket, policy: Policy, session: Session,
     host = session.host
     names: list[str] = []
     wanted: list[tuple[str, bool]] = []
-    if policy.level in MATCHING:
+    if policy.tlsa:
+        trust = _dane_trust(tls_sock, policy, session, tls_client)
+    elif policy.level in MATCHING:
         names = cert_names(tls_sock.getpeercert() or {})
         wanted = reference_names(policy, host.name)
         trust = "Verified" if matches(names, wanted) else "Trusted"
@@ -302,6 +337,51 @@ def _classify(tls_sock: ssl.SSLSocket, policy: Policy, session: Session,
                      f"certificate names {', '.join(names) or 'none'} do not match "
                      f"{wanted_text or 'nothing (no match strategy)'}")
     return trust
+
+
+def _dane_trust(tls_sock: ssl.SSLSocket, policy: Policy, session: Session,
+                tls_client: TlsClient) -> str:
+    """_dane_trust - Verified when the chain matches a TLSA record, else Trusted
+    or Untrusted as at `encrypt` (the mismatch is logged first, as Postfix does)."""
+    from services.smtp.dane import match_chain
+    host = session.host
+    chain = peer_chain(tls_sock)
+    # DANE-TA: the leaf must name the MX host or the next-hop domain (RFC 7672 3.2.3).
+    wanted = [(host.name.lower().rstrip("."), False), (policy.nexthop, False)]
+    how = match_chain(chain, policy.tlsa, tls_client.dane.digests,
+                      lambda names: matches(names, [w for w in wanted if w[0]]))
+    if how:
+        return "Verified"
+    if tls_client.loglevel >= 1:
+        log.info(f"server certificate verification failed for {host.namaddr}:{host.port}: "
+                 f"{DANE_NO_MATCH}")
+    leaf = chain[0] if chain else b""
+    return "Trusted" if leaf and issued_by_known_ca(leaf, tls_client.ca_certs) else "Untrusted"
+
+
+def peer_chain(tls_sock: ssl.SSLSocket) -> list[bytes]:
+    """peer_chain - the certificates the server sent, leaf first, DER-encoded.
+
+    Python 3.13 has SSLSocket.get_unverified_chain(); 3.11 and 3.12 have it
+    only on the private _sslobj. Without either, the leaf alone."""
+    getter = getattr(tls_sock, "get_unverified_chain", None) or \
+        getattr(getattr(tls_sock, "_sslobj", None), "get_unverified_chain", None)
+    if getter is not None:
+        try:
+            return [_der(c) for c in getter() or ()]
+        except (ssl.SSLError, ValueError, AttributeError):
+            pass
+    leaf = tls_sock.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def _der(cert) -> bytes:
+    """_der - one certificate of get_unverified_chain() as DER bytes (3.13 gives
+    bytes; 3.11's private call gives _ssl.Certificate, whose DER constant is
+    private too)."""
+    if isinstance(cert, bytes):
+        return cert
+    return cert.public_bytes(ssl._ssl.ENCODING_DER)
 
 
 # -- certificate names ----------------------------------------------------------------

@@ -201,6 +201,7 @@ class Service:
         # the interpreter's library is still reachable.
         from pymaster import tables
         tables.preload()
+        tables.open_configured(self.cfg)
         queue_dir = self.cfg.get("queue_directory")
         # The account must be looked up before the jail hides /etc/passwd.
         account = lookup_account(self.cfg.get("mail_owner")) if self.unpriv else None

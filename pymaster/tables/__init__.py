@@ -24,6 +24,8 @@ Interface:
     preload()                                import every table type now: a
                                              service calls it before chroot and
                                              privilege drop hide Python's library
+    open_configured(cfg)                     open the file tables main.cf and
+                                             -o name, before the jail hides them
 """
 
 from __future__ import annotations
@@ -171,6 +173,31 @@ def preload() -> None:
     importlib.import_module("pymaster.tables.source")
     importlib.import_module("pymaster.maps")
     importlib.import_module("pymaster.aliases")
+
+
+def open_configured(cfg) -> None:
+    """open_configured - open and load every file table CFG names, now.
+
+    A chrooted service cannot see /etc/postfix, and one that dropped
+    privileges cannot read a 0600 table such as smtp_sasl_password_maps:
+    like Postfix's daemons, open them first. A table that fails here is left
+    for its first lookup to report, as it would be without this."""
+    from pymaster.config import ConfigError, split_list
+    for name in {*cfg.values, *cfg.overrides}:
+        try:
+            items = split_list(cfg.get(name))
+        except ConfigError:
+            continue
+        for item in items:
+            type_, colon, _ = item.partition(":")
+            if not colon or type_ not in TYPES:
+                continue
+            try:
+                table = open_table(item, cfg)
+                if isinstance(table, FileTable):
+                    table.current()
+            except Exception:           # reported by the first lookup instead
+                continue
 
 
 def clear_cache() -> None:

@@ -91,6 +91,8 @@ class MaillogWriter:
         self.mode = mode
         self.fd = self._open()
         self.checked = time.monotonic()
+        self.error = ""             # why the last write failed
+        self.torn = False           # a failed write may have left half a line
 
     def _open(self) -> int:
         # /dev/stdout and /dev/stderr: reopening them through /proc fails for a
@@ -101,12 +103,22 @@ class MaillogWriter:
                        self.mode)
 
     def write(self, data: bytes) -> bool:
-        """write - DATA (whole lines) in one write(); False when it failed."""
+        """write - DATA (whole lines) in one write(); False (and .error) when
+        it failed. A full disk may take part of a write: the rest is retried
+        once, and the next write after a failure starts on a new line."""
+        if self.torn:
+            data = b"\n" + data
+        done = 0
         try:
-            os.write(self.fd, data)
-            return True
-        except OSError:
+            done = os.write(self.fd, data)
+            if done < len(data):
+                os.write(self.fd, data[done:])
+        except OSError as e:
+            self.error = e.strerror or str(e)
+            self.torn = self.torn or done > 0
             return False
+        self.torn = False
+        return True
 
     def follow(self) -> bool:
         """follow - whether the descriptor is still maillog_file's; after a

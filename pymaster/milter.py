@@ -14,7 +14,11 @@ main.cf (`parse_milters`: `inet:host:port`, `unix:/path` and Postfix 3.x's
 `{ name, connect_timeout=…, default_action=… }` groups), the macros sent
 with each event, and a chain run (`run_chain`) in which each milter sees the
 edits of the ones before it. A milter that cannot be reached or breaks the
-protocol gets its default action (milter_default_action).
+protocol gets its default action (milter_default_action). A milter is a
+network peer: a reply packet is at most MAX_PACKET bytes and must arrive
+whole within the event's timeout; its end-of-message edits are at most
+MAX_EDITS, a replaced body at most message_size_limit bytes, each header
+at most header_size_limit, all other edits together message_size_limit.
 
 Interface:
     parse_milters(cfg, text) -> list[Spec]

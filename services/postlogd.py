@@ -30,7 +30,9 @@ Lifetime: exits after max_idle seconds without a record, on reload or stop
 (end of file on the alive pipe: the records still waiting stay in the
 socket for its successor), or on SIGTERM. A write that takes longer than
 postlogd_watchdog_timeout (a hung file system) ends the process (SIGALRM),
-as Postfix's watchdog does.
+as Postfix's watchdog does. A write that fails (a full disk) drops the
+records with one warning (to syslog or standard error, since the file
+cannot take it) and, once writing works again, one line with the count.
 
 Interface:
     sanitise(record: bytes) -> bytes    the line to append, newline included
@@ -80,6 +82,7 @@ class Postlogd:
     def __init__(self, sock: socket.socket, writer: log.MaillogWriter) -> None:
         self.sock = sock
         self.writer = writer
+        self.dropped = 0            # records lost since writing began to fail
 
     def drain(self) -> int:
         """drain - append the records that wait (at most BATCH) in one write."""
@@ -96,8 +99,23 @@ class Postlogd:
             # A rename we cannot follow leaves the old file: the reload that
             # `postfix logrotate` asks for replaces this process.
             self.writer.follow()
-            self.writer.write(b"".join(lines))
+            self._write(lines)
         return len(lines)
+
+    def _write(self, lines: list[bytes]) -> None:
+        """_write - LINES to the file; when that fails (a full disk), one
+        warning, the records dropped, and a count once writing works again."""
+        if self.writer.write(b"".join(lines)):
+            if self.dropped:
+                log.warning(f"{self.dropped} log records were dropped: "
+                            f"{self.writer.path} could not be written")
+                self.dropped = 0
+            return
+        if not self.dropped:
+            # Goes wherever pymaster.log can still write (syslog, stderr).
+            log.warning(f"write {self.writer.path}: {self.writer.error}: "
+                        f"dropping log records until it can be written again")
+        self.dropped += len(lines)
 
 
 def serve(svc: service.Service, daemon: Postlogd) -> None:

@@ -67,3 +67,44 @@ def test_refold_only_lines_that_are_too_long():
     assert all(len(line) <= 78 for line in lines)
     assert lines[-1] == "\tshort@example.com"
     assert out.split() == long_line.split() + ["short@example.com"]     # nothing lost
+
+
+# -- pathological headers (security review) -------------------------------------------
+def upper(address: str) -> str:
+    return address.upper()
+
+
+def test_ten_thousand_addresses_are_rewritten_up_to_the_token_limit_and_kept_whole():
+    addresses = [f"u{n}@example.com" for n in range(10000)]
+    text = "To: " + ", ".join(addresses) + "\n"
+    out = rewrite_addresses(text, upper)
+    words = out.replace("\n\t", " ").rstrip("\n")[4:].split(", ")
+    assert len(words) == 10000                      # nothing lost or duplicated
+    rewritten = [w for w in words if w.isupper() or w.startswith("U")]
+    assert 1000 < len(rewritten) < 10000            # the limit stopped the parser
+    assert words[:len(rewritten)] == [a.upper() for a in addresses[:len(rewritten)]]
+    # The address the limit cut in two is left alone, not looked up half.
+    assert words[len(rewritten)] == addresses[len(rewritten)]
+
+
+def test_the_address_cut_by_the_token_limit_is_not_looked_up():
+    seen = []
+    rewrite_addresses("To: a@b.example, c@d.example\n", lambda a: seen.append(a) or a,
+                      token_limit=6)
+    assert seen == ["a@b.example"]
+
+
+@pytest.mark.parametrize("value", [
+    "(" * 5000 + "x" + ")" * 5000 + " a@b.example",      # deeply nested comments
+    "(" * 20000 + "a@b.example",                          # a comment never closed
+    "<" * 20000 + "a@b.example",                          # angle brackets never closed
+    ">" * 20000 + " a@b.example",
+    '"' * 20001 + "a@b.example",                          # a quote never closed
+    "\\" * 20001 + "a@b.example",
+    "g:" * 10000 + "a@b.example;",                        # groups in groups
+    "a@b.example" + "\0\r" * 1000,
+])
+def test_hostile_values_give_a_header_back_never_an_exception(value):
+    text = f"To: {value}\n"
+    out = rewrite_addresses(text, upper)
+    assert out.startswith("To:") and out.endswith("\n")

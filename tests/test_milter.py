@@ -5,6 +5,7 @@ every edit, timeouts and milter_default_action."""
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -102,6 +103,10 @@ class TestConversation:
         make_cfg(tmp_path)
         with ScriptedMilter() as m:
             outcome, _ = run(m)
+            # The peer's thread records QUIT a moment after we sent it.
+            deadline = time.monotonic() + 5
+            while b"Q" not in m.commands() and time.monotonic() < deadline:
+                time.sleep(0.01)
         assert outcome.action == "accept"
         assert [c for c in m.commands() if c != b"D"] == \
             [b"O", b"C", b"H", b"M", b"R", b"T", b"L", b"L", b"N", b"B", b"E", b"Q"]

@@ -180,3 +180,89 @@ class TestCheck:
             f"wrong mode 0600 (expected 0666): {path}"]
         check._fix_postlog_socket(cfg)
         assert check._postlog_socket_problems(cfg) == []
+
+
+class TestHostileOrBrokenInput:
+    """The socket is world-writable and disks fill up: postlogd stays bounded and up."""
+
+    def send(self, sock, *records):
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with sender:
+            for record in records:
+                sender.sendto(record, sock.getsockname())
+
+    def test_one_wake_up_reads_a_bounded_batch_of_a_flood(self, tmp_path, postlog_socket,
+                                                         monkeypatch):
+        # The kernel queues few datagrams (net.unix.max_dgram_qlen): a smaller
+        # batch shows the bound as well as 256 would.
+        monkeypatch.setattr(postlogd, "BATCH", 3)
+        writer = log.MaillogWriter(str(tmp_path / "maillog"))
+        self.send(postlog_socket, *[GOOD + b"%d" % n for n in range(5)])
+        daemon = postlogd.Postlogd(postlog_socket, writer)
+        assert daemon.drain() == 3
+        assert daemon.drain() == 2
+        writer.close()
+
+    def test_a_forged_second_line_and_escape_sequences_stay_in_one_line(
+            self, tmp_path, postlog_socket):
+        writer = log.MaillogWriter(str(tmp_path / "maillog"))
+        forged = GOOD + b"x\r\nNov 28 20:03:45 mx postfix/smtp[9]: ID: to=<a@b>, status=sent"
+        self.send(postlog_socket, forged, GOOD + b"\x1b]0;title\x07")
+        postlogd.Postlogd(postlog_socket, writer).drain()
+        writer.close()
+        lines = (tmp_path / "maillog").read_bytes().split(b"\n")
+        assert lines[0].startswith(GOOD) and b"status=sent" in lines[0]
+        assert lines[1] == GOOD + b"?]0;title?" and lines[2:] == [b""]
+
+    def test_a_full_disk_drops_records_with_one_warning_and_no_crash(
+            self, postlog_socket, monkeypatch, capfd):
+        writer = log.MaillogWriter("/dev/full")
+        monkeypatch.setattr(log._state, "writer", writer)
+        monkeypatch.setattr(log._state, "postlog", None)
+        monkeypatch.setattr(log._state, "syslog_sock", None)
+        monkeypatch.setattr(log._state, "use_stderr", True)
+        monkeypatch.setattr(log._state, "also_stderr", False)
+        daemon = postlogd.Postlogd(postlog_socket, writer)
+        for n in range(3):
+            self.send(postlog_socket, GOOD + b"%d" % n)
+            assert daemon.drain() == 1
+        err = capfd.readouterr().err
+        assert err.count("warning: write /dev/full: No space left on device: "
+                         "dropping log records until it can be written again") == 1
+        assert daemon.dropped == 3
+
+    def test_after_a_full_disk_the_count_of_dropped_records_is_logged(
+            self, tmp_path, postlog_socket, monkeypatch):
+        path = tmp_path / "maillog"
+        writer = log.MaillogWriter(str(path))
+        monkeypatch.setattr(log._state, "writer", writer)
+        monkeypatch.setattr(log._state, "postlog", None)
+        daemon = postlogd.Postlogd(postlog_socket, writer)
+        daemon.dropped = 7              # as after a full disk
+        self.send(postlog_socket, GOOD + b"back")
+        daemon.drain()
+        writer.close()
+        text = path.read_text()
+        assert text.startswith(GOOD.decode() + "back\n")
+        assert "warning: 7 log records were dropped: " in text and daemon.dropped == 0
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path, monkeypatch):
+    writer = log.MaillogWriter(str(tmp_path / "maillog"))
+    real_write = os.write
+    calls = []
+
+    def short_then_full(fd, data):
+        calls.append(data)
+        if len(calls) == 1:
+            return real_write(fd, data[:5])
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", short_then_full)
+    assert not writer.write(b"first line\n")
+    assert writer.error == "No space left on device"
+    assert writer.write(b"second line\n")
+    writer.close()
+    assert (tmp_path / "maillog").read_bytes() == b"first\nsecond line\n"

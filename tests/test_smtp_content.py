@@ -112,3 +112,35 @@ def test_output_stays_in_step_with_the_input():
 
 def test_8bit_detection_over_chunks():
     assert any_8bit([b"plain", "ü".encode()]) and not any_8bit([b"plain", b"text"])
+
+
+# -- hostile content (security review) ------------------------------------------------
+@pytest.mark.parametrize("sizes", [[1], [2, 3], [100000]])
+def test_a_dot_after_a_bare_cr_is_doubled_so_cr_dot_cr_never_ends_the_data(sizes):
+    # Some servers take CR.CR as the end of DATA; what follows would be read
+    # as SMTP commands (smuggling).
+    content = b"a\r.\r\nMAIL FROM:<x@y>\r\n\r.\rend\n"
+    wire = b"".join(wire_chunks(split_every(content, sizes)))
+    assert wire == b"a\r..\r\nMAIL FROM:<x@y>\r\n\r..\rend\r\n.\r\n"
+    assert b"\r.\r" not in wire
+
+
+@pytest.mark.parametrize("sizes", [[1], [5], [100000]])
+def test_bare_lf_dot_lines_are_stuffed_however_the_content_is_cut(sizes):
+    content = b"x\n.\n.\r\n\n.\nQUIT\n"
+    wire = b"".join(wire_chunks(split_every(content, sizes)))
+    assert wire == b"x\r\n..\r\n..\r\n\r\n..\r\nQUIT\r\n.\r\n"
+    assert wire.index(b"\r\n.\r\n") == len(wire) - 5
+
+
+def test_nul_bytes_and_8bit_go_through_unchanged():
+    assert to_wire(b"a\x00b\n\x00.\n\xff\n") == b"a\x00b\r\n\x00.\r\n\xff\r\n.\r\n"
+
+
+def test_many_lines_just_under_the_limit_and_one_huge_line_convert_correctly():
+    # These once took time quadratic in the line length (a regular expression
+    # search per chunk, a copy per fold); the result is what counts here.
+    near = (b"x" * 997 + b"\n") * 2000
+    assert to_wire(near) == whole_message_wire(near)
+    huge = b"." + b"y" * 3_000_000 + b"\n"
+    assert b"".join(wire_chunks(split_every(huge, [65536]))) == whole_message_wire(huge)

@@ -141,6 +141,26 @@ class TestRunCommand:
         assert code == -9
         assert out == b""
 
+    def test_no_descriptor_but_the_connection_reaches_the_command(self):
+        # The master hands the listening socket over as an inheritable
+        # descriptor 3: a policy program must never get it (nor anything else).
+        listener = socket.create_server(("127.0.0.1", 0))
+        extra = os.open("/dev/null", os.O_RDONLY)
+        os.set_inheritable(listener.fileno(), True)
+        os.set_inheritable(extra, True)
+        try:
+            attrs = SpawnAttributes(["/bin/sh", "-c", "ls /proc/$$/fd"], "nobody")
+            code, out = talk(attrs, {}, 10, b"")
+        finally:
+            listener.close()
+            os.close(extra)
+        assert code == 0 and out.split() == [b"0", b"1", b"2"]
+
+    def test_the_command_gets_no_shell_even_for_a_command_with_shell_syntax(self):
+        attrs = SpawnAttributes(["/bin/echo hi; id"], "nobody")
+        with pytest.raises(OSError):
+            talk(attrs, {}, 10, b"")
+
     def test_a_missing_command_cannot_start(self):
         attrs = SpawnAttributes(["/nonexistent/policyd"], "nobody")
         with pytest.raises(OSError):

@@ -509,3 +509,78 @@ class TestSmtpdReplies:
     def test_runs_off_the_event_loop(self, tmp_path, monkeypatch):
         c, _ = checker(tmp_path, monkeypatch, (OK, ""))
         assert c.blocks
+
+
+# -- hostile input and a broken cache (security review) --------------------------------
+
+class TestHostileAddresses:
+    def test_a_flood_of_random_addresses_probes_at_most_the_pending_limit(self, tmp_path):
+        cache = VerifyCache(str(tmp_path / "verify_cache.sqlite"))
+        v, clock, probes = verifier(cache, pending_limit=25)
+        answers = {v.query(f"r{n}x{n * 7919}@example.com") for n in range(1000)}
+        assert answers == {(TODO, IN_PROGRESS)} and len(probes.sent) == 25
+        # Addresses left unprobed are not written: the map grows with probes only.
+        assert cache.sweep(lambda e: True) == (25, 0)
+
+    def test_expired_answers_of_the_flood_are_swept(self):
+        v, clock, probes = verifier(pending_limit=0, cleanup_interval=HOUR)
+        for n in range(50):
+            v.query(f"r{n}@example.com")
+            v.update(f"r{n}@example.com", BOUNCE, "no such user")
+        clock.advance(3 * DAY + 1)
+        assert v.cleanup_due() == (0, 50)
+
+    @pytest.mark.parametrize("address", [
+        '"john smith"@example.com', 'a\0b@example.com', "x" * 100_000 + "@example.com",
+        "'; DROP TABLE entries; --@example.com", "j\udcf6rg@example.com", "\ud800@x",
+    ])
+    def test_any_address_is_stored_and_answered_never_a_failure(self, tmp_path, address):
+        cache = VerifyCache(str(tmp_path / "verify_cache.sqlite"))
+        v, clock, probes = verifier(cache)
+        assert v.query(address) == (TODO, IN_PROGRESS)
+        assert v.update(address, BOUNCE, f"unknown user {address}")
+        assert v.query(address)[0] == BOUNCE
+        assert cache.get("other@example.com") is None
+
+
+class TestCacheSafety:
+    def test_a_new_cache_and_its_journal_are_private(self, tmp_path):
+        path = tmp_path / "verify_cache.sqlite"
+        old = os.umask(0o022)
+        try:
+            cache = VerifyCache(str(path))
+            cache.put("a@example.com", Entry(OK, 0, T0, "ok"))
+            assert os.umask(0o022) == 0o022     # the process's own umask is back
+        finally:
+            os.umask(old)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+        assert modes["verify_cache.sqlite"] == 0o600
+        assert set(modes.values()) == {0o600}
+        cache.close()
+
+    def test_a_corrupt_cache_warns_and_answers_errors_instead_of_exiting(self, tmp_path):
+        from services import verify
+
+        path = tmp_path / "verify_cache"
+        (tmp_path / "verify_cache.sqlite").write_bytes(b"garbage, not SQLite\n" * 100)
+        cfg = Config(str(tmp_path), {"myhostname": "mx.example.com",
+                                     "address_verify_map": f"btree:{path}",
+                                     "maillog_file": str(tmp_path / "maillog")})
+        log.setup("verify", cfg)
+
+        class Svc:
+            handler = None
+
+            def enter_jail(self):
+                pass
+
+            def serve_requests(self, handler):
+                Svc.handler = handler
+
+        svc = Svc()
+        svc.cfg = cfg
+        verify.run(svc)                 # returns: no SystemExit
+        reply, _ = Svc.handler({"op": "query", "address": "a@example.com"}, [])
+        assert reply["status"] == "error" and "address verification cache" in reply["reason"]
+        text = (tmp_path / "maillog").read_text()
+        assert "warning: address_verify_map btree:" in text and "fatal" not in text

@@ -5,7 +5,10 @@ dot-stuffing. On the wire every line ends in CRLF, a line that starts with
 "." gets another "." (RFC 5321 4.5.2), and the content ends with
 "CRLF.CRLF". Lines longer than smtp_line_length_limit (998 by default,
 RFC 5321 4.5.3.1.6) are broken by inserting CRLF SPACE, which does the
-least damage to MIME content, as Postfix does.
+least damage to MIME content, as Postfix does. A bare CR is data, but a
+"." right after one is doubled too: some servers take CR.CR as the end of
+the data, and content must never end the DATA early for the next hop
+(SMTP smuggling).
 
 The content is converted as it streams: a WireEncoder takes it in chunks
 of any size (a chunk may end in the middle of a line, or between CR and
@@ -48,7 +51,6 @@ class WireEncoder:
         # A limit of 1 could never make progress (every folded line starts
         # with the inserted space), so the smallest real limit is 2.
         self.limit = max(line_limit, 2) if line_limit > 0 else 0
-        self.long_line = re.compile(rb"[^\n]{%d}" % (self.limit + 1)) if self.limit else None
         self.col = 0            # bytes of the current line already written
         self.cr = False         # the last chunk ended in CR: maybe half a CRLF
 
@@ -60,7 +62,8 @@ class WireEncoder:
         if self.cr:
             chunk = chunk[:-1]
         if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
+            # What CR is left is bare; the held CR above keeps "\r." in one chunk.
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r.", b"\r..")
         first = chunk.find(b"\n")
         if first < 0:
             out: list[bytes] = []
@@ -92,7 +95,9 @@ class WireEncoder:
         unless one of them is too long (then line by line)."""
         if not lines:
             return
-        if self.long_line is not None and self.long_line.search(lines):
+        # split, not a regular expression: a search for a run of limit+1
+        # bytes costs time quadratic in the line length (9 s for 10 MB).
+        if self.limit and any(len(line) > self.limit for line in lines.split(b"\n")):
             for line in lines[:-1].split(b"\n"):
                 self._extend(out, line)
                 out.append(b"\r\n")
@@ -109,16 +114,17 @@ class WireEncoder:
             return
         if self.col == 0 and data.startswith(b"."):
             out.append(b".")
+        pos = 0         # an offset, not data = data[room:]: no copy per fold
         if self.limit:
             # As to_wire always did: a line breaks only when more follows.
-            while self.col + len(data) > self.limit:
+            while self.col + len(data) - pos > self.limit:
                 room = self.limit - self.col
-                out.append(data[:room])
+                out.append(data[pos:pos + room])
                 out.append(b"\r\n ")
-                data = data[room:]
+                pos += room
                 self.col = 1
-        out.append(data)
-        self.col += len(data)
+        out.append(data[pos:] if pos else data)
+        self.col += len(data) - pos
 
 
 def wire_chunks(chunks: Iterable[bytes], line_limit: int = 998) -> Iterator[bytes]:

@@ -27,6 +27,7 @@ Interface:
     ProbeSender(cfg, client).send(address) -> bool   submit one probe to cleanup
         (raises SenderError for a malformed address_verify_sender)
     make_handler(verifier) -> handler for Service.serve_requests
+    unavailable(why) -> handler answering every request with an error
     open_cache(cfg) -> VerifyCache            as mail_owner, before the jail
     main()                                    the body of libexec/verify
 """
@@ -88,6 +89,14 @@ def make_handler(verifier: Verifier):
     return handle
 
 
+def unavailable(why: str):
+    """unavailable - a handler that answers every request with an error (the
+    cache cannot be opened): the asking smtpd applies its tempfail action."""
+    def handle(header: dict, payload: list) -> tuple[dict, list]:
+        return {"status": "error", "reason": f"address verification cache: {why}"}, []
+    return handle
+
+
 def _answer(verifier: Verifier, header: dict) -> dict:
     op, address = header.get("op"), header.get("address")
     if op not in ("query", "update"):
@@ -145,7 +154,13 @@ def run(svc: service.Service) -> None:
     try:
         cache = open_cache(cfg)
     except (CacheError, OSError) as e:
-        log.fatal(f"address_verify_map {cfg.get('address_verify_map')}: {e}")
+        # Not fatal: a restart would fail the same way (a crash loop), while
+        # smtpd can turn an error answer into a temporary failure.
+        log.warning(f"address_verify_map {cfg.get('address_verify_map')}: {e}: "
+                    f"every request fails until the map is repaired and verify restarts")
+        svc.enter_jail()
+        svc.serve_requests(unavailable(str(e)))
+        return
     try:
         send_probe = ProbeSender(cfg).send
     except SenderError as e:

@@ -18,6 +18,11 @@ may lose the last verdicts, which only means probing those addresses again.
 
 The database is opened before the service enters its chroot jail (the WAL
 files too, by a first read), so it works when master.cf chroots verify.
+A new database (and its WAL files) is created mode 0600: the addresses
+asked about are nobody else's business. Addresses are attacker-chosen:
+they are bound as parameters, never spliced into SQL, and text that is not
+UTF-8 (an 8-bit address kept as surrogate escapes) is stored with
+backslash escapes instead of failing the request.
 
 Interface:
     Entry(status, probed, updated, text)
@@ -78,11 +83,22 @@ def cache_path(spec: str) -> str | None:
     return name + SUFFIX
 
 
+def _storable(text: str) -> str:
+    """_storable - TEXT as SQLite can take it: surrogate escapes (bytes that
+    were not UTF-8) become backslash escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
+
+
 class VerifyCache:
     """Address verification results, in SQLite (a file, or memory when PATH is None)."""
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
+        old_umask = os.umask(0o077)     # SQLite creates its files with 0644
         try:
             self.db = sqlite3.connect(path or ":memory:", isolation_level=None)
             if path:
@@ -94,8 +110,11 @@ class VerifyCache:
             self.db.execute("SELECT count(*) FROM entries").fetchone()
         except sqlite3.Error as e:
             raise CacheError(f"open {path or 'memory cache'}: {e}") from None
+        finally:
+            os.umask(old_umask)
 
     def _run(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        args = tuple(_storable(a) if isinstance(a, str) else a for a in args)
         try:
             return self.db.execute(sql, args)
         except sqlite3.Error as e:

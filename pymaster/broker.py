@@ -36,6 +36,12 @@ lost either way: nothing is acknowledged before it is on disk.
 The master's own wakeup triggers enter through `inject()`; their replies are
 dropped.
 
+Routing is the master's hot path, so it does as little Python per frame as
+it can: a request is kept as the list of zmq Frames it arrived in and goes
+to the worker unchanged behind the worker's id; a reply goes to its client
+as the frames after the worker's id. Frames are never copied, and nothing
+is decoded but the ids (the wire format is pymaster.ipc's).
+
 Interface:
     Broker(visibility, name)          binds both endpoints (relative paths)
     broker.frontend / broker.backend  the zmq sockets, for the master's poller
@@ -63,6 +69,12 @@ MASTER_CLIENT = b"\x00master"      # the client id of injected requests
 SOCKET_MODE = 0o666                # the directory, not the socket, guards access
 SPAWN_DELAY = 0.1                  # seconds a request waits for a busy worker first
 BACKLOG = 4                        # requests that may wait per busy worker
+
+# Plain ints: zmq's flag enums cost more per `|` than the send they decorate.
+_MORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class Broker:
@@ -96,34 +108,56 @@ class Broker:
     # -- traffic -----------------------------------------------------------
     def on_frontend(self) -> None:
         """on_frontend - queue every request that has arrived, then dispatch."""
+        sock = self.frontend
         while True:
-            try:
-                frames = self.frontend.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            frames = _recv(sock)
+            if frames is None:
                 break
-            # [client_id, b"", header, *payload]
+            # [client_id, b"", header, *payload], kept as received for the worker.
             if len(frames) < 3:
                 continue
-            self.pending.append([frames[0], *frames[2:]])
+            self.pending.append((frames[0].bytes, frames))
             self.arrivals.append(time.monotonic())
             self.used = True
-        self.dispatch()
+        if self.credits:
+            self.dispatch()
 
     def on_backend(self) -> None:
         """on_backend - replies, READY credits and BYEs from workers."""
+        sock = self.backend
         while True:
-            try:
-                frames = self.backend.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            frames = _recv(sock)
+            if frames is None:
                 break
             self._from_worker(frames)
-        self.dispatch()
+        if self.pending:
+            self.dispatch()
 
     def _from_worker(self, frames: list) -> None:
-        worker = frames[0].bytes
-        # [worker_id, b"", READY, n] | [worker_id, b"", BYE] | [worker_id, b"", client, b"", ...]
-        if len(frames) < 3:
-            return
+        # [worker_id, b"", client, b"", header, *payload] | [worker_id, b"", READY, n]
+        # | [worker_id, b"", BYE]
+        if len(frames) >= 5:
+            self._reply(frames)
+        elif len(frames) >= 3:
+            self._control(frames[0].bytes, frames)
+
+    def _reply(self, frames: list) -> None:
+        """_reply - a worker's answer: one credit back, the frames on to the client."""
+        worker, client = frames[0].bytes, frames[2].bytes
+        self._answered(worker, client)
+        credits = self.credits
+        if worker in self.seen and worker not in self.retired:
+            # Back of the line: the longest-waiting worker gets the next request.
+            credits[worker] = credits.pop(worker, 0) + 1
+        if client != MASTER_CLIENT:
+            # [client, b"", header, *payload]: exactly what the client's DEALER expects.
+            try:
+                _send(self.frontend, frames, 2)
+            except zmq.ZMQError:
+                pass
+
+    def _control(self, worker: bytes, frames: list) -> None:
+        """_control - READY (credit) or BYE (leaving) from WORKER."""
         kind = frames[2].bytes
         if kind == ipc.READY:
             count = int(frames[3].bytes) if len(frames) > 3 else 1
@@ -131,37 +165,30 @@ class Broker:
             self.progress = time.monotonic()
             if worker not in self.retired:
                 self.credits[worker] = self.credits.get(worker, 0) + count
-            return
-        if kind == ipc.BYE:
+        elif kind == ipc.BYE:
             self.credits.pop(worker, None)
             self.retired.add(worker)        # until it is reaped: no more credit
-            self._send_worker(worker, [b"", ipc.BYE])
-            return
-        if len(frames) < 5:
-            return
-        client = frames[2].bytes
-        self._answered(worker, client)
-        if worker in self.seen and worker not in self.retired:
-            # Back of the line: the longest-waiting worker gets the next request.
-            self.credits[worker] = self.credits.pop(worker, 0) + 1
-        if client != MASTER_CLIENT:
-            try:
-                self.frontend.send_multipart([client, b"", *frames[4:]], copy=False)
-            except zmq.ZMQError:
-                pass
+            self._send_worker(worker, [ipc.BYE])
 
     def dispatch(self) -> None:
         """dispatch - give waiting requests to workers with credit, oldest first."""
-        while self.pending and self.credits:
-            worker = next(iter(self.credits))
-            client, *message = self.pending.popleft()
+        pending, credits, inflight = self.pending, self.credits, self.inflight
+        while pending and credits:
+            worker = next(iter(credits))
+            left = credits[worker] - 1
+            if left > 0:
+                credits[worker] = left
+            else:
+                del credits[worker]
+            client, frames = pending.popleft()
             self.arrivals.popleft()
-            self.credits[worker] -= 1
-            if self.credits[worker] <= 0:
-                del self.credits[worker]
-            client_id = client.bytes if hasattr(client, "bytes") else client
-            self._send_worker(worker, [b"", client_id, b"", *message])
-            self.inflight.setdefault(worker, []).append((client_id, message[0]))
+            # [client, b"", header, *payload] goes on as received, behind the worker's id.
+            self._send_worker(worker, frames)
+            held = inflight.get(worker)
+            if held is None:
+                inflight[worker] = [(client, frames[2])]
+            else:
+                held.append((client, frames[2]))
             self.requests += 1
             self.progress = time.monotonic()
 
@@ -195,20 +222,24 @@ class Broker:
                 pass
 
     def _send_worker(self, worker: bytes, frames: list) -> None:
+        """_send_worker - [worker, b"", *FRAMES] on the backend."""
+        sock = self.backend
         try:
-            self.backend.send_multipart([worker, *frames], copy=False)
+            sock.send(worker, _MORE)
+            sock.send(b"", _MORE)
+            _send(sock, frames, 0)
         except zmq.ZMQError:
             pass
 
     def inject(self, header: dict) -> None:
         """inject - a request from the master itself (a wakeup trigger)."""
-        self.pending.append([MASTER_CLIENT, *ipc.pack(header)])
+        self.pending.append((MASTER_CLIENT, [MASTER_CLIENT, b"", *ipc.pack(header)]))
         self.arrivals.append(time.monotonic())
         self.dispatch()
 
     def injected_pending(self) -> bool:
         """injected_pending - a trigger of ours still waits for a worker."""
-        return any(item[0] == MASTER_CLIENT for item in self.pending)
+        return any(client == MASTER_CLIENT for client, _ in self.pending)
 
     # -- workers -----------------------------------------------------------
     def free_credit(self) -> int:
@@ -276,6 +307,30 @@ class Broker:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _recv(sock: zmq.Socket) -> list | None:
+    """_recv - the next whole message on SOCK as zmq Frames (never copied),
+    or None when none waits. Asking first is cheaper than zmq.Again, and the
+    rest of a multipart message is always there once its first frame is."""
+    if not sock.get(_EVENTS) & _POLLIN:
+        return None
+    frame = sock.recv(_NOBLOCK, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(_NOBLOCK, copy=False)
+        frames.append(frame)
+    return frames
+
+
+def _send(sock: zmq.Socket, frames: list, first: int) -> None:
+    """_send - FRAMES[FIRST:] as the rest of one message, each frame as it is
+    (a received Frame goes on without a copy of its data)."""
+    last = len(frames) - 1
+    send = sock.send
+    for i in range(first, last):
+        send(frames[i], _MORE, copy=False)
+    send(frames[last], 0, copy=False)
 
 
 def _bind(sock: zmq.Socket, path: str) -> None:

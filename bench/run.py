@@ -8,6 +8,7 @@ and in time.
 
     .venv/bin/python -m bench.run [--messages N] [--sessions N] [--only NAME]
                                   [--kind discard|maildir] [--no-postfix]
+                                  [--queue-messages N]
 """
 
 from __future__ import annotations
@@ -270,6 +271,13 @@ def bench_modules(names: list[str]) -> list[str]:
     return lines
 
 
+def bench_queue(args) -> list[str]:
+    """bench_queue - the queue section at --queue-messages, beside Postfix unless --no-postfix."""
+    from bench import queue
+    with tempfile.TemporaryDirectory(prefix="pymaster-queue-") as tmp:
+        return queue.run(Path(tmp), args.queue_messages, postfix=not args.no_postfix)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -278,12 +286,15 @@ def main() -> None:
     parser.add_argument("--kind", default="", choices=("", "discard", "maildir"),
                         help="smtp: only this destination")
     parser.add_argument("--no-postfix", action="store_true",
-                        help="smtp: skip the side-by-side run of Debian's Postfix")
+                        help="smtp, queue: skip the side-by-side run of Debian's Postfix")
+    parser.add_argument("--queue-messages", type=int, default=100_000,
+                        help="queue: deferred messages in the queue that is listed and deleted")
     args = parser.parse_args()
     sections = {"smtp": lambda: bench_smtp(args)}
     for path in sorted((ROOT / "bench").glob("*.py")):
         if path.stem not in ("run", "__init__", "__main__"):
             sections[path.stem] = (lambda n=path.stem: bench_modules([n]))
+    sections["queue"] = lambda: bench_queue(args)
     for name, fn in sections.items():
         if args.only and name != args.only:
             continue

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import itertools
 import os
 import re
@@ -44,7 +45,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from pymaster import safeio
+from pymaster import safeio, thread_ids
 
 LOCK_STYLES = ("fcntl", "flock", "dotlock")
 _maildir_counter = itertools.count()
@@ -87,15 +88,12 @@ def as_user(uid: int | None, gid: int | None) -> Iterator[None]:
         return
     gid = gid if gid is not None else uid
     saved_groups = os.getgroups()
-    os.setgroups([gid])
-    os.setegid(gid)
-    os.seteuid(uid)
+    # This thread only (thread_ids): zeromq's threads need not follow.
+    thread_ids.set_effective(uid, gid, [gid])
     try:
         yield
     finally:
-        os.seteuid(0)
-        os.setegid(0)
-        os.setgroups(saved_groups)
+        thread_ids.set_root(saved_groups)
 
 
 # -- headers ----------------------------------------------------------------
@@ -271,8 +269,10 @@ def deliver_mbox(path: str, prefix: bytes, content: bytes, sender: str,
 
 # -- Maildir ------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
 def _hostname() -> str:
-    # The Maildir specification reserves '/' and ':' in names.
+    # Asked once per process (two names per message), as Postfix's own
+    # get_hostname() does. The Maildir specification reserves '/' and ':'.
     return socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
@@ -294,26 +294,29 @@ def make_maildir(maildir: str) -> None:
 
 
 def deliver_maildir(maildir: str, prefix: bytes, content: bytes, size_limit: int = 0) -> str:
-    """deliver_maildir - write one message into MAILDIR/new; return the file's path."""
+    """deliver_maildir - write one message into MAILDIR/new; return the file's path.
+
+    MAILDIR and its subdirectories are created when a write finds one
+    missing, so a delivery to an existing Maildir costs no mkdir."""
     now = time.time()
-    try:
-        make_maildir(maildir)
-    except OSError as e:
-        raise MailboxError("4.2.0", f"create maildir file {maildir}: {e.strerror}") from None
-    data = prefix + content
-    if content and not content.endswith(b"\n"):
-        data += b"\n"
+    tail = b"\n" if content and not content.endswith(b"\n") else b""
     tmp = os.path.join(maildir, "tmp", maildir_tmp_name(now))
-    if size_limit and len(data) > size_limit:
+    if size_limit and len(prefix) + len(content) + len(tail) > size_limit:
+        # Refused unwritten; the Maildir is there afterwards all the same.
+        _with_maildir(maildir, os.stat, os.path.join(maildir, "cur"))
         raise MailboxError("5.2.2", f"create maildir file {tmp}: {os.strerror(errno.EFBIG)}")
     try:
-        st = _write_new(tmp, data)
+        st = _with_maildir(maildir, _write_new, tmp, (prefix, content, tail))
+    except MailboxError:
+        raise
     except OSError as e:
         raise MailboxError(errno_dsn(e.errno), f"create maildir file {tmp}: {e.strerror}") from None
     new = os.path.join(maildir, "new", maildir_new_name(now, st))
     try:
-        os.link(tmp, new)
+        _with_maildir(maildir, os.link, tmp, new)
         safeio.fsync_dir(os.path.dirname(new))
+    except MailboxError:
+        raise
     except OSError as e:
         raise MailboxError("4.2.0", f"create maildir file {new}: {e.strerror}") from None
     finally:
@@ -321,12 +324,25 @@ def deliver_maildir(maildir: str, prefix: bytes, content: bytes, size_limit: int
     return new
 
 
-def _write_new(path: str, data: bytes) -> os.stat_result:
+def _with_maildir(maildir: str, op, *args):
+    """_with_maildir - OP(*ARGS); when a directory is missing, create the
+    Maildir's and try once more."""
+    try:
+        return op(*args)
+    except FileNotFoundError:
+        pass
+    try:
+        make_maildir(maildir)
+    except OSError as e:
+        raise MailboxError("4.2.0", f"create maildir file {maildir}: {e.strerror}") from None
+    return op(*args)
+
+
+def _write_new(path: str, parts: tuple[bytes, ...]) -> os.stat_result:
+    """_write_new - a new file PATH holding PARTS, fsynced; its status."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_parts(fd, parts)
         os.fsync(fd)
         return os.fstat(fd)
     except OSError:
@@ -334,6 +350,18 @@ def _write_new(path: str, data: bytes) -> os.stat_result:
         raise
     finally:
         os.close(fd)
+
+
+def _write_parts(fd: int, parts: tuple[bytes, ...]) -> None:
+    """_write_parts - all of PARTS to FD, in order, without joining them first."""
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def _unlink_quietly(path: str) -> None:

@@ -85,6 +85,7 @@ TEMP_PREFIX = ".tmp."
 COMPLETE_MODE = 0o700
 INCOMPLETE_MODE = 0o600
 QUEUE_ID_RE = re.compile(r"[0-9A-Za-z]{6,}")
+_LONG_ID_RE = re.compile(f"[{ALPHABET}]{{{SEC_WIDTH + USEC_WIDTH}}}{SEPARATOR}")
 WRITE_BUFFER = 1 << 16
 
 _hash_names: frozenset[str] = frozenset(("deferred", "defer"))
@@ -167,11 +168,11 @@ def _hash_dirs(queue_id: str) -> list[str]:
     """_hash_dirs - the subdirectory names for QUEUE_ID, outermost first."""
     # The low microsecond characters vary fastest; for an ID that is not in
     # the long form (a Postfix short ID), its first characters do the job.
-    if queue_id_time(queue_id) is not None:
+    if _LONG_ID_RE.match(queue_id):     # what queue_id_time accepts, without decoding
         source = queue_id[SEC_WIDTH + USEC_WIDTH - 1::-1]
     else:
         source = queue_id
-    return [source[i] for i in range(min(_hash_depth, len(source)))]
+    return list(source[:_hash_depth])
 
 
 def is_hashed(queue_name: str) -> bool:

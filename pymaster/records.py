@@ -42,6 +42,7 @@ Interface:
     parse_message(data, name) -> Message   the same, from bytes (postdrop)
     iter_records(path) -> (offset, type, data)   for postcat; content not loaded
     walk_records(path) -> (offset, type, data, length)
+    walk_buffer(path, data, base=0) -> the same, over bytes already read
     mark_done(path, offset)
     append_attribute(path, name, value)    an A record before E, crash-safe
     encode(type, data) -> bytes; size_record(...) -> bytes
@@ -78,6 +79,9 @@ SIZE_DATA_LEN = 47
 MAX_RECORD = 0xFFFFFFFF
 # An envelope record larger than this is corruption, not a long address.
 MAX_ENVELOPE_RECORD = 1 << 20
+# Readers take a file (or what is left of it) up to this size in one read:
+# one system call and no buffered reader, where a typical message is 1-10 KB.
+WHOLE_READ = 1 << 16
 
 
 class CorruptQueueFile(Exception):
@@ -205,17 +209,17 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _read_header(f: BinaryIO, path: str, offset: int) -> tuple[bytes, int] | None:
-    raw = f.read(HEADER_SIZE)
-    if not raw:
-        return None
-    if len(raw) < HEADER_SIZE:
-        raise CorruptQueueFile(path, f"truncated record header at offset {offset}")
-    rtype, length = HEADER.unpack(raw)
+def _check_header(path: str, offset: int, rtype: bytes, length: int, end: int) -> None:
+    """_check_header - a record header at OFFSET must be a known type that
+    fits before END (the file's size); the first one a size record."""
     if rtype not in KNOWN_TYPES:
         what = "not a queue file" if offset == 0 else f"unknown record type {rtype!r}"
         raise CorruptQueueFile(path, f"{what} at offset {offset}")
-    return rtype, length
+    if offset == 0 and rtype != REC_SIZE:
+        raise CorruptQueueFile(path, "no size record at the start: not a queue file")
+    if offset + HEADER_SIZE + length > end:
+        raise CorruptQueueFile(path, f"record {rtype.decode()} at offset {offset} "
+                               f"runs past the end of the file")
 
 
 def iter_records(path: str, f: BinaryIO | None = None,
@@ -230,40 +234,70 @@ def iter_records(path: str, f: BinaryIO | None = None,
 
 def walk_records(path: str, f: BinaryIO | None = None,
                  file_size: int | None = None) -> Iterator[tuple[int, bytes, bytes, int]]:
-    """walk_records - (offset, type, data, length): iter_records with lengths."""
+    """walk_records - (offset, type, data, length): iter_records with lengths.
+
+    From F's position on; what is left of a small file is read in one go."""
     own = f is None
     if own:
         f = open(path, "rb")
     try:
         if file_size is None:
             file_size = os.fstat(f.fileno()).st_size
-        offset = f.tell()
-        while True:
-            head = _read_header(f, path, offset)
-            if head is None:
-                return
-            rtype, length = head
-            if offset == 0 and rtype != REC_SIZE:
-                raise CorruptQueueFile(path, "no size record at the start: not a queue file")
-            data_start = offset + HEADER_SIZE
-            if data_start + length > file_size:
-                raise CorruptQueueFile(path, f"record {rtype.decode()} at offset {offset} "
-                                       f"runs past the end of the file")
-            if rtype == REC_CONTENT:
-                # The content is never loaded here: readers seek to it.
-                f.seek(length, io.SEEK_CUR)
-                data = b""
-            elif length > MAX_ENVELOPE_RECORD:
-                raise CorruptQueueFile(path, f"oversized record at offset {offset}")
-            else:
-                data = f.read(length)
-            yield offset, rtype, data, length
-            if rtype == REC_END:
-                return
-            offset = data_start + length
+        start = f.tell()
+        if file_size - start <= WHOLE_READ:
+            yield from walk_buffer(path, f.read(file_size - start), start)
+        else:
+            yield from _walk_file(path, f, file_size, start)
     finally:
         if own:
             f.close()
+
+
+def walk_buffer(path: str, data: bytes, base: int = 0) -> Iterator[tuple[int, bytes, bytes, int]]:
+    """walk_buffer - walk_records over DATA, the bytes of PATH from offset BASE on."""
+    end = base + len(data)
+    offset = base
+    while offset < end:
+        pos = offset - base
+        if pos + HEADER_SIZE > len(data):
+            raise CorruptQueueFile(path, f"truncated record header at offset {offset}")
+        rtype, length = HEADER.unpack_from(data, pos)
+        _check_header(path, offset, rtype, length, end)
+        if rtype == REC_CONTENT:
+            record = b""            # readers slice or seek to the content themselves
+        elif length > MAX_ENVELOPE_RECORD:
+            raise CorruptQueueFile(path, f"oversized record at offset {offset}")
+        else:
+            record = data[pos + HEADER_SIZE:pos + HEADER_SIZE + length]
+        yield offset, rtype, record, length
+        if rtype == REC_END:
+            return
+        offset += HEADER_SIZE + length
+
+
+def _walk_file(path: str, f: BinaryIO, file_size: int,
+               offset: int) -> Iterator[tuple[int, bytes, bytes, int]]:
+    """_walk_file - walk_records for a big file: record by record, content skipped."""
+    while True:
+        raw = f.read(HEADER_SIZE)
+        if not raw:
+            return
+        if len(raw) < HEADER_SIZE:
+            raise CorruptQueueFile(path, f"truncated record header at offset {offset}")
+        rtype, length = HEADER.unpack(raw)
+        _check_header(path, offset, rtype, length, file_size)
+        if rtype == REC_CONTENT:
+            # The content is never loaded here: readers seek to it.
+            f.seek(length, io.SEEK_CUR)
+            data = b""
+        elif length > MAX_ENVELOPE_RECORD:
+            raise CorruptQueueFile(path, f"oversized record at offset {offset}")
+        else:
+            data = f.read(length)
+        yield offset, rtype, data, length
+        if rtype == REC_END:
+            return
+        offset += HEADER_SIZE + length
 
 
 class _Builder:
@@ -335,24 +369,31 @@ class _Builder:
 def read_message(path: str) -> Message:
     """read_message - the envelope of the queue file at PATH.
 
-    Raises CorruptQueueFile when the file is truncated or malformed, and
-    OSError (FileNotFoundError …) when it cannot be read at all."""
+    A small file is read whole, in one system call, and kept: its content
+    then comes from memory. Raises CorruptQueueFile when the file is
+    truncated or malformed, and OSError (FileNotFoundError …) when it
+    cannot be read at all."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        return _build(path, f, size)
-
-
-def parse_message(data: bytes, path: str = "-") -> Message:
-    """parse_message - a Message from the bytes of a whole queue file."""
-    msg = _build(path, io.BytesIO(data), len(data))
+        if size > WHOLE_READ:
+            return _build(path, _walk_file(path, f, size, 0))
+        data = f.read(size)
+    msg = _build(path, walk_buffer(path, data))
     msg._data = data
     return msg
 
 
-def _build(path: str, f: BinaryIO, size: int) -> Message:
+def parse_message(data: bytes, path: str = "-") -> Message:
+    """parse_message - a Message from the bytes of a whole queue file."""
+    msg = _build(path, walk_buffer(path, data))
+    msg._data = data
+    return msg
+
+
+def _build(path: str, walk: Iterator[tuple[int, bytes, bytes, int]]) -> Message:
     msg = Message(queue_id=os.path.basename(path), path=path)
     builder = _Builder(msg)
-    for offset, rtype, data, length in walk_records(path, f, size):
+    for offset, rtype, data, length in walk:
         builder.add(offset, rtype, data, length)
     return builder.finish()
 

@@ -77,6 +77,25 @@ class TestMaildir:
         path = mailbox.deliver_maildir(str(tmp_path / "m"), b"", b"Subject: x\n\nno newline")
         assert open(path, "rb").read().endswith(b"no newline\n")
 
+    def test_existing_maildir_costs_no_mkdir(self, tmp_path, monkeypatch):
+        mailbox.make_maildir(str(tmp_path / "m"))
+        monkeypatch.setattr(os, "makedirs", lambda *a, **k: pytest.fail("mkdir"))
+        path = mailbox.deliver_maildir(str(tmp_path / "m"), PREFIX, MESSAGE)
+        assert open(path, "rb").read() == PREFIX + MESSAGE
+
+    @pytest.mark.parametrize("lost", ["new", "tmp"])
+    def test_a_lost_subdirectory_is_made_again(self, tmp_path, lost):
+        mailbox.make_maildir(str(tmp_path / "m"))
+        os.rmdir(tmp_path / "m" / lost)
+        path = mailbox.deliver_maildir(str(tmp_path / "m"), PREFIX, MESSAGE)
+        assert open(path, "rb").read() == PREFIX + MESSAGE
+        assert os.listdir(tmp_path / "m" / "tmp") == []
+
+    def test_a_big_message_is_written_whole(self, tmp_path):
+        body = b"Subject: big\n\n" + b"z" * 3_000_000
+        path = mailbox.deliver_maildir(str(tmp_path / "m"), PREFIX, body)
+        assert open(path, "rb").read() == PREFIX + body + b"\n"
+
     def test_size_limit_bounces_and_leaves_nothing(self, tmp_path):
         with pytest.raises(MailboxError) as e:
             mailbox.deliver_maildir(str(tmp_path / "m"), PREFIX, MESSAGE, size_limit=10)

@@ -207,3 +207,12 @@ class TestMovesAndScans:
         w = commit()
         queue.set_retry_time(w.path, 2000000000)
         assert queue.retry_time(w.path) == 2000000000
+
+
+@pytest.mark.parametrize("queue_id", ["4jcT5Z3SCSzQVgV", "ABCDEF", "4jcT5Z3SCSaQVgV",
+                                      "4jcT5Z3SCz", "0000000000z1", "B4C3D2"])
+def test_hash_dirs_follow_the_long_form_test_of_queue_id_time(queue_id, monkeypatch):
+    monkeypatch.setattr(queue, "_hash_depth", 2)
+    long_form = queue.queue_id_time(queue_id) is not None
+    source = queue_id[queue.SEC_WIDTH + queue.USEC_WIDTH - 1::-1] if long_form else queue_id
+    assert queue._hash_dirs(queue_id) == list(source[:2])

@@ -156,3 +156,48 @@ class TestRecords:
         msg = records.read_message(w.path)
         assert [r.address for r in msg.recipients] == ["one@x", "two@x"]
         assert msg.rcpt_count == 2
+
+
+class TestReadOnce:
+    """A small file is read in one go and kept; a big one record by record."""
+
+    def big(self):
+        w = queue.create("incoming")
+        w.write_envelope(1.0, "a@b", [Recipient("c@d", orig="C@d")], {"x": "y"})
+        w.write_content([b"Subject: big\n\n" + b"y" * (records.WHOLE_READ + 10) + b"\n"])
+        w.commit()
+        return w
+
+    def test_small_file_content_comes_from_the_one_read(self, spool):
+        w = write()
+        msg = records.read_message(w.path)
+        os.unlink(w.path)
+        assert msg.read_content() == CONTENT
+        assert b"".join(msg.iter_content()) == CONTENT
+
+    def test_big_file_reads_the_same_as_its_bytes(self, spool):
+        w = self.big()
+        on_disk = records.read_message(w.path)
+        in_memory = records.parse_message(open(w.path, "rb").read(), w.path)
+        assert on_disk.recipients == in_memory.recipients
+        assert (on_disk.sender, on_disk.attrs, on_disk.content_offset, on_disk.content_length) \
+            == (in_memory.sender, in_memory.attrs, in_memory.content_offset,
+                in_memory.content_length)
+        assert on_disk.read_content() == in_memory.read_content()
+        assert list(records.iter_records(w.path)) == \
+            [r[:3] for r in records.walk_buffer(w.path, open(w.path, "rb").read())]
+
+    @pytest.mark.parametrize("make", ["small", "big"])
+    def test_walk_from_an_offset_gives_the_records_from_there(self, spool, make):
+        w = write() if make == "small" else self.big()
+        every = list(records.walk_records(w.path))
+        with open(w.path, "rb") as f:
+            f.seek(every[3][0])
+            assert list(records.walk_records(w.path, f)) == every[3:]
+
+    @pytest.mark.parametrize("cut", [1, 5, 30])
+    def test_truncated_big_file_raises(self, spool, cut):
+        w = self.big()
+        os.truncate(w.path, os.path.getsize(w.path) - cut)
+        with pytest.raises(CorruptQueueFile):
+            records.read_message(w.path)

@@ -227,40 +227,34 @@ def open_listener(family: int, address: tuple) -> socket.socket:
 def open_dgram_socket(path: str) -> socket.socket:
     """open_dgram_socket - a unix-dgram service's socket at PATH, handed to
     its child as descriptor 3 like an inet listener (postlogd reads it)."""
-    try:
-        os.unlink(path)         # left by an earlier master
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise ConfigError(f"unlink {path}: {e.strerror}") from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, DGRAM_SOCKET_MODE)
-    except OSError as e:
-        sock.close()
-        raise ConfigError(f"bind {path}: {e.strerror}") from None
-    return sock
+    return _bind_unix(path, socket.SOCK_DGRAM, DGRAM_SOCKET_MODE)
 
 
 def open_stream_socket(path: str) -> socket.socket:
     """open_stream_socket - a spawn service's listening unix stream socket at
     PATH, handed to its children as descriptor 3 like an inet listener."""
+    sock = _bind_unix(path, socket.SOCK_STREAM, STREAM_SOCKET_MODE)
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)     # shared with the children, as an inet listener
+    return sock
+
+
+def _bind_unix(path: str, kind: int, mode: int) -> socket.socket:
+    """_bind_unix - a unix-domain socket of KIND bound at PATH with MODE,
+    replacing the one an earlier master left there."""
     try:
-        os.unlink(path)         # left by an earlier master
+        os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as e:
         raise ConfigError(f"unlink {path}: {e.strerror}") from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, kind)
     try:
         sock.bind(path)
-        os.chmod(path, STREAM_SOCKET_MODE)
+        os.chmod(path, mode)
     except OSError as e:
         sock.close()
         raise ConfigError(f"bind {path}: {e.strerror}") from None
-    sock.listen(LISTEN_BACKLOG)
-    sock.setblocking(False)     # shared with the children, as an inet listener
     return sock
 
 

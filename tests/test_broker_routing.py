@@ -8,13 +8,12 @@ visible to the test.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import zmq
 
 from pymaster import ipc
 from pymaster.broker import Broker
+from tests.brokerpump import pump
 
 PAYLOADS = [
     [],
@@ -49,21 +48,6 @@ def peers(broker):
     yield client, worker
     client.close()
     worker.close()
-
-
-def pump(broker: Broker, until, timeout: float = 20) -> None:
-    """pump - serve the broker's sockets until UNTIL() is true."""
-    poller = zmq.Poller()
-    poller.register(broker.frontend, zmq.POLLIN)
-    poller.register(broker.backend, zmq.POLLIN)
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "broker pump timed out"
-        events = dict(poller.poll(20))
-        if broker.backend in events:
-            broker.on_backend()
-        if broker.frontend in events:
-            broker.on_frontend()
 
 
 def receive(broker: Broker, sock: zmq.Socket) -> list[bytes]:

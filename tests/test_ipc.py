@@ -7,14 +7,13 @@ sockets); clients and workers run in helper threads with their own sockets.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
-import zmq
 
 from pymaster import broker as broker_module
 from pymaster import ipc
 from pymaster.broker import Broker
+from tests.brokerpump import pump
 
 
 @pytest.fixture
@@ -24,21 +23,6 @@ def broker(tmp_path, monkeypatch):
     b = Broker("private", "svc")
     yield b
     b.close()
-
-
-def pump(broker: Broker, until, timeout: float = 20) -> None:
-    """pump - run the broker until UNTIL() is true."""
-    poller = zmq.Poller()
-    poller.register(broker.frontend, zmq.POLLIN)
-    poller.register(broker.backend, zmq.POLLIN)
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "broker pump timed out"
-        events = dict(poller.poll(20))
-        if broker.backend in events:
-            broker.on_backend()
-        if broker.frontend in events:
-            broker.on_frontend()
 
 
 def in_thread(fn) -> dict:

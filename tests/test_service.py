@@ -20,6 +20,7 @@ import zmq
 from pymaster import ipc
 from pymaster.broker import Broker
 from pymaster.service import ALIVE_FD, Service, UseCounter, parse_service_argv
+from tests.brokerpump import pump
 
 ECHO = Path(__file__).resolve().parent / "services" / "echo.py"
 
@@ -110,20 +111,6 @@ class Child:
     def wait(self, broker: Broker) -> int:
         pump(broker, lambda: self.proc.poll() is not None, timeout=20)
         return self.proc.returncode
-
-
-def pump(broker: Broker, until, timeout: float = 20) -> None:
-    poller = zmq.Poller()
-    poller.register(broker.frontend, zmq.POLLIN)
-    poller.register(broker.backend, zmq.POLLIN)
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
-        events = dict(poller.poll(20))
-        if broker.backend in events:
-            broker.on_backend()
-        if broker.frontend in events:
-            broker.on_frontend()
 
 
 def recv_frames(sock, timeout: float = 20) -> list[bytes]:

@@ -10,13 +10,12 @@ read the notice back with Python's `email` package.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import smtplib
 import time
 
 import pytest
 
+from tests.dsnreport import parse
 from tests.e2e.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(
@@ -37,10 +36,6 @@ def send(inst: Instance, sender: str, rcpt: str, rcpt_options=()) -> None:
     with smtplib.SMTP("127.0.0.1", inst.smtp_port) as s:
         s.ehlo("client.example")
         s.sendmail(sender, [rcpt], MESSAGE, rcpt_options=list(rcpt_options))
-
-
-def parse(raw: bytes) -> email.message.EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)
 
 
 @pytest.fixture(scope="module")

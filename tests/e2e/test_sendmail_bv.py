@@ -11,11 +11,9 @@ report reaches the sender's Maildir in the in-tree virtual domain
 
 from __future__ import annotations
 
-import email
-import email.policy
-
 import pytest
 
+from tests.dsnreport import parse, recipient_fields
 from tests.e2e.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(
@@ -26,18 +24,6 @@ SETTINGS = {
     "myhostname": "mx.example.com",
     "transport_maps": "inline:{ { error.example = error:5.1.1 no such user } }",
 }
-
-
-def parse(raw: bytes) -> email.message.EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)
-
-
-def recipient_fields(report: email.message.EmailMessage) -> dict[str, dict[str, str]]:
-    """recipient_fields - the delivery-status part's per-recipient fields, by address."""
-    status = list(report.iter_parts())[1]
-    assert status.get_content_type() == "message/delivery-status"
-    blocks = [dict(b.items()) for b in status.get_payload()][1:]
-    return {b["Final-Recipient"].split(";", 1)[1].strip(): b for b in blocks}
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import socket
 
 import pytest
 
+from tests.dsnreport import parse, recipient_fields
 from tests.e2e.instance import ROOT, Instance
 from tests.smtpscript import ScriptServer
 
@@ -26,18 +27,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs the bounce, virtual and smtp services")
 
 UNKNOWN = "550 5.1.1 <nobody@relay.example>: Recipient address rejected: User unknown"
-
-
-def parse(raw: bytes) -> email.message.EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)
-
-
-def recipient_fields(report: email.message.EmailMessage) -> dict[str, dict[str, str]]:
-    """recipient_fields - the delivery-status part's per-recipient fields, by address."""
-    status = list(report.iter_parts())[1]
-    assert status.get_content_type() == "message/delivery-status"
-    blocks = [dict(b.items()) for b in status.get_payload()][1:]
-    return {b["Final-Recipient"].split(";", 1)[1].strip(): b for b in blocks}
 
 
 @pytest.fixture(scope="module")

@@ -399,22 +399,16 @@ class Master:
             svc.addresses = addresses
             svc.status_r, svc.status_w = os.pipe()
             os.set_blocking(svc.status_r, False)
-        elif spec.type == "unix-dgram":
-            # Kept over a reload: records waiting in it stay for the next child.
-            if old is not None and old.spec.type == spec.type \
-                    and old.spec.visibility == spec.visibility and old.listeners:
+        elif spec.type == "unix-dgram" or spec.stream_listener:
+            # Kept over a reload: records waiting in a datagram socket stay for
+            # the next child, and no client waiting on a stream socket is refused.
+            same_kind = (old is not None and old.spec.type == spec.type
+                         and old.spec.stream_listener == spec.stream_listener)
+            if same_kind and old.spec.visibility == spec.visibility and old.listeners:
                 svc.listeners, old.listeners = old.listeners, []
             else:
-                svc.listeners = [open_dgram_socket(f"{spec.visibility}/{spec.name}")]
-            svc.status_r, svc.status_w = os.pipe()
-            os.set_blocking(svc.status_r, False)
-        elif spec.stream_listener:
-            # Kept over a reload, like an inet listener: no waiting client is refused.
-            if old is not None and old.spec.stream_listener \
-                    and old.spec.visibility == spec.visibility and old.listeners:
-                svc.listeners, old.listeners = old.listeners, []
-            else:
-                svc.listeners = [open_stream_socket(f"{spec.visibility}/{spec.name}")]
+                open_socket = open_stream_socket if spec.stream_listener else open_dgram_socket
+                svc.listeners = [open_socket(f"{spec.visibility}/{spec.name}")]
             svc.status_r, svc.status_w = os.pipe()
             os.set_blocking(svc.status_r, False)
         elif spec.brokered:

@@ -63,14 +63,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pymaster import log, queue, records, verify_client
+from pymaster import log, queue, records, traceflags, verify_client
 from pymaster.config import Config
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 # sendmail -bv verdicts: the outcome, the status= word and the DSN action at once.
 DELIVERABLE, UNDELIVERABLE = "deliverable", "undeliverable"
 VERDICTS = (DELIVERABLE, UNDELIVERABLE)
-VERIFY_FLAG = "verify"          # in the trace_flags attribute (sendmail -bv)
 # What each outcome means in a status log entry (RFC 3464 action field).
 ACTIONS = {SENT: "delivered", DEFERRED: "delayed", BOUNCED: "failed"}
 
@@ -461,15 +460,13 @@ def done_offsets(path: str, offsets: list[int]) -> set[int]:
 def is_verify(req: DeliveryRequest) -> bool:
     """is_verify - REQ is a sendmail -bv request or an address probe of the
     verify service: report verdicts, deliver nothing."""
-    flags = req.attrs.get("trace_flags", "").replace(",", " ").split()
-    return VERIFY_FLAG in flags
+    return traceflags.is_verify(req.attrs)
 
 
 def is_probe(req: DeliveryRequest) -> bool:
     """is_probe - REQ is an address probe (trace_flags verify,probe): its
     verdicts go to the verify service instead of a report to the sender."""
-    flags = req.attrs.get("trace_flags", "").replace(",", " ").split()
-    return VERIFY_FLAG in flags and verify_client.PROBE_FLAG in flags
+    return traceflags.is_probe(req.attrs)
 
 
 def default_verify(req: DeliveryRequest, status: "Status") -> None:
@@ -485,7 +482,7 @@ def records_every_outcome(req: DeliveryRequest) -> bool:
     """records_every_outcome - sendmail -v (trace_flags=record): every outcome
     goes to the trace log too, until the bounce service has sent the report
     (it notes `trace_report=sent` in the defer log: first attempt only)."""
-    if "record" not in req.attrs.get("trace_flags", ""):
+    if not traceflags.is_record(req.attrs):
         return False
     return not any(e.get("trace_report") for e in
                    read_status_log(queue.defer_log_path(req.queue_id)))

@@ -11,19 +11,16 @@ Two requests over the brokered endpoint of `address_verify_service_name`
 smtpd asks (QUERY, polling while the answer is TODO: reject_unverified_*);
 a delivery agent that handled an address probe reports its verdict (UPDATE)
 instead of writing a trace log. A probe is a message whose trace_flags
-attribute holds both `verify` (agents decide, never deliver: sendmail -bv's
-flag) and `probe` (the verdict goes here, nothing is mailed).
+attribute holds both `verify` and `probe` (pymaster.traceflags).
 
 Interface:
     OK, DEFER, BOUNCE, TODO            address status names
-    PROBE_FLAG                         trace_flags word of a probe
     VerifyError                        the service cannot be asked (down, timeout, nonsense)
     VerifyClient(cfg, timeout=None, name="")   name: address_verify_service_name
         .query(address) -> (status, reason)
         .poll(address, count, delay, sleep=time.sleep) -> (status, reason)
         .update(address, status, reason) -> bool     False: not cached (negative cache off)
     client_for(cfg) -> VerifyClient    one per process and service name (cfg None: `verify`)
-    is_probe_attrs(attrs) -> bool      a queue file's attributes mark an address probe
     status_of(deliverable, dsn) -> OK | DEFER | BOUNCE  an agent's verdict as a status
     report_probe(cfg, address, orig, status, reason) -> bool   UPDATE for both addresses
 
@@ -43,8 +40,6 @@ from pymaster.config import Config
 
 OK, DEFER, BOUNCE, TODO = "OK", "DEFER", "BOUNCE", "TODO"
 STATUSES = (OK, DEFER, BOUNCE, TODO)
-PROBE_FLAG = "probe"
-VERIFY_FLAG = "verify"      # sendmail -bv's trace flag, which every probe carries too
 # How long a client waits for the single verify process before it gives up:
 # smtpd then applies unverified_*_tempfail_action, an agent defers the probe.
 TIMEOUT = 20.0
@@ -110,13 +105,6 @@ class VerifyClient:
         reply = self._call({"op": "update", "address": address,
                             "addr_status": status, "reason": reason})
         return bool(reply.get("cached", True))
-
-
-def is_probe_attrs(attrs: dict) -> bool:
-    """is_probe_attrs - ATTRS (a queue file's or a request's attributes) mark
-    an address probe: trace_flags holds both verify and probe."""
-    flags = attrs.get("trace_flags", "").replace(",", " ").split()
-    return VERIFY_FLAG in flags and PROBE_FLAG in flags
 
 
 def status_of(deliverable: bool, dsn: str) -> str:

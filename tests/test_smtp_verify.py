@@ -9,7 +9,7 @@ verdicts (delivery.Status.verify_result), the log and what the server saw.
 
 from __future__ import annotations
 
-from pymaster import delivery, dsn, queue, records
+from pymaster import delivery, dsn, queue, records, traceflags
 from services.smtp.deliver import Client
 from tests.smtpscript import ScriptServer
 from tests.test_smtp_deliver import (logged, make_client, queue_message,  # noqa: F401
@@ -22,7 +22,7 @@ LATER = "450 4.2.0 <later@example.com>: Recipient address rejected: try again"
 def probe(client: Client, rcpts, nexthop: str, **kw) -> tuple[delivery.Status, dict]:
     """probe - run CLIENT's verify mode on a message for RCPTS, as sendmail -bv queues it."""
     req = request(queue_message(rcpts, **kw), nexthop)
-    req.attrs["trace_flags"] = delivery.VERIFY_FLAG
+    req.attrs["trace_flags"] = traceflags.VERIFY
     status = delivery.Status(req)
     client.verify(req, status)
     return status, {r["address"]: r for r in status.results}

@@ -249,12 +249,6 @@ def test_probe_sender_is_qualified_with_myorigin(tmp_path):
         "probe@x.example"
 
 
-@pytest.mark.parametrize("flags, probe", [("verify,probe", True), ("verify probe", True),
-                                          ("verify", False), ("probe", False), ("", False)])
-def test_a_probe_is_known_by_its_trace_flags(flags, probe):
-    assert verify_client.is_probe_attrs({"trace_flags": flags}) is probe
-
-
 class FakeCleanup:
     """The cleanup client of ProbeSender: keeps each request, says ok."""
 

@@ -32,6 +32,7 @@ import os
 import pwd
 from dataclasses import dataclass, field
 
+from pymaster import traceflags
 from pymaster.addr import split_address
 from pymaster.config import Config
 
@@ -210,8 +211,7 @@ class Delivery:
     def verify(self) -> bool:
         """verify - sendmail -bv: every mailbox, file, command and forward only
         says what it would do ("delivers to mailbox"), as local(8) does."""
-        flags = self.message.attrs.get("trace_flags", "").replace(",", " ").split()
-        return "verify" in flags
+        return traceflags.is_verify(self.message.attrs)
 
     @property
     def has_deferral(self) -> bool:

@@ -43,7 +43,7 @@ import zmq
 from pymaster import delivery, dsn, ipc, log, queue, queuelist, records, service
 from pymaster.config import ConfigError
 from pymaster.resolve import ERROR, FAIL, Resolver
-from pymaster.verify_client import is_probe_attrs
+from pymaster import traceflags
 
 from services.qmgr.active import ActiveMessage, filter_resolution, last_defer_reasons
 from services.qmgr.backoff import Backoff
@@ -339,7 +339,7 @@ class QueueManager:
         """assign - resolve each recipient still to do and queue it, or decide now."""
         groups: dict[tuple[str, str], tuple[str, list]] = {}
         content_filter = msg.content_filter()
-        resolver = self.probe_resolver if is_probe_attrs(msg.message.attrs) else self.resolver
+        resolver = self.probe_resolver if traceflags.is_probe(msg.message.attrs) else self.resolver
         for rcpt in msg.pending():
             # A content filter (content_filter, FILTER action) overrides the resolver.
             res = filter_resolution(content_filter, rcpt.address, self.cfg) if content_filter \

@@ -40,7 +40,8 @@ import time
 
 from pymaster import cleanup_client, ipc, log, service
 from pymaster.config import Config
-from pymaster.verify_client import BOUNCE, DEFER, OK, PROBE_FLAG
+from pymaster.traceflags import PROBE, VERIFY
+from pymaster.verify_client import BOUNCE, DEFER, OK
 from pymaster.verify_sender import SenderError, probe_sender
 
 from .cache import CacheError, VerifyCache, cache_path
@@ -61,7 +62,7 @@ class ProbeSender:
     def send(self, address: str) -> bool:
         """send - queue a probe for ADDRESS; False (logged) when cleanup refuses."""
         attrs = {"origin": "verify", "rewrite_context": "local",
-                 "trace_flags": f"verify,{PROBE_FLAG}"}
+                 "trace_flags": f"{VERIFY},{PROBE}"}
         # Asked per probe: with address_verify_sender_ttl the sender changes.
         rcpts = [cleanup_client.recipient(address, orig=address, notify="NEVER")]
         header = cleanup_client.message_request(probe_sender(self.cfg, time.time()), rcpts, attrs)

@@ -42,11 +42,13 @@ Interface:
     path_of(queue_name, queue_id) -> str
     move(queue_id, src, dst) -> str     rename; hashed subdirectories made on demand
     remove(queue_id, queue_name) -> bool   the file and its defer/bounce/trace logs
+    unlink_if_present(path) -> bool     False when it was already gone
     quarantine(queue_id, src_queue, reason="") -> str   move to corrupt/ with a warning
     scan(queue_name) -> Iterator[(queue_id, path)]
     find(queue_id, queues=MESSAGE_QUEUES) -> (queue_name, path) | None
     is_complete(path) / set_retry_time(path, when) / retry_time(path)
     defer_log_path(id) / bounce_log_path(id) / trace_log_path(id)
+    log_paths(id) -> [defer, bounce, trace]
     create_layout(queue_dir, owner=None, setgid_group=None)
     enter_spool(cfg)                    configure, then chdir to queue_directory
     new_queue_id(inode, when) / queue_id_time(queue_id) / is_queue_id(name)
@@ -198,6 +200,11 @@ def trace_log_path(queue_id: str) -> str:
     return path_of("trace", queue_id)
 
 
+def log_paths(queue_id: str) -> list[str]:
+    """log_paths - QUEUE_ID's defer, bounce and trace log paths."""
+    return [defer_log_path(queue_id), bounce_log_path(queue_id), trace_log_path(queue_id)]
+
+
 # -- the write seam -------------------------------------------------------------
 
 class FileSystem:
@@ -254,7 +261,7 @@ class QueueWriter:
             self._name(temp, os.fstat(self.fd).st_ino)
         except BaseException:
             os.close(self.fd)
-            _unlink(temp)
+            unlink_if_present(temp)
             raise
 
     def _reopen(self, queue_id: str) -> None:
@@ -396,7 +403,7 @@ class QueueWriter:
             os.close(self.fd)
             self.fd = -1
         if not self.done and self.path:
-            _unlink(self.path)
+            unlink_if_present(self.path)
         self.done = True
 
     def __enter__(self) -> "QueueWriter":
@@ -506,7 +513,8 @@ def _lock_reserved(path: str, wait: bool = True) -> int:
     return fd
 
 
-def _unlink(path: str) -> bool:
+def unlink_if_present(path: str) -> bool:
+    """unlink_if_present - remove PATH; False when it was already gone."""
     try:
         os.unlink(path)
         return True
@@ -531,10 +539,9 @@ def move(queue_id: str, src: str, dst: str) -> str:
 
 def remove(queue_id: str, queue_name: str) -> bool:
     """remove - delete a message file and its defer, bounce and trace logs."""
-    found = _unlink(path_of(queue_name, queue_id))
-    for log_path in (defer_log_path(queue_id), bounce_log_path(queue_id),
-                     trace_log_path(queue_id)):
-        _unlink(log_path)
+    found = unlink_if_present(path_of(queue_name, queue_id))
+    for log_path in log_paths(queue_id):
+        unlink_if_present(log_path)
     return found
 
 

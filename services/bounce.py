@@ -40,10 +40,9 @@ the unit tests replace).
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
-from pymaster import cleanup_client, dsn, ipc, log, queue, records, service
+from pymaster import cleanup_client, dsn, ipc, log, queue, records, service, traceflags
 from pymaster.bounce_template import Template, TemplateError, load_templates
 from pymaster.config import Config
 
@@ -91,7 +90,7 @@ class BounceServer:
         if rcpts:
             msg, content = self._original(path, header)
             self._failure_notices(queue_id, msg, content, rcpts)
-        _unlink(log_path)
+        queue.unlink_if_present(log_path)
 
     def _failure_notices(self, queue_id: str, msg: records.Message, content: bytes | None,
                          rcpts: list[dsn.RecipientStatus]) -> None:
@@ -150,8 +149,8 @@ class BounceServer:
         rcpts = dsn.read_log(log_path)
         if rcpts:
             msg, content = self._original(path, header)
-            flags = set(msg.attrs.get("trace_flags", "").replace(",", " ").split())
-            kind = "trace" if flags & {"record", "verify"} else "success"
+            flags = traceflags.of(msg.attrs)
+            kind = "trace" if flags & {traceflags.RECORD, traceflags.VERIFY} else "success"
             if kind == "success":
                 rcpts = [r for r in rcpts if r.wants(dsn.SUCCESS)]
             if rcpts and msg.sender and not self._is_double_bounce(msg.sender):
@@ -160,7 +159,7 @@ class BounceServer:
                 log.info(f"{queue_id}: sender delivery status notification: {new_id}")
             if kind == "trace":
                 dsn.note_trace_report(queue_id)
-        _unlink(log_path)
+        queue.unlink_if_present(log_path)
 
     # -- helpers -----------------------------------------------------------
     def _original(self, path: str, header: dict) -> tuple[records.Message, bytes | None]:
@@ -252,12 +251,6 @@ class CleanupSubmitter:
             raise SubmitError(f"cleanup refused a notification: {reply.text}".strip())
         return reply.queue_id
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def run(svc: service.Service) -> None:

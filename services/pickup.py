@@ -32,15 +32,12 @@ import os
 import pwd
 import stat
 
-from pymaster import cleanup_client, ipc, log, queue, records, service
+from pymaster import cleanup_client, ipc, log, queue, records, service, traceflags
 from pymaster.config import Config
 
 MAILDROP = "maildrop"
 # The attributes a user's own submission may set (see postdrop/sendmail).
 USER_ATTRS = ("full_name", "envid", "ret", "body", "trace_flags")
-# The trace flags a user's sendmail may ask for (-bv, -v). An address probe's
-# flag is the verify service's alone: a user must not feed its cache.
-USER_TRACE_FLAGS = ("verify", "record")
 # Bookkeeping of the maildrop file that is not passed on to cleanup.
 PRIVATE_ATTRS = ("uid", "cleanup_flags")
 CLEANUP_TIMEOUT = 100.0
@@ -97,7 +94,9 @@ class Pickup:
         attrs = {k: v for k, v in msg.attrs.items()
                  if k not in PRIVATE_ATTRS and (trusted or k in USER_ATTRS)}
         if not trusted and "trace_flags" in attrs:
-            attrs["trace_flags"] = _user_trace_flags(attrs["trace_flags"])
+            # An address probe's flag is the verify service's alone: a user
+            # must not feed its cache.
+            attrs["trace_flags"] = traceflags.user_flags(attrs["trace_flags"])
         attrs["origin"] = "pickup"
         attrs["rewrite_context"] = "local"
         # This pickup's content_filter applies, not one a requeued file carries
@@ -122,7 +121,7 @@ class Pickup:
         reply = cleanup_client.Reply.of(answer)
         if reply.ok:
             log.info(f"{reply.queue_id or queue_id}: uid={uid} from=<{msg.sender}>")
-            _unlink(path)
+            queue.unlink_if_present(path)
             return True
         reason = reply.text
         if reply.status == "reject":
@@ -132,17 +131,6 @@ class Pickup:
         log.warning(f"{path}: uid={uid}: cleanup deferred the message: {reason}; will retry")
         return False
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _user_trace_flags(value: str) -> str:
-    """_user_trace_flags - VALUE without the flags only the system may set."""
-    return ",".join(f for f in value.replace(",", " ").split() if f in USER_TRACE_FLAGS)
 
 
 def run(svc: service.Service) -> None:

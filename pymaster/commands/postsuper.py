@@ -103,7 +103,7 @@ def _apply(queue_id: str, src: str, path: str, dest: str | None, word: str,
     """_apply - delete or move one message found at PATH in queue SRC."""
     try:
         if dest is None:
-            found = _unlink(path)
+            found = queue.unlink_if_present(path)
             _drop_logs(queue_id, logs)
             if not found:
                 return False
@@ -128,13 +128,6 @@ def _move_stray(queue_id: str, path: str, dest: str) -> None:
     os.rename(path, target)
 
 
-def _unlink(path: str) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False
-
 
 def _log_index() -> dict[str, list[str]]:
     """_log_index - queue ID -> its defer, bounce and trace log paths, one walk each."""
@@ -151,10 +144,9 @@ def _drop_logs(queue_id: str, logs: dict[str, list[str]] | None = None) -> None:
     if logs is not None:
         paths = logs.pop(queue_id, [])
     else:
-        paths = [queue.defer_log_path(queue_id), queue.bounce_log_path(queue_id),
-                 queue.trace_log_path(queue_id)]
+        paths = queue.log_paths(queue_id)
     for path in paths:
-        _unlink(path)
+        queue.unlink_if_present(path)
 
 
 def structure_check() -> int:

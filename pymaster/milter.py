@@ -487,16 +487,23 @@ def _converse(milter: Milter, env: Envelope, macros: dict) -> Outcome:
         done = _verdict_outcome(verdict, reply, EVENTS[event][1], event == "rcpt")
         if done is not None:
             return done
-    done = _content(milter, env, mail_macros)
+    return _end_of_message(milter, env, mail_macros)[0]
+
+
+def _end_of_message(milter: Milter, env: Envelope, macros: dict) -> tuple[Outcome, list]:
+    """_end_of_message - the content, then end of message: the verdict, and the
+    edits it applied to ENV (none unless the message is accepted or held)."""
+    done = _content(milter, env, macros)
     if done is not None:
-        return done
-    verdict, reply, edits = milter.end_of_message(mail_macros)
+        return done, []
+    verdict, reply, edits = milter.end_of_message(macros)
     outcome = _verdict_outcome(verdict, reply, "END-OF-MESSAGE", False) or Outcome()
-    if outcome.action in ("accept", "hold"):
-        hold = apply_edits(env, edits, milter.steps & HDR_LEADSPC)
-        if hold is not None:
-            outcome = Outcome("hold", reason=hold)
-    return outcome
+    if outcome.action not in ("accept", "hold"):
+        return outcome, []
+    hold = apply_edits(env, edits, bool(milter.steps & HDR_LEADSPC))
+    if hold is not None:
+        outcome = Outcome("hold", reason=hold)
+    return outcome, edits
 
 
 def _content(milter: Milter, env: Envelope, macros: dict) -> Outcome | None:
@@ -743,18 +750,9 @@ class SessionChain:
             return None
         milter = member.milter
         try:
-            done = _content(milter, env, macros)
-            if done is not None:
-                return done
-            verdict, reply, got = milter.end_of_message(macros)
-            outcome = _verdict_outcome(verdict, reply, "END-OF-MESSAGE", False) or Outcome()
-            if outcome.action in ("accept", "hold"):
-                leadspc = bool(milter.steps & HDR_LEADSPC)
-                hold = apply_edits(env, got, leadspc)
-                if got:
-                    edits.append((got, leadspc))
-                if hold is not None:
-                    outcome = Outcome("hold", reason=hold)
+            outcome, got = _end_of_message(milter, env, macros)
+            if got:
+                edits.append((got, bool(milter.steps & HDR_LEADSPC)))
         except MilterError as e:
             return self._failed(member, e, "END-OF-MESSAGE")
         return outcome

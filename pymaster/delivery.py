@@ -36,6 +36,7 @@ Interface:
     status = Status(req, cfg=None)
     status.connected()                  end of connection setup (delays "c")
     status.sent / deferred / bounced(rcpt, relay, reason, dsn=...)
+    status.report(rcpt, kind, relay, reason, dsn)   one of those three by KIND
     status.expired(rcpt, reason, dsn)   qmgr: bounce a recipient past its lifetime
     status.passed_on(rcpt, outcome, reason, dsn)  another agent's outcome (local's hand-off)
     status.verify_result(rcpt, deliverable, relay, reason, dsn)   sendmail -bv verdict
@@ -293,6 +294,10 @@ class Status:
             self._record(rcpt, DEFERRED, relay, reason, soft_dsn(dsn))
         else:
             self._record(rcpt, BOUNCED, relay, reason, dsn)
+
+    def report(self, rcpt, kind: str, relay: str, reason: str, dsn: str) -> None:
+        """report - RCPT's outcome KIND (SENT, DEFERRED or BOUNCED), as one of the three."""
+        {SENT: self.sent, BOUNCED: self.bounced}.get(kind, self.deferred)(rcpt, relay, reason, dsn)
 
     def expired(self, rcpt, reason: str, dsn: str = "4.4.7") -> None:
         """expired - qmgr gives up on RCPT: bounce log entry and done, no log line.

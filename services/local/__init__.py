@@ -41,7 +41,7 @@ from pymaster import cleanup_client, delivery, log, service
 from pymaster.config import Config
 from pymaster.tables import TableError
 
-from services.local.context import (BOUNCED, DEFERRED, SENT, Delivery, Message, Outcome,
+from services.local.context import (BOUNCED, DEFERRED, Delivery, Message, Outcome,
                                     Target, deferred)
 from services.local.forward import submit_forwards
 from services.local.recipient import deliver_recipient
@@ -98,12 +98,8 @@ def report(status: delivery.Status, rcpt, outcomes: list[Outcome]) -> None:
     relay = final.relay or RELAY
     if final.passed:
         status.passed_on(rcpt, final.kind, final.reason, final.dsn)
-    elif final.kind == SENT:
-        status.sent(rcpt, relay, final.reason, final.dsn)
-    elif final.kind == BOUNCED:
-        status.bounced(rcpt, relay, final.reason, final.dsn)
     else:
-        status.deferred(rcpt, relay, final.reason, final.dsn)
+        status.report(rcpt, final.kind, relay, final.reason, final.dsn)
 
 
 def run(svc: service.Service) -> None:

@@ -125,12 +125,7 @@ class PipeAgent:
 
 def report(status: delivery.Status, rcpt, relay: str, outcome: Outcome) -> None:
     """report - record OUTCOME for one recipient."""
-    if outcome.kind == SENT:
-        status.sent(rcpt, relay, outcome.reason, outcome.dsn)
-    elif outcome.kind == BOUNCED:
-        status.bounced(rcpt, relay, outcome.reason, outcome.dsn)
-    else:
-        status.deferred(rcpt, relay, outcome.reason, outcome.dsn)
+    status.report(rcpt, outcome.kind, relay, outcome.reason, outcome.dsn)
 
 
 def run(svc: service.Service) -> None:

@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import zmq  # noqa: E402
 
-from pymaster import delivery, log, queue, records  # noqa: E402
-from pymaster.config import Config  # noqa: E402
+from pymaster.mail import delivery, queue, records
+from pymaster.util import log  # noqa: E402
+from pymaster.mail.config import Config  # noqa: E402
 from services.virtual import VirtualAgent  # noqa: E402
 
 CONTENT = (b"From: bench@example.com\nTo: user@localhost\nSubject: agent bench\n\n"

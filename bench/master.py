@@ -49,7 +49,7 @@ def write_instance(workdir: Path) -> tuple[Path, Path]:
 
 def round_trips(queue_dir: Path, service: str) -> float:
     """round_trips - answered requests per second, IN_FLIGHT kept outstanding."""
-    from pymaster import ipc
+    from pymaster.util import ipc
     client = ipc.AsyncClient(ipc.endpoint("private", service, str(queue_dir)))
     try:
         for _ in range(IN_FLIGHT):      # warm up: start the workers
@@ -111,7 +111,7 @@ def run(workdir: str | os.PathLike) -> list[str]:
 
 def serve() -> None:
     """serve - the benchmark's worker: answer every request at once."""
-    from pymaster import service
+    from pymaster.master import service
 
     def body(svc: service.Service) -> None:
         svc.enter_jail()

@@ -8,7 +8,7 @@ queue after `postfix start` (start included), and `postsuper -d ALL` (the
 count it reports is checked).
 
 pymaster: the N messages are written straight into a spool with
-pymaster.queue's writer (no fsync: this builds a test queue, it does not
+pymaster.mail.queue's writer (no fsync: this builds a test queue, it does not
 receive mail), each with the defer log a deferral leaves. The scan ends at qmgr's verbose `deferred queue scan done:
 N file(s)` log line.
 
@@ -54,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pymaster import delivery, queue, records  # noqa: E402
+from pymaster.mail import delivery, queue, records  # noqa: E402
 from tests.e2e.instance import BIN, Instance  # noqa: E402
 
 DEBIAN = Path("/usr/sbin")
@@ -428,7 +428,7 @@ def run(workdir: Path, messages: int = 100_000, postfix: bool = True) -> list[st
 
 
 def _build_line(ours: dict, theirs: dict) -> str:
-    built = f"  queue built in: pymaster {ours['build']:.1f} s (written by pymaster.queue)"
+    built = f"  queue built in: pymaster {ours['build']:.1f} s (written by pymaster.mail.queue)"
     if "build" in theirs:
         built += f", postfix {theirs['build']:.1f} s (one deferred message, cloned)"
     return built

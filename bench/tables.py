@@ -47,7 +47,7 @@ def _wall(argv: list[str], repeat: int = 5) -> float:
 
 
 def _in_process_lookups(source: str, entries: int, lookups: int) -> float:
-    from pymaster.tables import create_table
+    from pymaster.util.tables import create_table
     table = create_table(f"hash:{source}")
     keys = [f"user{i}@example{i % 1000}.com" for i in
             (random.randrange(entries) for _ in range(lookups))]

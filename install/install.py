@@ -13,7 +13,7 @@ install:
   * a virtual environment at venv_directory (`python3 -m venv`, then a
     non-editable `pip install` of a copy of this checkout), built beside the
     old one and swapped in, so running services keep a whole tree under them;
-    pymaster/site_defaults.py in it records the directories as built-in
+    pymaster/mail/site_defaults.py in it records the directories as built-in
     defaults (Postfix compiles them in);
   * the service programs in daemon_directory (libexec/*, run by the venv);
   * the commands in command_directory: symbolic links to the venv's scripts,
@@ -158,7 +158,7 @@ class Installer:
                  "", "DEFAULTS = {"]
         lines += [f"    {name!r}: {self.s[name]!r}," for name in RECORDED]
         lines += ["}", ""]
-        (Path(purelib) / "pymaster" / "site_defaults.py").write_text("\n".join(lines))
+        (Path(purelib) / "pymaster" / "mail" / "site_defaults.py").write_text("\n".join(lines))
 
     def install_programs(self) -> None:
         """install_programs - libexec/* into daemon_directory, run by the venv."""

@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pymaster import log, service
+from pymaster.master import service
+from pymaster.util import log
 
 RATE_EVENTS = ("connect", "message", "recipient", "newtls", "auth")
 # How the statistics lines name each rate.

@@ -3,8 +3,8 @@
 master.cf runs this one program under three names (`bounce`, `defer`,
 `trace`, all with command `bounce`). Delivery agents append the
 per-recipient entries to `bounce/ID`, `defer/ID` and `trace/ID` themselves
-(pymaster.delivery); this service turns a message's log into a delivery
-status notification (pymaster.dsn) and submits it to cleanup as a new
+(pymaster.mail.delivery); this service turns a message's log into a delivery
+status notification (pymaster.mail.dsn) and submits it to cleanup as a new
 message from the null sender. Requests, from qmgr on private/NAME:
 
     {"op": "bounce", "queue_id", "queue_name", "path"}   the bounce log
@@ -42,9 +42,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pymaster import cleanup_client, dsn, ipc, log, queue, records, service, traceflags
-from pymaster.bounce_template import Template, TemplateError, load_templates
-from pymaster.config import Config
+from pymaster.mail import cleanup_client, dsn, queue, records, traceflags
+from pymaster.master import service
+from pymaster.util import ipc, log
+from pymaster.mail.bounce_template import Template, TemplateError, load_templates
+from pymaster.mail.config import Config
 
 Submit = Callable[[str, str, bytes], str]
 SUBMIT_TIMEOUT = 60.0

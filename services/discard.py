@@ -12,7 +12,8 @@ Interface: main(), deliver(req, status) for the request loop.
 
 from __future__ import annotations
 
-from pymaster import delivery, service
+from pymaster.mail import delivery
+from pymaster.master import service
 
 
 def deliver(req: delivery.DeliveryRequest, status: delivery.Status) -> None:

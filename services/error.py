@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from pymaster import delivery, service
+from pymaster.mail import delivery
+from pymaster.master import service
 
 DSN_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 DEFAULT_TEXT = "delivery failed"

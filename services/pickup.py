@@ -32,8 +32,10 @@ import os
 import pwd
 import stat
 
-from pymaster import cleanup_client, ipc, log, queue, records, service, traceflags
-from pymaster.config import Config
+from pymaster.mail import cleanup_client, queue, records, traceflags
+from pymaster.master import service
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config
 
 MAILDROP = "maildrop"
 # The attributes a user's own submission may set (see postdrop/sendmail).

@@ -5,7 +5,7 @@ unix-domain datagram socket `$queue_directory/public/$postlog_service_name`
 (mode 0666: whoever may enter public/ may log, as with Postfix), hands it
 over as descriptor 3, and starts this program when a record waits there.
 
-Protocol: one datagram is one record, a whole log line as pymaster.log
+Protocol: one datagram is one record, a whole log line as pymaster.util.log
 formats it, without the newline:
 
     Nov 28 20:03:44 HOST postfix/sendmail[1234]: fatal: ...
@@ -48,7 +48,8 @@ import signal
 import socket
 import time
 
-from pymaster import log, service
+from pymaster.master import service
+from pymaster.util import log
 
 RECORD_LIMIT = log.RECORD_LIMIT
 BATCH = 256                 # records read before one write
@@ -112,7 +113,7 @@ class Postlogd:
                 self.dropped = 0
             return
         if not self.dropped:
-            # Goes wherever pymaster.log can still write (syslog, stderr).
+            # Goes wherever pymaster.util.log can still write (syslog, stderr).
             log.warning(f"write {self.writer.path}: {self.writer.error}: "
                         f"dropping log records until it can be written again")
         self.dropped += len(lines)

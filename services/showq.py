@@ -4,7 +4,7 @@ Postfix's showq(8).
 master.cf: `showq unix n - n - - showq` (public/showq). It runs as the
 mail_owner and takes no input but the request's op: `{"op": "list"}` is
 answered with `{"status": "ok", "count": N}` and the entries as payload
-frames, one JSON object per line (pymaster.queuelist.Entry.to_dict), a
+frames, one JSON object per line (pymaster.mail.queuelist.Entry.to_dict), a
 frame per FRAME_ENTRIES messages. postqueue -p / -j / mailq format them
 exactly as they format a listing read from the spool directly. Who may ask
 is postqueue's business (authorized_mailq_users, checked with the real uid
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 
-from pymaster import log, queuelist, service
+from pymaster.mail import queuelist
+from pymaster.master import service
+from pymaster.util import log
 
 FRAME_ENTRIES = 1000
 

@@ -30,7 +30,7 @@ it: `warning: command PATH exit status N` / `killed by signal N`.
 This process must run as root (master.cf unprivileged column `n`) to switch
 to user=; run by a non-root master (`make run`) the command runs as that
 user. max_use connections, max_idle seconds idle, or a reload end it after
-the current connection, as any service (pymaster.service).
+the current connection, as any service (pymaster.master.service).
 
 Interface:
     SpawnAttributes, SpawnConfigError
@@ -53,7 +53,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from pymaster import log, service
+from pymaster.master import service
+from pymaster.util import log
 
 
 

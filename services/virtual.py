@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import os
 
-from pymaster import delivery, log, service
-from pymaster.config import Config
-from pymaster.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
+from pymaster.mail import delivery
+from pymaster.master import service
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.mail.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
                               envelope_headers, has_delivered_to, parse_lock_styles)
-from pymaster.maps import Maps, virtual_lookup
-from pymaster.tables import TableError
+from pymaster.mail.maps import Maps, virtual_lookup
+from pymaster.util.tables import TableError
 
 RELAY = "virtual"
 NO_PROPAGATION = "none"   # a mailbox path never gets the address extension appended

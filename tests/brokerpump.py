@@ -10,7 +10,7 @@ import time
 
 import zmq
 
-from pymaster.broker import Broker
+from pymaster.master.broker import Broker
 
 
 def pump(broker: Broker, until, timeout: float = 20) -> None:

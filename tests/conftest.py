@@ -11,13 +11,13 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
-from pymaster import log  # noqa: E402
+from pymaster.util import log  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging():
     """Each test starts with the logging set-up the one before it found:
-    a test that points pymaster.log at a file must not redirect later tests."""
+    a test that points pymaster.util.log at a file must not redirect later tests."""
     saved = dict(vars(log._state))
     yield
     for name in list(vars(log._state)):

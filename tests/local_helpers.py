@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pymaster import delivery, queue, records
-from pymaster.config import Config
+from pymaster.mail import delivery, queue, records
+from pymaster.mail.config import Config
 
 CONTENT = b"From: a@example.com\nTo: user@example.com\nSubject: test\n\nFrom me to you\nbody\n"
 

@@ -1,4 +1,4 @@
-"""A scripted milter for the tests: the other end of pymaster.milter.
+"""A scripted milter for the tests: the other end of pymaster.mail.milter.
 
 It is a peer, not one of pymaster's services: a thread that listens on a
 loopback port, speaks the libmilter wire format, records every packet it

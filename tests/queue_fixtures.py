@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
-from pymaster import log, queue, records
-from pymaster.config import load_config
+from pymaster.mail import queue, records
+from pymaster.util import log
+from pymaster.mail.config import load_config
 
 
 def make_spool(tmp_path, monkeypatch, extra: str = ""):

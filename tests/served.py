@@ -8,7 +8,7 @@ import threading
 
 import zmq
 
-from pymaster import ipc
+from pymaster.util import ipc
 
 
 class ServedHandler:

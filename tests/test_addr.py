@@ -1,8 +1,8 @@
-"""pymaster.addr: SMTP paths, header address lists, quoting, local part/domain."""
+"""pymaster.mail.addr: SMTP paths, header address lists, quoting, local part/domain."""
 
 import pytest
 
-from pymaster.addr import (AddressError, Mailbox, external, format_mailbox, internal,
+from pymaster.mail.addr import (AddressError, Mailbox, external, format_mailbox, internal,
                            is_domain_literal, is_valid_hostname, lower_domain,
                            parse_address_list, parse_path, quote_local_part,
                            split_address, unquote_local_part)

@@ -1,7 +1,7 @@
 """The bounce service and its notices: RFC 3464 reports from a queue file and a status log.
 
 Each test builds a spool in tmp_path, queues a message with pymaster's own
-writer, records outcomes with pymaster.delivery (the agents' library), then
+writer, records outcomes with pymaster.mail.delivery (the agents' library), then
 asks the BounceServer for a notice. cleanup is replaced by a list that
 collects what would be queued, so a test reads the notice back with
 Python's `email` package, field by field."""
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from pymaster import delivery, dsn, queue, records
-from pymaster.bounce_template import (DEFAULT_TEMPLATES, TemplateError, load_templates,
+from pymaster.mail import delivery, dsn, queue, records
+from pymaster.mail.bounce_template import (DEFAULT_TEMPLATES, TemplateError, load_templates,
                                       parse_template_file)
-from pymaster.config import load_config
+from pymaster.mail.config import load_config
 from services.bounce import BounceServer, SubmitError
 from tests.queue_fixtures import make_spool
 
@@ -61,7 +61,7 @@ def spool(tmp_path, monkeypatch):
 @pytest.fixture
 def logged(monkeypatch):
     lines: list[str] = []
-    from pymaster import log
+    from pymaster.util import log
     monkeypatch.setattr(log, "info", lambda text: lines.append(text))
     monkeypatch.setattr(log, "warning", lambda text: lines.append("warning: " + text))
     return lines

@@ -1,4 +1,4 @@
-"""pymaster.broker's routing path: frames pass through exactly as pymaster.ipc
+"""pymaster.master.broker's routing path: frames pass through exactly as pymaster.util.ipc
 lays them out, whatever their size or number, in both directions.
 
 The broker runs in the test's thread; the client and the worker are raw zmq
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from pymaster import ipc
-from pymaster.broker import Broker
+from pymaster.util import ipc
+from pymaster.master.broker import Broker
 from tests.brokerpump import pump
 
 PAYLOADS = [

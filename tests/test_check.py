@@ -1,4 +1,4 @@
-"""pymaster.check: each fault `postfix check` must find, planted one at a time.
+"""pymaster.commands.check: each fault `postfix check` must find, planted one at a time.
 
 Every test builds a clean configuration and queue (which checks clean), plants
 one fault and expects the warning Postfix's postfix-script would print for it.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pymaster import check
-from pymaster.config import load_config
+from pymaster.commands import check
+from pymaster.mail.config import load_config
 
 LIBEXEC = Path(__file__).resolve().parents[1] / "libexec"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners and modes need root")

@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from pymaster import log, queue, records
-from pymaster.config import Config
+from pymaster.mail import queue, records
+from pymaster.util import log
+from pymaster.mail.config import Config
 from services.cleanup import handle_message
 
 
@@ -276,7 +277,7 @@ class TestSendmailT:
 class TestAddressMappings:
     @pytest.fixture(autouse=True)
     def need_maps(self):
-        pytest.importorskip("pymaster.maps")
+        pytest.importorskip("pymaster.mail.maps")
 
     def test_virtual_alias_expansion(self, spool):
         cfg = make_cfg(spool, virtual_alias_maps="inline:{ { list@v.example=a@x.example, b@v.example }, "
@@ -338,14 +339,14 @@ def test_pickup_submission_gets_received_by_userid(spool):
 
 
 def test_override_options_in_flags(spool):
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     cfg = make_cfg(spool, virtual_alias_maps="inline:{ a@v.example=b@x.example }")
     msg = queued(submit(cfg, SIMPLE, recipients=["a@v.example"], flags=["no_address_mappings"]))
     assert msg.recipients[0].address == "a@v.example"
 
 
 def test_unmatched_extensions_propagate(spool):
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     cfg = make_cfg(spool, recipient_delimiter="+",
                    virtual_alias_maps="inline:{ joe@v.example=joe.user@x.example }",
                    canonical_maps="inline:{ ann@c.example=ann.other@x.example }")

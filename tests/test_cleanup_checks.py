@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pymaster import queue
+from pymaster.mail import queue
 from tests.test_cleanup import make_cfg, maillog, queued, spool, submit  # noqa: F401
 
 HEADER_RULES = r"""

@@ -1,11 +1,12 @@
-"""pymaster.cleanup_client: the `message` request every mail-making service sends cleanup.
+"""pymaster.mail.cleanup_client: the `message` request every mail-making service sends cleanup.
 
 cleanup's side of the request is specified in tests/test_cleanup.py; the
 services' use of it in tests/test_pickup.py, test_bounce.py and the local tests.
 """
 
-from pymaster import cleanup_client, ipc
-from pymaster.config import load_config
+from pymaster.mail import cleanup_client
+from pymaster.util import ipc
+from pymaster.mail.config import load_config
 
 
 def test_the_request_header_has_the_contract_keys_and_any_extra_ones():

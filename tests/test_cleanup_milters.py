@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from pymaster import milter, queue, records
+from pymaster.mail import milter, queue, records
 from services.smtpd.milters import encode_result
 from tests import milterpeer as peer
 from tests.milterpeer import ScriptedMilter

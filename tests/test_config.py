@@ -1,11 +1,11 @@
-"""main.cf: the file format, `$name` expansion and typed values (pymaster.config)."""
+"""main.cf: the file format, `$name` expansion and typed values (pymaster.mail.config)."""
 
 import os
 
 import pytest
 
-from pymaster.config import (Config, ConfigError, load_config, parse_main_cf, parse_time,
-                             split_list)
+from pymaster.mail.config import Config, ConfigError, load_config, parse_main_cf, parse_time
+from pymaster.util.strings import split_list
 
 
 def config(text: str = "", directory: str = "/etc/postfix", **overrides) -> Config:

@@ -1,4 +1,4 @@
-"""pymaster.delivery: what every delivery agent shares.
+"""pymaster.mail.delivery: what every delivery agent shares.
 
 The status line is what pflogsumm and administrators parse, so its shape is
 specified here to the character; the queue-file side effects (mark done,
@@ -11,8 +11,9 @@ import re
 
 import pytest
 
-from pymaster import delivery, log, queue, records
-from pymaster.config import Config
+from pymaster.mail import delivery, queue, records
+from pymaster.util import log
+from pymaster.mail.config import Config
 
 STATUS_RE = re.compile(
     r"^(?P<id>\w+): to=<(?P<to>[^>]*)>, (?:orig_to=<(?P<orig>[^>]*)>, )?"

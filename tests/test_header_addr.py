@@ -1,10 +1,10 @@
-"""pymaster.header_addr: the address headers, and changing addresses in place."""
+"""pymaster.mail.header_addr: the address headers, and changing addresses in place."""
 
 from __future__ import annotations
 
 import pytest
 
-from pymaster.header_addr import ADDRESS_HEADERS, RECIPIENT_HEADERS, SENDER_HEADERS, \
+from pymaster.mail.header_addr import ADDRESS_HEADERS, RECIPIENT_HEADERS, SENDER_HEADERS, \
     refold, rewrite_addresses
 
 MAP = {"old@example.com": "new@example.net", "x@y": "a much longer address than x@y.example"}

@@ -1,4 +1,4 @@
-"""pymaster.ipc and pymaster.broker: messages, and the broker between clients and workers.
+"""pymaster.util.ipc and pymaster.master.broker: messages, and the broker between clients and workers.
 
 The broker runs in the test's thread (as in the master, one thread owns its
 sockets); clients and workers run in helper threads with their own sockets.
@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from pymaster import broker as broker_module
-from pymaster import ipc
-from pymaster.broker import Broker
+from pymaster.master import broker as broker_module
+from pymaster.util import ipc
+from pymaster.master.broker import Broker
 from tests.brokerpump import pump
 
 

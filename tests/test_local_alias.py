@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pymaster import delivery
+from pymaster.mail import delivery
 from services.local import LocalAgent, recipient
 from services.local.items import split_items
 from tests.local_helpers import (CONTENT, RecordingCleanup, fake_user, make_cfg, make_spool,

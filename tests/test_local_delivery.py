@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pymaster import delivery, records
+from pymaster.mail import delivery, records
 from services.local import LocalAgent
 from services.local.context import split_extension
 from tests.local_helpers import spool, users  # noqa: F401  (fixtures)

@@ -2,7 +2,7 @@
 
 The local agent is driven with real queue files. The other agent is a real
 zeromq service at private/NAME in a tmp spool, answering through
-pymaster.delivery's request handler, whose delivery step the test scripts
+pymaster.mail.delivery's request handler, whose delivery step the test scripts
 (sent, deferred or bounced): what crosses the socket, what lands in the
 queue file and the status logs, and what is logged, are the real thing.
 """
@@ -15,7 +15,8 @@ import threading
 import pytest
 import zmq
 
-from pymaster import delivery, ipc, queue, records
+from pymaster.mail import delivery, queue, records
+from pymaster.util import ipc
 from services.local import LocalAgent
 from services.local.transport import split_service
 from tests.local_helpers import spool, users  # noqa: F401  (fixtures)

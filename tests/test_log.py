@@ -1,4 +1,4 @@
-"""Logging (pymaster.log) and the postlog command: Postfix's line shapes."""
+"""Logging (pymaster.util.log) and the postlog command: Postfix's line shapes."""
 
 import io
 import re
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pymaster import log
+from pymaster.util import log
 from pymaster.commands import postlog
-from pymaster.config import Config
+from pymaster.mail.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d (\S+) (\S+)\[(\d+)\]: (.*)$")

@@ -1,4 +1,4 @@
-"""pymaster.mailbox and pymaster.safeio: writing a message into Maildir and mbox."""
+"""pymaster.mail.mailbox and pymaster.util.safeio: writing a message into Maildir and mbox."""
 
 import errno
 import os
@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from pymaster import mailbox, safeio
-from pymaster.mailbox import MailboxError
+from pymaster.mail import mailbox
+from pymaster.util import safeio
+from pymaster.mail.mailbox import MailboxError
 
 MESSAGE = b"Subject: hi\nFrom: a@example.com\n\nFrom the start\nsecond line\n>From quoted\n"
 PREFIX = mailbox.envelope_headers("a@example.com", "orig@example.com", "b@example.com")

@@ -1,12 +1,12 @@
-"""Lists of tables and Postfix's lookup orders (pymaster.maps)."""
+"""Lists of tables and Postfix's lookup orders (pymaster.mail.maps)."""
 
 import pytest
 
-from pymaster.config import Config
-from pymaster.maps import (Maps, access_lookup, address_prefix_keys, alias_lookup,
+from pymaster.mail.config import Config
+from pymaster.mail.maps import (Maps, access_lookup, address_prefix_keys, alias_lookup,
                            canonical_lookup, domain_keys, is_local_domain, split_extension,
                            virtual_lookup)
-from pymaster.tables import TableError
+from pymaster.util.tables import TableError
 
 
 def cfg(**values):

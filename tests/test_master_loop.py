@@ -1,4 +1,4 @@
-"""The master's loop state (pymaster.master): what it keeps between turns.
+"""The master's loop state (pymaster.master.daemon): what it keeps between turns.
 
 The poll set, the next timer and the services whose brokers hold waiting
 requests are rebuilt only when something changes them (a child starts,
@@ -17,10 +17,11 @@ import time
 import pytest
 import zmq
 
-from pymaster import ipc, log
-from pymaster import master as master_module
-from pymaster.master import Child, Master, load_specs
-from pymaster.service import STATUS_AVAIL, STATUS_BUSY, STATUS_FORMAT
+from pymaster.util import ipc, log
+from pymaster.mail import pidfile
+from pymaster.master import daemon as master_module
+from pymaster.master.daemon import Child, Master, load_specs
+from pymaster.master.service import STATUS_AVAIL, STATUS_BUSY, STATUS_FORMAT
 
 MASTER_CF = """\
 127.0.0.1:0 inet n - n - 2 /bin/true
@@ -46,8 +47,8 @@ def master(tmp_path, monkeypatch):
     for spec in load_specs(m.cfg):
         m.services[spec.key] = m.open_service(spec)
     m.sig_r, m.sig_w = os.pipe()
-    m.pid_fd = master_module.lock_pid_file(".")
-    master_module.write_pid_file(m.pid_fd)
+    m.pid_fd = pidfile.lock_pid_file(".")
+    pidfile.write_pid_file(m.pid_fd)
     m.spawned = []
 
     def spawn(svc):

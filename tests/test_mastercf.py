@@ -1,11 +1,11 @@
-"""master.cf: the eight columns, defaults, -o overrides (pymaster.mastercf)."""
+"""master.cf: the eight columns, defaults, -o overrides (pymaster.master.mastercf)."""
 
 from pathlib import Path
 
 import pytest
 
-from pymaster.config import ConfigError
-from pymaster.mastercf import load_master_cf, parse_master_cf, split_args
+from pymaster.mail.config import ConfigError
+from pymaster.master.mastercf import load_master_cf, parse_master_cf, split_args
 
 DATA = Path(__file__).parent / "data" / "debian"
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""pymaster.milter: the wire format, the milter lists, and conversations with
+"""pymaster.mail.milter: the wire format, the milter lists, and conversations with
 a scripted milter (tests/milterpeer.py) covering negotiation, every verdict,
 every edit, timeouts and milter_default_action."""
 
@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
-from pymaster import log, milter
-from pymaster.config import Config
+from pymaster.mail import milter
+from pymaster.util import log
+from pymaster.mail.config import Config
 from tests import milterpeer as peer
 from tests.milterpeer import ScriptedMilter
 

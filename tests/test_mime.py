@@ -1,8 +1,8 @@
-"""pymaster.mime: which body lines are part headers, attached-message headers or text."""
+"""pymaster.mail.mime: which body lines are part headers, attached-message headers or text."""
 
 import pytest
 
-from pymaster.mime import (BODY_8BIT_ERROR, DOMAIN_ERROR, HEADER_8BIT_ERROR, NESTING_ERROR,
+from pymaster.mail.mime import (BODY_8BIT_ERROR, DOMAIN_ERROR, HEADER_8BIT_ERROR, NESTING_ERROR,
                            MimeWalker, content_encoding, content_type, is_mime_header,
                            split_lines, worst_error)
 

@@ -1,10 +1,10 @@
-"""The parameter table (pymaster.params): Postfix's names, types and defaults."""
+"""The parameter table (pymaster.mail.params): Postfix's names, types and defaults."""
 
 import re
 
 import pytest
 
-from pymaster.params import PARAMS, param, service_params
+from pymaster.mail.params import PARAMS, param, service_params
 
 TYPES = {"str", "bool", "int", "time", "size", "list"}
 
@@ -103,7 +103,7 @@ def test_param_answers_for_any_service_defined_name():
 
 
 def test_the_parameter_reference_lists_every_parameter():
-    from pymaster import paramdoc
+    from pymaster.commands import paramdoc
     text = paramdoc.render()
     assert all(f"| `{name}` |" in text for name in PARAMS)
     assert "| `myorigin` | str | `$myhostname` | the domain appended" in text

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from pymaster import log, queue, records
+from pymaster.mail import queue, records
+from pymaster.util import log
 from services.pickup import Pickup
 from tests.queue_fixtures import make_spool, reset_logging
 
@@ -84,7 +85,7 @@ def test_temporary_failure_leaves_the_file(pickup):
 
 
 def test_no_answer_leaves_the_file(pickup):
-    from pymaster import ipc
+    from pymaster.util import ipc
     pickup.cleanup = Answer(error=ipc.IpcError("timeout"))
     _, path = drop()
     assert pickup.scan_once() == 0 and os.path.exists(path)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pymaster import delivery
+from pymaster.mail import delivery
 from services.pipe import (PipeAgent, PipeAttributes, PipeConfigError, CommandResult,
                            command_outcome, expand, expand_argv, format_message,
                            message_macros, parse_attributes, recipient_macros)
-from pymaster.records import Recipient
-from pymaster.service import service_words
+from pymaster.mail.records import Recipient
+from pymaster.master.service import service_words
 from tests.local_helpers import make_cfg, make_spool, queue_request
 
 AS_ROOT = os.geteuid() == 0

@@ -1,10 +1,10 @@
-"""aliases(5) parsing (pymaster.aliases), postalias(1) and newaliases(1)."""
+"""aliases(5) parsing (pymaster.mail.aliases), postalias(1) and newaliases(1)."""
 
 import subprocess
 
 import pytest
 
-from pymaster.aliases import classify, normalise_value, parse_aliases, read_include, \
+from pymaster.mail.aliases import classify, normalise_value, parse_aliases, read_include, \
     split_values
 from tests.test_postmap import BIN, postmap
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pymaster import queue, records
+from pymaster.mail import queue, records
 from pymaster.commands import postcat
 from tests.queue_fixtures import add_message, make_spool, reset_logging
 

@@ -1,4 +1,4 @@
-"""postlogd (services/postlogd.py) and the postlog side of pymaster.log:
+"""postlogd (services/postlogd.py) and the postlog side of pymaster.util.log:
 the record protocol, sanitising, and following maillog_file after a rename."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from pymaster import log
+from pymaster.util import log
 from services import postlogd
 
 LINE = re.compile(r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d (\S+) (\S+)\[(\d+)\]: (.*)$")
@@ -95,7 +95,7 @@ class TestDrain:
 
 
 class TestClient:
-    """pymaster.log when maillog_file is out of reach: through postlogd."""
+    """pymaster.util.log when maillog_file is out of reach: through postlogd."""
 
     def received(self, sock) -> list[str]:
         out = []
@@ -171,8 +171,8 @@ class TestCheck:
 
     def test_a_postlog_socket_others_cannot_write_is_reported_and_repaired(
             self, tmp_path, postlog_socket):
-        from pymaster import check
-        from pymaster.config import Config
+        from pymaster.commands import check
+        from pymaster.mail.config import Config
         cfg = Config(str(tmp_path), {"queue_directory": str(tmp_path)})
         path = tmp_path / "public" / "postlog"
         os.chmod(path, 0o600)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pymaster import queue, records
+from pymaster.mail import queue, records
 from pymaster.commands import mailq, postqueue
-from pymaster.delivery import append_status_log
+from pymaster.mail.delivery import append_status_log
 from tests.queue_fixtures import add_message, make_spool, reset_logging
 
 

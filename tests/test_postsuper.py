@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pymaster import queue
+from pymaster.mail import queue
 from pymaster.commands import postsuper
 from tests.queue_fixtures import add_message, make_spool, reset_logging
 

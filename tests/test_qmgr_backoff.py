@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pymaster.config import Config
+from pymaster.mail.config import Config
 from services.qmgr.backoff import Backoff
 
 B = Backoff(minimal=300, maximal=4000, max_lifetime=5 * 86400, bounce_lifetime=86400)

@@ -14,15 +14,16 @@ import time
 import pytest
 import zmq
 
-from pymaster import delivery, ipc, log, queue, records
-from pymaster.config import Config
+from pymaster.mail import delivery, queue, records
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config
 from services import discard, error
 from services.qmgr.manager import QueueManager
 from tests.served import ServedHandler
 
 
 class FakeService:
-    """What QueueManager needs of pymaster.service.Service, without a master."""
+    """What QueueManager needs of pymaster.master.service.Service, without a master."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg, self.busy, self.stopping = cfg, False, False

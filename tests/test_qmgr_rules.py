@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from pymaster import queue, records
+from pymaster.mail import queue, records
 from services import discard, error
 from services.qmgr.active import read_envelope
 from tests.test_qmgr_manager import (AgentThread, agents, logged, manager,  # noqa: F401

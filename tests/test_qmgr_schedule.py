@@ -6,7 +6,7 @@ destinations after failed cohorts)."""
 
 from __future__ import annotations
 
-from pymaster.config import Config
+from pymaster.mail.config import Config
 from services.qmgr.schedule import (Destination, Job, Limits, Transport, chunks,
                                     destination_key, limits_for)
 

@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from pymaster import queue, records
-from pymaster.config import Config
-from pymaster.records import Recipient
+from pymaster.mail import queue, records
+from pymaster.mail.config import Config
+from pymaster.mail.records import Recipient
 
 
 @pytest.fixture

@@ -1,14 +1,14 @@
 """The queue file format: what a writer puts down, a reader gets back.
 
-Files are built with pymaster.queue's writer in a temporary queue directory,
+Files are built with pymaster.mail.queue's writer in a temporary queue directory,
 then read, marked, truncated and damaged."""
 
 import os
 
 import pytest
 
-from pymaster import queue, records
-from pymaster.records import CorruptQueueFile, Recipient
+from pymaster.mail import queue, records
+from pymaster.mail.records import CorruptQueueFile, Recipient
 
 CONTENT = b"From: a@example.com\nSubject: test\n\nline one\nline two\n"
 

@@ -1,9 +1,9 @@
-"""pymaster.resolve: address class, transport and next hop of a recipient."""
+"""pymaster.mail.resolve: address class, transport and next hop of a recipient."""
 
 import pytest
 
-from pymaster.config import Config
-from pymaster.resolve import (DEFAULT, ERROR, FAIL, LOCAL, RELAY, ROUTED, VIRTUAL_ALIAS,
+from pymaster.mail.config import Config
+from pymaster.mail.resolve import (DEFAULT, ERROR, FAIL, LOCAL, RELAY, ROUTED, VIRTUAL_ALIAS,
                               VIRTUAL_MAILBOX, DomainList, Resolver, resolver_for,
                               split_transport, strip_extension)
 
@@ -169,7 +169,7 @@ def test_resolver_is_built_once_per_config():
     assert resolver_for(cfg) is resolver_for(cfg)
 
 
-# -- transport_maps (needs pymaster.tables) ---------------------------------
+# -- transport_maps (needs pymaster.util.tables) ---------------------------------
 
 TRANSPORT_TABLE = ("inline:{ special@elsewhere.example=slow:, user+x@elsewhere.example=ext:, "
                    "gw.example=:[gateway.example], internal.example=:, "
@@ -179,8 +179,8 @@ TRANSPORT_TABLE = ("inline:{ special@elsewhere.example=slow:, user+x@elsewhere.e
 
 @pytest.fixture
 def with_transport_maps():
-    pytest.importorskip("pymaster.tables")
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.util.tables")
+    pytest.importorskip("pymaster.mail.maps")
     return Resolver(make_cfg(transport_maps=TRANSPORT_TABLE, recipient_delimiter="+",
                              relayhost="smarthost.example"))
 
@@ -201,13 +201,13 @@ def test_transport_maps(with_transport_maps, addr, transport, nexthop):
 
 
 def test_transport_maps_wildcard():
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     res = Resolver(make_cfg(transport_maps="inline:{ *=smtp:[outbound.example] }"))
     assert res.resolve("u@anywhere.example")[:2] == ("smtp", "[outbound.example]")
 
 
 def test_domain_list_with_a_table():
-    pytest.importorskip("pymaster.tables")
+    pytest.importorskip("pymaster.util.tables")
     res = Resolver(make_cfg(virtual_alias_domains="$virtual_alias_maps",
                             virtual_alias_maps="inline:{ valias.example=x, a@valias.example=b }",
                             virtual_mailbox_domains="inline:{ vbox.example=1 }"))
@@ -216,7 +216,7 @@ def test_domain_list_with_a_table():
 
 
 def test_transport_maps_pattern_tables_see_only_the_full_address(tmp_path):
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     table = tmp_path / "transport.re"
     table.write_text("/^special@/ slow:\n/example/ fast:\n")
     res = Resolver(make_cfg(transport_maps=f"regexp:{table}"))
@@ -226,7 +226,7 @@ def test_transport_maps_pattern_tables_see_only_the_full_address(tmp_path):
 
 
 def test_a_failing_table_flags_fail_so_the_caller_defers():
-    pytest.importorskip("pymaster.tables")
+    pytest.importorskip("pymaster.util.tables")
     r = Resolver(make_cfg(relay_domains="fail:broken")).resolve("u@elsewhere.example")
     assert FAIL in r.flags
 
@@ -254,14 +254,14 @@ PROBE_CASES = [
 
 @pytest.mark.parametrize("overrides, addr, normal, probe", PROBE_CASES)
 def test_probes_take_the_address_verify_routes(overrides, addr, normal, probe):
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     cfg = make_cfg(**overrides)
     assert Resolver(cfg).resolve(addr)[:2] == normal
     assert Resolver(cfg, probe=True).resolve(addr)[:2] == probe
 
 
 def test_probe_routes_default_to_the_normal_ones():
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     cfg = make_cfg(relayhost="[smarthost.example]", relay_transport="relay:[inside.example]",
                    transport_maps="inline:{ mbox.example=lmtp:[store.example] }")
     for addr in ("u@mx.example.com", "u@mbox.example", "u@relay.example", "u@elsewhere.example",
@@ -270,7 +270,7 @@ def test_probe_routes_default_to_the_normal_ones():
 
 
 def test_probe_transport_maps_replace_the_normal_ones():
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     cfg = make_cfg(transport_maps="inline:{ relay.example=smtp:[normal.example] }",
                    address_verify_transport_maps="")
     assert Resolver(cfg).resolve("u@relay.example")[:2] == ("smtp", "[normal.example]")
@@ -295,7 +295,7 @@ SENDER_TRANSPORTS = "inline:{ @corp.example=corp-smtp:, @bulk.example=bulk:[bulk
 
 @pytest.fixture
 def sender_dependent():
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     return Resolver(make_cfg(relayhost="[smarthost.example]", recipient_delimiter="+",
                              sender_dependent_relayhost_maps=SENDER_RELAYHOSTS,
                              sender_dependent_default_transport_maps=SENDER_TRANSPORTS))
@@ -318,7 +318,7 @@ def test_sender_dependent_routes(sender_dependent, sender, addr, route):
 
 
 def test_probes_take_the_address_verify_sender_dependent_maps():
-    pytest.importorskip("pymaster.maps")
+    pytest.importorskip("pymaster.mail.maps")
     cfg = make_cfg(
         sender_dependent_relayhost_maps="inline:{ @corp.example=[corp-relay.example] }",
         address_verify_sender_dependent_relayhost_maps="inline:{ <>=[verifier.example] }",
@@ -331,7 +331,7 @@ def test_probes_take_the_address_verify_sender_dependent_maps():
 
 
 def test_a_failing_sender_dependent_table_flags_fail():
-    pytest.importorskip("pymaster.tables")
+    pytest.importorskip("pymaster.util.tables")
     r = Resolver(make_cfg(sender_dependent_relayhost_maps="fail:broken")).resolve(
         "u@elsewhere.example", "a@corp.example")
     assert FAIL in r.flags

@@ -1,9 +1,9 @@
-"""pymaster.rewrite: canonicalising addresses (trivial-rewrite's rewrite job)."""
+"""pymaster.mail.rewrite: canonicalising addresses (trivial-rewrite's rewrite job)."""
 
 import pytest
 
-from pymaster.config import Config
-from pymaster.rewrite import Rewriter, rewriter_for
+from pymaster.mail.config import Config
+from pymaster.mail.rewrite import Rewriter, rewriter_for
 
 
 def make_cfg(**values):

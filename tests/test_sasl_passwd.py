@@ -1,4 +1,4 @@
-"""pymaster.sasl.passwd and the saslpasswd2 command: the built-in password store."""
+"""pymaster.mail.sasl.passwd and the saslpasswd2 command: the built-in password store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from pymaster.commands import saslpasswd2
-from pymaster.sasl.passwd import PasswordFile, PasswordFileError, check_password, hash_password
+from pymaster.mail.sasl.passwd import PasswordFile, PasswordFileError, check_password, hash_password
 
 
 class TestHashes:

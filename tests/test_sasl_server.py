@@ -1,4 +1,4 @@
-"""pymaster.sasl: security options, the built-in mechanisms, the Dovecot protocol pieces."""
+"""pymaster.mail.sasl: security options, the built-in mechanisms, the Dovecot protocol pieces."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from pymaster import sasl
-from pymaster.sasl import dovecot
-from pymaster.sasl.builtin import BuiltinServer
-from pymaster.sasl.mechanisms import filter_mechanisms, parse_options
-from pymaster.sasl.passwd import PasswordFile
+from pymaster.mail import sasl
+from pymaster.mail.sasl import dovecot
+from pymaster.mail.sasl.builtin import BuiltinServer
+from pymaster.mail.sasl.mechanisms import filter_mechanisms, parse_options
+from pymaster.mail.sasl.passwd import PasswordFile
 
 
 class TestSecurityOptions:
@@ -72,7 +72,7 @@ class TestBuiltin:
         assert steps[2].kind == sasl.OK
 
     def test_cyrus_type_maps_to_the_builtin_store(self, tmp_path):
-        from pymaster.config import load_config
+        from pymaster.mail.config import load_config
         (tmp_path / "main.cf").write_text("smtpd_sasl_type = cyrus\n")
         assert isinstance(sasl.open_server(load_config(str(tmp_path))), BuiltinServer)
         (tmp_path / "main.cf").write_text("smtpd_sasl_type = gssapi-only\n")

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from pymaster import queue, records
+from pymaster.mail import queue, records
 from pymaster.commands import postdrop, sendmail
+from pymaster.mail import maildrop as maildrop_queue
 from tests.queue_fixtures import make_spool, reset_logging
 
 
@@ -127,7 +128,7 @@ class TestPostdrop:
     def test_postdrop_records_the_real_uid(self, cfg):
         data = records.encode_message(1.0, "me", [records.Recipient("a@x")],
                                       {"uid": "12345"}, b"Subject: s\n\nb\n")
-        postdrop.drop(data, 4242, cfg)
+        maildrop_queue.drop(data, 4242, cfg)
         [msg] = maildrop()
         assert msg.attrs["uid"] == "4242"
         assert msg.read_content() == b"Subject: s\n\nb\n"
@@ -158,7 +159,7 @@ class TestAuthorizedUsers:
 
     def test_user_lists(self, cfg):
         from pymaster.commands.postqueue import user_allowed
-        from pymaster.config import Config
+        from pymaster.mail.config import Config
         me = os.getuid()
         import pwd
         name = pwd.getpwuid(me).pw_name

@@ -1,4 +1,4 @@
-"""pymaster.service: the runtime every service program shares.
+"""pymaster.master.service: the runtime every service program shares.
 
 Argument parsing is tested in-process. The request loop runs in a real child
 process (tests/services/echo.py) with the alive pipe on descriptor 5, as the
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from pymaster import ipc
-from pymaster.broker import Broker
-from pymaster.service import ALIVE_FD, Service, UseCounter, parse_service_argv
+from pymaster.util import ipc
+from pymaster.master.broker import Broker
+from pymaster.master.service import ALIVE_FD, Service, UseCounter, parse_service_argv
 from tests.brokerpump import pump
 
 ECHO = Path(__file__).resolve().parent / "services" / "echo.py"

@@ -14,9 +14,10 @@ import json
 
 import pytest
 
-from pymaster import delivery, ipc, queue
+from pymaster.mail import delivery, queue
+from pymaster.util import ipc
 from pymaster.commands import postqueue
-from pymaster.queuelist import Entry, list_queue
+from pymaster.mail.queuelist import Entry, list_queue
 from services import showq
 from tests.served import ServedHandler
 from tests.queue_fixtures import add_message, make_spool, reset_logging

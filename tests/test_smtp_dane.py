@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pymaster.config import Config
+from pymaster.mail.config import Config
 from services.smtp.dane import (DaneDefer, DaneResolver, Tlsa, match_chain, parse_digests,
                                 usable)
 from services.smtp.dns import Host, HostLookup

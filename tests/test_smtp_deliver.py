@@ -11,8 +11,9 @@ import re
 
 import pytest
 
-from pymaster import delivery, log, queue, records
-from pymaster.config import Config
+from pymaster.mail import delivery, queue, records
+from pymaster.util import log
+from pymaster.mail.config import Config
 from services.smtp.deliver import Client
 from services.smtp.settings import Settings
 from tests.dnsserver import DnsServer

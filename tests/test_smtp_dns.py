@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pymaster.config import Config
+from pymaster.mail.config import Config
 from services.smtp.dns import DnsError, HostLookup, order_mx
 from services.smtp.nexthop import parse_destinations
 from services.smtp.settings import Settings

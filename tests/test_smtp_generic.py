@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from pymaster import delivery, log, queue, records
-from pymaster.config import Config
-from pymaster.tables import TableError
+from pymaster.mail import delivery, queue, records
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.util.tables import TableError
 from services.smtp.deliver import Client
 from services.smtp.generic import UNCHANGED, GenericMaps, HeaderBlock
 from services.smtp.settings import Settings

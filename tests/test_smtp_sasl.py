@@ -14,7 +14,7 @@ import hmac
 
 import pytest
 
-from pymaster.config import Config
+from pymaster.mail.config import Config
 from services.smtp import sasl, tls
 from services.smtp.dns import Host
 from services.smtp.reply import Reply

@@ -9,7 +9,7 @@ verdicts (delivery.Status.verify_result), the log and what the server saw.
 
 from __future__ import annotations
 
-from pymaster import delivery, dsn, queue, records, traceflags
+from pymaster.mail import delivery, dsn, queue, records, traceflags
 from services.smtp.deliver import Client
 from tests.smtpscript import ScriptServer
 from tests.test_smtp_deliver import (logged, make_client, queue_message,  # noqa: F401

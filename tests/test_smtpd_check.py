@@ -5,7 +5,7 @@ real tables (inline:, texthash:); the client is given as name and address."""
 
 import pytest
 
-from pymaster.config import load_config
+from pymaster.mail.config import load_config
 from services.smtpd.check import Checker, ConfigurationError, Context
 
 BASE = {

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from pymaster.config import load_config
+from pymaster.mail.config import load_config
 from services.smtpd.limits import Limits
 from services.smtpd.peer import Peer
 

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from pymaster import log
-from pymaster.config import load_config
+from pymaster.util import log
+from pymaster.mail.config import load_config
 from services.smtpd.check import Checker, ConfigurationError, Context
 from services.smtpd.rbl import parse_filter
 from services.smtpd.replies import with_footer

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from pymaster import log
-from pymaster.config import load_config
+from pymaster.util import log
+from pymaster.mail.config import load_config
 from services.smtpd.check import Checker
 from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer

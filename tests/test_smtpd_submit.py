@@ -12,7 +12,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from pymaster import ipc
+from pymaster.util import ipc
 from services.smtpd.submit import CleanupClient, SubmitError
 
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from pymaster.params import service_params
-from pymaster.service import service_words
+from pymaster.mail.params import service_params
+from pymaster.master.service import service_words
 from services.spawn import (SpawnAttributes, SpawnConfigError, command_environment,
                             describe_exit, parse_attributes, run_command)
 

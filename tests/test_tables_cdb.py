@@ -1,11 +1,11 @@
-"""The indexed table files: hash:, btree: and cdb: (pymaster.tables.cdb, hashdb)."""
+"""The indexed table files: hash:, btree: and cdb: (pymaster.util.tables.cdb, hashdb)."""
 
 import os
 
 import pytest
 
-from pymaster import tables
-from pymaster.tables import TableError, cdb, create_table, hashdb
+from pymaster.util import tables
+from pymaster.util.tables import TableError, cdb, create_table, hashdb
 
 
 @pytest.fixture(autouse=True)

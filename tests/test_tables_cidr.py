@@ -1,9 +1,9 @@
-"""cidr: tables (pymaster.tables.cidr), per cidr_table(5)."""
+"""cidr: tables (pymaster.util.tables.cidr), per cidr_table(5)."""
 
 import pytest
 
-from pymaster.tables import create_table
-from pymaster.tables.cidr import parse_cidr_rules
+from pymaster.util.tables import create_table
+from pymaster.util.tables.cidr import parse_cidr_rules
 
 TABLE = """\
 # clients

@@ -1,10 +1,10 @@
-"""regexp: and pcre: tables (pymaster.tables.regexp), per regexp_table(5) and pcre_table(5)."""
+"""regexp: and pcre: tables (pymaster.util.tables.regexp), per regexp_table(5) and pcre_table(5)."""
 
 import pytest
 
-from pymaster import tables
-from pymaster.tables import create_table
-from pymaster.tables.regexp import match_rules, parse_rules, translate
+from pymaster.util import tables
+from pymaster.util.tables import create_table
+from pymaster.util.tables.regexp import match_rules, parse_rules, translate
 
 
 def rules_of(text, dialect="regexp"):

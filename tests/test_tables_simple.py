@@ -1,12 +1,12 @@
-"""The table interface (pymaster.tables) and the file-less and composite types."""
+"""The table interface (pymaster.util.tables) and the file-less and composite types."""
 
 import os
 import pwd
 
 import pytest
 
-from pymaster import tables
-from pymaster.tables import TableError, create_table, open_table, split_spec
+from pymaster.util import tables
+from pymaster.util.tables import TableError, create_table, open_table, split_spec
 
 
 class TestInterface:

@@ -1,12 +1,12 @@
-"""socketmap: tables (pymaster.tables.socketmap): the netstring protocol."""
+"""socketmap: tables (pymaster.util.tables.socketmap): the netstring protocol."""
 
 import socket
 import threading
 
 import pytest
 
-from pymaster.tables import TableError, create_table
-from pymaster.tables.socketmap import netstring, read_netstring
+from pymaster.util.tables import TableError, create_table
+from pymaster.util.tables.socketmap import netstring, read_netstring
 
 ANSWERS = {"known": b"OK the value", "broken": b"TEMP database down"}
 

@@ -1,11 +1,11 @@
-"""sqlite: tables (pymaster.tables.sqlite), per sqlite_table(5)."""
+"""sqlite: tables (pymaster.util.tables.sqlite), per sqlite_table(5)."""
 
 import sqlite3
 
 import pytest
 
-from pymaster.tables import TableError, create_table
-from pymaster.tables.sqlite import expand_query
+from pymaster.util.tables import TableError, create_table
+from pymaster.util.tables.sqlite import expand_query
 
 
 @pytest.fixture

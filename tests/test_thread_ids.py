@@ -1,4 +1,4 @@
-"""pymaster.thread_ids: switching the effective ids of the calling thread only."""
+"""pymaster.util.thread_ids: switching the effective ids of the calling thread only."""
 
 import os
 import shutil
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pymaster import thread_ids
+from pymaster.util import thread_ids
 
 
 def effective_uid_of(tid: int) -> int:

@@ -1,4 +1,4 @@
-"""pymaster.tlsutil: Postfix's TLS parameter syntax, contexts, fingerprints, log lines."""
+"""pymaster.mail.tlsutil: Postfix's TLS parameter syntax, contexts, fingerprints, log lines."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import ssl
 
 import pytest
 
-from pymaster import tlscmd, tlsutil
-from pymaster.config import load_config
+from pymaster.commands import tlscmd
+from pymaster.mail import tlsutil
+from pymaster.mail.config import load_config
 
 V = ssl.TLSVersion
 

@@ -3,7 +3,7 @@ and which a user's own submission may carry."""
 
 import pytest
 
-from pymaster import traceflags
+from pymaster.mail import traceflags
 
 
 @pytest.mark.parametrize("flags, probe", [("verify,probe", True), ("verify probe", True),

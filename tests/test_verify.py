@@ -13,11 +13,12 @@ import threading
 import pytest
 import zmq
 
-from pymaster import delivery, ipc, log, queue, records, verify_client
-from pymaster.config import Config, load_config
-from pymaster.verify_client import BOUNCE, DEFER, OK, TODO, VerifyClient, VerifyError
+from pymaster.mail import delivery, queue, records, verify_client
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config, load_config
+from pymaster.mail.verify_client import BOUNCE, DEFER, OK, TODO, VerifyClient, VerifyError
 from services.smtpd.check import Checker, Context
-from pymaster.verify_sender import SenderError, stamp
+from pymaster.mail.verify_sender import SenderError, stamp
 from services.verify import ProbeSender, make_handler, probe_sender
 from services.verify.cache import CacheError, Entry, VerifyCache, cache_path
 from services.verify.policy import IN_PROGRESS, PROBE_TTL, Settings, Verifier

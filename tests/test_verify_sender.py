@@ -1,4 +1,4 @@
-"""pymaster.verify_sender: the probe sender, fixed or with address_verify_sender_ttl's stamp.
+"""pymaster.mail.verify_sender: the probe sender, fixed or with address_verify_sender_ttl's stamp.
 
 Postfix appends (time / ttl) in base 31 (digits 0-9 and the consonants
 B-Z) to address_verify_sender's local part, with no delimiter, and accepts
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pymaster.config import Config
-from pymaster.verify_sender import (SenderError, probe_sender, stamp, unstamp,
+from pymaster.mail.config import Config
+from pymaster.mail.verify_sender import (SenderError, probe_sender, stamp, unstamp,
                                     valid_probe_sender)
 
 TTL = 3600

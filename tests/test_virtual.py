@@ -8,7 +8,7 @@ import tempfile
 import pytest
 from pathlib import Path
 
-from pymaster import delivery, records
+from pymaster.mail import delivery, records
 from services.virtual import VirtualAgent
 from tests.local_helpers import CONTENT, make_cfg, make_spool, queue_request
 

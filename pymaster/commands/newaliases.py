@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import sys
 
-from pymaster import log
+from pymaster.util import log
 from pymaster.commands.postalias import AliasCommand
-from pymaster.config import ConfigError, load_config
-from pymaster.tables import TableError
+from pymaster.mail.config import ConfigError, load_config
+from pymaster.util.tables import TableError
 
 
 def rebuild(config_dir: str | None = None, verbose: int = 0) -> int:

@@ -28,7 +28,7 @@ class AliasCommand(TableCommand):
     dump_format = "{key}:\t{value}"
 
     def entries(self, lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
-        from pymaster.aliases import parse_aliases
+        from pymaster.mail.aliases import parse_aliases
         return parse_aliases(lines, path, self.warn)
 
     def extra_entries(self) -> list[tuple[str, str]]:

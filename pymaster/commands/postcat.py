@@ -22,7 +22,7 @@ the shape Postfix 3.7 prints (administrators' scripts parse it):
     *** MESSAGE FILE END deferred/X/ID ***
 
 pymaster's queue file keeps its own attribute names and values (the format
-belongs to pymaster/records.py); they are shown under Postfix's names
+belongs to pymaster/mail/records.py); they are shown under Postfix's names
 (POSTFIX_ATTRS: envid as envelope_id, ret as ret_flags=1|2, NOTIFY as the
 numeric notify_flags, the client attributes as both log_client_name and
 client_name ...), content_filter and full_name as the records Postfix keeps
@@ -55,8 +55,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
 from pymaster.commands import getopt_message
-from pymaster import log, queue, records
-from pymaster.config import ConfigError, load_config
+from pymaster.mail import queue, records
+from pymaster.util import log
+from pymaster.mail.config import ConfigError, load_config
 
 USAGE = ("usage: postcat [-b (body text)] [-c config_dir] [-d (decimal record type)] "
          "[-e (envelope records)] [-h (header text)] [-q (access queue)] [-v] [file(s)...]")

@@ -18,7 +18,7 @@ Output, warnings and exit codes follow Postfix: `postconf: warning: NAME:
 unknown parameter` (exit 0), `postconf: warning: DIR/main.cf: unused
 parameter: foo=bar` for a setting no program reads, `postconf: fatal: …` and
 exit 1 for bad usage or a bad file. Edits rewrite the file in place, keeping
-comments and order, atomically (pymaster.safeio).
+comments and order, atomically (pymaster.util.safeio).
 
 Interface: main(argv=None) -> int
 """
@@ -32,14 +32,13 @@ import ssl
 import sys
 from dataclasses import dataclass, field
 
-from pymaster import safeio
-from pymaster.bounce_template import (DEFAULT_TEMPLATES, TEMPLATE_NAMES, Template,
+from pymaster.util import safeio
+from pymaster.mail.bounce_template import (DEFAULT_TEMPLATES, TEMPLATE_NAMES, Template,
                                       TemplateError, parse_template_file)
-from pymaster.config import (DEFAULT_CONFIG_DIR, Config, ConfigError, Entry,
-                             config_dir_from_env, normalise_value, parse_main_cf,
-                             split_list)
-from pymaster.mastercf import MasterEntry, parse_entry, parse_master_cf, split_args
-from pymaster.params import PARAMS, service_params
+from pymaster.mail.config import DEFAULT_CONFIG_DIR, Config, ConfigError, Entry, config_dir_from_env, normalise_value, parse_main_cf
+from pymaster.util.strings import split_list
+from pymaster.master.mastercf import MasterEntry, parse_entry, parse_master_cf, split_args
+from pymaster.mail.params import PARAMS, service_params
 
 PROG = "postconf"
 OPTIONS = "aAbc:deEfFhHlmMno:pPtT:vxX#"
@@ -745,7 +744,7 @@ def _check_combinations(req: Request) -> None:
 
 def show_listing(letter: str) -> None:
     if letter == "m":
-        from pymaster import tables
+        from pymaster.util import tables
         items = sorted(getattr(tables, "TYPES", {}))
     else:
         items = {"l": LOCK_TYPES, "a": SASL_SERVER_TYPES, "A": SASL_CLIENT_TYPES}[letter]
@@ -802,7 +801,7 @@ def _run_main(setup: Setup, req: Request) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--doc"]:
-        from pymaster import paramdoc
+        from pymaster.commands import paramdoc
         sys.stdout.write(paramdoc.render())
         return 0
     try:

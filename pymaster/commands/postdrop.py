@@ -3,7 +3,7 @@
     postdrop [-rv] [-c config_dir]
 
 Standard input is one whole queue file in pymaster's record format (see
-pymaster.records), as `sendmail` builds it. postdrop checks that it parses,
+pymaster.mail.records), as `sendmail` builds it. postdrop checks that it parses,
 records the submitting user's real uid (attribute `uid`, whatever the input
 said), writes it to `maildrop/` with the usual fsync and completion mark, and
 wakes pickup (`public/pickup`). When the mail system is down the file simply
@@ -22,7 +22,7 @@ users, and runs main() here with the caller's real uid. The files it writes
 belong to the real user (mode 0744 when complete, readable by pickup), which
 is what pickup logs as `uid=`.
 
-Interface: main(argv=None) -> exit status; drop(data, uid, cfg) -> queue_id
+Interface: main(argv=None) -> exit status (the writing is pymaster.mail.maildrop)
 """
 
 from __future__ import annotations
@@ -31,65 +31,14 @@ import getopt
 import os
 import sys
 
-from pymaster import ipc, log, queue, records
-from pymaster.config import Config, ConfigError, load_config
+from pymaster.mail import queue, records
+from pymaster.mail.config import ConfigError, load_config
+from pymaster.mail.maildrop import MAILDROP, drop, wake_pickup
+from pymaster.util import log
 
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
-MAILDROP = "maildrop"
-# Readable by pickup, which runs as mail_owner while the file is the user's.
-MAILDROP_MODE = 0o644
-
-
-def drop(data: bytes, uid: int, cfg: Config) -> str:
-    """drop - write the queue file DATA into maildrop as user UID; its queue ID.
-
-    The working directory must be the queue directory. Raises
-    CorruptQueueFile for bad input and OSError when the write fails."""
-    msg = records.parse_message(data)
-    attrs = dict(msg.attrs)
-    attrs["uid"] = str(uid)
-    return write_maildrop(msg.arrival_time, msg.sender, msg.recipients, attrs,
-                          msg.read_content())
-
-
-def write_maildrop(arrival_time: float, sender: str, recipients: list[records.Recipient],
-                   attrs: dict[str, str], content: bytes) -> str:
-    """write_maildrop - one complete file in maildrop/; its queue ID."""
-    with queue.create(MAILDROP, mode=MAILDROP_MODE) as w:
-        w.write_envelope(arrival_time, sender, recipients, attrs)
-        w.write_content([content])
-        return w.commit()
-
-
-def master_running(queue_dir: str) -> bool:
-    """master_running - whether the master of QUEUE_DIR is alive.
-
-    Read-only on purpose: users run this through the set-group-ID wrapper
-    and cannot open pid/master.pid for writing, as the lock test would."""
-    from pymaster.master import PID_FILE, running_pid
-    path = os.path.join(queue_dir, PID_FILE)
-    if os.access(path, os.W_OK):
-        return running_pid(queue_dir) is not None      # the exact, lock-based answer
-    try:
-        with open(path) as f:
-            pid = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True             # alive, and not ours
-    return True
-
-
-def wake_pickup(cfg: Config) -> None:
-    """wake_pickup - trigger pickup when the master runs; else the file waits."""
-    if master_running(cfg.get("queue_directory")):
-        ipc.trigger(ipc.service_endpoint(cfg.get("pickup_service_name") or "pickup"))
 
 
 def main(argv: list[str] | None = None) -> int:

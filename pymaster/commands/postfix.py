@@ -13,7 +13,7 @@ Commands, worded and exiting as Postfix's postfix-script does:
   status         "the Postfix mail system is running: PID: N", exit 0; else exit 1
   check          the configuration parses, queue directories and service
                  programs are in place, owners and modes are Postfix's
-                 (pymaster.check); problems as `warning:` lines
+                 (pymaster.commands.check); problems as `warning:` lines
   flush          ask qmgr to deliver everything now
   set-permissions  queue directory owners and modes as Postfix sets them
   logrotate      rename maillog_file with maillog_file_rotate_suffix, make
@@ -34,9 +34,9 @@ import subprocess
 import sys
 import time
 
-from pymaster import ipc, log
-from pymaster.config import Config, ConfigError, load_config
-from pymaster.master import running_pid
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.mail.pidfile import running_pid
 
 PROGRAM = "postfix-script"
 CHROOT_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/services", "/etc/localtime",
@@ -77,7 +77,7 @@ class Script:
     def start(self, foreground: bool = False) -> int:
         if self.running():
             return self.fatal("the Postfix mail system is already running")
-        from pymaster.check import master_cf_error
+        from pymaster.commands.check import master_cf_error
         error = master_cf_error(self.cfg)
         if error:
             self.say(f"fatal: {error}")
@@ -87,7 +87,7 @@ class Script:
         except OSError as e:
             return self.fatal(f"{self.queue_dir}: {e.strerror or e}")
         self.say("starting the Postfix mail system")
-        argv = [sys.executable, "-m", "pymaster.master", "-c", self.cfg.config_dir]
+        argv = [sys.executable, "-m", "pymaster.master.daemon", "-c", self.cfg.config_dir]
         argv += ["-v"] * self.verbose
         env = dict(os.environ, MAIL_CONFIG=self.cfg.config_dir)
         if foreground:
@@ -118,7 +118,7 @@ class Script:
 
     def prepare_queue(self) -> None:
         """prepare_queue - directories, and the files a chrooted service needs."""
-        from pymaster import queue
+        from pymaster.mail import queue
         owner = self.cfg.get("mail_owner") if os.geteuid() == 0 else None
         queue.create_layout(self.queue_dir, owner, self.cfg.get("setgid_group"))
         if self.any_chroot():
@@ -126,7 +126,7 @@ class Script:
 
     def any_chroot(self) -> bool:
         try:
-            from pymaster.mastercf import load_master_cf
+            from pymaster.master.mastercf import load_master_cf
             return any(e.chroot for e in load_master_cf(self.cfg.config_dir, self.cfg))
         except ConfigError:
             return False
@@ -173,7 +173,7 @@ class Script:
         return 0
 
     def set_permissions(self) -> int:
-        from pymaster import check
+        from pymaster.commands import check
         try:
             check.set_permissions(self.cfg)
         except ConfigError as e:
@@ -184,7 +184,7 @@ class Script:
 
     def check(self) -> int:
         """check - warn about what would keep the mail system from working."""
-        from pymaster import check
+        from pymaster.commands import check
         error = check.master_cf_error(self.cfg)
         if error:
             return self.fatal(error)
@@ -194,7 +194,7 @@ class Script:
 
     def logrotate(self) -> int:
         """logrotate - rename maillog_file, have everyone reopen it, compress."""
-        from pymaster import logrotate
+        from pymaster.commands import logrotate
         try:
             rotated = logrotate.rotate(self.cfg)
         except logrotate.RotateError as e:
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     try:
         cfg = load_config(config_dir)
-        if rest[0] == "tls":        # postfix-tls(1): pymaster/tlscmd.py
-            from pymaster import tlscmd
+        if rest[0] == "tls":        # postfix-tls(1): pymaster/commands/tlscmd.py
+            from pymaster.commands import tlscmd
             sys.exit(tlscmd.main(cfg, rest[1:]))
         script = Script(cfg, verbose)
         sys.exit(run(script, rest[0]))

@@ -19,8 +19,8 @@ from __future__ import annotations
 import getopt
 import sys
 
-from pymaster import log
-from pymaster.config import ConfigError, load_config
+from pymaster.util import log
+from pymaster.mail.config import ConfigError, load_config
 
 PROG = "postlog"
 PRIORITIES = {"info": "", "warn": "warning: ", "warning": "warning: ", "error": "error: ",

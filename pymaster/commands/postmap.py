@@ -11,7 +11,7 @@ and/or -b the input is a message whose header lines and/or body lines are
 the keys (header_checks/body_checks testing): -h alone stops at the end of
 the primary headers, -b starts with the line that ends them (an empty key
 when a non-header line ends them). -m walks the MIME structure as cleanup
-does (pymaster.mime): -h then also yields the headers of MIME parts and of
+does (pymaster.mail.mime): -h then also yields the headers of MIME parts and of
 attached messages, and -b no longer treats those as body lines; every key is
 looked up in the tables named, as postmap(1) does (header_checks,
 mime_header_checks … are not consulted). -F: when building (also -i), each
@@ -46,11 +46,11 @@ import sys
 from typing import Iterable, Iterator
 
 from pymaster.commands import getopt_message
-from pymaster import log
-from pymaster.config import ConfigError, load_config
-from pymaster.headers import decode, split_header_block
-from pymaster.mime import MimeWalker, split_lines
-from pymaster.tables import TableError, create_table, split_spec
+from pymaster.util import log
+from pymaster.mail.config import ConfigError, load_config
+from pymaster.mail.headers import decode, split_header_block
+from pymaster.mail.mime import MimeWalker, split_lines
+from pymaster.util.tables import TableError, create_table, split_spec
 
 BUILDABLE = ("hash", "btree", "cdb")
 OPTIONS = "bc:d:fFhimnNoprsuUvwxq:"
@@ -135,7 +135,7 @@ class TableCommand:
         log.warning(text)
 
     def entries(self, lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
-        from pymaster.tables.source import parse_entries
+        from pymaster.util.tables.source import parse_entries
         return parse_entries(lines, path, self.warn)
 
     def extra_entries(self) -> list[tuple[str, str]]:
@@ -166,7 +166,7 @@ class TableCommand:
 
     def table_name(self, arg: str) -> str:
         """table_name - "type:name" as a message names a table (with the file suffix)."""
-        from pymaster.tables import hashdb
+        from pymaster.util.tables import hashdb
         spec = self.spec_of(arg)
         type_, name = split_spec(spec)
         return spec + hashdb.suffix_for(type_) if type_ in BUILDABLE else spec
@@ -285,7 +285,7 @@ class TableCommand:
         if type_ == "proxy":
             type_, name = split_spec(name)
         if type_ not in BUILDABLE:
-            from pymaster.tables import TYPES
+            from pymaster.util.tables import TYPES
             if type_ not in TYPES:
                 raise TableError(f"unsupported dictionary type: {type_}")
             raise TableError(f"unsupported dictionary type: {type_} does not support "
@@ -294,7 +294,7 @@ class TableCommand:
 
     def existing(self, type_: str, name: str, create: bool) -> dict[str, str]:
         """existing - the current content of TYPE:NAME as a dict (for -i and -d)."""
-        from pymaster.tables import hashdb
+        from pymaster.util.tables import hashdb
         if create and not os.path.exists(name + hashdb.suffix_for(type_)):
             return {}
         table = create_table(f"{type_}:{name}", self.cfg, fold=False)
@@ -313,7 +313,7 @@ class TableCommand:
             table[key] = value
 
     def write(self, type_: str, name: str, items, source: str) -> None:
-        from pymaster.tables import hashdb
+        from pymaster.util.tables import hashdb
         mode = 0o644
         if self.keep_mode:
             try:
@@ -330,7 +330,7 @@ def message_keys(data: bytes, headers: bool, bodies: bool, mime: bool = False,
                  limits: tuple[int, int] = (100, 2048)) -> Iterator[str]:
     """message_keys - the lookup keys of a message for -h (logical headers, one
     key each with embedded newlines) and -b (body lines), as postmap(1) makes
-    them; with MIME (-m) the parts are told apart by pymaster.mime's walk, as
+    them; with MIME (-m) the parts are told apart by pymaster.mail.mime's walk, as
     cleanup tells them apart for header_checks and body_checks."""
     top, offset = split_header_block(data)
     if headers:

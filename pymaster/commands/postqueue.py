@@ -6,7 +6,7 @@
     postqueue [-v] [-c config_dir] -s site deliver deferred mail for SITE now
     postqueue [-v] [-c config_dir] -i id   deliver deferred message ID now
 
-The listing (pymaster.queuelist) reads the spool directly when it may (root,
+The listing (pymaster.mail.queuelist) reads the spool directly when it may (root,
 the mail_owner), so it works while the mail system is down. Anyone else,
 if authorized_mailq_users allows, gets the same listing from the showq
 service (`public/showq`, running as the mail_owner): "Queue report
@@ -19,7 +19,7 @@ SITE} / {"op": "flush", "queue_id": ID}). All three need the mail system up:
 "Cannot flush mail queue - mail system is down", exit 69, otherwise.
 
 Interface: main(argv=None) -> exit status; user_allowed(cfg, param, uid);
-showq_entries(cfg) -> [Entry]; the listing itself is pymaster.queuelist's
+showq_entries(cfg) -> [Entry]; the listing itself is pymaster.mail.queuelist's
 (list_queue, format_listing, format_json, flush_ids, deferred_for_site are
 re-exported here for older callers).
 """
@@ -33,9 +33,10 @@ import pwd
 import sys
 
 from pymaster.commands import getopt_message
-from pymaster import ipc, log, queue
-from pymaster.config import Config, ConfigError, load_config
-from pymaster.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
+from pymaster.mail import queue
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.mail.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
                                 format_entry, format_json, format_listing, list_queue,
                                 read_entry)
 
@@ -55,7 +56,7 @@ def user_allowed(cfg: Config, param: str, uid: int) -> bool:
     Entries are names, `!name` (excluded) or type:table (a table that has
     the name; `static:anyone` has everybody), searched in order, first match
     wins; no match means no."""
-    from pymaster.tables import TableError, open_table
+    from pymaster.util.tables import TableError, open_table
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -97,7 +98,7 @@ def _is_mail_owner(cfg: Config, uid: int) -> bool:
 # -- flushing -----------------------------------------------------------------------
 
 def mail_system_up(cfg: Config) -> bool:
-    from pymaster.commands.postdrop import master_running
+    from pymaster.mail.pidfile import master_running
     return master_running(cfg.get("queue_directory"))
 
 

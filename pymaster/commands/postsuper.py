@@ -32,9 +32,10 @@ import sys
 import time
 
 from pymaster.commands import getopt_message
-from pymaster import ipc, log, queue
+from pymaster.mail import queue
+from pymaster.util import ipc, log
 from pymaster.commands import postqueue
-from pymaster.config import ConfigError, load_config
+from pymaster.mail.config import ConfigError, load_config
 
 EX_USAGE = 64
 USAGE = "usage: postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] " \

@@ -10,7 +10,7 @@ the store (default: smtpd_sasl_db, $config_directory/sasldb2), -u the realm
 compatibility and change nothing: there is one store, and it never keeps
 plain-text passwords. Without -c the user must exist already.
 
-The store keeps salted scrypt hashes (pymaster/sasl/passwd.py), mode 0600.
+The store keeps salted scrypt hashes (pymaster/mail/sasl/passwd.py), mode 0600.
 
 Interface:
     main(argv=None)     console script entry; exit status 0 or 1
@@ -21,8 +21,8 @@ from __future__ import annotations
 import getpass
 import sys
 
-from pymaster.config import ConfigError, load_config
-from pymaster.sasl.passwd import PasswordFile, PasswordFileError
+from pymaster.mail.config import ConfigError, load_config
+from pymaster.mail.sasl.passwd import PasswordFile, PasswordFileError
 
 USAGE = ("usage: saslpasswd2 [-v] [-c [-p] [-n]] [-d] [-a appname] [-f sasldb] "
          "[-u DOM] userid")

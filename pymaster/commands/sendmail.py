@@ -53,8 +53,9 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from pymaster import log, queue, records
-from pymaster.config import Config, ConfigError, load_config
+from pymaster.mail import queue, records
+from pymaster.util import log
+from pymaster.mail.config import Config, ConfigError, load_config
 
 EX_USAGE = 64
 EX_DATAERR = 65
@@ -270,7 +271,7 @@ def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, 
     if opts.extract:
         attrs["cleanup_flags"] = "extract"
     if opts.mode == "v":
-        # -bv: verify only; the agents deliver nothing (pymaster.delivery).
+        # -bv: verify only; the agents deliver nothing (pymaster.mail.delivery).
         attrs["trace_flags"] = "verify"
     elif opts.verbose:
         # -v: a report of the first delivery attempt (the trace service).
@@ -283,13 +284,13 @@ def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, 
 
 def submit(cfg: Config, opts: Options, content: bytes) -> str:
     """submit - the message into maildrop, pickup woken; the maildrop file's ID."""
-    from pymaster.commands import postdrop
+    from pymaster.mail import maildrop
     uid = os.getuid()
     sender, recipients, attrs = build_envelope(opts, content, uid)
     now = time.time()
     if os.access("maildrop", os.W_OK | os.X_OK):
-        queue_id = postdrop.write_maildrop(now, sender, recipients, attrs, content)
-        postdrop.wake_pickup(cfg)
+        queue_id = maildrop.write_maildrop(now, sender, recipients, attrs, content)
+        maildrop.wake_pickup(cfg)
         return queue_id
     return _via_postdrop(cfg, opts, now, sender, recipients, attrs, content)
 

@@ -10,7 +10,7 @@ Modules: state (per-message state, reply texts), headers (the header
 pipeline), envelope (sender and recipients), message (the request handler),
 reservation (the queue file smtpd reserves at its first accepted recipient),
 masquerade (masquerade_domains), bcc (automatic copies), checks
-(header_checks, body_checks, with pymaster.mime's MIME walk), strict
+(header_checks, body_checks, with pymaster.mail.mime's MIME walk), strict
 (the strict_* MIME options, on the same walk), actions
 (HOLD, DISCARD, REDIRECT, BCC, FILTER).
 
@@ -19,7 +19,8 @@ Interface: main(); run(svc); handle_message(cfg, header, payload).
 
 from __future__ import annotations
 
-from pymaster import queue, service
+from pymaster.mail import queue
+from pymaster.master import service
 
 from .message import handle_message, make_handler
 
@@ -30,15 +31,15 @@ def run(svc: service.Service) -> None:
     """run - build the tables and the handler before the jail, then serve."""
     queue.configure(svc.cfg)
     # Opened now, before chroot: the rewriter, resolver and address tables.
-    from pymaster.resolve import resolver_for
-    from pymaster.rewrite import rewriter_for
+    from pymaster.mail.resolve import resolver_for
+    from pymaster.mail.rewrite import rewriter_for
     from .envelope import mapper_for
     rewriter_for(svc.cfg)
     resolver_for(svc.cfg).local_addresses()
     mapper_for(svc.cfg)
     from . import bcc
     from .checks import checks_for
-    checks_for(svc.cfg)         # header/body check tables (pymaster.mime is imported)
+    checks_for(svc.cfg)         # header/body check tables (pymaster.mail.mime is imported)
     bcc.open_tables(svc.cfg)
     handler = make_handler(svc.cfg)
     svc.enter_jail()

@@ -17,8 +17,9 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster import log, records
-from pymaster.rewrite import rewriter_for
+from pymaster.mail import records
+from pymaster.util import log
+from pymaster.mail.rewrite import rewriter_for
 
 from .envelope import remove_duplicates
 from .state import CleanupState

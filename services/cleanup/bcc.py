@@ -22,9 +22,9 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster.addr import parse_address_list
-from pymaster.config import Config
-from pymaster.rewrite import rewriter_for
+from pymaster.mail.addr import parse_address_list
+from pymaster.mail.config import Config
+from pymaster.mail.rewrite import rewriter_for
 
 from .state import CleanupState
 
@@ -40,7 +40,7 @@ def _maps_of(cfg: Config, name: str):
     if hit is None or hit[0] is not cfg:
         maps = None
         if cfg.get(name).strip():
-            from pymaster.maps import Maps
+            from pymaster.mail.maps import Maps
             maps = Maps(cfg, name)
         hit = (cfg, maps)
         _maps[key] = hit
@@ -69,7 +69,7 @@ def _lookup(state: CleanupState, name: str, address: str) -> list[str]:
     maps = _maps_of(state.cfg, name)
     if not maps or not address or not bcc_allowed(state):
         return []
-    from pymaster.maps import canonical_lookup
+    from pymaster.mail.maps import canonical_lookup
     return _addresses(state, canonical_lookup(maps, address, state.cfg))
 
 

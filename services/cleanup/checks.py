@@ -2,7 +2,7 @@
 nested_header_checks and body_checks (header_checks(5)).
 
 Each logical header, and each body line, is looked up as one string in the
-tables of its kind (regexp:, pcre: … through pymaster.maps); the first
+tables of its kind (regexp:, pcre: … through pymaster.mail.maps); the first
 table's answer is an action:
 
   REJECT [text]      the message is refused (5.7.1, or the DSN the text starts with)
@@ -17,7 +17,7 @@ table's answer is an action:
   BCC addr           ADDR receives a copy
   FILTER tr:dest     the content_filter attribute for qmgr
   DUNNO, OK          nothing happens
-Which tables see what (the MIME walk is pymaster.mime): the message's own
+Which tables see what (the MIME walk is pymaster.mail.mime): the message's own
 headers go to header_checks, except its MIME headers (Content-*,
 MIME-Version) which go to mime_header_checks, as do the headers of MIME
 parts; headers of an attached message/rfc822 go to nested_header_checks;
@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import re
 
-from pymaster import log
-from pymaster.config import Config
-from pymaster.headers import decode, encode, header_name
-from pymaster.mime import NESTING_ERROR, MimeWalker, is_mime_header, split_lines, worst_error
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.mail.headers import decode, encode, header_name
+from pymaster.mail.mime import NESTING_ERROR, MimeWalker, is_mime_header, split_lines, worst_error
 
 from .state import CleanupState, Defer, Header, Reject
 from .strict import StrictMime
@@ -74,7 +74,7 @@ class ContentChecks:
     def _maps(self, name: str):
         if not self.cfg.get(name).strip():
             return None
-        from pymaster.maps import Maps
+        from pymaster.mail.maps import Maps
         return Maps(self.cfg, name)
 
     def for_header(self, context: str, name: str | None):
@@ -196,7 +196,7 @@ def _envelope_action(state: CleanupState, action: str, where: str, content: str,
 
 
 def _lookup(state: CleanupState, maps, key: str, map_name: str) -> str | None:
-    from pymaster.tables import TableError
+    from pymaster.util.tables import TableError
     try:
         return maps.lookup(key)
     except TableError as e:
@@ -274,7 +274,7 @@ def check_body(state: CleanupState, headers: list[str], data: bytes) -> bytes | 
 
 
 def _plain_lines(body: str):
-    from pymaster.mime import Part
+    from pymaster.mail.mime import Part
     return (Part("body", "", line) for line in split_lines(body))
 
 

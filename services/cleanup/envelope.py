@@ -6,7 +6,7 @@ Steps, in the order Postfix's cleanup applies them:
   2. canonical mapping: sender_canonical_maps / recipient_canonical_maps,
      then canonical_maps (canonical(5) lookup order), per canonical_classes;
      here and in step 3 an unmatched address extension is carried over per
-     propagate_unmatched_extensions (pymaster.maps does that)
+     propagate_unmatched_extensions (pymaster.mail.maps does that)
   3. virtual alias expansion of recipients (virtual_alias_maps, recursive,
      bounded by virtual_alias_recursion_limit / virtual_alias_expansion_limit)
   3a. masquerading (masquerade.py) right after each canonical mapping;
@@ -29,10 +29,11 @@ A table that cannot be searched now raises Defer: the client tries again.
 
 from __future__ import annotations
 
-from pymaster import log, records
-from pymaster.addr import parse_address_list
-from pymaster.config import Config
-from pymaster.rewrite import rewriter_for
+from pymaster.mail import records
+from pymaster.util import log
+from pymaster.mail.addr import parse_address_list
+from pymaster.mail.config import Config
+from pymaster.mail.rewrite import rewriter_for
 
 from . import bcc
 from .masquerade import masquerader_for
@@ -43,7 +44,7 @@ CANONICAL_RECURSION = 10   # canonical maps are one-to-one; a loop stops here
 
 def _table_errors() -> tuple:
     try:
-        from pymaster.tables import TableError
+        from pymaster.util.tables import TableError
         return (TableError,)
     except ImportError:
         return ()
@@ -68,7 +69,7 @@ class Mapper:
     def _maps(self, name: str):
         if not self.cfg.get(name).strip():
             return None
-        from pymaster.maps import Maps
+        from pymaster.mail.maps import Maps
         return Maps(self.cfg, name)
 
     # -- canonical(5) -------------------------------------------------------
@@ -86,7 +87,7 @@ class Mapper:
         return self.masquerader.masquerade(addr, klass)
 
     def _map11(self, maps, addr: str) -> str:
-        from pymaster.maps import canonical_lookup
+        from pymaster.mail.maps import canonical_lookup
         rewriter = rewriter_for(self.cfg)
         for _ in range(CANONICAL_RECURSION):
             value = canonical_lookup(maps, addr, self.cfg)
@@ -104,7 +105,7 @@ class Mapper:
         """expand_virtual - the addresses ADDR expands to through virtual_alias_maps."""
         if not self.virtual:
             return [addr]
-        from pymaster.maps import virtual_lookup
+        from pymaster.mail.maps import virtual_lookup
         rewriter = rewriter_for(self.cfg)
         current, final = [(addr, 0)], []
         while current:

@@ -43,9 +43,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-from pymaster import ipc, log, queue, records
-from pymaster.config import Config
-from pymaster.headers import encode, split_header_block
+from pymaster.mail import queue, records
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config
+from pymaster.mail.headers import encode, split_header_block
 
 from .actions import apply_envelope_actions, final_disposition
 from .checks import check_body

@@ -34,7 +34,8 @@ from __future__ import annotations
 import base64
 import json
 
-from pymaster import log, milter, records
+from pymaster.mail import milter, records
+from pymaster.util import log
 
 from .envelope import process_recipients, process_sender
 from .state import CleanupState, Defer, Reject

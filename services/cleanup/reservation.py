@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import time
 
-from pymaster import log, queue
-from pymaster.config import Config
+from pymaster.mail import queue
+from pymaster.util import log
+from pymaster.mail.config import Config
 
 from .state import WRITE_ERROR
 

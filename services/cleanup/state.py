@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pymaster import records
-from pymaster.config import Config
+from pymaster.mail import records
+from pymaster.mail.config import Config
 
 
 class CleanupError(Exception):

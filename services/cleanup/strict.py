@@ -9,7 +9,7 @@
   strict_mime_encoding_domain  a message/* or multipart/* entity with an
                                encoding it may not have (base64 on multipart …)
 
-They ride on the MIME walk of checks.check_body (pymaster.mime): inspect()
+They ride on the MIME walk of checks.check_body (pymaster.mail.mime): inspect()
 looks at the parts as they pass and records what it finds in the walker, and
 the walker itself checks encoding domains. As in Postfix, processing goes on
 after an error, each kind of error is logged once, and the message is then
@@ -37,8 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from pymaster.config import Config
-from pymaster.mime import BODY_8BIT_ERROR, HEADER_8BIT_ERROR, MimeWalker, Part
+from pymaster.mail.config import Config
+from pymaster.mail.mime import BODY_8BIT_ERROR, HEADER_8BIT_ERROR, MimeWalker, Part
 
 from .state import CleanupState
 

@@ -37,9 +37,11 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster import cleanup_client, delivery, log, service
-from pymaster.config import Config
-from pymaster.tables import TableError
+from pymaster.mail import cleanup_client, delivery
+from pymaster.master import service
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.util.tables import TableError
 
 from services.local.context import (BOUNCED, DEFERRED, Delivery, Message, Outcome,
                                     Target, deferred)

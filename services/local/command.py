@@ -32,9 +32,9 @@ import os
 import shlex
 import subprocess
 
-from pymaster.config import Config
-from pymaster.mailbox import envelope_headers, from_line
-from pymaster.sysexits import SYS_EXITS
+from pymaster.mail.config import Config
+from pymaster.mail.mailbox import envelope_headers, from_line
+from pymaster.util.sysexits import SYS_EXITS
 
 from services.local.context import Delivery, Outcome, Privs, Target, failed, sent
 

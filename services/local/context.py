@@ -32,9 +32,9 @@ import os
 import pwd
 from dataclasses import dataclass, field
 
-from pymaster import traceflags
-from pymaster.addr import split_address
-from pymaster.config import Config
+from pymaster.mail import traceflags
+from pymaster.mail.addr import split_address
+from pymaster.mail.config import Config
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 MAX_LEVEL = 100     # expansion depth: a deeper nest is a loop in the tables

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from pymaster.config import Config
+from pymaster.mail.config import Config
 
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 

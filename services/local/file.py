@@ -11,7 +11,7 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
+from pymaster.mail.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
                               envelope_headers, parse_lock_styles)
 
 from services.local.context import Delivery, Outcome, Privs, Target, failed, sent

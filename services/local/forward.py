@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import stat
 
-from pymaster import cleanup_client, ipc, log
-from pymaster.config import split_list
-from pymaster.mailbox import as_user
+from pymaster.mail import cleanup_client
+from pymaster.util import ipc, log
+from pymaster.util.strings import split_list
+from pymaster.mail.mailbox import as_user
 
 from services.local import items
 from services.local.context import Delivery, Outcome, Target, deferred, failed, sent

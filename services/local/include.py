@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 
-from pymaster.mailbox import as_user
+from pymaster.mail.mailbox import as_user
 
 from services.local import items
 from services.local.context import Delivery, Privs, Target, bounced, deferred

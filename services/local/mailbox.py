@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import os
 
-from pymaster.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
+from pymaster.mail.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
                               envelope_headers, parse_lock_styles)
-from pymaster.maps import Maps
-from pymaster.tables import TableError
+from pymaster.mail.maps import Maps
+from pymaster.util.tables import TableError
 
 from services.local import command, transport
 from services.local.context import Delivery, Outcome, Privs, Target, deferred, failed, sent

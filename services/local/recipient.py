@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pwd
 
-from pymaster.mailbox import has_delivered_to
+from pymaster.mail.mailbox import has_delivered_to
 
 from services.local import alias, forward, mailbox, transport
 from services.local.context import Delivery, Privs, Target, bounced

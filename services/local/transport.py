@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import os
 
-from pymaster import delivery as agent, ipc, log, records
-from pymaster.maps import Maps
-from pymaster.tables import TableError
+from pymaster.mail import delivery as agent, records
+from pymaster.util import ipc, log
+from pymaster.mail.maps import Maps
+from pymaster.util.tables import TableError
 
 from services.local.context import DEFERRED, Delivery, Outcome, Target, deferred
 

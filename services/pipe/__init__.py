@@ -24,7 +24,7 @@ $SERVICE_time_limit (default command_time_limit); qmgr gives it at most
 $SERVICE_destination_recipient_limit recipients per request.
 
 Exit status: 0 is delivered (`delivered via SERVICE service`); a
-<sysexits.h> code means what pymaster.sysexits says (75 defers, 67 bounces
+<sysexits.h> code means what pymaster.util.sysexits says (75 defers, 67 bounces
 `user unknown` ...); output that starts with an enhanced status code (4.x.x,
 5.x.x) decides instead; a signal defers; any other status bounces
 `Command died with status N: "COMMAND"`. The command's output (stdout and
@@ -53,8 +53,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from pymaster import delivery, log, service
-from pymaster.config import Config
+from pymaster.mail import delivery
+from pymaster.master import service
+from pymaster.util import log
+from pymaster.mail.config import Config
 
 from .attributes import (FLAG_CHARS, PipeAttributes, PipeConfigError, parse_attributes,
                          parse_eol, resolve_user)

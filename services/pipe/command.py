@@ -6,7 +6,7 @@ with PATH and the export_environment names as its environment. Its output
 (stdout and stderr) is kept, the first part, on one line, for the reason.
 
 Exit status: 0 delivered; output that starts with 4.x.x or 5.x.x decides
-by itself; <sysexits.h> codes as pymaster.sysexits says (75 defers);
+by itself; <sysexits.h> codes as pymaster.util.sysexits says (75 defers);
 other statuses bounce `Command died with status N: "CMD"`; a signal
 defers; past the time limit bounces. A command that cannot be started
 defers, as Postfix's child process reporting `execvp` failing with 75.
@@ -26,8 +26,9 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from pymaster import delivery, sysexits
-from pymaster.config import Config
+from pymaster.mail import delivery
+from pymaster.util import sysexits
+from pymaster.mail.config import Config
 
 from .attributes import PipeAttributes
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 
-from pymaster import delivery
-from pymaster.addr import quote_local_part, split_address
+from pymaster.mail import delivery
+from pymaster.mail.addr import quote_local_part, split_address
 
 from .attributes import PipeAttributes
 

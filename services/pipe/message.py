@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 
-from pymaster.addr import quote_local_part, split_address
+from pymaster.mail.addr import quote_local_part, split_address
 
 from .attributes import PipeAttributes
 

@@ -19,7 +19,7 @@ Interface: main() (libexec/qmgr), run(svc).
 
 from __future__ import annotations
 
-from pymaster import service
+from pymaster.master import service
 
 
 def run(svc: service.Service) -> None:

@@ -31,8 +31,8 @@ import os
 import time
 from typing import Iterator
 
-from pymaster import delivery, queue, records
-from pymaster.resolve import Resolution
+from pymaster.mail import delivery, queue, records
+from pymaster.mail.resolve import Resolution
 
 WARNING_ATTR = "warning_time"    # "0": the delay warning has been sent (as Postfix)
 

@@ -26,7 +26,7 @@ from typing import Callable
 
 import zmq
 
-from pymaster import ipc, log
+from pymaster.util import ipc, log
 
 OnReply = Callable[[dict | None, str], None]
 

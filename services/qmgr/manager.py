@@ -40,10 +40,12 @@ import time
 
 import zmq
 
-from pymaster import delivery, dsn, ipc, log, queue, queuelist, records, service
-from pymaster.config import ConfigError
-from pymaster.resolve import ERROR, FAIL, Resolver
-from pymaster import traceflags
+from pymaster.mail import delivery, dsn, queue, queuelist, records
+from pymaster.master import service
+from pymaster.util import ipc, log
+from pymaster.mail.config import ConfigError
+from pymaster.mail.resolve import ERROR, FAIL, Resolver
+from pymaster.mail import traceflags
 
 from services.qmgr.active import ActiveMessage, filter_resolution, last_defer_reasons
 from services.qmgr.backoff import Backoff
@@ -95,7 +97,7 @@ class QueueManager:
     def _process_limits(self) -> dict[str, int]:
         """_process_limits - maxproc of each unix service in master.cf."""
         try:
-            from pymaster.mastercf import load_master_cf
+            from pymaster.master.mastercf import load_master_cf
             entries = load_master_cf(self.cfg.config_dir, self.cfg)
         except (ConfigError, ImportError, OSError) as e:
             log.warning(f"cannot read master.cf process limits: {e}")

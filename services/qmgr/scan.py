@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from pymaster import log, queue
+from pymaster.mail import queue
+from pymaster.util import log
 
 
 class Scan:

@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 
-from pymaster import log
+from pymaster.util import log
 
 
 PREEMPT_SCAN = 64           # later messages considered as preemption candidates

@@ -3,7 +3,7 @@
 One program serves the master.cf services `smtp`, `relay` and `lmtp`. It
 speaks LMTP (RFC 2033) when it runs as libexec/lmtp or under the service
 name `lmtp`, and then reads the lmtp_* parameters. qmgr sends it delivery
-requests (pymaster/delivery.py); it delivers each to the request's next
+requests (pymaster/mail/delivery.py); it delivers each to the request's next
 hop and reports every recipient. A verify request (sendmail -bv, address
 probes) gets the same conversation up to the RCPT replies, without DATA.
 
@@ -27,7 +27,8 @@ Interface: main() (smtp), lmtp_main() (lmtp), run(svc, lmtp).
 
 from __future__ import annotations
 
-from pymaster import delivery, service
+from pymaster.mail import delivery
+from pymaster.master import service
 
 
 def run(svc: service.Service, lmtp: bool = False) -> None:

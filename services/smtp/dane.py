@@ -66,8 +66,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from pymaster import log
-from pymaster.config import Config
+from pymaster.util import log
+from pymaster.mail.config import Config
 from services.smtp.dns import Host, dnssec_enabled, is_secure, make_resolver
 from services.smtp.settings import Settings
 

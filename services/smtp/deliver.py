@@ -60,9 +60,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from pymaster import delivery, log
-from pymaster.config import Config
-from pymaster.tables import TableError
+from pymaster.mail import delivery
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.util.tables import TableError
 from services.smtp import sasl, tls, transaction
 from services.smtp.cache import ConnectionCache
 from services.smtp.content import any_8bit, wire_chunks

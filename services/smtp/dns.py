@@ -61,7 +61,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from pymaster.config import Config
+from pymaster.mail.config import Config
 from services.smtp.nexthop import Destination
 from services.smtp.settings import Settings
 
@@ -248,7 +248,7 @@ class HostLookup:
 
     def own_addresses(self) -> set[str]:
         if self._own is None:
-            from pymaster.resolve import interface_addresses
+            from pymaster.mail.resolve import interface_addresses
             self._own = interface_addresses(self.cfg)
         return self._own
 

@@ -10,7 +10,7 @@ local), @domain.
 Headers: as Postfix's smtp client does (smtp_header_rewrite), only the
 primary header block is rewritten, not the headers of attached
 message/rfc822 parts, and only the headers Postfix flags as sender or
-recipient headers (pymaster/header_addr.py, which also does the rewriting:
+recipient headers (pymaster/mail/header_addr.py, which also does the rewriting:
 only the address changes, display name and comments stay, a line that grew
 too long is folded again). A header where nothing changes is sent byte for
 byte as it came. The header block is read and rewritten before the session
@@ -23,7 +23,7 @@ Interface:
     GenericMaps.header_block(msg) -> HeaderBlock  msg: records.Message
     HeaderBlock.apply(content) -> bytes           the content with it spliced in
     HeaderBlock.stream(chunks) -> iterator of bytes, the same for a stream
-    (a table failure raises pymaster.tables.TableError: the caller defers)
+    (a table failure raises pymaster.util.tables.TableError: the caller defers)
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from pymaster.config import Config
-from pymaster.header_addr import ADDRESS_HEADERS, rewrite_addresses
-from pymaster.headers import encode, header_name, split_header_block
-from pymaster.maps import Maps, canonical_lookup
+from pymaster.mail.config import Config
+from pymaster.mail.header_addr import ADDRESS_HEADERS, rewrite_addresses
+from pymaster.mail.headers import encode, header_name, split_header_block
+from pymaster.mail.maps import Maps, canonical_lookup
 
 # Headers beyond this much are passed on untouched, so that a "header
 # block" that never ends costs no more than this to look at.

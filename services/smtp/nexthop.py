@@ -1,6 +1,6 @@
 """Next-hop destinations of the smtp and lmtp clients.
 
-qmgr gives the client a next hop (from pymaster/resolve.py: the recipient
+qmgr gives the client a next hop (from pymaster/mail/resolve.py: the recipient
 domain, relayhost, or a transport table's `smtp:[mail.example.com]:587`).
 This module turns that text into Destinations:
 

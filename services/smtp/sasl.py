@@ -36,11 +36,11 @@ import binascii
 import hashlib
 import hmac
 
-from pymaster import log
-from pymaster.config import Config
-from pymaster.maps import Maps
-from pymaster.sasl.mechanisms import allowed, parse_options
-from pymaster.tables import TableError
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.mail.maps import Maps
+from pymaster.mail.sasl.mechanisms import allowed, parse_options
+from pymaster.util.tables import TableError
 from services.smtp.reply import Reply
 from services.smtp.session import Session, SessionError
 from services.smtp.settings import Settings

@@ -19,8 +19,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from pymaster.config import Config
-from pymaster.params import param
+from pymaster.mail.config import Config
+from pymaster.mail.params import param
 
 TIMEOUTS = ("connect", "helo", "mail", "rcpt", "data_init", "data_xfer",
             "data_done", "rset", "quit", "xforward", "starttls")

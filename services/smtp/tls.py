@@ -64,10 +64,11 @@ import socket
 import ssl
 from dataclasses import dataclass, field, replace
 
-from pymaster import log, tlsutil
-from pymaster.config import Config
-from pymaster.maps import Maps
-from pymaster.tables import TableError
+from pymaster.mail import tlsutil
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.mail.maps import Maps
+from pymaster.util.tables import TableError
 from services.smtp.session import Session, SessionError
 from services.smtp.settings import TLS_REQUIRED, Settings
 

@@ -43,8 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from pymaster.addr import external
-from pymaster.records import CorruptQueueFile
+from pymaster.mail.addr import external
+from pymaster.mail.records import CorruptQueueFile
 from services.smtp.reply import Reply
 from services.smtp.session import Session, SessionError
 

@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from pymaster import cleanup_client, log, service
+from pymaster.mail import cleanup_client
+from pymaster.master import service
+from pymaster.util import log
 
 
 def run(svc: service.Service) -> None:

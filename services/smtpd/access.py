@@ -1,6 +1,6 @@
 """Access maps in smtpd restrictions: check_*_access and what access(5) answers mean.
 
-A table is searched in access(5) order (pymaster.maps.access_lookup: the
+A table is searched in access(5) order (pymaster.mail.maps.access_lookup: the
 address, its domain and parents, the client name then its address and
 networks) and its answer is one of
     OK, all digits         permit
@@ -25,8 +25,8 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster import log
-from pymaster.addr import split_address
+from pymaster.util import log
+from pymaster.mail.addr import split_address
 from services.smtpd.check import (DEFER, PERMIT, Checker, ConfigurationError, Context, Verdict,
                                   _CODE_RE, _DSN_RE, log_action, rejection, subject,
                                   temporary_failure)
@@ -38,7 +38,7 @@ _CLEANUP_ACTIONS = ("HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC")
 
 
 def _lookup(checker: Checker, spec: str, query, kind: str):
-    from pymaster.maps import access_lookup
+    from pymaster.mail.maps import access_lookup
     maps = checker.maps([spec])
     if kind == "null":
         return maps.lookup(query)
@@ -48,7 +48,7 @@ def _lookup(checker: Checker, spec: str, query, kind: str):
 def _access(checker: Checker, ctx: Context, spec: str, query, kind: str,
             what: str, permit_ok: bool = True) -> Verdict | None:
     """_access - search table SPEC in access(5) order for QUERY; act on the answer."""
-    from pymaster.tables import TableError
+    from pymaster.util.tables import TableError
     try:
         value = _lookup(checker, spec, query, kind)
     except TableError as e:
@@ -207,7 +207,7 @@ def _domain_of(ctx: Context, which: str) -> str:
 
 def _servers(checker: Checker, domain: str, rdtype: str) -> list[str]:
     """_servers - the MX (or NS) host names of DOMAIN; the domain itself when it has no MX."""
-    from pymaster import dns
+    from pymaster.util import dns
     if rdtype == "MX":
         hosts = dns.mx_hosts(checker.cfg, domain)
         return hosts or [domain]
@@ -225,7 +225,7 @@ def _server_access(checker: Checker, ctx: Context, spec: str, which: str,
     """_server_access - check_{helo,sender,recipient}_{mx,ns}_access."""
     # dnspython is loaded before the jail only when a list names one of these
     # (Checker.prepare); a process without them starts faster.
-    from pymaster import dns
+    from pymaster.util import dns
     domain = _domain_of(ctx, which)
     if not domain or domain.startswith("["):
         return None

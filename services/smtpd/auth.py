@@ -35,9 +35,10 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from pymaster import log, sasl
-from pymaster.config import Config
-from pymaster.sasl.mechanisms import parse_options
+from pymaster.mail import sasl
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.mail.sasl.mechanisms import parse_options
 
 from services.smtpd.replies import ERR_UNKNOWN_COMMAND
 
@@ -273,7 +274,7 @@ def received_comments(session) -> str:
 
 def _login_owners(checker, sender: str) -> list[str] | None:
     """_login_owners - the logins smtpd_sender_login_maps gives SENDER, None if unlisted."""
-    from pymaster.addr import split_address
+    from pymaster.mail.addr import split_address
     maps = checker.param_maps("smtpd_sender_login_maps")
     if not maps:
         return None
@@ -290,7 +291,7 @@ def _login_owners(checker, sender: str) -> list[str] | None:
 
 def _mismatch(checker, ctx, authenticated: bool, unauthenticated: bool, known_only: bool):
     from services.smtpd.check import REJECT, Verdict, temporary_failure
-    from pymaster.tables import TableError
+    from pymaster.util.tables import TableError
     if not ctx.sender:
         return None
     try:

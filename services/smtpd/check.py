@@ -43,8 +43,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from pymaster import log, verify_client
-from pymaster.config import Config
+from pymaster.mail import verify_client
+from pymaster.util import log
+from pymaster.mail.config import Config
 from services.smtpd import replies
 
 PERMIT, REJECT, DEFER = "permit", "reject", "defer"
@@ -214,24 +215,24 @@ class Checker:
     @property
     def resolver(self):
         if self._resolver is None:
-            from pymaster.resolve import resolver_for
+            from pymaster.mail.resolve import resolver_for
             self._resolver = resolver_for(self.cfg)
         return self._resolver
 
     def canonical(self, address: str) -> str:
         if self._rewriter is None:
-            from pymaster.rewrite import rewriter_for
+            from pymaster.mail.rewrite import rewriter_for
             self._rewriter = rewriter_for(self.cfg)
         return self._rewriter.canonicalize(address, "local")
 
     def maps(self, specs: list[str]):
-        """maps - a Postfix list of tables (pymaster.maps.Maps), cached per process."""
+        """maps - a Postfix list of tables (pymaster.mail.maps.Maps), cached per process."""
         key = tuple(specs)
         if key not in self._maps_cache:
             if self._maps_factory is not None:
                 self._maps_cache[key] = self._maps_factory(list(specs))
             else:
-                from pymaster.maps import Maps
+                from pymaster.mail.maps import Maps
                 self._maps_cache[key] = Maps.from_specs(list(specs), self.cfg)
         return self._maps_cache[key]
 
@@ -247,10 +248,10 @@ class Checker:
 
     def prepare(self) -> None:
         """prepare - import and open everything now, before the jail closes the door."""
-        import pymaster.maps  # noqa: F401  (imported here: not reachable after chroot)
+        import pymaster.mail.maps  # noqa: F401  (imported here: not reachable after chroot)
         if self.uses_dns:
             # dnspython costs tens of milliseconds at every start: only when asked for.
-            from pymaster import dns
+            from pymaster.util import dns
             dns.resolver_for(self.cfg)      # reads resolv.conf
         self.resolver, self.mynetworks, self.canonical("postmaster")
         for name in ("virtual_alias_maps", "local_recipient_maps", "relay_recipient_maps",
@@ -443,7 +444,7 @@ def permit_mynetworks(checker: Checker, ctx: Context, arg) -> Verdict | None:
 
 
 def permit_inet_interfaces(checker: Checker, ctx: Context, arg) -> Verdict | None:
-    from pymaster.resolve import interface_addresses
+    from pymaster.mail.resolve import interface_addresses
     return Verdict(PERMIT) if ctx.client_addr in interface_addresses(checker.cfg) else None
 
 
@@ -457,7 +458,7 @@ def permit_tls_clientcerts(checker: Checker, ctx: Context, arg) -> Verdict | Non
     A hook until smtpd speaks TLS: no session has a certificate yet."""
     if not ctx.ccert_verified or not ctx.ccert_fingerprint:
         return None
-    from pymaster.tables import TableError
+    from pymaster.util.tables import TableError
     try:
         maps = checker.param_maps("relay_clientcerts")
         found = maps and (maps.lookup(ctx.ccert_fingerprint) is not None or
@@ -495,7 +496,7 @@ def reject_multi_recipient_bounce(checker: Checker, ctx: Context, arg) -> Verdic
 def _unverified(checker: Checker, ctx: Context, address: str | None, kind: str,
                 label: str, dsn: str) -> Verdict | None:
     """_unverified - reject_unverified_sender/recipient: ask the verify service
-    (pymaster.verify_client), polling while a probe is out, and refuse what
+    (pymaster.mail.verify_client), polling while a probe is out, and refuse what
     is not known to be deliverable. KIND is sender or recipient."""
     if not address:
         return None
@@ -544,7 +545,7 @@ def reject_unverified_sender(checker: Checker, ctx: Context, arg) -> Verdict | N
 
 def _relay_allowed(checker: Checker, address: str) -> bool | None:
     """_relay_allowed - may mail to ADDRESS pass? None on a table failure."""
-    from pymaster import resolve
+    from pymaster.mail import resolve
     res = checker.resolver.resolve(checker.canonical(address))
     if resolve.FAIL in res.flags:
         return None
@@ -597,7 +598,7 @@ _RECIPIENT_TABLES = {
 
 def _listed(checker: Checker, maps, address: str) -> bool:
     """_listed - ADDRESS is in MAPS in virtual(5) order (user@domain, user, @domain)."""
-    from pymaster.maps import virtual_lookup
+    from pymaster.mail.maps import virtual_lookup
     return virtual_lookup(maps, address, checker.cfg) is not None
 
 
@@ -614,8 +615,8 @@ def unknown_user(checker: Checker, ctx: Context, code_param: str, label: str,
 def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
               dsn_detail: str) -> Verdict | None:
     """_unlisted - ADDRESS must exist in the table of its address class."""
-    from pymaster import resolve
-    from pymaster.tables import TableError
+    from pymaster.mail import resolve
+    from pymaster.util.tables import TableError
     res = checker.resolver.resolve(checker.canonical(address))
     if resolve.FAIL in res.flags:
         return temporary_failure(address)
@@ -650,7 +651,7 @@ def relocated(checker: Checker, res, address: str, what: str) -> Verdict | None:
     pymaster does so only for relocated users for now, so that transport_maps
     `error:` destinations are still accepted and bounced (the bounce tests
     rely on that)."""
-    from pymaster import resolve
+    from pymaster.mail import resolve
     if resolve.RELOCATED not in res.flags:
         return None
     dsn, _, text = res.nexthop.partition(" ")

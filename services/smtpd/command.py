@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pymaster import addr
+from pymaster.mail import addr
 from services.smtpd import replies
 
 # RFC 3461 4: xtext is printable ASCII except "+" and "=", with +XX hex escapes.

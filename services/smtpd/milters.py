@@ -7,7 +7,7 @@ recipient is refused (`milter-reject: RCPT from host[addr]: 451 4.7.1 …;
 from=<…> to=<…> proto=ESMTP helo=<…>`), and the rest of the conversation
 goes on over the same milter sessions.
 
-Design: smtpd owns the milter sessions (pymaster.milter.SessionChain, one
+Design: smtpd owns the milter sessions (pymaster.mail.milter.SessionChain, one
 per SMTP session, connected at the first event). Each event runs in a worker
 thread (asyncio.to_thread), because the milter protocol module is blocking
 and a milter may take its time (greylisting, DNS lookups) while other
@@ -51,9 +51,10 @@ import base64
 import json
 from dataclasses import dataclass, field
 
-from pymaster import log, milter
-from pymaster.config import Config
-from pymaster.headers import split_header_block
+from pymaster.mail import milter
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.mail.headers import split_header_block
 from services.smtpd import replies
 
 CONFIG_ERROR = "451 4.3.5 Server configuration error"
@@ -65,7 +66,7 @@ class MilterSettings:
     specs: list[milter.Spec]
     names: dict[int, list[str]]
     values: dict[str, str]              # macro values fixed for the process
-    maps: object = None                 # pymaster.maps.Maps for smtpd_milter_maps
+    maps: object = None                 # pymaster.mail.maps.Maps for smtpd_milter_maps
     parsed: dict[str, list[milter.Spec]] = field(default_factory=dict)
     cfg: Config | None = None
 
@@ -77,7 +78,7 @@ class MilterSettings:
         text = cfg.get("smtpd_milters")
         maps = None
         if cfg.get("smtpd_milter_maps").strip():
-            from pymaster.maps import Maps
+            from pymaster.mail.maps import Maps
             maps = Maps(cfg, "smtpd_milter_maps")       # opened before the jail
         if not text.strip() and maps is None:
             return None

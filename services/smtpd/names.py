@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pymaster.addr import is_valid_hostname, split_address
+from pymaster.mail.addr import is_valid_hostname, split_address
 from services.smtpd.check import Checker, Context, Verdict, coded
 
 
@@ -102,7 +102,7 @@ def reject_unknown_helo_hostname(checker: Checker, ctx: Context, arg) -> Verdict
     code = checker.cfg.int("unknown_hostname_reject_code")
     dsn = "4.7.1" if code < 500 else "5.7.1"
     reply = coded(code, dsn, f"<{ctx.helo}>: Helo command rejected: Host not found")
-    from pymaster import dns    # loaded before the jail when configured (Checker.prepare)
+    from pymaster.util import dns    # loaded before the jail when configured (Checker.prepare)
     try:
         found = dns.has_address_or_mx(checker.cfg, helo)
     except dns.DnsError:
@@ -113,7 +113,7 @@ def reject_unknown_helo_hostname(checker: Checker, ctx: Context, arg) -> Verdict
 def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: str,
                     detail: str) -> Verdict | None:
     """_unknown_domain - the domain of a remote ADDRESS must exist in DNS."""
-    from pymaster import resolve
+    from pymaster.mail import resolve
     if not address:
         return None
     _, domain = split_address(address)
@@ -124,7 +124,7 @@ def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: s
         return None     # ours (local, virtual, relay): we know it exists
     code = checker.cfg.int("unknown_address_reject_code")
     text = f"<{address}>: {what} address rejected: Domain not found"
-    from pymaster import dns    # loaded before the jail when configured (Checker.prepare)
+    from pymaster.util import dns    # loaded before the jail when configured (Checker.prepare)
     try:
         found = dns.has_address_or_mx(checker.cfg, domain.rstrip("."))
     except dns.DnsError:

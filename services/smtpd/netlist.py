@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from pymaster import log
-from pymaster.config import Config, split_list
+from pymaster.util import log
+from pymaster.mail.config import Config
+from pymaster.util.strings import split_list
 
 
 class NetList:
@@ -100,7 +101,7 @@ def parse_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network |
 
 
 def _table_has(spec: str, address: str) -> bool:
-    from pymaster.tables import open_table, TableError
+    from pymaster.util.tables import open_table, TableError
     try:
         return open_table(spec).lookup(address) is not None
     except TableError as e:

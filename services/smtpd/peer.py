@@ -20,7 +20,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from pymaster.addr import is_valid_hostname
+from pymaster.mail.addr import is_valid_hostname
 
 LOOKUP_TIMEOUT = 5.0
 UNKNOWN = "unknown"

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 
-from pymaster import log
+from pymaster.util import log
 from services.smtpd.check import Checker, Context, Verdict
 
 MAX_REPLY = 100_000

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import re
 
-from pymaster import log
-from pymaster.addr import split_address
+from pymaster.util import log
+from pymaster.mail.addr import split_address
 from services.smtpd.check import PERMIT, Checker, Context, Verdict, reply_with_code
 
 _RANGE_RE = re.compile(r"^(\d+)\.\.(\d+)$")
@@ -90,7 +90,7 @@ def listed(checker: Checker, query: str, filt: str) -> list[str] | None:
     """listed - the matching A records of QUERY, or None when it is not listed."""
     # dnspython is loaded before the jail only when a list names a DNS list
     # (Checker.prepare): every `dns` import here is a function's own.
-    from pymaster import dns
+    from pymaster.util import dns
     try:
         answers = dns.lookup(checker.cfg, query, "A")
     except dns.DnsError as e:
@@ -107,7 +107,7 @@ def listed(checker: Checker, query: str, filt: str) -> list[str] | None:
 
 
 def _reason(checker: Checker, query: str) -> str:
-    from pymaster import dns
+    from pymaster.util import dns
     try:
         return "; ".join(dns.lookup(checker.cfg, query, "TXT"))
     except dns.DnsError:
@@ -117,7 +117,7 @@ def _reason(checker: Checker, query: str) -> str:
 def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class: str,
              what: str) -> Verdict:
     """_refusal - the reply for a listed client, name or address."""
-    from pymaster.tables import TableError
+    from pymaster.util.tables import TableError
     template = None
     try:
         maps = checker.param_maps("rbl_reply_maps")
@@ -140,7 +140,7 @@ def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class:
 
 
 def reject_rbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
-    from pymaster import dns
+    from pymaster.util import dns
     domain, filt = _split_arg(arg)
     try:
         query = dns.dnsbl_query(ctx.client_addr, domain)
@@ -152,7 +152,7 @@ def reject_rbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | Non
 
 
 def permit_dnswl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
-    from pymaster import dns
+    from pymaster.util import dns
     domain, filt = _split_arg(arg)
     try:
         query = dns.dnsbl_query(ctx.client_addr, domain)

@@ -23,8 +23,8 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster import log
-from pymaster.config import Config
+from pymaster.util import log
+from pymaster.mail.config import Config
 
 LOCAL = "local"
 REMOTE = "remote"
@@ -41,7 +41,7 @@ def prepare(cfg: Config) -> None:
 def _interface_addresses(cfg: Config) -> set[str]:
     hit = _interfaces.get(id(cfg))
     if hit is None or hit[0] is not cfg:
-        from pymaster.resolve import interface_addresses
+        from pymaster.mail.resolve import interface_addresses
         hit = (cfg, interface_addresses(cfg))
         _interfaces[id(cfg)] = hit
     return hit[1]
@@ -78,8 +78,8 @@ def _permits(checker, word: str, ctx) -> bool:
 
 
 def _address_map_permits(checker, spec: str, client_addr: str) -> bool:
-    from pymaster.maps import access_lookup
-    from pymaster.tables import TableError
+    from pymaster.mail.maps import access_lookup
+    from pymaster.util.tables import TableError
     try:
         value = access_lookup(checker.maps([spec]), client_addr, "client_address")
     except TableError as e:

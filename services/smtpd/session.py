@@ -35,8 +35,9 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 
-from pymaster import cleanup_client, ipc, log
-from pymaster.config import Config
+from pymaster.mail import cleanup_client
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config
 from services.smtpd import replies, xclient
 from services.smtpd import auth, tls
 from services.smtpd.rewrite_context import header_rewrite_context
@@ -96,7 +97,7 @@ class Settings:
     xclient_hosts: NetList | None = None
     xforward_hosts: NetList | None = None
     reject_footer: str = ""
-    reject_footer_maps: object = None      # pymaster.maps.Maps, smtpd_reject_footer_maps
+    reject_footer_maps: object = None      # pymaster.mail.maps.Maps, smtpd_reject_footer_maps
     junk_command_limit: int = 100
     client_port_logging: bool = False
     tls: "tls.TlsSettings | None" = None          # STARTTLS, smtps (services/smtpd/tls.py)
@@ -149,7 +150,7 @@ def _footer_maps(cfg: Config):
     """_footer_maps - smtpd_reject_footer_maps as Maps, or None when empty."""
     if not cfg.get("smtpd_reject_footer_maps").strip():
         return None
-    from pymaster.maps import Maps
+    from pymaster.mail.maps import Maps
     return Maps(cfg, "smtpd_reject_footer_maps")
 
 
@@ -182,7 +183,7 @@ class Session:
         self.limits = limits
         self.sasl_username = ""
         self.sasl_method = ""
-        self.tls_session = None     # pymaster.tlsutil.Session once STARTTLS is done
+        self.tls_session = None     # pymaster.mail.tlsutil.Session once STARTTLS is done
         self.xforward: dict[str, str | None] = {}
         self.actions: list[dict] = []
         self.pipelining_violation = False

@@ -16,10 +16,11 @@ import socket
 import threading
 import time
 
-from pymaster import log, queue, records
-from pymaster.commands import postdrop
-from pymaster.config import Config, ConfigError, load_config
-from pymaster.sysexits import EX_TEMPFAIL
+from pymaster.mail import queue, records
+from pymaster.util import log
+from pymaster.mail import maildrop
+from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.util.sysexits import EX_TEMPFAIL
 
 EX_UNAVAILABLE = 69   # sysexits.h: a service is unavailable
 from services.smtpd.check import Checker, ConfigurationError
@@ -57,7 +58,7 @@ class MaildropSubmitter:
                  if v not in (None, "", False)}
         attrs.update(uid=str(os.getuid()), rewrite_context="local")
         try:
-            with queue.create("maildrop", mode=postdrop.MAILDROP_MODE) as w:
+            with queue.create(maildrop.MAILDROP, mode=maildrop.MAILDROP_MODE) as w:
                 content = b"".join(bytes(p) if not isinstance(p, str) else p.encode()
                                    for p in payload)
                 content = content.replace(QUEUE_ID_PLACEHOLDER.encode(), w.queue_id.encode(), 1)
@@ -67,7 +68,7 @@ class MaildropSubmitter:
         except OSError as e:
             log.warning(f"create file maildrop: {e.strerror or e}")
             return {"status": "defer", "dsn": "4.3.0", "reason": "Error: queue file write error"}
-        postdrop.wake_pickup(self.cfg)
+        maildrop.wake_pickup(self.cfg)
         return {"status": "ok", "queue_id": queue_id}
 
     def close(self) -> None:

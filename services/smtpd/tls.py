@@ -33,8 +33,9 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 
-from pymaster import log, tlsutil
-from pymaster.config import Config
+from pymaster.mail import tlsutil
+from pymaster.util import log
+from pymaster.mail.config import Config
 from services.smtpd.connection import ConnectionLost
 
 REPLY_READY = "220 2.0.0 Ready to start TLS"
@@ -259,5 +260,5 @@ def import_before_jail(tls: bool = True, sasl: bool = True) -> None:
     if sasl:
         import hashlib
         hashlib.scrypt(b"", salt=b"0", n=2, r=1, p=1)   # loads OpenSSL's KDF provider
-        import pymaster.sasl.builtin  # noqa: F401
-        import pymaster.sasl.dovecot  # noqa: F401
+        import pymaster.mail.sasl.builtin  # noqa: F401
+        import pymaster.mail.sasl.dovecot  # noqa: F401

@@ -1,7 +1,7 @@
 """verify: the address verification service, as Postfix's verify(8).
 
 master.cf: `verify unix - - n - 1 verify` (private/verify; one process, so
-one writer of the cache). Requests (pymaster/verify_client.py has the client):
+one writer of the cache). Requests (pymaster/mail/verify_client.py has the client):
 
     {"op": "query", "address": A}
         -> {"status": "ok", "addr_status": "OK"|"DEFER"|"BOUNCE"|"TODO", "reason": TEXT}
@@ -13,10 +13,10 @@ without a fresh answer sends a probe (policy.py decides when, cache.py
 keeps the answers in address_verify_map). A probe is a message from
 address_verify_sender (default $double_bounce_sender, made
 `double-bounce@$myorigin`; with address_verify_sender_ttl a time stamp is
-added to its local part, pymaster/verify_sender.py) to the address, submitted to cleanup with
+added to its local part, pymaster/mail/verify_sender.py) to the address, submitted to cleanup with
 trace_flags `verify,probe` and NOTIFY=NEVER: qmgr routes it as any mail,
 the delivery agent only decides what it would do (sendmail -bv's verify
-mode) and sends its verdict here as an UPDATE (pymaster.delivery), then
+mode) and sends its verdict here as an UPDATE (pymaster.mail.delivery), then
 the probe is removed from the queue; nothing is delivered or mailed.
 
 Without an address_verify_map the cache lives in this process only, which
@@ -38,11 +38,13 @@ import contextlib
 import os
 import time
 
-from pymaster import cleanup_client, ipc, log, service
-from pymaster.config import Config
-from pymaster.traceflags import PROBE, VERIFY
-from pymaster.verify_client import BOUNCE, DEFER, OK
-from pymaster.verify_sender import SenderError, probe_sender
+from pymaster.mail import cleanup_client
+from pymaster.master import service
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config
+from pymaster.mail.traceflags import PROBE, VERIFY
+from pymaster.mail.verify_client import BOUNCE, DEFER, OK
+from pymaster.mail.verify_sender import SenderError, probe_sender
 
 from .cache import CacheError, VerifyCache, cache_path
 from .policy import Settings, Verifier

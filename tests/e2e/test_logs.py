@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pymaster import log
+from pymaster.util import log
 from tests.e2e.instance import Instance
 
 PFLOGSUMM = shutil.which("pflogsumm")
@@ -94,7 +94,7 @@ def test_logrotate_refuses_what_it_cannot_rotate(tmp_path):
 
 
 def test_a_process_follows_a_renamed_log_file(tmp_path, monkeypatch):
-    """pymaster.log itself: after a rename, the next check reopens the name."""
+    """pymaster.util.log itself: after a rename, the next check reopens the name."""
     path = tmp_path / "maillog"
     monkeypatch.setattr(log, "_state", log._State())
     log.open_destination(str(path))

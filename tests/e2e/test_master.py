@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pymaster import ipc
+from pymaster.util import ipc
 from tests.e2e.instance import Instance, is_root
 
 ECHO = Path(__file__).resolve().parents[1] / "services" / "echo.py"
@@ -196,31 +196,31 @@ class TestListenAddresses:
     """Where an inet service listens: master(5) service names, inet_interfaces."""
 
     def cfg(self, tmp_path, **settings):
-        from pymaster.config import load_config
+        from pymaster.mail.config import load_config
         lines = [f"{k} = {v}" for k, v in settings.items()]
         (tmp_path / "main.cf").write_text("\n".join(lines) + "\n")
         return load_config(str(tmp_path))
 
     def test_an_address_and_port(self, tmp_path):
-        from pymaster.master import listen_addresses
+        from pymaster.master.daemon import listen_addresses
         assert listen_addresses("127.0.0.1:2525", self.cfg(tmp_path)) == \
             [(socket.AF_INET, ("127.0.0.1", 2525))]
 
     def test_a_bare_port_or_name_listens_on_inet_interfaces(self, tmp_path):
-        from pymaster.master import listen_addresses
+        from pymaster.master.daemon import listen_addresses
         cfg = self.cfg(tmp_path, inet_interfaces="127.0.0.1", inet_protocols="ipv4")
         assert listen_addresses("smtp", cfg) == [(socket.AF_INET, ("127.0.0.1", 25))]
         cfg = self.cfg(tmp_path, inet_interfaces="all", inet_protocols="ipv4")
         assert listen_addresses("2525", cfg) == [(socket.AF_INET, ("0.0.0.0", 2525))]
 
     def test_loopback_only_honours_inet_protocols(self, tmp_path):
-        from pymaster.master import listen_addresses
+        from pymaster.master.daemon import listen_addresses
         cfg = self.cfg(tmp_path, inet_interfaces="loopback-only", inet_protocols="ipv4")
         assert listen_addresses("25", cfg) == [(socket.AF_INET, ("127.0.0.1", 25))]
 
     def test_an_unknown_service_name_is_a_config_error(self, tmp_path):
-        from pymaster.config import ConfigError
-        from pymaster.master import listen_addresses
+        from pymaster.mail.config import ConfigError
+        from pymaster.master.daemon import listen_addresses
         with pytest.raises(ConfigError, match="unknown service: nosuchservice/tcp"):
             listen_addresses("nosuchservice", self.cfg(tmp_path))
 

@@ -37,8 +37,8 @@ pytestmark = pytest.mark.skipif(not can_add_accounts(),
 AS_USER = """
 import encodings.idna, os, pkgutil, runpy, sys
 import pymaster.commands.sendmail, pymaster.commands.postqueue, pymaster.commands.postdrop
-import pymaster.maps, pymaster.tables, pymaster.ipc
-pymaster.tables.preload()
+import pymaster.mail.maps, pymaster.util.tables, pymaster.util.ipc
+pymaster.util.tables.preload()
 uid, gid, groups, script = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 os.setgroups([int(g) for g in groups.split(",") if g])
 os.setgid(gid)

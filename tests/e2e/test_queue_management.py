@@ -10,7 +10,7 @@ import os
 import smtplib
 import time
 
-from pymaster import ipc
+from pymaster.util import ipc
 from tests.e2e.instance import Instance
 from tests.e2e.test_qmgr import ECHO, SERVICES, TRANSPORT, queue_files, submit
 

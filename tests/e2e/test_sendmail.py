@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from pymaster import queue as queue_mod
-from pymaster import records
+from pymaster.mail import queue as queue_mod
+from pymaster.mail import records
 from tests.e2e.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(

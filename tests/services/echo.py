@@ -23,7 +23,8 @@ import os
 import sys
 import time
 
-from pymaster import log, service
+from pymaster.master import service
+from pymaster.util import log
 
 
 def identity(svc: service.Service) -> dict:

@@ -1,0 +1,563 @@
+"""Recipient resolution: the "resolve" half of Postfix's trivial-rewrite.
+
+A Resolver maps a canonical (internal-form) recipient to where it goes:
+an address class, a transport, a next hop, and the recipient as delivered.
+smtpd uses it for reject_unauth_destination and the unknown-recipient
+checks, cleanup to decide on virtual alias expansion, and qmgr to pick the
+delivery agent. It is built once per process and Config (`resolver_for`);
+its tables are opened once and reopen themselves when their files change.
+
+Address classes (ADDRESS_CLASS_README), tried in this order:
+  local            domain in mydestination, or [ip] of an address in
+                   inet_interfaces/proxy_interfaces    -> local_transport
+  virtual_alias    domain in virtual_alias_domains     -> error transport
+                   ("User unknown in virtual alias table") unless expanded
+  virtual_mailbox  domain in virtual_mailbox_domains   -> virtual_transport
+  relay            domain in relay_domains             -> relay_transport
+  default          anything else                       -> default_transport
+relocated_maps (relocated(5)) overrides them all: the error transport with
+"5.1.6 User has moved to NEW".
+Next hop: the transport parameter's `:nexthop`, else (relay and default)
+relayhost, else the recipient domain (for local: $myhostname).
+transport_maps override both, per transport(5): `user+ext@domain`,
+`user@domain`, `domain`, parent domains, `*`; an empty transport keeps the
+class's transport, an empty next hop resets it to the recipient domain, and
+an entry that is empty on both sides changes nothing.
+
+Sender-dependent routes (when the caller gives the envelope sender):
+sender_dependent_default_transport_maps replaces default_transport for the
+default class, and sender_dependent_relayhost_maps replaces relayhost for
+the relay and default classes. Both are searched by the sender, the sender
+without its address extension, then @domain; the null sender by
+empty_address_*_maps_lookup_key. DUNNO (or an empty result) keeps the
+global setting.
+
+Address probes: Postfix routes the verify service's probes with their own
+parameters, so that an administrator can verify recipients through another
+path than their mail takes. `Resolver(cfg, probe=True)` (or
+`resolver_for(cfg, probe=True)`) reads every routing parameter as
+address_verify_NAME instead of NAME: local_transport, virtual_transport,
+relay_transport, default_transport, relayhost, transport_maps and both
+sender-dependent maps. Their defaults are $NAME, so probes go where mail
+goes unless the administrator says otherwise. Address classes, relocated_maps
+and the routing operators are the same for both.
+
+Routing operators: an address whose local part, after local domains are
+stripped, still holds `@`, `%` (allow_percent_hack) or `!` (swap_bangpath)
+is *routed* (`user%other@ours`, `"user@other"@ours`, `other!user@ours`):
+the resolver follows it, as Postfix does, and sets the ROUTED flag so that
+reject_unauth_destination never relays such mail.
+
+Interface:
+    Resolver(cfg, probe=False) / resolver_for(cfg, probe=False)
+    Resolver.resolve(addr, sender=None) -> Resolution(transport, nexthop, recipient,
+        address_class, flags)      sender None: no sender-dependent routes
+    Resolver.is_local_domain(domain) -> bool
+    Resolver.is_relay_allowed_destination(domain) -> bool  (local, virtual or relay_domains)
+    Resolver.domain_class(domain) -> str
+    DomainList(cfg, param_name).match(domain) -> bool       Postfix domain list semantics
+    flags: ROUTED, ERROR (bad address syntax), FAIL (a table lookup failed:
+           the caller defers, never bounces), FINAL (local or virtual class),
+           RELOCATED (relocated_maps matched)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import NamedTuple
+
+from pymaster.util import log
+from pymaster.mail.addr import (domain_literal_address, is_valid_hostname,
+                           split_address)
+from pymaster.mail.config import Config
+
+LOCAL = "local"
+VIRTUAL_ALIAS = "virtual_alias"
+VIRTUAL_MAILBOX = "virtual_mailbox"
+RELAY = "relay"
+DEFAULT = "default"
+FINAL_CLASSES = (LOCAL, VIRTUAL_ALIAS, VIRTUAL_MAILBOX)
+
+ROUTED = "routed"
+ERROR = "error"
+FAIL = "fail"
+FINAL = "final"
+RELOCATED = "relocated"     # relocated_maps matched: error transport, "User has moved"
+
+VIRTUAL_ALIAS_UNKNOWN = "5.1.1 User unknown in virtual alias table"
+
+# The parameters a Resolver takes its routes from; a probe resolver reads
+# each as PROBE_PREFIX + name (postconf(5) address_verify_*).
+ROUTE_PARAMS = ("local_transport", "virtual_transport", "relay_transport",
+                "default_transport", "relayhost", "transport_maps",
+                "sender_dependent_relayhost_maps", "sender_dependent_default_transport_maps")
+PROBE_PREFIX = "address_verify_"
+# The key that stands for the null sender in each sender-dependent table.
+NULL_SENDER_KEYS = {
+    "sender_dependent_relayhost_maps": "empty_address_relayhost_maps_lookup_key",
+    "sender_dependent_default_transport_maps":
+        "empty_address_default_transport_maps_lookup_key"}
+DUNNO = "DUNNO"
+
+
+class Resolution(NamedTuple):
+    transport: str
+    nexthop: str
+    recipient: str
+    address_class: str
+    flags: frozenset = frozenset()
+
+    @property
+    def routed(self) -> bool:
+        return ROUTED in self.flags
+
+    @property
+    def final(self) -> bool:
+        return self.address_class in FINAL_CLASSES
+
+
+class LookupFailed(Exception):
+    """A table could not be searched now (TableError from pymaster.util.tables)."""
+
+
+def _open_table(spec: str, cfg: Config):
+    """_open_table - a pymaster.util.tables Table for SPEC (imported on first use)."""
+    from pymaster.util.tables import open_table
+    return open_table(spec, cfg)
+
+
+def _table_error_types() -> tuple:
+    try:
+        from pymaster.util.tables import TableError
+        return (TableError, LookupFailed)
+    except ImportError:
+        return (LookupFailed,)
+
+
+def parent_matching(cfg: Config, param_name: str) -> bool:
+    """parent_matching - whether NAME is listed in parent_domain_matches_subdomains."""
+    return param_name in cfg.list("parent_domain_matches_subdomains")
+
+
+class DomainList:
+    """A Postfix domain list (mydestination, relay_domains ...).
+
+    Entries: `example.com` (with parent matching, also its subdomains),
+    `.example.com` (subdomains), `!pattern` (exclusion: stop, no match),
+    `type:table` (the domain, then its parents, as keys), `/file/name`
+    (more entries, one or more a line)."""
+
+    def __init__(self, cfg: Config, param_name: str, entries: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.name = param_name
+        self.parent = parent_matching(cfg, param_name)
+        raw = cfg.list(param_name) if entries is None else entries
+        self.entries = self._expand_files(raw)
+        self._tables: dict[str, object] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def _expand_files(self, entries: list[str]) -> list[str]:
+        out: list[str] = []
+        for e in entries:
+            if e.startswith("/") and ":" not in e:
+                out.extend(self._read_file(e))
+            else:
+                out.append(e)
+        return out
+
+    def _read_file(self, path: str) -> list[str]:
+        from pymaster.util.strings import split_list
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = [ln.split("#", 1)[0] for ln in f]
+        except OSError as e:
+            log.warning(f"{self.name}: open {path}: {e.strerror}")
+            return []
+        return [item for ln in lines for item in split_list(ln)]
+
+    def match(self, domain: str) -> bool:
+        """match - whether DOMAIN is in the list; raises LookupFailed/TableError."""
+        domain = domain.lower().rstrip(".")
+        for entry in self.entries:
+            negate = entry.startswith("!")
+            pattern = entry[1:] if negate else entry
+            if self._match_one(pattern, domain):
+                return not negate
+        return False
+
+    def _match_one(self, pattern: str, domain: str) -> bool:
+        if ":" in pattern and not pattern.startswith("["):
+            return self._match_table(pattern, domain)
+        pattern = pattern.lower()
+        if pattern.startswith("."):
+            return domain.endswith(pattern)
+        if domain == pattern:
+            return True
+        return self.parent and domain.endswith("." + pattern)
+
+    def _match_table(self, spec: str, domain: str) -> bool:
+        table = self._tables.get(spec)
+        if table is None:
+            table = self._tables[spec] = _open_table(spec, self.cfg)
+        if table.lookup(domain) is not None:
+            return True
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            parent = ".".join(labels[i:])
+            key = parent if self.parent else "." + parent
+            if table.lookup(key) is not None:
+                return True
+        return False
+
+
+def interface_addresses(cfg: Config) -> set[str]:
+    """interface_addresses - the IP addresses this host receives mail on.
+
+    inet_interfaces (`all` = every interface address) plus proxy_interfaces;
+    each given as an address or a name to look up."""
+    addrs: set[str] = set()
+    for param_name in ("inet_interfaces", "proxy_interfaces"):
+        for item in cfg.list(param_name):
+            addrs |= _addresses_of(item.lower())
+    return addrs
+
+
+def _addresses_of(item: str) -> set[str]:
+    if item == "all":
+        return _all_interface_addresses()
+    if item == "loopback-only":
+        return {"127.0.0.1", "::1"}
+    item = item.strip("[]")
+    try:
+        return {str(ipaddress.ip_address(item))}
+    except ValueError:
+        pass
+    try:
+        return {str(ipaddress.ip_address(info[4][0].split("%")[0]))
+                for info in socket.getaddrinfo(item, None)}
+    except (OSError, ValueError):
+        log.warning(f"unable to look up interface address: {item}")
+        return set()
+
+
+def _all_interface_addresses() -> set[str]:
+    addrs = {"127.0.0.1", "::1"}
+    try:
+        import psutil
+        for entries in psutil.net_if_addrs().values():
+            for a in entries:
+                if a.family in (socket.AF_INET, socket.AF_INET6):
+                    addrs.add(str(ipaddress.ip_address(a.address.split("%")[0])))
+    except (ImportError, OSError, ValueError):
+        pass
+    return addrs
+
+
+def split_transport(value: str) -> tuple[str, str]:
+    """split_transport - "smtp:[host]:25" -> ("smtp", "[host]:25")."""
+    transport, _, nexthop = value.strip().partition(":")
+    return transport.strip(), nexthop.strip()
+
+
+class Resolver:
+    """Resolve recipients for one configuration (PROBE: with the address_verify_* routes)."""
+
+    def __init__(self, cfg: Config, probe: bool = False) -> None:
+        self.cfg = cfg
+        self.probe = probe
+        self.params = {name: PROBE_PREFIX + name if probe else name for name in ROUTE_PARAMS}
+        self.myhostname = cfg.get("myhostname").lower()
+        self.mydestination = DomainList(cfg, "mydestination")
+        self.virtual_alias_domains = DomainList(cfg, "virtual_alias_domains")
+        self.virtual_mailbox_domains = DomainList(cfg, "virtual_mailbox_domains")
+        self.relay_domains = DomainList(cfg, "relay_domains")
+        self.relayhost = cfg.get(self.params["relayhost"]).strip()
+        self.swap_bang = cfg.bool("swap_bangpath")
+        self.percent_hack = cfg.bool("allow_percent_hack")
+        self.resolve_null_domain = cfg.bool("resolve_null_domain")
+        self.resolve_numeric_domain = cfg.bool("resolve_numeric_domain")
+        self.delimiters = cfg.get("recipient_delimiter")
+        self.transport_parent = parent_matching(cfg, "transport_maps")
+        self._interfaces: set[str] | None = None
+        self._transport_maps = None
+        self._relocated_maps = None
+        self._sender_maps: dict[str, object] = {}
+        try:
+            self._relocated_table()     # opened now, before any jail
+        except _table_error_types() as e:
+            log.warning(f"relocated_maps: {e}")
+        for name in NULL_SENDER_KEYS:
+            try:
+                self._sender_table(name)    # likewise
+            except _table_error_types() as e:
+                log.warning(f"{self.params[name]}: {e}")
+
+    # -- domain classes ----------------------------------------------------
+    def local_addresses(self) -> set[str]:
+        if self._interfaces is None:
+            self._interfaces = interface_addresses(self.cfg)
+        return self._interfaces
+
+    def is_local_domain(self, domain: str) -> bool:
+        """is_local_domain - DOMAIN is mydestination or [our address]."""
+        domain = domain.lower().rstrip(".")
+        if not domain:
+            return True
+        ip = domain_literal_address(domain)
+        if ip is None and self.resolve_numeric_domain:
+            ip = _bare_ip(domain)
+        if ip is not None:
+            return ip in self.local_addresses()
+        return self.mydestination.match(domain)
+
+    def domain_class(self, domain: str) -> str:
+        """domain_class - the address class of DOMAIN (may raise on a table failure)."""
+        if self.is_local_domain(domain):
+            return LOCAL
+        domain = domain.lower().rstrip(".")
+        if self.virtual_alias_domains.match(domain):
+            return VIRTUAL_ALIAS
+        if self.virtual_mailbox_domains.match(domain):
+            return VIRTUAL_MAILBOX
+        if self.relay_domains.match(domain):
+            return RELAY
+        return DEFAULT
+
+    def is_relay_allowed_destination(self, domain: str) -> bool:
+        """is_relay_allowed_destination - local, virtual or relay_domains."""
+        return self.domain_class(domain) != DEFAULT
+
+    # -- resolving ---------------------------------------------------------
+    def resolve(self, addr: str, sender: str | None = None) -> Resolution:
+        """resolve - where internal-form ADDR goes; never raises for bad input.
+
+        SENDER (the envelope sender, "" for the null sender) enables the
+        sender-dependent routes; None leaves them out."""
+        try:
+            return self._resolve(addr, sender)
+        except _table_error_types() as e:
+            log.warning(f"resolve {addr}: table lookup failed: {e}")
+            return Resolution("", "", addr, DEFAULT, frozenset({FAIL}))
+
+    def _resolve(self, addr: str, sender: str | None) -> Resolution:
+        flags: set[str] = set()
+        if not addr:
+            addr = f"{self.cfg.get('empty_address_recipient')}@{self.myhostname}"
+        if addr.endswith("@") and not self.resolve_null_domain:
+            flags.add(ERROR)    # "user@": a domain that is there but empty
+        local, domain, stripped = self._strip_local_domains(addr, flags)
+        domain = (domain or stripped or self.myhostname).lower()
+        if _routed(local, self.swap_bang, self.percent_hack):
+            flags.add(ROUTED)
+        recipient = f"{local}@{domain}"
+        if not self._valid_domain(domain):
+            flags.add(ERROR)
+        aclass = self.domain_class(domain)
+        transport, nexthop = self._class_route(aclass, domain, sender)
+        if aclass in FINAL_CLASSES:
+            flags.add(FINAL)
+        transport, nexthop = self._transport_override(recipient, domain, transport, nexthop)
+        moved = self._relocated(recipient)
+        if moved is not None:
+            transport, nexthop = self.cfg.get("error_service") or "error", moved
+            flags.add(RELOCATED)
+        return Resolution(transport, nexthop, recipient, aclass, frozenset(flags))
+
+    # -- relocated_maps ------------------------------------------------------
+    def _relocated_table(self):
+        if self._relocated_maps is None and self.cfg.get("relocated_maps").strip():
+            from pymaster.mail.maps import Maps
+            self._relocated_maps = Maps(self.cfg, "relocated_maps")
+        return self._relocated_maps
+
+    def _relocated(self, recipient: str) -> str | None:
+        """_relocated - "5.1.6 User has moved to NEW" for a relocated(5) user.
+
+        As Postfix's trivial-rewrite does it, so that smtpd rejects the
+        recipient and queued mail bounces through the error transport; keys:
+        user@domain, user (local domains), @domain; no extension carried."""
+        maps = self._relocated_table()
+        if maps is None:
+            return None
+        from pymaster.mail.maps import virtual_lookup
+        value = virtual_lookup(maps, recipient, self.cfg, propagate="relocated")
+        return None if value is None else f"5.1.6 User has moved to {value.strip()}"
+
+    def _strip_local_domains(self, addr: str, flags: set[str]) -> tuple[str, str, str]:
+        """_strip_local_domains - follow `user@a@ours`, `user%a@ours`, `a!user@ours`.
+
+        Returns (local part, domain, last local domain stripped): the domain
+        is empty when the address ends up local without one."""
+        stripped = ""
+        local, domain = split_address(addr)
+        for _ in range(100):    # each round removes one operator: no loop forever
+            domain = domain.rstrip(".")
+            if domain and not self.is_local_domain(domain):
+                return local, domain, stripped
+            if domain:
+                stripped = domain
+            if "@" in local:
+                flags.add(ROUTED)
+                local, domain = split_address(local)
+            elif self.swap_bang and "!" in local:
+                flags.add(ROUTED)
+                site, _, user = local.partition("!")
+                local, domain = user, site
+            elif self.percent_hack and "%" in local:
+                flags.add(ROUTED)
+                local, _, domain = local.rpartition("%")
+            else:
+                return local, "", stripped
+        return local, domain, stripped
+
+    def _valid_domain(self, domain: str) -> bool:
+        if domain_literal_address(domain) is not None:
+            return True
+        if _bare_ip(domain) is not None and not self.resolve_numeric_domain:
+            return False
+        return is_valid_hostname(domain)
+
+    def _class_route(self, aclass: str, domain: str, sender: str | None) -> tuple[str, str]:
+        """_class_route - the transport and next hop of an address class."""
+        if aclass == VIRTUAL_ALIAS:
+            return self.cfg.get("error_service") or "error", VIRTUAL_ALIAS_UNKNOWN
+        param_name = {LOCAL: "local_transport", VIRTUAL_MAILBOX: "virtual_transport",
+                      RELAY: "relay_transport", DEFAULT: "default_transport"}[aclass]
+        value = self.cfg.get(self.params[param_name])
+        if aclass == DEFAULT:
+            value = self._sender_route("sender_dependent_default_transport_maps",
+                                       sender) or value
+        transport, nexthop = split_transport(value)
+        if not nexthop:
+            if aclass == LOCAL:
+                nexthop = self.myhostname
+            elif aclass in (RELAY, DEFAULT):
+                nexthop = self._sender_route("sender_dependent_relayhost_maps", sender) \
+                    or self.relayhost or domain
+            else:
+                nexthop = domain
+        return transport, nexthop
+
+    # -- sender-dependent routes ---------------------------------------------
+    def _sender_table(self, name: str):
+        """_sender_table - the Maps of sender-dependent table NAME, None when unset."""
+        if name not in self._sender_maps:
+            param_name = self.params[name]
+            maps = None
+            if self.cfg.get(param_name).strip():
+                from pymaster.mail.maps import Maps
+                maps = Maps(self.cfg, param_name)
+            self._sender_maps[name] = maps
+        return self._sender_maps[name]
+
+    def _sender_route(self, name: str, sender: str | None) -> str:
+        """_sender_route - table NAME's value for SENDER; "" for none or DUNNO."""
+        maps = self._sender_table(name) if sender is not None else None
+        if maps is None:
+            return ""
+        value = None
+        for i, key in enumerate(self._sender_keys(name, sender)):
+            value = maps.lookup(key, partial=i > 0)
+            if value is not None:
+                break
+        if value is None:
+            return ""
+        value = value.strip()
+        if not value:
+            log.warning(f"{self.params[name]}: ignoring null lookup result for {sender}")
+        return "" if value.upper() == DUNNO else value
+
+    def _sender_keys(self, name: str, sender: str) -> list[str]:
+        """_sender_keys - sender, sender without extension, @domain (null: its key)."""
+        if not sender:
+            return [self.cfg.get(NULL_SENDER_KEYS[name])]
+        local, domain = split_address(sender.lower())
+        keys = [sender.lower()]
+        base = strip_extension(local, self.delimiters)
+        if domain and base != local:
+            keys.append(f"{base}@{domain}")
+        if domain:
+            keys.append(f"@{domain}")
+        return keys
+
+    # -- transport_maps ------------------------------------------------------
+    def transport_maps(self):
+        if self._transport_maps is None:
+            from pymaster.mail.maps import Maps
+            self._transport_maps = Maps(self.cfg, self.params["transport_maps"])
+        return self._transport_maps
+
+    def _transport_override(self, recipient: str, domain: str,
+                            transport: str, nexthop: str) -> tuple[str, str]:
+        if not self.cfg.get(self.params["transport_maps"]).strip():
+            return transport, nexthop
+        value = self._transport_lookup(recipient, domain)
+        if value is None:
+            return transport, nexthop
+        new_transport, new_nexthop = split_transport(value)
+        if not new_transport and not new_nexthop:
+            return transport, nexthop
+        if new_transport and not new_nexthop:
+            return new_transport, domain
+        return new_transport or transport, new_nexthop
+
+    def _transport_lookup(self, recipient: str, domain: str) -> str | None:
+        """_transport_lookup - transport(5) search order for RECIPIENT."""
+        maps = self.transport_maps()
+        for i, key in enumerate(self._transport_keys(recipient, domain)):
+            # Pattern tables (regexp, pcre) see only the full address.
+            value = maps.lookup(key, partial=i > 0)
+            if value is not None:
+                return value
+        return None
+
+    def _transport_keys(self, recipient: str, domain: str) -> list[str]:
+        local, _ = split_address(recipient)
+        keys = [recipient.lower()]
+        base = strip_extension(local, self.delimiters)
+        if base != local:
+            keys.append(f"{base}@{domain}".lower())
+        keys.append(domain)
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            parent = ".".join(labels[i:])
+            keys.append(parent if self.transport_parent else "." + parent)
+        keys.append("*")
+        return keys
+
+
+def strip_extension(local: str, delimiters: str) -> str:
+    """strip_extension - `user+ext` -> `user` for any recipient_delimiter character."""
+    if not delimiters:
+        return local
+    for i, c in enumerate(local):
+        if c in delimiters and i > 0:
+            return local[:i]
+    return local
+
+
+def _routed(local: str, swap_bang: bool, percent_hack: bool) -> bool:
+    return "@" in local or (swap_bang and "!" in local) or (percent_hack and "%" in local)
+
+
+def _bare_ip(domain: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(domain))
+    except ValueError:
+        return None
+
+
+_resolvers: dict[tuple[int, bool], tuple[Config, Resolver]] = {}
+
+
+def resolver_for(cfg: Config, probe: bool = False) -> Resolver:
+    """resolver_for - the Resolver of CFG (PROBE: for address probes), built
+    once per process and Config."""
+    hit = _resolvers.get((id(cfg), probe))
+    if hit is None or hit[0] is not cfg:
+        hit = (cfg, Resolver(cfg, probe))
+        _resolvers[(id(cfg), probe)] = hit
+    return hit[1]

@@ -1,0 +1,906 @@
+"""The master daemon: owns every service endpoint, starts and supervises services.
+
+The master reads main.cf and master.cf, creates each inet listener and binds
+each internal service's zeromq endpoints (pymaster.master.broker), then sleeps in one
+poll over the brokers, the listeners, the inet status pipes and a self-pipe
+for signals, with a timeout only for its next timer. It starts service
+processes on demand, up to each service's process limit:
+
+  inet      a listener is readable and no child of the service is available
+            (children report available/busy on the status pipe, descriptor 4)
+  unix/pass/fifo   requests wait in the broker and no worker has credit
+  unix-dgram       a datagram waits on its socket and no child runs (postlogd)
+  unix + spawn     like inet, on a unix stream socket the master listens on:
+                   spawn(8) hands connections to programs that speak no zeromq
+
+A child is `daemon_directory/COMMAND -n NAME -t TYPE [-c] [-u] [-o n=v ...]
+ARGS`, with descriptors 3 (listener), 4 (status pipe) and 5 (alive pipe) as
+pymaster.master.service describes. A child that exits abnormally is logged; one that
+does so before ever serving throttles its service for service_throttle_time.
+Wakeup triggers (`{"op": "wakeup"}`) go to services with a wakeup time, the
+first right at start.
+
+Signals: SIGHUP re-reads both files and replaces every generation of children
+(the old one sees end of file on its alive pipe, finishes what it has and
+exits; listeners that did not change stay open, so no connection is cut);
+SIGTERM stops (children finish or are ended); SIGINT aborts at once.
+
+The pid file queue_directory/pid/master.pid carries an fcntl lock for as long
+as the master lives; `postfix status` and a second `postfix start` test it.
+
+Interface:
+    main(argv)                  `python -m pymaster.master.daemon [-c DIR] [-v]`
+    Master(config_dir).run(ready_fd=None)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import zmq
+
+from pymaster.mail.pidfile import PID_FILE, lock_pid_file, write_pid_file
+from pymaster.util import log
+from pymaster.master.broker import Broker
+from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.master.service import (ENV_LISTEN_FDS, ENV_SERVICE_ENDPOINT, STATUS_AVAIL,
+                              STATUS_FORMAT, STATUS_SIZE)
+
+BROKERED_TYPES = ("unix", "pass", "fifo")
+DGRAM_SOCKET_MODE = 0o666  # public/postlog: whoever may enter public/ may log
+STREAM_SOCKET_MODE = 0o666  # spawn sockets: private/ or public/ decides who connects
+STOP_GRACE = 5.0          # seconds busy children get to finish on `postfix stop`
+LISTEN_BACKLOG = 100
+MIN_HIGH_FD = 64          # where descriptors wait before they become 3, 4, 5
+NEVER = float("inf")
+ENV_KEEP = ("PATH", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+# ---------------------------------------------------------------------------
+# What one master.cf line asks for.
+
+@dataclass
+class Spec:
+    """One master.cf service, normalised (defaults resolved)."""
+    name: str
+    type: str
+    private: bool
+    unpriv: bool
+    chroot: bool
+    wakeup: int
+    wakeup_if_used: bool
+    maxproc: int
+    command: str
+    args: list[str]                 # as written in master.cf, -o options included
+    overrides: dict[str, str]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.type)
+
+    @property
+    def brokered(self) -> bool:
+        return self.type in BROKERED_TYPES and not self.stream_listener
+
+    @property
+    def stream_listener(self) -> bool:
+        """stream_listener - a unix service on a plain stream socket: spawn(8)
+        connects its clients to external programs (policy servers)."""
+        return self.type == "unix" and os.path.basename(self.command) == "spawn"
+
+    @property
+    def visibility(self) -> str:
+        return "private" if self.private else "public"
+
+    def argv(self) -> list[str]:
+        """argv - the arguments the master gives the service program."""
+        out = ["-n", self.name, "-t", self.type]
+        if self.chroot:
+            out.append("-c")
+        if self.unpriv:
+            out.append("-u")
+        # The arguments as written, -o overrides among them, as Postfix passes them.
+        return out + list(self.args)
+
+
+def load_specs(cfg: Config) -> list[Spec]:
+    """load_specs - master.cf of CFG's config directory as Specs."""
+    from pymaster.master.mastercf import load_master_cf
+    return [Spec(name=e.service, type=e.type, private=e.private, unpriv=e.unpriv,
+                 chroot=e.chroot, wakeup=e.wakeup, wakeup_if_used=e.wakeup_if_used,
+                 maxproc=e.maxproc, command=e.command, args=list(e.args),
+                 overrides=dict(e.overrides))
+            for e in load_master_cf(cfg.config_dir, cfg)]
+
+
+# ---------------------------------------------------------------------------
+# Listening sockets for inet services.
+
+def listen_addresses(service: str, cfg: Config) -> list[tuple]:
+    """listen_addresses - (family, sockaddr) pairs for an inet service name.
+
+    `25`, `smtp`, `127.0.0.1:2525`, `[::1]:25`, `host:port`; a bare port
+    listens on inet_interfaces under inet_protocols."""
+    host, port = _split_host_port(service)
+    port_no = _port_number(port)
+    families = _families(cfg)
+    hosts = [host] if host is not None else cfg.list("inet_interfaces")
+    out: list[tuple] = []
+    for h in hosts:
+        for item in _resolve_interface(h, port_no, families):
+            if item not in out:
+                out.append(item)
+    if not out:
+        raise ConfigError(f"{service}: no usable address to listen on")
+    return out
+
+
+def _split_host_port(service: str) -> tuple[str | None, str]:
+    if service.startswith("["):
+        host, _, rest = service[1:].partition("]")
+        return host, rest.lstrip(":")
+    if ":" in service:
+        host, _, port = service.rpartition(":")
+        return host, port
+    return None, service
+
+
+def _port_number(port: str) -> int:
+    if port.isdigit():
+        return int(port)
+    try:
+        return socket.getservbyname(port, "tcp")
+    except OSError:
+        raise ConfigError(f"unknown service: {port}/tcp") from None
+
+
+def _families(cfg: Config) -> list[int]:
+    protocols = [p.lower() for p in cfg.list("inet_protocols")] or ["all"]
+    families = []
+    if "all" in protocols or "ipv4" in protocols:
+        families.append(socket.AF_INET)
+    if ("all" in protocols or "ipv6" in protocols) and _ipv6_usable():
+        families.append(socket.AF_INET6)
+    return families
+
+
+def _ipv6_usable() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _resolve_interface(host: str, port: int, families: list[int]) -> list[tuple]:
+    h = host.lower()
+    if h == "all":
+        return [(f, ("0.0.0.0" if f == socket.AF_INET else "::", port)) for f in families]
+    if h == "loopback-only":
+        return [(f, ("127.0.0.1" if f == socket.AF_INET else "::1", port)) for f in families]
+    out = []
+    for fam in families:
+        try:
+            infos = socket.getaddrinfo(host.strip("[]"), port, fam, socket.SOCK_STREAM)
+        except socket.gaierror:
+            continue
+        for info in infos:
+            out.append((fam, info[4][:2]))
+    if not out:
+        raise ConfigError(f"host or domain name not found: {host}")
+    return out
+
+
+def open_listener(family: int, address: tuple) -> socket.socket:
+    """open_listener - a non-blocking listening TCP socket (SO_REUSEADDR)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        # A wildcard IPv6 socket must not take the IPv4 port we also bind.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"bind {_show(address)}: {e.strerror}") from None
+    sock.listen(LISTEN_BACKLOG)
+    # Shared with the children: nobody may block in accept() on it.
+    sock.setblocking(False)
+    return sock
+
+
+def open_dgram_socket(path: str) -> socket.socket:
+    """open_dgram_socket - a unix-dgram service's socket at PATH, handed to
+    its child as descriptor 3 like an inet listener (postlogd reads it)."""
+    return _bind_unix(path, socket.SOCK_DGRAM, DGRAM_SOCKET_MODE)
+
+
+def open_stream_socket(path: str) -> socket.socket:
+    """open_stream_socket - a spawn service's listening unix stream socket at
+    PATH, handed to its children as descriptor 3 like an inet listener."""
+    sock = _bind_unix(path, socket.SOCK_STREAM, STREAM_SOCKET_MODE)
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)     # shared with the children, as an inet listener
+    return sock
+
+
+def _bind_unix(path: str, kind: int, mode: int) -> socket.socket:
+    """_bind_unix - a unix-domain socket of KIND bound at PATH with MODE,
+    replacing the one an earlier master left there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"unlink {path}: {e.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"bind {path}: {e.strerror}") from None
+    return sock
+
+
+def _show(address: tuple) -> str:
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------------------
+# The master's picture of services and children.
+
+@dataclass
+class Child:
+    pid: int
+    service: "MasterService"
+    generation: int
+    broker: Broker | None = None    # the broker it works for (survives reloads)
+    avail: bool = True
+    uses: int = 0
+    retired: bool = False
+
+
+@dataclass(eq=False)
+class MasterService:
+    """A running master.cf service: its endpoints, children and timers.
+    Compared by identity (the master keeps sets of them)."""
+    spec: Spec
+    path: str
+    generation: int = 0
+    listeners: list[socket.socket] = field(default_factory=list)
+    addresses: list[tuple] = field(default_factory=list)
+    broker: Broker | None = None
+    status_r: int = -1
+    status_w: int = -1
+    alive_r: int = -1
+    alive_w: int = -1
+    children: dict[int, Child] = field(default_factory=dict)
+    throttled_until: float = 0.0
+    next_wakeup: float | None = None
+    starting: set[int] = field(default_factory=set)   # current workers not yet READY
+    polled: bool = False            # its listeners are in the master's poll set
+
+    def current(self) -> list[Child]:
+        return [c for c in self.children.values() if not c.retired]
+
+    def avail_count(self) -> int:
+        return sum(1 for c in self.current() if c.avail)
+
+    def starting_count(self) -> int:
+        """starting_count - current workers that have not said READY yet
+        (those that have are dropped from the set here, once)."""
+        if self.starting and self.broker is not None:
+            self.starting = {pid for pid in self.starting
+                             if not self.broker.has_started(pid)}
+        return len(self.starting)
+
+    def accepting(self, now: float) -> bool:
+        """accepting - a readable listener would start a child: none is
+        available, the process limit allows one and no throttle holds it."""
+        return bool(self.listeners) and self.avail_count() == 0 \
+            and self.room() > 0 and not self.throttled(now)
+
+    def retire_children(self) -> None:
+        """retire_children - the current generation finishes and exits."""
+        self.starting.clear()
+        for child in self.children.values():
+            if not child.retired:
+                child.retired = True
+                if child.broker is not None:
+                    child.broker.retire(child.pid)
+
+    def room(self) -> int:
+        """room - how many more children the process limit allows."""
+        if self.spec.maxproc <= 0:
+            return 1 << 30
+        return max(0, self.spec.maxproc - len(self.current()))
+
+    def throttled(self, now: float) -> bool:
+        return now < self.throttled_until
+
+    def new_generation(self) -> None:
+        """new_generation - a fresh alive pipe; the old one's children finish."""
+        if self.alive_w >= 0:
+            os.close(self.alive_w)
+        if self.alive_r >= 0:
+            os.close(self.alive_r)
+        self.alive_r, self.alive_w = os.pipe()
+        self.generation += 1
+        self.retire_children()
+
+
+class Master:
+    """The master process: configuration, endpoints, children, signals."""
+
+    def __init__(self, config_dir: str | None = None, verbose: int = 0) -> None:
+        self.cfg = load_config(config_dir)
+        self.config_dir = self.cfg.config_dir
+        self.verbose = verbose
+        self.services: dict[tuple[str, str], MasterService] = {}
+        self.leaving: list[MasterService] = []      # removed by reload, children finishing
+        self.children: dict[int, Child] = {}
+        self.poller = zmq.Poller()
+        self.registered: dict = {}      # polled socket or fd -> what to do when readable
+        # Kept between loop turns and rebuilt by refresh() only when `stale`:
+        # a child started or ended, a listener's use changed, a reload, a
+        # timer fired, a throttle began, the stop began.
+        self.stale = True
+        self.next_timer = NEVER         # earliest wakeup, throttle end or stop deadline
+        self.backlog: set[MasterService] = set()    # brokers may hold waiting requests
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.sig_r = self.sig_w = -1
+        self.pid_fd = -1
+        self.exec_cache: dict[str, list[str]] = {}
+
+    # -- start -------------------------------------------------------------
+    def setup(self) -> None:
+        """setup - pid lock, endpoints, signal handling; raises ConfigError."""
+        queue_dir = self.cfg.get("queue_directory")
+        try:
+            os.chdir(queue_dir)
+        except OSError as e:
+            raise ConfigError(f"chdir {queue_dir}: {e.strerror}") from None
+        self.pid_fd = lock_pid_file(".")
+        if self.pid_fd < 0:
+            raise ConfigError("the Postfix mail system is already running")
+        specs = load_specs(self.cfg)
+        for spec in specs:
+            self.services[spec.key] = self.open_service(spec)
+        self.install_signals()
+        write_pid_file(self.pid_fd)
+
+    def open_service(self, spec: Spec, old: MasterService | None = None) -> MasterService:
+        """open_service - endpoints for SPEC, reusing OLD's where unchanged."""
+        svc = MasterService(spec, self.command_path(spec.command))
+        if spec.type == "inet":
+            addresses = listen_addresses(spec.name, self.cfg)
+            if old is not None and old.spec.type == "inet" and old.addresses == addresses:
+                svc.listeners, old.listeners = old.listeners, []
+            else:
+                svc.listeners = [open_listener(f, a) for f, a in addresses]
+            svc.addresses = addresses
+            svc.status_r, svc.status_w = os.pipe()
+            os.set_blocking(svc.status_r, False)
+        elif spec.type == "unix-dgram" or spec.stream_listener:
+            # Kept over a reload: records waiting in a datagram socket stay for
+            # the next child, and no client waiting on a stream socket is refused.
+            same_kind = (old is not None and old.spec.type == spec.type
+                         and old.spec.stream_listener == spec.stream_listener)
+            if same_kind and old.spec.visibility == spec.visibility and old.listeners:
+                svc.listeners, old.listeners = old.listeners, []
+            else:
+                open_socket = open_stream_socket if spec.stream_listener else open_dgram_socket
+                svc.listeners = [open_socket(f"{spec.visibility}/{spec.name}")]
+            svc.status_r, svc.status_w = os.pipe()
+            os.set_blocking(svc.status_r, False)
+        elif spec.brokered:
+            if old is not None and old.broker is not None \
+                    and old.spec.visibility == spec.visibility and old.spec.brokered:
+                svc.broker, old.broker = old.broker, None
+            else:
+                svc.broker = Broker(spec.visibility, spec.name)
+        else:
+            raise ConfigError(f"master.cf: service {spec.name}: unknown service type: {spec.type}")
+        svc.new_generation()
+        if spec.wakeup > 0 and svc.broker is not None:
+            svc.next_wakeup = time.monotonic() if not spec.wakeup_if_used \
+                else time.monotonic() + spec.wakeup
+        return svc
+
+    def command_path(self, command: str) -> str:
+        if os.path.isabs(command):
+            return command
+        return os.path.join(self.cfg.get("daemon_directory"), command)
+
+    def install_signals(self) -> None:
+        self.sig_r, self.sig_w = os.pipe()
+        os.set_blocking(self.sig_r, False)
+        os.set_blocking(self.sig_w, False)
+        signal.set_wakeup_fd(self.sig_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: None)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def announce(self) -> None:
+        version = self.cfg.get("mail_version")
+        log.info(f"daemon started -- version {version}, configuration {self.config_dir}")
+        if os.geteuid() != 0:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+            log.info(f"running as non-root user {user}: services run without "
+                     f"chroot and without privilege changes")
+
+    # -- main loop ---------------------------------------------------------
+    def run(self) -> int:
+        """run - serve until stopped; returns the exit status."""
+        self.announce()
+        while True:
+            if self.stale:
+                self.refresh()
+            self.spawn_wanted()
+            if self.stopping and not self.children:
+                break
+            if self.stale:
+                self.refresh()
+            events = dict(self.poller.poll(self.poll_timeout()))
+            if self.sig_r in events:
+                if self.handle_signals():
+                    return 0
+                # A reload or a reaped service may have closed what was polled;
+                # what is still readable is seen again by the next poll.
+                self.run_timers()
+                continue
+            self.handle_events(events)
+            self.run_timers()
+        self.shutdown()
+        return 0
+
+    def all_services(self) -> list[MasterService]:
+        return list(self.services.values()) + self.leaving
+
+    def refresh(self) -> None:
+        """refresh - rebuild the poll set, the next timer and the backlog.
+
+        Each loop turn used to rebuild these from every service, which cost
+        the master about a fifth of its time per message; now only what
+        changes them marks them `stale`. Between rebuilds, requests reach
+        `backlog` through serve_broker()."""
+        self.stale = False
+        now = time.monotonic()
+        self.update_poller(now)
+        self.next_timer = self.first_timer(now)
+        self.backlog = {svc for svc in self.services.values()
+                        if svc.broker is not None and svc.broker.pending}
+
+    def update_poller(self, now: float) -> None:
+        """update_poller - watch exactly what can make us act now, and remember
+        what each watched item is for, so that handle_events visits only what
+        poll returned. The poller itself changes only where the set changed."""
+        want: dict = {self.sig_r: None}
+        for svc in self.all_services():
+            broker = svc.broker
+            if broker is not None:
+                want[broker.backend] = broker.on_backend
+                want[broker.frontend] = partial(self.serve_broker, svc, broker)
+            if svc.status_r >= 0:
+                want[svc.status_r] = partial(self.read_status, svc)
+            # A readable listener matters only when we could start a child for it.
+            svc.polled = not self.stopping and svc.accepting(now)
+            if svc.polled:
+                for sock in svc.listeners:
+                    want[sock.fileno()] = partial(self.spawn_for_listener, svc)
+        for item in self.registered.keys() - want.keys():
+            self.poller.unregister(item)
+        for item in want.keys() - self.registered.keys():
+            self.poller.register(item, zmq.POLLIN)
+        self.registered = want
+
+    def first_timer(self, now: float) -> float:
+        """first_timer - the earliest wakeup, throttle end or stop deadline."""
+        due = NEVER
+        for svc in self.all_services():
+            if svc.next_wakeup is not None:
+                due = min(due, svc.next_wakeup)
+            if svc.throttled_until > now:
+                due = min(due, svc.throttled_until)
+        if self.stopping:
+            due = min(due, self.stop_deadline)
+        return due
+
+    def poll_timeout(self) -> int | None:
+        """poll_timeout - milliseconds to the next timer, or None to sleep."""
+        due = self.next_timer
+        for svc in self.backlog:
+            # A request that waits for a busy worker may want another one later.
+            when = svc.broker.spawn_due() if svc.broker is not None else None
+            if when is not None and when < due:
+                due = when
+        if due == NEVER:
+            return None
+        return max(0, int((due - time.monotonic()) * 1000) + 1)
+
+    def serve_broker(self, svc: MasterService, broker: Broker) -> None:
+        """serve_broker - requests for SVC's broker; note those left waiting."""
+        broker.on_frontend()
+        if broker.pending:
+            self.backlog.add(svc)
+
+    def handle_events(self, events: dict) -> None:
+        """handle_events - what update_poller registered for each readable item.
+        A broker drains its socket to the last message (NOBLOCK) each time."""
+        for item in events:
+            action = self.registered.get(item)
+            if action is not None:
+                action()
+
+    def read_status(self, svc: MasterService) -> None:
+        """read_status - available/busy reports of inet children."""
+        try:
+            data = os.read(svc.status_r, STATUS_SIZE * 256)
+        except BlockingIOError:
+            return
+        for off in range(0, len(data) - STATUS_SIZE + 1, STATUS_SIZE):
+            pid, flag = struct.unpack_from(STATUS_FORMAT, data, off)
+            child = self.children.get(pid)
+            if child is None or child.service is not svc:
+                continue
+            child.avail = flag == STATUS_AVAIL
+            if not child.avail:
+                child.uses += 1
+        if svc.polled != (not self.stopping and svc.accepting(time.monotonic())):
+            self.stale = True       # its listeners join or leave the poll set
+
+    # -- spawning ----------------------------------------------------------
+    def spawn_for_listener(self, svc: MasterService) -> None:
+        if svc.avail_count() == 0 and svc.room() > 0 \
+                and not svc.throttled(time.monotonic()) and not self.stopping:
+            self.spawn(svc)
+
+    def spawn_wanted(self) -> None:
+        """spawn_wanted - start workers for requests that wait without credit.
+        Only services in `backlog` can have any; the others leave it here."""
+        if self.stopping or not self.backlog:
+            return
+        now = time.monotonic()
+        for svc in list(self.backlog):
+            broker = svc.broker
+            if broker is None or not broker.pending \
+                    or self.services.get(svc.spec.key) is not svc:
+                self.backlog.discard(svc)
+                continue
+            if svc.throttled(now):
+                continue            # its throttle's end is a timer: we look again then
+            need = min(broker.wanted(svc.starting_count()), svc.room())
+            for _ in range(need):
+                if self.spawn(svc) is None:
+                    break
+
+    def spawn(self, svc: MasterService) -> Child | None:
+        """spawn - start one child of SVC with descriptors 3, 4, 5 in place."""
+        spec = svc.spec
+        argv = self.exec_argv(svc.path) + spec.argv()
+        env = self.child_env(svc)
+        fd_map: dict[int, int] = {5: svc.alive_r}
+        if svc.listeners:
+            fd_map[3] = svc.listeners[0].fileno()
+            fd_map[4] = svc.status_w
+            for i, sock in enumerate(svc.listeners[1:]):
+                fd_map[6 + i] = sock.fileno()
+        temps = [fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, MIN_HIGH_FD) for src in fd_map.values()]
+        actions = [(os.POSIX_SPAWN_DUP2, tmp, target)
+                   for tmp, target in zip(temps, fd_map.keys())]
+        try:
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+        except OSError as e:
+            log.warning(f"spawn {svc.path}: {e.strerror}")
+            self.throttle(svc)
+            return None
+        finally:
+            for tmp in temps:
+                os.close(tmp)
+        child = Child(pid, svc, svc.generation, svc.broker)
+        svc.children[pid] = child
+        self.children[pid] = child
+        if svc.broker is not None:
+            svc.starting.add(pid)
+        self.stale = True
+        if self.verbose:
+            log.debug(f"spawn: {svc.path} pid {pid} for {spec.name}/{spec.type}")
+        return child
+
+    def exec_argv(self, path: str) -> list[str]:
+        """exec_argv - how to run PATH: a Python script runs under our interpreter."""
+        cached = self.exec_cache.get(path)
+        if cached is not None:
+            return cached
+        argv = [path]
+        try:
+            with open(path, "rb") as f:
+                first = f.readline(200)
+            if first.startswith(b"#!") and b"python" in first:
+                argv = [sys.executable, path]
+        except OSError:
+            pass
+        self.exec_cache[path] = argv
+        return argv
+
+    def child_env(self, svc: MasterService) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for item in self.cfg.list("import_environment"):
+            name, eq, value = item.partition("=")
+            if eq:
+                env[name] = value
+            elif name in os.environ:
+                env[name] = os.environ[name]
+        for name in ENV_KEEP:
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env["MAIL_CONFIG"] = self.config_dir
+        if svc.broker is not None:
+            env[ENV_SERVICE_ENDPOINT] = "ipc://" + svc.broker.back_path
+        if len(svc.listeners) > 1:
+            env[ENV_LISTEN_FDS] = ",".join(["3"] + [str(6 + i) for i in
+                                                    range(len(svc.listeners) - 1)])
+        return env
+
+    def throttle(self, svc: MasterService) -> None:
+        log.warning(f"{svc.path}: bad command startup -- throttling")
+        svc.throttled_until = time.monotonic() + self.cfg.time("service_throttle_time")
+        self.stale = True
+
+    # -- children that ended -----------------------------------------------
+    def reap(self) -> None:
+        """reap - collect every child that ended; log and throttle as Postfix does."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            svc = child.service
+            svc.children.pop(pid, None)
+            svc.starting.discard(pid)
+            self.stale = True
+            if child.broker is not None:
+                used = child.broker.has_started(pid)
+                child.broker.forget(pid)
+            else:
+                used = child.uses > 0
+            self.report_exit(child, status, used)
+        # Services removed by a reload close once their last child is gone.
+        for svc in [s for s in self.leaving if not s.children]:
+            self.close_service(svc)
+            self.leaving.remove(svc)
+
+    def report_exit(self, child: Child, status: int, used: bool) -> None:
+        svc = child.service
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return
+        if self.stopping:
+            return
+        if os.WIFSIGNALED(status):
+            log.warning(f"process {svc.path} pid {child.pid} killed by signal "
+                        f"{os.WTERMSIG(status)}")
+        else:
+            log.warning(f"process {svc.path} pid {child.pid} exit status "
+                        f"{os.WEXITSTATUS(status)}")
+        if not used and not svc.throttled(time.monotonic()):
+            self.throttle(svc)
+
+    # -- timers ------------------------------------------------------------
+    def run_timers(self) -> None:
+        """run_timers - wakeups, throttle ends and the stop deadline that are due."""
+        now = time.monotonic()
+        if now < self.next_timer:
+            return
+        self.stale = True           # what fired sets the next timers; a throttle
+        fired = False               # that ended lets its listeners be polled again
+        for svc in list(self.services.values()):
+            if svc.next_wakeup is not None and svc.next_wakeup <= now:
+                self.wakeup(svc)
+                svc.next_wakeup = now + svc.spec.wakeup
+                fired = True
+        if fired and not self.stopping and not self.pid_file_intact():
+            # Nobody can reach us any more (`postfix stop` reads the pid file).
+            log.warning(f"{os.path.abspath(PID_FILE)} was removed: stopping")
+            self.begin_stop(signal.SIGTERM)
+        if self.stopping and now >= self.stop_deadline:
+            self.kill_children(signal.SIGKILL)
+            self.stop_deadline = float("inf")
+
+    def wakeup(self, svc: MasterService) -> None:
+        """wakeup - a trigger, unless the last one still waits or it is not wanted."""
+        broker = svc.broker
+        if broker is None:
+            return
+        if svc.spec.wakeup_if_used and not broker.used:
+            return
+        broker.used = False
+        if not broker.injected_pending():
+            broker.inject({"op": "wakeup"})
+
+    def pid_file_intact(self) -> bool:
+        """pid_file_intact - our locked pid file is still where `postfix` looks."""
+        try:
+            return os.stat(PID_FILE).st_ino == os.fstat(self.pid_fd).st_ino
+        except OSError:
+            return False
+
+    # -- signals -----------------------------------------------------------
+    def handle_signals(self) -> bool:
+        """handle_signals - act on what arrived; True means exit now (abort)."""
+        try:
+            data = os.read(self.sig_r, 512)
+        except BlockingIOError:
+            data = b""
+        signums = set(data)
+        if signal.SIGCHLD in signums:
+            self.reap()
+        if signal.SIGINT in signums:
+            self.abort()
+            return True
+        if signal.SIGTERM in signums and not self.stopping:
+            self.begin_stop(signal.SIGTERM)
+        if signal.SIGHUP in signums and not self.stopping:
+            self.reload()
+        return False
+
+    def begin_stop(self, signum: int) -> None:
+        """begin_stop - no new work; children finish, then are ended."""
+        log.info(f"terminating on signal {signum}")
+        self.stopping = True
+        self.stale = True
+        self.stop_deadline = time.monotonic() + STOP_GRACE
+        for svc in self.all_services():
+            for sock in svc.listeners:
+                sock.close()
+            svc.listeners = []
+            svc.next_wakeup = None
+            svc.new_generation()
+        self.kill_children(signal.SIGTERM)
+
+    def kill_children(self, signum: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def abort(self) -> None:
+        log.info("terminating on signal 2")
+        self.kill_children(signal.SIGKILL)
+        self.reap()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """shutdown - close every endpoint; the pid lock goes with the process."""
+        for svc in self.all_services():
+            self.close_service(svc)
+        self.services.clear()
+        self.leaving.clear()
+
+    def close_service(self, svc: MasterService) -> None:
+        for sock in svc.listeners:
+            sock.close()
+        svc.listeners = []
+        if svc.broker is not None:
+            svc.broker.close()
+            svc.broker = None
+        for fd in (svc.status_r, svc.status_w, svc.alive_r, svc.alive_w):
+            if fd >= 0:
+                os.close(fd)
+        svc.status_r = svc.status_w = svc.alive_r = svc.alive_w = -1
+
+    # -- reload ------------------------------------------------------------
+    def reload(self) -> None:
+        """reload - re-read main.cf and master.cf; replace every generation."""
+        try:
+            cfg = load_config(self.config_dir)
+            self.cfg = cfg
+            specs = load_specs(cfg)
+        except (ConfigError, OSError) as e:
+            log.warning(f"reload failed, keeping the running configuration: {e}")
+            return
+        log.info(f"reload -- version {cfg.get('mail_version')}, "
+                 f"configuration {self.config_dir}")
+        log.setup("master", cfg, verbose=self.verbose)
+        self.exec_cache.clear()
+        self.stale = True
+        old_services = self.services
+        self.services = {}
+        for spec in specs:
+            old = old_services.pop(spec.key, None)
+            if old is not None:
+                # Before its endpoints move to the new service object.
+                old.retire_children()
+            try:
+                self.services[spec.key] = self.open_service(spec, old)
+            except ConfigError as e:
+                log.warning(str(e))
+            if old is not None:
+                self.retire_service(old)
+        for old in old_services.values():
+            self.retire_service(old)
+
+    def retire_service(self, svc: MasterService) -> None:
+        """retire_service - its children finish; its endpoints close after them."""
+        svc.next_wakeup = None
+        svc.new_generation()
+        # Endpoints the new configuration did not take over close now, but a
+        # broker stays until its last worker has said goodbye through it.
+        if svc.listeners:
+            for sock in svc.listeners:
+                sock.close()
+            svc.listeners = []
+        if svc.children:
+            self.leaving.append(svc)
+        else:
+            self.close_service(svc)
+
+
+# ---------------------------------------------------------------------------
+
+def detach_stdio() -> None:
+    """detach_stdio - standard descriptors to /dev/null once we are up.
+
+    `postfix start` reads our standard error until it closes: that is how it
+    learns that start-up is over, and sees the reason when it failed."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """main - `python -m pymaster.master.daemon [-c DIR] [-v] [-d]` (-d: foreground)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    config_dir, verbose, foreground = None, 0, False
+    while args:
+        a = args.pop(0)
+        if a == "-c" and args:
+            config_dir = args.pop(0)
+        elif a == "-v":
+            verbose += 1
+        elif a in ("-d", "-i", "-s"):
+            foreground = True
+    log.setup("master", verbose=verbose)
+    try:
+        master = Master(config_dir, verbose)
+        log.setup("master", master.cfg, verbose=verbose)
+        master.setup()
+    except ConfigError as e:
+        log.setup("master", stderr=True)
+        log.fatal(str(e))
+    except OSError as e:
+        log.setup("master", stderr=True)
+        log.fatal(f"{e.filename or ''}: {e.strerror}" if e.strerror else str(e))
+    try:
+        import setproctitle
+        setproctitle.setproctitle("pymaster/master")
+    except ImportError:
+        pass
+    if not foreground:
+        detach_stdio()
+    sys.exit(master.run())
+
+
+if __name__ == "__main__":
+    main()

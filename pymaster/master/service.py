@@ -1,0 +1,463 @@
+"""What every service program shares: the runtime between master and service.
+
+The master starts a service as `daemon_directory/COMMAND -n NAME -t TYPE
+[-c] [-u] [-v] [-o name=value ...] [args ...]` with these descriptors:
+
+  3  the listening socket (inet services only)
+  4  the status pipe (inet services): the child writes STATUS_AVAIL or
+     STATUS_BUSY with its pid, so the master knows when to start another
+  5  the master-alive pipe: end of file means the master has gone, or has
+     reloaded and wants this generation to finish and exit
+
+A service module builds a `Service` from its argv and calls
+`enter_jail(pre_jail)`: the runtime opens the lookup tables main.cf names,
+runs the service's one `pre_jail(svc)` step (Postfix's pre-init: import and
+open everything the service will need while the whole system is visible),
+then chroots and drops privileges as master.cf says, and hands back what
+pre_jail returned. Then the service runs one of the loops here: `serve_requests()` for brokered request
+services (cleanup, local, smtp …) or its own loop built from `Worker` and
+`master_gone()` (qmgr, smtpd).
+
+Interface:
+    Service.from_argv(program, argv) -> Service
+    service_words(argv) -> list        the master.cf words after the master's options
+    svc.cfg, svc.name, svc.type, svc.args, svc.chroot, svc.unpriv
+    svc.enter_jail(pre_jail) -> what pre_jail(svc) returned
+    svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
+    UseCounter(max_use).count(client)   max_use as a brokered worker counts it
+    svc.report(avail: bool)        for inet services
+    svc.master_gone() -> bool
+    svc.listen_socket() / listen_sockets()   the inet listener(s) from the master
+    svc.serve_connections(handler) handler(conn, addr): one connection at a time
+    svc.busy / svc.stopping        SIGTERM while busy: finish, then exit
+
+Descriptors beyond 3: when an inet service listens on more than one address,
+the master passes the extra sockets at descriptors 6, 7, ... and lists all of
+them in $PYMASTER_LISTEN_FDS ("3,6,7"); descriptor 3 is always the first.
+
+SIGTERM: an idle process exits at once; a busy one (svc.busy) finishes the
+current request or connection, then exits.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import grp
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+from pymaster.util import ipc, log
+from pymaster.mail.config import Config, ConfigError, load_config
+
+# What a service's pre_jail step prepares for the work after the jail.
+Prepared = TypeVar("Prepared")
+
+LISTEN_FD = 3
+STATUS_FD = 4
+ALIVE_FD = 5
+STATUS_FORMAT = "=ic"           # pid, b"A" (available) or b"B" (busy)
+STATUS_SIZE = struct.calcsize(STATUS_FORMAT)
+STATUS_AVAIL = b"A"
+STATUS_BUSY = b"B"
+ENV_SERVICE_ENDPOINT = "PYMASTER_SERVICE_ENDPOINT"
+ENV_NOTICE_UNPRIV = "PYMASTER_UNPRIV_NOTICE"
+ENV_LISTEN_FDS = "PYMASTER_LISTEN_FDS"
+
+
+class ServiceStop(BaseException):
+    """Raised by the SIGTERM handler in an idle process: unwind and exit."""
+
+Handler = Callable[[dict, list], tuple[dict, list]]
+
+
+def parse_service_argv(argv: list[str]) -> tuple[dict, list[str]]:
+    """parse_service_argv - the master's options, then the service's own args."""
+    opts: dict = {"name": None, "type": "unix", "chroot": False, "unpriv": False,
+                  "verbose": 0, "overrides": {}, "config_dir": None}
+    args: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-n" and i + 1 < len(argv):
+            opts["name"] = argv[i + 1]
+            i += 2
+        elif a == "-t" and i + 1 < len(argv):
+            opts["type"] = argv[i + 1]
+            i += 2
+        elif a == "-o" and i + 1 < len(argv):
+            name, _, value = argv[i + 1].partition("=")
+            opts["overrides"][name.strip()] = value.strip()
+            i += 2
+        elif a.startswith("-o") and len(a) > 2:
+            name, _, value = a[2:].partition("=")
+            opts["overrides"][name.strip()] = value.strip()
+            i += 1
+        elif a == "-C" and i + 1 < len(argv):
+            opts["config_dir"] = argv[i + 1]
+            i += 2
+        elif a == "-c":
+            opts["chroot"] = True
+            i += 1
+        elif a == "-u":
+            opts["unpriv"] = True
+            i += 1
+        elif a == "-v":
+            opts["verbose"] += 1
+            i += 1
+        elif a in ("-d", "-D", "-S", "-z", "-l"):
+            i += 1
+        elif a == "--":
+            args.extend(argv[i + 1:])
+            break
+        else:
+            args.append(a)
+            i += 1
+    return opts, args
+
+
+# The master's own options, which come before a service's master.cf words.
+MASTER_OPTIONS_WITH_VALUE = ("-n", "-t", "-o", "-C")
+MASTER_FLAGS = ("-c", "-u", "-v", "-d", "-D", "-S", "-z", "-l")
+
+
+def service_words(argv: list[str]) -> list[str]:
+    """service_words - ARGV without the master's options, verbatim.
+
+    For pipe and spawn, whose command's own words after argv= (`-v`, `--`)
+    must reach the command untouched: parse_service_argv reads on, so it
+    cannot be used for them."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in MASTER_OPTIONS_WITH_VALUE:
+            i += 2
+        elif word in MASTER_FLAGS or (word.startswith("-o") and len(word) > 2):
+            i += 1
+        else:
+            break
+    return list(argv[i:])
+
+
+@dataclass
+class Service:
+    program: str
+    name: str
+    type: str
+    cfg: Config
+    args: list[str] = field(default_factory=list)
+    chroot: bool = False
+    unpriv: bool = False
+    uses: int = 0
+    busy: bool = False
+    stopping: bool = False
+
+    @classmethod
+    def from_argv(cls, program: str, argv: list[str] | None = None) -> "Service":
+        """from_argv - parse the master's arguments, read main.cf, set up logging."""
+        opts, args = parse_service_argv(sys.argv[1:] if argv is None else argv)
+        # Postfix's read-only service_name: master.cf's `-o syslog_name=postfix/$service_name`.
+        opts["overrides"].setdefault("service_name", opts["name"] or program)
+        try:
+            cfg = load_config(opts["config_dir"], opts["overrides"])
+        except ConfigError as e:
+            log.setup(program)
+            log.fatal(str(e))
+        log.setup(program, cfg, verbose=opts["verbose"])
+        try:
+            import setproctitle
+            title = f"pymaster/{program} -n {opts['name'] or program} -t {opts['type']}"
+            setproctitle.setproctitle(title)
+        except ImportError:
+            pass
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        svc = cls(program, opts["name"] or program, opts["type"], cfg, args,
+                  opts["chroot"], opts["unpriv"])
+        signal.signal(signal.SIGTERM, svc._on_sigterm)
+        try:
+            os.chdir(cfg.get("queue_directory"))
+        except OSError as e:
+            log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}")
+        # Every service agrees on hash_queue_names / hash_queue_depth.
+        from pymaster.mail import queue
+        queue.configure(cfg)
+        return svc
+
+    def _on_sigterm(self, signum: int, frame) -> None:
+        """_on_sigterm - finish what is in hand; an idle process unwinds now."""
+        self.stopping = True
+        if not self.busy:
+            raise ServiceStop()
+
+    # -- privileges --------------------------------------------------------
+    def enter_jail(self, pre_jail: Callable[[Service], Prepared] | None = None
+                   ) -> Prepared | None:
+        """enter_jail - pre_jail(self), then chroot to the queue directory and
+        become mail_owner; what pre_jail returned.
+
+        Not root: pre_jail runs, nothing else changes, and the master said so
+        once in the log."""
+        prepared = pre_jail(self) if pre_jail is not None else None
+        if os.geteuid() != 0:
+            return prepared
+        # Lookup table types are imported on first use: import them all while
+        # the interpreter's library is still reachable.
+        from pymaster.util import tables
+        from pymaster.mail.maps import open_configured_tables
+        tables.preload()
+        open_configured_tables(self.cfg)
+        queue_dir = self.cfg.get("queue_directory")
+        # The account must be looked up before the jail hides /etc/passwd.
+        account = lookup_account(self.cfg.get("mail_owner")) if self.unpriv else None
+        if self.chroot:
+            try:
+                os.chroot(queue_dir)
+            except OSError as e:
+                log.fatal(f"chroot({queue_dir}): {e.strerror}")
+            # Endpoints and spool paths are relative, so they still resolve.
+            os.chdir("/")
+        if account is not None:
+            drop_privileges(account)
+        return prepared
+
+    # -- master status -----------------------------------------------------
+    def master_gone(self) -> bool:
+        """master_gone - end of file on the alive pipe: stop taking work."""
+        try:
+            r, _, _ = select.select([ALIVE_FD], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        if not r:
+            return False
+        try:
+            return os.read(ALIVE_FD, 1) == b""
+        except OSError:
+            return True
+
+    def report(self, avail: bool) -> None:
+        """report - tell the master this process can (or cannot) take more."""
+        msg = struct.pack(STATUS_FORMAT, os.getpid(), STATUS_AVAIL if avail else STATUS_BUSY)
+        try:
+            os.write(STATUS_FD, msg)
+        except OSError:
+            pass
+
+    # -- inet services -----------------------------------------------------
+    def listen_sockets(self) -> list[socket.socket]:
+        """listen_sockets - every listening socket the master handed over."""
+        names = os.environ.get(ENV_LISTEN_FDS) or str(LISTEN_FD)
+        socks = []
+        for fd in (int(x) for x in names.split(",") if x.strip()):
+            try:
+                socks.append(socket.socket(fileno=fd))
+            except OSError as e:
+                log.fatal(f"listening socket on descriptor {fd}: {e.strerror}")
+        return socks
+
+    def listen_socket(self) -> socket.socket:
+        """listen_socket - the (first) listening socket, descriptor 3."""
+        return self.listen_sockets()[0]
+
+    def serve_connections(self, handler: Callable[[socket.socket, tuple], None]) -> None:
+        """serve_connections - accept and serve one connection at a time.
+
+        Reports busy while serving and available while waiting, so the master
+        starts another process when every one is busy. Ends after max_use
+        connections, max_idle seconds without one, or when the master goes."""
+        listeners = self.listen_sockets()
+        by_fd = {s.fileno(): s for s in listeners}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        poller.register(ALIVE_FD, select.POLLIN)
+        max_use = self.cfg.int("max_use")
+        max_idle = self.cfg.time("max_idle")
+        try:
+            self.report(True)
+            idle_since = time.monotonic()
+            while not self.stopping:
+                left = max_idle - (time.monotonic() - idle_since)
+                if left <= 0:
+                    break
+                ready = dict(poller.poll(int(left * 1000) + 1))
+                if ALIVE_FD in ready and self.master_gone():
+                    break
+                conn = self._accept(by_fd, ready)
+                if conn is None:
+                    continue
+                self._serve_one(handler, *conn)
+                idle_since = time.monotonic()
+                if max_use and self.uses >= max_use:
+                    break
+                self.report(True)
+        except ServiceStop:
+            pass
+
+    @staticmethod
+    def _accept(by_fd: dict, ready: dict):
+        for fd in ready:
+            sock = by_fd.get(fd)
+            if sock is None:
+                continue
+            try:
+                return sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue    # another process took it
+        return None
+
+    def _serve_one(self, handler, conn: socket.socket, addr) -> None:
+        self.busy = True
+        self.report(False)
+        try:
+            conn.setblocking(True)
+            handler(conn, addr)
+        except Exception as e:
+            log.warning(f"{self.name}: connection failed: {type(e).__name__}: {e}")
+        finally:
+            self.busy = False
+            self.uses += 1
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    # -- brokered request loop ---------------------------------------------
+    def worker(self) -> ipc.Worker:
+        """worker - a connection to this service's backend at the master."""
+        ep = os.environ.get(ENV_SERVICE_ENDPOINT) or ipc.worker_endpoint("private", self.name)
+        return ipc.Worker(ep)
+
+    def serve_requests(self, handler: Handler, credits: int = 1) -> None:
+        """serve_requests - answer brokered requests until max_use, max_idle or reload."""
+        import zmq
+        worker = self.worker()
+        max_use = self.cfg.int("max_use")
+        max_idle = self.cfg.time("max_idle")
+        poller = zmq.Poller()
+        poller.register(worker.sock, zmq.POLLIN)
+        poller.register(ALIVE_FD, zmq.POLLIN)
+        counter = UseCounter(max_use)
+
+        def serve(client: bytes, header: dict, payload: list) -> None:
+            self.busy = True
+            try:
+                reply, reply_payload = self._call(handler, header, payload)
+                self.uses = counter.count(client)
+                if max_use and self.uses >= max_use and not self.stopping:
+                    # BYE before the last reply: the reply returns a credit, and
+                    # a client that asks again at once must find another worker.
+                    self.stopping = True
+                    worker.bye()
+                worker.reply(client, reply, reply_payload)
+            finally:
+                self.busy = False
+
+        try:
+            worker.ready(credits)
+            idle_since = time.monotonic()
+            while not self.stopping:
+                left = max_idle - (time.monotonic() - idle_since)
+                if left <= 0:
+                    break
+                events = dict(poller.poll(int(left * 1000) + 1))
+                if ALIVE_FD in events and self.master_gone():
+                    break
+                if worker.sock not in events:
+                    continue
+                request = worker.recv_request()
+                if request is None:
+                    break
+                serve(*request)
+                idle_since = time.monotonic()
+                if max_use and self.uses >= max_use:
+                    break
+            # Requests routed to us before the master heard BYE are still served.
+            self.stopping = True
+            worker.leave(serve)
+        except ServiceStop:
+            pass
+        finally:
+            worker.close()
+
+    def _call(self, handler: Handler, header: dict, payload: list) -> tuple[dict, list]:
+        try:
+            return handler(header, payload)
+        except ServiceStop:
+            raise
+        except Exception as e:  # the request fails; the process lives on
+            log.warning(f"{self.name}: request failed: {type(e).__name__}: {e}")
+            return {"status": "error", "reason": str(e)}, []
+
+
+class UseCounter:
+    """The uses of a brokered worker, counted toward max_use as Postfix counts
+    them: one per incoming client connection (postconf(5) max_use).
+
+    A zeromq client keeps its connection for its whole life (smtpd's pool
+    of cleanup sockets, qmgr's socket per transport), where a Postfix
+    client reconnects per message or after ipc_idle/ipc_ttl. So a
+    connection counts again after every MAX_USE requests over it: a worker
+    serves at most MAX_USE * MAX_USE requests, and a fresh client per
+    request (max_use = 2 in a test) still ends it after MAX_USE requests.
+    docs/architecture.md has the measurements behind this."""
+
+    def __init__(self, max_use: int) -> None:
+        self.max_use = max_use
+        self.uses = 0
+        self._since: dict[bytes, int] = {}   # client -> requests since it last counted
+
+    def count(self, client: bytes) -> int:
+        """count - one request from CLIENT was served; the uses so far."""
+        if not self.max_use:            # no limit: nothing to remember
+            self.uses += 1
+            return self.uses
+        served = self._since.get(client)
+        if served is None or served >= self.max_use:
+            self.uses += 1
+            served = 0
+        self._since[client] = served + 1
+        return self.uses
+
+
+def lookup_account(user: str) -> pwd.struct_passwd:
+    """lookup_account - the passwd entry of USER; fatal when there is none."""
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        log.fatal(f"unknown mail_owner user: {user}")
+
+
+def drop_privileges(user: "str | pwd.struct_passwd") -> None:
+    """drop_privileges - setgroups, setgid, setuid to USER, irrevocably."""
+    pw = lookup_account(user) if isinstance(user, str) else user
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        log.fatal("unable to drop privileges")
+
+
+def group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def main(program: str, run: Callable[[Service], None]) -> None:
+    """main - the body of every libexec/ launcher."""
+    svc = Service.from_argv(program)
+    try:
+        run(svc)
+    except (KeyboardInterrupt, ServiceStop):
+        pass
+    except SystemExit:
+        raise
+    except Exception as e:
+        log.fatal(f"{type(e).__name__}: {e}")

@@ -1,0 +1,298 @@
+"""Messages between pymaster programs, over zeromq.
+
+Every internal service has two endpoints, both bound by the master:
+
+  frontend  ipc://QUEUE_DIR/{private|public}/NAME          clients connect here
+  backend   ipc://QUEUE_DIR/{private|public}/.NAME.workers  the service's workers connect here
+
+The master brokers between them (the load-balancing broker pattern): a worker
+announces how many requests it can take (READY, with a credit count), the
+master hands each client request to a worker that has credit, and the
+worker's reply both goes back to the client and returns one credit. When a
+request waits and no worker has credit, the master knows another worker is
+wanted. See pymaster.master.broker for the master's side.
+
+Every message is [header, *payload]: the header is a JSON object (small,
+attributes), the payload frames are raw bytes (message content; sent
+without copying). Endpoint paths are relative to the queue directory, which
+is every program's working directory, so they work unchanged inside a chroot.
+
+Frames on the wire:
+  client  -> frontend : b"", header, *payload
+  master  -> worker   : b"", client_id, b"", header, *payload
+  worker  -> master   : b"", client_id, b"", header, *payload   (a reply)
+                        b"", b"READY", b"<credits>"
+                        b"", b"BYE"                             (worker leaves)
+
+Interface:
+    endpoint(visibility, name) / worker_endpoint(visibility, name)
+    pack(header, payload) / unpack(frames)
+    Client(endpoint).call(header, payload, timeout) -> (header, payload)
+    AsyncClient(endpoint): send / recv for many requests in flight (qmgr)
+    trigger(endpoint, header): a one-way wakeup; nobody waits for the answer
+    OneWay(endpoint).send(header): the same over a kept socket (a trigger per message)
+    Worker(endpoint, credits): the service side
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Iterable
+
+import zmq
+
+READY = b"READY"
+BYE = b"BYE"
+
+# Built once: json.dumps() with separators builds an encoder per call, and
+# json.loads() of bytes guesses their encoding first; headers are ASCII JSON
+# (ensure_ascii), so UTF-8 is all a header can be.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
+class IpcError(Exception):
+    """A service did not answer in time, or answered nonsense."""
+
+
+def endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
+    """endpoint - where clients reach service NAME (private/ or public/)."""
+    return "ipc://" + os.path.join(queue_dir, visibility, name)
+
+
+def worker_endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
+    """worker_endpoint - where the workers of service NAME reach the master."""
+    return "ipc://" + os.path.join(queue_dir, visibility, f".{name}.workers")
+
+
+def pack(header: dict, payload: Iterable[bytes] = ()) -> list:
+    return [_ENCODER.encode(header).encode(), *payload]
+
+
+def unpack(frames: list) -> tuple[dict, list]:
+    if not frames:
+        raise IpcError("empty message")
+    try:
+        header = _DECODER.decode(bytes(frames[0]).decode("utf-8"))
+    except ValueError as e:
+        raise IpcError(f"malformed message header: {e}") from None
+    if not isinstance(header, dict):
+        raise IpcError("malformed message header: not an object")
+    return header, list(frames[1:])
+
+
+def context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+def _socket(kind: int, ep: str, identity: bytes | None = None) -> zmq.Socket:
+    sock = context().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if identity:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    sock.connect(ep)
+    return sock
+
+
+class Client:
+    """A blocking request/reply client of one service.
+
+    A request that times out closes the socket, so a late answer to it can
+    never be mistaken for the answer to the next request."""
+
+    def __init__(self, ep: str, timeout: float = 100.0) -> None:
+        self.endpoint = ep
+        self.timeout = timeout
+        self.sock: zmq.Socket | None = None
+
+    def call(self, header: dict, payload: Iterable[bytes] = (),
+             timeout: float | None = None) -> tuple[dict, list]:
+        if self.sock is None:
+            self.sock = _socket(zmq.DEALER, self.endpoint)
+        self.sock.send_multipart([b"", *pack(header, payload)], copy=False)
+        wait = self.timeout if timeout is None else timeout
+        if not self.sock.poll(int(wait * 1000)):
+            self.close()
+            raise IpcError(f"timeout after {wait:g}s waiting for {self.endpoint}")
+        frames = self.sock.recv_multipart(copy=True)
+        return unpack(frames[1:])
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+
+class AsyncClient:
+    """Many requests in flight to one service; answers matched by header id."""
+
+    def __init__(self, ep: str) -> None:
+        self.endpoint = ep
+        self.sock = _socket(zmq.DEALER, ep)
+
+    def send(self, header: dict, payload: Iterable[bytes] = ()) -> None:
+        self.sock.send_multipart([b"", *pack(header, payload)], copy=False)
+
+    def recv(self) -> tuple[dict, list]:
+        frames = self.sock.recv_multipart(copy=True)
+        return unpack(frames[1:])
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def trigger(ep: str, header: dict | None = None) -> None:
+    """trigger - send a one-way request (wake qmgr, wake pickup).
+
+    A context of its own, terminated before returning: send() only queues
+    the message for zeromq's I/O thread, and a command that exits right
+    after (sendmail, postsuper) would otherwise take the unsent trigger
+    with it. term() waits until it is written, or the linger time ends."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDTIMEO, 1000)
+    sock.setsockopt(zmq.LINGER, 1000)
+    try:
+        sock.connect(ep)
+        sock.send_multipart([b"", *pack(header or {"op": "wakeup"})])
+    except zmq.ZMQError:
+        pass
+    finally:
+        sock.close()
+        ctx.term()
+
+
+class OneWay:
+    """One-way requests to one service over a socket kept for the process's
+    life: trigger() connects anew each time, which costs the sender and the
+    master more than the request itself when it happens per message
+    (cleanup's qmgr wakeup, smtpd's anvil disconnect).
+
+    The service answers anyway (the answer returns its worker's credit); the
+    answers gather here and are dropped at the next send. A request that
+    cannot be queued without waiting is dropped: only requests whose loss
+    is harmless (a wakeup; qmgr also scans on its own) belong here, unless
+    the caller checks send()'s result. close(wait) waits up to WAIT seconds
+    for the answers still due, so no request is lost when the process ends."""
+
+    def __init__(self, ep: str) -> None:
+        self.endpoint = ep
+        self.sock: zmq.Socket | None = None
+        self.unanswered = 0
+
+    def send(self, header: dict) -> bool:
+        """send - queue HEADER for the service; False when it had to be dropped."""
+        if self.sock is None:
+            self.sock = _socket(zmq.DEALER, self.endpoint)
+        self._drain(0)
+        try:
+            self.sock.send_multipart([b"", *pack(header)], zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        self.unanswered += 1
+        return True
+
+    def _drain(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic() if self.unanswered else 0
+            if left <= 0:
+                # No wait: the socket's own flags, without a poller per send.
+                if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+                    return
+            elif not self.sock.poll(int(left * 1000), zmq.POLLIN):
+                return
+            self.sock.recv_multipart(zmq.NOBLOCK)
+            self.unanswered = max(0, self.unanswered - 1)
+
+    def close(self, wait: float = 0.0) -> None:
+        if self.sock is None:
+            return
+        try:
+            self._drain(wait)
+        except zmq.ZMQError:
+            pass
+        self.sock.close(0)
+        self.sock = None
+
+
+class Worker:
+    """The service side of a brokered endpoint.
+
+    The worker's zeromq identity is its pid, so the master can forget the
+    credits of a worker that died without saying BYE.
+
+    Leaving is a handshake: `bye()` tells the master to stop routing
+    requests here, and the master answers BYE. Requests routed before the
+    answer still arrive before it, so `leave()` serves them, then returns."""
+
+    def __init__(self, ep: str) -> None:
+        self.endpoint = ep
+        self.sock = _socket(zmq.DEALER, ep, identity=str(os.getpid()).encode())
+        self.released = False       # the master has answered our BYE
+
+    def ready(self, credits: int = 1) -> None:
+        self.sock.send_multipart([b"", READY, str(credits).encode()])
+
+    def recv_request(self, flags: int = 0) -> tuple[bytes, dict, list] | None:
+        """recv_request - the next request, or None for the master's BYE answer."""
+        frames = self.sock.recv_multipart(flags, copy=True)
+        if len(frames) == 2 and frames[1] == BYE:
+            self.released = True
+            return None
+        if len(frames) < 4:
+            raise IpcError("short request from master")
+        header, payload = unpack(frames[3:])
+        return frames[1], header, payload
+
+    def recv(self) -> tuple[bytes, dict, list]:
+        """recv - (client_id, header, payload) of the next request."""
+        while True:
+            request = self.recv_request()
+            if request is not None:
+                return request
+
+    def reply(self, client_id: bytes, header: dict, payload: Iterable[bytes] = ()) -> None:
+        self.sock.send_multipart([b"", client_id, b"", *pack(header, payload)], copy=False)
+
+    def bye(self) -> None:
+        try:
+            self.sock.send_multipart([b"", BYE], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def leave(self, handle=None, timeout: float = 2.0) -> None:
+        """leave - say BYE, serve what was already routed here, until the answer.
+
+        HANDLE(client_id, header, payload) serves a late request; without one
+        a late request is answered with a deferral, never silently dropped.
+        TIMEOUT bounds the wait when the master has gone."""
+        self.bye()
+        while not self.released and self.sock.poll(int(timeout * 1000)):
+            try:
+                request = self.recv_request(zmq.NOBLOCK)
+            except (zmq.Again, IpcError):
+                continue
+            if request is None:
+                break
+            if handle is not None:
+                handle(*request)
+            else:
+                self.reply(request[0], {"status": "defer", "reason": "service is stopping"})
+
+    def close(self) -> None:
+        self.sock.close(100)
+
+
+def service_endpoint(name: str, queue_dir: str = "") -> str:
+    """service_endpoint - NAME's endpoint, public or private as master.cf made it.
+
+    The master binds public/NAME or private/NAME as master.cf's private
+    column says; follow whichever socket exists, public first (Postfix ships
+    cleanup, qmgr and pickup public), and public/NAME when neither exists yet."""
+    for visibility in ("public", "private"):
+        if os.path.exists(os.path.join(queue_dir, visibility, name)):
+            return endpoint(visibility, name, queue_dir)
+    return endpoint("public", name, queue_dir)

@@ -1,0 +1,176 @@
+"""Lookup tables: one interface over every `type:name` table Postfix knows.
+
+A table answers one question, `lookup(key)`: the value, or None when the
+key is not there. A table that cannot answer right now (a file that cannot
+be read, a database that is down, `fail:`) raises TableError instead, so the
+caller defers the mail and never bounces it for a temporary problem.
+
+Tables are opened once per process and cached by their spec; a file-based
+table notices when its file was rebuilt (postmap replaces it atomically)
+and reopens itself, so `postmap` without `postfix reload` works.
+
+Interface:
+    open_table(spec, cfg=None) -> Table     "hash:/etc/postfix/virtual", cached
+    create_table(spec, cfg=None) -> Table   the same, never cached (postmap -f)
+    split_spec(spec) -> (type, name)
+    TableError                               temporary failure / bad table
+    Table.lookup(key) -> str | None
+    Table.items() -> iterator of (key, value)   for the types that can list
+    Table.fixed                              False for pattern tables (regexp,
+                                             pcre, cidr): they are asked only
+                                             the full key of a lookup order
+    TYPES                                    type name -> "module:Class"
+    CHECK_INTERVAL                           seconds between file change checks
+    preload()                                import every table type now: a
+                                             service calls it before chroot and
+                                             privilege drop hide Python's library
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from typing import Iterator
+
+# How often (seconds) a file table looks whether its file was replaced; a
+# stat() per lookup would halve the lookup rate.
+CHECK_INTERVAL = 1.0
+
+TYPES: dict[str, str] = {
+    "hash": "hashdb:HashTable",
+    "btree": "hashdb:HashTable",
+    "cdb": "hashdb:CdbTable",
+    "texthash": "texthash:TextHashTable",
+    "regexp": "regexp:RegexpTable",
+    "pcre": "regexp:PcreTable",
+    "cidr": "cidr:CidrTable",
+    "static": "simple:StaticTable",
+    "inline": "simple:InlineTable",
+    "fail": "simple:FailTable",
+    "environ": "simple:EnvironTable",
+    "unix": "simple:UnixTable",
+    "sqlite": "sqlite:SqliteTable",
+    "socketmap": "socketmap:SocketmapTable",
+    "unionmap": "composite:UnionTable",
+    "pipemap": "composite:PipeTable",
+    "proxy": "composite:proxy_open",
+}
+
+_cache: dict[str, "Table"] = {}
+
+
+class TableError(Exception):
+    """A table that cannot answer now (the caller defers), or a bad table spec."""
+
+
+class Table:
+    """The interface every table type implements."""
+
+    type = ""
+    fixed = True        # exact-key table (Postfix DICT_FLAG_FIXED)
+
+    def __init__(self, type_: str, name: str, cfg=None) -> None:
+        self.type = type_
+        self.name = name
+        self.cfg = cfg
+
+    @property
+    def spec(self) -> str:
+        return f"{self.type}:{self.name}"
+
+    def lookup(self, key: str) -> str | None:
+        raise NotImplementedError
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        raise TableError(f"table {self.spec}: sequential access is not supported")
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__name__} {self.spec}>"
+
+
+class FileTable(Table):
+    """A table loaded from one file, reloaded when the file is replaced.
+
+    Subclasses set `self.path` and implement `load()`; `current()` returns
+    whatever load() built, reloading when (inode, size, mtime) changed."""
+
+    path = ""
+
+    def __init__(self, type_: str, name: str, cfg=None) -> None:
+        super().__init__(type_, name, cfg)
+        self._stamp: tuple | None = None
+        self._data = None
+        self._checked = 0.0
+        self._error: str | None = None
+
+    def load(self):
+        raise NotImplementedError
+
+    def current(self):
+        now = time.monotonic()
+        if self._data is not None and now - self._checked < CHECK_INTERVAL:
+            return self._data
+        self._checked = now
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            if self._data is not None and self._error is None:
+                # A file replaced by rename is never missing; a deleted one
+                # leaves the last good copy in use, as Postfix's open map does.
+                return self._data
+            raise TableError(f"open database {self.path}: {e.strerror}") from None
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            self._data = self.load()
+            self._stamp = stamp
+        return self._data
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """split_spec - "type:name" as (type, name); TableError when there is no type."""
+    type_, colon, name = spec.strip().partition(":")
+    if not colon or not type_ or not type_.replace("_", "").isalnum():
+        raise TableError(f"need dictionary type:name, got \"{spec}\"")
+    return type_, name
+
+
+def table_class(type_: str):
+    """table_class - the class (or opener function) that implements TYPE."""
+    target = TYPES.get(type_)
+    if target is None:
+        raise TableError(f"unsupported dictionary type: {type_}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(f"pymaster.util.tables.{module}"), attr)
+
+
+def create_table(spec: str, cfg=None, **options) -> Table:
+    """create_table - a new Table for SPEC, bypassing the cache."""
+    type_, name = split_spec(spec)
+    return table_class(type_)(type_, name, cfg, **options)
+
+
+def open_table(spec: str, cfg=None) -> Table:
+    """open_table - the process's Table for SPEC, opened on first use."""
+    spec = spec.strip()
+    table = _cache.get(spec)
+    if table is None:
+        table = create_table(spec, cfg)
+        _cache[spec] = table
+    return table
+
+
+def preload() -> None:
+    """preload - import the module of every table type.
+
+    Types are otherwise imported on first use, which may come after the
+    service has chrooted or dropped privileges and can no longer read the
+    interpreter's library."""
+    for target in set(TYPES.values()):
+        importlib.import_module(f"pymaster.util.tables.{target.partition(':')[0]}")
+    importlib.import_module("pymaster.util.tables.source")
+
+
+def clear_cache() -> None:
+    """clear_cache - forget every opened table (for tests and reloads)."""
+    _cache.clear()

@@ -108,7 +108,7 @@ class TestExpansion:
 
     @pytest.mark.parametrize("value, expected", [
         ("${set?yes}", "yes"), ("${unset?yes}", ""), ("${empty?yes}", ""),
-        ("${set:no}", "v"), ("${unset:no}", "no"), ("${empty:no}", "no"),
+        ("${set:no}", ""), ("${unset:no}", "no"), ("${empty:no}", "no"),
         ("${set?{a b}:{c}}", "a b"), ("${unset?{a b}:{c}}", "c"),
         ("${unset:{x y}}", "x y"),
         ("${set?$set-$set}", "v-v"),
@@ -116,6 +116,12 @@ class TestExpansion:
     def test_conditional_forms(self, value, expected):
         cfg = config(f"set = v\nempty =\nr = {value}\n")
         assert cfg["r"] == expected
+
+    def test_either_branch_by_whether_a_parameter_is_set(self):
+        banner = "${relayhost?relay via $relayhost}${relayhost:direct}"
+        assert config(f"relayhost = [gw.example.com]\nsmtpd_banner = {banner}\n"
+                      )["smtpd_banner"] == "relay via [gw.example.com]"
+        assert config(f"smtpd_banner = {banner}\n")["smtpd_banner"] == "direct"
 
     def test_relational_forms(self):
         cfg = config("n = 3\nlevel = 3.6\n"

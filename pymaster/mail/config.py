@@ -319,7 +319,8 @@ class Config:
             if_unset = rest
         if op == "?":
             return self.expand(if_set, stack) if value else self.expand(if_unset, stack)
-        return value if value else self.expand(if_unset, stack)
+        # postconf(5): ${name:value} is value when name is empty, else nothing.
+        return "" if value else self.expand(if_unset, stack)
 
     def _expand_relational(self, inner: str, stack: tuple[str, ...]) -> str:
         """_expand_relational - `${{a} op {b} ? {x} : {y}}` (Postfix 3.0 and later).

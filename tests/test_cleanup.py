@@ -1,5 +1,6 @@
 """services.cleanup: the message request, driven directly in a tmp queue directory."""
 
+import os
 import re
 
 import pytest
@@ -106,7 +107,7 @@ class TestQueueFile:
         def full_disk(*a, **k):
             raise OSError(28, "No space left on device")
         monkeypatch.setattr(queue.QueueWriter, "commit",
-                            lambda self: self._guard(full_disk))
+                            lambda self, into=None: self._guard(full_disk))
         reply, _ = submit(make_cfg(spool), SIMPLE)
         assert reply == {"status": "defer", "dsn": "4.3.0", "reason": "queue file write error"}
         assert list(queue.scan("incoming")) == []
@@ -396,6 +397,32 @@ class TestActions:
                                                    {"action": "HOLD", "text": ""}])
         assert reply["status"] == "ok"
         assert list(queue.scan("incoming")) == [] and list(queue.scan("hold")) == []
+
+    @staticmethod
+    def complete_files_at_each_fsync(monkeypatch) -> list[list[str]]:
+        """The queues that hold a complete file whenever a queue file is fsynced."""
+        seen: list[list[str]] = []
+        real_fsync = queue.DEFAULT_FS.fsync
+
+        def spying_fsync(fd):
+            seen.append([name for name in ("incoming", "hold") if any(
+                os.stat(path).st_mode & 0o100 for _, path in queue.scan(name))])
+            return real_fsync(fd)
+        monkeypatch.setattr(queue.DEFAULT_FS, "fsync", spying_fsync)
+        return seen
+
+    def test_a_held_message_is_never_complete_in_incoming(self, spool, monkeypatch):
+        # qmgr takes every complete file from incoming/: a held one must
+        # already be in hold/ when it gets its completion mark.
+        seen = self.complete_files_at_each_fsync(monkeypatch)
+        self.submit_with(make_cfg(spool), [{"action": "HOLD", "text": "look at it"}])
+        assert seen == [["hold"]]
+
+    def test_a_discarded_message_is_never_queued(self, spool, monkeypatch):
+        seen = self.complete_files_at_each_fsync(monkeypatch)
+        reply = self.submit_with(make_cfg(spool), [{"action": "DISCARD", "text": ""}])
+        assert reply["status"] == "ok" and reply["queue_id"]
+        assert seen == []
 
     def test_filter_redirect_and_bcc(self, spool):
         reply = self.submit_with(make_cfg(spool), [

@@ -375,11 +375,17 @@ class QueueWriter:
         if self.content_length > records.MAX_RECORD:
             raise OSError(errno.EFBIG, "message content too large for one queue file")
 
-    def commit(self) -> str:
-        """commit - end record, patch sizes, fsync, mark complete; the queue ID."""
-        return self._guard(self._commit)
+    def commit(self, into: str | None = None) -> str:
+        """commit - end record, patch sizes, fsync, mark complete; the queue ID.
 
-    def _commit(self) -> str:
+        INTO names another queue (hold) that the file moves to while it is
+        still incomplete, so that qmgr, which takes only complete files from
+        incoming, can never see it there."""
+        return self._guard(self._commit, into)
+
+    def _commit(self, into: str | None) -> str:
+        if into is not None and into != self.queue_name:
+            self._move_incomplete(into)
         if self.content_header < 0:
             self._write_content(())
         self._put(records.encode(records.REC_END, b""))
@@ -397,6 +403,16 @@ class QueueWriter:
         self.fd = -1
         self.done = True
         return self.queue_id
+
+    def _move_incomplete(self, queue_name: str) -> None:
+        """_move_incomplete - rename the unfinished file into QUEUE_NAME."""
+        path = path_of(queue_name, self.queue_id)
+        try:
+            os.rename(self.path, path)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.rename(self.path, path)
+        self.queue_name, self.path = queue_name, path
 
     def abort(self) -> None:
         """abort - close and remove the unfinished file."""

@@ -12,7 +12,7 @@ in the `message` request; header_checks will add to the same list.
 
 Interface:
     apply_envelope_actions(state, actions)   FILTER, REDIRECT, BCC (before writing)
-    final_disposition(actions) -> "incoming" | "hold" | "discard"
+    final_disposition(actions) -> INCOMING | HOLD | DISCARD
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from pymaster.mail.rewrite import rewriter_for
 
 from .envelope import remove_duplicates
 from .state import CleanupState
+
+# Where a message goes once every verdict is in (queue names, and "discard").
+INCOMING, HOLD, DISCARD = "incoming", "hold", "discard"
 
 
 def _action(item: dict) -> tuple[str, str]:
@@ -52,7 +55,7 @@ def final_disposition(actions: list[dict]) -> str:
     """final_disposition - where the committed file goes; DISCARD beats HOLD."""
     kinds = {_action(item)[0] for item in actions}
     if "DISCARD" in kinds:
-        return "discard"
+        return DISCARD
     if "HOLD" in kinds:
-        return "hold"
-    return "incoming"
+        return HOLD
+    return INCOMING

@@ -15,8 +15,11 @@ Order of work, so that "ok" is never said for mail that is not safe:
      header_checks), the body checks (checks.py, MIME walk), then the
      recipients extracted for `sendmail -t` (flag "extract"), then the
      automatic copies (sender_bcc_maps, always_bcc)
-  4. write envelope and content, commit: fsync and the completion mark
-  5. reply {"status": "ok", "queue_id"} and wake qmgr
+  4. the disposition, decided before anything is visible to qmgr: DISCARD
+     removes the file unwritten (the client still gets its queue ID), HOLD
+     moves the incomplete file to hold/ before the completion mark
+  5. write envelope and content, commit: fsync and the completion mark
+  6. reply {"status": "ok", "queue_id"} and wake qmgr
 Anything that goes wrong before the commit removes the file; a disk error
 answers "defer" (the client keeps the mail and tries again).
 
@@ -48,7 +51,7 @@ from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from pymaster.mail.headers import encode, split_header_block
 
-from .actions import apply_envelope_actions, final_disposition
+from .actions import DISCARD, HOLD, INCOMING, apply_envelope_actions, final_disposition
 from .checks import check_body
 from .envelope import process_copies, process_recipients, process_sender
 from .headers import process_headers
@@ -56,7 +59,6 @@ from .milters import run_milters
 from .reservation import handle_abandon, handle_reserve
 from .state import NO_RECIPIENTS, TOO_BIG, WRITE_ERROR, CleanupError, CleanupState, Reject
 
-INCOMING = "incoming"
 
 
 def _recipients(items: Iterable[dict]) -> list[records.Recipient]:
@@ -152,27 +154,16 @@ def _queue(cfg: Config, writer: queue.QueueWriter, header: dict, content: bytes)
     new_headers, body = run_milters(state, actions, new_headers, body, content, body_offset)
     if not state.recipients:
         raise Reject(*NO_RECIPIENTS)
+    # Every verdict is in: decide where the file goes before qmgr can see it.
+    where = final_disposition(actions)
+    if where == DISCARD:
+        writer.abort()              # accepted, and never queued
+        return writer.queue_id
     writer.write_envelope(arrival, state.sender, state.recipients, state.attrs)
     if body is not None:
         content, body_offset = content[:body_offset] + body, body_offset
     writer.write_content(_content_chunks(new_headers, content, body_offset))
-    queue_id = writer.commit()
-    _dispose(queue_id, final_disposition(actions))
-    return queue_id
-
-
-def _dispose(queue_id: str, where: str) -> None:
-    """_dispose - HOLD moves the committed file to hold/; DISCARD removes it.
-
-    The file is committed by now, so a failure here must not turn into a
-    "defer" (the client would send the message twice): it stays in incoming/."""
-    try:
-        if where == "hold":
-            queue.move(queue_id, INCOMING, "hold")
-        elif where == "discard":
-            queue.remove(queue_id, INCOMING)
-    except OSError as e:
-        log.warning(f"{queue_id}: cannot move to {where}: {e.strerror or e}")
+    return writer.commit(HOLD if where == HOLD else None)
 
 
 def _extracted(state: CleanupState) -> list[records.Recipient]:

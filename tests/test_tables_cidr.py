@@ -59,7 +59,15 @@ def test_bad_lines_are_warned_with_file_and_line():
     assert warnings[0] == ('cidr map /etc/postfix/c, line 1: non-null host address bits in '
                            '"1.2.3.4/24", perhaps you should use "1.2.3.0/24" instead: '
                            'skipping this rule')
-    assert "line 2: bad net/mask pattern" in warnings[1]
+    assert "line 2: bad mask length in \"1.2.3.0/33\"" in warnings[1]
     assert "line 3: bad address pattern" in warnings[2]
     assert "line 4: no lookup result" in warnings[3]
-    assert "line 5: ignoring ENDIF without matching IF" in warnings[4]
+    assert "line 5: ENDIF without IF: skipping this rule" in warnings[4]
+
+
+def test_repeated_negations(tmp_path):
+    path = tmp_path / "t"
+    path.write_text("! ! 10.0.0.0/8 ten\n!!! 0.0.0.0/0 never\n")
+    table = create_table(f"cidr:{path}")
+    assert table.lookup("10.1.2.3") == "ten"
+    assert table.lookup("11.1.2.3") is None

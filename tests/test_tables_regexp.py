@@ -66,21 +66,35 @@ class TestBothDialects:
         assert lookup("/^[[:digit:]]+$/ digits\n", "12345", dialect) == "digits"
 
     def test_bad_rules_are_skipped_with_file_and_line(self, dialect):
-        rules, warnings = rules_of("/abc/ ok\n/unclosed x\n/(a/ bad\n/a/z x\n/a/\n"
+        rules, warnings = rules_of("/abc/ ok\n/(a/ bad\n/a/z x\n/a/\n"
                                    "/(b)/ $2\n!/(c)/ $1\nendif\nif /d/\n", dialect)
-        assert len(rules) == 2
+        assert len(rules) == 3
         where = f"{dialect} map /etc/postfix/t"
-        assert warnings[0] == f"{where}, line 2: missing closing delimiter: skipping this rule"
-        assert warnings[1].startswith(f"{where}, line 3: error in regular expression")
-        assert warnings[2] == f"{where}, line 4: unknown regexp option \"z\": skipping this rule"
-        assert warnings[3] == f"{where}, line 5: no replacement text: skipping this rule"
-        assert "out of range replacement index \"2\"" in warnings[4]
-        assert "$number found in negative match replacement text" in warnings[5]
-        assert warnings[6] == f"{where}, line 8: ignoring ENDIF without matching IF"
-        assert warnings[7] == f"{where}, line 9: IF has no matching ENDIF"
+        assert warnings[0].startswith(f"{where}, line 2: ")
+        assert warnings[1] == f"{where}, line 3: unknown regexp option \"z\": skipping this rule"
+        assert warnings[2] == f"{where}, line 4: no replacement text: using empty string"
+        assert "out of range replacement index \"2\"" in warnings[3]
+        assert "$number found in negative match replacement text" in warnings[4]
+        assert warnings[5] == f"{where}, line 7: ignoring ENDIF without matching IF"
+        assert warnings[6] == f"{where}, line 8: IF has no matching ENDIF"
+
+    def test_if_with_extra_text_still_counts(self, dialect):
+        rules, warnings = rules_of("if /a/ junk\n/./ A\nendif junk\n/./ B\n", dialect)
+        assert match_rules(rules, "a") == "A"
+        assert match_rules(rules, "b") == "B"
+        assert len(warnings) == 3
+
+    def test_result_with_two_digit_group(self, dialect):
+        text = "/(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)(l)/ $12-$1\n"
+        assert lookup(text, "abcdefghijkl", dialect) == "l-a"
 
 
 class TestRegexp:
+    def test_unless_pattern(self):
+        text = "/@example\\.com$/!/^postmaster@/ OTHER\n"
+        assert lookup(text, "joe@example.com") == "OTHER"
+        assert lookup(text, "postmaster@example.com") is None
+
     def test_dot_matches_newline_unless_m(self):
         assert lookup("/^Subject:.*world/ yes\n", "Subject: hello\n world") == "yes"
         assert lookup("/^ world/m yes\n", "Subject: hello\n world") == "yes"

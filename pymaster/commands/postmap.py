@@ -208,7 +208,7 @@ class TableCommand:
         tables = list(zip(self.maps, [self.open(arg) for arg in self.maps]))
         if self.query != "-":
             for arg, table in tables:
-                value = table.lookup(self.query)
+                value = self.lookup(table, self.query)
                 if value is not None:
                     print(self.shown(arg, self.query, value))
                     return 0
@@ -217,7 +217,7 @@ class TableCommand:
         message = self.headers or self.bodies
         for key in self.query_keys(sys.stdin):
             for arg, table in tables:
-                value = table.lookup(key)
+                value = self.lookup(table, key)
                 if value is not None:
                     # As postmap(1): -F decodes plain keys, not message lines.
                     value = value if message else self.shown(arg, key, value)
@@ -225,6 +225,16 @@ class TableCommand:
                     found = True
                     break
         return 0 if found else 1
+
+    def lookup(self, table, key: str) -> str | None:
+        """lookup - TABLE's value for KEY; an empty value is warned about and
+        still counts as found, as postmap(1) does (a regexp rule without
+        result text, a $number whose group matched nothing)."""
+        value = table.lookup(key)
+        if value == "":
+            self.warn(f"table {table.spec}: key {key}: empty string result is not allowed")
+            self.warn(f"table {table.spec} should return NO RESULT in case of NOT FOUND")
+        return value
 
     def query_keys(self, stream) -> Iterator[str]:
         """query_keys - lines of STDIN, or a message's header/body lines (-h, -b)."""

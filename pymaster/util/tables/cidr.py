@@ -6,11 +6,15 @@ The file syntax of cidr_table(5):
     2001:db8::/32           result      (IPv6; may be written in [] too)
     192.168.1.1             result      (a single address)
     !10.0.0.0/8             result      (any address outside the block)
+    [1.2.3.0]/24            result      (brackets are allowed)
     if 10.0.0.0/8  ...  endif           (rules tried only inside the block)
 
-An IPv4 block never matches an IPv6 key and the other way round. A block
-with bits set after the prefix ("1.2.3.4/24") is warned about and skipped,
-as Postfix does. Keys that are not an IP address match nothing.
+Each leading `!` flips the sense (`! ! 0.0.0.0/0` matches every IPv4
+address); an IF's pattern is all the rest of its line. An IPv4 block never
+matches an IPv6 key and the other way round. A bad line (a block with bits
+set after the prefix, "1.2.3.4/24"; a bad mask; text after ENDIF) is warned
+about with Postfix's wording and skipped. Keys are taken as they are: one
+that is not a bare IP address ("[1.2.3.4]", "ipv6:::1") matches nothing.
 
 Interface:
     CidrTable(type, name, cfg=None) .lookup(key)
@@ -26,7 +30,7 @@ from typing import Callable, Iterable
 
 from pymaster.util import log
 from pymaster.util.tables import FileTable, TableError
-from pymaster.util.tables.ifblocks import first_match, parse_blocks
+from pymaster.util.tables.ifblocks import Endif, first_match, parse_blocks
 
 
 @dataclass
@@ -44,25 +48,42 @@ class CidrRule:
         return inside != self.negate
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """_address - TEXT as an address, as strict as inet_pton (no zone, no
+    leading zeros in IPv4 octets), or None."""
+    if "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def parse_block(text: str) -> tuple[int, int, int] | str:
     """parse_block - (version, network, mask) of "addr[/len]", or an error text."""
     if text.startswith("["):
-        m = re.fullmatch(r"\[([^\]]*)\](/\d+)?", text)
-        if not m:
-            return f"bad net/mask pattern: \"{text}\""
-        text = m.group(1) + (m.group(2) or "")
+        close = text.find("]")
+        if close < 0:
+            return f"missing ']' character after \"{text}\""
+        if text[close + 1:] and not text.startswith("/", close + 1):
+            return f"garbage after \"{text[:close + 1]}\""
+        text = text[1:close] + text[close + 1:]
     address, slash, length = text.partition("/")
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return f"bad address pattern: \"{text}\""
-    bits = ip.max_prefixlen
-    if slash:
-        if not length.isdigit() or int(length) > bits:
-            return f"bad net/mask pattern: \"{text}\""
-        prefix = int(length)
+    if not slash:
+        ip = _address(address)
+        if ip is None:
+            return f"bad address pattern: \"{text}\""
+        prefix = ip.max_prefixlen
     else:
-        prefix = bits
+        if not re.fullmatch(r"[0-9]+", length):
+            return f"bad mask value in \"{text}\""
+        prefix = int(length)
+        if prefix > (128 if ":" in address else 32):
+            return f"bad mask length in \"{text}\""
+        ip = _address(address)
+        if ip is None:
+            return f"bad network value in \"{text}\""
+    bits = ip.max_prefixlen
     mask = ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1)
     value = int(ip)
     if value & ~mask:
@@ -72,22 +93,38 @@ def parse_block(text: str) -> tuple[int, int, int] | str:
     return ip.version, value, mask
 
 
-def _parse_rule(text: str) -> CidrRule | str:
-    is_if = False
-    if re.match(r"if\s", text, re.I):
-        is_if, text = True, text[2:].strip()
-    negate = text.startswith("!")
-    if negate:
-        text = text[1:].lstrip()
-    parts = text.split(None, 1)
-    if not parts:
+def _strip_bangs(text: str) -> tuple[bool, str]:
+    """_strip_bangs - (negated, rest) after leading `!`s and white space; each
+    `!` flips the sense, so `! ! 0.0.0.0/0` matches what `0.0.0.0/0` does."""
+    negate = False
+    i = 0
+    while i < len(text) and (text[i] == "!" or text[i].isspace()):
+        negate ^= text[i] == "!"
+        i += 1
+    return negate, text[i:]
+
+
+def _parse_rule(text: str, note: Callable[[str], None]) -> CidrRule | Endif | str:
+    """_parse_rule - one line: "[!]pattern result", "if [!]pattern" or "endif";
+    or why it is skipped. An IF's pattern is all the rest of its line."""
+    word = re.match(r"[A-Za-z0-9]*", text).group(0)
+    if word.lower() == "endif":
+        return "garbage after ENDIF" if text[len(word):].strip() else Endif()
+    is_if = word.lower() == "if"
+    if is_if:
+        text = text[len(word):]
+    negate, text = _strip_bangs(text)
+    if is_if:
+        pattern, result = text.strip(), ""
+    else:
+        parts = text.split(None, 1)
+        pattern = parts[0] if parts else ""
+        result = parts[1].strip() if len(parts) > 1 else ""
+    if not pattern:
         return "no address pattern"
-    block = parse_block(parts[0])
+    block = parse_block(pattern)
     if isinstance(block, str):
         return block
-    result = parts[1].strip() if len(parts) > 1 else ""
-    if is_if and result:
-        return "garbage after IF pattern"
     if not is_if and not result:
         return "no lookup result"
     return CidrRule(*block, negate, result, is_if)
@@ -96,21 +133,17 @@ def _parse_rule(text: str) -> CidrRule | str:
 def parse_cidr_rules(lines: Iterable[str], path: str,
                      warn: Callable[[str], None]) -> list[CidrRule]:
     """parse_cidr_rules - the rules of a cidr file; bad lines warned and skipped."""
-    return parse_blocks(lines, f"cidr map {path}", _parse_rule, warn)
+    return parse_blocks(lines, f"cidr map {path}", _parse_rule, warn,
+                        stray_endif="ENDIF without IF: skipping this rule")
 
 
 def key_address(key: str) -> tuple[int, int] | None:
-    """key_address - (version, integer) of an address key, None for anything else."""
-    key = key.strip()
-    if key.startswith("[") and key.endswith("]"):
-        key = key[1:-1]
-    if key.lower().startswith("ipv6:"):
-        key = key[5:]
-    try:
-        ip = ipaddress.ip_address(key)
-    except ValueError:
-        return None
-    return ip.version, int(ip)
+    """key_address - (version, integer) of an address key, None for anything else.
+
+    The key is taken as it is, as Postfix does: "[1.2.3.4]", "ipv6:::1" or an
+    address with white space around it matches nothing."""
+    ip = _address(key)
+    return None if ip is None else (ip.version, int(ip))
 
 
 class CidrTable(FileTable):

@@ -11,9 +11,15 @@ skip_to of an IF rule to the index just after its block, so lookups jump
 over a block whose IF does not match without scanning it.
 
 Interface:
-    parse_blocks(lines, where, parse_rule, warn) -> list of rules
+    parse_blocks(lines, where, parse_rule, warn, stray_endif) -> list of rules
         WHERE names the map in warnings ("cidr map /etc/postfix/x");
-        PARSE_RULE(text) returns a rule, or a reason (str) to skip the line
+        PARSE_RULE(text, note) returns a rule, an Endif, None (the line is
+        skipped and NOTE has said why), or a reason (str): the line is then
+        skipped with "REASON: skipping this rule". NOTE(text) warns with
+        WHERE and the line number. STRAY_ENDIF is the table's warning for
+        an ENDIF without IF (which is then ignored)
+    Endif(extra)    an ENDIF line; EXTRA, when set, is warned about when the
+                    ENDIF closes a block (regexp's "ignoring extra text")
     first_match(rules, test) -> (rule, detail) | None
         TEST(rule) returns (hit, detail); DETAIL is what the caller needs
         to build the result (a regex match object, or None)
@@ -21,35 +27,47 @@ Interface:
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from pymaster.util.tables.source import logical_lines
 
-_ENDIF = re.compile(r"endif", re.I)
+
+@dataclass
+class Endif:
+    """An ENDIF line, with the warning its extra text earns, if any."""
+
+    extra: str | None = None
 
 
-def parse_blocks(lines: Iterable[str], where: str, parse_rule: Callable[[str], Any],
-                 warn: Callable[[str], None]) -> list:
+def parse_blocks(lines: Iterable[str], where: str,
+                 parse_rule: Callable[[str, Callable[[str], None]], Any],
+                 warn: Callable[[str], None],
+                 stray_endif: str = "ignoring ENDIF without matching IF") -> list:
     """parse_blocks - the rules of a pattern table file; bad lines warned and skipped."""
     rules: list = []
     open_ifs: list[tuple[int, int]] = []       # (index of the IF rule, its line)
     for lineno, text in logical_lines(lines):
-        text = text.strip()
-        if _ENDIF.fullmatch(text):
-            if open_ifs:
-                rules[open_ifs.pop()[0]].skip_to = len(rules)
-            else:
-                warn(f"{where}, line {lineno}: ignoring ENDIF without matching IF")
+        def note(message: str, lineno: int = lineno) -> None:
+            warn(f"{where}, line {lineno}: {message}")
+
+        rule = parse_rule(text.strip(), note)
+        if rule is None:
             continue
-        rule = parse_rule(text)
         if isinstance(rule, str):
-            warn(f"{where}, line {lineno}: {rule}: skipping this rule")
-            continue
-        if rule.is_if:
-            open_ifs.append((len(rules), lineno))
-        rules.append(rule)
-    for index, lineno in open_ifs:
+            note(f"{rule}: skipping this rule")
+        elif isinstance(rule, Endif):
+            if not open_ifs:
+                note(stray_endif)
+                continue
+            if rule.extra:
+                note(rule.extra)
+            rules[open_ifs.pop()[0]].skip_to = len(rules)
+        else:
+            if rule.is_if:
+                open_ifs.append((len(rules), lineno))
+            rules.append(rule)
+    for index, lineno in reversed(open_ifs):     # innermost first, as Postfix
         warn(f"{where}, line {lineno}: IF has no matching ENDIF")
         rules[index].skip_to = len(rules)
     return rules

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_TEST_PACKAGES := swaks postfix dovecot-core pflogsumm postgrey opendkim opendkim-tools
+DEBIAN_TEST_PACKAGES := swaks postfix postfix-pcre dovecot-core pflogsumm postgrey opendkim opendkim-tools
 CONFIG_DIR := $(CURDIR)/etc
 
 .PHONY: run test bench install uninstall upgrade deb-packages accounts clean

@@ -9,8 +9,10 @@ import smtplib
 import time
 from pathlib import Path
 
+import pytest
+
 from pymaster.util import ipc
-from tests.e2e.instance import ROOT, Instance, free_port
+from tests.e2e.instance import ROOT, Instance, free_port, is_root
 
 MISSING = "not found or not executable"
 
@@ -124,3 +126,34 @@ def test_rewrite_tlsmgr_and_scache_answer(tmp_path):
     assert exch.stat().st_size == 1024
     assert not re.search(r"(flush|tlsmgr|scache|trivial-rewrite)\[\d+\]: (warning|fatal|panic)",
                          inst.log_text())
+
+
+@pytest.mark.skipif(not is_root(), reason="the jail (chroot, mail_owner) needs root")
+def test_in_debian_jail_flush_and_tlsmgr_work(tmp_path):
+    """Debian's master.cf chroots flush, tlsmgr, scache and trivial-rewrite."""
+    from tests.e2e.test_check import debian_instance
+    inst = debian_instance(tmp_path)
+    dead = free_port()
+    inst.set_main_cf({"relay_domains": "example.org",
+                      "transport_maps": f"inline:{{ example.org=smtp:[127.0.0.1]:{dead} }}",
+                      "smtp_tls_security_level": "none",
+                      "minimal_backoff_time": "3600s", "maximal_backoff_time": "7200s",
+                      "queue_run_delay": "3600s"})
+    assert inst.postfix("set-permissions").returncode == 0
+    with inst.start():
+        with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+            s.ehlo("client.example.com")
+            s.sendmail("alice@example.com", ["bob@example.org"], b"Subject: ff\n\nhello\n")
+        deferred = r"to=<bob@example\.org>, relay=none, .*status=deferred"
+        qid = inst.wait_for_log(r"(\w+): " + deferred).group(1)
+        wait_for(lambda: flush_log(inst, "example.org").exists()
+                 and qid in flush_log(inst, "example.org").read_text())
+        assert inst.command("postqueue", "-s", "example.org").returncode == 0
+        inst.wait_for_log(deferred, count=2)
+        header, _ = call(inst, "rewrite", {"op": "rewrite", "rule": "local", "address": "joe"})
+        assert header == {"status": "ok", "address": "joe@example.com"}
+        assert call(inst, "scache", {"op": "find_endp", "label": "x"})[0]["status"] == "fail"
+        assert call(inst, "tlsmgr", {"op": "policy", "cache_type": "smtp"})[0]["cachable"]
+    assert (tmp_path / "data" / "prng_exch").stat().st_size == 1024
+    assert not re.search(r"(flush|tlsmgr|scache|trivial-rewrite)\[\d+\]: (warning|fatal|panic)",
+                         inst.log_text()), inst.log_text()

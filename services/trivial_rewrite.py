@@ -41,9 +41,9 @@ class TrivialRewrite:
         op = header.get("op")
         address = str(header.get("address", ""))
         if op == "rewrite":
+            rule = str(header.get("rule", "local"))
             try:
-                return {"status": "ok",
-                        "address": self.rewriter.canonicalize(address, str(header.get("rule", "local")))}
+                return {"status": "ok", "address": self.rewriter.canonicalize(address, rule)}
             except ValueError as e:
                 return {"status": "error", "reason": str(e)}
         if op in ("resolve", "verify"):

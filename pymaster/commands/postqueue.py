@@ -12,11 +12,15 @@ if authorized_mailq_users allows, gets the same listing from the showq
 service (`public/showq`, running as the mail_owner): "Queue report
 unavailable - mail system is down" (exit 69) when it is not running.
 
--f wakes qmgr with {"op": "flush"}; -s and -i move the matching deferred
-files to incoming (as Postfix's flush service does) and wake qmgr, or, for a
-user who cannot write the spool, ask qmgr to do it ({"op": "flush", "site":
-SITE} / {"op": "flush", "queue_id": ID}). All three need the mail system up:
-"Cannot flush mail queue - mail system is down", exit 69, otherwise.
+-f wakes qmgr with {"op": "flush"}. -s and -i ask the fast flush service
+(services/flush.py) when master.cf has one: -s SITE delivers what SITE's log
+lists, and a SITE that fast_flush_domains does not list is an error
+('Flush service is not configured for destination "SITE"', exit 69).
+Without the service they move the matching deferred files to incoming
+themselves and wake qmgr, or, for a user who cannot write the spool, ask
+qmgr to do it ({"op": "flush", "site": SITE} / {"op": "flush", "queue_id":
+ID}). All three need the mail system up: "Cannot flush mail queue - mail
+system is down", exit 69, otherwise.
 
 Interface: main(argv=None) -> exit status; user_allowed(cfg, param, uid);
 showq_entries(cfg) -> [Entry]; the listing itself is pymaster.mail.queuelist's
@@ -33,7 +37,7 @@ import pwd
 import sys
 
 from pymaster.commands import getopt_message
-from pymaster.mail import queue
+from pymaster.mail import flush_client, queue
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
@@ -182,6 +186,26 @@ def showq_entries(cfg: Config) -> list[Entry]:
             for line in bytes(frame).splitlines() if line]
 
 
+def flush_service(cfg: Config, mode: str, arg: str) -> int:
+    """flush_service - -s SITE or -i ID through the fast flush service."""
+    client = flush_client.FlushClient(cfg)
+    if mode == "i":
+        status = client.send_file(arg)
+    else:
+        if not flush_client.valid_site(arg):
+            more = "..." if len(arg) > 100 else ""
+            log.fatal(f'Cannot flush mail queue - invalid destination: "{arg[:100]}{more}"',
+                      EX_USAGE)
+        status = client.send_site(arg)
+    if status == flush_client.OK:
+        return 0
+    if status == flush_client.DENY:
+        log.fatal(f'Flush service is not configured for destination "{arg}"', EX_UNAVAILABLE)
+    if status == flush_client.BAD:
+        log.fatal(f'Cannot flush mail queue - invalid destination: "{arg[:100]}"', EX_USAGE)
+    log.fatal("Cannot flush mail queue - mail system is down", EX_UNAVAILABLE)
+
+
 def flush(cfg: Config, mode: str, arg: str) -> int:
     check_user(cfg, "authorized_flush_users", "flush the mail queue")
     if not mail_system_up(cfg):
@@ -190,6 +214,8 @@ def flush(cfg: Config, mode: str, arg: str) -> int:
         log.fatal(f"bad queue ID: {arg}", EX_USAGE)
     if mode == "f":
         wake_qmgr(cfg, {"op": "flush"})
+    elif flush_client.available(cfg):
+        return flush_service(cfg, mode, arg)
     elif not os.access("deferred", os.W_OK | os.X_OK):
         # Not allowed to move spool files: qmgr (the mail_owner) does it.
         wake_qmgr(cfg, {"op": "flush", "queue_id": arg} if mode == "i"

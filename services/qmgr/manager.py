@@ -40,7 +40,7 @@ import time
 
 import zmq
 
-from pymaster.mail import delivery, dsn, queue, queuelist, records
+from pymaster.mail import delivery, dsn, flush_client, queue, queuelist, records
 from pymaster.master import service
 from pymaster.util import ipc, log
 from pymaster.mail.config import ConfigError
@@ -82,6 +82,8 @@ class QueueManager:
         self.in_core = 0            # recipients of active messages held in memory
         self.soft_bounce = cfg.bool("soft_bounce")
         self.defer_transports = set(cfg.list("defer_transports"))
+        # Deferred mail is logged per destination for ETRN and postqueue -s.
+        self.fast_flush = flush_client.FlushClient(cfg) if cfg.list("fast_flush_domains") else None
         self.process_limits = self._process_limits()
         self.poller = zmq.Poller()
         self.dispatcher = Dispatcher(self.poller, max(1, cfg.time("ipc_timeout")))
@@ -130,6 +132,8 @@ class QueueManager:
             worker = self.worker
             worker.leave(lambda client, header, payload: worker.reply(client, {"status": "ok"}))
             worker.close()
+        if self.fast_flush is not None:
+            self.fast_flush.close()
         self.dispatcher.close()
 
     def run(self) -> None:
@@ -183,7 +187,7 @@ class QueueManager:
     # -- triggers ------------------------------------------------------------
     def triggers(self) -> None:
         """triggers - answer every waiting trigger, then act on them once."""
-        wakeup = flush = False
+        wakeup = flush = revive = False
         selected: list[dict] = []
         while True:
             try:
@@ -203,22 +207,29 @@ class QueueManager:
                 flush = True
             else:
                 wakeup = True
+                revive = revive or bool(header.get("revive"))    # the flush service
         for header in selected:
             self.flush_selected(header)
             wakeup = True
         if flush:
             self.flush()
         elif wakeup:
+            if revive:
+                self.revive()
             self.incoming.request()
 
     def flush(self) -> None:
         """flush - every deferred message is due now; dead destinations live;
         what these scans find may use defer_transports."""
+        self.revive()
+        self.incoming.request(ignore_time=True)
+        self.deferred.request(ignore_time=True)
+
+    def revive(self) -> None:
+        """revive - every dead destination is alive again."""
         for transport in self.transports.values():
             for dest in transport.destinations.values():
                 dest.revive()
-        self.incoming.request(ignore_time=True)
-        self.deferred.request(ignore_time=True)
 
     def flush_selected(self, header: dict) -> None:
         """flush_selected - move deferred mail for a site, or one message, to incoming."""
@@ -505,7 +516,18 @@ class QueueManager:
             queue.set_retry_time(path, now + self.backoff.retry_delay(msg.arrival_time, now))
         except OSError as e:
             log.warning(f"{msg.queue_id}: cannot move to the deferred queue: {e}")
+        else:
+            self.log_for_flush(msg)
         self.drop(msg)
+
+    def log_for_flush(self, msg: ActiveMessage) -> None:
+        """log_for_flush - tell the flush service MSG waits for its recipients' domains."""
+        if self.fast_flush is None or not flush_client.available(self.cfg):
+            return
+        sites = {r.address.rpartition("@")[2].lower() for r in msg.message.pending()
+                 if "@" in r.address}
+        for site in sorted(sites - {""}):
+            self.fast_flush.add(site, msg.queue_id)
 
     def drop(self, msg: ActiveMessage) -> None:
         """drop - MSG leaves the active queue: its recipients leave memory."""

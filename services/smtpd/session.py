@@ -35,7 +35,7 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 
-from pymaster.mail import cleanup_client
+from pymaster.mail import cleanup_client, flush_client
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from services.smtpd import replies, xclient
@@ -92,6 +92,7 @@ class Settings:
     ipc_timeout: float
     fast_flush_domains: list[str] = field(default_factory=list)
     qmgr_endpoint: str = ""
+    flush: flush_client.FlushClient | None = None   # ETRN, when master.cf has flush
     content_filter: str = ""                # recorded in the queue file (FILTER_README)
     receive_overrides: list[str] = field(default_factory=list)   # cleanup flags
     xclient_hosts: NetList | None = None
@@ -131,6 +132,7 @@ class Settings:
             ipc_timeout=float(cfg.time("ipc_timeout")),
             fast_flush_domains=[d.lower() for d in cfg.list("fast_flush_domains")],
             qmgr_endpoint=ipc.service_endpoint(cfg.get("queue_service_name")),
+            flush=flush_client.FlushClient(cfg),
             content_filter=cfg.get("content_filter").strip(),
             receive_overrides=cfg.list("receive_override_options"),
             xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
@@ -898,12 +900,25 @@ class Session:
                 if refusal:
                     await self.refuse("ETRN", refusal)
                     return
-            if domain in self.s.fast_flush_domains:
+            if self.s.flush is not None and self.s.flush.available():
+                await self.etrn_flush(domain, arg)
+            elif domain in self.s.fast_flush_domains:
                 ipc.trigger(self.s.qmgr_endpoint, {"op": "flush", "site": domain})
                 await self.reply(replies.ETRN_STARTED)
             else:
                 log.warning(f"reject: ETRN {arg.strip()}... from {self.peer.namaddr}")
                 await self.reply(replies.ERR_ETRN_UNAVAILABLE.format(domain=domain))
+
+    async def etrn_flush(self, domain: str, arg: str) -> None:
+        """etrn_flush - ask the fast flush service to deliver DOMAIN's deferred mail."""
+        status = await asyncio.to_thread(self.s.flush.send_site, domain)
+        if status == flush_client.OK:
+            await self.reply(replies.ETRN_STARTED)
+        elif status == flush_client.DENY:
+            log.warning(f"reject: ETRN {arg.strip()}... from {self.peer.namaddr}")
+            await self.reply(replies.ERR_ETRN_UNAVAILABLE.format(domain=domain))
+        else:
+            await self.reply(replies.ERR_ETRN_FAILED)
 
     # -- XCLIENT, XFORWARD (Postfix's XCLIENT_README, XFORWARD_README) -------------
     async def _proxy_attributes(self, hosts: NetList | None, arg: str, allowed: list[str],

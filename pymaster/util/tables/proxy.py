@@ -52,9 +52,11 @@ _local = threading.local()
 
 
 def _clients() -> dict[str, ipc.Client]:
+    # A forked child must not use its parent's zeromq sockets: it starts afresh.
     clients = getattr(_local, "clients", None)
-    if clients is None:
+    if clients is None or _local.pid != os.getpid():
         clients = _local.clients = {}
+        _local.pid = os.getpid()
     return clients
 
 

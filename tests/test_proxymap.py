@@ -7,7 +7,7 @@ import pytest
 
 from pymaster.mail.config import load_config
 from pymaster.util import log
-from pymaster.util.tables import TableError, Table, create_table, open_table
+from pymaster.util.tables import TYPES, TableError, Table, create_table, open_table
 from pymaster.util.tables import proxy
 from services.proxymap import Proxymap, approved_tables
 from tests.served import ServedHandler
@@ -161,3 +161,23 @@ class TestClient:
     def test_cached_like_every_table(self, cfg):
         assert open_table("proxy:unix:passwd.byname", cfg) is \
             open_table("proxy:unix:passwd.byname", cfg)
+
+
+def test_client_updates_go_to_the_write_service(cfg, monkeypatch):
+    server = Proxymap(cfg, "proxywrite", writer=True)
+    server.approved.add("mem:rows")
+    rows = WritableTable("mem", "rows")
+    rows.rows = {}
+    monkeypatch.setattr(server, "table", lambda spec, options: rows)
+    path = os.path.join(cfg.get("queue_directory"), "private", "proxywrite")
+    served = ServedHandler("ipc://" + path, lambda h, p: (server.handle(h), []))
+    monkeypatch.setitem(TYPES, "mem", "simple:StaticTable")    # a known type name
+    try:
+        table = proxy.ProxyTable("proxy", "mem:rows", cfg)
+        table.update("k", "v")
+        assert rows.rows == {"k": "v"}
+        assert table.delete("k") is True and table.delete("k") is False
+        assert served.requests == 3
+    finally:
+        proxy.close_clients()
+        served.close()

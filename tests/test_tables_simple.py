@@ -98,7 +98,7 @@ class TestComposite:
         with pytest.raises(TableError):
             create_table("unionmap:{static:x, fail:y}").lookup("a")
 
-    def test_proxy_is_a_transparent_prefix(self):
+    def test_proxy_without_a_proxymap_service_opens_the_table_itself(self):
         table = create_table("proxy:inline:{a=b}")
         assert table.lookup("a") == "b"
-        assert table.type == "inline"
+        assert table.spec == "proxy:inline:{a=b}"

@@ -54,7 +54,7 @@ TYPES: dict[str, str] = {
     "socketmap": "socketmap:SocketmapTable",
     "unionmap": "composite:UnionTable",
     "pipemap": "composite:PipeTable",
-    "proxy": "composite:proxy_open",
+    "proxy": "proxy:ProxyTable",
 }
 
 _cache: dict[str, "Table"] = {}

@@ -1,16 +1,12 @@
-"""Tables made of tables: unionmap:, pipemap: and the proxy: prefix.
+"""Tables made of tables: unionmap: and pipemap: (proxy: is in proxy.py).
 
   unionmap:{ t1, t2, ... }   every table is asked; the values found are
                              joined with commas (not found when none has it)
   pipemap:{ t1, t2, ... }    t1's value is the key for t2, and so on; not
                              found as soon as one stage has no value
-  proxy:type:name            Postfix's proxymap shares one open table among
-                             processes; here each process opens the table
-                             itself, so proxy: is a transparent prefix
 
 Interface:
     UnionTable / PipeTable(type, name, cfg=None) .lookup(key)
-    proxy_open(type, name, cfg=None) -> the inner Table
 """
 
 from __future__ import annotations
@@ -48,10 +44,3 @@ class PipeTable(_Composite):
                 return None
         return value
 
-
-def proxy_open(type_: str, name: str, cfg=None, **options) -> Table:
-    """proxy_open - the table behind proxy:NAME, opened in this process."""
-    from pymaster.util.tables import create_table
-    if options:
-        return create_table(name, cfg, **options)
-    return open_table(name, cfg)

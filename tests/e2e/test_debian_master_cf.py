@@ -1,0 +1,179 @@
+"""Debian's master.cf and main.cf as shipped, with chroot `y` for smtpd, cleanup, smtp ….
+
+Only the listener (`smtp inet` -> `127.0.0.1:PORT inet`), the directories and the
+usual additions of an installation (myhostname, mydestination, mynetworks,
+home_mailbox, a relayhost, a virtual mailbox domain) change. The chrooted
+smtpd cannot read /etc/passwd: its local_recipient_maps (the default,
+`proxy:unix:passwd.byname $alias_maps`) is answered by the proxymap service
+outside the jail. As root only (chroot, privilege drop, a system user).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.support.accounts import can_add_accounts, temporary_account
+except ImportError:         # before the test helpers moved to tests/support/
+    from tests.accounts import can_add_accounts, temporary_account
+from tests.e2e.instance import Instance, free_port
+
+DEBIAN = Path(__file__).resolve().parents[1] / "data" / "debian"
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+DOMAIN = "mx.example.com"
+VIRTUAL = "virtual.example"
+NOBODY = 65534
+
+pytestmark = pytest.mark.skipif(
+    not can_add_accounts(),
+    reason="Debian's master.cf chroots and drops privileges, and the test adds a "
+           "system user: needs root and useradd")
+
+
+def wait_until(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never came true"
+        time.sleep(0.05)
+
+
+def listening(host: str, port: int) -> bool:
+    import socket
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def sink():
+    """Postfix's smtp-sink on 127.0.0.2, accepting everything: the relay's next hop."""
+    if not os.path.exists(SMTP_SINK):
+        pytest.skip("smtp-sink (Debian's postfix package) is not installed")
+    port = free_port()
+    proc = subprocess.Popen([SMTP_SINK, "-u", "root", f"127.0.0.2:{port}", "100"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: listening("127.0.0.2", port))
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def account(tmp_path):
+    homes = tmp_path / "home"
+    homes.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(homes, 0o755)
+    with temporary_account(homes, "pd") as user:
+        yield user
+
+
+def debian_instance(tmp_path: Path, sink_port: int) -> Instance:
+    """debian_instance - Debian's two files, the listener and directories moved."""
+    port = free_port()
+    master_cf = re.sub(r"(?m)^smtp(\s+inet\s)", f"127.0.0.1:{port}\\1",
+                       (DEBIAN / "master.cf").read_text())
+    assert f"127.0.0.1:{port}" in master_cf
+    etc = tmp_path / "etc"
+    etc.mkdir(parents=True)
+    (etc / "main.cf").write_text((DEBIAN / "main.cf").read_text())
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.chown(data, "postfix", "postfix")
+    queue = tmp_path / "spool"
+    settings = {
+        # directories
+        "data_directory": str(data),
+        "alias_maps": "hash:$config_directory/aliases",
+        "alias_database": "hash:$config_directory/aliases",
+        # what an administrator adds
+        "myhostname": DOMAIN,
+        "mydestination": "$myhostname, localhost",
+        "mynetworks": "127.0.0.0/8",
+        "home_mailbox": "Maildir/",
+        "relayhost": f"[127.0.0.2]:{sink_port}",
+        "virtual_mailbox_domains": VIRTUAL,
+        "virtual_mailbox_base": str(queue / "mailboxes"),
+        "virtual_mailbox_maps": "texthash:$config_directory/vmailbox",
+        "virtual_uid_maps": f"static:{NOBODY}",
+        "virtual_gid_maps": f"static:{NOBODY}",
+    }
+    inst = Instance(tmp_path, main_cf=settings, master_cf=master_cf, start=False)
+    inst.smtp_port = port
+    (inst.config_dir / "vmailbox").write_text(f"v@{VIRTUAL}  {VIRTUAL}/v/\n")
+    return inst
+
+
+def rcpt(inst: Instance, address: str) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+        s.ehlo("client.example")
+        s.mail("sender@client.example")
+        return s.rcpt(address)
+
+
+def send(inst: Instance, address: str, token: str) -> None:
+    body = f"Subject: {token}\n\n{token}\n".encode()
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+        s.sendmail("sender@client.example", [address], body)
+
+
+def test_local_relayed_and_virtual_mail_with_debians_files(tmp_path, sink, account):
+    inst = debian_instance(tmp_path, sink)
+    user = account.pw_name
+    with inst.start():
+        # The local user exists only in /etc/passwd, which the jail hides from smtpd.
+        send(inst, f"{user}@{DOMAIN}", "to-local-user")
+        maildir = Path(account.pw_dir) / "Maildir"
+        text = inst.maildir_message_with(maildir, "to-local-user", timeout=30)
+        assert f"for <{user}@{DOMAIN}>" in text or f"{user}@{DOMAIN}" in text
+        assert (maildir / "new").stat().st_uid == account.pw_uid
+        inst.wait_for_log(rf"postfix/local\[\d+\]: \w+: to=<{user}@{DOMAIN}>, "
+                          r"relay=local, .*status=sent \(delivered to maildir\)")
+
+        # ... and that smtpd really was in its jail.
+        smtpd = int(inst.wait_for_log(r"postfix/smtpd\[(\d+)\]: connect from").group(1))
+        assert os.readlink(f"/proc/{smtpd}/root") == str(inst.queue_dir)
+
+        # Nobody by that name: refused for the right reason, not a temporary failure.
+        code, text = rcpt(inst, f"nosuchuser@{DOMAIN}")
+        assert code == 550, text
+        assert b"User unknown in local recipient table" in text
+
+        send(inst, "someone@far.example", "relayed")
+        inst.wait_for_log(r"postfix/smtp\[\d+\]: \w+: to=<someone@far\.example>, "
+                          rf"relay=127\.0\.0\.2\[127\.0\.0\.2\]:{sink}, .*status=sent \(250 ",
+                          timeout=30)
+
+        send(inst, f"v@{VIRTUAL}", "to-virtual-user")
+        inst.maildir_message_with(inst.mailbox_dir / VIRTUAL / "v", "to-virtual-user",
+                                  timeout=30)
+
+        # postmap -q through the running proxymap service, and its refusal of a
+        # table that proxy_read_maps does not list.
+        found = inst.command("postmap", "-c", str(inst.config_dir), "-q", user,
+                             "proxy:unix:passwd.byname")
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.decode().startswith(f"{user}:x:{account.pw_uid}:")
+        missing = inst.command("postmap", "-c", str(inst.config_dir), "-q", "no-such-user-x",
+                               "proxy:unix:passwd.byname")
+        assert missing.returncode == 1, missing.stderr
+        refused = inst.command("postmap", "-c", str(inst.config_dir), "-q", "a",
+                               "proxy:inline:{a=b}")
+        assert refused.returncode != 0 and refused.stdout == b""
+        assert b'proxymap service is not configured for table "inline:{a=b}"' in refused.stderr
+        inst.wait_for_log(r'postfix/proxymap\[\d+\]: warning: request for unapproved table: '
+                          r'"inline:\{a=b\}"')
+        # postmap's own fatal above is Postfix's answer; no service may have one.
+        assert not re.search(r"(?m)postfix/(?!postmap\[)\S+: (fatal|panic):", inst.log_text())

@@ -20,7 +20,7 @@ import zmq
 from pymaster.util import ipc
 from pymaster.master.broker import Broker
 from pymaster.master.service import ALIVE_FD, Service, UseCounter, parse_service_argv
-from tests.brokerpump import pump
+from tests.support.brokerpump import pump
 
 ECHO = Path(__file__).resolve().parent / "services" / "echo.py"
 

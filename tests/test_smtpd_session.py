@@ -23,7 +23,7 @@ from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer
 from services.smtpd.session import Session, Settings
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, SubmitError
-from tests.smtpclient import Raw
+from tests.support.smtpclient import Raw
 
 
 class StandInCleanup:

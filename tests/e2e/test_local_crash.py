@@ -26,8 +26,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import Instance, submit_to_cleanup
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import Instance, submit_to_cleanup
 
 DOMAIN = "mx.example.com"
 pytestmark = pytest.mark.skipif(not can_add_accounts(),

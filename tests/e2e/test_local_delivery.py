@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import Instance, is_root, submit_to_cleanup
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import Instance, is_root, submit_to_cleanup
 
 DOMAIN = "mx.example.com"
 needs_root = pytest.mark.skipif(not can_add_accounts(),

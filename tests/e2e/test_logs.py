@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pymaster.util import log
-from tests.e2e.instance import Instance
+from tests.support.instance import Instance
 
 PFLOGSUMM = shutil.which("pflogsumm")
 

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from pymaster.util import ipc
-from tests.e2e.instance import Instance, is_root
+from tests.support.instance import Instance, is_root
 
 ECHO = Path(__file__).resolve().parents[1] / "services" / "echo.py"
 needs_root = pytest.mark.skipif(not is_root(), reason="chroot and setuid need root")

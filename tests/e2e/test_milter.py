@@ -1,5 +1,5 @@
 """Milters end to end: smtpd_milters with the real master, a real OpenDKIM
-(Debian's opendkim) and a scripted milter peer (tests/milterpeer.py).
+(Debian's opendkim) and a scripted milter peer (tests/support/milterpeer.py).
 
     OpenDKIM signs          -> the delivered message carries DKIM-Signature: d=example.com
     a milter rejects at EOM -> the client gets the 5xx at the end of DATA, nothing is queued
@@ -22,10 +22,10 @@ import time
 
 import pytest
 
-from tests import milterpeer as peer
-from tests.e2e.instance import ROOT, Instance, free_port
 from tests.e2e.test_cleanup import virtual_settings
-from tests.milterpeer import ScriptedMilter
+from tests.support import milterpeer as peer
+from tests.support.instance import ROOT, Instance, free_port
+from tests.support.milterpeer import ScriptedMilter
 
 pytestmark = pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(),
                                 reason="needs the smtpd service")

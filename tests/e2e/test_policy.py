@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.instance import Instance, _open_path_for_others, free_port, is_root
+from tests.support.instance import Instance, _open_path_for_others, free_port, is_root
 
 POSTGREY = shutil.which("postgrey") or ("/usr/sbin/postgrey"
                                         if os.path.exists("/usr/sbin/postgrey") else None)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import Instance
-from tests.parity import postfix
-from tests.parity.dialogue import Raw, play
-from tests.parity.mask import log_shapes, mask_ids, mask_reply, queue_ids
+from tests.support.instance import Instance
+from tests.support.parity import postfix
+from tests.support.parity.dialogue import Raw, play
+from tests.support.parity.mask import log_shapes, mask_ids, mask_reply, queue_ids
 
 pytestmark = pytest.mark.skipif(bool(postfix.available()), reason=postfix.available() or "-")
 

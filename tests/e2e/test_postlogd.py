@@ -27,8 +27,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import BIN, ROOT, Instance
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import BIN, ROOT, Instance
 
 pytestmark = pytest.mark.skipif(not can_add_accounts(),
                                 reason="commands as an ordinary user and chroot need root")

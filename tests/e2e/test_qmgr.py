@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.instance import Instance, submit_to_cleanup
+from tests.support.instance import Instance, submit_to_cleanup
 
 ECHO = Path(__file__).resolve().parents[1] / "services" / "echo.py"
 TRANSPORT = """\

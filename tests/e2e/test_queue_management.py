@@ -11,8 +11,8 @@ import smtplib
 import time
 
 from pymaster.util import ipc
-from tests.e2e.instance import Instance
 from tests.e2e.test_qmgr import ECHO, SERVICES, TRANSPORT, queue_files, submit
+from tests.support.instance import Instance
 
 NOTICES = """\
 bounce    unix  -       -       n       -       0       bounce

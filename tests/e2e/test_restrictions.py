@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance
 
 ANTI_SPAM = ("reject_invalid_hostname, reject_non_fqdn_hostname, reject_non_fqdn_sender, "
              "reject_non_fqdn_recipient, reject_unknown_sender_domain, "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import Instance, free_port, is_root
+from tests.support.instance import Instance, free_port, is_root
 
 # base64("\0kdent\0secret"): the AUTH PLAIN initial response a test client sends.
 PLAIN_KDENT = base64.b64encode(b"\0kdent\0secret").decode()

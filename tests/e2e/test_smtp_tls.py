@@ -11,7 +11,7 @@ every test domain into one virtual Maildir; its Received: header says
 Instance A sends every case at the start, each recipient domain routed by
 a transport map to an smtp transport with its own `-o
 smtp_tls_security_level=…`, so one pair of instances serves the module.
-Names resolve through a loopback DNS server (tests/dnsserver.py).
+Names resolve through a loopback DNS server (tests/support/dnsserver.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance, free_port, is_root
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance, free_port, is_root
 
 NOBODY = 65534
 PORTS = ("tls", "pol", "plain", "tls13", "ccert")

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests import smtpclient
-from tests.e2e.instance import Instance, free_port
+from tests.support import smtpclient
+from tests.support.instance import Instance, free_port
 
 HOST = "mx.example.com"
 

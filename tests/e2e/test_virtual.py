@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.e2e.instance import Instance, is_root, submit_to_cleanup
+from tests.support.instance import Instance, is_root, submit_to_cleanup
 
 NOBODY = 65534
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import ROOT, Instance, free_port
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import ROOT, Instance, free_port
 
 pytestmark = [
     pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(), reason="needs smtpd"),

@@ -303,7 +303,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-if __name__ == "__main__":  # a quick manual check: python -m tests.e2e.instance DIR
+if __name__ == "__main__":  # a quick manual check: python -m tests.support.instance DIR
     inst = Instance(Path(sys.argv[1]))
     inst.start()
     print(f"up on 127.0.0.1:{inst.smtp_port}, config {inst.config_dir}")

@@ -1,6 +1,6 @@
 """Debian's Postfix in a temporary config and queue directory, for parity tests.
 
-The counterpart of tests/e2e/instance.py's Instance for the real Postfix:
+The counterpart of tests/support/instance.py's Instance for the real Postfix:
 the same main.cf settings, smtpd on a free loopback port, the queue, data
 directory and log file inside the temporary directory. Needs root (Postfix's
 master refuses to run otherwise) and the Debian package.
@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.instance import MailLog, free_port
+from tests.support.instance import MailLog, free_port
 
 SBIN = Path("/usr/sbin")
 MASTER_CF_DIST = Path("/usr/share/postfix/master.cf.dist")

@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import re
 import smtplib
-import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.dnsserver import DnsServer
-from tests.support.instance import Instance, free_port, is_root
+from tests.support.instance import Instance, free_port, is_root, listening
+from tests.support.wait import wait_until
 
 NOBODY = 65534
 PORTS = ("tls", "pol", "plain", "tls13", "ccert")
@@ -39,14 +38,7 @@ def run_ok(inst: Instance, *args: str) -> str:
 
 
 def wait_listening(host: str, port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {host}:{port}"
-            time.sleep(0.05)
+    wait_until(lambda: listening(host, port), timeout, f"a listener on {host}:{port}")
 
 
 def start_server(tmp: Path, ports: dict[str, int], listeners: str, domains: list[str],

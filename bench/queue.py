@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pymaster.mail import delivery, queue, records  # noqa: E402
-from tests.e2e.instance import BIN, Instance  # noqa: E402
+from tests.support.instance import BIN, Instance  # noqa: E402
 
 DEBIAN = Path("/usr/sbin")
 SMTP_SOURCE = shutil.which("smtp-source")

@@ -27,7 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.instance import Instance, free_port  # noqa: E402
+from tests.support.instance import Instance, free_port  # noqa: E402
 
 SMTP_SOURCE = shutil.which("smtp-source")
 DEBIAN_POSTFIX = "/usr/sbin/postfix"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.run import (DEBIAN_POSTFIX, SMTP_SOURCE, PostfixInstance, _format_smtp,
                        _wait_port, log_count, run_smtp)
-from tests.e2e.instance import Instance, free_port
+from tests.support.instance import Instance, free_port
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SINK_HOST = "127.0.0.2"

@@ -1,5 +1,5 @@
 """Shared pytest set-up: the project root on sys.path, so tests import
-`pymaster`, `services` and `tests.e2e.instance` from the checkout."""
+`pymaster`, `services` and `tests.support.instance` from the checkout."""
 
 import sys
 from pathlib import Path

@@ -21,7 +21,7 @@ from pymaster.mail.bounce_template import (DEFAULT_TEMPLATES, TemplateError, loa
                                       parse_template_file)
 from pymaster.mail.config import load_config
 from services.bounce import BounceServer, SubmitError
-from tests.queue_fixtures import make_spool
+from tests.support.queue_fixtures import make_spool
 
 BODY = b"Subject: hello\nFrom: sender@example.com\nMessage-Id: <m1@example.com>\n\nHi there\n"
 

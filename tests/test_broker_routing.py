@@ -13,7 +13,7 @@ import zmq
 
 from pymaster.util import ipc
 from pymaster.master.broker import Broker
-from tests.brokerpump import pump
+from tests.support.brokerpump import pump
 
 PAYLOADS = [
     [],

@@ -1,7 +1,7 @@
 """services.cleanup.milters: cleanup runs non_smtpd_milters and applies what
 they say, and applies the verdict and edits of the smtpd_milters that smtpd
 ran (the milter_result attribute); driven through handle_message with a
-scripted milter (tests/milterpeer.py)."""
+scripted milter (tests/support/milterpeer.py)."""
 
 import os
 import struct
@@ -10,8 +10,8 @@ import pytest
 
 from pymaster.mail import milter, queue, records
 from services.smtpd.milters import encode_result
-from tests import milterpeer as peer
-from tests.milterpeer import ScriptedMilter
+from tests.support import milterpeer as peer
+from tests.support.milterpeer import ScriptedMilter
 from tests.test_cleanup import SIMPLE, headers_of, maillog, make_cfg, queued, spool, submit  # noqa: F401
 
 SMTP_ATTRS = dict(client_name="client.example", client_address="192.0.2.1",

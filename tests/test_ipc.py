@@ -13,7 +13,7 @@ import pytest
 from pymaster.master import broker as broker_module
 from pymaster.util import ipc
 from pymaster.master.broker import Broker
-from tests.brokerpump import pump
+from tests.support.brokerpump import pump
 
 
 @pytest.fixture

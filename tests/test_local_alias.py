@@ -7,8 +7,8 @@ import pytest
 from pymaster.mail import delivery
 from services.local import LocalAgent, recipient
 from services.local.items import split_items
-from tests.local_helpers import (CONTENT, RecordingCleanup, fake_user, make_cfg, make_spool,
-                                 queue_request)
+from tests.support.local_helpers import (CONTENT, RecordingCleanup, fake_user, make_cfg,
+                                         make_spool, queue_request)
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import pytest
 from pymaster.mail import delivery
 from services.local import LocalAgent, recipient
 from services.local.command import command_argv, exit_outcome
-from tests.local_helpers import RecordingCleanup, fake_user, make_cfg, make_spool, queue_request
+from tests.support.local_helpers import (RecordingCleanup, fake_user, make_cfg, make_spool,
+                                         queue_request)
 
 
 @pytest.mark.parametrize("command,shell,argv", [

@@ -8,9 +8,9 @@ import pytest
 from pymaster.mail import delivery, records
 from services.local import LocalAgent
 from services.local.context import split_extension
-from tests.local_helpers import spool, users  # noqa: F401  (fixtures)
-from tests.local_helpers import (CONTENT, RecordingCleanup, fake_user, make_cfg, make_spool,
-                                 queue_request)
+from tests.support.local_helpers import spool, users  # noqa: F401  (fixtures)
+from tests.support.local_helpers import (CONTENT, RecordingCleanup, fake_user, make_cfg,
+                                         make_spool, queue_request)
 
 
 

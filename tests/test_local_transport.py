@@ -19,8 +19,8 @@ from pymaster.mail import delivery, queue, records
 from pymaster.util import ipc
 from services.local import LocalAgent
 from services.local.transport import split_service
-from tests.local_helpers import spool, users  # noqa: F401  (fixtures)
-from tests.local_helpers import RecordingCleanup, make_cfg, queue_request
+from tests.support.local_helpers import spool, users  # noqa: F401  (fixtures)
+from tests.support.local_helpers import RecordingCleanup, make_cfg, queue_request
 
 RCPT = "alice@mx.example.com"
 

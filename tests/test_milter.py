@@ -1,5 +1,5 @@
 """pymaster.mail.milter: the wire format, the milter lists, and conversations with
-a scripted milter (tests/milterpeer.py) covering negotiation, every verdict,
+a scripted milter (tests/support/milterpeer.py) covering negotiation, every verdict,
 every edit, timeouts and milter_default_action."""
 
 import socket
@@ -11,8 +11,8 @@ import pytest
 from pymaster.mail import milter
 from pymaster.util import log
 from pymaster.mail.config import Config
-from tests import milterpeer as peer
-from tests.milterpeer import ScriptedMilter
+from tests.support import milterpeer as peer
+from tests.support.milterpeer import ScriptedMilter
 
 
 def make_cfg(tmp_path, **values):

@@ -10,7 +10,7 @@ import pytest
 from pymaster.mail import queue, records
 from pymaster.util import log
 from services.pickup import Pickup
-from tests.queue_fixtures import make_spool, reset_logging
+from tests.support.queue_fixtures import make_spool, reset_logging
 
 
 class Answer:

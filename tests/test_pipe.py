@@ -17,7 +17,7 @@ from services.pipe import (PipeAgent, PipeAttributes, PipeConfigError, CommandRe
                            message_macros, parse_attributes, recipient_macros)
 from pymaster.mail.records import Recipient
 from pymaster.master.service import service_words
-from tests.local_helpers import make_cfg, make_spool, queue_request
+from tests.support.local_helpers import make_cfg, make_spool, queue_request
 
 AS_ROOT = os.geteuid() == 0
 

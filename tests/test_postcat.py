@@ -12,7 +12,7 @@ import pytest
 
 from pymaster.mail import queue, records
 from pymaster.commands import postcat
-from tests.queue_fixtures import add_message, make_spool, reset_logging
+from tests.support.queue_fixtures import add_message, make_spool, reset_logging
 
 CONTENT = b"Subject: hello\nFrom: alice@example.com\n continued\n\nHi Bob\nSecond line\n"
 

@@ -10,7 +10,7 @@ import pytest
 from pymaster.mail import queue, records
 from pymaster.commands import mailq, postqueue
 from pymaster.mail.delivery import append_status_log
-from tests.queue_fixtures import add_message, make_spool, reset_logging
+from tests.support.queue_fixtures import add_message, make_spool, reset_logging
 
 
 @pytest.fixture

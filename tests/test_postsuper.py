@@ -8,7 +8,7 @@ import pytest
 
 from pymaster.mail import queue
 from pymaster.commands import postsuper
-from tests.queue_fixtures import add_message, make_spool, reset_logging
+from tests.support.queue_fixtures import add_message, make_spool, reset_logging
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from services import discard, error
 from services.qmgr.manager import QueueManager
-from tests.served import ServedHandler
+from tests.support.served import ServedHandler
 
 
 class FakeService:

@@ -10,7 +10,7 @@ import pytest
 from pymaster.mail import queue, records
 from pymaster.commands import postdrop, sendmail
 from pymaster.mail import maildrop as maildrop_queue
-from tests.queue_fixtures import make_spool, reset_logging
+from tests.support.queue_fixtures import make_spool, reset_logging
 
 
 @pytest.fixture

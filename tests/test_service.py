@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ import zmq
 from pymaster.util import ipc
 from pymaster.master.broker import Broker
 from pymaster.master.service import ALIVE_FD, Service, UseCounter, parse_service_argv
-from tests.brokerpump import pump
+from tests.support.brokerpump import pump
+from tests.support.wait import wait_until
 
 ECHO = Path(__file__).resolve().parent / "services" / "echo.py"
 
@@ -201,10 +201,7 @@ class TestRequestLoop:
                     frames = recv_frames(backend)
                 assert frames[2] == client and ipc.unpack(frames[4:])[0]["pid"] == child.proc.pid
             backend.send_multipart([worker, b"", ipc.BYE])       # the broker's answer
-            deadline = time.monotonic() + 20
-            while child.proc.poll() is None:
-                assert time.monotonic() < deadline, "the worker did not leave"
-                time.sleep(0.05)
+            wait_until(lambda: child.proc.poll() is not None, 20, "the worker to leave")
             assert child.proc.returncode == 0
         finally:
             child.master_goes()

@@ -19,8 +19,8 @@ from pymaster.util import ipc
 from pymaster.commands import postqueue
 from pymaster.mail.queuelist import Entry, list_queue
 from services import showq
-from tests.served import ServedHandler
-from tests.queue_fixtures import add_message, make_spool, reset_logging
+from tests.support.served import ServedHandler
+from tests.support.queue_fixtures import add_message, make_spool, reset_logging
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from services.smtp.dns import Host, HostLookup
 from services.smtp.nexthop import parse_destinations
 from services.smtp.settings import Settings
 from services.smtp.tls import peer_chain
-from tests.dnsserver import DnsServer
+from tests.support.dnsserver import DnsServer
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DIGESTS = {1: "sha256", 2: "sha512"}

@@ -1,8 +1,8 @@
 """services.smtp.deliver: one delivery request against scripted servers.
 
 Each test queues a real message in a temporary spool, runs the client
-against a scripted SMTP/LMTP server on loopback (tests/smtpscript.py) and
-a loopback DNS server (tests/dnsserver.py), and reads the status lines the
+against a scripted SMTP/LMTP server on loopback (tests/support/smtpscript.py) and
+a loopback DNS server (tests/support/dnsserver.py), and reads the status lines the
 client logged and the transaction the server saw."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pymaster.util import log
 from pymaster.mail.config import Config
 from services.smtp.deliver import Client
 from services.smtp.settings import Settings
-from tests.dnsserver import DnsServer
-from tests.smtpscript import ScriptServer
+from tests.support.dnsserver import DnsServer
+from tests.support.smtpscript import ScriptServer
 
 STATUS_RE = re.compile(r"^(?P<id>\w+): to=<(?P<to>[^>]*)>, (?:orig_to=<[^>]*>, )?"
                        r"relay=(?P<relay>[^,]+), delay=[\d.]+, delays=[\d./]+, "

@@ -8,7 +8,7 @@ from pymaster.mail.config import Config
 from services.smtp.dns import DnsError, HostLookup, order_mx
 from services.smtp.nexthop import parse_destinations
 from services.smtp.settings import Settings
-from tests.dnsserver import DnsServer
+from tests.support.dnsserver import DnsServer
 
 ZONE = {
     "example.com": {"MX": ["20 mx3.example.com.", "10 mx1.example.com.", "10 mx2.example.com."]},

@@ -16,7 +16,7 @@ from pymaster.util.tables import TableError
 from services.smtp.deliver import Client
 from services.smtp.generic import UNCHANGED, GenericMaps, HeaderBlock
 from services.smtp.settings import Settings
-from tests.smtpscript import ScriptServer
+from tests.support.smtpscript import ScriptServer
 
 TABLE = ("inline:{ user@localdomain.local=user@example.com, "
          "@other.local=someone@example.com, "

@@ -3,7 +3,7 @@
 A verify request (sendmail -bv, the verify service's probes) takes the same
 path as a delivery up to the RCPT replies and then stops: no DATA, no
 content. Each test queues a real message in a temporary spool, probes a
-scripted SMTP/LMTP server on loopback (tests/smtpscript.py), and reads the
+scripted SMTP/LMTP server on loopback (tests/support/smtpscript.py), and reads the
 verdicts (delivery.Status.verify_result), the log and what the server saw.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pymaster.mail import delivery, dsn, queue, records, traceflags
 from services.smtp.deliver import Client
-from tests.smtpscript import ScriptServer
+from tests.support.smtpscript import ScriptServer
 from tests.test_smtp_deliver import (logged, make_client, queue_message,  # noqa: F401
                                      request, spool, statuses)
 

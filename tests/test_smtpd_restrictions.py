@@ -2,7 +2,7 @@
 access(5) actions, DNS lists, policy delegation and the reply shapes.
 
 Every case uses a real configuration and real tables (inline:); DNS answers
-come from the loopback test server (tests/dnsserver.py); the policy server
+come from the loopback test server (tests/support/dnsserver.py); the policy server
 is a small thread speaking the Postfix policy protocol."""
 
 import socket
@@ -16,7 +16,7 @@ from services.smtpd.check import Checker, ConfigurationError, Context
 from services.smtpd.rbl import parse_filter
 from services.smtpd.replies import with_footer
 from services.smtpd.xclient import AttributeError_, parse_attributes
-from tests.dnsserver import DnsServer
+from tests.support.dnsserver import DnsServer
 
 BASE = {
     "myhostname": "mx.example.com",

@@ -23,7 +23,8 @@ from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer
 from services.smtpd.session import Session, Settings
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, SubmitError
-from tests.smtpclient import Raw
+from tests.support.smtpclient import Raw
+from tests.support.wait import wait_until
 
 
 class StandInCleanup:
@@ -123,11 +124,8 @@ class Server:
         return self.logfile.read_text() if self.logfile.exists() else ""
 
     def wait_log(self, text: str, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not in log:\n{self.log()}")
-            time.sleep(0.02)
+        wait_until(lambda: text in self.log(), timeout, lambda: f"{text!r} in log:\n{self.log()}",
+                   interval=0.02)
         return self.log()
 
     def smtp(self) -> smtplib.SMTP:

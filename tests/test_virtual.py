@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pymaster.mail import delivery, records
 from services.virtual import VirtualAgent
-from tests.local_helpers import CONTENT, make_cfg, make_spool, queue_request
+from tests.support.local_helpers import CONTENT, make_cfg, make_spool, queue_request
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ always sees a new address still in progress.
 Probes take the address_verify_* routes: mail for the relay domain
 backend.example goes to discard (relay_transport), but its probes go, by
 address_verify_transport_maps, to a scripted SMTP server on loopback
-(tests/smtpscript.py) that knows ok@backend.example only; the smtp client
+(tests/support/smtpscript.py) that knows ok@backend.example only; the smtp client
 in verify mode stops after RCPT.
 """
 
@@ -23,8 +23,8 @@ import sqlite3
 
 import pytest
 
-from tests.e2e.instance import ROOT, Instance, free_port
-from tests.smtpscript import ScriptServer
+from tests.support.instance import ROOT, Instance, free_port
+from tests.support.smtpscript import ScriptServer
 
 pytestmark = pytest.mark.skipif(
     not all((ROOT / "libexec" / name).exists()

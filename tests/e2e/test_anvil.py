@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.e2e.instance import Instance
+from tests.support.instance import Instance
 
 
 @pytest.fixture(scope="module")

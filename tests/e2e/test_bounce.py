@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from tests.dsnreport import parse
-from tests.e2e.instance import ROOT, Instance
+from tests.support.dsnreport import parse
+from tests.support.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(
     not all((ROOT / "libexec" / name).exists() for name in ("smtpd", "bounce", "virtual")),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import Instance, is_root
+from tests.support.instance import Instance, is_root
 
 
 def instance(tmp_path, **main_cf) -> Instance:

@@ -13,7 +13,7 @@ import smtplib
 
 import pytest
 
-from tests.e2e.instance import ROOT, Instance
+from tests.support.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "etc" / "master.cf").exists() or not (ROOT / "libexec" / "smtpd").exists(),

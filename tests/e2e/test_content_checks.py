@@ -10,7 +10,7 @@ import smtplib
 
 import pytest
 
-from tests.e2e.instance import ROOT, Instance
+from tests.support.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(),
                                 reason="needs the smtpd service")

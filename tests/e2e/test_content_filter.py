@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import BIN, ROOT, Instance, free_port
+from tests.support.instance import BIN, ROOT, Instance, free_port
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "libexec" / "pipe").exists() or not (ROOT / "libexec" / "virtual").exists(),

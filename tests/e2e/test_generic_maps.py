@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import smtplib
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance, free_port
-from tests.smtpscript import ScriptServer
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance, free_port
+from tests.support.smtpscript import ScriptServer
 
 MESSAGE = (b"From: Joe User <user@localdomain.local>\r\n"
            b"To: friend@far.example\r\n"

@@ -15,12 +15,12 @@ import os
 import pwd
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import _open_path_for_others
+from tests.support.instance import _open_path_for_others
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
@@ -180,10 +180,8 @@ def test_system_install_delivers_through_the_sysv_script(tmp_path):
                                   input=b"Subject: installed\n\nhello from pymaster\n")
             assert done.returncode == 0
             mbox = Path("/var/mail") / user
-            deadline = time.monotonic() + 60
-            while not (mbox.exists() and b"hello from pymaster" in mbox.read_bytes()):
-                assert time.monotonic() < deadline, "no delivery to /var/mail/" + user
-                time.sleep(0.2)
+            wait_until(lambda: mbox.exists() and b"hello from pymaster" in mbox.read_bytes(),
+                       60, "a delivery to /var/mail/" + user, interval=0.2)
             assert subprocess.run(init + ["reload"]).returncode == 0
             assert subprocess.run(init + ["stop"]).returncode == 0
         finally:

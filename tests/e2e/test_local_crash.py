@@ -19,15 +19,15 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import Instance, submit_to_cleanup
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import Instance, submit_to_cleanup
+from tests.support.wait import poll, wait_until
 
 DOMAIN = "mx.example.com"
 pytestmark = pytest.mark.skipif(not can_add_accounts(),
@@ -60,10 +60,7 @@ def local_processes(inst: Instance) -> list[psutil.Process]:
 
 
 def wait_for_file(path: Path, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.read_text().strip()):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+    wait_until(lambda: path.exists() and path.read_text().strip(), timeout, f"{path} to appear")
     return path.read_text().strip()
 
 
@@ -133,9 +130,7 @@ def test_kill_9_of_local_mid_delivery_loses_nothing_and_repeats_nothing(tmp_path
                           r"\(delivered to command: ", timeout=30)
         inst.wait_for_log(rf"{qid}: to=<{re.escape(mailbox_rcpts[2])}>, .*status=sent",
                           timeout=30)
-        deadline = time.monotonic() + 20
-        while queue_files(inst) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        poll(lambda: not queue_files(inst), timeout=20, interval=0.1)
         assert queue_files(inst) == []
 
         # Each mailbox recipient exactly once; the command ran once to the end.

@@ -9,12 +9,12 @@ and skip elsewhere. As any user, the in-tree virtual Maildir delivery runs.
 import os
 import pwd
 import smtplib
-import time
 
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import Instance, is_root, submit_to_cleanup
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import Instance, is_root, submit_to_cleanup
+from tests.support.wait import wait_until
 
 DOMAIN = "mx.example.com"
 needs_root = pytest.mark.skipif(not can_add_accounts(),
@@ -27,10 +27,7 @@ def submit(inst, rcpts, body=b"Subject: local test\n\nFrom me\nhello\n", sender=
 
 
 def wait_for(path, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.stat().st_size):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+    wait_until(lambda: path.exists() and path.stat().st_size, timeout, f"{path} to appear")
     return path
 
 

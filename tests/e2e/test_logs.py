@@ -13,13 +13,13 @@ import re
 import shutil
 import smtplib
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from pymaster.util import log
-from tests.e2e.instance import Instance
+from tests.support.instance import Instance
+from tests.support.wait import wait_until
 
 PFLOGSUMM = shutil.which("pflogsumm")
 
@@ -110,10 +110,9 @@ def test_a_process_follows_a_renamed_log_file(tmp_path, monkeypatch):
 def wait_for_file(directory: Path, pattern: str, timeout: float = 90) -> Path:
     """wait_for_file - PATTERN in DIRECTORY, once the compressor has finished
     (gzip removes the uncompressed file after the compressed one is whole)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def compressed() -> Path | None:
         found = sorted(directory.glob(pattern))
         if found and not Path(str(found[0])[:-len(".gz")]).exists():
             return found[0]
-        assert time.monotonic() < deadline, f"no {pattern} in {directory}"
-        time.sleep(0.1)
+        return None
+    return wait_until(compressed, timeout, f"{pattern} in {directory}", interval=0.1)

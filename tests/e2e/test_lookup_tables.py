@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.instance import Instance
+from tests.support.instance import Instance
 
 
 def send(inst, recipient, subject):

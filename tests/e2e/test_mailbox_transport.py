@@ -1,7 +1,7 @@
 """local(8) handing mail to the lmtp agent: mailbox_transport and fallback_transport.
 
 A real instance, a real local agent and a real lmtp client, delivering to a
-scripted LMTP server (tests/smtpscript.py) on a free loopback port. The
+scripted LMTP server (tests/support/smtpscript.py) on a free loopback port. The
 lmtp agent logs the delivery's status line; local logs only that it passed
 the recipient on, and qmgr sees the lmtp agent's outcome as local's.
 
@@ -14,9 +14,9 @@ import re
 
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import Instance, submit_to_cleanup
-from tests.smtpscript import ScriptServer
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import Instance, submit_to_cleanup
+from tests.support.smtpscript import ScriptServer
 
 DOMAIN = "mx.example.com"
 needs_root = pytest.mark.skipif(not can_add_accounts(),

@@ -22,7 +22,8 @@ import psutil
 import pytest
 
 from pymaster.util import ipc
-from tests.e2e.instance import Instance, is_root
+from tests.support.instance import Instance, is_root
+from tests.support.wait import wait_until
 
 ECHO = Path(__file__).resolve().parents[1] / "services" / "echo.py"
 needs_root = pytest.mark.skipif(not is_root(), reason="chroot and setuid need root")
@@ -80,16 +81,6 @@ def children(inst: Instance, name: str | None = None) -> list[psutil.Process]:
         if name is None or f"-n {name} " in cmd + " ":
             out.append(p)
     return out
-
-
-def wait_until(predicate, timeout: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def converse(sock_file, line: str = "hello") -> str:

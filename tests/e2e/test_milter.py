@@ -1,5 +1,5 @@
 """Milters end to end: smtpd_milters with the real master, a real OpenDKIM
-(Debian's opendkim) and a scripted milter peer (tests/milterpeer.py).
+(Debian's opendkim) and a scripted milter peer (tests/support/milterpeer.py).
 
     OpenDKIM signs          -> the delivered message carries DKIM-Signature: d=example.com
     a milter rejects at EOM -> the client gets the 5xx at the end of DATA, nothing is queued
@@ -16,16 +16,15 @@ import os
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
-import time
 
 import pytest
 
-from tests import milterpeer as peer
-from tests.e2e.instance import ROOT, Instance, free_port
 from tests.e2e.test_cleanup import virtual_settings
-from tests.milterpeer import ScriptedMilter
+from tests.support import milterpeer as peer
+from tests.support.instance import ROOT, Instance, free_port, listening
+from tests.support.milterpeer import ScriptedMilter
+from tests.support.wait import poll
 
 pytestmark = pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(),
                                 reason="needs the smtpd service")
@@ -46,16 +45,12 @@ def queued_files(inst: Instance) -> list[str]:
 
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"opendkim exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"opendkim does not listen on {port}")
+        return listening("127.0.0.1", port)
+    if not poll(up, timeout):
+        raise RuntimeError(f"opendkim does not listen on {port}")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import BIN, ROOT, Instance
+from tests.support.instance import BIN, ROOT, Instance
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "libexec" / "pipe").exists() or not (ROOT / "libexec" / "virtual").exists(),

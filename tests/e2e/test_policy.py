@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.e2e.instance import Instance, _open_path_for_others, free_port, is_root
+from tests.support.instance import Instance, _open_path_for_others, free_port, is_root, listening
+from tests.support.wait import poll
 
 POSTGREY = shutil.which("postgrey") or ("/usr/sbin/postgrey"
                                         if os.path.exists("/usr/sbin/postgrey") else None)
@@ -29,15 +30,13 @@ def postgrey(tmp_path_factory):
             shutil.chown(dbdir, "postgrey")
         args.append("--user=postgrey" if _has_user("postgrey") else "--user=root")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with __import__("socket").create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.skip(f"postgrey did not start: {proc.stderr.read().decode()[-500:]}")
-            time.sleep(0.1)
+    def up() -> bool:
+        if listening("127.0.0.1", port):
+            return True
+        if proc.poll() is not None:
+            pytest.skip(f"postgrey did not start: {proc.stderr.read().decode()[-500:]}")
+        return False
+    poll(up, timeout=20, interval=0.1)
     yield port
     proc.terminate()
     proc.wait(10)

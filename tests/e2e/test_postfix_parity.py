@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import Instance
-from tests.parity import postfix
-from tests.parity.dialogue import Raw, play
-from tests.parity.mask import log_shapes, mask_ids, mask_reply, queue_ids
+from tests.support.instance import Instance
+from tests.support.parity import postfix
+from tests.support.parity.dialogue import Raw, play
+from tests.support.parity.mask import log_shapes, mask_ids, mask_reply, queue_ids
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(bool(postfix.available()), reason=postfix.available() or "-")
 
@@ -386,10 +386,8 @@ def _queue_one_deferred(inst) -> str:
                                     b"RCPT TO:<user@remote.example>", b"DATA",
                                     Raw(b"Subject: deferred\r\n\r\nhi\r\n.\r\n"), b"QUIT"])
     qid = replies[5][0].split()[-1]
-    deadline = time.monotonic() + 20
-    while "(deferred transport)" not in inst.command("postqueue", "-p").stdout.decode():
-        assert time.monotonic() < deadline, inst.log_text()[-3000:]
-        time.sleep(0.1)
+    wait_until(lambda: "(deferred transport)" in inst.command("postqueue", "-p").stdout.decode(),
+               20, lambda: inst.log_text()[-3000:], interval=0.1)
     return qid
 
 

@@ -7,7 +7,7 @@ import re
 import stat
 import subprocess
 
-from tests.e2e.instance import Instance
+from tests.support.instance import Instance
 
 
 def tls(inst: Instance, *args: str) -> subprocess.CompletedProcess:

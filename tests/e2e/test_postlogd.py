@@ -21,14 +21,14 @@ import smtplib
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import BIN, ROOT, Instance
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import BIN, ROOT, Instance
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(not can_add_accounts(),
                                 reason="commands as an ordinary user and chroot need root")
@@ -142,11 +142,12 @@ def test_a_chrooted_smtpd_session_across_logrotate_logs_to_the_new_file(tmp_path
             assert Path(f"/proc/{pid}/root").resolve() == inst.queue_dir.resolve()
             # In the jail maillog_file's name is out of sight: within a second
             # smtpd sends its lines through postlogd, which starts on the first.
-            deadline = time.monotonic() + 20
-            while not postlogd_pids(inst):
-                assert time.monotonic() < deadline, "postlogd never started"
+            def postlogd_started() -> bool:
+                if postlogd_pids(inst):
+                    return True
                 smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30).quit()
-                time.sleep(0.1)
+                return False
+            wait_until(postlogd_started, 20, "postlogd to start", interval=0.1)
             done = inst.postfix("logrotate")
             assert done.returncode == 0, done.stderr.decode()
             [rotated] = tmp_path.glob("maillog.*")

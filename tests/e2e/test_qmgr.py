@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.e2e.instance import Instance, submit_to_cleanup
+from tests.support.instance import Instance, submit_to_cleanup
+from tests.support.wait import poll, wait_until
 
 ECHO = Path(__file__).resolve().parents[1] / "services" / "echo.py"
 TRANSPORT = """\
@@ -59,26 +59,15 @@ def queue_files(inst: Instance, name: str) -> list[str]:
 
 
 def qmgr_process(inst: Instance) -> psutil.Process:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def live_qmgr() -> psutil.Process | None:
         for p in psutil.Process(inst.master_pid()).children():
             try:
                 if "-n qmgr" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
                     return p
             except psutil.NoSuchProcess:
                 continue
-        time.sleep(0.05)
-    raise AssertionError("no qmgr process")
-
-
-def wait_until_true(condition, timeout: float = 20) -> bool:
-    """wait_until_true - whether CONDITION() came true within TIMEOUT seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+        return None
+    return wait_until(live_qmgr, 20, "a qmgr process")
 
 
 def test_discarded_mail_is_sent_and_removed(tmp_path):
@@ -111,8 +100,8 @@ def test_retry_defers_and_tries_again_after_the_backoff(tmp_path):
         inst.wait_for_log(deferred, count=2, timeout=30)
         # Still queued: in deferred/ or, while qmgr retries it, active/. One
         # look at both can miss a move between them, so look until it is seen.
-        queued = wait_until_true(lambda: queue_files(inst, "deferred") == [qid]
-                                 or queue_files(inst, "active") == [qid])
+        queued = poll(lambda: queue_files(inst, "deferred") == [qid]
+                      or queue_files(inst, "active") == [qid])
         assert queued and f"{qid}: removed" not in inst.log_text()
         sent = re.findall(rf"{qid}: to=<now@discard.example>.*status=sent", inst.log_text())
         assert len(sent) == 1
@@ -140,10 +129,8 @@ def test_kill_9_of_qmgr_loses_nothing_and_repeats_nothing(tmp_path):
         # between unlinking a finished file and logging "removed" loses only
         # that log line, so the test looks at the queue itself.)
         inst.wait_for_log(r"status=sent", timeout=60, count=65)
-        deadline = time.monotonic() + 30
-        while any(queue_files(inst, q) for q in ("incoming", "active", "deferred")) \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
+        poll(lambda: not any(queue_files(inst, q) for q in ("incoming", "active", "deferred")),
+             timeout=30, interval=0.1)
         sent = Counter(re.findall(r"(\w+): to=<([^>]+)>.*status=sent", inst.log_text()))
         assert {qid for qid, _ in sent} == set(ids)
         assert len(sent) == 65 and set(sent.values()) == {1}

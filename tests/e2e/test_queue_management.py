@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import os
 import smtplib
-import time
 
 from pymaster.util import ipc
-from tests.e2e.instance import Instance
 from tests.e2e.test_qmgr import ECHO, SERVICES, TRANSPORT, queue_files, submit
+from tests.support.instance import Instance
+from tests.support.wait import wait_until
 
 NOTICES = """\
 bounce    unix  -       -       n       -       0       bounce
@@ -36,10 +36,7 @@ def instance(tmp_path, **main_cf: str) -> Instance:
 
 
 def wait_in_queue(inst: Instance, name: str, qid: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while qid not in queue_files(inst, name):
-        assert time.monotonic() < deadline, f"{qid} never reached {name}"
-        time.sleep(0.05)
+    wait_until(lambda: qid in queue_files(inst, name), timeout, f"{qid} to reach {name}")
 
 
 def test_defer_transports_hold_and_release(tmp_path):

@@ -4,8 +4,8 @@ import smtplib
 
 import pytest
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance
 
 ZONE = {"1.2.0.192.zen.example": {"A": ["127.0.0.2"], "TXT": ["listed"]},
         "spam.example.dbl.example": {"A": ["127.0.1.2"]}}

@@ -8,7 +8,7 @@ import smtplib
 
 import pytest
 
-from tests.e2e.instance import Instance
+from tests.support.instance import Instance
 
 ROUTED = [
     "user@other.example",

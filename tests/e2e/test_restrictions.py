@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance
+from tests.support.wait import wait_until
 
 ANTI_SPAM = ("reject_invalid_hostname, reject_non_fqdn_hostname, reject_non_fqdn_sender, "
              "reject_non_fqdn_recipient, reject_unknown_sender_domain, "
@@ -116,10 +117,8 @@ def test_hold_goes_to_the_hold_queue(inst):
     s.quit()
     inst.wait_for_log(r"NOQUEUE: hold: RCPT from unknown\[192\.0\.2\.1\]: <nobody@mx\.example\.com>: "
                       r"Recipient address triggers HOLD action;")
-    deadline = time.monotonic() + 20
-    while not any(p.is_file() for p in (inst.queue_dir / "hold").rglob("*")):
-        assert time.monotonic() < deadline, "nothing in the hold queue"
-        time.sleep(0.05)
+    wait_until(lambda: any(p.is_file() for p in (inst.queue_dir / "hold").rglob("*")), 20,
+               "a file in the hold queue")
 
 
 def test_unauth_pipelining_talker(inst):

@@ -14,7 +14,7 @@ import smtplib
 
 import pytest
 
-from tests.e2e.instance import ROOT, Instance, free_port
+from tests.support.instance import ROOT, Instance, free_port
 
 pytestmark = pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(),
                                 reason="needs the smtpd service")

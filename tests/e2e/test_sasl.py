@@ -16,12 +16,12 @@ import shutil
 import smtplib
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import Instance, free_port, is_root
+from tests.support.instance import Instance, free_port, is_root
+from tests.support.wait import poll
 
 # base64("\0kdent\0secret"): the AUTH PLAIN initial response a test client sends.
 PLAIN_KDENT = base64.b64encode(b"\0kdent\0secret").decode()
@@ -57,12 +57,11 @@ service auth {{
 """)
     proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not (tmp / "dovecot-auth").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            return None
-        time.sleep(0.05)
+    socket_path = tmp / "dovecot-auth"
+    poll(lambda: socket_path.exists() or proc.poll() is not None, timeout=20)
+    if not socket_path.exists():
+        proc.kill()
+        return None
     return proc
 
 

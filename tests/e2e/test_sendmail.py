@@ -15,7 +15,7 @@ import pytest
 
 from pymaster.mail import queue as queue_mod
 from pymaster.mail import records
-from tests.e2e.instance import ROOT, Instance
+from tests.support.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "etc" / "master.cf").exists() or not (ROOT / "libexec" / "pickup").exists()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dsnreport import parse, recipient_fields
-from tests.e2e.instance import ROOT, Instance
+from tests.support.dsnreport import parse, recipient_fields
+from tests.support.instance import ROOT, Instance
 
 pytestmark = pytest.mark.skipif(
     not all((ROOT / "libexec" / name).exists() for name in ("bounce", "virtual", "error")),

@@ -2,8 +2,8 @@
 
 Mail goes in through instance A's smtpd, qmgr hands it to A's smtp (or
 lmtp) service, which finds the next hop through a loopback DNS server
-(tests/dnsserver.py) and delivers to Postfix's smtp-sink, to a second
-pymaster instance B, or to a scripted SMTP/LMTP server (tests/smtpscript.py)
+(tests/support/dnsserver.py) and delivers to Postfix's smtp-sink, to a second
+pymaster instance B, or to a scripted SMTP/LMTP server (tests/support/smtpscript.py)
 that gives mixed answers. MX targets live on 127.0.0.2 and 127.0.0.3 so
 that they are not this host's own address (which would be a mail loop)."""
 
@@ -14,13 +14,13 @@ import re
 import shutil
 import smtplib
 import subprocess
-import time
 
 import pytest
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance, free_port, is_root, submit_to_cleanup
-from tests.smtpscript import ScriptServer
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance, free_port, is_root, submit_to_cleanup
+from tests.support.smtpscript import ScriptServer
+from tests.support.wait import wait_until
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 NOBODY = 65534
@@ -38,13 +38,6 @@ def send(inst: Instance, rcpts: list[str], sender: str = "",
          body: bytes = b"Subject: relayed\n\nhello over there\n") -> None:
     with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
         s.sendmail(sender, rcpts, body)
-
-
-def wait_until(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never came true"
-        time.sleep(0.05)
 
 
 @pytest.fixture

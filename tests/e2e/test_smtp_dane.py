@@ -22,10 +22,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance, free_port
 from tests.e2e.test_smtp_tls import (NOBODY, listener, message_for, run_ok, start_both,
                                      status_line, transport)
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance, free_port
 
 # recipient domain -> transport (nexthop is the domain itself, on B's port)
 CASES = {

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import Instance, free_port
 from tests.e2e.test_smtp_tls import listener, message_for, start_both, start_server, transport
+from tests.support.instance import Instance, free_port
 
 ROUTES = {"wrong.test": "t_wrong", "login.test": "t_login", "bysender.test": "t_sender",
           "noplain.test": "t_noplain"}

@@ -11,7 +11,7 @@ every test domain into one virtual Maildir; its Received: header says
 Instance A sends every case at the start, each recipient domain routed by
 a transport map to an smtp transport with its own `-o
 smtp_tls_security_level=…`, so one pair of instances serves the module.
-Names resolve through a loopback DNS server (tests/dnsserver.py).
+Names resolve through a loopback DNS server (tests/support/dnsserver.py).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import re
 import smtplib
-import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.dnsserver import DnsServer
-from tests.e2e.instance import Instance, free_port, is_root
+from tests.support.dnsserver import DnsServer
+from tests.support.instance import Instance, free_port, is_root, listening
+from tests.support.wait import wait_until
 
 NOBODY = 65534
 PORTS = ("tls", "pol", "plain", "tls13", "ccert")
@@ -39,14 +38,7 @@ def run_ok(inst: Instance, *args: str) -> str:
 
 
 def wait_listening(host: str, port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {host}:{port}"
-            time.sleep(0.05)
+    wait_until(lambda: listening(host, port), timeout, f"a listener on {host}:{port}")
 
 
 def start_server(tmp: Path, ports: dict[str, int], listeners: str, domains: list[str],

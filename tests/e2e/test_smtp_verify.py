@@ -2,7 +2,7 @@
 
 For a relayed domain the smtp client in verify mode talks to the next hop
 exactly as for a delivery (here transport_maps sends relay.example to a
-scripted SMTP server on loopback, tests/smtpscript.py) and stops after the
+scripted SMTP server on loopback, tests/support/smtpscript.py) and stops after the
 RCPT replies: 250 makes the recipient deliverable, 550 undeliverable with
 the server's words, and a next hop that cannot be reached undeliverable
 with the connection error. The trace service mails the report to the
@@ -18,9 +18,9 @@ import socket
 
 import pytest
 
-from tests.dsnreport import parse, recipient_fields
-from tests.e2e.instance import ROOT, Instance
-from tests.smtpscript import ScriptServer
+from tests.support.dsnreport import parse, recipient_fields
+from tests.support.instance import ROOT, Instance
+from tests.support.smtpscript import ScriptServer
 
 pytestmark = pytest.mark.skipif(
     not all((ROOT / "libexec" / name).exists() for name in ("bounce", "virtual", "smtp")),

@@ -12,12 +12,12 @@ import re
 import shutil
 import smtplib
 import subprocess
-import time
 
 import pytest
 
-from tests import smtpclient
-from tests.e2e.instance import Instance, free_port
+from tests.support import smtpclient
+from tests.support.instance import Instance, free_port
+from tests.support.wait import poll, wait_until
 
 HOST = "mx.example.com"
 
@@ -64,10 +64,8 @@ def queued_id(reply: str | bytes) -> str:
 def wait_for_log_after(inst: Instance, offset: int, pattern: str, timeout: float = 20) -> None:
     """wait_for_log_after - PATTERN in the log past OFFSET (what a session logged later)."""
     regex = re.compile(pattern, re.M)
-    deadline = time.monotonic() + timeout
-    while not regex.search(inst.log_text(), offset):
-        assert time.monotonic() < deadline, f"no {pattern!r} in:\n{inst.log_text()[offset:]}"
-        time.sleep(0.05)
+    wait_until(lambda: regex.search(inst.log_text(), offset), timeout,
+               lambda: f"{pattern!r} in:\n{inst.log_text()[offset:]}")
 
 
 def maildir(inst: Instance, user: str):
@@ -201,9 +199,7 @@ class TestRefusals:
         # The transaction ends without a message: its reserved file goes.
         assert raw.cmd("RSET") == "250 2.0.0 Ok"
         path = inst.queue_dir / "incoming" / qid
-        deadline = time.monotonic() + 20
-        while path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: not path.exists(), timeout=20)
         assert not path.exists()
         raw.cmd("QUIT")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.instance import ROOT, Instance, free_port
+from tests.support.instance import ROOT, Instance, free_port
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="spawn runs its command as user=: needs root"),

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.instance import Instance, free_port
+from tests.support.instance import Instance, free_port
 
 RELAY_RCPT = "someone@relay-target.example"
 

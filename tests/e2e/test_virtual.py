@@ -2,11 +2,11 @@
 
 import os
 import smtplib
-import time
 
 import pytest
 
-from tests.e2e.instance import Instance, is_root, submit_to_cleanup
+from tests.support.instance import Instance, is_root, submit_to_cleanup
+from tests.support.wait import wait_until
 
 NOBODY = 65534
 
@@ -29,10 +29,7 @@ def open_base(inst) -> None:
 
 
 def wait_for_file(path, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+    wait_until(path.exists, timeout, f"{path} to appear")
     return path
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import smtplib
-import time
 
 import pytest
 
-from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import ROOT, Instance, free_port
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import ROOT, Instance, free_port
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.skipif(not (ROOT / "libexec" / "smtpd").exists(), reason="needs smtpd"),
@@ -101,13 +101,14 @@ def rcpt_reply(port: int, rcpt: str) -> tuple[int, str]:
 
 def in_maildir(maildir, token: str, inst, timeout: float = 20):
     new = maildir / "new"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def holding_token():
         for f in sorted(new.iterdir()) if new.is_dir() else []:
             if token in f.read_text(errors="replace"):
                 return f
-        time.sleep(0.05)
-    raise AssertionError(f"no message with {token} in {maildir}; log:\n{inst.log_text()[-4000:]}")
+        return None
+    return wait_until(holding_token, timeout, lambda: f"a message with {token} in {maildir}; "
+                                                      f"log:\n{inst.log_text()[-4000:]}")
 
 
 def home_maildir(account):

@@ -1,6 +1,6 @@
 """Debian's Postfix in a temporary config and queue directory, for parity tests.
 
-The counterpart of tests/e2e/instance.py's Instance for the real Postfix:
+The counterpart of tests/support/instance.py's Instance for the real Postfix:
 the same main.cf settings, smtpd on a free loopback port, the queue, data
 directory and log file inside the temporary directory. Needs root (Postfix's
 master refuses to run otherwise) and the Debian package.
@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
-from tests.e2e.instance import MailLog, free_port
+from tests.support.instance import MailLog, free_port, listening
+from tests.support.wait import poll
 
 SBIN = Path("/usr/sbin")
 MASTER_CF_DIST = Path("/usr/share/postfix/master.cf.dist")
@@ -92,15 +92,9 @@ class DebianPostfix(MailLog):
         done = self.command("postfix", "-c", str(self.config_dir), "start")
         if done.returncode != 0:
             raise RuntimeError(f"Debian postfix start failed: {done.stderr.decode()}")
-        deadline = time.monotonic() + 20
-        import socket
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"Debian postfix does not listen on {self.smtp_port}")
+        if not poll(lambda: listening("127.0.0.1", self.smtp_port), timeout=20):
+            raise RuntimeError(f"Debian postfix does not listen on {self.smtp_port}")
+        return self
 
     def stop(self) -> None:
         self.command("postfix", "-c", str(self.config_dir), "stop")

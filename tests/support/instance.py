@@ -22,11 +22,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from pymaster.util import ipc
+from tests.support.wait import poll, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -103,15 +103,12 @@ class MailLog:
     def wait_for_log(self, pattern: str, timeout: float = 20, count: int = 1) -> re.Match:
         """wait_for_log - the COUNTth match of PATTERN in the log, waiting for it."""
         regex = re.compile(pattern, re.M)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def countth() -> re.Match | None:
             matches = list(regex.finditer(self.log_text()))
-            if len(matches) >= count:
-                return matches[count - 1]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {count} log line(s) matching {pattern!r} "
-                                     f"within {timeout}s; log:\n{self.log_text()[-6000:]}")
-            time.sleep(0.05)
+            return matches[count - 1] if len(matches) >= count else None
+        return wait_until(countth, timeout, lambda: f"{count} log line(s) matching {pattern!r}; "
+                                                    f"log:\n{self.log_text()[-6000:]}")
 
 
 class Instance(MailLog):
@@ -210,14 +207,9 @@ class Instance(MailLog):
             self.command("postalias", "-c", str(self.config_dir), f"hash:{aliases}")
 
     def wait_for_port(self, port: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"nothing listens on 127.0.0.1:{port}\n{self.log_text()}")
+        """wait_for_port - until something listens on 127.0.0.1:PORT (RuntimeError if not)."""
+        if not poll(lambda: listening("127.0.0.1", port), timeout):
+            raise RuntimeError(f"nothing listens on 127.0.0.1:{port}\n{self.log_text()}")
 
     def master_pid(self) -> int | None:
         try:
@@ -230,9 +222,7 @@ class Instance(MailLog):
         self.postfix("stop")
         if pid is None:
             return
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
+        poll(lambda: not _alive(pid), timeout=15)
         if _alive(pid):
             self.postfix("abort")
             try:
@@ -252,27 +242,30 @@ class Instance(MailLog):
     def maildir_message_with(self, maildir: Path, token: str, timeout: float = 20) -> str:
         """maildir_message_with - the message in MAILDIR/new holding TOKEN, waiting for it."""
         new = Path(maildir) / "new"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def holding_token() -> str | None:
             for f in sorted(new.iterdir()) if new.is_dir() else []:
                 text = f.read_text(errors="replace")
                 if token in text:
                     return text
-            time.sleep(0.05)
-        raise AssertionError(f"no message with {token} in {new}; log:\n{self.log_text()[-4000:]}")
+            return None
+        return wait_until(holding_token, timeout, lambda: f"a message with {token} in {new}; "
+                                                          f"log:\n{self.log_text()[-4000:]}")
 
     def maildir_messages(self, maildir: Path, count: int = 1, timeout: float = 20) -> list[bytes]:
         """maildir_messages - the messages in MAILDIR/new, waiting for COUNT of them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            new = Path(maildir) / "new"
-            files = sorted(new.iterdir()) if new.is_dir() else []
-            if len(files) >= count:
-                return [f.read_bytes() for f in files]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(files)} of {count} messages in {new}; log:\n"
+        new = Path(maildir) / "new"
+
+        def files() -> list[Path]:
+            return sorted(new.iterdir()) if new.is_dir() else []
+
+        def enough() -> list[Path] | None:
+            present = files()
+            return present if len(present) >= count else None
+        present = wait_until(enough, timeout,
+                             lambda: f"{count} messages in {new}, {len(files())} there; log:\n"
                                      f"{self.log_text()[-6000:]}")
-            time.sleep(0.05)
+        return [f.read_bytes() for f in present]
 
 
 def submit_to_cleanup(inst: Instance, rcpts, body: bytes, sender: str) -> str:
@@ -289,6 +282,15 @@ def submit_to_cleanup(inst: Instance, rcpts, body: bytes, sender: str) -> str:
     return reply["queue_id"]
 
 
+def listening(host: str, port: int) -> bool:
+    """listening - whether a TCP connection to HOST:PORT is accepted now."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -303,7 +305,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-if __name__ == "__main__":  # a quick manual check: python -m tests.e2e.instance DIR
+if __name__ == "__main__":  # a quick manual check: python -m tests.support.instance DIR
     inst = Instance(Path(sys.argv[1]))
     inst.start()
     print(f"up on 127.0.0.1:{inst.smtp_port}, config {inst.config_dir}")

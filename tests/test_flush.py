@@ -9,7 +9,7 @@ import pytest
 
 from pymaster.mail import flush_client, queue
 from services.flush import FastFlush, log_path
-from tests.queue_fixtures import add_message, make_spool, reset_logging
+from tests.support.queue_fixtures import add_message, make_spool, reset_logging
 
 
 class Clock:

@@ -10,7 +10,7 @@ from pymaster.util import log
 from pymaster.util.tables import TYPES, TableError, Table, create_table, open_table
 from pymaster.util.tables import proxy
 from services.proxymap import Proxymap, approved_tables
-from tests.served import ServedHandler
+from tests.support.served import ServedHandler
 
 
 @pytest.fixture

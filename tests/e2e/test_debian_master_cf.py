@@ -15,16 +15,13 @@ import re
 import shutil
 import smtplib
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-try:
-    from tests.support.accounts import can_add_accounts, temporary_account
-except ImportError:         # before the test helpers moved to tests/support/
-    from tests.accounts import can_add_accounts, temporary_account
-from tests.e2e.instance import Instance, free_port
+from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.instance import Instance, free_port, listening
+from tests.support.wait import wait_until
 
 DEBIAN = Path(__file__).resolve().parents[1] / "data" / "debian"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
@@ -36,22 +33,6 @@ pytestmark = pytest.mark.skipif(
     not can_add_accounts(),
     reason="Debian's master.cf chroots and drops privileges, and the test adds a "
            "system user: needs root and useradd")
-
-
-def wait_until(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never came true"
-        time.sleep(0.05)
-
-
-def listening(host: str, port: int) -> bool:
-    import socket
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

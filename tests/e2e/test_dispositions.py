@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.instance import Instance
+from tests.support.instance import Instance
 
 SESSIONS = 8
 MESSAGES_PER_SESSION = 5

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 import smtplib
-import time
 from pathlib import Path
 
 import pytest
 
 from pymaster.util import ipc
-from tests.e2e.instance import ROOT, Instance, free_port, is_root
+from tests.support.instance import ROOT, Instance, free_port, is_root
+from tests.support.wait import wait_until
 
 MISSING = "not found or not executable"
 
@@ -32,7 +32,7 @@ def test_in_tree_master_cf_starts_and_checks_clean(tmp_path):
         assert done.returncode == 0
         assert missing_lines(done.stdout.decode() + done.stderr.decode()) == []
         assert inst.postfix("reload").returncode == 0
-        time.sleep(0.5)
+        inst.wait_for_log(r"reload -- version")
         assert missing_lines(inst.log_text()) == []
     for program in ("flush", "scache", "tlsmgr", "trivial-rewrite"):
         assert (ROOT / "libexec" / program).stat().st_mode & 0o111
@@ -50,13 +50,6 @@ def flush_log(inst: Instance, site: str) -> Path:
     return inst.queue_dir / "flush" / site
 
 
-def wait_for(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_fast_flush_by_postqueue_sendmail_and_etrn(tmp_path):
     dead = free_port()          # nothing listens: every attempt is deferred at once
     settings = {
@@ -71,7 +64,7 @@ def test_fast_flush_by_postqueue_sendmail_and_etrn(tmp_path):
         deferred = r"to=<bob@example\.org>, relay=none, .*status=deferred"
         m = inst.wait_for_log(r"(\w+): " + deferred)
         qid = m.group(1)
-        wait_for(lambda: flush_log(inst, "example.org").exists()
+        wait_until(lambda: flush_log(inst, "example.org").exists()
                  and qid in flush_log(inst, "example.org").read_text())
 
         # postqueue -s: the logged message is tried again now, not in an hour.
@@ -80,12 +73,12 @@ def test_fast_flush_by_postqueue_sendmail_and_etrn(tmp_path):
         inst.wait_for_log(deferred, count=2)
 
         # sendmail -qRsite is postqueue -s site.
-        wait_for(lambda: qid in flush_log(inst, "example.org").read_text())
+        wait_until(lambda: qid in flush_log(inst, "example.org").read_text())
         assert inst.command("sendmail", "-qRexample.org").returncode == 0
         inst.wait_for_log(deferred, count=3)
 
         # ETRN from a client smtpd_etrn_restrictions allows (the default: any).
-        wait_for(lambda: qid in flush_log(inst, "example.org").read_text())
+        wait_until(lambda: qid in flush_log(inst, "example.org").read_text())
         with smtplib.SMTP("127.0.0.1", inst.smtp_port) as s:
             s.ehlo("client.example")
             assert s.docmd("ETRN", "example.org") == (250, b"Queuing started")
@@ -146,7 +139,7 @@ def test_in_debian_jail_flush_and_tlsmgr_work(tmp_path):
             s.sendmail("alice@example.com", ["bob@example.org"], b"Subject: ff\n\nhello\n")
         deferred = r"to=<bob@example\.org>, relay=none, .*status=deferred"
         qid = inst.wait_for_log(r"(\w+): " + deferred).group(1)
-        wait_for(lambda: flush_log(inst, "example.org").exists()
+        wait_until(lambda: flush_log(inst, "example.org").exists()
                  and qid in flush_log(inst, "example.org").read_text())
         assert inst.command("postqueue", "-s", "example.org").returncode == 0
         inst.wait_for_log(deferred, count=2)

@@ -36,11 +36,14 @@ import binascii
 from dataclasses import dataclass, field
 
 from pymaster.mail import sasl
+from pymaster.mail.addr import split_address
 from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.sasl.mechanisms import parse_options
 
+from pymaster.util.tables import TableError
 from services.smtpd.replies import ERR_UNKNOWN_COMMAND
+from services.smtpd.verdict import REJECT, Verdict, temporary_failure
 
 OK_AUTH = "235 2.7.0 Authentication successful"
 ERR_FAILED = "535 5.7.8 Error: authentication failed: {reason}"
@@ -274,7 +277,6 @@ def received_comments(session) -> str:
 
 def _login_owners(checker, sender: str) -> list[str] | None:
     """_login_owners - the logins smtpd_sender_login_maps gives SENDER, None if unlisted."""
-    from pymaster.mail.addr import split_address
     maps = checker.param_maps("smtpd_sender_login_maps")
     if not maps:
         return None
@@ -290,8 +292,6 @@ def _login_owners(checker, sender: str) -> list[str] | None:
 
 
 def _mismatch(checker, ctx, authenticated: bool, unauthenticated: bool, known_only: bool):
-    from services.smtpd.check import REJECT, Verdict, temporary_failure
-    from pymaster.util.tables import TableError
     if not ctx.sender:
         return None
     try:

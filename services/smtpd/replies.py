@@ -68,6 +68,7 @@ ERR_BARE_LF = "{code} 5.5.2 Error: bare <LF> received"
 ERR_PIPELINING = "554 5.5.0 Error: SMTP protocol synchronization"
 ERR_ETRN_UNAVAILABLE = "459 <{domain}>: service unavailable"   # Postfix: no enhanced code
 ERR_TEMP_LOOKUP = "451 4.3.0 <{address}>: Temporary lookup failure"
+ERR_CONFIGURATION = "451 4.3.5 Server configuration error"   # a bad list, table or milter
 ETRN_STARTED = "250 Queuing started"
 VRFY_OK = "252 2.0.0 {address}"
 

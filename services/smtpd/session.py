@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pymaster.mail import cleanup_client
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
+from pymaster.mail.maps import Maps
 from services.smtpd import replies, xclient
 from services.smtpd import auth, tls
 from services.smtpd.rewrite_context import header_rewrite_context
@@ -150,7 +151,6 @@ def _footer_maps(cfg: Config):
     """_footer_maps - smtpd_reject_footer_maps as Maps, or None when empty."""
     if not cfg.get("smtpd_reject_footer_maps").strip():
         return None
-    from pymaster.mail.maps import Maps
     return Maps(cfg, "smtpd_reject_footer_maps")
 
 

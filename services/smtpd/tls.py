@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from asyncio import sslproto
 from dataclasses import dataclass
 
 from pymaster.mail import tlsutil
@@ -176,7 +177,6 @@ async def _start_tls(conn, context: ssl.SSLContext, timeout: float):
     plain protocol has then read it into conn.buf. asyncio's start_tls
     would lose those bytes, so this does what it does and hands them to
     the TLS protocol before reading resumes."""
-    from asyncio import sslproto
     loop = asyncio.get_running_loop()
     early = conn.take(conn.pending())
     waiter = loop.create_future()
@@ -248,17 +248,3 @@ def context_fields(session) -> dict:
             "ccert_pubkey_fingerprint": info.pkey_fingerprint,
             "ccert_verified": bool(info.peer_der and info.verified)}
 
-
-def import_before_jail(tls: bool = True, sasl: bool = True) -> None:
-    """import_before_jail - what TLS and SASL load lazily (certificate names, scrypt),
-    for what this process offers: TLS (a certificate is loaded), SASL (AUTH is on)."""
-    import asyncio.sslproto  # noqa: F401
-    if tls:
-        import cryptography.hazmat.primitives.serialization  # noqa: F401
-        import cryptography.x509  # noqa: F401
-        import cryptography.x509.oid  # noqa: F401
-    if sasl:
-        import hashlib
-        hashlib.scrypt(b"", salt=b"0", n=2, r=1, p=1)   # loads OpenSSL's KDF provider
-        import pymaster.mail.sasl.builtin  # noqa: F401
-        import pymaster.mail.sasl.dovecot  # noqa: F401

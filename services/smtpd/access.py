@@ -31,7 +31,7 @@ from pymaster.mail.addr import split_address
 from pymaster.mail.maps import access_lookup
 from pymaster.util import log
 from pymaster.util.tables import TableError
-from services.smtpd import lazy
+from services.smtpd import lazy, replies
 from services.smtpd.verdict import (CODE_RE, DEFER, DSN_RE, PERMIT, ConfigurationError, Context,
                                     Verdict, log_action, rejection, subject, temporary_failure)
 
@@ -103,7 +103,7 @@ def access_action(checker: Checker, ctx: Context, value: str, spec: str,
         return checker.evaluate_words(ctx, value.replace(",", " ").split(), spec)
     except ConfigurationError:
         log.warning(f"access table {spec}: unknown action: {value}")
-        return Verdict(DEFER, "451 4.3.5 Server configuration error")
+        return Verdict(DEFER, replies.ERR_CONFIGURATION)
 
 
 def _numeric(ctx: Context, code: int, text: str) -> Verdict:

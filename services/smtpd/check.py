@@ -48,7 +48,7 @@ from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.mail.rewrite import rewriter_for
 from pymaster.util import log
 from pymaster.util.tables import TableError
-from services.smtpd import access, auth, names, policy, rbl
+from services.smtpd import access, auth, names, policy, rbl, replies
 from services.smtpd.netlist import NetList
 from services.smtpd.verdict import (DEFER, PERMIT, REJECT, ConfigurationError, Context,
                                     Verdict, coded, default_dsn, log_action, make_reply,
@@ -190,7 +190,7 @@ class Checker:
         """evaluate - the first decision of a parsed list, or None when none decides."""
         if depth > NESTING_LIMIT:
             log.warning("restriction class nesting too deep; giving up")
-            return Verdict(DEFER, "451 4.3.5 Server configuration error")
+            return Verdict(DEFER, replies.ERR_CONFIGURATION)
         for name, arg in steps:
             if name in self.classes:
                 verdict = self.evaluate(ctx, self.classes[name], depth + 1)

@@ -58,7 +58,6 @@ from pymaster.mail.headers import split_header_block
 from pymaster.mail.maps import Maps
 from services.smtpd import replies
 
-CONFIG_ERROR = "451 4.3.5 Server configuration error"
 
 
 @dataclass
@@ -133,7 +132,7 @@ async def open_milters(session) -> "SessionMilters | None":
         return None
     milters = SessionMilters(settings, specs or [])
     if specs is None:
-        milters.denied = CONFIG_ERROR
+        milters.denied = replies.ERR_CONFIGURATION
     await milters.connect(session)
     return milters
 

@@ -29,7 +29,7 @@ from pymaster.mail.addr import is_valid_hostname, split_address
 from typing import TYPE_CHECKING
 
 from pymaster.mail import resolve
-from services.smtpd import lazy
+from services.smtpd import lazy, replies
 from services.smtpd.verdict import Context, Verdict, coded
 
 if TYPE_CHECKING:       # check.py imports this module to build its table
@@ -129,15 +129,16 @@ def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: s
     if res.address_class != resolve.DEFAULT:
         return None     # ours (local, virtual, relay): we know it exists
     code = checker.cfg.int("unknown_address_reject_code")
-    text = f"<{address}>: {what} address rejected: Domain not found"
     dns = lazy.dns()
     try:
         found = dns.has_address_or_mx(checker.cfg, domain.rstrip("."))
     except dns.DnsError:
-        return _tempfail(checker, ctx, f"450 4.1.{detail} {text}")
+        return _tempfail(checker, ctx, replies.ERR_DOMAIN_LOOKUP.format(
+            detail=detail, address=address, what=what))
     if found:
         return None
-    return coded(code, f"{'5' if code >= 500 else '4'}.1.{detail}", text)
+    return coded(code, f"{'5' if code >= 500 else '4'}.1.{detail}",
+                 f"<{address}>: {what} address rejected: Domain not found")
 
 
 def reject_unknown_sender_domain(checker: Checker, ctx: Context, arg) -> Verdict | None:

@@ -38,7 +38,7 @@ _interfaces: dict[int, tuple[Config, set[str]]] = {}
 
 
 def learn_interface_addresses(cfg: Config) -> None:
-    """learn_interface_addresses - look up this host's addresses once, for permit_inet_interfaces."""
+    """learn_interface_addresses - this host's addresses, looked up once."""
     _interface_addresses(cfg)
 
 

@@ -451,7 +451,7 @@ class Session:
                 refusal = method(ctx)
         except Exception as e:  # a broken table must not end the session
             log.warning(f"access check failed: {type(e).__name__}: {e}")
-            refusal = "451 4.3.5 Server configuration error"
+            refusal = replies.ERR_CONFIGURATION
         if not refusal:
             self.actions.extend(a for a in ctx.actions if a not in self.actions)
         return refusal
@@ -494,7 +494,7 @@ class Session:
         if esmtp:
             await self.send_lines(replies.ehlo_lines(self.s.hostname, self.features()))
         else:
-            await self.send(f"250 {self.s.hostname}")
+            await self.send(replies.HELO_OK.format(hostname=self.s.hostname))
 
     def features(self) -> list[str]:
         """features - the EHLO keywords, in Postfix's order."""
@@ -910,10 +910,10 @@ class Session:
                                 verb: str) -> dict | None:
         """_proxy_attributes - the XCLIENT/XFORWARD attributes, or None once refused."""
         if hosts is None or not hosts.match(self.real_peer.addr, self.real_peer.name):
-            await self.reply(xclient.ERR_XCLIENT_AUTH)
+            await self.reply(replies.ERR_XCLIENT_AUTH)
             return None
         if self.mail is not None:
-            await self.reply(xclient.ERR_IN_TRANSACTION)
+            await self.reply(replies.ERR_MAIL_IN_PROGRESS)
             return None
         try:
             return xclient.parse_attributes(arg, allowed, verb)
@@ -959,7 +959,7 @@ class Session:
         if attrs is None:
             return
         self.xforward.update(attrs)
-        await self.reply(xclient.OK_XFORWARD)
+        await self.reply(replies.OK)
 
 
 def _with_comments(received: bytes, comments: str) -> bytes:

@@ -37,15 +37,9 @@ from dataclasses import dataclass
 from pymaster.mail import tlsutil
 from pymaster.util import log
 from pymaster.mail.config import Config
+from services.smtpd import replies
 from services.smtpd.connection import ConnectionLost
 
-REPLY_READY = "220 2.0.0 Ready to start TLS"
-ERR_NOT_IMPLEMENTED = "502 5.5.1 Error: command not implemented"
-ERR_ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"
-ERR_SYNTAX = "501 5.5.4 Syntax: STARTTLS"
-ERR_LOCAL_PROBLEM = "454 4.7.0 TLS not available due to local problem"
-ERR_MAIL_IN_PROGRESS = "503 5.5.1 Error: MAIL transaction in progress"
-ERR_MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 
 
 @dataclass
@@ -111,22 +105,22 @@ def ehlo_keywords(session) -> list[str]:
 def mail_refusal(session) -> str | None:
     """mail_refusal - the 530 reply when encryption is required and not yet on."""
     if _settings(session).level == "encrypt" and session.tls_session is None:
-        return ERR_MUST_STARTTLS
+        return replies.ERR_MUST_STARTTLS
     return None
 
 
 async def smtp_starttls(session, arg: str) -> None:
     s = _settings(session)
     if session.tls_session is not None:
-        await session.reply(ERR_ALREADY_ACTIVE)
+        await session.reply(replies.ERR_TLS_ALREADY_ACTIVE)
     elif s.level == "none" or s.wrapper:
-        await session.reply(ERR_NOT_IMPLEMENTED)
+        await session.reply(replies.ERR_NOT_IMPLEMENTED)
     elif arg:
-        await session.reply(ERR_SYNTAX)
+        await session.reply(replies.ERR_SYNTAX_STARTTLS)
     elif s.context is None:
-        await session.reply(ERR_LOCAL_PROBLEM)
+        await session.reply(replies.ERR_TLS_LOCAL_PROBLEM)
     elif session.mail is not None:
-        await session.reply(ERR_MAIL_IN_PROGRESS)
+        await session.reply(replies.ERR_MAIL_IN_PROGRESS)
     else:
         limits = getattr(session, "limits", None)
         refusal = await limits.newtls(session.real_peer) if limits is not None else None
@@ -134,7 +128,7 @@ async def smtp_starttls(session, arg: str) -> None:
             await session.reply(refusal)
             return
         session.conn.take(session.conn.pending())   # pipelined plaintext: never read
-        await session.send(REPLY_READY)
+        await session.send(replies.TLS_READY)
         await _handshake(session, s)
         _forget_plaintext_state(session)
 

@@ -129,7 +129,7 @@ def coded(code: int, dsn: str, text: str) -> Verdict:
 
 
 def temporary_failure(address: str) -> Verdict:
-    return Verdict(DEFER, f"451 4.3.0 <{address}>: Temporary lookup failure")
+    return Verdict(DEFER, replies.ERR_TEMP_LOOKUP.format(address=address))
 
 
 def soften(reply: str, code: int | None = None) -> str:

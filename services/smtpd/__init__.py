@@ -2,6 +2,7 @@
 
     server.py      the process: accepting on the master's socket, many sessions
     session.py     one SMTP session, a method per command
+    commands.py    the command table: verb, handler, pipelining and junk flags, count order
     connection.py  the client connection: bounded input, pipelining view
     command.py     parsing command lines and MAIL/RCPT parameters
     data.py        DATA and BDAT content: end-of-data, dot-unstuffing, size

@@ -39,7 +39,7 @@ from pymaster.mail import cleanup_client
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps
-from services.smtpd import replies, xclient
+from services.smtpd import commands, replies, xclient
 from services.smtpd import auth, tls
 from services.smtpd.rewrite_context import header_rewrite_context
 from services.smtpd.check import Checker, Context
@@ -53,17 +53,6 @@ from services.smtpd.peer import Peer
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, \
     received_header
 
-# Commands that must end a pipelined group (RFC 2920 3.1; Postfix also
-# counts HELO and STARTTLS/AUTH). After any other, a client that said EHLO
-# may send more without waiting.
-GROUP_ENDERS = {"HELO", "EHLO", "DATA", "VRFY", "ETRN", "NOOP", "QUIT", "STARTTLS", "AUTH",
-                "EXPN", "TURN"}
-# The order of per-command counts in the disconnect line, as Postfix logs them.
-# Commands that count toward smtpd_junk_command_limit (Postfix's list,
-# HELO and EHLO included).
-JUNK_COMMANDS = {"NOOP", "VRFY", "ETRN", "RSET", "HELO", "EHLO"}
-COUNT_ORDER = ["helo", "ehlo", "starttls", "xclient", "xforward", "auth", "mail", "rcpt", "data",
-               "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown"]
 READ_CHUNK = 65536
 
 
@@ -360,14 +349,15 @@ class Session:
     # -- dispatch --------------------------------------------------------------
     async def dispatch(self, line: str) -> None:
         verb, arg = split_command(line)
-        handler = getattr(self, f"smtp_{verb}", None) if verb.isalpha() else None
+        command = commands.lookup(verb)
+        handler = getattr(self, command.handler) if command and command.handler else None
         name = verb.lower() if handler is not None else "unknown"
         self.where = verb if handler is not None else "UNKNOWN"
-        if self.conn.pending() and (verb in GROUP_ENDERS or not self.esmtp):
+        if self.conn.pending() and ((command and command.ends_group) or not self.esmtp):
             self.pipelining_violation = True
             if self.s.forbid_unauth_pipelining:
                 await self._pipelining_violation()
-        if handler is not None and verb in JUNK_COMMANDS:
+        if handler is not None and command.junk:
             self.count_junk()
         self.failed = False
         try:
@@ -407,7 +397,7 @@ class Session:
         """count_summary - `ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4`."""
         parts = []
         ok_total = [0, 0]
-        for name in COUNT_ORDER:
+        for name in commands.COUNT_ORDER:
             if name in self.counts:
                 ok, total = self.counts[name]
                 parts.append(f"{name}={ok}" if ok == total else f"{name}={ok}/{total}")

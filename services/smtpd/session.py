@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pymaster.mail import cleanup_client
 from pymaster.util import ipc, log
@@ -80,23 +80,23 @@ class Settings:
     bare_newline_exclusions: NetList
     queue_minfree: int
     ipc_timeout: float
-    fast_flush_domains: list[str] = field(default_factory=list)
-    qmgr_endpoint: str = ""
-    content_filter: str = ""                # recorded in the queue file (FILTER_README)
-    receive_overrides: list[str] = field(default_factory=list)   # cleanup flags
-    xclient_hosts: NetList | None = None
-    xforward_hosts: NetList | None = None
-    reject_footer: str = ""
-    reject_footer_maps: object = None      # pymaster.mail.maps.Maps, smtpd_reject_footer_maps
-    junk_command_limit: int = 100
-    client_port_logging: bool = False
-    tls: "tls.TlsSettings | None" = None          # STARTTLS, smtps (services/smtpd/tls.py)
-    auth: "auth.AuthSettings | None" = None       # SMTP AUTH (services/smtpd/auth.py)
-    milters: MilterSettings | None = None         # smtpd_milters (services/smtpd/milters.py)
+    fast_flush_domains: list[str]
+    qmgr_endpoint: str
+    content_filter: str                 # recorded in the queue file (FILTER_README)
+    receive_overrides: list[str]        # cleanup flags
+    xclient_hosts: NetList
+    xforward_hosts: NetList
+    reject_footer: str
+    reject_footer_maps: Maps | None     # smtpd_reject_footer_maps
+    junk_command_limit: int
+    client_port_logging: bool
+    tls: tls.TlsSettings                # STARTTLS, smtps (services/smtpd/tls.py)
+    auth: auth.AuthSettings             # SMTP AUTH (services/smtpd/auth.py)
+    milters: MilterSettings | None      # smtpd_milters (services/smtpd/milters.py); None: none
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
-        bare = cfg.get("smtpd_forbid_bare_newline").strip().lower() or "no"
+        bare = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         return cls(
             hostname=cfg.get("myhostname"),
             banner=cfg.get("smtpd_banner"),
@@ -126,7 +126,7 @@ class Settings:
             xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
             xforward_hosts=NetList.from_param(cfg, "smtpd_authorized_xforward_hosts"),
             # Raw: its $names are the session's, expanded at reply time.
-            reject_footer=(cfg.raw("smtpd_reject_footer") or "").strip(),
+            reject_footer=cfg.raw("smtpd_reject_footer").strip(),
             reject_footer_maps=_footer_maps(cfg),
             junk_command_limit=cfg.int("smtpd_junk_command_limit"),
             client_port_logging=cfg.bool("smtpd_client_port_logging"),

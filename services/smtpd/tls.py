@@ -50,8 +50,8 @@ class TlsSettings:
     auth_only: bool = False
     received_header: bool = False
     loglevel: int = 0
-    digest: str = "sha256"
-    handshake_timeout: float = 300.0
+    digest: str = ""                    # from_config reads these two; TLS off needs neither
+    handshake_timeout: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TlsSettings":
@@ -59,8 +59,8 @@ class TlsSettings:
         s = cls(wrapper=cfg.bool("smtpd_tls_wrappermode"),
                 received_header=cfg.bool("smtpd_tls_received_header"),
                 loglevel=cfg.int("smtpd_tls_loglevel"),
-                digest=cfg.get("smtpd_tls_fingerprint_digest") or "sha256",
-                handshake_timeout=float(cfg.time("smtpd_starttls_timeout")) or 300.0)
+                digest=cfg.get("smtpd_tls_fingerprint_digest"),
+                handshake_timeout=float(cfg.time("smtpd_starttls_timeout")))
         try:
             s.level = tlsutil.legacy_level(cfg, "smtpd")
         except tlsutil.TlsError as e:

@@ -19,7 +19,7 @@ authenticated/known/unauthenticated variants (smtpd_sender_login_maps),
 permit_sasl_authenticated and check_sasl_access are check.py's and access.py's.
 
 Interface:
-    AuthSettings.from_config(cfg) -> AuthSettings   (opens the SASL server before the jail)
+    AuthSettings.from_config(cfg) -> AuthSettings   (opens the SASL server)
     ehlo_keywords(session) -> list[str]
     await smtp_auth(session, arg)
     client_log_suffix(session) -> ", sasl_method=PLAIN, sasl_username=kdent" or ""

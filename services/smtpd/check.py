@@ -152,7 +152,7 @@ class Checker:
         (tables in memory or on disk, address and network lists) run inline,
         which is several times cheaper. An access table's answer naming a DNS
         restriction is not foreseen here: that lookup runs inline.
-        Asked per check, so answered once, after prepare() opened the tables."""
+        Asked per check, so answered once, after open_tables()."""
         if self._blocks is None:
             self._blocks = any(name in NETWORK_RESTRICTIONS for name, _ in self.steps()) or \
                 any("socketmap:" in spec for specs in self._maps_cache for spec in specs)

@@ -5,7 +5,7 @@ smtpd_enforce_tls): `none` offers nothing, `may` offers STARTTLS, `encrypt`
 also refuses mail before it ("530 5.7.0 Must issue a STARTTLS command
 first") and implies smtpd_tls_auth_only. smtpd_tls_wrappermode (port 465)
 starts the handshake before the greeting. Certificates are loaded when the
-process starts, before the jail; a file that cannot be used is logged and
+process starts (pre_jail); a file that cannot be used is logged and
 STARTTLS answers "454 4.7.0 TLS not available due to local problem".
 
 After the handshake the session forgets everything the client said before
@@ -55,7 +55,7 @@ class TlsSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TlsSettings":
-        """from_config - read the parameters and load the certificate (before the jail)."""
+        """from_config - read the parameters and load the certificate."""
         s = cls(wrapper=cfg.bool("smtpd_tls_wrappermode"),
                 received_header=cfg.bool("smtpd_tls_received_header"),
                 loglevel=cfg.int("smtpd_tls_loglevel"),

@@ -25,11 +25,18 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster.util import log
+from typing import TYPE_CHECKING
+
 from pymaster.mail.addr import split_address
-from services.smtpd.check import (DEFER, PERMIT, Checker, ConfigurationError, Context, Verdict,
-                                  _CODE_RE, _DSN_RE, log_action, rejection, subject,
-                                  temporary_failure)
+from pymaster.mail.maps import access_lookup
+from pymaster.util import log
+from pymaster.util.tables import TableError
+from services.smtpd import lazy, replies
+from services.smtpd.verdict import (CODE_RE, DEFER, DSN_RE, PERMIT, ConfigurationError, Context,
+                                    Verdict, log_action, rejection, subject, temporary_failure)
+
+if TYPE_CHECKING:       # check.py imports this module to build its table
+    from services.smtpd.check import Checker
 
 _STAGE_OF = {"client": "CLIENT", "client_name": "CLIENT", "helo": "HELO", "sender": "SENDER",
              "recipient": "RCPT"}
@@ -38,7 +45,6 @@ _CLEANUP_ACTIONS = ("HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC")
 
 
 def _lookup(checker: Checker, spec: str, query, kind: str):
-    from pymaster.mail.maps import access_lookup
     maps = checker.maps([spec])
     if kind == "null":
         return maps.lookup(query)
@@ -48,7 +54,6 @@ def _lookup(checker: Checker, spec: str, query, kind: str):
 def _access(checker: Checker, ctx: Context, spec: str, query, kind: str,
             what: str, permit_ok: bool = True) -> Verdict | None:
     """_access - search table SPEC in access(5) order for QUERY; act on the answer."""
-    from pymaster.util.tables import TableError
     try:
         value = _lookup(checker, spec, query, kind)
     except TableError as e:
@@ -91,14 +96,14 @@ def access_action(checker: Checker, ctx: Context, value: str, spec: str,
         return None
     if upper in _CLEANUP_ACTIONS or upper in ("PREPEND", "INFO", "WARN"):
         return _side_action(ctx, upper, text, spec)
-    m = _CODE_RE.match(value)
+    m = CODE_RE.match(value)
     if m:
         return _numeric(ctx, int(m.group(1)), (m.group(2) or "").strip())
     try:
         return checker.evaluate_words(ctx, value.replace(",", " ").split(), spec)
     except ConfigurationError:
         log.warning(f"access table {spec}: unknown action: {value}")
-        return Verdict(DEFER, "451 4.3.5 Server configuration error")
+        return Verdict(DEFER, replies.ERR_CONFIGURATION)
 
 
 def _numeric(ctx: Context, code: int, text: str) -> Verdict:
@@ -109,7 +114,7 @@ def _worded(ctx: Context, code: int, text: str) -> Verdict:
     """_worded - a refusal whose TEXT may start with an enhanced status code of the
     same class ("DEFER_IF_PERMIT 4.2.0 Greylisted" -> 450 4.2.0 ...: Greylisted)."""
     dsn = ""
-    d = _DSN_RE.match(text)
+    d = DSN_RE.match(text)
     if d and d.group(1)[0] == str(code)[0]:
         dsn, text = d.group(1), text[d.end():]
     return rejection(ctx, code, text or "Access denied", dsn)
@@ -207,7 +212,7 @@ def _domain_of(ctx: Context, which: str) -> str:
 
 def _servers(checker: Checker, domain: str, rdtype: str) -> list[str]:
     """_servers - the MX (or NS) host names of DOMAIN; the domain itself when it has no MX."""
-    from pymaster.util import dns
+    dns = lazy.dns()
     if rdtype == "MX":
         hosts = dns.mx_hosts(checker.cfg, domain)
         return hosts or [domain]
@@ -223,9 +228,7 @@ def _servers(checker: Checker, domain: str, rdtype: str) -> list[str]:
 def _server_access(checker: Checker, ctx: Context, spec: str, which: str,
                    rdtype: str) -> Verdict | None:
     """_server_access - check_{helo,sender,recipient}_{mx,ns}_access."""
-    # dnspython is loaded before the jail only when a list names one of these
-    # (Checker.prepare); a process without them starts faster.
-    from pymaster.util import dns
+    dns = lazy.dns()
     domain = _domain_of(ctx, which)
     if not domain or domain.startswith("["):
         return None

@@ -19,7 +19,7 @@ authenticated/known/unauthenticated variants (smtpd_sender_login_maps),
 permit_sasl_authenticated and check_sasl_access are check.py's and access.py's.
 
 Interface:
-    AuthSettings.from_config(cfg) -> AuthSettings   (opens the SASL server before the jail)
+    AuthSettings.from_config(cfg) -> AuthSettings   (opens the SASL server)
     ehlo_keywords(session) -> list[str]
     await smtp_auth(session, arg)
     client_log_suffix(session) -> ", sasl_method=PLAIN, sasl_username=kdent" or ""
@@ -36,23 +36,14 @@ import binascii
 from dataclasses import dataclass, field
 
 from pymaster.mail import sasl
+from pymaster.mail.addr import split_address
 from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.sasl.mechanisms import parse_options
 
-from services.smtpd.replies import ERR_UNKNOWN_COMMAND
-
-OK_AUTH = "235 2.7.0 Authentication successful"
-ERR_FAILED = "535 5.7.8 Error: authentication failed: {reason}"
-ERR_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
-ERR_NEED_EHLO = "503 5.5.1 Error: send HELO/EHLO first"
-ERR_ALREADY = "503 5.5.1 Error: already authenticated"
-ERR_MAIL_IN_PROGRESS = "503 5.5.1 Error: MAIL transaction in progress"
-ERR_SYNTAX = "501 5.5.4 Syntax: AUTH mechanism"
-ERR_ABORTED = "501 5.7.0 Authentication aborted"
-ERR_DECODE = "501 5.5.2 Cannot decode response"
-ERR_NO_MECH = "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
-ERR_SERVER = "454 4.7.0 Temporary authentication failure: {reason}"
+from pymaster.util.tables import TableError
+from services.smtpd import replies
+from services.smtpd.verdict import REJECT, Verdict, temporary_failure
 
 
 @dataclass
@@ -154,7 +145,7 @@ async def smtp_auth(session, arg: str) -> None:
     mech = words[0].upper()
     if mech not in mechanisms(session):
         _log_failure(session, mech, "Invalid authentication mechanism")
-        await session.reply(ERR_NO_MECH)
+        await session.reply(replies.ERR_AUTH_NO_MECH)
         return
     limits = getattr(session, "limits", None)
     refusal = await limits.auth(session.real_peer) if limits is not None else None
@@ -165,24 +156,24 @@ async def smtp_auth(session, arg: str) -> None:
     if len(words) == 2:
         initial = _decode(words[1])
         if initial is None:
-            await session.reply(ERR_DECODE)
+            await session.reply(replies.ERR_AUTH_DECODE)
             return
     await _converse(session, s, mech, initial)
 
 
 def _refusal(session, s: AuthSettings, arg: str) -> str | None:
     if not s.enabled:
-        return ERR_UNKNOWN_COMMAND
+        return replies.ERR_UNKNOWN_COMMAND
     if not available(session):
-        return ERR_NOT_ENABLED
+        return replies.ERR_AUTH_NOT_ENABLED
     if not session.esmtp:
-        return ERR_NEED_EHLO
+        return replies.ERR_NEED_HELO
     if session.sasl_username:
-        return ERR_ALREADY
+        return replies.ERR_AUTH_ALREADY
     if session.mail is not None:
-        return ERR_MAIL_IN_PROGRESS
+        return replies.ERR_MAIL_IN_PROGRESS
     if not arg.split() or len(arg.split()) > 2:
-        return ERR_SYNTAX
+        return replies.ERR_SYNTAX_AUTH
     return None
 
 
@@ -209,25 +200,26 @@ async def _converse(session, s: AuthSettings, mech: str, initial: bytes | None) 
                 return
             if line.strip() == "*":
                 _close(conv)
-                await session.reply(ERR_ABORTED)
+                await session.reply(replies.ERR_AUTH_ABORTED)
                 return
             data = _decode(line.strip())
             if data is None:
                 _close(conv)
-                await session.reply(ERR_DECODE)
+                await session.reply(replies.ERR_AUTH_DECODE)
                 return
             step = await conv.respond(data)
     except sasl.SaslError as e:
         log.warning(f"{session.peer.namaddr}: SASL {mech}: {e}")
-        await session.reply(ERR_SERVER.format(reason="internal error"))
+        await session.reply(replies.ERR_AUTH_SERVER.format(reason="internal error"))
         return
     if step.kind == sasl.OK:
         session.sasl_username = step.user
         session.sasl_method = mech
-        await session.reply(OK_AUTH)
+        await session.reply(replies.OK_AUTH)
     else:
         _log_failure(session, mech, step.reason)
-        await session.reply(ERR_FAILED.format(reason=step.reason or sasl.FAILURE_REASON))
+        reason = step.reason or sasl.FAILURE_REASON
+        await session.reply(replies.ERR_AUTH_FAILED.format(reason=reason))
 
 
 def _close(conv) -> None:
@@ -274,7 +266,6 @@ def received_comments(session) -> str:
 
 def _login_owners(checker, sender: str) -> list[str] | None:
     """_login_owners - the logins smtpd_sender_login_maps gives SENDER, None if unlisted."""
-    from pymaster.mail.addr import split_address
     maps = checker.param_maps("smtpd_sender_login_maps")
     if not maps:
         return None
@@ -290,8 +281,6 @@ def _login_owners(checker, sender: str) -> list[str] | None:
 
 
 def _mismatch(checker, ctx, authenticated: bool, unauthenticated: bool, known_only: bool):
-    from services.smtpd.check import REJECT, Verdict, temporary_failure
-    from pymaster.util.tables import TableError
     if not ctx.sender:
         return None
     try:
@@ -304,11 +293,10 @@ def _mismatch(checker, ctx, authenticated: bool, unauthenticated: bool, known_on
         if owners is None and known_only:
             return None
         if owners is None or user not in owners:
-            return Verdict(REJECT, f"553 5.7.1 <{ctx.sender}>: Sender address rejected: "
-                                   f"not owned by user {ctx.sasl_username}")
+            return Verdict(REJECT, replies.ERR_SENDER_NOT_OWNED.format(
+                sender=ctx.sender, user=ctx.sasl_username))
     if not user and unauthenticated and owners is not None:
-        return Verdict(REJECT, f"553 5.7.1 <{ctx.sender}>: Sender address rejected: "
-                               "not logged in")
+        return Verdict(REJECT, replies.ERR_SENDER_NOT_LOGGED_IN.format(sender=ctx.sender))
     return None
 
 

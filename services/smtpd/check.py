@@ -31,7 +31,8 @@ Interface:
     checker.check_rcpt(ctx, delayed=True) -> reply | None  every list due at RCPT
     checker.check_data(ctx), check_end_of_data(ctx), check_etrn(ctx) -> reply | None
     checker.check_unlisted(ctx) -> reply | None            VRFY
-    checker.uses_dns       a check may ask DNS: prepare() loads dnspython
+    checker.open_tables()  build the collaborators, open every table the lists name
+    checker.uses_dns       a check may ask DNS (pre_jail then loads dnspython)
     checker.blocks         a check may wait on the network: run it off the event loop
     DNS_RESTRICTIONS, NETWORK_RESTRICTIONS                  the names that do either
     ConfigurationError(text)                                a bad restriction list
@@ -39,149 +40,26 @@ Interface:
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable
 
-from pymaster.mail import verify_client
-from pymaster.util import log
+from pymaster.mail import resolve, verify_client
 from pymaster.mail.config import Config
-from services.smtpd import replies
+from pymaster.mail.maps import Maps, virtual_lookup
+from pymaster.mail.rewrite import rewriter_for
+from pymaster.util import log
+from pymaster.util.tables import TableError
+from services.smtpd import access, auth, names, policy, rbl, replies
+from services.smtpd.netlist import NetList
+from services.smtpd.verdict import (DEFER, PERMIT, REJECT, ConfigurationError, Context,
+                                    Verdict, coded, default_dsn, log_action, make_reply,
+                                    rejection, soften, subject, temporary_failure)
 
-PERMIT, REJECT, DEFER = "permit", "reject", "defer"
 NESTING_LIMIT = 10
-_DSN_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
-_CODE_RE = re.compile(r"^([45]\d\d)(?:\s+(.*))?$", re.S)
-_REPLY_RE = re.compile(r"^([245])(\d\d)([ -])(?:([245])(\.\d{1,3}\.\d{1,3}) )?(.*)$", re.S)
 
 LISTS = ("smtpd_client_restrictions", "smtpd_helo_restrictions",
          "smtpd_sender_restrictions", "smtpd_relay_restrictions",
          "smtpd_recipient_restrictions", "smtpd_data_restrictions",
          "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions")
-
-
-class ConfigurationError(Exception):
-    """An unknown restriction or a missing table argument."""
-
-
-class Verdict(NamedTuple):
-    action: str                 # PERMIT, REJECT or DEFER
-    reply: str = ""             # the full SMTP reply for REJECT/DEFER
-
-
-@dataclass
-class Context:
-    """What a restriction may look at: the client, the session, the command."""
-    client_name: str
-    client_addr: str
-    helo: str | None = None
-    sender: str | None = None
-    recipient: str | None = None
-    sasl_username: str = ""
-    stage: str = "RCPT"         # the list being evaluated: CLIENT HELO SENDER RCPT DATA EOD ETRN
-    reverse_name: str = ""      # the unverified reverse name ("" = same as client_name)
-    client_port: str = ""
-    server_addr: str = ""
-    server_port: str = ""
-    protocol: str = "ESMTP"
-    queue_id: str = ""
-    verb: str = "RCPT"          # the SMTP command, for log lines
-    recipient_count: int = 0
-    size: int = 0
-    etrn_domain: str = ""
-    instance: str = ""
-    sasl_method: str = ""
-    sasl_sender: str = ""
-    ccert_fingerprint: str = ""
-    ccert_pubkey_fingerprint: str = ""
-    ccert_verified: bool = False
-    tls_active: bool = False
-    pipelining_violation: bool = False
-    actions: list = field(default_factory=list)       # [{"action": "HOLD", "text": ...}]
-    # evaluation state of one check
-    warn_next: bool = False
-    defer_if_reject: bool = False
-    defer_if_permit: str = ""
-
-    @property
-    def namaddr(self) -> str:
-        return f"{self.client_name}[{self.client_addr}]"
-
-    @property
-    def reverse_client_name(self) -> str:
-        return self.reverse_name or self.client_name
-
-
-# The subject of a reply at each stage: "<x@y>: Recipient address rejected: ..."
-_SUBJECTS = {
-    "CLIENT": ("client", "Client host"),
-    "HELO": ("helo", "Helo command"),
-    "SENDER": ("sender", "Sender address"),
-    "RCPT": ("recipient", "Recipient address"),
-    "DATA": ("data", "Data command"),
-    "EOD": ("eod", "End-of-data"),
-    "ETRN": ("etrn", "Etrn command"),
-}
-
-
-def subject(ctx: Context) -> tuple[str, str]:
-    """subject - ("<what>", "Recipient address") for the list being evaluated."""
-    kind, label = _SUBJECTS[ctx.stage]
-    what = {"client": ctx.namaddr, "helo": ctx.helo or "", "sender": ctx.sender or "",
-            "recipient": ctx.recipient or "", "data": "DATA", "eod": "END-OF-MESSAGE",
-            "etrn": ctx.etrn_domain}[kind]
-    return f"<{what}>", label
-
-
-def make_reply(code: int, dsn: str, text: str) -> str:
-    return f"{code} {dsn} {text}"
-
-
-def default_dsn(code: int) -> str:
-    return "4.7.1" if 400 <= code < 500 else "5.7.1"
-
-
-def rejection(ctx: Context, code: int, text: str, dsn: str = "") -> Verdict:
-    """rejection - a REJECT/DEFER verdict worded for the stage: "<x>: Label rejected: text"."""
-    what, label = subject(ctx)
-    return coded(code, dsn or default_dsn(code), f"{what}: {label} rejected: {text}")
-
-
-def coded(code: int, dsn: str, text: str) -> Verdict:
-    """coded - a verdict for a reply written out in full."""
-    return Verdict(DEFER if code < 500 else REJECT, make_reply(code, dsn, text))
-
-
-def temporary_failure(address: str) -> Verdict:
-    return Verdict(DEFER, f"451 4.3.0 <{address}>: Temporary lookup failure")
-
-
-def soften(reply: str, code: int | None = None) -> str:
-    """soften - a 5xx reply made 4xx: "554 5.7.1 x" -> "454 4.7.1 x" (or CODE 4.7.1 x)."""
-    m = _REPLY_RE.match(reply)
-    if not m or m.group(1) != "5":
-        return reply
-    first = str(code) if code else "4" + m.group(2)
-    dsn = f"4{m.group(5)} " if m.group(4) else ""
-    return f"{first}{m.group(3)}{dsn}{m.group(6)}"
-
-
-def reply_with_code(text: str, default_code: int) -> Verdict:
-    """reply_with_code - "554 5.7.1 text", "554 text" or "text" as a verdict."""
-    m = _CODE_RE.match(text.strip())
-    if not m:
-        return coded(default_code, default_dsn(default_code), text.strip())
-    code, rest = int(m.group(1)), (m.group(2) or "").strip()
-    d = _DSN_RE.match(rest + " ")
-    if d and d.group(1)[0] == str(code)[0]:
-        return coded(code, d.group(1), rest[d.end():].strip() if d.end() <= len(rest) else "")
-    return coded(code, default_dsn(code), rest)
-
-
-def log_action(ctx: Context, action: str, text: str) -> None:
-    """log_action - `NOQUEUE: hold: RCPT from NAME[ADDR]: TEXT; from=<> to=<> proto= helo=<>`."""
-    log.info(replies.log_action(ctx.queue_id, action, ctx.verb, ctx.namaddr, text, ctx.sender,
-                                ctx.recipient, ctx.protocol, ctx.helo))
 
 
 class Checker:
@@ -208,20 +86,17 @@ class Checker:
     @property
     def mynetworks(self):
         if self._netlist is None:
-            from services.smtpd.netlist import NetList
             self._netlist = NetList.from_param(self.cfg, "mynetworks")
         return self._netlist
 
     @property
     def resolver(self):
         if self._resolver is None:
-            from pymaster.mail.resolve import resolver_for
-            self._resolver = resolver_for(self.cfg)
+            self._resolver = resolve.resolver_for(self.cfg)
         return self._resolver
 
     def canonical(self, address: str) -> str:
         if self._rewriter is None:
-            from pymaster.mail.rewrite import rewriter_for
             self._rewriter = rewriter_for(self.cfg)
         return self._rewriter.canonicalize(address, "local")
 
@@ -232,7 +107,6 @@ class Checker:
             if self._maps_factory is not None:
                 self._maps_cache[key] = self._maps_factory(list(specs))
             else:
-                from pymaster.mail.maps import Maps
                 self._maps_cache[key] = Maps.from_specs(list(specs), self.cfg)
         return self._maps_cache[key]
 
@@ -242,17 +116,12 @@ class Checker:
     def policy_client(self, endpoint: str):
         """policy_client - one connection manager per policy server, shared by sessions."""
         if endpoint not in self._policy_clients:
-            from services.smtpd.policy import PolicyClient
-            self._policy_clients[endpoint] = PolicyClient.from_config(self.cfg, endpoint)
+            self._policy_clients[endpoint] = policy.PolicyClient.from_config(self.cfg, endpoint)
         return self._policy_clients[endpoint]
 
-    def prepare(self) -> None:
-        """prepare - import and open everything now, before the jail closes the door."""
-        import pymaster.mail.maps  # noqa: F401  (imported here: not reachable after chroot)
-        if self.uses_dns:
-            # dnspython costs tens of milliseconds at every start: only when asked for.
-            from pymaster.util import dns
-            dns.resolver_for(self.cfg)      # reads resolv.conf
+    def open_tables(self) -> None:
+        """open_tables - build the resolver, rewriter and mynetworks, and open every
+        table the restriction lists and the recipient checks name."""
         self.resolver, self.mynetworks, self.canonical("postmaster")
         for name in ("virtual_alias_maps", "local_recipient_maps", "relay_recipient_maps",
                      "virtual_mailbox_maps", "rbl_reply_maps", "relay_clientcerts",
@@ -283,7 +152,7 @@ class Checker:
         (tables in memory or on disk, address and network lists) run inline,
         which is several times cheaper. An access table's answer naming a DNS
         restriction is not foreseen here: that lookup runs inline.
-        Asked per check, so answered once, after prepare() opened the tables."""
+        Asked per check, so answered once, after open_tables()."""
         if self._blocks is None:
             self._blocks = any(name in NETWORK_RESTRICTIONS for name, _ in self.steps()) or \
                 any("socketmap:" in spec for specs in self._maps_cache for spec in specs)
@@ -321,7 +190,7 @@ class Checker:
         """evaluate - the first decision of a parsed list, or None when none decides."""
         if depth > NESTING_LIMIT:
             log.warning("restriction class nesting too deep; giving up")
-            return Verdict(DEFER, "451 4.3.5 Server configuration error")
+            return Verdict(DEFER, replies.ERR_CONFIGURATION)
         for name, arg in steps:
             if name in self.classes:
                 verdict = self.evaluate(ctx, self.classes[name], depth + 1)
@@ -444,8 +313,7 @@ def permit_mynetworks(checker: Checker, ctx: Context, arg) -> Verdict | None:
 
 
 def permit_inet_interfaces(checker: Checker, ctx: Context, arg) -> Verdict | None:
-    from pymaster.mail.resolve import interface_addresses
-    return Verdict(PERMIT) if ctx.client_addr in interface_addresses(checker.cfg) else None
+    return Verdict(PERMIT) if ctx.client_addr in resolve.interface_addresses(checker.cfg) else None
 
 
 def permit_sasl_authenticated(checker: Checker, ctx: Context, arg) -> Verdict | None:
@@ -458,7 +326,6 @@ def permit_tls_clientcerts(checker: Checker, ctx: Context, arg) -> Verdict | Non
     A hook until smtpd speaks TLS: no session has a certificate yet."""
     if not ctx.ccert_verified or not ctx.ccert_fingerprint:
         return None
-    from pymaster.util.tables import TableError
     try:
         maps = checker.param_maps("relay_clientcerts")
         found = maps and (maps.lookup(ctx.ccert_fingerprint) is not None or
@@ -545,7 +412,6 @@ def reject_unverified_sender(checker: Checker, ctx: Context, arg) -> Verdict | N
 
 def _relay_allowed(checker: Checker, address: str) -> bool | None:
     """_relay_allowed - may mail to ADDRESS pass? None on a table failure."""
-    from pymaster.mail import resolve
     res = checker.resolver.resolve(checker.canonical(address))
     if resolve.FAIL in res.flags:
         return None
@@ -598,7 +464,6 @@ _RECIPIENT_TABLES = {
 
 def _listed(checker: Checker, maps, address: str) -> bool:
     """_listed - ADDRESS is in MAPS in virtual(5) order (user@domain, user, @domain)."""
-    from pymaster.mail.maps import virtual_lookup
     return virtual_lookup(maps, address, checker.cfg) is not None
 
 
@@ -615,8 +480,6 @@ def unknown_user(checker: Checker, ctx: Context, code_param: str, label: str,
 def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
               dsn_detail: str) -> Verdict | None:
     """_unlisted - ADDRESS must exist in the table of its address class."""
-    from pymaster.mail import resolve
-    from pymaster.util.tables import TableError
     res = checker.resolver.resolve(checker.canonical(address))
     if resolve.FAIL in res.flags:
         return temporary_failure(address)
@@ -651,7 +514,6 @@ def relocated(checker: Checker, res, address: str, what: str) -> Verdict | None:
     pymaster does so only for relocated users for now, so that transport_maps
     `error:` destinations are still accepted and bounced (the bounce tests
     rely on that)."""
-    from pymaster.mail import resolve
     if resolve.RELOCATED not in res.flags:
         return None
     dsn, _, text = res.nexthop.partition(" ")
@@ -695,15 +557,9 @@ RESTRICTIONS: dict[str, tuple[Callable, str]] = {
     "reject_unverified_sender": (reject_unverified_sender, ""),
 }
 
-# The sibling modules add their restrictions (they import this module's names).
-from services.smtpd import access, names, policy, rbl  # noqa: E402
-
-for _module in (access, names, rbl, policy):
+# The restrictions of this module and of its siblings, in one table.
+for _module in (access, names, rbl, policy, auth):
     RESTRICTIONS.update(_module.RESTRICTIONS)
-
-from services.smtpd import auth as _auth  # noqa: E402  (the SASL sender login checks)
-
-RESTRICTIONS.update(_auth.RESTRICTIONS)
 
 DNS_RESTRICTIONS = access.DNS_RESTRICTIONS | names.DNS_RESTRICTIONS | rbl.DNS_RESTRICTIONS
 # reject_unverified_* wait for the verify service's probe (address_verify_poll_*).

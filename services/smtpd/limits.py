@@ -36,6 +36,7 @@ import time
 
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
+from services.smtpd import replies
 from services.smtpd.netlist import NetList
 from services.smtpd.peer import Peer
 from services.smtpd.submit import CleanupClient, SubmitError
@@ -105,7 +106,8 @@ class Limits:
         if answer is None:
             return None
         count, rate = int(answer.get("count", 0)), int(answer.get("rate", 0))
-        refusal = f"421 4.7.0 {self.hostname} Error: too many connections from {peer.addr}"
+        refusal = replies.ERR_TOO_MANY_CONNECTIONS.format(
+            hostname=self.hostname, addr=peer.addr)
         if self.count_limit > 0 and count > self.count_limit:
             self._warn("Connection concurrency", count, peer)
             return refusal
@@ -140,17 +142,17 @@ class Limits:
 
     async def message(self, peer: Peer) -> str | None:
         return await self._rate("message", peer, "Message delivery request rate",
-                                f"450 4.7.1 Error: too many messages from {peer.addr}")
+                                replies.ERR_TOO_MANY_MESSAGES.format(addr=peer.addr))
 
     async def recipient(self, peer: Peer) -> str | None:
         return await self._rate("recipient", peer, "Recipient address rate",
-                                f"450 4.7.1 Error: too many recipients from {peer.addr}")
+                                replies.ERR_TOO_MANY_RECIPIENTS_FROM.format(addr=peer.addr))
 
     async def newtls(self, peer: Peer) -> str | None:
         return await self._rate("newtls", peer, "New TLS session rate",
-                                f"421 4.7.0 {self.hostname} Error: too many new TLS sessions "
-                                f"from {peer.addr}")
+                                replies.ERR_TOO_MANY_NEW_TLS.format(
+                                    hostname=self.hostname, addr=peer.addr))
 
     async def auth(self, peer: Peer) -> str | None:
         return await self._rate("auth", peer, "AUTH command rate",
-                                f"450 4.7.1 Error: too many AUTH commands from {peer.addr}")
+                                replies.ERR_TOO_MANY_AUTH.format(addr=peer.addr))

@@ -55,9 +55,9 @@ from pymaster.mail import milter
 from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.headers import split_header_block
+from pymaster.mail.maps import Maps
 from services.smtpd import replies
 
-CONFIG_ERROR = "451 4.3.5 Server configuration error"
 
 
 @dataclass
@@ -78,8 +78,7 @@ class MilterSettings:
         text = cfg.get("smtpd_milters")
         maps = None
         if cfg.get("smtpd_milter_maps").strip():
-            from pymaster.mail.maps import Maps
-            maps = Maps(cfg, "smtpd_milter_maps")       # opened before the jail
+            maps = Maps(cfg, "smtpd_milter_maps")
         if not text.strip() and maps is None:
             return None
         try:
@@ -133,7 +132,7 @@ async def open_milters(session) -> "SessionMilters | None":
         return None
     milters = SessionMilters(settings, specs or [])
     if specs is None:
-        milters.denied = CONFIG_ERROR
+        milters.denied = replies.ERR_CONFIGURATION
     await milters.connect(session)
     return milters
 

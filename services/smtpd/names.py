@@ -26,7 +26,14 @@ from __future__ import annotations
 import ipaddress
 
 from pymaster.mail.addr import is_valid_hostname, split_address
-from services.smtpd.check import Checker, Context, Verdict, coded
+from typing import TYPE_CHECKING
+
+from pymaster.mail import resolve
+from services.smtpd import lazy, replies
+from services.smtpd.verdict import Context, Verdict, coded
+
+if TYPE_CHECKING:       # check.py imports this module to build its table
+    from services.smtpd.check import Checker
 
 
 def _address_literal_ok(text: str) -> bool:
@@ -102,7 +109,7 @@ def reject_unknown_helo_hostname(checker: Checker, ctx: Context, arg) -> Verdict
     code = checker.cfg.int("unknown_hostname_reject_code")
     dsn = "4.7.1" if code < 500 else "5.7.1"
     reply = coded(code, dsn, f"<{ctx.helo}>: Helo command rejected: Host not found")
-    from pymaster.util import dns    # loaded before the jail when configured (Checker.prepare)
+    dns = lazy.dns()
     try:
         found = dns.has_address_or_mx(checker.cfg, helo)
     except dns.DnsError:
@@ -113,7 +120,6 @@ def reject_unknown_helo_hostname(checker: Checker, ctx: Context, arg) -> Verdict
 def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: str,
                     detail: str) -> Verdict | None:
     """_unknown_domain - the domain of a remote ADDRESS must exist in DNS."""
-    from pymaster.mail import resolve
     if not address:
         return None
     _, domain = split_address(address)
@@ -123,15 +129,16 @@ def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: s
     if res.address_class != resolve.DEFAULT:
         return None     # ours (local, virtual, relay): we know it exists
     code = checker.cfg.int("unknown_address_reject_code")
-    text = f"<{address}>: {what} address rejected: Domain not found"
-    from pymaster.util import dns    # loaded before the jail when configured (Checker.prepare)
+    dns = lazy.dns()
     try:
         found = dns.has_address_or_mx(checker.cfg, domain.rstrip("."))
     except dns.DnsError:
-        return _tempfail(checker, ctx, f"450 4.1.{detail} {text}")
+        return _tempfail(checker, ctx, replies.ERR_DOMAIN_LOOKUP.format(
+            detail=detail, address=address, what=what))
     if found:
         return None
-    return coded(code, f"{'5' if code >= 500 else '4'}.1.{detail}", text)
+    return coded(code, f"{'5' if code >= 500 else '4'}.1.{detail}",
+                 f"<{address}>: {what} address rejected: Domain not found")
 
 
 def reject_unknown_sender_domain(checker: Checker, ctx: Context, arg) -> Verdict | None:

@@ -24,6 +24,7 @@ import ipaddress
 from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.util.strings import split_list
+from pymaster.util.tables import TableError, open_table
 
 
 class NetList:
@@ -101,7 +102,6 @@ def parse_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network |
 
 
 def _table_has(spec: str, address: str) -> bool:
-    from pymaster.util.tables import open_table, TableError
     try:
         return open_table(spec).lookup(address) is not None
     except TableError as e:

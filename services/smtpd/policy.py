@@ -32,7 +32,13 @@ import threading
 import time
 
 from pymaster.util import log
-from services.smtpd.check import Checker, Context, Verdict
+from typing import TYPE_CHECKING
+
+from services.smtpd.access import access_action
+from services.smtpd.verdict import Context, Verdict
+
+if TYPE_CHECKING:       # check.py imports this module to build its table
+    from services.smtpd.check import Checker
 
 MAX_REPLY = 100_000
 
@@ -186,7 +192,6 @@ def request_attributes(checker: Checker, ctx: Context) -> dict[str, str]:
 
 
 def check_policy_service(checker: Checker, ctx: Context, endpoint: str) -> Verdict | None:
-    from services.smtpd.access import access_action
     client = checker.policy_client(endpoint)
     try:
         action = client.query(request_attributes(checker, ctx))

@@ -26,9 +26,16 @@ from __future__ import annotations
 
 import re
 
-from pymaster.util import log
+from typing import TYPE_CHECKING
+
 from pymaster.mail.addr import split_address
-from services.smtpd.check import PERMIT, Checker, Context, Verdict, reply_with_code
+from pymaster.util import log
+from pymaster.util.tables import TableError
+from services.smtpd import lazy
+from services.smtpd.verdict import PERMIT, Context, Verdict, reply_with_code
+
+if TYPE_CHECKING:       # check.py imports this module to build its table
+    from services.smtpd.check import Checker
 
 _RANGE_RE = re.compile(r"^(\d+)\.\.(\d+)$")
 
@@ -88,9 +95,7 @@ def _split_arg(arg: str) -> tuple[str, str]:
 
 def listed(checker: Checker, query: str, filt: str) -> list[str] | None:
     """listed - the matching A records of QUERY, or None when it is not listed."""
-    # dnspython is loaded before the jail only when a list names a DNS list
-    # (Checker.prepare): every `dns` import here is a function's own.
-    from pymaster.util import dns
+    dns = lazy.dns()
     try:
         answers = dns.lookup(checker.cfg, query, "A")
     except dns.DnsError as e:
@@ -107,7 +112,7 @@ def listed(checker: Checker, query: str, filt: str) -> list[str] | None:
 
 
 def _reason(checker: Checker, query: str) -> str:
-    from pymaster.util import dns
+    dns = lazy.dns()
     try:
         return "; ".join(dns.lookup(checker.cfg, query, "TXT"))
     except dns.DnsError:
@@ -117,7 +122,6 @@ def _reason(checker: Checker, query: str) -> str:
 def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class: str,
              what: str) -> Verdict:
     """_refusal - the reply for a listed client, name or address."""
-    from pymaster.util.tables import TableError
     template = None
     try:
         maps = checker.param_maps("rbl_reply_maps")
@@ -126,7 +130,7 @@ def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class:
     except TableError as e:
         log.warning(f"rbl_reply_maps lookup problem for {domain}: {e}")
     if template is None:
-        template = checker.cfg.raw("default_rbl_reply") or ""
+        template = checker.cfg.raw("default_rbl_reply")
     variables = {
         "rbl_code": str(checker.cfg.int("maps_rbl_reject_code")), "rbl_domain": domain,
         "rbl_class": rbl_class, "rbl_what": what, "rbl_reason": _reason(checker, query),
@@ -140,7 +144,7 @@ def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class:
 
 
 def reject_rbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
-    from pymaster.util import dns
+    dns = lazy.dns()
     domain, filt = _split_arg(arg)
     try:
         query = dns.dnsbl_query(ctx.client_addr, domain)
@@ -152,7 +156,7 @@ def reject_rbl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | Non
 
 
 def permit_dnswl_client(checker: Checker, ctx: Context, arg: str) -> Verdict | None:
-    from pymaster.util import dns
+    dns = lazy.dns()
     domain, filt = _split_arg(arg)
     try:
         query = dns.dnsbl_query(ctx.client_addr, domain)

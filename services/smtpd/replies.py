@@ -68,9 +68,49 @@ ERR_BARE_LF = "{code} 5.5.2 Error: bare <LF> received"
 ERR_PIPELINING = "554 5.5.0 Error: SMTP protocol synchronization"
 ERR_ETRN_UNAVAILABLE = "459 <{domain}>: service unavailable"   # Postfix: no enhanced code
 ERR_TEMP_LOOKUP = "451 4.3.0 <{address}>: Temporary lookup failure"
+ERR_CONFIGURATION = "451 4.3.5 Server configuration error"   # a bad list, table or milter
 ETRN_STARTED = "250 Queuing started"
 ERR_ETRN_FAILED = "458 Unable to queue messages"                # the flush service failed
 VRFY_OK = "252 2.0.0 {address}"
+HELO_OK = "250 {hostname}"
+
+# AUTH (RFC 4954)
+OK_AUTH = "235 2.7.0 Authentication successful"
+ERR_AUTH_FAILED = "535 5.7.8 Error: authentication failed: {reason}"
+ERR_AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
+ERR_AUTH_ALREADY = "503 5.5.1 Error: already authenticated"
+ERR_SYNTAX_AUTH = "501 5.5.4 Syntax: AUTH mechanism"
+ERR_AUTH_ABORTED = "501 5.7.0 Authentication aborted"
+ERR_AUTH_DECODE = "501 5.5.2 Cannot decode response"
+ERR_AUTH_NO_MECH = "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
+ERR_AUTH_SERVER = "454 4.7.0 Temporary authentication failure: {reason}"
+
+# STARTTLS (RFC 3207)
+TLS_READY = "220 2.0.0 Ready to start TLS"
+ERR_NOT_IMPLEMENTED = "502 5.5.1 Error: command not implemented"
+ERR_TLS_ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"
+ERR_SYNTAX_STARTTLS = "501 5.5.4 Syntax: STARTTLS"
+ERR_TLS_LOCAL_PROBLEM = "454 4.7.0 TLS not available due to local problem"
+ERR_MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+
+# XCLIENT and XFORWARD
+ERR_XCLIENT_AUTH = "550 5.7.0 Error: insufficient authorization"
+ERR_XCLIENT_SYNTAX = "501 5.5.4 Syntax: XCLIENT attribute=value..."
+ERR_XFORWARD_SYNTAX = "501 5.5.4 Syntax: XFORWARD attribute=value..."
+ERR_XATTR_NAME = "501 5.5.4 Bad {verb} attribute name: {name}"
+ERR_XATTR_VALUE = "501 5.5.4 Bad {verb} {attribute} syntax: {value}"
+
+# Client limits counted by anvil (smtpd_client_*_limit)
+ERR_TOO_MANY_CONNECTIONS = "421 4.7.0 {hostname} Error: too many connections from {addr}"
+ERR_TOO_MANY_MESSAGES = "450 4.7.1 Error: too many messages from {addr}"
+ERR_TOO_MANY_RECIPIENTS_FROM = "450 4.7.1 Error: too many recipients from {addr}"
+ERR_TOO_MANY_NEW_TLS = "421 4.7.0 {hostname} Error: too many new TLS sessions from {addr}"
+ERR_TOO_MANY_AUTH = "450 4.7.1 Error: too many AUTH commands from {addr}"
+
+# Restrictions whose reply is not worded by the stage (verdict.rejection)
+ERR_SENDER_NOT_OWNED = "553 5.7.1 <{sender}>: Sender address rejected: not owned by user {user}"
+ERR_SENDER_NOT_LOGGED_IN = "553 5.7.1 <{sender}>: Sender address rejected: not logged in"
+ERR_DOMAIN_LOOKUP = "450 4.1.{detail} <{address}>: {what} address rejected: Domain not found"
 
 
 def timeout(hostname: str) -> str:

@@ -18,13 +18,17 @@ The first that matches makes the client local; none: remote.
 
 Interface:
     header_rewrite_context(checker, ctx) -> "local" | "remote"
-    prepare(cfg)    computes the interface addresses before the jail
+    learn_interface_addresses(cfg)   looks up (and keeps) this host's interface addresses
 """
 
 from __future__ import annotations
 
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.mail.maps import access_lookup
+from pymaster.mail.resolve import interface_addresses
+from pymaster.util import log
+from pymaster.util.tables import TableError
+from services.smtpd.check import RESTRICTIONS
 
 LOCAL = "local"
 REMOTE = "remote"
@@ -33,15 +37,14 @@ _REFUSING = ("REJECT", "DEFER", "DUNNO", "4", "5")
 _interfaces: dict[int, tuple[Config, set[str]]] = {}
 
 
-def prepare(cfg: Config) -> None:
-    """prepare - the interface addresses, looked up while the system is visible."""
+def learn_interface_addresses(cfg: Config) -> None:
+    """learn_interface_addresses - this host's addresses, looked up once."""
     _interface_addresses(cfg)
 
 
 def _interface_addresses(cfg: Config) -> set[str]:
     hit = _interfaces.get(id(cfg))
     if hit is None or hit[0] is not cfg:
-        from pymaster.mail.resolve import interface_addresses
         hit = (cfg, interface_addresses(cfg))
         _interfaces[id(cfg)] = hit
     return hit[1]
@@ -71,15 +74,12 @@ def _permits(checker, word: str, ctx) -> bool:
         return ctx.client_addr in _interface_addresses(checker.cfg)
     if word in ("permit_mynetworks", "permit_sasl_authenticated",
                 "permit_tls_clientcerts", "permit_tls_all_clientcerts"):
-        from services.smtpd.check import RESTRICTIONS
         return RESTRICTIONS[word][0](checker, ctx, None) is not None
     log.warning(f"unknown local_header_rewrite_clients restriction: {word}")
     return False
 
 
 def _address_map_permits(checker, spec: str, client_addr: str) -> bool:
-    from pymaster.mail.maps import access_lookup
-    from pymaster.util.tables import TableError
     try:
         value = access_lookup(checker.maps([spec]), client_addr, "client_address")
     except TableError as e:

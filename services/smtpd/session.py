@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pymaster.mail import cleanup_client, flush_client
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
-from services.smtpd import replies, xclient
+from pymaster.mail.maps import Maps
+from services.smtpd import commands, replies, xclient
 from services.smtpd import auth, tls
 from services.smtpd.rewrite_context import header_rewrite_context
 from services.smtpd.check import Checker, Context
@@ -52,17 +53,6 @@ from services.smtpd.peer import Peer
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, \
     received_header
 
-# Commands that must end a pipelined group (RFC 2920 3.1; Postfix also
-# counts HELO and STARTTLS/AUTH). After any other, a client that said EHLO
-# may send more without waiting.
-GROUP_ENDERS = {"HELO", "EHLO", "DATA", "VRFY", "ETRN", "NOOP", "QUIT", "STARTTLS", "AUTH",
-                "EXPN", "TURN"}
-# The order of per-command counts in the disconnect line, as Postfix logs them.
-# Commands that count toward smtpd_junk_command_limit (Postfix's list,
-# HELO and EHLO included).
-JUNK_COMMANDS = {"NOOP", "VRFY", "ETRN", "RSET", "HELO", "EHLO"}
-COUNT_ORDER = ["helo", "ehlo", "starttls", "xclient", "xforward", "auth", "mail", "rcpt", "data",
-               "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown"]
 READ_CHUNK = 65536
 
 
@@ -90,24 +80,24 @@ class Settings:
     bare_newline_exclusions: NetList
     queue_minfree: int
     ipc_timeout: float
-    fast_flush_domains: list[str] = field(default_factory=list)
-    qmgr_endpoint: str = ""
-    flush: flush_client.FlushClient | None = None   # ETRN, when master.cf has flush
-    content_filter: str = ""                # recorded in the queue file (FILTER_README)
-    receive_overrides: list[str] = field(default_factory=list)   # cleanup flags
-    xclient_hosts: NetList | None = None
-    xforward_hosts: NetList | None = None
-    reject_footer: str = ""
-    reject_footer_maps: object = None      # pymaster.mail.maps.Maps, smtpd_reject_footer_maps
-    junk_command_limit: int = 100
-    client_port_logging: bool = False
-    tls: "tls.TlsSettings | None" = None          # STARTTLS, smtps (services/smtpd/tls.py)
-    auth: "auth.AuthSettings | None" = None       # SMTP AUTH (services/smtpd/auth.py)
-    milters: MilterSettings | None = None         # smtpd_milters (services/smtpd/milters.py)
+    fast_flush_domains: list[str]
+    qmgr_endpoint: str
+    flush: flush_client.FlushClient | None  # ETRN, when master.cf has flush
+    content_filter: str                 # recorded in the queue file (FILTER_README)
+    receive_overrides: list[str]        # cleanup flags
+    xclient_hosts: NetList
+    xforward_hosts: NetList
+    reject_footer: str
+    reject_footer_maps: Maps | None     # smtpd_reject_footer_maps
+    junk_command_limit: int
+    client_port_logging: bool
+    tls: tls.TlsSettings                # STARTTLS, smtps (services/smtpd/tls.py)
+    auth: auth.AuthSettings             # SMTP AUTH (services/smtpd/auth.py)
+    milters: MilterSettings | None      # smtpd_milters (services/smtpd/milters.py); None: none
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
-        bare = cfg.get("smtpd_forbid_bare_newline").strip().lower() or "no"
+        bare = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         return cls(
             hostname=cfg.get("myhostname"),
             banner=cfg.get("smtpd_banner"),
@@ -138,7 +128,7 @@ class Settings:
             xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
             xforward_hosts=NetList.from_param(cfg, "smtpd_authorized_xforward_hosts"),
             # Raw: its $names are the session's, expanded at reply time.
-            reject_footer=(cfg.raw("smtpd_reject_footer") or "").strip(),
+            reject_footer=cfg.raw("smtpd_reject_footer").strip(),
             reject_footer_maps=_footer_maps(cfg),
             junk_command_limit=cfg.int("smtpd_junk_command_limit"),
             client_port_logging=cfg.bool("smtpd_client_port_logging"),
@@ -152,7 +142,6 @@ def _footer_maps(cfg: Config):
     """_footer_maps - smtpd_reject_footer_maps as Maps, or None when empty."""
     if not cfg.get("smtpd_reject_footer_maps").strip():
         return None
-    from pymaster.mail.maps import Maps
     return Maps(cfg, "smtpd_reject_footer_maps")
 
 
@@ -362,14 +351,15 @@ class Session:
     # -- dispatch --------------------------------------------------------------
     async def dispatch(self, line: str) -> None:
         verb, arg = split_command(line)
-        handler = getattr(self, f"smtp_{verb}", None) if verb.isalpha() else None
+        command = commands.lookup(verb)
+        handler = getattr(self, command.handler) if command and command.handler else None
         name = verb.lower() if handler is not None else "unknown"
         self.where = verb if handler is not None else "UNKNOWN"
-        if self.conn.pending() and (verb in GROUP_ENDERS or not self.esmtp):
+        if self.conn.pending() and ((command and command.ends_group) or not self.esmtp):
             self.pipelining_violation = True
             if self.s.forbid_unauth_pipelining:
                 await self._pipelining_violation()
-        if handler is not None and verb in JUNK_COMMANDS:
+        if handler is not None and command.junk:
             self.count_junk()
         self.failed = False
         try:
@@ -409,7 +399,7 @@ class Session:
         """count_summary - `ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4`."""
         parts = []
         ok_total = [0, 0]
-        for name in COUNT_ORDER:
+        for name in commands.COUNT_ORDER:
             if name in self.counts:
                 ok, total = self.counts[name]
                 parts.append(f"{name}={ok}" if ok == total else f"{name}={ok}/{total}")
@@ -453,7 +443,7 @@ class Session:
                 refusal = method(ctx)
         except Exception as e:  # a broken table must not end the session
             log.warning(f"access check failed: {type(e).__name__}: {e}")
-            refusal = "451 4.3.5 Server configuration error"
+            refusal = replies.ERR_CONFIGURATION
         if not refusal:
             self.actions.extend(a for a in ctx.actions if a not in self.actions)
         return refusal
@@ -496,7 +486,7 @@ class Session:
         if esmtp:
             await self.send_lines(replies.ehlo_lines(self.s.hostname, self.features()))
         else:
-            await self.send(f"250 {self.s.hostname}")
+            await self.send(replies.HELO_OK.format(hostname=self.s.hostname))
 
     def features(self) -> list[str]:
         """features - the EHLO keywords, in Postfix's order."""
@@ -925,10 +915,10 @@ class Session:
                                 verb: str) -> dict | None:
         """_proxy_attributes - the XCLIENT/XFORWARD attributes, or None once refused."""
         if hosts is None or not hosts.match(self.real_peer.addr, self.real_peer.name):
-            await self.reply(xclient.ERR_XCLIENT_AUTH)
+            await self.reply(replies.ERR_XCLIENT_AUTH)
             return None
         if self.mail is not None:
-            await self.reply(xclient.ERR_IN_TRANSACTION)
+            await self.reply(replies.ERR_MAIL_IN_PROGRESS)
             return None
         try:
             return xclient.parse_attributes(arg, allowed, verb)
@@ -974,7 +964,7 @@ class Session:
         if attrs is None:
             return
         self.xforward.update(attrs)
-        await self.reply(xclient.OK_XFORWARD)
+        await self.reply(replies.OK)
 
 
 def _with_comments(received: bytes, comments: str) -> bytes:

@@ -91,7 +91,7 @@ def smtp_on_stdio(cfg: Config) -> int:
     log.setup("smtpd", cfg)
     checker = Checker(cfg)
     try:
-        checker.prepare()
+        checker.open_tables()
     except ConfigurationError as e:
         log.fatal(str(e), EX_TEMPFAIL)
     # The session speaks to a socket; threads copy it to and from stdin/stdout.

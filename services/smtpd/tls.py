@@ -5,7 +5,7 @@ smtpd_enforce_tls): `none` offers nothing, `may` offers STARTTLS, `encrypt`
 also refuses mail before it ("530 5.7.0 Must issue a STARTTLS command
 first") and implies smtpd_tls_auth_only. smtpd_tls_wrappermode (port 465)
 starts the handshake before the greeting. Certificates are loaded when the
-process starts, before the jail; a file that cannot be used is logged and
+process starts (pre_jail); a file that cannot be used is logged and
 STARTTLS answers "454 4.7.0 TLS not available due to local problem".
 
 After the handshake the session forgets everything the client said before
@@ -31,20 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from asyncio import sslproto
 from dataclasses import dataclass
 
 from pymaster.mail import tlsutil
 from pymaster.util import log
 from pymaster.mail.config import Config
+from services.smtpd import replies
 from services.smtpd.connection import ConnectionLost
 
-REPLY_READY = "220 2.0.0 Ready to start TLS"
-ERR_NOT_IMPLEMENTED = "502 5.5.1 Error: command not implemented"
-ERR_ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"
-ERR_SYNTAX = "501 5.5.4 Syntax: STARTTLS"
-ERR_LOCAL_PROBLEM = "454 4.7.0 TLS not available due to local problem"
-ERR_MAIL_IN_PROGRESS = "503 5.5.1 Error: MAIL transaction in progress"
-ERR_MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 
 
 @dataclass
@@ -55,17 +50,17 @@ class TlsSettings:
     auth_only: bool = False
     received_header: bool = False
     loglevel: int = 0
-    digest: str = "sha256"
-    handshake_timeout: float = 300.0
+    digest: str = ""                    # from_config reads these two; TLS off needs neither
+    handshake_timeout: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TlsSettings":
-        """from_config - read the parameters and load the certificate (before the jail)."""
+        """from_config - read the parameters and load the certificate."""
         s = cls(wrapper=cfg.bool("smtpd_tls_wrappermode"),
                 received_header=cfg.bool("smtpd_tls_received_header"),
                 loglevel=cfg.int("smtpd_tls_loglevel"),
-                digest=cfg.get("smtpd_tls_fingerprint_digest") or "sha256",
-                handshake_timeout=float(cfg.time("smtpd_starttls_timeout")) or 300.0)
+                digest=cfg.get("smtpd_tls_fingerprint_digest"),
+                handshake_timeout=float(cfg.time("smtpd_starttls_timeout")))
         try:
             s.level = tlsutil.legacy_level(cfg, "smtpd")
         except tlsutil.TlsError as e:
@@ -110,22 +105,22 @@ def ehlo_keywords(session) -> list[str]:
 def mail_refusal(session) -> str | None:
     """mail_refusal - the 530 reply when encryption is required and not yet on."""
     if _settings(session).level == "encrypt" and session.tls_session is None:
-        return ERR_MUST_STARTTLS
+        return replies.ERR_MUST_STARTTLS
     return None
 
 
 async def smtp_starttls(session, arg: str) -> None:
     s = _settings(session)
     if session.tls_session is not None:
-        await session.reply(ERR_ALREADY_ACTIVE)
+        await session.reply(replies.ERR_TLS_ALREADY_ACTIVE)
     elif s.level == "none" or s.wrapper:
-        await session.reply(ERR_NOT_IMPLEMENTED)
+        await session.reply(replies.ERR_NOT_IMPLEMENTED)
     elif arg:
-        await session.reply(ERR_SYNTAX)
+        await session.reply(replies.ERR_SYNTAX_STARTTLS)
     elif s.context is None:
-        await session.reply(ERR_LOCAL_PROBLEM)
+        await session.reply(replies.ERR_TLS_LOCAL_PROBLEM)
     elif session.mail is not None:
-        await session.reply(ERR_MAIL_IN_PROGRESS)
+        await session.reply(replies.ERR_MAIL_IN_PROGRESS)
     else:
         limits = getattr(session, "limits", None)
         refusal = await limits.newtls(session.real_peer) if limits is not None else None
@@ -133,7 +128,7 @@ async def smtp_starttls(session, arg: str) -> None:
             await session.reply(refusal)
             return
         session.conn.take(session.conn.pending())   # pipelined plaintext: never read
-        await session.send(REPLY_READY)
+        await session.send(replies.TLS_READY)
         await _handshake(session, s)
         _forget_plaintext_state(session)
 
@@ -176,7 +171,6 @@ async def _start_tls(conn, context: ssl.SSLContext, timeout: float):
     plain protocol has then read it into conn.buf. asyncio's start_tls
     would lose those bytes, so this does what it does and hands them to
     the TLS protocol before reading resumes."""
-    from asyncio import sslproto
     loop = asyncio.get_running_loop()
     early = conn.take(conn.pending())
     waiter = loop.create_future()
@@ -248,17 +242,3 @@ def context_fields(session) -> dict:
             "ccert_pubkey_fingerprint": info.pkey_fingerprint,
             "ccert_verified": bool(info.peer_der and info.verified)}
 
-
-def import_before_jail(tls: bool = True, sasl: bool = True) -> None:
-    """import_before_jail - what TLS and SASL load lazily (certificate names, scrypt),
-    for what this process offers: TLS (a certificate is loaded), SASL (AUTH is on)."""
-    import asyncio.sslproto  # noqa: F401
-    if tls:
-        import cryptography.hazmat.primitives.serialization  # noqa: F401
-        import cryptography.x509  # noqa: F401
-        import cryptography.x509.oid  # noqa: F401
-    if sasl:
-        import hashlib
-        hashlib.scrypt(b"", salt=b"0", n=2, r=1, p=1)   # loads OpenSSL's KDF provider
-        import pymaster.mail.sasl.builtin  # noqa: F401
-        import pymaster.mail.sasl.dovecot  # noqa: F401

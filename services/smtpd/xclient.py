@@ -14,7 +14,6 @@ Values are xtext (RFC 3461 4): "+2B" is "+". `[UNAVAILABLE]` and
 Interface:
     XCLIENT_ATTRS, XFORWARD_ATTRS          the EHLO keyword arguments, in order
     parse_attributes(arg, allowed) -> dict[str, str | None]   raises AttributeError_
-    ERR_* reply texts
 """
 
 from __future__ import annotations
@@ -22,16 +21,13 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from services.smtpd import replies
+
 XCLIENT_ATTRS = ["NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT",
                  "REVERSE_NAME"]
 XFORWARD_ATTRS = ["NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"]
 UNAVAILABLE = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")
 
-ERR_XCLIENT_AUTH = "550 5.7.0 Error: insufficient authorization"
-ERR_XCLIENT_SYNTAX = "501 5.5.4 Syntax: XCLIENT attribute=value..."
-ERR_XFORWARD_SYNTAX = "501 5.5.4 Syntax: XFORWARD attribute=value..."
-ERR_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
-OK_XFORWARD = "250 2.0.0 Ok"
 
 _XTEXT_RE = re.compile(r"\+([0-9A-F]{2})")
 
@@ -50,27 +46,29 @@ def xtext_decode(text: str) -> str:
 
 def parse_attributes(arg: str, allowed: list[str], verb: str) -> dict[str, str | None]:
     """parse_attributes - {"NAME": "x.example", "ADDR": None (= unavailable), ...}."""
+    syntax = replies.ERR_XCLIENT_SYNTAX if verb == "XCLIENT" else replies.ERR_XFORWARD_SYNTAX
     words = arg.split()
     if not words:
-        raise AttributeError_(ERR_XCLIENT_SYNTAX if verb == "XCLIENT" else ERR_XFORWARD_SYNTAX)
+        raise AttributeError_(syntax)
     out: dict[str, str | None] = {}
     for word in words:
         name, eq, value = word.partition("=")
         name = name.upper()
         if not eq or not value:
-            raise AttributeError_(ERR_XCLIENT_SYNTAX if verb == "XCLIENT"
-                                  else ERR_XFORWARD_SYNTAX)
+            raise AttributeError_(syntax)
         if name not in allowed:
-            raise AttributeError_(f"501 5.5.4 Bad {verb} attribute name: {name}")
+            raise AttributeError_(replies.ERR_XATTR_NAME.format(verb=verb, name=name))
         value = xtext_decode(value)
         out[name] = None if value.upper() in UNAVAILABLE else value
     if out.get("ADDR"):
         out["ADDR"] = _address(out["ADDR"], verb)
     if out.get("PROTO") and out["PROTO"].upper() not in ("SMTP", "ESMTP") and verb == "XCLIENT":
-        raise AttributeError_(f"501 5.5.4 Bad {verb} PROTO syntax: {out['PROTO']}")
+        raise AttributeError_(replies.ERR_XATTR_VALUE.format(
+            verb=verb, attribute="PROTO", value=out["PROTO"]))
     for port in ("PORT", "DESTPORT"):
         if out.get(port) and not out[port].isdigit():
-            raise AttributeError_(f"501 5.5.4 Bad {verb} {port} syntax: {out[port]}")
+            raise AttributeError_(replies.ERR_XATTR_VALUE.format(
+                verb=verb, attribute=port, value=out[port]))
     return out
 
 
@@ -80,4 +78,5 @@ def _address(value: str, verb: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise AttributeError_(f"501 5.5.4 Bad {verb} ADDR syntax: {value}") from None
+        raise AttributeError_(replies.ERR_XATTR_VALUE.format(
+            verb=verb, attribute="ADDR", value=value)) from None

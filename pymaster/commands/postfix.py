@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from pymaster.mail import endpoints
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.pidfile import running_pid
@@ -168,7 +169,7 @@ class Script:
         if not self.running():
             return self.fatal("Cannot flush mail queue - mail system is down")
         os.chdir(self.queue_dir)
-        ipc.trigger(ipc.service_endpoint(self.cfg.get("queue_service_name") or "qmgr"),
+        ipc.trigger(endpoints.endpoint(self.cfg, "qmgr"),
                     {"op": "flush"})
         return 0
 

@@ -33,7 +33,7 @@ import pwd
 import sys
 
 from pymaster.commands import getopt_message
-from pymaster.mail import queue
+from pymaster.mail import endpoints, queue
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
@@ -103,7 +103,7 @@ def mail_system_up(cfg: Config) -> bool:
 
 
 def wake_qmgr(cfg: Config, header: dict) -> None:
-    ipc.trigger(ipc.service_endpoint(cfg.get("queue_service_name") or "qmgr"), header)
+    ipc.trigger(endpoints.endpoint(cfg, "qmgr"), header)
 
 
 # -- the command ------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def show(cfg: Config, mode: str) -> int:
 def showq_entries(cfg: Config) -> list[Entry]:
     """showq_entries - the listing from the showq service (for users who
     cannot read the spool)."""
-    name = cfg.get("showq_service_name") or "showq"
+    name = endpoints.service_name(cfg, "showq")
     if not mail_system_up(cfg) or not os.path.exists(os.path.join("public", name)):
         log.fatal("Queue report unavailable - mail system is down", EX_UNAVAILABLE)
     client = ipc.Client(ipc.endpoint("public", name), timeout=SHOWQ_TIMEOUT)

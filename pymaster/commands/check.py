@@ -192,7 +192,7 @@ def permission_problems(cfg: Config) -> list[str]:
 
 def _postlog_socket(cfg: Config) -> str:
     return os.path.join(cfg.get("queue_directory"), "public",
-                        cfg.get("postlog_service_name") or "postlog")
+                        cfg.get("postlog_service_name"))
 
 
 def _postlog_socket_problems(cfg: Config) -> list[str]:

@@ -126,7 +126,7 @@ class TableCommand:
         """spec_of - "type:name" for an argument, adding $default_database_type."""
         if ":" in arg and not arg.startswith("/"):
             return arg
-        return f"{self.cfg.get('default_database_type') or 'hash'}:{arg}"
+        return f"{self.cfg.get('default_database_type')}:{arg}"
 
     def open(self, arg: str):
         return create_table(self.spec_of(arg), self.cfg, fold=self.fold)

@@ -356,7 +356,7 @@ class Tool:
         write_cert(cert_path, cert)
         self.say(f"New client key: {key_path}")
         self.say(f"New client certificate: {cert_path}")
-        digest = self.cfg.get("smtpd_tls_fingerprint_digest") or "sha256"
+        digest = self.cfg.get("smtpd_tls_fingerprint_digest")
         fp = tlsutil.fingerprint(cert.public_bytes(serialization.Encoding.DER), digest)
         self.say(f"Fingerprint ({digest}) for relay_clientcerts: {fp}")
         if opts.get("p12"):

@@ -362,7 +362,7 @@ class Resolver:
         transport, nexthop = self._transport_override(recipient, domain, transport, nexthop)
         moved = self._relocated(recipient)
         if moved is not None:
-            transport, nexthop = self.cfg.get("error_service") or "error", moved
+            transport, nexthop = self.cfg.get("error_service_name"), moved
             flags.add(RELOCATED)
         return Resolution(transport, nexthop, recipient, aclass, frozenset(flags))
 
@@ -423,7 +423,7 @@ class Resolver:
     def _class_route(self, aclass: str, domain: str, sender: str | None) -> tuple[str, str]:
         """_class_route - the transport and next hop of an address class."""
         if aclass == VIRTUAL_ALIAS:
-            return self.cfg.get("error_service") or "error", VIRTUAL_ALIAS_UNKNOWN
+            return self.cfg.get("error_service_name"), VIRTUAL_ALIAS_UNKNOWN
         param_name = {LOCAL: "local_transport", VIRTUAL_MAILBOX: "virtual_transport",
                       RELAY: "relay_transport", DEFAULT: "default_transport"}[aclass]
         value = self.cfg.get(self.params[param_name])

@@ -39,6 +39,8 @@ from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
                                 format_entry, format_json, format_listing, list_queue,
                                 read_entry)
+from pymaster.util.tables import TableError, open_table
+from pymaster.mail.pidfile import master_running
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -56,7 +58,6 @@ def user_allowed(cfg: Config, param: str, uid: int) -> bool:
     Entries are names, `!name` (excluded) or type:table (a table that has
     the name; `static:anyone` has everybody), searched in order, first match
     wins; no match means no."""
-    from pymaster.util.tables import TableError, open_table
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -98,7 +99,6 @@ def _is_mail_owner(cfg: Config, uid: int) -> bool:
 # -- flushing -----------------------------------------------------------------------
 
 def mail_system_up(cfg: Config) -> bool:
-    from pymaster.mail.pidfile import master_running
     return master_running(cfg.get("queue_directory"))
 
 

@@ -71,6 +71,8 @@ from pymaster.util import log
 from pymaster.mail.addr import (domain_literal_address, is_valid_hostname,
                            split_address)
 from pymaster.mail.config import Config
+from pymaster.util.strings import split_list
+from pymaster.util.tables import TableError, open_table
 
 LOCAL = "local"
 VIRTUAL_ALIAS = "virtual_alias"
@@ -122,17 +124,12 @@ class LookupFailed(Exception):
 
 
 def _open_table(spec: str, cfg: Config):
-    """_open_table - a pymaster.util.tables Table for SPEC (imported on first use)."""
-    from pymaster.util.tables import open_table
+    """_open_table - a pymaster.util.tables Table for SPEC."""
     return open_table(spec, cfg)
 
 
 def _table_error_types() -> tuple:
-    try:
-        from pymaster.util.tables import TableError
-        return (TableError, LookupFailed)
-    except ImportError:
-        return (LookupFailed,)
+    return (TableError, LookupFailed)
 
 
 def parent_matching(cfg: Config, param_name: str) -> bool:
@@ -169,7 +166,6 @@ class DomainList:
         return out
 
     def _read_file(self, path: str) -> list[str]:
-        from pymaster.util.strings import split_list
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 lines = [ln.split("#", 1)[0] for ln in f]

@@ -36,7 +36,7 @@ import os
 import time
 from typing import Callable
 
-from pymaster.mail import queue
+from pymaster.mail import endpoints, queue
 from pymaster.mail.config import Config
 from pymaster.mail.flush_client import BAD, DENY, OK, valid_site
 from pymaster.mail.resolve import DomainList
@@ -209,11 +209,11 @@ class FastFlush:
 
 def pre_jail(svc: service.Service) -> FastFlush:
     cfg = svc.cfg
-    qmgr = cfg.get("queue_service_name") or "qmgr"
+    qmgr = endpoints.endpoint(cfg, "qmgr")
 
     def wake() -> None:
         # Dead destinations must come alive, or the requeued mail would wait.
-        ipc.trigger(ipc.service_endpoint(qmgr), {"op": "wakeup", "revive": True})
+        ipc.trigger(qmgr, {"op": "wakeup", "revive": True})
 
     return FastFlush(cfg, wake)
 

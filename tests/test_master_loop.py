@@ -59,7 +59,7 @@ def master(tmp_path, monkeypatch):
         if svc.broker is not None:
             svc.starting.add(child.pid)
         m.stale = True
-        m.spawned.append(svc.spec.name)
+        m.spawned.append(svc.spec.service)
         return child
     monkeypatch.setattr(m, "spawn", spawn)
     yield m
@@ -69,7 +69,7 @@ def master(tmp_path, monkeypatch):
 
 
 def service(m: Master, name: str):
-    return next(s for s in m.services.values() if s.spec.name == name)
+    return next(s for s in m.services.values() if s.spec.service == name)
 
 
 def readable_listeners(m: Master, svc) -> bool:

@@ -5,6 +5,7 @@ import pytest
 from pymaster.mail.mime import (BODY_8BIT_ERROR, DOMAIN_ERROR, HEADER_8BIT_ERROR, NESTING_ERROR,
                            MimeWalker, content_encoding, content_type, is_mime_header,
                            split_lines, worst_error)
+from pymaster.mail.config import default_config
 
 TOP = ["Subject: x\n", 'Content-Type: multipart/mixed;\n\tboundary="BB"\n']
 
@@ -26,17 +27,25 @@ epilogue
 """
 
 
+def make_walker(**options) -> MimeWalker:
+    """make_walker - a MimeWalker with the table's limits unless OPTIONS say otherwise."""
+    cfg = default_config()
+    limits = {"nesting_limit": cfg.int("mime_nesting_limit"),
+              "boundary_limit": cfg.int("mime_boundary_length_limit")}
+    return MimeWalker(**{**limits, **options})
+
+
 def kinds(parts):
     return [(p.kind, p.context, p.text) for p in parts]
 
 
 def test_every_byte_comes_back_in_order():
-    parts = list(MimeWalker().walk(TOP, BODY))
+    parts = list(make_walker().walk(TOP, BODY))
     assert "".join(p.text for p in parts) == BODY
 
 
 def test_part_headers_attached_message_headers_and_text_are_told_apart():
-    got = kinds(MimeWalker().walk(TOP, BODY))
+    got = kinds(make_walker().walk(TOP, BODY))
     assert got == [
         ("body", "", "preamble\n"),
         ("body", "", "--BB\n"),
@@ -57,27 +66,27 @@ def test_part_headers_attached_message_headers_and_text_are_told_apart():
 
 
 def test_a_plain_message_is_all_body_text():
-    got = kinds(MimeWalker().walk(["Subject: x\n"], "Content-Type: text/plain\n\nhi\n"))
+    got = kinds(make_walker().walk(["Subject: x\n"], "Content-Type: text/plain\n\nhi\n"))
     assert [k for k, _, _ in got] == ["body", "body", "body"]
 
 
 def test_folded_part_headers_are_one_logical_header():
     body = "--BB\nContent-Type: text/plain;\n\tcharset=us-ascii\n\nx\n--BB--\n"
-    headers = [p.text for p in MimeWalker().walk(TOP, body) if p.kind == "header"]
+    headers = [p.text for p in make_walker().walk(TOP, body) if p.kind == "header"]
     assert headers == ["Content-Type: text/plain;\n\tcharset=us-ascii\n"]
 
 
 def test_digest_parts_default_to_attached_messages():
     top = ['Content-Type: multipart/digest; boundary="D"\n']
     body = "--D\n\nSubject: one\n\nbody one\n--D--\n"
-    got = kinds(MimeWalker().walk(top, body))
+    got = kinds(make_walker().walk(top, body))
     assert ("header", "nested", "Subject: one\n") in got
 
 
 def test_nested_multipart_inside_a_part():
     body = ('--BB\nContent-Type: multipart/alternative; boundary="CC"\n\n'
             "--CC\nContent-Type: text/html\n\n<p>x</p>\n--CC--\n--BB--\n")
-    got = kinds(MimeWalker().walk(TOP, body))
+    got = kinds(make_walker().walk(TOP, body))
     assert ("header", "multipart", "Content-Type: text/html\n") in got
     assert got[-1] == ("body", "", "--BB--\n")
 
@@ -85,7 +94,7 @@ def test_nested_multipart_inside_a_part():
 def test_nesting_beyond_the_limit_is_an_error_and_plain_text():
     body = ('--BB\nContent-Type: multipart/mixed; boundary="CC"\n\n'
             "--CC\nContent-Type: text/plain\n\nx\n--CC--\n--BB--\n")
-    walker = MimeWalker(nesting_limit=1)
+    walker = make_walker(nesting_limit=1)
     got = kinds(walker.walk(TOP, body))
     assert walker.errors == [NESTING_ERROR]
     assert ("header", "multipart", "Content-Type: text/plain\n") not in got
@@ -94,7 +103,7 @@ def test_nesting_beyond_the_limit_is_an_error_and_plain_text():
 def test_boundaries_compare_on_their_first_characters_only():
     top = ['Content-Type: multipart/mixed; boundary="ABCDEFGH"\n']
     body = "--ABCDxyz\nX-H: 1\n\nt\n"
-    got = kinds(MimeWalker(boundary_limit=4).walk(top, body))
+    got = kinds(make_walker(boundary_limit=4).walk(top, body))
     assert ("header", "multipart", "X-H: 1\n") in got
 
 
@@ -117,14 +126,14 @@ def test_encoding_follows_each_part_and_resets_at_boundaries():
            "Content-Transfer-Encoding: 8bit\n"]
     body = ("pre\n--BB\nContent-Transfer-Encoding: BASE64\n\naGk=\n"
             "--BB\n\nplain\n--BB--\nepilogue\n")
-    got = _encodings(MimeWalker(track_encoding=True), top, body)
+    got = _encodings(make_walker(track_encoding=True), top, body)
     assert got == [("pre\n", "7bit"), ("--BB\n", "7bit"), ("aGk=\n", "base64"),
                    ("--BB\n", "base64"), ("plain\n", "7bit"), ("--BB--\n", "7bit"),
                    ("epilogue\n", "7bit")]
 
 
 def test_an_unknown_encoding_counts_as_7bit():
-    walker = MimeWalker(track_encoding=True)
+    walker = make_walker(track_encoding=True)
     got = _encodings(walker, ["Content-Transfer-Encoding: x-uuencode\n"], "x\n")
     assert got == [("x\n", "7bit")]
 
@@ -140,7 +149,7 @@ def test_an_unknown_encoding_counts_as_7bit():
     ("text/plain", "base64", False),
 ])
 def test_encoding_domains_of_composite_types(kind, encoding, bad):
-    walker = MimeWalker(check_domain=True)
+    walker = make_walker(check_domain=True)
     top = [f"Content-Type: {kind}\n", f"Content-Transfer-Encoding: {encoding}\n"]
     list(walker.walk(top, "x\n"))
     assert walker.errors == ([DOMAIN_ERROR] if bad else [])
@@ -148,14 +157,14 @@ def test_encoding_domains_of_composite_types(kind, encoding, bad):
 
 
 def test_domains_are_not_checked_unless_asked():
-    walker = MimeWalker()
+    walker = make_walker()
     list(walker.walk(["Content-Type: multipart/mixed; boundary=B\n",
                       "Content-Transfer-Encoding: base64\n"], "x\n"))
     assert walker.errors == []
 
 
 def test_errors_are_noted_once_and_the_worst_named():
-    walker = MimeWalker()
+    walker = make_walker()
     walker.note(BODY_8BIT_ERROR, "first line")
     walker.note(BODY_8BIT_ERROR, "second line")
     walker.note(HEADER_8BIT_ERROR, "Subject: x")
@@ -168,6 +177,6 @@ def test_errors_are_noted_once_and_the_worst_named():
 def test_lines_end_at_newlines_only():
     body = "a\x0cb\u2028c\nd"
     assert split_lines(body) == ["a\x0cb\u2028c\n", "d"]
-    assert [p.text for p in MimeWalker().walk([], body)] == ["a\x0cb\u2028c\n", "d"]
+    assert [p.text for p in make_walker().walk([], body)] == ["a\x0cb\u2028c\n", "d"]
     assert content_encoding(["Content-Transfer-Encoding:  Quoted-Printable \n"]) == \
         "quoted-printable"

@@ -16,13 +16,15 @@ def cfg(**values) -> Config:
 
 
 def limits(recipients=50, concurrency=20, initial=5, failed=1, processes=100) -> Limits:
-    return Limits(recipients, concurrency, initial, failed, processes)
+    return Limits(recipients, concurrency, initial, failed, processes,
+                  slot_cost=5, slot_loan=3, slot_discount=50, minimum_slots=3)
 
 
 class TestLimitsFromConfig:
     def test_defaults_come_from_the_default_parameters(self):
         got = limits_for(cfg(), "smtp", 100)
-        assert got == Limits(50, 20, 5, 1, 100)
+        assert got == Limits(50, 20, 5, 1, 100, slot_cost=5, slot_loan=3, slot_discount=50,
+                             minimum_slots=3)
 
     def test_local_is_one_recipient_and_two_at_a_time(self):
         got = limits_for(cfg(), "local", 100)

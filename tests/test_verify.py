@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 import zmq
 
 from pymaster.mail import delivery, queue, records, verify_client
 from pymaster.util import ipc, log
-from pymaster.mail.config import Config, load_config
+from pymaster.mail.config import Config, default_config, load_config
 from pymaster.mail.verify_client import BOUNCE, DEFER, OK, TODO, VerifyClient, VerifyError
 from services.smtpd.check import Checker, Context
 from pymaster.mail.verify_sender import SenderError, stamp
@@ -25,6 +26,10 @@ from services.verify.policy import IN_PROGRESS, PROBE_TTL, Settings, Verifier
 
 HOUR, DAY = 3600, 86400
 T0 = 1_700_000_000
+
+
+# The verify policy of an empty main.cf: the parameter table's defaults.
+DEFAULTS = Settings.from_config(default_config())
 
 
 class Clock:
@@ -52,7 +57,7 @@ class Probes:
 
 def verifier(cache=None, **settings) -> tuple[Verifier, Clock, Probes]:
     clock, probes = Clock(), Probes()
-    v = Verifier(Settings(**settings), cache or VerifyCache(None), probes, clock)
+    v = Verifier(replace(DEFAULTS, **settings), cache or VerifyCache(None), probes, clock)
     return v, clock, probes
 
 
@@ -297,7 +302,7 @@ def verify_endpoint(tmp_path, monkeypatch):
 
     def serve():
         # SQLite objects stay in the thread that made them, as in the one-threaded service.
-        handle = make_handler(Verifier(Settings(), VerifyCache(None), probes, Clock()))
+        handle = make_handler(Verifier(DEFAULTS, VerifyCache(None), probes, Clock()))
         while not stop.is_set():
             if not sock.poll(50):
                 continue

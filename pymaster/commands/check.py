@@ -42,6 +42,8 @@ from pathlib import Path
 from pymaster.mail import queue
 from pymaster.mail.config import Config, ConfigError
 from pymaster.mail.params import PARAMS, SERVICE_SUFFIXES
+from pymaster.master.mastercf import load_master_cf
+from pymaster.commands import postconf
 
 # Directories under queue_directory whose whole tree belongs to mail_owner
 # (maildrop is left out on purpose: its files belong to the users who wrote them).
@@ -78,7 +80,6 @@ def check(cfg: Config) -> list[str]:
 
 def master_cf_error(cfg: Config) -> str | None:
     """master_cf_error - why master.cf cannot be used (file and line), or None."""
-    from pymaster.master.mastercf import load_master_cf
     try:
         load_master_cf(cfg.config_dir, cfg)
     except ConfigError as e:
@@ -88,7 +89,6 @@ def master_cf_error(cfg: Config) -> str | None:
 
 def config_problems(cfg: Config) -> list[str]:
     """config_problems - main.cf and master.cf settings nothing reads."""
-    from pymaster.commands import postconf
     try:
         setup = postconf.load_setup(cfg.config_dir, {})
     except (postconf.Fatal, ConfigError) as e:
@@ -136,7 +136,6 @@ def implemented_parameters() -> frozenset[str]:
 
 def program_problems(cfg: Config) -> list[str]:
     """program_problems - master.cf commands that are missing or not pymaster's."""
-    from pymaster.master.mastercf import load_master_cf
     try:
         entries = load_master_cf(cfg.config_dir, cfg)
     except ConfigError as e:
@@ -192,7 +191,7 @@ def permission_problems(cfg: Config) -> list[str]:
 
 def _postlog_socket(cfg: Config) -> str:
     return os.path.join(cfg.get("queue_directory"), "public",
-                        cfg.get("postlog_service_name") or "postlog")
+                        cfg.get("postlog_service_name"))
 
 
 def _postlog_socket_problems(cfg: Config) -> list[str]:
@@ -300,7 +299,6 @@ def _setting_values(cfg: Config) -> list[str]:
         except ConfigError:
             continue
     try:
-        from pymaster.master.mastercf import load_master_cf
         for entry in load_master_cf(cfg.config_dir, cfg):
             values += [cfg.expand(v) for v in entry.overrides.values()]
     except ConfigError:

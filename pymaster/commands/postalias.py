@@ -19,6 +19,7 @@ import sys
 from typing import Iterable, Iterator
 
 from pymaster.commands.postmap import TableCommand, run_command
+from pymaster.mail.aliases import parse_aliases
 
 
 class AliasCommand(TableCommand):
@@ -28,7 +29,6 @@ class AliasCommand(TableCommand):
     dump_format = "{key}:\t{value}"
 
     def entries(self, lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
-        from pymaster.mail.aliases import parse_aliases
         return parse_aliases(lines, path, self.warn)
 
     def extra_entries(self) -> list[tuple[str, str]]:

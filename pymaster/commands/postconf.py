@@ -39,6 +39,8 @@ from pymaster.mail.config import DEFAULT_CONFIG_DIR, Config, ConfigError, Entry,
 from pymaster.util.strings import split_list
 from pymaster.master.mastercf import MasterEntry, parse_entry, parse_master_cf, split_args
 from pymaster.mail.params import PARAMS, service_params
+from pymaster.util import tables
+from pymaster.commands import paramdoc
 
 PROG = "postconf"
 OPTIONS = "aAbc:deEfFhHlmMno:pPtT:vxX#"
@@ -744,7 +746,6 @@ def _check_combinations(req: Request) -> None:
 
 def show_listing(letter: str) -> None:
     if letter == "m":
-        from pymaster.util import tables
         items = sorted(getattr(tables, "TYPES", {}))
     else:
         items = {"l": LOCK_TYPES, "a": SASL_SERVER_TYPES, "A": SASL_CLIENT_TYPES}[letter]
@@ -801,7 +802,6 @@ def _run_main(setup: Setup, req: Request) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--doc"]:
-        from pymaster.commands import paramdoc
         sys.stdout.write(paramdoc.render())
         return 0
     try:

@@ -34,9 +34,16 @@ import subprocess
 import sys
 import time
 
+from pymaster.mail import endpoints
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.pidfile import running_pid
+from pymaster.commands.check import master_cf_error
+from pymaster.mail import queue
+from pymaster.master.mastercf import load_master_cf
+from pymaster.commands import check
+from pymaster.commands import logrotate
+from pymaster.commands import tlscmd
 
 PROGRAM = "postfix-script"
 CHROOT_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/services", "/etc/localtime",
@@ -77,7 +84,6 @@ class Script:
     def start(self, foreground: bool = False) -> int:
         if self.running():
             return self.fatal("the Postfix mail system is already running")
-        from pymaster.commands.check import master_cf_error
         error = master_cf_error(self.cfg)
         if error:
             self.say(f"fatal: {error}")
@@ -118,7 +124,6 @@ class Script:
 
     def prepare_queue(self) -> None:
         """prepare_queue - directories, and the files a chrooted service needs."""
-        from pymaster.mail import queue
         owner = self.cfg.get("mail_owner") if os.geteuid() == 0 else None
         queue.create_layout(self.queue_dir, owner, self.cfg.get("setgid_group"))
         if self.any_chroot():
@@ -126,7 +131,6 @@ class Script:
 
     def any_chroot(self) -> bool:
         try:
-            from pymaster.master.mastercf import load_master_cf
             return any(e.chroot for e in load_master_cf(self.cfg.config_dir, self.cfg))
         except ConfigError:
             return False
@@ -168,12 +172,11 @@ class Script:
         if not self.running():
             return self.fatal("Cannot flush mail queue - mail system is down")
         os.chdir(self.queue_dir)
-        ipc.trigger(ipc.service_endpoint(self.cfg.get("queue_service_name") or "qmgr"),
+        ipc.trigger(endpoints.endpoint(self.cfg, "qmgr"),
                     {"op": "flush"})
         return 0
 
     def set_permissions(self) -> int:
-        from pymaster.commands import check
         try:
             check.set_permissions(self.cfg)
         except ConfigError as e:
@@ -184,7 +187,6 @@ class Script:
 
     def check(self) -> int:
         """check - warn about what would keep the mail system from working."""
-        from pymaster.commands import check
         error = check.master_cf_error(self.cfg)
         if error:
             return self.fatal(error)
@@ -194,7 +196,6 @@ class Script:
 
     def logrotate(self) -> int:
         """logrotate - rename maillog_file, have everyone reopen it, compress."""
-        from pymaster.commands import logrotate
         try:
             rotated = logrotate.rotate(self.cfg)
         except logrotate.RotateError as e:
@@ -253,7 +254,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = load_config(config_dir)
         if rest[0] == "tls":        # postfix-tls(1): pymaster/commands/tlscmd.py
-            from pymaster.commands import tlscmd
             sys.exit(tlscmd.main(cfg, rest[1:]))
         script = Script(cfg, verbose)
         sys.exit(run(script, rest[0]))

@@ -51,6 +51,9 @@ from pymaster.mail.config import ConfigError, load_config
 from pymaster.mail.headers import decode, split_header_block
 from pymaster.mail.mime import MimeWalker, split_lines
 from pymaster.util.tables import TableError, create_table, split_spec
+from pymaster.util.tables.source import parse_entries
+from pymaster.util.tables import hashdb
+from pymaster.util.tables import TYPES
 
 BUILDABLE = ("hash", "btree", "cdb")
 OPTIONS = "bc:d:fFhimnNoprsuUvwxq:"
@@ -126,7 +129,7 @@ class TableCommand:
         """spec_of - "type:name" for an argument, adding $default_database_type."""
         if ":" in arg and not arg.startswith("/"):
             return arg
-        return f"{self.cfg.get('default_database_type') or 'hash'}:{arg}"
+        return f"{self.cfg.get('default_database_type')}:{arg}"
 
     def open(self, arg: str):
         return create_table(self.spec_of(arg), self.cfg, fold=self.fold)
@@ -135,7 +138,6 @@ class TableCommand:
         log.warning(text)
 
     def entries(self, lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
-        from pymaster.util.tables.source import parse_entries
         return parse_entries(lines, path, self.warn)
 
     def extra_entries(self) -> list[tuple[str, str]]:
@@ -166,7 +168,6 @@ class TableCommand:
 
     def table_name(self, arg: str) -> str:
         """table_name - "type:name" as a message names a table (with the file suffix)."""
-        from pymaster.util.tables import hashdb
         spec = self.spec_of(arg)
         type_, name = split_spec(spec)
         return spec + hashdb.suffix_for(type_) if type_ in BUILDABLE else spec
@@ -295,7 +296,6 @@ class TableCommand:
         if type_ == "proxy":
             type_, name = split_spec(name)
         if type_ not in BUILDABLE:
-            from pymaster.util.tables import TYPES
             if type_ not in TYPES:
                 raise TableError(f"unsupported dictionary type: {type_}")
             raise TableError(f"unsupported dictionary type: {type_} does not support "
@@ -304,7 +304,6 @@ class TableCommand:
 
     def existing(self, type_: str, name: str, create: bool) -> dict[str, str]:
         """existing - the current content of TYPE:NAME as a dict (for -i and -d)."""
-        from pymaster.util.tables import hashdb
         if create and not os.path.exists(name + hashdb.suffix_for(type_)):
             return {}
         table = create_table(f"{type_}:{name}", self.cfg, fold=False)
@@ -323,7 +322,6 @@ class TableCommand:
             table[key] = value
 
     def write(self, type_: str, name: str, items, source: str) -> None:
-        from pymaster.util.tables import hashdb
         mode = 0o644
         if self.keep_mode:
             try:

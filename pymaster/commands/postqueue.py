@@ -37,12 +37,14 @@ import pwd
 import sys
 
 from pymaster.commands import getopt_message
-from pymaster.mail import flush_client, queue
+from pymaster.mail import endpoints, flush_client, queue
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
                                 format_entry, format_json, format_listing, list_queue,
                                 read_entry)
+from pymaster.util.tables import TableError, open_table
+from pymaster.mail.pidfile import master_running
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -60,7 +62,6 @@ def user_allowed(cfg: Config, param: str, uid: int) -> bool:
     Entries are names, `!name` (excluded) or type:table (a table that has
     the name; `static:anyone` has everybody), searched in order, first match
     wins; no match means no."""
-    from pymaster.util.tables import TableError, open_table
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -102,12 +103,11 @@ def _is_mail_owner(cfg: Config, uid: int) -> bool:
 # -- flushing -----------------------------------------------------------------------
 
 def mail_system_up(cfg: Config) -> bool:
-    from pymaster.mail.pidfile import master_running
     return master_running(cfg.get("queue_directory"))
 
 
 def wake_qmgr(cfg: Config, header: dict) -> None:
-    ipc.trigger(ipc.service_endpoint(cfg.get("queue_service_name") or "qmgr"), header)
+    ipc.trigger(endpoints.endpoint(cfg, "qmgr"), header)
 
 
 # -- the command ------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def show(cfg: Config, mode: str) -> int:
 def showq_entries(cfg: Config) -> list[Entry]:
     """showq_entries - the listing from the showq service (for users who
     cannot read the spool)."""
-    name = cfg.get("showq_service_name") or "showq"
+    name = endpoints.service_name(cfg, "showq")
     if not mail_system_up(cfg) or not os.path.exists(os.path.join("public", name)):
         log.fatal("Queue report unavailable - mail system is down", EX_UNAVAILABLE)
     client = ipc.Client(ipc.endpoint("public", name), timeout=SHOWQ_TIMEOUT)

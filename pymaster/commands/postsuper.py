@@ -32,7 +32,7 @@ import sys
 import time
 
 from pymaster.commands import getopt_message
-from pymaster.mail import queue
+from pymaster.mail import endpoints, queue
 from pymaster.util import ipc, log
 from pymaster.commands import postqueue
 from pymaster.mail.config import ConfigError, load_config
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if action in counts:
             log.info(_summary(ACTIONS[action][3], counts[action]))
     if counts.get("r") and postqueue.mail_system_up(cfg):
-        ipc.trigger(ipc.service_endpoint(cfg.get("pickup_service_name") or "pickup"))
+        ipc.trigger(endpoints.endpoint(cfg, "pickup"))
     return 0
 
 

@@ -56,6 +56,10 @@ from typing import BinaryIO
 from pymaster.mail import queue, records
 from pymaster.util import log
 from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.mail import maildrop
+from pymaster.commands import postqueue
+from pymaster.commands import newaliases
+from pymaster.commands.postqueue import user_allowed
 
 EX_USAGE = 64
 EX_DATAERR = 65
@@ -284,7 +288,6 @@ def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, 
 
 def submit(cfg: Config, opts: Options, content: bytes) -> str:
     """submit - the message into maildrop, pickup woken; the maildrop file's ID."""
-    from pymaster.mail import maildrop
     uid = os.getuid()
     sender, recipients, attrs = build_envelope(opts, content, uid)
     now = time.time()
@@ -313,12 +316,10 @@ def _via_postdrop(cfg: Config, opts: Options, now: float, sender: str, recipient
 
 def _run_mode(opts: Options, cfg: Config) -> int:
     """_run_mode - the -b and -q modes that hand over to another command."""
-    from pymaster.commands import postqueue
     cdir = ["-c", cfg.config_dir]
     if opts.mode == "p":
         return postqueue.main(cdir + ["-p"], program="mailq")
     if opts.mode == "i":
-        from pymaster.commands import newaliases
         return newaliases.main(["-C", cfg.config_dir]) or 0
     if opts.mode == "q":
         arg = opts.queue_arg
@@ -354,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
         queue.enter_spool(cfg)
     except OSError as e:
         log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}", EX_TEMPFAIL)
-    from pymaster.commands.postqueue import user_allowed
     if not user_allowed(cfg, "authorized_submit_users", os.getuid()):
         log.fatal(f"User {_login_name(os.getuid())}({os.getuid()}) is not allowed to submit mail",
                   EX_NOPERM)

@@ -45,6 +45,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pymaster.mail import tlsutil
 from pymaster.mail.config import Config
+from pymaster.commands.postconf import Fatal, edit_main_cf, load_setup, write_config_file
 
 DEFAULT_DAYS = 365
 CA_DAYS = 3650
@@ -177,7 +178,6 @@ def spki_sha256(obj) -> str:
 
 def postconf_set(cfg: Config, settings: list[tuple[str, str]]) -> None:
     """postconf_set - `postconf -e name=value …` on cfg's main.cf."""
-    from pymaster.commands.postconf import Fatal, edit_main_cf, load_setup, write_config_file
     try:
         setup = load_setup(cfg.config_dir, {})
         write_config_file(setup.main_cf, edit_main_cf(setup, settings, "set"))
@@ -356,7 +356,7 @@ class Tool:
         write_cert(cert_path, cert)
         self.say(f"New client key: {key_path}")
         self.say(f"New client certificate: {cert_path}")
-        digest = self.cfg.get("smtpd_tls_fingerprint_digest") or "sha256"
+        digest = self.cfg.get("smtpd_tls_fingerprint_digest")
         fp = tlsutil.fingerprint(cert.public_bytes(serialization.Encoding.DER), digest)
         self.say(f"Fingerprint ({digest}) for relay_clientcerts: {fp}")
         if opts.get("p12"):

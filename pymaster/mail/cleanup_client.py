@@ -27,13 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from pymaster.util import ipc
+from pymaster.mail import endpoints
 from pymaster.mail.config import Config
+from pymaster.util import ipc
 
 
 def endpoint(cfg: Config) -> str:
     """endpoint - where cleanup_service_name listens, public first as Postfix ships it."""
-    return ipc.service_endpoint(cfg.get("cleanup_service_name") or "cleanup")
+    return endpoints.endpoint(cfg, "cleanup")
 
 
 def client(cfg: Config, timeout: float = 100.0) -> ipc.Client:

@@ -8,6 +8,7 @@ table (pymaster.mail.params) underneath. Values are expanded lazily, at use:
 
 Interface:
     load_config(config_dir=None, overrides=None) -> Config
+    default_config(config_dir=None) -> Config   the table's defaults, no main.cf
     cfg[name] / cfg.get(name)     expanded string
     cfg.bool / int / time / size / list(name)   typed values
     parse_main_cf(text, path) -> (entries, errors)  for postconf -e / -n
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pymaster.mail.params import MATCH_LISTS, PARAMS, param
+from pymaster.util import log
 from pymaster.util.strings import split_list
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -485,6 +487,17 @@ def load_config(config_dir: str | None = None,
     return Config(config_dir, values, overrides, entries)
 
 
+def default_config(config_dir: str | None = None) -> Config:
+    """default_config - a configuration of the table's defaults alone (no
+    main.cf read): for code that needs a default before main.cf loads."""
+    return Config(config_dir or DEFAULT_CONFIG_DIR, {})
+
+
 def known_parameter(name: str) -> bool:
     """known_parameter - whether NAME is in the parameter table."""
     return name in PARAMS
+
+
+# Lines logged before a program reads main.cf (a fatal error in it, say)
+# carry the table's syslog_name; every program imports this module first.
+log.set_syslog_name(default_config().get("syslog_name"))

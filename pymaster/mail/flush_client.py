@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 
+from pymaster.mail import endpoints
 from pymaster.mail.config import Config
 from pymaster.util import ipc
 
@@ -48,13 +49,9 @@ def valid_site(site: str) -> bool:
     return 0 < len(site) <= 255 and bool(_SITE_RE.match(site)) and ".." not in site
 
 
-def service_name(cfg: Config) -> str:
-    return cfg.get("flush_service_name") or "flush"
-
-
 def available(cfg: Config, queue_dir: str = "") -> bool:
     """available - whether the master offers the flush service (its socket exists)."""
-    name = service_name(cfg)
+    name = endpoints.service_name(cfg, "flush")
     return any(os.path.exists(os.path.join(queue_dir, vis, name)) for vis in ("private", "public"))
 
 
@@ -63,7 +60,6 @@ class FlushClient:
 
     def __init__(self, cfg: Config, timeout: float = TIMEOUT) -> None:
         self.cfg = cfg
-        self.name = service_name(cfg)
         self.timeout = timeout
         self._oneway: ipc.OneWay | None = None
 
@@ -73,12 +69,12 @@ class FlushClient:
     def add(self, site: str, queue_id: str) -> bool:
         """add - log QUEUE_ID as deferred for SITE; False when it had to be dropped."""
         if self._oneway is None:
-            self._oneway = ipc.OneWay(ipc.service_endpoint(self.name))
+            self._oneway = ipc.OneWay(endpoints.endpoint(self.cfg, "flush"))
         return self._oneway.send({"op": "add", "site": site.lower(), "queue_id": queue_id})
 
     def request(self, header: dict) -> str:
         """request - HEADER to the service; its status, FAIL when it does not answer."""
-        client = ipc.Client(ipc.service_endpoint(self.name), timeout=self.timeout)
+        client = ipc.Client(endpoints.endpoint(self.cfg, "flush"), timeout=self.timeout)
         try:
             reply, _ = client.call(header)
         except ipc.IpcError:

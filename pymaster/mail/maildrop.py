@@ -14,7 +14,7 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster.mail import queue, records
+from pymaster.mail import endpoints, queue, records
 from pymaster.mail.config import Config
 from pymaster.mail.pidfile import master_running
 from pymaster.util import ipc
@@ -49,4 +49,4 @@ def write_maildrop(arrival_time: float, sender: str, recipients: list[records.Re
 def wake_pickup(cfg: Config) -> None:
     """wake_pickup - trigger pickup when the master runs; else the file waits."""
     if master_running(cfg.get("queue_directory")):
-        ipc.trigger(ipc.service_endpoint(cfg.get("pickup_service_name") or "pickup"))
+        ipc.trigger(endpoints.endpoint(cfg, "pickup"))

@@ -144,8 +144,8 @@ class _Frame:
 
 @dataclass
 class MimeWalker:
-    nesting_limit: int = 100
-    boundary_limit: int = 2048
+    nesting_limit: int       # mime_nesting_limit
+    boundary_limit: int      # mime_boundary_length_limit
     track_encoding: bool = False
     check_domain: bool = False
     errors: list[str] = field(default_factory=list)

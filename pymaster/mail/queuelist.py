@@ -177,7 +177,7 @@ def format_listing(entries: list[Entry], cfg) -> str:
     first message's ID form)."""
     if not entries:
         return "Mail queue is empty\n"
-    empty_sender = cfg.get("empty_address_recipient") or "MAILER-DAEMON"
+    empty_sender = cfg.get("empty_address_recipient")
     heading = LONG_HEADING if is_long_id(entries[0].queue_id) else HEADING
     blocks = ["\n".join(format_entry(e, empty_sender)) for e in entries]
     kbytes = sum(e.file_size for e in entries) // 1024

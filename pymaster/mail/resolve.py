@@ -71,6 +71,8 @@ from pymaster.util import log
 from pymaster.mail.addr import (domain_literal_address, is_valid_hostname,
                            split_address)
 from pymaster.mail.config import Config
+from pymaster.util.strings import split_list
+from pymaster.util.tables import TableError, open_table
 
 LOCAL = "local"
 VIRTUAL_ALIAS = "virtual_alias"
@@ -122,17 +124,12 @@ class LookupFailed(Exception):
 
 
 def _open_table(spec: str, cfg: Config):
-    """_open_table - a pymaster.util.tables Table for SPEC (imported on first use)."""
-    from pymaster.util.tables import open_table
+    """_open_table - a pymaster.util.tables Table for SPEC."""
     return open_table(spec, cfg)
 
 
 def _table_error_types() -> tuple:
-    try:
-        from pymaster.util.tables import TableError
-        return (TableError, LookupFailed)
-    except ImportError:
-        return (LookupFailed,)
+    return (TableError, LookupFailed)
 
 
 def parent_matching(cfg: Config, param_name: str) -> bool:
@@ -169,7 +166,6 @@ class DomainList:
         return out
 
     def _read_file(self, path: str) -> list[str]:
-        from pymaster.util.strings import split_list
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 lines = [ln.split("#", 1)[0] for ln in f]
@@ -362,7 +358,7 @@ class Resolver:
         transport, nexthop = self._transport_override(recipient, domain, transport, nexthop)
         moved = self._relocated(recipient)
         if moved is not None:
-            transport, nexthop = self.cfg.get("error_service") or "error", moved
+            transport, nexthop = self.cfg.get("error_service_name"), moved
             flags.add(RELOCATED)
         return Resolution(transport, nexthop, recipient, aclass, frozenset(flags))
 
@@ -423,7 +419,7 @@ class Resolver:
     def _class_route(self, aclass: str, domain: str, sender: str | None) -> tuple[str, str]:
         """_class_route - the transport and next hop of an address class."""
         if aclass == VIRTUAL_ALIAS:
-            return self.cfg.get("error_service") or "error", VIRTUAL_ALIAS_UNKNOWN
+            return self.cfg.get("error_service_name"), VIRTUAL_ALIAS_UNKNOWN
         param_name = {LOCAL: "local_transport", VIRTUAL_MAILBOX: "virtual_transport",
                       RELAY: "relay_transport", DEFAULT: "default_transport"}[aclass]
         value = self.cfg.get(self.params[param_name])

@@ -35,8 +35,9 @@ import threading
 import time
 from typing import Callable
 
-from pymaster.util import ipc
+from pymaster.mail import endpoints
 from pymaster.mail.config import Config
+from pymaster.util import ipc
 
 OK, DEFER, BOUNCE, TODO = "OK", "DEFER", "BOUNCE", "TODO"
 STATUSES = (OK, DEFER, BOUNCE, TODO)
@@ -54,7 +55,7 @@ class VerifyClient:
 
     def __init__(self, cfg: Config | None, timeout: float | None = None,
                  name: str = "") -> None:
-        self.name = name or (cfg.get("address_verify_service_name") if cfg else "") or "verify"
+        self.name = name or endpoints.service_name(cfg, "verify")
         self.timeout = TIMEOUT if timeout is None else timeout
         self._local = threading.local()
 
@@ -120,7 +121,7 @@ _clients: dict[str, VerifyClient] = {}
 
 def client_for(cfg: Config | None) -> VerifyClient:
     """client_for - the process's client of the verify service CFG names."""
-    key = (cfg.get("address_verify_service_name") if cfg is not None else "") or "verify"
+    key = endpoints.service_name(cfg, "verify")
     client = _clients.get(key)
     if client is None:
         client = _clients[key] = VerifyClient(cfg, name=key)

@@ -51,11 +51,11 @@ import zmq
 from pymaster.mail.pidfile import PID_FILE, lock_pid_file, write_pid_file
 from pymaster.util import log
 from pymaster.master.broker import Broker
+from pymaster.master.mastercf import MasterEntry, load_master_cf
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.master.service import (ENV_LISTEN_FDS, ENV_SERVICE_ENDPOINT, STATUS_AVAIL,
                               STATUS_FORMAT, STATUS_SIZE)
 
-BROKERED_TYPES = ("unix", "pass", "fifo")
 DGRAM_SOCKET_MODE = 0o666  # public/postlog: whoever may enter public/ may log
 STREAM_SOCKET_MODE = 0o666  # spawn sockets: private/ or public/ decides who connects
 STOP_GRACE = 5.0          # seconds busy children get to finish on `postfix stop`
@@ -68,58 +68,9 @@ ENV_KEEP = ("PATH", "PYTHONPATH", "VIRTUAL_ENV")
 # ---------------------------------------------------------------------------
 # What one master.cf line asks for.
 
-@dataclass
-class Spec:
-    """One master.cf service, normalised (defaults resolved)."""
-    name: str
-    type: str
-    private: bool
-    unpriv: bool
-    chroot: bool
-    wakeup: int
-    wakeup_if_used: bool
-    maxproc: int
-    command: str
-    args: list[str]                 # as written in master.cf, -o options included
-    overrides: dict[str, str]
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.name, self.type)
-
-    @property
-    def brokered(self) -> bool:
-        return self.type in BROKERED_TYPES and not self.stream_listener
-
-    @property
-    def stream_listener(self) -> bool:
-        """stream_listener - a unix service on a plain stream socket: spawn(8)
-        connects its clients to external programs (policy servers)."""
-        return self.type == "unix" and os.path.basename(self.command) == "spawn"
-
-    @property
-    def visibility(self) -> str:
-        return "private" if self.private else "public"
-
-    def argv(self) -> list[str]:
-        """argv - the arguments the master gives the service program."""
-        out = ["-n", self.name, "-t", self.type]
-        if self.chroot:
-            out.append("-c")
-        if self.unpriv:
-            out.append("-u")
-        # The arguments as written, -o overrides among them, as Postfix passes them.
-        return out + list(self.args)
-
-
-def load_specs(cfg: Config) -> list[Spec]:
-    """load_specs - master.cf of CFG's config directory as Specs."""
-    from pymaster.master.mastercf import load_master_cf
-    return [Spec(name=e.service, type=e.type, private=e.private, unpriv=e.unpriv,
-                 chroot=e.chroot, wakeup=e.wakeup, wakeup_if_used=e.wakeup_if_used,
-                 maxproc=e.maxproc, command=e.command, args=list(e.args),
-                 overrides=dict(e.overrides))
-            for e in load_master_cf(cfg.config_dir, cfg)]
+def load_specs(cfg: Config) -> list[MasterEntry]:
+    """load_specs - the services of master.cf in CFG's config directory."""
+    return load_master_cf(cfg.config_dir, cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +229,7 @@ class Child:
 class MasterService:
     """A running master.cf service: its endpoints, children and timers.
     Compared by identity (the master keeps sets of them)."""
-    spec: Spec
+    spec: MasterEntry
     path: str
     generation: int = 0
     listeners: list[socket.socket] = field(default_factory=list)
@@ -350,7 +301,7 @@ class Master:
         self.cfg = load_config(config_dir)
         self.config_dir = self.cfg.config_dir
         self.verbose = verbose
-        self.services: dict[tuple[str, str], MasterService] = {}
+        self.services: dict[str, MasterService] = {}
         self.leaving: list[MasterService] = []      # removed by reload, children finishing
         self.children: dict[int, Child] = {}
         self.poller = zmq.Poller()
@@ -384,11 +335,11 @@ class Master:
         self.install_signals()
         write_pid_file(self.pid_fd)
 
-    def open_service(self, spec: Spec, old: MasterService | None = None) -> MasterService:
+    def open_service(self, spec: MasterEntry, old: MasterService | None = None) -> MasterService:
         """open_service - endpoints for SPEC, reusing OLD's where unchanged."""
         svc = MasterService(spec, self.command_path(spec.command))
         if spec.type == "inet":
-            addresses = listen_addresses(spec.name, self.cfg)
+            addresses = listen_addresses(spec.service, self.cfg)
             if old is not None and old.spec.type == "inet" and old.addresses == addresses:
                 svc.listeners, old.listeners = old.listeners, []
             else:
@@ -405,7 +356,7 @@ class Master:
                 svc.listeners, old.listeners = old.listeners, []
             else:
                 open_socket = open_stream_socket if spec.stream_listener else open_dgram_socket
-                svc.listeners = [open_socket(f"{spec.visibility}/{spec.name}")]
+                svc.listeners = [open_socket(f"{spec.visibility}/{spec.service}")]
             svc.status_r, svc.status_w = os.pipe()
             os.set_blocking(svc.status_r, False)
         elif spec.brokered:
@@ -413,9 +364,9 @@ class Master:
                     and old.spec.visibility == spec.visibility and old.spec.brokered:
                 svc.broker, old.broker = old.broker, None
             else:
-                svc.broker = Broker(spec.visibility, spec.name)
+                svc.broker = Broker(spec.visibility, spec.service)
         else:
-            raise ConfigError(f"master.cf: service {spec.name}: unknown service type: {spec.type}")
+            raise ConfigError(f"master.cf: service {spec.service}: unknown service type: {spec.type}")
         svc.new_generation()
         if spec.wakeup > 0 and svc.broker is not None:
             svc.next_wakeup = time.monotonic() if not spec.wakeup_if_used \
@@ -619,7 +570,7 @@ class Master:
             svc.starting.add(pid)
         self.stale = True
         if self.verbose:
-            log.debug(f"spawn: {svc.path} pid {pid} for {spec.name}/{spec.type}")
+            log.debug(f"spawn: {svc.path} pid {pid} for {spec.service}/{spec.type}")
         return child
 
     def exec_argv(self, path: str) -> list[str]:

@@ -20,7 +20,8 @@ Interface:
     MasterEntry  .service .type .private .unpriv .chroot .wakeup
                  .wakeup_if_used .maxproc .command .args .overrides
                  .lineno .last_lineno .fields (the columns as written) .key
-    SERVICE_TYPES
+                 .brokered .stream_listener .visibility .argv()   how the master runs it
+    SERVICE_TYPES, BROKERED_TYPES
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from pymaster.mail.config import Config, ConfigError, logical_lines
+from pymaster.mail.config import Config, ConfigError, load_config, logical_lines
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
+# Types whose requests reach workers through a zeromq endpoint the master binds.
+BROKERED_TYPES = ("unix", "pass", "fifo")
 COLUMN_NAMES = ("service", "type", "private", "unprivileged", "chroot", "wakeup",
                 "process_limit", "command")
 
@@ -62,6 +65,33 @@ class MasterEntry:
     def command_line(self) -> str:
         """command_line - the command and its arguments as one string."""
         return " ".join([self.command] + [_quote_arg(a) for a in self.args])
+
+    # -- how the master runs it ------------------------------------------------
+    @property
+    def brokered(self) -> bool:
+        """brokered - requests reach its workers through a zeromq endpoint."""
+        return self.type in BROKERED_TYPES and not self.stream_listener
+
+    @property
+    def stream_listener(self) -> bool:
+        """stream_listener - a unix service on a plain stream socket: spawn(8)
+        connects its clients to external programs (policy servers)."""
+        return self.type == "unix" and os.path.basename(self.command) == "spawn"
+
+    @property
+    def visibility(self) -> str:
+        """visibility - the spool directory of its endpoint: private or public."""
+        return "private" if self.private else "public"
+
+    def argv(self) -> list[str]:
+        """argv - the arguments the master gives the service program."""
+        out = ["-n", self.service, "-t", self.type]
+        if self.chroot:
+            out.append("-c")
+        if self.unpriv:
+            out.append("-u")
+        # The arguments as written, -o overrides among them, as Postfix passes them.
+        return out + list(self.args)
 
 
 def _quote_arg(arg: str) -> str:
@@ -226,7 +256,6 @@ def load_master_cf(config_dir: str, cfg: Config | None = None) -> list[MasterEnt
     CFG supplies default_process_limit for `-` in the maxproc column; without
     it main.cf is read from CONFIG_DIR."""
     if cfg is None:
-        from pymaster.mail.config import load_config
         cfg = load_config(config_dir)
     _, entries = read_master_cf(config_dir, cfg.int("default_process_limit"))
     return unique_entries(entries)

@@ -1,6 +1,8 @@
-"""DNS lookups shared by the programs that ask DNS (smtpd's lists and checks, smtp's MX).
+"""The DNS layer every program that asks DNS shares (smtpd's lists and
+checks, smtp's MX and TLSA lookups): building resolvers, lookups, and the
+one DnsError.
 
-One dnspython resolver per process, built before the jail: dnspython reads
+Resolvers are built before the jail: dnspython reads
 /etc/resolv.conf when the resolver is made, which a chrooted process can no
 longer see. The parameter `dns_nameservers` (pymaster's own; empty by
 default) replaces resolv.conf's servers with a list of `address[:port]`
@@ -10,13 +12,24 @@ Answers come back as plain Python values; "no such name" and "no record of
 that type" are an empty list, a server failure or timeout raises DnsError
 (the caller defers, never rejects, on a temporary failure).
 
+DnsError carries a reason and an enhanced status code: 4.x.x is a temporary
+failure (.soft), 5.x.x a permanent one (a program that bounces on "no such
+host", as smtp does, raises it with a 5.x.x code).
+
+DNSSEC: a resolver made with dnssec=True asks with the DO bit and the AD
+flag, so that a validating resolver says in each answer whether it
+validated it (is_secure).
+
 Interface:
+    make_resolver(servers, dnssec=False, lifetime=LOOKUP_LIFETIME) -> Resolver
+                                                    servers: dns_nameservers' value or list
     resolver_for(cfg) -> dns.resolver.Resolver      cached per process
+    is_secure(answer) -> bool                       the AD flag of the answer
     lookup(cfg, name, rdtype) -> list[str]          "A", "AAAA", "TXT", "MX", "NS", "PTR"
     mx_hosts(cfg, domain) -> list[str]              by preference; [] when none
     addresses(cfg, host) -> list[str]               A then AAAA
     reverse_name(address) -> str                    "2.0.192.in-addr.arpa"-style query name
-    DnsError
+    DnsError(reason, dsn=TEMPORARY): .reason .dsn .soft
 """
 
 from __future__ import annotations
@@ -24,7 +37,9 @@ from __future__ import annotations
 import ipaddress
 
 import dns.exception
+import dns.flags
 import dns.name
+import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
@@ -43,14 +58,31 @@ LOOKUP_LIFETIME = 10.0
 _resolvers: dict[str, dns.resolver.Resolver] = {}
 
 
+TEMPORARY = "4.4.3"         # RFC 3463: directory server failure
+EDNS_PAYLOAD = 1232         # the DNS flag day 2020 buffer size
+
+
 class DnsError(Exception):
-    """A temporary DNS failure: server failure, timeout, no server reachable."""
+    """A lookup that failed: temporarily (server failure, timeout, no server
+    reachable; a 4.x.x DSN) or, where the caller says so, permanently."""
+
+    def __init__(self, reason: str, dsn: str = TEMPORARY) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.dsn = dsn
+
+    @property
+    def soft(self) -> bool:
+        """soft - a temporary failure: try again later."""
+        return self.dsn.startswith("4")
 
 
-def _servers(text: str) -> list[tuple[str, int]]:
+def _servers(items: str | list[str]) -> list[tuple[str, int]]:
     """_servers - "127.0.0.1:5353, [::1]:53, 192.0.2.1" -> [(addr, port)]."""
+    if isinstance(items, str):
+        items = items.replace(",", " ").split()
     out = []
-    for item in text.replace(",", " ").split():
+    for item in items:
         host, port = item, 53
         if item.startswith("["):
             host, _, rest = item[1:].partition("]")
@@ -62,24 +94,39 @@ def _servers(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def make_resolver(servers: str | list[str], dnssec: bool = False,
+                  lifetime: float = LOOKUP_LIFETIME) -> dns.resolver.Resolver:
+    """make_resolver - a resolver asking SERVERS (`dns_nameservers` entries),
+    or resolv.conf's servers when there are none."""
+    if servers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
+                                for host, port in _servers(servers)]
+    else:
+        try:
+            resolver = dns.resolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = ["127.0.0.1"]
+    resolver.lifetime = lifetime
+    if dnssec:
+        resolver.use_edns(0, dns.flags.DO, EDNS_PAYLOAD)
+        resolver.flags = dns.flags.RD | dns.flags.AD
+    return resolver
+
+
 def resolver_for(cfg) -> dns.resolver.Resolver:
     """resolver_for - this process's resolver; `dns_nameservers` wins over resolv.conf."""
     override = cfg.get("dns_nameservers").strip() if cfg is not None else ""
     if override not in _resolvers:
-        if override:
-            res = dns.resolver.Resolver(configure=False)
-            servers = _servers(override)
-            res.nameservers = [host for host, _ in servers]
-            res.nameserver_ports = {host: port for host, port in servers}
-        else:
-            try:
-                res = dns.resolver.Resolver()
-            except dns.resolver.NoResolverConfiguration:
-                res = dns.resolver.Resolver(configure=False)
-                res.nameservers = ["127.0.0.1"]
-        res.lifetime = LOOKUP_LIFETIME
-        _resolvers[override] = res
+        _resolvers[override] = make_resolver(override)
     return _resolvers[override]
+
+
+def is_secure(answer) -> bool:
+    """is_secure - did the resolver validate ANSWER (the AD flag, RFC 4035 3.2.3)?"""
+    response = getattr(answer, "response", None)
+    return bool(response is not None and response.flags & dns.flags.AD)
 
 
 def lookup(cfg, name: str, rdtype: str) -> list[str]:

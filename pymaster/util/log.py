@@ -44,6 +44,7 @@ one opens the new file before it drops privileges.
 Interface:
     setup(program, cfg=None, verbose=0, stderr=False)  once per process, before anything logs
     set_tag(text)                         a whole tag of one's own (postlog -t)
+    set_syslog_name(name)                 the tag's first part before setup() reads main.cf
     info / warning / error / fatal / panic / debug(text)
     emit(priority, text)                  a line with no prefix added (postlog)
     format_line(text, when=None) -> str   the line as maillog_file holds it
@@ -197,7 +198,7 @@ class PostlogClient:
 
 class _State:
     program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "pymaster"
-    syslog_name = "postfix"
+    syslog_name = ""           # set_syslog_name(): the mail layer knows the default
     facility = FACILITIES["mail"]
     hostname = socket.gethostname().split(".")[0]
     writer: MaillogWriter | None = None
@@ -223,7 +224,7 @@ def setup(program: str, cfg=None, verbose: int = 0, stderr: bool = False) -> Non
     _state.also_stderr = stderr
     if cfg is None:
         return
-    _state.syslog_name = cfg.get("syslog_name") or "postfix"
+    _state.syslog_name = cfg.get("syslog_name")
     _state.facility = FACILITIES.get(cfg.get("syslog_facility"), FACILITIES["mail"])
     host = cfg.get("myhostname")
     if host:
@@ -232,8 +233,14 @@ def setup(program: str, cfg=None, verbose: int = 0, stderr: bool = False) -> Non
     postlog = None
     if maillog_file:
         postlog = PostlogClient(cfg.get("queue_directory"),
-                                cfg.get("postlog_service_name") or "postlog")
+                                cfg.get("postlog_service_name"))
     open_destination(maillog_file, postlog, file_mode(cfg.get("maillog_file_permissions")))
+
+
+def set_syslog_name(name: str) -> None:
+    """set_syslog_name - the first part of the tag until setup() reads
+    syslog_name: the parameter table's default, which this layer cannot see."""
+    _state.syslog_name = name
 
 
 def file_mode(text: str | None) -> int:

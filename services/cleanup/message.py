@@ -46,7 +46,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-from pymaster.mail import queue, records
+from pymaster.mail import endpoints, queue, records
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from pymaster.mail.headers import encode, split_header_block
@@ -191,7 +191,7 @@ def _content_chunks(headers: list[str], content: bytes, body_offset: int) -> Ite
 def make_handler(cfg: Config, wake: bool = True) -> Callable[[dict, list], tuple[dict, list]]:
     """make_handler - the service's request handler; wakes qmgr after each queued message."""
     # One kept socket: a new connection per message cost more than the wakeup.
-    qmgr = ipc.OneWay(ipc.service_endpoint(cfg.get("queue_service_name")))
+    qmgr = ipc.OneWay(endpoints.endpoint(cfg, "qmgr"))
     others = {"reserve": handle_reserve, "abandon": handle_abandon}
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:

@@ -540,7 +540,7 @@ class QueueManager:
 
         A failed non-delivery notice keeps the message (deferred, tried
         again later); a failed delay or success notice is only a warning."""
-        name = self.cfg.get(NOTICE_SERVICES[op]) or op
+        name = self.cfg.get(NOTICE_SERVICES[op])
         if not self.dispatcher.available(name):
             log.warning(f"{msg.queue_id}: no {name} service: "
                         f"sender {NOTICE_NAMES[op]} notification not sent")

@@ -46,10 +46,10 @@ class Limits:
     initial: int             # starting window
     failed_cohorts: int      # 0 means a destination is never declared dead
     processes: int           # requests in flight per transport; 0 means no limit
-    slot_cost: int = 5       # recipients sent per delivery slot earned; 0: no preemption
-    slot_loan: int = 3
-    slot_discount: int = 50  # percent
-    minimum_slots: int = 3   # a message that never earns this many is not preempted
+    slot_cost: int           # recipients sent per delivery slot earned; 0: no preemption
+    slot_loan: int
+    slot_discount: int       # percent
+    minimum_slots: int       # a message that never earns this many is not preempted
 
 
 def _transport_int(cfg, transport: str, suffix: str, fallback: str) -> int:

@@ -41,13 +41,13 @@ Interface:
     Tlsa(usage, selector, mtype, data)          one record; Tlsa.from_text("3 1 1 ab…")
     parse_digests(text) -> dict[int, str]       tls_dane_digests: matching type -> hash name
     usable(records, digests) -> list[Tlsa]
-    DaneResolver(cfg, settings)                 its own DNSSEC resolver, made before the jail
-        .tlsa(host, port) -> list[Tlsa]         [] when none secure; raises DaneLookupError
+    DaneResolver(cfg, settings)                 its own DNSSEC resolver (pymaster.util.dns), made before the jail
+        .tlsa(host, port) -> list[Tlsa]         [] when none secure; raises DnsError
         .decide(level, host, port) -> Decision  raises DaneDefer
     Decision(level, records)                    level "dane", "dane-only", "encrypt" or "may"
     match_chain(chain_der, records, digests, names_ok, now=None) -> str | None
         "DANE-EE" / "DANE-TA" for the record that matched, None for no match
-    DaneLookupError, DaneDefer(reason, dsn)
+    DaneDefer(reason, dsn)
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from pymaster.util import log
 from pymaster.mail.config import Config
-from services.smtp.dns import Host, dnssec_enabled, is_secure, make_resolver
+from pymaster.util.dns import DnsError, is_secure, make_resolver
+from services.smtp.dns import Host, dnssec_enabled
 from services.smtp.settings import Settings
 
 DANE_LEVELS = ("dane", "dane-only")
@@ -80,10 +81,6 @@ NOT_DNSSEC = "non DNSSEC destination"
 NO_TLSA = "no TLSA records found"
 UNUSABLE = "TLSA records unusable"
 CONFIG_PROBLEM = "client TLS configuration problem"
-
-
-class DaneLookupError(Exception):
-    """The TLSA records could not be looked up (server failure, timeout)."""
 
 
 class DaneDefer(Exception):
@@ -172,7 +169,7 @@ class DaneResolver:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except (dns.exception.DNSException, OSError, ValueError) as e:
-            raise DaneLookupError(str(e)) from None
+            raise DnsError(f"TLSA lookup for {qname}: {e}") from None
         if not is_secure(answer):
             return []       # an insecure TLSA record set is no record set (RFC 7672 2.2)
         return [Tlsa(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in answer]
@@ -188,7 +185,7 @@ class DaneResolver:
         if host.secure or self.force_tlsa:
             try:
                 records = self.tlsa(host.name, port)
-            except DaneLookupError:
+            except DnsError:
                 raise DaneDefer(f"TLSA lookup error for {host.name}:{port}") from None
         if not records:
             return _incompatible(level, NO_TLSA)

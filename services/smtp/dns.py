@@ -31,14 +31,16 @@ Errors come back as DnsError with Postfix's reason text and a DSN code:
     Domain x.example does not accept mail (nullMX) (5.1.10, bounce)
     mail for x.example loops back to myself        (5.4.6, bounce)
 
+The resolvers, DnsError and the AD-flag test are the shared DNS layer's
+(pymaster.util.dns); this module keeps what is the client's own: MX
+selection, host ordering and Postfix's reason texts.
+
 Interface:
     Host(name, addr, port, pref=0, unix=False, secure=False, mx_secure=None):
         .namaddr "name[addr]", .relay
     HostLookup(settings, cfg, nameservers=None).hosts(dest) -> list[Host]
-    DnsError(reason, dsn): .soft
-    make_resolver(nameservers, dnssec=False) -> dns.resolver.Resolver
+    DnsError(reason, dsn): .soft                 pymaster.util.dns's, raised here
     dnssec_enabled(cfg, settings) -> bool        *_dns_support_level = dnssec
-    is_secure(answer) -> bool                    the AD flag of the answer
     HostLookup.prepare_jail()   load what a chrooted process cannot load later
     order_mx(records) -> list[(pref, name)] sorted, ties shuffled
 """
@@ -52,22 +54,22 @@ from dataclasses import dataclass
 from itertools import groupby
 
 import dns.exception
-import dns.flags
 import dns.message
 import dns.name
-import dns.nameserver
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
 from pymaster.mail.config import Config
+from pymaster.util.dns import DnsError, is_secure, make_resolver
 from services.smtp.nexthop import Destination
 from services.smtp.settings import Settings
 
 NOT_FOUND = "Host not found"
 TRY_AGAIN = "Host not found, try again"
 NO_DATA = "Host found but no data record of requested type"
+RESOLVER_LIFETIME = 20.0    # seconds per lookup, retries included
 
 
 @dataclass(frozen=True)
@@ -90,19 +92,6 @@ class Host:
         return self.namaddr if self.unix else f"{self.namaddr}:{self.port}"
 
 
-class DnsError(Exception):
-    """A next hop whose hosts or addresses could not be found."""
-
-    def __init__(self, reason: str, dsn: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.dsn = dsn
-
-    @property
-    def soft(self) -> bool:
-        return self.dsn.startswith("4")
-
-
 def name_error(name: str, rrtype: str, text: str) -> DnsError:
     """name_error - Postfix's "Name service error" reason for NAME."""
     dsn = "4.4.3" if text == TRY_AGAIN else "5.4.4"
@@ -110,45 +99,9 @@ def name_error(name: str, rrtype: str, text: str) -> DnsError:
                     f"name={name} type={rrtype}: {text}", dsn)
 
 
-def make_resolver(nameservers: list[str], dnssec: bool = False) -> dns.resolver.Resolver:
-    """make_resolver - a resolver for NAMESERVERS, or the system's resolv.conf.
-
-    With DNSSEC, queries carry the DO bit and the AD flag, so that a
-    validating resolver says in each answer whether it validated it."""
-    if not nameservers:
-        try:
-            resolver = dns.resolver.Resolver()
-        except dns.resolver.NoResolverConfiguration:
-            resolver = dns.resolver.Resolver(configure=False)
-            resolver.nameservers = ["127.0.0.1"]
-    else:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [_nameserver(n) for n in nameservers]
-    resolver.lifetime = 20.0
-    if dnssec:
-        resolver.use_edns(0, dns.flags.DO, 1232)
-        resolver.flags = dns.flags.RD | dns.flags.AD
-    return resolver
-
-
 def dnssec_enabled(cfg: Config, settings: Settings) -> bool:
     """dnssec_enabled - *_dns_support_level = dnssec (postconf(5))."""
     return cfg.get(settings.param("_dns_support_level")).strip().lower() == "dnssec"
-
-
-def is_secure(answer) -> bool:
-    """is_secure - did the resolver validate ANSWER (the AD flag, RFC 4035 3.2.3)?"""
-    response = getattr(answer, "response", None)
-    return bool(response is not None and response.flags & dns.flags.AD)
-
-
-def _nameserver(text: str):
-    addr, port = text, 53
-    if text.startswith("["):
-        addr, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    return dns.nameserver.Do53Nameserver(addr, port)
 
 
 def order_mx(records: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -169,7 +122,8 @@ class HostLookup:
         self.settings = settings
         self.cfg = cfg
         self.dnssec = dnssec_enabled(cfg, settings)
-        self.resolver = resolver or make_resolver(cfg.list("dns_nameservers"), self.dnssec)
+        self.resolver = resolver or make_resolver(cfg.list("dns_nameservers"), self.dnssec,
+                                                  RESOLVER_LIFETIME)
         lookup = settings.host_lookup
         self.methods = ["native"] if settings.disable_dns else \
             [m for m in lookup if m in ("dns", "native")] or ["dns"]

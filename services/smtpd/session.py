@@ -35,7 +35,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 
-from pymaster.mail import cleanup_client, flush_client
+from pymaster.mail import cleanup_client, endpoints, flush_client
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps
@@ -121,7 +121,7 @@ class Settings:
             queue_minfree=cfg.size("queue_minfree"),
             ipc_timeout=float(cfg.time("ipc_timeout")),
             fast_flush_domains=[d.lower() for d in cfg.list("fast_flush_domains")],
-            qmgr_endpoint=ipc.service_endpoint(cfg.get("queue_service_name")),
+            qmgr_endpoint=endpoints.endpoint(cfg, "qmgr"),
             flush=flush_client.FlushClient(cfg),
             content_filter=cfg.get("content_filter").strip(),
             receive_overrides=cfg.list("receive_override_options"),

@@ -59,13 +59,14 @@ LIMIT_WARNING_INTERVAL = 60     # seconds between "pending request limit" warnin
 
 @dataclass(frozen=True)
 class Settings:
-    positive_expire: int = 31 * 86400
-    positive_refresh: int = 7 * 86400
-    negative_expire: int = 3 * 86400
-    negative_refresh: int = 3 * 3600
-    negative_cache: bool = True
-    pending_limit: int = 5000
-    cleanup_interval: int = 12 * 3600
+    """The verify policy's parameters; their defaults are the table's."""
+    positive_expire: int
+    positive_refresh: int
+    negative_expire: int
+    negative_refresh: int
+    negative_cache: bool
+    pending_limit: int
+    cleanup_interval: int
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":

@@ -45,8 +45,6 @@ from pymaster.util.tables import Table, TableError, create_table, split_spec, ta
 
 PREFIX = "proxy:"
 LOOKUP_TIMEOUT = 60.0
-READ_SERVICE = "proxymap"           # proxymap_service_name's default
-WRITE_SERVICE = "proxywrite"        # proxywrite_service_name's default
 
 _local = threading.local()
 
@@ -110,15 +108,13 @@ class ProxyTable(Table):
     def spec(self) -> str:
         return f"{PREFIX}{self.inner}"
 
-    def _param(self, name: str, default: str) -> str:
-        if self.cfg is None:
-            return default
-        return self.cfg.get(name) or default
-
     def _endpoint(self, write: bool) -> str | None:
-        service = self._param("proxywrite_service_name", WRITE_SERVICE) if write \
-            else self._param("proxymap_service_name", READ_SERVICE)
-        return find_endpoint(service, self._param("queue_directory", ""))
+        """_endpoint - the proxymap (or proxywrite) endpoint; None without a
+        configuration, which names neither service nor queue directory."""
+        if self.cfg is None:
+            return None
+        service = self.cfg.get("proxywrite_service_name" if write else "proxymap_service_name")
+        return find_endpoint(service, self.cfg.get("queue_directory"))
 
     def _in_process(self) -> Table:
         if self._direct is None:

@@ -87,6 +87,7 @@ def _split_pattern(text: str) -> tuple[str, str, str] | None:
     pattern = text[1:i]
     rest = text[i + 1:]
     m = re.match(r"\S*", rest)
+    assert m is not None  # \S* matches the empty string
     return pattern, m.group(0), rest[m.end():].strip()
 
 
@@ -178,7 +179,8 @@ def parse_rules(lines: Iterable[str], path: str, dialect: str,
 
 
 def _expand(parts: list, m: re.Match | None) -> str:
-    return "".join(p if isinstance(p, str) else (m.group(p) or "") for p in parts)
+    # No m only for a negative match, whose parts parse_rules keeps free of $number.
+    return "".join(p if isinstance(p, str) else ((m.group(p) if m else None) or "") for p in parts)
 
 
 def match_rules(rules: list[Rule], key: str) -> str | None:

@@ -65,7 +65,7 @@ class MailboxError(Exception):
         return self.dsn.startswith("4")
 
 
-def errno_dsn(err: int) -> str:
+def errno_dsn(err: int | None) -> str:
     """errno_dsn - the status code for a failed write: full mailbox bounces, the rest retries."""
     if err in (errno.EFBIG, errno.EDQUOT):
         return "5.2.2"

@@ -238,7 +238,7 @@ def walk_records(path: str, f: BinaryIO | None = None,
 
     From F's position on; what is left of a small file is read in one go."""
     own = f is None
-    if own:
+    if f is None:
         f = open(path, "rb")
     try:
         if file_size is None:

@@ -65,12 +65,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pymaster.util import log
 from pymaster.mail.addr import (domain_literal_address, is_valid_hostname,
                            split_address)
 from pymaster.mail.config import Config
+
+if TYPE_CHECKING:
+    from pymaster.util.tables import Table
 
 LOCAL = "local"
 VIRTUAL_ALIAS = "virtual_alias"
@@ -121,7 +124,7 @@ class LookupFailed(Exception):
     """A table could not be searched now (TableError from pymaster.util.tables)."""
 
 
-def _open_table(spec: str, cfg: Config):
+def _open_table(spec: str, cfg: Config) -> Table:
     """_open_table - a pymaster.util.tables Table for SPEC (imported on first use)."""
     from pymaster.util.tables import open_table
     return open_table(spec, cfg)
@@ -154,7 +157,7 @@ class DomainList:
         self.parent = parent_matching(cfg, param_name)
         raw = cfg.list(param_name) if entries is None else entries
         self.entries = self._expand_files(raw)
-        self._tables: dict[str, object] = {}
+        self._tables: dict[str, Table] = {}
 
     def __bool__(self) -> bool:
         return bool(self.entries)
@@ -236,7 +239,7 @@ def _addresses_of(item: str) -> set[str]:
     except ValueError:
         pass
     try:
-        return {str(ipaddress.ip_address(info[4][0].split("%")[0]))
+        return {str(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
                 for info in socket.getaddrinfo(item, None)}
     except (OSError, ValueError):
         log.warning(f"unable to look up interface address: {item}")
@@ -456,7 +459,7 @@ class Resolver:
     def _sender_route(self, name: str, sender: str | None) -> str:
         """_sender_route - table NAME's value for SENDER; "" for none or DUNNO."""
         maps = self._sender_table(name) if sender is not None else None
-        if maps is None:
+        if maps is None or sender is None:
             return ""
         value = None
         for i, key in enumerate(self._sender_keys(name, sender)):

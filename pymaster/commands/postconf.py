@@ -317,8 +317,8 @@ def edit_main_cf(setup: Setup, settings: list[tuple[str, str]], action: str) -> 
     for name, count in counts.items():
         if count > 1:
             warn(f"{setup.main_cf}: multiple entries for \"{name}\"")
-    out = [replace.get(i, line) for i, line in enumerate(lines)]
-    out = [line for line in out if line is not None]
+    replaced = [replace.get(i, line) for i, line in enumerate(lines)]
+    out = [line for line in replaced if line is not None]
     if action == "set":
         out += [f"{name} = {value}" for name, value in settings if name not in counts]
     return "\n".join(out) + "\n" if out else ""
@@ -451,10 +451,11 @@ def edit_master_cf(setup: Setup, changes: dict[str, MasterEntry | None | str]) -
             elif change is None or k > 0 or entry.key in done:
                 replace[i] = None
             else:
+                assert isinstance(change, MasterEntry)  # "#" and None are handled above
                 replace[i] = master_line(change, fold=True)
         done.add(entry.key)
-    out = [replace.get(i, line) for i, line in enumerate(lines)]
-    out = [line for line in out if line is not None]
+    replaced = [replace.get(i, line) for i, line in enumerate(lines)]
+    out = [line for line in replaced if line is not None]
     for key, change in changes.items():
         if key not in done and isinstance(change, MasterEntry):
             out.append(master_line(change, fold=True))
@@ -745,7 +746,7 @@ def _check_combinations(req: Request) -> None:
 def show_listing(letter: str) -> None:
     if letter == "m":
         from pymaster.util import tables
-        items = sorted(getattr(tables, "TYPES", {}))
+        items: list[str] | tuple[str, ...] = sorted(getattr(tables, "TYPES", {}))
     else:
         items = {"l": LOCK_TYPES, "a": SASL_SERVER_TYPES, "A": SASL_CLIENT_TYPES}[letter]
     for item in items:

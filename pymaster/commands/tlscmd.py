@@ -222,7 +222,7 @@ class Tool:
         if opts.get("ca"):
             ca_key, ca_cert = self.load_ca()
             cert = ca_signed(key, names, ca_key, ca_cert)
-            chain = (ca_cert,)
+            chain: tuple[x509.Certificate, ...] = (ca_cert,)
         else:
             cert, chain = self_signed(key, names), ()
         stamp = _stamp()

@@ -183,6 +183,7 @@ class QueueManager:
     # -- triggers ------------------------------------------------------------
     def triggers(self) -> None:
         """triggers - answer every waiting trigger, then act on them once."""
+        assert self.worker is not None  # event() checked
         wakeup = flush = False
         selected: list[dict] = []
         while True:

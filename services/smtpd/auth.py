@@ -34,6 +34,7 @@ import asyncio
 import base64
 import binascii
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pymaster.mail import sasl
 from pymaster.util import log
@@ -41,6 +42,10 @@ from pymaster.mail.config import Config
 from pymaster.mail.sasl.mechanisms import parse_options
 
 from services.smtpd.replies import ERR_UNKNOWN_COMMAND
+
+if TYPE_CHECKING:
+    from pymaster.mail.sasl.builtin import BuiltinServer
+    from pymaster.mail.sasl.dovecot import DovecotServer
 
 OK_AUTH = "235 2.7.0 Authentication successful"
 ERR_FAILED = "535 5.7.8 Error: authentication failed: {reason}"
@@ -58,7 +63,7 @@ ERR_SERVER = "454 4.7.0 Temporary authentication failure: {reason}"
 @dataclass
 class AuthSettings:
     enabled: bool = False
-    server: object = None
+    server: BuiltinServer | DovecotServer | None = None
     options: set[str] = field(default_factory=set)
     tls_options: set[str] = field(default_factory=set)
     broken_clients: bool = False
@@ -199,6 +204,7 @@ def _decode(text: str) -> bytes | None:
 async def _converse(session, s: AuthSettings, mech: str, initial: bytes | None) -> None:
     info = {"client_addr": session.peer.addr, "secured": _tls_on(session),
             "local_addr": _local_addr(session)}
+    assert s.server is not None  # AUTH is offered only with a server
     try:
         conv = s.server.conversation(mech, info)
         step = await conv.start(initial)
@@ -265,7 +271,7 @@ def received_protocol(session) -> str:
 
 
 def received_comments(session) -> str:
-    if not (_settings(session).authenticated_header and getattr(session, "sasl_username", "")):
+    if not (_settings(session).authenticated_header and getattr(session, "sasl_username", None)):
         return ""
     return f"\t(Authenticated sender: {session.sasl_username})\n"
 

@@ -50,6 +50,7 @@ import asyncio
 import base64
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pymaster.mail import milter
 from pymaster.util import log
@@ -57,16 +58,19 @@ from pymaster.mail.config import Config
 from pymaster.mail.headers import split_header_block
 from services.smtpd import replies
 
+if TYPE_CHECKING:
+    from pymaster.mail.maps import Maps
+
 CONFIG_ERROR = "451 4.3.5 Server configuration error"
 
 
 @dataclass
 class MilterSettings:
     """smtpd_milters and what goes with them, read once per process."""
-    specs: list[milter.Spec]
+    specs: list[milter.Spec] | None     # None: smtpd_milters does not parse
     names: dict[int, list[str]]
     values: dict[str, str]              # macro values fixed for the process
-    maps: object = None                 # pymaster.mail.maps.Maps for smtpd_milter_maps
+    maps: Maps | None = None            # pymaster.mail.maps.Maps for smtpd_milter_maps
     parsed: dict[str, list[milter.Spec]] = field(default_factory=dict)
     cfg: Config | None = None
 
@@ -106,6 +110,7 @@ class MilterSettings:
         if text.strip().upper() == "DISABLE":
             return []
         if text not in self.parsed:
+            assert self.cfg is not None  # from_config sets it
             try:
                 self.parsed[text] = milter.parse_milters(self.cfg, text)
             except ValueError as e:

@@ -106,7 +106,8 @@ def reject_unknown_helo_hostname(checker: Checker, ctx: Context, arg) -> Verdict
     try:
         found = dns.has_address_or_mx(checker.cfg, helo)
     except dns.DnsError:
-        return _tempfail(checker, ctx, coded(450, "4.7.1", reply.reply.split(" ", 2)[2]).reply)
+        _tempfail(checker, ctx, coded(450, "4.7.1", reply.reply.split(" ", 2)[2]).reply)
+        return None
     return None if found else reply
 
 
@@ -128,7 +129,8 @@ def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: s
     try:
         found = dns.has_address_or_mx(checker.cfg, domain.rstrip("."))
     except dns.DnsError:
-        return _tempfail(checker, ctx, f"450 4.1.{detail} {text}")
+        _tempfail(checker, ctx, f"450 4.1.{detail} {text}")
+        return None
     if found:
         return None
     return coded(code, f"{'5' if code >= 500 else '4'}.1.{detail}", text)
@@ -177,7 +179,7 @@ RESTRICTIONS = {
 
 # The client hostname checks read the name smtpd looked up at connect time;
 # these look the HELO name or the address's domain up now.
-DNS_RESTRICTIONS = frozenset({
+DNS_RESTRICTIONS: frozenset[str] = frozenset({
     "reject_unknown_helo_hostname", "reject_unknown_hostname",
     "reject_unknown_sender_domain", "reject_unknown_recipient_domain",
 })

@@ -64,12 +64,12 @@ def parse_attributes(arg: str, allowed: list[str], verb: str) -> dict[str, str |
             raise AttributeError_(f"501 5.5.4 Bad {verb} attribute name: {name}")
         value = xtext_decode(value)
         out[name] = None if value.upper() in UNAVAILABLE else value
-    if out.get("ADDR"):
-        out["ADDR"] = _address(out["ADDR"], verb)
-    if out.get("PROTO") and out["PROTO"].upper() not in ("SMTP", "ESMTP") and verb == "XCLIENT":
+    if addr := out.get("ADDR"):
+        out["ADDR"] = _address(addr, verb)
+    if (proto := out.get("PROTO")) and proto.upper() not in ("SMTP", "ESMTP") and verb == "XCLIENT":
         raise AttributeError_(f"501 5.5.4 Bad {verb} PROTO syntax: {out['PROTO']}")
     for port in ("PORT", "DESTPORT"):
-        if out.get(port) and not out[port].isdigit():
+        if (number := out.get(port)) and not number.isdigit():
             raise AttributeError_(f"501 5.5.4 Bad {verb} {port} syntax: {out[port]}")
     return out
 

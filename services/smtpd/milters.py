@@ -230,7 +230,7 @@ class SessionMilters:
             "{cert_issuer}": info.issuer_cn if info else ""})
 
     # -- the message ---------------------------------------------------------
-    async def end_of_message(self, session, header: dict, frames: list[bytes]) -> str:
+    async def end_of_message(self, session, header: dict, frames: list[bytes | bytearray]) -> str:
         """end_of_message - the content stage over FRAMES (what cleanup gets); its
         verdict and edits go into HEADER for cleanup. A refusal here is
         cleanup's to log and answer (it names the queue ID), so this returns ""

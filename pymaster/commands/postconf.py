@@ -416,7 +416,8 @@ def show_master_params(setup: Setup, patterns: list[str]) -> None:
                 continue
             for name, value in entry.overrides.items():
                 if not wanted or wanted == name:
-                    out.append(f"{entry.key}/{name} = {value}" if value else f"{entry.key}/{name} =")
+                    out.append(f"{entry.key}/{name} = {value}" if value
+                               else f"{entry.key}/{name} =")
     if out:
         sys.stdout.write("\n".join(out) + "\n")
 
@@ -679,7 +680,8 @@ class Request:
 
 def usage() -> Fatal:
     return Fatal(f"usage: {PROG} [-a (server SASL types)] [-A (client SASL types)] "
-                 "[-b (bounce templates)] [-c config_dir] [-d (parameter defaults)] [-e (edit configuration)] "
+                 "[-b (bounce templates)] [-c config_dir] [-d (parameter defaults)] "
+                 "[-e (edit configuration)] "
                  "[-f (fold lines)] [-F (master.cf fields)] [-h (no names)] [-H (no values)] "
                  "[-l (lock types)] [-m (map types)] [-M (master.cf)] "
                  "[-n (non-default parameters)] [-o name=value (override parameter value)] "

@@ -320,7 +320,8 @@ class _Builder:
             try:
                 msg.arrival_time = float(data)
             except ValueError:
-                raise CorruptQueueFile(path, f"bad arrival time record at offset {offset}") from None
+                raise CorruptQueueFile(path,
+                                       f"bad arrival time record at offset {offset}") from None
         elif rtype == REC_ATTR:
             name, eq, value = _text(data).partition("=")
             if not eq or not name:

@@ -80,7 +80,8 @@ class Message:
     content: bytes
     arrival_time: float
     attrs: dict
-    request: DeliveryRequest | None = None  # the delivery request (a hand-off to another agent reuses it)
+    # The delivery request (a hand-off to another agent reuses it).
+    request: DeliveryRequest | None = None
 
     @classmethod
     def from_queue(cls, msg, req) -> "Message":

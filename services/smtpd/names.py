@@ -19,7 +19,7 @@ default does.
 Interface:
     RESTRICTIONS   entries for check.py's table
     DNS_RESTRICTIONS   the names among them that ask DNS
-"""
+"""  # noqa: E501  (the reply texts above, whole)
 
 from __future__ import annotations
 

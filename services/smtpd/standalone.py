@@ -20,9 +20,8 @@ from pymaster.mail import queue, records
 from pymaster.util import log
 from pymaster.mail import maildrop
 from pymaster.mail.config import Config, ConfigError, load_config
-from pymaster.util.sysexits import EX_TEMPFAIL
+from pymaster.util.sysexits import EX_TEMPFAIL, EX_UNAVAILABLE
 
-EX_UNAVAILABLE = 69   # sysexits.h: a service is unavailable
 from services.smtpd.check import Checker, ConfigurationError
 from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer

@@ -111,7 +111,8 @@ def _compile_result(text: str, ngroups: int) -> list | str:
 
 def _flags(flags: str, dialect: str) -> tuple[int, bool] | str:
     """_flags - (re flags, anchored) for the FLAGS letters, or an error text."""
-    ignore_case, multiline, dotall, verbose, anchored = True, False, dialect == "regexp", False, False
+    ignore_case, multiline, dotall, verbose, anchored = \
+        True, False, dialect == "regexp", False, False
     for c in flags:
         if c == "i":
             ignore_case = not ignore_case

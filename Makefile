@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEBIAN_TEST_PACKAGES := swaks postfix postfix-pcre dovecot-core pflogsumm postgrey opendkim opendkim-tools
 CONFIG_DIR := $(CURDIR)/etc
 
-.PHONY: run test bench install uninstall upgrade deb-packages accounts clean
+.PHONY: run test lint bench install uninstall upgrade deb-packages accounts clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,12 @@ deb-packages:
 
 # Tests marked "system" install into the real root (CI only): they run alone,
 # first, so that nothing else sees the system while it is changed.
-test: $(STAMP) deb-packages accounts
+# The linter and the type checker (configured in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check pymaster services
+	$(BIN)/mypy pymaster services
+
+test: $(STAMP) lint deb-packages accounts
 	$(BIN)/python -m pytest -q -m system tests
 	$(BIN)/python -m pytest -n 2 -q -m "not system" tests
 

@@ -72,7 +72,7 @@ class BounceServer:
         """handle - one request from qmgr; the answer."""
         op = header.get("op")
         flush = {"bounce": self.flush_bounce, "delay": self.delay_warning,
-                 "trace": self.flush_trace, "success": self.flush_trace}.get(op)
+                 "trace": self.flush_trace, "success": self.flush_trace}.get(op or "")
         if flush is None:
             return {"status": "error", "reason": f"unknown request: {op}"}, []
         queue_id = str(header.get("queue_id", ""))

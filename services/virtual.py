@@ -107,7 +107,8 @@ class VirtualAgent:
         if not self.privileged:
             return None, None
         ids = []
-        for maps, name in ((self.uid_maps, "virtual_uid_maps"), (self.gid_maps, "virtual_gid_maps")):
+        for maps, name in ((self.uid_maps, "virtual_uid_maps"),
+                           (self.gid_maps, "virtual_gid_maps")):
             value = self.lookup(maps, address)
             if value is None:
                 log.warning(f"recipient {address}: not found in {name}")

@@ -138,8 +138,8 @@ def program_problems(cfg: Config) -> list[str]:
     """program_problems - master.cf commands that are missing or not pymaster's."""
     try:
         entries = load_master_cf(cfg.config_dir, cfg)
-    except ConfigError as e:
-        return [str(e)]
+    except ConfigError as err:
+        return [str(err)]
     daemon_dir = cfg.get("daemon_directory")
     problems = []
     for e in entries:

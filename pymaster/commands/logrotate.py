@@ -51,7 +51,8 @@ def rotate(cfg: Config) -> str:
         os.rename(path, rotated)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, st.st_mode & 0o777)
     except OSError as e:
-        raise RotateError(f"{e.filename or path}: {e.strerror} - logfile rotation failed")
+        raise RotateError(f"{e.filename or path}: {e.strerror} - logfile rotation failed") \
+            from None
     try:
         # The services that reopen it may run as mail_owner: keep the owner.
         os.fchown(fd, st.st_uid, st.st_gid)

@@ -41,7 +41,8 @@ def render() -> str:
         p = PARAMS[name]
         default = "(computed)" if p.default is None else _code(p.default)
         kind = f"time ({p.unit})" if p.type == "time" else p.type
-        out.append(f"| `{name}` | {kind} | {default.replace('|', chr(92) + '|')} | {_cell(p.doc)} |")
+        out.append(f"| `{name}` | {kind} | {default.replace('|', chr(92) + '|')} "
+                   f"| {_cell(p.doc)} |")
     out += ["", "## Service-defined parameters", "",
             "A master.cf service that runs local, smtp, lmtp, virtual, error or pipe "
             "brings these, named after the service (`SERVICE_destination_concurrency_limit`); "

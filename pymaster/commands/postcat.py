@@ -52,7 +52,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from pymaster.commands import getopt_message
 from pymaster.mail import queue, records
@@ -143,7 +143,7 @@ def notify_flags(text: str) -> str:
 
 def _content_lines(content: bytes, base: int) -> list[tuple[int, bytes, bool]]:
     """_content_lines - (offset, line, is_header) for every content line."""
-    out = []
+    out: list[tuple[int, bytes, bool]] = []
     in_header = True
     pos = 0
     for line in content.splitlines(keepends=True):
@@ -277,7 +277,8 @@ def _parse(argv: list[str]) -> tuple[dict, list[str]]:
         log.setup("postcat", stderr=True)
         sys.stderr.write(f"postcat: {getopt_message(e)}\n")
         log.fatal(USAGE)
-    settings = {"parts": set(), "view": View(), "by_id": False, "config_dir": None}
+    settings: dict[str, Any] = {"parts": set(), "view": View(), "by_id": False,
+                                "config_dir": None}
     view = settings["view"]
     for opt, value in opts:
         if opt in ("-b", "-e", "-h"):

@@ -319,8 +319,8 @@ def edit_main_cf(setup: Setup, settings: list[tuple[str, str]], action: str) -> 
     for name, count in counts.items():
         if count > 1:
             warn(f"{setup.main_cf}: multiple entries for \"{name}\"")
-    out = [replace.get(i, line) for i, line in enumerate(lines)]
-    out = [line for line in out if line is not None]
+    replaced = [replace.get(i, line) for i, line in enumerate(lines)]
+    out = [line for line in replaced if line is not None]
     if action == "set":
         out += [f"{name} = {value}" for name, value in settings if name not in counts]
     return "\n".join(out) + "\n" if out else ""
@@ -418,7 +418,8 @@ def show_master_params(setup: Setup, patterns: list[str]) -> None:
                 continue
             for name, value in entry.overrides.items():
                 if not wanted or wanted == name:
-                    out.append(f"{entry.key}/{name} = {value}" if value else f"{entry.key}/{name} =")
+                    out.append(f"{entry.key}/{name} = {value}" if value
+                               else f"{entry.key}/{name} =")
     if out:
         sys.stdout.write("\n".join(out) + "\n")
 
@@ -453,10 +454,11 @@ def edit_master_cf(setup: Setup, changes: dict[str, MasterEntry | None | str]) -
             elif change is None or k > 0 or entry.key in done:
                 replace[i] = None
             else:
+                assert isinstance(change, MasterEntry)  # "#" and None are handled above
                 replace[i] = master_line(change, fold=True)
         done.add(entry.key)
-    out = [replace.get(i, line) for i, line in enumerate(lines)]
-    out = [line for line in out if line is not None]
+    replaced = [replace.get(i, line) for i, line in enumerate(lines)]
+    out = [line for line in replaced if line is not None]
     for key, change in changes.items():
         if key not in done and isinstance(change, MasterEntry):
             out.append(master_line(change, fold=True))
@@ -680,7 +682,8 @@ class Request:
 
 def usage() -> Fatal:
     return Fatal(f"usage: {PROG} [-a (server SASL types)] [-A (client SASL types)] "
-                 "[-b (bounce templates)] [-c config_dir] [-d (parameter defaults)] [-e (edit configuration)] "
+                 "[-b (bounce templates)] [-c config_dir] [-d (parameter defaults)] "
+                 "[-e (edit configuration)] "
                  "[-f (fold lines)] [-F (master.cf fields)] [-h (no names)] [-H (no values)] "
                  "[-l (lock types)] [-m (map types)] [-M (master.cf)] "
                  "[-n (non-default parameters)] [-o name=value (override parameter value)] "

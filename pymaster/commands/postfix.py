@@ -109,6 +109,7 @@ class Script:
         proc = subprocess.Popen(argv, env=env, cwd=self.queue_dir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
+        assert proc.stderr is not None  # stderr=PIPE
         errors = proc.stderr.read()
         proc.stderr.close()
         # End of file: the master is up (pid file locked), or it is exiting.
@@ -221,7 +222,7 @@ def copy_chroot_files(queue_dir: str) -> None:
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, int, list[str]]:
-    config_dir, verbose, rest = None, 0, []
+    config_dir, verbose, rest = None, 0, []  # type: str | None, int, list[str]
     i = 0
     while i < len(argv):
         a = argv[i]

@@ -47,7 +47,7 @@ from typing import Iterable, Iterator
 
 from pymaster.commands import getopt_message
 from pymaster.util import log
-from pymaster.mail.config import ConfigError, load_config
+from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.headers import decode, split_header_block
 from pymaster.mail.mime import MimeWalker, split_lines
 from pymaster.util.tables import TableError, create_table, split_spec
@@ -86,7 +86,7 @@ class TableCommand:
         self.rhs_files = False      # -F
         self.verbose = 0
         self.maps: list[str] = []
-        self.cfg = None
+        self.cfg: Config | None = None
 
     # -- command line ------------------------------------------------------
     def parse(self, argv: list[str]) -> None:
@@ -129,6 +129,7 @@ class TableCommand:
         """spec_of - "type:name" for an argument, adding $default_database_type."""
         if ":" in arg and not arg.startswith("/"):
             return arg
+        assert self.cfg is not None  # main() loaded it
         return f"{self.cfg.get('default_database_type')}:{arg}"
 
     def open(self, arg: str):
@@ -146,6 +147,7 @@ class TableCommand:
     def source_entries(self, lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
         """source_entries - the entries of a source, values replaced by file
         contents with -F (an entry whose file cannot be read is skipped)."""
+        value: str | None
         for lineno, key, value in self.entries(lines, path):
             if self.rhs_files:
                 value = self.file_value(value, path, lineno)
@@ -207,6 +209,7 @@ class TableCommand:
 
     def do_query(self) -> int:
         tables = list(zip(self.maps, [self.open(arg) for arg in self.maps]))
+        assert self.query is not None  # -q QUERY chose do_query
         if self.query != "-":
             for arg, table in tables:
                 value = self.lookup(table, self.query)
@@ -244,6 +247,7 @@ class TableCommand:
                 yield line.rstrip("\n")
             return
         data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
+        assert self.cfg is not None  # main() loaded it
         limits = (self.cfg.int("mime_nesting_limit"), self.cfg.int("mime_boundary_length_limit"))
         yield from message_keys(data, self.headers, self.bodies, self.mime, limits)
 

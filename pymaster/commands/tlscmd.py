@@ -155,7 +155,8 @@ def load_key(path: str):
         with open(path, "rb") as f:
             return serialization.load_pem_private_key(f.read(), password=None)
     except (OSError, ValueError, TypeError) as e:
-        raise Usage(f"cannot load private key from {path}: {getattr(e, 'strerror', None) or e}")
+        raise Usage(f"cannot load private key from {path}: "
+                    f"{getattr(e, 'strerror', None) or e}") from None
 
 
 def load_cert(path: str) -> x509.Certificate:
@@ -163,7 +164,8 @@ def load_cert(path: str) -> x509.Certificate:
         with open(path, "rb") as f:
             return x509.load_pem_x509_certificate(f.read())
     except (OSError, ValueError) as e:
-        raise Usage(f"cannot load certificate from {path}: {getattr(e, 'strerror', None) or e}")
+        raise Usage(f"cannot load certificate from {path}: "
+                    f"{getattr(e, 'strerror', None) or e}") from None
 
 
 def spki_sha256(obj) -> str:
@@ -222,7 +224,7 @@ class Tool:
         if opts.get("ca"):
             ca_key, ca_cert = self.load_ca()
             cert = ca_signed(key, names, ca_key, ca_cert)
-            chain = (ca_cert,)
+            chain: tuple[x509.Certificate, ...] = (ca_cert,)
         else:
             cert, chain = self_signed(key, names), ()
         stamp = _stamp()

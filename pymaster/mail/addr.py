@@ -305,6 +305,7 @@ def tokenize(value: str, limit: int = 10240) -> list[_Token]:
             i += 1
         else:
             m = re.compile(r'[^\s"()<>@,;:\\.\[\]]+').match(value, i)
+            assert m is not None  # value[i] is none of the characters handled above
             tokens.append(_Token("atom", m.group(0), i, m.end()))
             i = m.end()
     return tokens

@@ -17,10 +17,12 @@ Interface:
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ try:
     # installed to, the defaults Postfix compiles in. Absent in a checkout.
     from pymaster.mail.site_defaults import DEFAULTS as SITE_DEFAULTS
 except ImportError:
-    SITE_DEFAULTS: dict[str, str] = {}
+    SITE_DEFAULTS = {}
 DEFAULT_CONFIG_DIR = SITE_DEFAULTS.get("config_directory", "/etc/postfix")
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -141,9 +143,9 @@ def _local_networks(style: str) -> str:
     return " ".join(sorted(nets, key=lambda n: n.startswith("[")))
 
 
-def _interface_addresses() -> list[tuple[ipaddress._BaseAddress, int]]:
+def _interface_addresses() -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
     """_interface_addresses - (address, prefix length) of each local interface."""
-    found: list[tuple[ipaddress._BaseAddress, int]] = []
+    found: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
     try:
         import psutil
         interfaces = psutil.net_if_addrs()
@@ -209,11 +211,11 @@ class Config:
         if name in ("daemon_directory",):
             return str(PROJECT_ROOT / "libexec")
         if name == "command_directory":
-            return str(Path(os.sys.executable).parent)
+            return str(Path(sys.executable).parent)
         if name in ("sendmail_path", "newaliases_path", "mailq_path"):
             cmd = {"sendmail_path": "sendmail", "newaliases_path": "newaliases",
                    "mailq_path": "mailq"}[name]
-            return os.path.join(str(Path(os.sys.executable).parent), cmd)
+            return os.path.join(str(Path(sys.executable).parent), cmd)
         if name == "mynetworks":
             return _local_networks(self.get("mynetworks_style"))
         if name == "parent_domain_matches_subdomains":
@@ -221,7 +223,7 @@ class Config:
                     "permit_mx_backup_networks,qmqpd_authorized_clients,"
                     "relay_domains,smtpd_access_maps")
         if name == "process_name":
-            return os.path.basename(os.sys.argv[0] or "pymaster")
+            return os.path.basename(sys.argv[0] or "pymaster")
         if name == "process_id":
             return str(os.getpid())
         return ""
@@ -353,6 +355,7 @@ class Config:
                     raise ConfigError(f"syntax error in \"${{{inner}}}\": expected '{want}'")
                 rest = rest[1:].lstrip()
         left, right = (self.expand(g.strip(), stack) for g in groups[:2])
+        assert m is not None  # the "op" step matched or raised
         truth = _compare(left, m.group(1), right, bool(m.group(2)), inner)
         chosen = groups[2] if truth else (groups[3] if len(groups) > 3 else "")
         return self.expand(chosen, stack)
@@ -373,12 +376,12 @@ class Config:
         except ValueError:
             raise ConfigError(f"bad numerical configuration: {name} = {value}") from None
 
-    def time(self, name: str) -> int:
+    def time(self, name: str) -> builtins.int:  # int here is the method above
         """time - NAME in seconds; a bare number is in the parameter's unit."""
         p = param(name)
         return parse_time(self.get(name), p.unit if p else "s", name)
 
-    def size(self, name: str) -> int:
+    def size(self, name: str) -> builtins.int:
         return self.int(name)
 
     def list(self, name: str) -> list[str]:
@@ -405,7 +408,7 @@ def _compare(left: str, op: str, right: str, level: bool, text: str) -> bool:
             a = tuple(int(x) for x in left.split(".")) if left else (0,)
             b = tuple(int(x) for x in right.split(".")) if right else (0,)
         else:
-            a, b = int(left), int(right)
+            a, b = (int(left),), (int(right),)  # compare as numbers alone do
     except ValueError:
         raise ConfigError(f"bad {'level' if level else 'numerical'} operand in "
                           f"\"${{{text}}}\"") from None

@@ -90,7 +90,7 @@ class DeliveryRequest:
     active_time: float = 0.0
     attrs: dict = field(default_factory=dict)
     received_time: float = field(default_factory=time.time)
-    _message: object = field(default=None, repr=False)
+    _message: records.Message | None = field(default=None, repr=False)
 
     @classmethod
     def from_header(cls, header: dict) -> "DeliveryRequest":
@@ -318,7 +318,7 @@ class Status:
         Diagnostic-Code say who gave REASON, as an SMTP client's do."""
         verdict = DELIVERABLE if deliverable else UNDELIVERABLE
         dsn = dsn or ("2.0.0" if deliverable else "5.0.0")
-        logged = verdict
+        logged: str | None = verdict
         if is_probe(self.req):
             logged = self._tell_verify_service(rcpt, deliverable, relay, reason, dsn)
             if logged is None:
@@ -337,6 +337,7 @@ class Status:
             append_status_log(queue.trace_log_path(self.req.queue_id), entry, sync=True)
         self._reported.add(id(rcpt))
         self._mark_done(rcpt)
+        assert logged is not None  # a probe the verify service did not take returned
         log.info(self.status_line(rcpt, logged, relay, reason, dsn))
         self.results.append({"offset": rcpt.offset, "address": rcpt.address,
                              "status": verdict, "dsn": dsn, "reason": reason})
@@ -444,7 +445,7 @@ class Status:
 
     def reply(self) -> tuple[dict, list]:
         """reply - the answer to qmgr: every recipient's outcome by offset."""
-        header = {"status": "ok", "queue_id": self.req.queue_id,
+        header: dict[str, object] = {"status": "ok", "queue_id": self.req.queue_id,
                   "results": list(self.results)}
         if self.hop_status is not None:
             header["hop_status"] = self.hop_status

@@ -65,7 +65,7 @@ class MailboxError(Exception):
         return self.dsn.startswith("4")
 
 
-def errno_dsn(err: int) -> str:
+def errno_dsn(err: int | None) -> str:
     """errno_dsn - the status code for a failed write: full mailbox bounces, the rest retries."""
     if err in (errno.EFBIG, errno.EDQUOT):
         return "5.2.2"
@@ -134,7 +134,8 @@ def from_line(sender: str, when: float | None = None) -> bytes:
 
 
 def quote_from(content: bytes) -> bytes:
-    """quote_from - `>From ` for every line that starts with `From `, so readers do not split there."""
+    """quote_from - `>From ` for every line that starts with `From `, so readers
+    do not split there."""
     return _FROM_LINE_RE.sub(b">From ", content)
 
 
@@ -167,7 +168,8 @@ def dotlock(path: str, attempts: int, delay: float, stale_time: float) -> str:
         except FileExistsError:
             _remove_stale(lock, stale_time)
         except OSError as e:
-            raise MailboxError("4.2.0", f"unable to create lock file {lock}: {e.strerror}") from None
+            raise MailboxError("4.2.0",
+                               f"unable to create lock file {lock}: {e.strerror}") from None
         if attempt + 1 < attempts:
             time.sleep(delay)
     raise MailboxError("4.2.0", f"unable to create lock file {lock}: File exists")
@@ -192,7 +194,8 @@ def kernel_lock(fd: int, style: str, attempts: int, delay: float) -> None:
             return
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise MailboxError("4.2.0", f"unable to lock for exclusive access: {e.strerror}") from None
+                raise MailboxError("4.2.0", "unable to lock for exclusive access: "
+                                   f"{e.strerror}") from None
         if attempt + 1 < attempts:
             time.sleep(delay)
     raise MailboxError("4.2.0", "unable to lock for exclusive access: "

@@ -37,6 +37,7 @@ import re
 import socket
 import struct
 import time
+from typing import Any
 from dataclasses import dataclass
 
 from pymaster.util import log
@@ -144,7 +145,7 @@ def parse_milters(cfg: Config, text: str) -> list[Spec]:
     A `{ name, key=value, … }` group overrides connect_timeout,
     command_timeout, content_timeout, default_action and protocol for
     that milter; an unknown key or value is a configuration error."""
-    base = {"connect_timeout": float(cfg.time("milter_connect_timeout")),
+    base: dict[str, Any] = {"connect_timeout": float(cfg.time("milter_connect_timeout")),
             "command_timeout": float(cfg.time("milter_command_timeout")),
             "content_timeout": float(cfg.time("milter_content_timeout")),
             "default_action": cfg.get("milter_default_action").strip().lower(),
@@ -321,6 +322,7 @@ class Milter:
     def _verdict(self, event: str, edits: list | None) -> tuple[str, bytes]:
         timeout = self.spec.content_timeout if event in ("header", "eoh", "body", "eom") \
             else self.spec.command_timeout
+        assert self.sock is not None  # open() connected
         self.sock.settimeout(timeout)
         budget = _EditBudget(self.spec)
         while True:
@@ -343,6 +345,7 @@ class Milter:
             self._send(b"D", command + strings(*[s for pair in pairs for s in pair]))
 
     def _send(self, command: bytes, data: bytes = b"") -> None:
+        assert self.sock is not None  # open() connected
         try:
             self.sock.sendall(encode(command, data))
         except OSError as e:
@@ -358,10 +361,12 @@ class Milter:
         if length < 1 or length > MAX_PACKET:
             raise MilterError(f"bad {what} reply packet length: {length}")
         data = self._read_exactly(length - 1, f"can't read {what} reply packet body", deadline)
+        assert self.sock is not None
         self.sock.settimeout(timeout)       # the next send gets the whole time again
         return head[4:5], data
 
     def _read_exactly(self, size: int, what: str, deadline: float) -> bytes:
+        assert self.sock is not None  # open() connected
         buf = bytearray()
         while len(buf) < size:
             try:
@@ -427,7 +432,7 @@ def _symlists(data: bytes) -> dict[int, list[str]]:
 def macro_names(cfg: Config) -> dict[int, list[str]]:
     """macro_names - the macros each stage sends (milter_*_macros), by SMFIM stage."""
     return {stage: cfg.get(param).replace(",", " ").split()
-            for _, _, _, _, stage, param in EVENTS.values() if param}
+            for _, _, _, _, stage, param in EVENTS.values() if param and stage is not None}
 
 
 def run_chain(specs: list[Spec], env: Envelope, macros: dict[str, str],
@@ -728,7 +733,7 @@ class SessionChain:
         chain order. Each milter sees the edits of the ones before it (applied
         to ENV), as in run_chain."""
         self._flush_abort()
-        outcome, edits = Outcome(), []
+        outcome, edits = Outcome(), []  # type: Outcome, list
         for member in self.members:
             result = self._member_content(member, env, macros, edits)
             if result is not None and result.action == "hold":

@@ -213,7 +213,7 @@ class FileSystem:
 
     A test subclasses this to raise OSError(ENOSPC) from write or fsync."""
 
-    def write(self, fd: int, data: bytes) -> int:
+    def write(self, fd: int, data: bytes | memoryview) -> int:
         return os.write(fd, data)
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> int:

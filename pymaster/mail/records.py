@@ -238,7 +238,7 @@ def walk_records(path: str, f: BinaryIO | None = None,
 
     From F's position on; what is left of a small file is read in one go."""
     own = f is None
-    if own:
+    if f is None:
         f = open(path, "rb")
     try:
         if file_size is None:
@@ -320,7 +320,8 @@ class _Builder:
             try:
                 msg.arrival_time = float(data)
             except ValueError:
-                raise CorruptQueueFile(path, f"bad arrival time record at offset {offset}") from None
+                raise CorruptQueueFile(path,
+                                       f"bad arrival time record at offset {offset}") from None
         elif rtype == REC_ATTR:
             name, eq, value = _text(data).partition("=")
             if not eq or not name:

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pymaster.util import log
 from pymaster.mail.addr import (domain_literal_address, is_valid_hostname,
@@ -73,6 +73,9 @@ from pymaster.mail.addr import (domain_literal_address, is_valid_hostname,
 from pymaster.mail.config import Config
 from pymaster.util.strings import split_list
 from pymaster.util.tables import TableError, open_table
+
+if TYPE_CHECKING:
+    from pymaster.util.tables import Table
 
 LOCAL = "local"
 VIRTUAL_ALIAS = "virtual_alias"
@@ -151,7 +154,7 @@ class DomainList:
         self.parent = parent_matching(cfg, param_name)
         raw = cfg.list(param_name) if entries is None else entries
         self.entries = self._expand_files(raw)
-        self._tables: dict[str, object] = {}
+        self._tables: dict[str, Table] = {}
 
     def __bool__(self) -> bool:
         return bool(self.entries)
@@ -232,7 +235,7 @@ def _addresses_of(item: str) -> set[str]:
     except ValueError:
         pass
     try:
-        return {str(ipaddress.ip_address(info[4][0].split("%")[0]))
+        return {str(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
                 for info in socket.getaddrinfo(item, None)}
     except (OSError, ValueError):
         log.warning(f"unable to look up interface address: {item}")
@@ -452,7 +455,7 @@ class Resolver:
     def _sender_route(self, name: str, sender: str | None) -> str:
         """_sender_route - table NAME's value for SENDER; "" for none or DUNNO."""
         maps = self._sender_table(name) if sender is not None else None
-        if maps is None:
+        if maps is None or sender is None:
             return ""
         value = None
         for i, key in enumerate(self._sender_keys(name, sender)):

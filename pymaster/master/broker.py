@@ -60,6 +60,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict, deque
+from typing import cast
 
 import zmq
 
@@ -95,7 +96,7 @@ class Broker:
         _bind(self.frontend, self.front_path)
         _bind(self.backend, self.back_path)
         self.credits: OrderedDict[bytes, int] = OrderedDict()
-        self.pending: deque[list] = deque()
+        self.pending: deque[tuple[bytes, list]] = deque()
         self.arrivals: deque[float] = deque()   # monotonic arrival of each pending
         self.progress = 0.0         # last hand-out, worker start or spawn (monotonic)
         self.retired: set[bytes] = set()
@@ -313,7 +314,7 @@ def _recv(sock: zmq.Socket) -> list | None:
     """_recv - the next whole message on SOCK as zmq Frames (never copied),
     or None when none waits. Asking first is cheaper than zmq.Again, and the
     rest of a multipart message is always there once its first frame is."""
-    if not sock.get(_EVENTS) & _POLLIN:
+    if not cast(int, sock.get(_EVENTS)) & _POLLIN:
         return None
     frame = sock.recv(_NOBLOCK, copy=False)
     frames = [frame]

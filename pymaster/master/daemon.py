@@ -116,7 +116,7 @@ def _port_number(port: str) -> int:
 
 def _families(cfg: Config) -> list[int]:
     protocols = [p.lower() for p in cfg.list("inet_protocols")] or ["all"]
-    families = []
+    families: list[int] = []
     if "all" in protocols or "ipv4" in protocols:
         families.append(socket.AF_INET)
     if ("all" in protocols or "ipv6" in protocols) and _ipv6_usable():
@@ -352,7 +352,8 @@ class Master:
             # the next child, and no client waiting on a stream socket is refused.
             same_kind = (old is not None and old.spec.type == spec.type
                          and old.spec.stream_listener == spec.stream_listener)
-            if same_kind and old.spec.visibility == spec.visibility and old.listeners:
+            if same_kind and old is not None and old.spec.visibility == spec.visibility \
+                    and old.listeners:
                 svc.listeners, old.listeners = old.listeners, []
             else:
                 open_socket = open_stream_socket if spec.stream_listener else open_dgram_socket

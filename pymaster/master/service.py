@@ -14,9 +14,9 @@ A service module builds a `Service` from its argv and calls
 runs the service's one `pre_jail(svc)` step (Postfix's pre-init: import and
 open everything the service will need while the whole system is visible),
 then chroots and drops privileges as master.cf says, and hands back what
-pre_jail returned. Then the service runs one of the loops here: `serve_requests()` for brokered request
-services (cleanup, local, smtp …) or its own loop built from `Worker` and
-`master_gone()` (qmgr, smtpd).
+pre_jail returned. Then the service runs one of the loops here:
+`serve_requests()` for brokered request services (cleanup, local, smtp …)
+or its own loop built from `Worker` and `master_gone()` (qmgr, smtpd).
 
 Interface:
     Service.from_argv(program, argv) -> Service

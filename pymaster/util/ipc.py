@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Iterable
+from typing import Iterable, cast
 
 import zmq
 
@@ -195,12 +195,13 @@ class OneWay:
         return True
 
     def _drain(self, wait: float) -> None:
+        assert self.sock is not None  # send() opened it, close() checks
         deadline = time.monotonic() + wait
         while True:
             left = deadline - time.monotonic() if self.unanswered else 0
             if left <= 0:
                 # No wait: the socket's own flags, without a poller per send.
-                if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+                if not cast(int, self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
                     return
             elif not self.sock.poll(int(left * 1000), zmq.POLLIN):
                 return

@@ -7,6 +7,7 @@ is a temporary failure (the mail is deferred), any other one is permanent.
 
 Interface:
     SYS_EXITS                     code -> (dsn, text)
+    EX_UNAVAILABLE                69
     EX_TEMPFAIL                   75
     detail(code) -> (dsn, text) | None
     is_soft(code) -> bool         whether CODE means "try again later"
@@ -14,6 +15,7 @@ Interface:
 
 from __future__ import annotations
 
+EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 
 SYS_EXITS: dict[int, tuple[str, str]] = {

@@ -155,7 +155,8 @@ def apply_action(state: CleanupState, where: str, content: str, value: str,
     if action in ("PREPEND", "REPLACE"):
         return _edit(state, action, where, content, text, map_name)
     if action in ENVELOPE_ACTIONS:
-        return _envelope_action(state, action, where, content, text, map_name)
+        _envelope_action(state, action, where, content, text, map_name)
+        return None
     log.warning(f"unknown command in {map_name} map: {value.strip()}")
     return None
 

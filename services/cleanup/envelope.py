@@ -214,6 +214,7 @@ def _process_recipients(state: CleanupState, recipients: list[records.Recipient]
             targets = [addr]
         out.extend(records.Recipient(t, orig, r.notify, r.orcpt) for t in targets)
     for addr in extra:
+        assert mapper is not None  # extra is filled only where mapper is set
         orig = addr if keep_orig else ""
         out.extend(records.Recipient(t, orig) for t in mapper.expand_virtual(addr, state.queue_id))
     state.recipients = remove_duplicates(out, state.cfg.int("duplicate_filter_limit"))

@@ -139,6 +139,7 @@ def rewrite_addresses(state: CleanupState, h: Header) -> Header:
             box.address, changed = new, True
     if not changed:
         return h
+    assert h.name is not None  # primary header block: every line is a header
     return Header(h.name, make_header(h.name, _format_list(boxes)))
 
 
@@ -265,6 +266,7 @@ def process_headers(state: CleanupState, headers: list[str]) -> list[str]:
     for text in headers:
         h: Header | None = Header(header_name(text), text)
         for step in HEADER_STEPS:
+            assert h is not None  # a step that drops the header breaks the loop
             h = step(state, h)
             if h is None:
                 break

@@ -21,7 +21,12 @@ Interface:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pymaster.mail.config import Config
+
+if TYPE_CHECKING:
+    from pymaster.mail.maps import Maps
 
 
 def masquerade_domain(domain: str, entries: list[str]) -> str | None:
@@ -49,7 +54,7 @@ class Masquerader:
         names = cfg.list("masquerade_exceptions")
         self.exception_names = {n.lower() for n in names if ":" not in n}
         self.exception_tables = [n for n in names if ":" in n]
-        self._maps = None
+        self._maps: Maps | None = None
 
     def __bool__(self) -> bool:
         return bool(self.entries)

@@ -61,7 +61,7 @@ from .state import NO_RECIPIENTS, TOO_BIG, WRITE_ERROR, CleanupError, CleanupSta
 
 
 
-def _recipients(items: Iterable[dict]) -> list[records.Recipient]:
+def _recipients(items: Iterable[dict | str] | None) -> list[records.Recipient]:
     out = []
     for r in items or ():
         if isinstance(r, str):
@@ -125,7 +125,8 @@ def _writer(reserved: str) -> queue.QueueWriter:
 
 
 def _refuse(err: CleanupError, status: str | None = None) -> tuple[dict, list]:
-    answer = {"status": status or err.status, "dsn": err.dsn, "reason": err.reason}
+    answer: dict[str, object] = {"status": status or err.status, "dsn": err.dsn,
+                                 "reason": err.reason}
     if err.code is not None:
         answer["code"] = err.code
     return answer, []

@@ -80,7 +80,8 @@ class LocalAgent:
 
 
 def final_outcome(outcomes: list[Outcome]) -> Outcome:
-    """final_outcome - what qmgr is told: the first deferral, else the first bounce, else success."""
+    """final_outcome - what qmgr is told: the first deferral, else the first
+    bounce, else success."""
     for kind in (DEFERRED, BOUNCED):
         for o in outcomes:
             if o.kind == kind:

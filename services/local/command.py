@@ -31,6 +31,7 @@ import errno
 import os
 import shlex
 import subprocess
+from typing import Any
 
 from pymaster.mail.config import Config
 from pymaster.mail.mailbox import envelope_headers, from_line
@@ -106,7 +107,7 @@ def working_directory(cfg: Config, privs: Privs) -> str:
 def run_command(argv: list[str], data: bytes, env: dict, cwd: str, privs: Privs,
                 limit: float) -> tuple[int | None, str]:
     """run_command - (exit status or None on timeout, output) of ARGV fed DATA."""
-    creds = {}
+    creds: dict[str, Any] = {}
     if os.geteuid() == 0 and privs.uid is not None:
         creds = {"user": privs.uid, "group": privs.gid, "extra_groups": []}
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

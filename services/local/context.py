@@ -32,9 +32,10 @@ import os
 import pwd
 from dataclasses import dataclass, field
 
-from pymaster.mail import traceflags
+from pymaster.mail import records, traceflags
 from pymaster.mail.addr import split_address
 from pymaster.mail.config import Config
+from pymaster.mail.delivery import DeliveryRequest
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 MAX_LEVEL = 100     # expansion depth: a deeper nest is a loop in the tables
@@ -79,7 +80,8 @@ class Message:
     content: bytes
     arrival_time: float
     attrs: dict
-    request: object = None      # the delivery request (a hand-off to another agent reuses it)
+    # The delivery request (a hand-off to another agent reuses it).
+    request: DeliveryRequest | None = None
 
     @classmethod
     def from_queue(cls, msg, req) -> "Message":
@@ -129,7 +131,7 @@ class Privs:
 @dataclass
 class Target:
     """The address being delivered at this level of the expansion."""
-    rcpt: object                # the records.Recipient reported to qmgr
+    rcpt: records.Recipient     # the records.Recipient reported to qmgr
     address: str                # the current address, extension included
     local: str                  # local part, lower case, extension included
     user: str                   # local part without the extension
@@ -190,7 +192,7 @@ class Delivery:
     """One original recipient's delivery: outcomes and pending forwards."""
     cfg: Config
     message: Message
-    rcpt: object
+    rcpt: records.Recipient
     outcomes: list[Outcome] = field(default_factory=list)
     forwards: dict[str, list[str]] = field(default_factory=dict)  # sender -> addresses
     delivered_to: dict[str, str] = field(default_factory=dict)    # sender -> Delivered-To

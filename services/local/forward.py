@@ -50,6 +50,7 @@ def read_forward_file(path: str, target: Target) -> str | None:
 
     Raises OSError for an error other than "no such file"."""
     privs = target.privs
+    assert privs is not None  # deliver_user sets the user's
     try:
         with as_user(privs.uid, privs.gid):
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

@@ -55,7 +55,8 @@ def deliver_include(delivery: Delivery, target: Target, path: str) -> None:
         delivery.add(bounced(str(e), "5.3.5"))
         return
     except FileNotFoundError:
-        delivery.add(bounced(f"cannot open include file {path}: No such file or directory", "5.3.0"))
+        delivery.add(bounced(f"cannot open include file {path}: No such file or directory",
+                             "5.3.0"))
         return
     except OSError as e:
         delivery.add(deferred(f"cannot open include file {path}: {e.strerror}", "4.3.0"))

@@ -80,7 +80,7 @@ def deliver_spool_mailbox(delivery: Delivery, target: Target) -> Outcome:
     if spool.endswith("/"):
         with as_user(privs.uid, privs.gid):
             return to_maildir(delivery, target, path + "/")
-    owner = (privs.uid, privs.gid) if privs.uid is not None else None
+    owner = (privs.uid, privs.gid) if privs.uid is not None and privs.gid is not None else None
     return to_mbox(delivery, target, path, create_owner=owner)
 
 

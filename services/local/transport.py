@@ -93,6 +93,7 @@ def split_service(service: str, default_nexthop: str) -> tuple[str, str]:
 def pass_recipient(delivery: Delivery, target: Target, service: str) -> Outcome:
     """pass_recipient - have the agent of SERVICE deliver TARGET; its outcome, as local's."""
     req = delivery.message.request
+    assert req is not None  # the local agent's own request
     transport, nexthop = split_service(service, req.nexthop)
     if not transport:
         log.warning(f"missing transport name in \"{service}\"")

@@ -130,7 +130,8 @@ def resolve_user(spec: str, cfg: Config, as_root: bool) -> tuple[str, int | None
         if as_root:
             raise PipeConfigError(f"unknown user name: {name}") from None
         if name == "root":
-            raise PipeConfigError("user= command-line attribute specifies root privileges")
+            raise PipeConfigError("user= command-line attribute specifies root privileges") \
+                from None
         return name, None, None
     uid, gid = pw.pw_uid, pw.pw_gid
     if group:

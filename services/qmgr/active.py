@@ -257,7 +257,8 @@ def _float(path: str, data: bytes, offset: int) -> float:
     try:
         return float(data)
     except ValueError:
-        raise records.CorruptQueueFile(path, f"bad arrival time record at offset {offset}") from None
+        raise records.CorruptQueueFile(path,
+                                       f"bad arrival time record at offset {offset}") from None
 
 
 def filter_resolution(content_filter: str, address: str, cfg) -> Resolution:

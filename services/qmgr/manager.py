@@ -187,6 +187,7 @@ class QueueManager:
     # -- triggers ------------------------------------------------------------
     def triggers(self) -> None:
         """triggers - answer every waiting trigger, then act on them once."""
+        assert self.worker is not None  # event() checked
         wakeup = flush = revive = False
         selected: list[dict] = []
         while True:

@@ -32,8 +32,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from pymaster.util import log
+
+if TYPE_CHECKING:
+    from services.qmgr.active import ActiveMessage
 
 
 PREEMPT_SCAN = 64           # later messages considered as preemption candidates
@@ -105,7 +109,7 @@ def chunks(items: list, size: int) -> list[list]:
 @dataclass
 class Job:
     """One message's recipients for one destination: one delivery request."""
-    message: object
+    message: ActiveMessage
     nexthop: str
     recipients: list
 

@@ -112,7 +112,7 @@ class ConnectionCache:
             for s in group:
                 if best is None or s.idle_since < best.idle_since:
                     best_key, best = key, s
-        if best is not None:
+        if best is not None and best_key is not None:  # set together
             self._idle[best_key].remove(best)
             if not self._idle[best_key]:
                 del self._idle[best_key]

@@ -276,7 +276,9 @@ def _matches(record: Tlsa, der: bytes, digests: dict[int, str]) -> bool:
     if record.mtype == 0:
         return data == record.data
     name = digests.get(record.mtype)
-    return bool(name) and hashlib.new(name, data).digest() == record.data
+    if not name:
+        return False
+    return hashlib.new(name, data).digest() == record.data
 
 
 def _spki(der: bytes) -> bytes:

@@ -240,6 +240,7 @@ class Attempt:
         """_use - SESSION's transactions for the pending recipients."""
         try:
             if not reused:
+                assert dest is not None and policy is not None  # a new session comes with both
                 session.handshake()
                 tls.check(session, policy, self.client.tls)
                 session.sasl_user = self.client.sasl.authenticate(session, self.req.sender,
@@ -308,6 +309,7 @@ class Attempt:
     def _refuse_before_mail(self, session: Session) -> bool:
         """_refuse_before_mail - bounce what the server cannot take (SIZE, SMTPUTF8)."""
         env = self.envelope
+        assert env is not None  # made before any session
         limit = session.size_limit
         host = session.host
         if limit is not None and env.size > limit:
@@ -392,6 +394,7 @@ class Attempt:
     def _envelope(self, rcpts: list) -> transaction.Envelope:
         """_envelope - the envelope narrowed to RCPTS."""
         env = self.envelope
+        assert env is not None  # made before any session
         index = {id(r): i for i, r in enumerate(env.recipients)}
         return transaction.Envelope(
             sender=env.sender, recipients=list(rcpts),
@@ -412,7 +415,7 @@ class Attempt:
         """_downgrade_for - whether SESSION needs 8-bit content made 7-bit."""
         if session.has("8BITMIME") or not self.settings.mime_output_conversion:
             return False
-        if self.envelope.body_8bit:
+        if self.envelope is not None and self.envelope.body_8bit:
             return True
         if self._8bit is None:
             self._8bit = any_8bit(self._content())

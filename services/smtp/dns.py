@@ -252,7 +252,7 @@ class HostLookup:
                     raise name_error(name, "A", TRY_AGAIN) from None
                 continue
             for info in infos:
-                addr = str(ipaddress.ip_address(info[4][0].split("%")[0]))
+                addr = str(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
                 if addr not in addrs:
                     addrs.append(addr)
         if not addrs:

@@ -34,6 +34,7 @@ import errno
 import os
 import socket
 import time
+from typing import BinaryIO
 
 from services.smtp.dns import Host
 from services.smtp.reply import Reply, ReplyError, refused, said
@@ -67,7 +68,7 @@ class Session:
         self.settings = settings
         self.helo_name = helo_name or settings.helo_name
         self.sock: socket.socket | None = None
-        self._rfile = None
+        self._rfile: BinaryIO | None = None
         self.features: dict[str, str] = {}
         self.esmtp = False
         self.usable = False
@@ -81,6 +82,7 @@ class Session:
     def connect(self) -> None:
         """connect - open the TCP or UNIX-domain connection."""
         timeout = self.settings.timeouts["connect"]
+        where: str | tuple[str, int]
         if self.host.unix:
             family, where = socket.AF_UNIX, self.host.addr
         else:
@@ -111,6 +113,7 @@ class Session:
     # -- I/O ---------------------------------------------------------------
     def send(self, data: bytes, phase: str, timeout_name: str = "mail") -> None:
         """send - write DATA; a failure is a SessionError for PHASE."""
+        assert self.sock is not None  # connect() opened it
         try:
             self.sock.settimeout(self.settings.timeouts.get(timeout_name))
             self.sock.sendall(data)
@@ -120,6 +123,7 @@ class Session:
     def read_reply(self, timeout_name: str, phase: str) -> Reply:
         """read_reply - one complete reply, within smtp_TIMEOUT_NAME_timeout."""
         lines: list[str] = []
+        assert self.sock is not None and self._rfile is not None  # connect() opened them
         try:
             self.sock.settimeout(self.settings.timeouts.get(timeout_name))
             while True:
@@ -202,6 +206,7 @@ class Session:
         """close - say QUIT (without waiting, as smtp_skip_quit_response) and close."""
         if self.sock is None:
             return
+        assert self._rfile is not None  # opened with sock
         if quit and self.usable:
             try:
                 self.sock.settimeout(self.settings.timeouts.get("quit") or 5)

@@ -286,6 +286,7 @@ def dane_policy(session: Session, policy: Policy, tls_client: TlsClient) -> Poli
 def _handshake(session: Session, ctx: ssl.SSLContext, policy: Policy,
                tls_client: TlsClient) -> ssl.SSLSocket:
     host = session.host
+    assert session.sock is not None  # the session is connected
     try:
         session.sock.settimeout(session.settings.timeouts.get("starttls"))
         return ctx.wrap_socket(session.sock, server_hostname=_sni(host.name))
@@ -349,6 +350,7 @@ def _dane_trust(tls_sock: ssl.SSLSocket, policy: Policy, session: Session,
     chain = peer_chain(tls_sock)
     # DANE-TA: the leaf must name the MX host or the next-hop domain (RFC 7672 3.2.3).
     wanted = [(host.name.lower().rstrip("."), False), (policy.nexthop, False)]
+    assert tls_client.dane is not None  # TLSA records came from dane_policy
     how = match_chain(chain, policy.tlsa, tls_client.dane.digests,
                       lambda names: matches(names, [w for w in wanted if w[0]]))
     if how:
@@ -382,7 +384,7 @@ def _der(cert) -> bytes:
     private too)."""
     if isinstance(cert, bytes):
         return cert
-    return cert.public_bytes(ssl._ssl.ENCODING_DER)
+    return cert.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]  # private
 
 
 # -- certificate names ----------------------------------------------------------------

@@ -41,7 +41,7 @@ Interface:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 from pymaster.mail.addr import external
 from pymaster.mail.records import CorruptQueueFile
@@ -203,7 +203,9 @@ def _finish(session: Session, env: Envelope, plan: _Plan, replies: list[Reply | 
     """_finish - decide each recipient from the replies; send the content if due."""
     by_kind = [(step[0], reply) for step, reply in zip(plan.steps, replies)]
     mail = next(r for k, r in by_kind if k == MAIL_FROM)
-    rcpt_replies = [r for k, r in by_kind if k == RCPT_TO]
+    assert mail is not None  # MAIL FROM is always sent and answered
+    # Read up to DATA whenever MAIL FROM is accepted, the only case that uses them.
+    rcpt_replies = cast(list[Reply], [r for k, r in by_kind if k == RCPT_TO])
     data = next((r for k, r in by_kind if k == DATA), None)
     if mail.code // 100 != 2:
         _close_data(session, data)
@@ -216,6 +218,7 @@ def _finish(session: Session, env: Envelope, plan: _Plan, replies: list[Reply | 
         _close_data(session, data)
         return [answers[i] for i in range(len(env.recipients))]
     if data is None or data.code != 354:
+        assert data is not None  # a recipient accepted: DATA was sent and answered
         for i in accepted:
             answers[i] = Answer(env.recipients[i], data, DATA)
         return [answers[i] for i in range(len(env.recipients))]

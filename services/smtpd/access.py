@@ -269,5 +269,5 @@ RESTRICTIONS = {
        for which in ("helo", "sender", "recipient") for kind in ("MX", "NS")},
 }
 
-DNS_RESTRICTIONS = frozenset(name for name in RESTRICTIONS
+DNS_RESTRICTIONS: frozenset[str] = frozenset(name for name in RESTRICTIONS
                              if name.endswith(("_mx_access", "_ns_access")))

@@ -34,6 +34,7 @@ import asyncio
 import base64
 import binascii
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pymaster.mail import sasl
 from pymaster.mail.addr import split_address
@@ -49,7 +50,7 @@ from services.smtpd.verdict import REJECT, Verdict, temporary_failure
 @dataclass
 class AuthSettings:
     enabled: bool = False
-    server: object = None
+    server: BuiltinServer | DovecotServer | None = None
     options: set[str] = field(default_factory=set)
     tls_options: set[str] = field(default_factory=set)
     broken_clients: bool = False
@@ -190,6 +191,7 @@ def _decode(text: str) -> bytes | None:
 async def _converse(session, s: AuthSettings, mech: str, initial: bytes | None) -> None:
     info = {"client_addr": session.peer.addr, "secured": _tls_on(session),
             "local_addr": _local_addr(session)}
+    assert s.server is not None  # AUTH is offered only with a server
     try:
         conv = s.server.conversation(mech, info)
         step = await conv.start(initial)
@@ -257,7 +259,7 @@ def received_protocol(session) -> str:
 
 
 def received_comments(session) -> str:
-    if not (_settings(session).authenticated_header and getattr(session, "sasl_username", "")):
+    if not (_settings(session).authenticated_header and getattr(session, "sasl_username", None)):
         return ""
     return f"\t(Authenticated sender: {session.sasl_username})\n"
 

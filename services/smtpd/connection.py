@@ -50,6 +50,7 @@ class Connection(asyncio.Protocol):
         self._data.set()
         if len(self.buf) > INPUT_HIGH_WATER and not self._paused_reading:
             self._paused_reading = True
+            assert self.transport is not None  # connection_made set it
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -94,6 +95,7 @@ class Connection(asyncio.Protocol):
         del self.buf[:n]
         if self._paused_reading and len(self.buf) <= INPUT_HIGH_WATER // 2:
             self._paused_reading = False
+            assert self.transport is not None  # connection_made set it
             self.transport.resume_reading()
         return data
 
@@ -104,6 +106,7 @@ class Connection(asyncio.Protocol):
         self._data.clear()
         if self._paused_reading:
             self._paused_reading = False
+            assert self.transport is not None  # connection_made set it
             self.transport.resume_reading()
         async with asyncio.timeout(timeout):
             await self._data.wait()

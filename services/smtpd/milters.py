@@ -50,6 +50,7 @@ import asyncio
 import base64
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pymaster.mail import milter
 from pymaster.util import log
@@ -63,10 +64,10 @@ from services.smtpd import replies
 @dataclass
 class MilterSettings:
     """smtpd_milters and what goes with them, read once per process."""
-    specs: list[milter.Spec]
+    specs: list[milter.Spec] | None     # None: smtpd_milters does not parse
     names: dict[int, list[str]]
     values: dict[str, str]              # macro values fixed for the process
-    maps: object = None                 # pymaster.mail.maps.Maps for smtpd_milter_maps
+    maps: Maps | None = None            # pymaster.mail.maps.Maps for smtpd_milter_maps
     parsed: dict[str, list[milter.Spec]] = field(default_factory=dict)
     cfg: Config | None = None
 
@@ -105,6 +106,7 @@ class MilterSettings:
         if text.strip().upper() == "DISABLE":
             return []
         if text not in self.parsed:
+            assert self.cfg is not None  # from_config sets it
             try:
                 self.parsed[text] = milter.parse_milters(self.cfg, text)
             except ValueError as e:
@@ -224,7 +226,7 @@ class SessionMilters:
             "{cert_issuer}": info.issuer_cn if info else ""})
 
     # -- the message ---------------------------------------------------------
-    async def end_of_message(self, session, header: dict, frames: list[bytes]) -> str:
+    async def end_of_message(self, session, header: dict, frames: list[bytes | bytearray]) -> str:
         """end_of_message - the content stage over FRAMES (what cleanup gets); its
         verdict and edits go into HEADER for cleanup. A refusal here is
         cleanup's to log and answer (it names the queue ID), so this returns ""

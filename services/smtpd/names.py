@@ -19,7 +19,7 @@ default does.
 Interface:
     RESTRICTIONS   entries for check.py's table
     DNS_RESTRICTIONS   the names among them that ask DNS
-"""
+"""  # noqa: E501  (the reply texts above, whole)
 
 from __future__ import annotations
 
@@ -113,7 +113,8 @@ def reject_unknown_helo_hostname(checker: Checker, ctx: Context, arg) -> Verdict
     try:
         found = dns.has_address_or_mx(checker.cfg, helo)
     except dns.DnsError:
-        return _tempfail(checker, ctx, coded(450, "4.7.1", reply.reply.split(" ", 2)[2]).reply)
+        _tempfail(checker, ctx, coded(450, "4.7.1", reply.reply.split(" ", 2)[2]).reply)
+        return None
     return None if found else reply
 
 
@@ -184,7 +185,7 @@ RESTRICTIONS = {
 
 # The client hostname checks read the name smtpd looked up at connect time;
 # these look the HELO name or the address's domain up now.
-DNS_RESTRICTIONS = frozenset({
+DNS_RESTRICTIONS: frozenset[str] = frozenset({
     "reject_unknown_helo_hostname", "reject_unknown_hostname",
     "reject_unknown_sender_domain", "reject_unknown_recipient_domain",
 })

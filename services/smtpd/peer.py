@@ -70,7 +70,7 @@ def _verified_name(addr: str) -> str:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return UNKNOWN
-    if any(normalize_address(info[4][0]) == addr for info in infos):
+    if any(normalize_address(str(info[4][0])) == addr for info in infos):
         return name
     return UNKNOWN
 

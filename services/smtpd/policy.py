@@ -30,6 +30,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import BinaryIO
 
 from pymaster.util import log
 from typing import TYPE_CHECKING
@@ -60,7 +61,7 @@ class PolicyClient:
         self.try_limit = max(1, try_limit)
         self.retry_delay = retry_delay
         self.sock: socket.socket | None = None
-        self.rfile = None
+        self.rfile: BinaryIO | None = None
         self.opened = self.used = 0.0
         self.requests = 0
         self.lock = threading.Lock()
@@ -93,6 +94,7 @@ class PolicyClient:
 
     def close(self) -> None:
         if self.sock is not None:
+            assert self.rfile is not None  # opened with sock
             try:
                 self.rfile.close()
                 self.sock.close()
@@ -126,6 +128,7 @@ class PolicyClient:
             self.close()
         if self.sock is None:
             self._connect()
+        assert self.sock is not None and self.rfile is not None  # _connect opened them
         self.sock.sendall(request)
         action = None
         total = 0
@@ -201,6 +204,6 @@ def check_policy_service(checker: Checker, ctx: Context, endpoint: str) -> Verdi
     return access_action(checker, ctx, action.strip(), endpoint)
 
 
-RESTRICTIONS = {
+RESTRICTIONS: dict[str, tuple] = {
     "check_policy_service": (check_policy_service, "service"),
 }

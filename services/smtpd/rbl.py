@@ -219,4 +219,4 @@ RESTRICTIONS = {
     "permit_rhswl_client": (permit_rhswl_client, "domain"),
 }
 
-DNS_RESTRICTIONS = frozenset(RESTRICTIONS)
+DNS_RESTRICTIONS: frozenset[str] = frozenset(RESTRICTIONS)

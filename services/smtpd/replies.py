@@ -170,7 +170,8 @@ def log_event(event: str, stage: str, peer: str) -> str:
 
 def log_reject(queue_id: str, stage: str, peer: str, reply: str, sender: str | None,
                recipient: str | None, proto: str, helo: str | None) -> str:
-    """log_reject - `NOQUEUE: reject: RCPT from NAME[ADDR]: REPLY; from=<> to=<> proto=ESMTP helo=<>`."""
+    """log_reject - `NOQUEUE: reject: RCPT from NAME[ADDR]: REPLY; from=<> to=<>
+    proto=ESMTP helo=<>`."""
     return log_action(queue_id, "reject", stage, peer, reply, sender, recipient, proto, helo)
 
 

@@ -47,7 +47,7 @@ from services.smtpd.command import CommandError, MailArgs, RcptArgs, parse_mail,
     split_command
 from services.smtpd.connection import Connection, ConnectionLost
 from services.smtpd.data import ChunkConverter, DataScanner
-from services.smtpd.milters import MilterSettings, open_milters
+from services.smtpd.milters import MilterSettings, SessionMilters, open_milters
 from services.smtpd.netlist import NetList
 from services.smtpd.peer import Peer
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, \
@@ -202,7 +202,7 @@ class Session:
         self.data_bytes: int | None = None     # content bytes read so far in DATA
         self.bare_lf_reject = settings.bare_newline == "reject" and \
             not settings.bare_newline_exclusions.match(peer.addr, peer.name)
-        self.milters = None         # milters.SessionMilters when this client has milters
+        self.milters: SessionMilters | None = None  # when this client has milters
 
     # -- the session ---------------------------------------------------------
     async def run(self) -> None:
@@ -436,6 +436,7 @@ class Session:
     async def check(self, method, ctx: Context) -> str | None:
         """check - run a restriction check; off the event loop when it may wait on
         the network (DNS, policy servers), inline otherwise (Checker.blocks)."""
+        assert self.checker is not None  # callers check it
         try:
             if self.checker.blocks:
                 refusal = await asyncio.to_thread(method, ctx)
@@ -509,8 +510,8 @@ class Session:
 
     # -- MAIL, RCPT -----------------------------------------------------------
     async def smtp_MAIL(self, arg: str) -> None:
-        if tls.mail_refusal(self):
-            await self.reply(tls.mail_refusal(self))
+        if refusal := tls.mail_refusal(self):
+            await self.reply(refusal)
             return
         if self.s.helo_required and self.helo is None:
             await self.reply(replies.ERR_NEED_HELO)
@@ -602,6 +603,7 @@ class Session:
     async def reserve(self) -> str:
         """reserve - the transaction's queue file, at its first accepted recipient
         (when Postfix's smtpd opens its cleanup stream); a refusal, or ""."""
+        assert self.cleanup is not None  # self.reserves
         try:
             answer = await self.cleanup.reserve()
         except SubmitError as e:
@@ -620,6 +622,7 @@ class Session:
         queue_id, self.queue_id = self.queue_id, ""
         if not queue_id:
             return
+        assert self.cleanup is not None  # a reserved queue file came from it
         try:
             self.cleanup.abandon(queue_id)
         except SubmitError as e:
@@ -704,6 +707,7 @@ class Session:
                 self.reset_transaction()
             await self.reply(error)
             return
+        assert chunk is not None  # no error: self.bdat, made at MAIL
         if chunk.too_big:
             self.bdat_error = replies.ERR_SIZE_LIMIT
             if last:
@@ -756,6 +760,7 @@ class Session:
     # -- queueing ---------------------------------------------------------------
     def request_header(self) -> dict:
         mail = self.mail
+        assert mail is not None  # a message follows MAIL
         return cleanup_client.message_request(
             mail.sender,
             [cleanup_client.recipient(r.address, r.address, r.notify, r.orcpt)
@@ -788,11 +793,13 @@ class Session:
         self._apply_xforward(header["attrs"])
         prepended = "".join(a["text"].rstrip("\n") + "\n" for a in self.actions
                             if a["action"] == "PREPEND").encode("utf-8", "surrogateescape")
-        frames = [prepended, received, content] if prepended else [received, content]
+        frames: list[bytes | bytearray] = \
+            [prepended, received, content] if prepended else [received, content]
         if self.milters is not None:
             refusal = await self.milters.end_of_message(self, header, frames)
             if refusal:
                 return refusal
+        assert self.cleanup is not None  # a session that takes mail has one
         try:
             answer = await self.cleanup.submit(header, frames)
         except SubmitError as e:

@@ -20,9 +20,8 @@ from pymaster.mail import queue, records
 from pymaster.util import log
 from pymaster.mail import maildrop
 from pymaster.mail.config import Config, ConfigError, load_config
-from pymaster.util.sysexits import EX_TEMPFAIL
+from pymaster.util.sysexits import EX_TEMPFAIL, EX_UNAVAILABLE
 
-EX_UNAVAILABLE = 69   # sysexits.h: a service is unavailable
 from services.smtpd.check import Checker, ConfigurationError
 from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer
@@ -105,7 +104,9 @@ def smtp_on_stdio(cfg: Config) -> int:
         loop = asyncio.get_running_loop()
         _, conn = await loop.connect_accepted_socket(Connection, ours)
         session = asyncio.ensure_future(Session(conn, Peer("localhost", "127.0.0.1"), settings,
-                                                checker, MaildropSubmitter(cfg)).run())
+                                                # submit() only: Session.reserves is False
+                                                checker, MaildropSubmitter(cfg)  # type: ignore[arg-type]
+                                                ).run())
         await _end_of_input(conn, ours, stdin_done, session)
         await session
 

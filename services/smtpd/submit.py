@@ -102,7 +102,8 @@ class CleanupClient:
             reply, _ = ipc.unpack(frames[1:])
         except TimeoutError:
             sock.close(0)
-            raise SubmitError(f"timeout after {self.timeout:g}s waiting for {self.endpoint}") from None
+            raise SubmitError(f"timeout after {self.timeout:g}s "
+                              f"waiting for {self.endpoint}") from None
         except (zmq.ZMQError, ipc.IpcError) as e:
             sock.close(0)
             raise SubmitError(str(e)) from None

@@ -146,6 +146,7 @@ async def wrap(session) -> None:
 async def _handshake(session, s: TlsSettings) -> None:
     """_handshake - TLS on the session's connection; logs as Postfix does."""
     conn = session.conn
+    assert s.context is not None  # STARTTLS is offered only with a context
     try:
         transport = await _start_tls(conn, s.context, s.handshake_timeout)
     except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as e:
@@ -175,7 +176,8 @@ async def _start_tls(conn, context: ssl.SSLContext, timeout: float):
     early = conn.take(conn.pending())
     waiter = loop.create_future()
     tls_protocol = sslproto.SSLProtocol(loop, conn, context, waiter, server_side=True,
-                                        ssl_handshake_timeout=timeout,
+                                        # typeshed says int; asyncio takes float seconds
+                                        ssl_handshake_timeout=timeout,  # type: ignore[arg-type]
                                         call_connection_made=False)
     transport = conn.transport
     transport.pause_reading()
@@ -200,7 +202,7 @@ def _feed(protocol, data: bytes) -> None:
             protocol.data_received(data)
         return
     while data:
-        buf = protocol.get_buffer(len(data))
+        buf = memoryview(protocol.get_buffer(len(data)))
         n = min(len(buf), len(data))
         buf[:n] = data[:n]
         protocol.buffer_updated(n)
@@ -224,7 +226,9 @@ def received_comments(session) -> str:
         return ""
     text = f"\t(using {info.summary()})\n"
     if not info.peer_der:
-        asked = _settings(session).context.verify_mode != ssl.CERT_NONE
+        context = _settings(session).context
+        assert context is not None  # a TLS session had one
+        asked = context.verify_mode != ssl.CERT_NONE
         text += "\t(Client did not present a certificate)\n" if asked else \
             "\t(No client certificate requested)\n"
     else:

@@ -107,6 +107,8 @@ def _answer(verifier: Verifier, header: dict) -> dict:
         return {"status": "error", "reason": f"unknown request: {op}"}
     if not isinstance(address, str) or not address.strip():
         return {"status": "error", "reason": "missing address"}
+    status: str | None
+    reason: str | None
     if op == "query":
         status, reason = verifier.query(address)
         return {"status": "ok", "addr_status": status, "reason": reason}

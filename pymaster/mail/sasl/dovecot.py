@@ -140,6 +140,7 @@ class DovecotConversation:
         try:
             self.reader, self.writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(self.server.path), TIMEOUT)
+            assert self.writer is not None
             self.writer.write(_hello())
             lines = []
             while True:
@@ -154,6 +155,7 @@ class DovecotConversation:
         self.server.fetched = time.monotonic()
 
     async def _line(self) -> str:
+        assert self.reader is not None  # _connect opened it
         raw = await asyncio.wait_for(self.reader.readline(), TIMEOUT)
         if not raw:
             raise SaslError("authentication server closed the connection")
@@ -176,6 +178,7 @@ class DovecotConversation:
         return await self._send(f"CONT\t{self.id}\t{base64.b64encode(data).decode()}")
 
     async def _send(self, line: str) -> Step:
+        assert self.writer is not None  # start() connected
         try:
             self.writer.write(line.encode() + b"\n")
             await self.writer.drain()
@@ -190,7 +193,7 @@ class DovecotConversation:
 
     def _step(self, answer: list[str]) -> Step:
         kind = answer[0]
-        params = dict(f.split("=", 1) if "=" in f else (f, "") for f in answer[2:])
+        params = dict(f.partition("=")[::2] for f in answer[2:])
         if kind == "CONT":
             try:
                 data = base64.b64decode(answer[2] if len(answer) > 2 else "")

@@ -39,6 +39,7 @@ class PipeTable(_Composite):
     def lookup(self, key: str) -> str | None:
         value: str | None = key
         for table in self.tables:
+            assert value is not None  # the key, or the previous table's answer
             value = table.lookup(value)
             if value is None:
                 return None

@@ -117,6 +117,7 @@ def _split_pattern(text: str, dialect: str) -> tuple[str, str, str] | str:
     pattern = text[1:i]
     rest = text[i + 1:]
     m = re.match(r"[^\s!]*" if dialect == "regexp" else r"\S*", rest)
+    assert m is not None  # matches the empty string
     return pattern, m.group(0), rest[m.end():]
 
 
@@ -203,7 +204,8 @@ def _compile_result(text: str, dialect: str, note: Callable[[str], None],
 
 def _flags(flags: str, dialect: str) -> tuple[int, bool] | str:
     """_flags - (re flags, anchored) for the FLAGS letters, or an error text."""
-    ignore_case, multiline, dotall, verbose, anchored = True, False, dialect == "regexp", False, False
+    ignore_case, multiline, dotall, verbose, anchored = \
+        True, False, dialect == "regexp", False, False
     for c in flags:
         if c == "i":
             ignore_case = not ignore_case
@@ -288,7 +290,8 @@ def parse_rules(lines: Iterable[str], path: str, dialect: str,
 
 
 def _expand(parts: list, m: re.Match | None) -> str:
-    return "".join(p if isinstance(p, str) else (m.group(p) or "") for p in parts)
+    # No m only for a negative match, whose parts parse_rules keeps free of $number.
+    return "".join(p if isinstance(p, str) else ((m.group(p) if m else None) or "") for p in parts)
 
 
 def match_rules(rules: list[Rule], key: str) -> str | None:

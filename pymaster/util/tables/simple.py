@@ -135,7 +135,7 @@ class UnixTable(Table):
                 return ":".join([pw.pw_name, pw.pw_passwd, str(pw.pw_uid), str(pw.pw_gid),
                                  pw.pw_gecos, pw.pw_dir, pw.pw_shell])
             gr = grp.getgrnam(key)
-            return ":".join([gr.gr_name, gr.gr_passwd, str(gr.gr_gid), ",".join(gr.gr_mem)])
+            return ":".join([gr.gr_name, gr.gr_passwd or "", str(gr.gr_gid), ",".join(gr.gr_mem)])
         except KeyError:
             return None
         except (OSError, UnicodeError) as e:

@@ -15,6 +15,7 @@ Interface:
 from __future__ import annotations
 
 import socket
+from typing import BinaryIO
 
 from pymaster.util.tables import Table, TableError
 
@@ -59,12 +60,12 @@ class SocketmapTable(Table):
                              "or unix:pathname:name")
         self.kind, self.where, self.timeout = kind, where, timeout
         self._sock: socket.socket | None = None
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def _connect(self) -> None:
         if self.kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address = self.where
+            address: str | tuple[str, int] = self.where
         else:
             host, _, port = self.where.rpartition(":")
             host = host.strip("[]")
@@ -80,6 +81,7 @@ class SocketmapTable(Table):
 
     def _close(self) -> None:
         if self._sock is not None:
+            assert self._file is not None  # opened with _sock
             self._file.close()
             self._sock.close()
         self._sock = self._file = None
@@ -87,6 +89,7 @@ class SocketmapTable(Table):
     def _ask(self, request: bytes) -> bytes:
         if self._sock is None:
             self._connect()
+        assert self._sock is not None and self._file is not None
         self._sock.sendall(netstring(request))
         return read_netstring(self._file)
 

@@ -62,7 +62,8 @@ class ConnectionCache:
                 lines.append(f"statistics: {kind} lookup hits=0 miss={self.counts[find]} "
                              f"success=0%")
         lines.append("statistics: max simultaneous domains=0 addresses=0 connection=0")
-        self.__init__()
+        self.started = time.time()
+        self.counts = dict.fromkeys(self.counts, 0)
         return lines
 
 

@@ -749,7 +749,7 @@ def _check_combinations(req: Request) -> None:
 
 def show_listing(letter: str) -> None:
     if letter == "m":
-        items = sorted(getattr(tables, "TYPES", {}))
+        items: list[str] | tuple[str, ...] = sorted(getattr(tables, "TYPES", {}))
     else:
         items = {"l": LOCK_TYPES, "a": SASL_SERVER_TYPES, "A": SASL_CLIENT_TYPES}[letter]
     for item in items:

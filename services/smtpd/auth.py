@@ -46,6 +46,10 @@ from pymaster.util.tables import TableError
 from services.smtpd import replies
 from services.smtpd.verdict import REJECT, Verdict, temporary_failure
 
+if TYPE_CHECKING:
+    from pymaster.mail.sasl.builtin import BuiltinServer
+    from pymaster.mail.sasl.dovecot import DovecotServer
+
 
 @dataclass
 class AuthSettings:

@@ -134,8 +134,9 @@ def _unknown_domain(checker: Checker, ctx: Context, address: str | None, what: s
     try:
         found = dns.has_address_or_mx(checker.cfg, domain.rstrip("."))
     except dns.DnsError:
-        return _tempfail(checker, ctx, replies.ERR_DOMAIN_LOOKUP.format(
+        _tempfail(checker, ctx, replies.ERR_DOMAIN_LOOKUP.format(
             detail=detail, address=address, what=what))
+        return None
     if found:
         return None
     return coded(code, f"{'5' if code >= 500 else '4'}.1.{detail}",

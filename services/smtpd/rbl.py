@@ -130,7 +130,7 @@ def _refusal(checker: Checker, ctx: Context, domain: str, query: str, rbl_class:
     except TableError as e:
         log.warning(f"rbl_reply_maps lookup problem for {domain}: {e}")
     if template is None:
-        template = checker.cfg.raw("default_rbl_reply")
+        template = checker.cfg.raw("default_rbl_reply") or ""
     variables = {
         "rbl_code": str(checker.cfg.int("maps_rbl_reject_code")), "rbl_domain": domain,
         "rbl_class": rbl_class, "rbl_what": what, "rbl_reason": _reason(checker, query),

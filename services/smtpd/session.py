@@ -128,7 +128,7 @@ class Settings:
             xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
             xforward_hosts=NetList.from_param(cfg, "smtpd_authorized_xforward_hosts"),
             # Raw: its $names are the session's, expanded at reply time.
-            reject_footer=cfg.raw("smtpd_reject_footer").strip(),
+            reject_footer=(cfg.raw("smtpd_reject_footer") or "").strip(),
             reject_footer_maps=_footer_maps(cfg),
             junk_command_limit=cfg.int("smtpd_junk_command_limit"),
             client_port_logging=cfg.bool("smtpd_client_port_logging"),
@@ -359,7 +359,7 @@ class Session:
             self.pipelining_violation = True
             if self.s.forbid_unauth_pipelining:
                 await self._pipelining_violation()
-        if handler is not None and command.junk:
+        if command is not None and handler is not None and command.junk:
             self.count_junk()
         self.failed = False
         try:
@@ -908,6 +908,7 @@ class Session:
 
     async def etrn_flush(self, domain: str, arg: str) -> None:
         """etrn_flush - ask the fast flush service to deliver DOMAIN's deferred mail."""
+        assert self.s.flush is not None  # smtp_ETRN asked whether it is available
         status = await asyncio.to_thread(self.s.flush.send_site, domain)
         if status == flush_client.OK:
             await self.reply(replies.ETRN_STARTED)

@@ -60,15 +60,15 @@ def parse_attributes(arg: str, allowed: list[str], verb: str) -> dict[str, str |
             raise AttributeError_(replies.ERR_XATTR_NAME.format(verb=verb, name=name))
         value = xtext_decode(value)
         out[name] = None if value.upper() in UNAVAILABLE else value
-    if out.get("ADDR"):
-        out["ADDR"] = _address(out["ADDR"], verb)
-    if out.get("PROTO") and out["PROTO"].upper() not in ("SMTP", "ESMTP") and verb == "XCLIENT":
+    if addr := out.get("ADDR"):
+        out["ADDR"] = _address(addr, verb)
+    if (proto := out.get("PROTO")) and proto.upper() not in ("SMTP", "ESMTP") and verb == "XCLIENT":
         raise AttributeError_(replies.ERR_XATTR_VALUE.format(
-            verb=verb, attribute="PROTO", value=out["PROTO"]))
+            verb=verb, attribute="PROTO", value=proto))
     for port in ("PORT", "DESTPORT"):
-        if out.get(port) and not out[port].isdigit():
+        if (number := out.get(port)) and not number.isdigit():
             raise AttributeError_(replies.ERR_XATTR_VALUE.format(
-                verb=verb, attribute=port, value=out[port]))
+                verb=verb, attribute=port, value=number))
     return out
 
 

@@ -73,7 +73,7 @@ def parse_block(text: str) -> tuple[int, int, int] | str:
         ip = _address(address)
         if ip is None:
             return f"bad address pattern: \"{text}\""
-        prefix = ip.max_prefixlen
+        prefix: int = ip.max_prefixlen
     else:
         if not re.fullmatch(r"[0-9]+", length):
             return f"bad mask value in \"{text}\""
@@ -107,7 +107,9 @@ def _strip_bangs(text: str) -> tuple[bool, str]:
 def _parse_rule(text: str, note: Callable[[str], None]) -> CidrRule | Endif | str:
     """_parse_rule - one line: "[!]pattern result", "if [!]pattern" or "endif";
     or why it is skipped. An IF's pattern is all the rest of its line."""
-    word = re.match(r"[A-Za-z0-9]*", text).group(0)
+    leading = re.match(r"[A-Za-z0-9]*", text)
+    assert leading is not None  # matches the empty string
+    word = leading.group(0)
     if word.lower() == "endif":
         return "garbage after ENDIF" if text[len(word):].strip() else Endif()
     is_if = word.lower() == "if"

@@ -140,7 +140,7 @@ class ProxyTable(Table):
         endpoint = self._endpoint(write=False)
         if endpoint is None:
             return self._in_process().lookup(key)
-        header = {"op": "lookup", "table": self.inner, "key": key}
+        header: dict[str, object] = {"op": "lookup", "table": self.inner, "key": key}
         if self.options:
             header["options"] = self.options
         reply = self._call(endpoint, header)

@@ -157,6 +157,7 @@ def _reference(text: str, i: int) -> tuple[str | None, int]:
             return None, len(text)
         return text[i + 2:close], close + 1
     m = re.compile(r"[A-Za-z0-9_]*").match(text, i + 1)
+    assert m is not None  # matches the empty string
     return m.group(0), m.end()
 
 
@@ -234,7 +235,9 @@ def _parse_rule(text: str, dialect: str, note: Callable[[str], None],
                 warn: Callable[[str], None]) -> Rule | Endif | str | None:
     """_parse_rule - one line: "/re/flags result", "/re1/!/re2/ result" (regexp),
     "if /re/flags" or "endif"; or why it is skipped (see ifblocks)."""
-    word = re.match(r"[A-Za-z0-9]*", text).group(0)
+    leading = re.match(r"[A-Za-z0-9]*", text)
+    assert leading is not None  # matches the empty string
+    word = leading.group(0)
     if word.lower() == "endif":
         return Endif("ignoring extra text after ENDIF" if text[len(word):].strip() else None)
     is_if = word.lower() == "if"

@@ -33,7 +33,7 @@ non-delivery notification: NEWID`, `ID: sender delay notification: NEWID`,
 `ID: postmaster delay notification: NEWID`, `ID: sender delivery status
 notification: NEWID`.
 
-Interface: main(); BounceServer(cfg, submit=None).handle(header, payload)
+Interface: main(); pre_jail(svc) -> BounceServer; run(svc); BounceServer(cfg, submit=None).handle(header, payload)
 (SUBMIT(sender, recipient, content) -> new queue id is the cleanup seam
 the unit tests replace).
 """
@@ -255,13 +255,16 @@ class CleanupSubmitter:
 
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> BounceServer:
+    """pre_jail - the server with bounce_template_file read; a bad template is fatal."""
     try:
-        server = BounceServer(svc.cfg)
+        return BounceServer(svc.cfg)
     except TemplateError as e:
         log.fatal(str(e))
-    svc.enter_jail()
-    svc.serve_requests(server.handle)
+
+
+def run(svc: service.Service) -> None:
+    svc.serve_requests(svc.enter_jail(pre_jail).handle)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ virtual_minimum_uid, says so once in the log, and writes as itself.
 
 Interface:
     main()                                     the libexec/virtual program
+    pre_jail(svc) -> VirtualAgent, run(svc)
     VirtualAgent(cfg).deliver(req, status)     one delivery request
     VirtualAgent(cfg).verify(req, status)      sendmail -bv: verdicts, nothing written
     VirtualAgent(cfg).deliver_one(message, rcpt) -> (kind, dsn, reason)
@@ -151,10 +152,14 @@ def check_config(cfg: Config) -> None:
         log.fatal(f"do not specify relative pathname: virtual_mailbox_base = {base}")
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> VirtualAgent:
+    """pre_jail - the configuration checked, the agent with its tables opened."""
     check_config(svc.cfg)
-    agent = VirtualAgent(svc.cfg)
-    svc.enter_jail()
+    return VirtualAgent(svc.cfg)
+
+
+def run(svc: service.Service) -> None:
+    agent = svc.enter_jail(pre_jail)
     svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg, verify=agent.verify))
 
 

@@ -22,6 +22,7 @@ Interface:
 from __future__ import annotations
 
 from pymaster.mail.config import Config
+from pymaster.mail.maps import Maps
 
 
 def masquerade_domain(domain: str, entries: list[str]) -> str | None:
@@ -60,7 +61,6 @@ class Masquerader:
         if not self.exception_tables:
             return False
         if self._maps is None:
-            from pymaster.mail.maps import Maps
             self._maps = Maps.from_specs(self.exception_tables, self.cfg)
         return self._maps.lookup(local.lower()) is not None
 

@@ -42,6 +42,7 @@ import zmq
 
 from pymaster.mail import delivery, dsn, queue, queuelist, records
 from pymaster.master import service
+from pymaster.master.mastercf import load_master_cf
 from pymaster.util import ipc, log
 from pymaster.mail.config import ConfigError
 from pymaster.mail.resolve import ERROR, FAIL, Resolver
@@ -97,9 +98,8 @@ class QueueManager:
     def _process_limits(self) -> dict[str, int]:
         """_process_limits - maxproc of each unix service in master.cf."""
         try:
-            from pymaster.master.mastercf import load_master_cf
             entries = load_master_cf(self.cfg.config_dir, self.cfg)
-        except (ConfigError, ImportError, OSError) as e:
+        except (ConfigError, OSError) as e:
             log.warning(f"cannot read master.cf process limits: {e}")
             return {}
         return {e.service: e.maxproc for e in entries if e.type == "unix"}

@@ -41,7 +41,7 @@ Interface:
     Tlsa(usage, selector, mtype, data)          one record; Tlsa.from_text("3 1 1 ab…")
     parse_digests(text) -> dict[int, str]       tls_dane_digests: matching type -> hash name
     usable(records, digests) -> list[Tlsa]
-    DaneResolver(cfg, settings)                 its own DNSSEC resolver, made before the jail
+    DaneResolver(cfg, settings)                 its own DNSSEC resolver, made at start
         .tlsa(host, port) -> list[Tlsa]         [] when none secure; raises DaneLookupError
         .decide(level, host, port) -> Decision  raises DaneDefer
     Decision(level, records)                    level "dane", "dane-only", "encrypt" or "may"

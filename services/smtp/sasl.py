@@ -50,7 +50,7 @@ MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
 
 
 class SaslClient:
-    """The SASL settings of one client process; tables are opened before the jail."""
+    """The SASL settings of one client process; its tables are opened at start."""
 
     def __init__(self, cfg: Config, settings: Settings) -> None:
         self.settings = settings

@@ -114,7 +114,7 @@ def serve() -> None:
     from pymaster.master import service
 
     def body(svc: service.Service) -> None:
-        svc.enter_jail()
+        svc.enter_jail(lambda svc: None)
         svc.serve_requests(lambda header, payload: ({"status": "ok"}, []))
     service.main("bench", body)
 

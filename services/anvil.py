@@ -25,7 +25,7 @@ peaks as Postfix does:
 
 Interface:
     Anvil(rate_unit, clock=time.monotonic).handle(header) -> reply header
-    main()   the body of libexec/anvil
+    pre_jail(svc) -> Anvil, run(svc), main()   the body of libexec/anvil
 """
 
 from __future__ import annotations
@@ -135,11 +135,16 @@ class Anvil:
         return lines
 
 
+def pre_jail(svc: service.Service) -> Anvil:
+    """pre_jail - the empty counters: anvil opens nothing."""
+    return Anvil(float(svc.cfg.time("anvil_rate_time_unit")))
+
+
 def run(svc: service.Service) -> None:
+    """run - count client events, log the peaks now and then."""
+    anvil = svc.enter_jail(pre_jail)
     cfg = svc.cfg
-    anvil = Anvil(float(cfg.time("anvil_rate_time_unit")))
     update = float(cfg.time("anvil_status_update_time"))
-    svc.enter_jail()
     last = time.monotonic()
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:

@@ -33,7 +33,8 @@ non-delivery notification: NEWID`, `ID: sender delay notification: NEWID`,
 `ID: postmaster delay notification: NEWID`, `ID: sender delivery status
 notification: NEWID`.
 
-Interface: main(); BounceServer(cfg, submit=None).handle(header, payload)
+Interface: main(); pre_jail(svc) -> BounceServer; run(svc);
+BounceServer(cfg, submit=None).handle(header, payload)
 (SUBMIT(sender, recipient, content) -> new queue id is the cleanup seam
 the unit tests replace).
 """
@@ -43,10 +44,10 @@ from __future__ import annotations
 from typing import Callable
 
 from pymaster.mail import cleanup_client, dsn, queue, records, traceflags
-from pymaster.master import service
-from pymaster.util import ipc, log
 from pymaster.mail.bounce_template import Template, TemplateError, load_templates
 from pymaster.mail.config import Config
+from pymaster.master import service
+from pymaster.util import ipc, log
 
 Submit = Callable[[str, str, bytes], str]
 SUBMIT_TIMEOUT = 60.0
@@ -255,13 +256,16 @@ class CleanupSubmitter:
 
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> BounceServer:
+    """pre_jail - the server with bounce_template_file read; a bad template is fatal."""
     try:
-        server = BounceServer(svc.cfg)
+        return BounceServer(svc.cfg)
     except TemplateError as e:
         log.fatal(str(e))
-    svc.enter_jail()
-    svc.serve_requests(server.handle)
+
+
+def run(svc: service.Service) -> None:
+    svc.serve_requests(svc.enter_jail(pre_jail).handle)
 
 
 def main() -> None:

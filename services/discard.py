@@ -7,7 +7,8 @@ Every recipient of a request is marked done and logged as delivered:
 REASON is the request's next hop (the text after `discard:` in a transport
 table), or "discarded" when there is none.
 
-Interface: main(), deliver(req, status) for the request loop.
+Interface: main(), pre_jail(svc) -> handler, run(svc),
+deliver(req, status) for the request loop.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ def deliver(req: delivery.DeliveryRequest, status: delivery.Status) -> None:
         status.sent(rcpt, "none", reason)
 
 
-def run(svc: service.Service) -> None:
-    svc.enter_jail()
+def pre_jail(svc: service.Service) -> service.Handler:
+    """pre_jail - the request handler: discard opens nothing."""
     # deliver touches nothing, so it is also what sendmail -bv reports.
-    svc.serve_requests(delivery.request_handler(deliver, svc.cfg, verify=deliver))
+    return delivery.request_handler(deliver, svc.cfg, verify=deliver)
+
+
+def run(svc: service.Service) -> None:
+    svc.serve_requests(svc.enter_jail(pre_jail))
 
 
 def main() -> None:

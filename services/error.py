@@ -7,7 +7,8 @@ code: `error:5.1.1 User unknown` in a transport table gives next hop
 `retry` (master.cf `retry unix - - n - - error`), every recipient is
 deferred (default 4.0.0), which is how Postfix holds mail for later.
 
-Interface: main(), parse_reason(nexthop, default_dsn) -> (dsn, text),
+Interface: main(), pre_jail(svc) -> handler, run(svc),
+parse_reason(nexthop, default_dsn) -> (dsn, text),
 make_deliver(service_name) -> deliver(req, status).
 """
 
@@ -46,11 +47,15 @@ def make_deliver(service_name: str) -> Callable[[delivery.DeliveryRequest, deliv
     return deliver
 
 
-def run(svc: service.Service) -> None:
-    svc.enter_jail()
+def pre_jail(svc: service.Service) -> service.Handler:
+    """pre_jail - the request handler: error opens nothing."""
     # deliver touches nothing, so it is also what sendmail -bv reports.
     deliver = make_deliver(svc.name)
-    svc.serve_requests(delivery.request_handler(deliver, svc.cfg, verify=deliver))
+    return delivery.request_handler(deliver, svc.cfg, verify=deliver)
+
+
+def run(svc: service.Service) -> None:
+    svc.serve_requests(svc.enter_jail(pre_jail))
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ As smtpd does, pickup passes its own content_filter (attrs["content_filter"])
 and receive_override_options (flags) to cleanup, so `-o content_filter=…` on
 the pickup line of master.cf filters local submissions (FILTER_README).
 
-Interface: main(); Pickup(cfg).scan_once() -> number of files handed over
+Interface: main(); pre_jail(svc) -> Pickup; run(svc);
+Pickup(cfg).scan_once() -> number of files handed over
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import pwd
 import stat
 
 from pymaster.mail import cleanup_client, queue, records, traceflags
+from pymaster.mail.config import Config
 from pymaster.master import service
 from pymaster.util import ipc, log
-from pymaster.mail.config import Config
 
 MAILDROP = "maildrop"
 # The attributes a user's own submission may set (see postdrop/sendmail).
@@ -135,10 +136,14 @@ class Pickup:
 
 
 
+def pre_jail(svc: service.Service) -> Pickup:
+    """pre_jail - the scanner, its cleanup client, the trusted accounts looked up."""
+    return Pickup(svc.cfg)
+
+
 def run(svc: service.Service) -> None:
-    queue.configure(svc.cfg)
-    pickup = Pickup(svc.cfg)
-    svc.enter_jail()
+    """run - pick up what waits, then again at each wakeup."""
+    pickup = svc.enter_jail(pre_jail)
     pickup.scan_once()
 
     def handle(header: dict, payload: list) -> tuple[dict, list]:

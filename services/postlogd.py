@@ -37,7 +37,7 @@ cannot take it) and, once writing works again, one line with the count.
 Interface:
     sanitise(record: bytes) -> bytes    the line to append, newline included
     Postlogd(sock, writer).drain() -> int   write what waits; how many records
-    main()                              the body of libexec/postlogd
+    pre_jail(svc) -> Postlogd, run(svc), main()   the body of libexec/postlogd
 """
 
 from __future__ import annotations
@@ -157,18 +157,22 @@ def open_writer(svc: service.Service) -> log.MaillogWriter:
         log.fatal(f"open logfile {path}: {e.strerror}")
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> Postlogd:
+    """pre_jail - maillog_file opened, the socket taken, the time zone read
+    (it is read on first use, and a chroot may hide it)."""
     writer = open_writer(svc)
     log.serve_postlog(writer)
     try:
         sock = socket.socket(fileno=service.LISTEN_FD)
     except OSError as e:
         log.fatal(f"postlog socket on descriptor {service.LISTEN_FD}: {e.strerror}")
-    # The time zone is read on first use: before the jail may hide it.
     log.format_line("")
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    svc.enter_jail()
-    serve(svc, Postlogd(sock, writer))
+    return Postlogd(sock, writer)
+
+
+def run(svc: service.Service) -> None:
+    serve(svc, svc.enter_jail(pre_jail))
 
 
 def main() -> None:

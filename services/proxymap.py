@@ -26,6 +26,7 @@ Requests and replies: see pymaster/util/tables/proxy.py.
 Interface:
     approved_tables(items) -> set of TYPE:NAME   the proxy: entries of a list
     Proxymap(cfg, service, writer).handle(header) -> reply header
+    pre_jail(svc) -> Proxymap
     main()   the body of libexec/proxymap
 """
 
@@ -123,10 +124,14 @@ class Proxymap:
         return {"status": "ok"} if method(key) is not False else {"status": "noent"}
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> Proxymap:
+    """pre_jail - the table server; proxymap itself runs outside any chroot."""
     writer = svc.name == svc.cfg.get("proxywrite_service_name")
-    proxymap = Proxymap(svc.cfg, svc.name, writer)
-    svc.enter_jail()
+    return Proxymap(svc.cfg, svc.name, writer)
+
+
+def run(svc: service.Service) -> None:
+    proxymap = svc.enter_jail(pre_jail)
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:
         return proxymap.handle(header), []

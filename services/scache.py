@@ -19,7 +19,8 @@ Requests (JSON headers over the brokered endpoint private/scache):
                                                    -> {"status": "fail", "reason": "not cached"}
 
 Interface:
-    ConnectionCache(update_time).handle(header) -> reply header
+    ConnectionCache().handle(header) -> reply header
+    pre_jail(svc) -> ConnectionCache
     main()   the body of libexec/scache
 """
 
@@ -67,10 +68,13 @@ class ConnectionCache:
         return lines
 
 
+def pre_jail(svc: service.Service) -> ConnectionCache:
+    return ConnectionCache()
+
+
 def run(svc: service.Service) -> None:
     update = float(svc.cfg.time("connection_cache_status_update_time"))
-    svc.enter_jail()
-    cache, last = ConnectionCache(), time.monotonic()
+    cache, last = svc.enter_jail(pre_jail), time.monotonic()
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:
         nonlocal last

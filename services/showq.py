@@ -10,7 +10,8 @@ exactly as they format a listing read from the spool directly. Who may ask
 is postqueue's business (authorized_mailq_users, checked with the real uid
 in the set-group-ID command): the service cannot know the caller.
 
-Interface: main() (libexec/showq), run(svc), handle(header, payload)
+Interface: main() (libexec/showq), pre_jail(svc) -> handler, run(svc),
+handle(header, payload)
 """
 
 from __future__ import annotations
@@ -44,10 +45,14 @@ def handle(header: dict, payload: list) -> tuple[dict, list]:
     return {"status": "ok", "count": count}, frames
 
 
+def pre_jail(svc: service.Service) -> service.Handler:
+    """pre_jail - the request handler: showq opens nothing before it lists."""
+    return handle
+
+
 def run(svc: service.Service) -> None:
     """run - enter the jail, answer listing requests."""
-    svc.enter_jail()
-    svc.serve_requests(handle)
+    svc.serve_requests(svc.enter_jail(pre_jail))
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ Interface:
     run_command(attrs, conn_fd, env, limit) -> int    exit code; -N: killed by signal N
     describe_exit(command, code) -> str | None        the warning; None for exit 0
     Spawner(attrs, env, limit).serve(conn, addr)      one connection
+    pre_jail(svc) -> Spawner, run(svc)
     main()                                  the body of libexec/spawn
 """
 
@@ -55,7 +56,6 @@ from dataclasses import dataclass
 
 from pymaster.master import service
 from pymaster.util import log
-
 
 
 class SpawnConfigError(Exception):
@@ -194,7 +194,8 @@ class Spawner:
             log.warning(warning)
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> Spawner:
+    """pre_jail - the master.cf attributes read and the user= account looked up."""
     as_root = os.geteuid() == 0
     try:
         attrs = parse_attributes(svc.name, service.service_words(sys.argv[1:]),
@@ -206,9 +207,11 @@ def run(svc: service.Service) -> None:
         log.fatal(f"{svc.name}: the spawn service must not be unprivileged "
                   f"(master.cf unprivileged column: n)")
     env = command_environment(svc.cfg.list("export_environment"), dict(os.environ))
-    spawner = Spawner(attrs, env, float(svc.cfg.time(f"{svc.name}_time_limit")))
-    svc.enter_jail()
-    svc.serve_connections(spawner.serve)
+    return Spawner(attrs, env, float(svc.cfg.time(f"{svc.name}_time_limit")))
+
+
+def run(svc: service.Service) -> None:
+    svc.serve_connections(svc.enter_jail(pre_jail).serve)
 
 
 def main() -> None:

@@ -17,9 +17,10 @@ in its serialised ASN.1 form, for a future client built on a library that
 has one); the protocol below is the whole of it.
 
 PRNG duties: tls_random_exchange_name (default ${data_directory}/prng_exch)
-is opened before the jail and rewritten with 1024 bytes of os.urandom()
-at start and every tls_random_prng_update_period, so an administrator's tools that expect the file find a fresh one. The
-kernel's generator is the only entropy source Python's ssl uses.
+is opened at start (pre_jail) and rewritten with 1024 bytes of
+os.urandom() then and every tls_random_prng_update_period, so an
+administrator's tools that expect the file find a fresh one. The kernel's
+generator is the only entropy source Python's ssl uses.
 
 Requests (JSON headers over the brokered endpoint private/tlsmgr; session
 bytes travel as the one payload frame):

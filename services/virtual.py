@@ -21,6 +21,7 @@ virtual_minimum_uid, says so once in the log, and writes as itself.
 
 Interface:
     main()                                     the libexec/virtual program
+    pre_jail(svc) -> VirtualAgent, run(svc)
     VirtualAgent(cfg).deliver(req, status)     one delivery request
     VirtualAgent(cfg).verify(req, status)      sendmail -bv: verdicts, nothing written
     VirtualAgent(cfg).deliver_one(message, rcpt) -> (kind, dsn, reason)
@@ -31,12 +32,19 @@ from __future__ import annotations
 import os
 
 from pymaster.mail import delivery
+from pymaster.mail.config import Config
+from pymaster.mail.mailbox import (
+    MailboxError,
+    as_user,
+    deliver_maildir,
+    deliver_mbox,
+    envelope_headers,
+    has_delivered_to,
+    parse_lock_styles,
+)
+from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.master import service
 from pymaster.util import log
-from pymaster.mail.config import Config
-from pymaster.mail.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
-                              envelope_headers, has_delivered_to, parse_lock_styles)
-from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.util.tables import TableError
 
 RELAY = "virtual"
@@ -152,10 +160,14 @@ def check_config(cfg: Config) -> None:
         log.fatal(f"do not specify relative pathname: virtual_mailbox_base = {base}")
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> VirtualAgent:
+    """pre_jail - the configuration checked, the agent with its tables opened."""
     check_config(svc.cfg)
-    agent = VirtualAgent(svc.cfg)
-    svc.enter_jail()
+    return VirtualAgent(svc.cfg)
+
+
+def run(svc: service.Service) -> None:
+    agent = svc.enter_jail(pre_jail)
     svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg, verify=agent.verify))
 
 

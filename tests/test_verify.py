@@ -571,8 +571,8 @@ class TestCacheSafety:
         class Svc:
             handler = None
 
-            def enter_jail(self):
-                pass
+            def enter_jail(self, pre_jail):
+                return pre_jail(self)
 
             def serve_requests(self, handler):
                 Svc.handler = handler

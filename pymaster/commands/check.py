@@ -39,11 +39,11 @@ import stat
 from functools import lru_cache
 from pathlib import Path
 
+from pymaster.commands import postconf
 from pymaster.mail import queue
 from pymaster.mail.config import Config, ConfigError
 from pymaster.mail.params import PARAMS, SERVICE_SUFFIXES
 from pymaster.master.mastercf import load_master_cf
-from pymaster.commands import postconf
 
 # Directories under queue_directory whose whole tree belongs to mail_owner
 # (maildrop is left out on purpose: its files belong to the users who wrote them).

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from pymaster.util import log
 from pymaster.commands.postalias import AliasCommand
 from pymaster.mail.config import ConfigError, load_config
+from pymaster.util import log
 from pymaster.util.tables import TableError
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from pymaster.mail.params import PARAMS, SERVICE_SUFFIXES, PIPE_SUFFIXES
+from pymaster.mail.params import PARAMS, PIPE_SUFFIXES, SERVICE_SUFFIXES
 
 HEADER = """# main.cf parameters
 

@@ -56,8 +56,8 @@ from typing import Any, BinaryIO, TextIO
 
 from pymaster.commands import getopt_message
 from pymaster.mail import queue, records
-from pymaster.util import log
 from pymaster.mail.config import ConfigError, load_config
+from pymaster.util import log
 
 USAGE = ("usage: postcat [-b (body text)] [-c config_dir] [-d (decimal record type)] "
          "[-e (envelope records)] [-h (header text)] [-q (access queue)] [-v] [file(s)...]")

@@ -32,15 +32,27 @@ import ssl
 import sys
 from dataclasses import dataclass, field
 
-from pymaster.util import safeio
-from pymaster.mail.bounce_template import (DEFAULT_TEMPLATES, TEMPLATE_NAMES, Template,
-                                      TemplateError, parse_template_file)
-from pymaster.mail.config import DEFAULT_CONFIG_DIR, Config, ConfigError, Entry, config_dir_from_env, normalise_value, parse_main_cf
-from pymaster.util.strings import split_list
-from pymaster.master.mastercf import MasterEntry, parse_entry, parse_master_cf, split_args
-from pymaster.mail.params import PARAMS, service_params
-from pymaster.util import tables
 from pymaster.commands import paramdoc
+from pymaster.mail.bounce_template import (
+    DEFAULT_TEMPLATES,
+    TEMPLATE_NAMES,
+    Template,
+    TemplateError,
+    parse_template_file,
+)
+from pymaster.mail.config import (
+    DEFAULT_CONFIG_DIR,
+    Config,
+    ConfigError,
+    Entry,
+    config_dir_from_env,
+    normalise_value,
+    parse_main_cf,
+)
+from pymaster.mail.params import PARAMS, service_params
+from pymaster.master.mastercf import MasterEntry, parse_entry, parse_master_cf, split_args
+from pymaster.util import safeio, tables
+from pymaster.util.strings import split_list
 
 PROG = "postconf"
 OPTIONS = "aAbc:deEfFhHlmMno:pPtT:vxX#"

@@ -34,16 +34,13 @@ import subprocess
 import sys
 import time
 
-from pymaster.mail import endpoints
-from pymaster.util import ipc, log
+from pymaster.commands import check, logrotate, tlscmd
+from pymaster.commands.check import master_cf_error
+from pymaster.mail import endpoints, queue
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.pidfile import running_pid
-from pymaster.commands.check import master_cf_error
-from pymaster.mail import queue
 from pymaster.master.mastercf import load_master_cf
-from pymaster.commands import check
-from pymaster.commands import logrotate
-from pymaster.commands import tlscmd
+from pymaster.util import ipc, log
 
 PROGRAM = "postfix-script"
 CHROOT_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/services", "/etc/localtime",

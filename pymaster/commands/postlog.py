@@ -19,8 +19,8 @@ from __future__ import annotations
 import getopt
 import sys
 
-from pymaster.util import log
 from pymaster.mail.config import ConfigError, load_config
+from pymaster.util import log
 
 PROG = "postlog"
 PRIORITIES = {"info": "", "warn": "warning: ", "warning": "warning: ", "error": "error: ",

@@ -46,14 +46,12 @@ import sys
 from typing import Iterable, Iterator
 
 from pymaster.commands import getopt_message
-from pymaster.util import log
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.headers import decode, split_header_block
 from pymaster.mail.mime import MimeWalker, split_lines
-from pymaster.util.tables import TableError, create_table, split_spec
+from pymaster.util import log
+from pymaster.util.tables import TYPES, TableError, create_table, hashdb, split_spec
 from pymaster.util.tables.source import parse_entries
-from pymaster.util.tables import hashdb
-from pymaster.util.tables import TYPES
 
 BUILDABLE = ("hash", "btree", "cdb")
 OPTIONS = "bc:d:fFhimnNoprsuUvwxq:"

@@ -38,13 +38,21 @@ import sys
 
 from pymaster.commands import getopt_message
 from pymaster.mail import endpoints, flush_client, queue
-from pymaster.util import ipc, log
 from pymaster.mail.config import Config, ConfigError, load_config
-from pymaster.mail.queuelist import (Entry, Rcpt, deferred_for_site, flush_ids,  # noqa: F401
-                                format_entry, format_json, format_listing, list_queue,
-                                read_entry)
-from pymaster.util.tables import TableError, open_table
 from pymaster.mail.pidfile import master_running
+from pymaster.mail.queuelist import (  # noqa: F401
+    Entry,
+    Rcpt,
+    deferred_for_site,
+    flush_ids,
+    format_entry,
+    format_json,
+    format_listing,
+    list_queue,
+    read_entry,
+)
+from pymaster.util import ipc, log
+from pymaster.util.tables import TableError, open_table
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69

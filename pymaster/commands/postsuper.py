@@ -31,11 +31,10 @@ import os
 import sys
 import time
 
-from pymaster.commands import getopt_message
+from pymaster.commands import getopt_message, postqueue
 from pymaster.mail import endpoints, queue
-from pymaster.util import ipc, log
-from pymaster.commands import postqueue
 from pymaster.mail.config import ConfigError, load_config
+from pymaster.util import ipc, log
 
 EX_USAGE = 64
 USAGE = "usage: postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] " \

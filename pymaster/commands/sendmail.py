@@ -53,13 +53,11 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from pymaster.mail import queue, records
-from pymaster.util import log
-from pymaster.mail.config import Config, ConfigError, load_config
-from pymaster.mail import maildrop
-from pymaster.commands import postqueue
-from pymaster.commands import newaliases
+from pymaster.commands import newaliases, postqueue
 from pymaster.commands.postqueue import user_allowed
+from pymaster.mail import maildrop, queue, records
+from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.util import log
 
 EX_USAGE = 64
 EX_DATAERR = 65

@@ -43,9 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pymaster.commands.postconf import Fatal, edit_main_cf, load_setup, write_config_file
 from pymaster.mail import tlsutil
 from pymaster.mail.config import Config
-from pymaster.commands.postconf import Fatal, edit_main_cf, load_setup, write_config_file
 
 DEFAULT_DAYS = 365
 CA_DAYS = 3650

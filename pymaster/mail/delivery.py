@@ -65,8 +65,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pymaster.mail import queue, records, traceflags, verify_client
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.util import log
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 # sendmail -bv verdicts: the outcome, the status= word and the DSN action at once.

@@ -19,7 +19,6 @@ from pymaster.mail.config import Config
 from pymaster.mail.pidfile import master_running
 from pymaster.util import ipc
 
-
 MAILDROP = "maildrop"
 # Readable by pickup, which runs as mail_owner while the file is the user's.
 MAILDROP_MODE = 0o644

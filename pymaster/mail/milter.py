@@ -37,11 +37,11 @@ import re
 import socket
 import struct
 import time
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
-from pymaster.util import log
 from pymaster.mail.config import Config, parse_time
+from pymaster.util import log
 
 PROTOCOL_VERSION = 6
 MAX_CHUNK = 65535                   # largest BODY packet libmilter takes by default

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 
 from pymaster.mail import queue, records
-from pymaster.util import log
 from pymaster.mail.delivery import read_status_log
+from pymaster.util import log
 
 LIST_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 STATUS_MARK = {"active": "*", "hold": "!"}

@@ -67,10 +67,9 @@ import ipaddress
 import socket
 from typing import TYPE_CHECKING, NamedTuple
 
-from pymaster.util import log
-from pymaster.mail.addr import (domain_literal_address, is_valid_hostname,
-                           split_address)
+from pymaster.mail.addr import domain_literal_address, is_valid_hostname, split_address
 from pymaster.mail.config import Config
+from pymaster.util import log
 from pymaster.util.strings import split_list
 from pymaster.util.tables import TableError, open_table
 

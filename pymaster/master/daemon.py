@@ -48,13 +48,18 @@ from functools import partial
 
 import zmq
 
+from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.pidfile import PID_FILE, lock_pid_file, write_pid_file
-from pymaster.util import log
 from pymaster.master.broker import Broker
 from pymaster.master.mastercf import MasterEntry, load_master_cf
-from pymaster.mail.config import Config, ConfigError, load_config
-from pymaster.master.service import (ENV_LISTEN_FDS, ENV_SERVICE_ENDPOINT, STATUS_AVAIL,
-                              STATUS_FORMAT, STATUS_SIZE)
+from pymaster.master.service import (
+    ENV_LISTEN_FDS,
+    ENV_SERVICE_ENDPOINT,
+    STATUS_AVAIL,
+    STATUS_FORMAT,
+    STATUS_SIZE,
+)
+from pymaster.util import log
 
 DGRAM_SOCKET_MODE = 0o666  # public/postlog: whoever may enter public/ may log
 STREAM_SOCKET_MODE = 0o666  # spawn sockets: private/ or public/ decides who connects
@@ -367,7 +372,8 @@ class Master:
             else:
                 svc.broker = Broker(spec.visibility, spec.service)
         else:
-            raise ConfigError(f"master.cf: service {spec.service}: unknown service type: {spec.type}")
+            raise ConfigError(f"master.cf: service {spec.service}: "
+                              f"unknown service type: {spec.type}")
         svc.new_generation()
         if spec.wakeup > 0 and svc.broker is not None:
             svc.next_wakeup = time.monotonic() if not spec.wakeup_if_used \

@@ -9,14 +9,26 @@ The master starts a service as `daemon_directory/COMMAND -n NAME -t TYPE
   5  the master-alive pipe: end of file means the master has gone, or has
      reloaded and wants this generation to finish and exit
 
-A service module builds a `Service` from its argv and calls
-`enter_jail(pre_jail)`: the runtime opens the lookup tables main.cf names,
-runs the service's one `pre_jail(svc)` step (Postfix's pre-init: import and
-open everything the service will need while the whole system is visible),
-then chroots and drops privileges as master.cf says, and hands back what
-pre_jail returned. Then the service runs one of the loops here:
-`serve_requests()` for brokered request services (cleanup, local, smtp …)
-or its own loop built from `Worker` and `master_gone()` (qmgr, smtpd).
+A service module builds a `Service` from its argv and enters the jail with
+its one pre-jail step, `prepared = svc.enter_jail(pre_jail)`:
+
+  1. pre_jail(svc) runs (Postfix's pre-init): it imports and opens
+     everything the service will need while the whole system is visible
+     (tables, certificates, caches, sockets, modules loaded on first use)
+     and returns what the serving code needs;
+  2. as root, every lookup table type is imported and every table main.cf
+     names is opened, for the tables pre_jail did not open itself;
+  3. as root, the process chroots to queue_directory (master.cf chroot
+     column) and becomes mail_owner (unpriv column).
+
+Nothing the service does after enter_jail may import a module or open a
+file outside the spool. Not root (the in-tree instance), pre_jail still
+runs and nothing else changes; the master says so once in the log.
+
+Then the service runs one of the loops here: `serve_requests()` for
+brokered request services (cleanup, local, smtp …), `serve_connections()`
+for inet and stream services, or its own loop built from `Worker` and
+`master_gone()` (qmgr, smtpd).
 
 Interface:
     Service.from_argv(program, argv) -> Service
@@ -30,6 +42,9 @@ Interface:
     svc.listen_socket() / listen_sockets()   the inet listener(s) from the master
     svc.serve_connections(handler) handler(conn, addr): one connection at a time
     svc.busy / svc.stopping        SIGTERM while busy: finish, then exit
+    main(program, run)             the body of every libexec/ launcher
+    lookup_account(user), drop_privileges(user), group_id(name)
+    set_title(title)               the process title (setproctitle, optional)
 
 Descriptors beyond 3: when an inet service listens on more than one address,
 the master passes the extra sockets at descriptors 6, 7, ... and lists all of
@@ -41,9 +56,9 @@ current request or connection, then exits.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
-import grp
 import select
 import signal
 import socket
@@ -53,8 +68,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-from pymaster.util import ipc, log
+import zmq
+
+from pymaster.mail import queue
 from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.mail.maps import open_configured_tables
+from pymaster.util import ipc, log, tables
 
 # What a service's pre_jail step prepares for the work after the jail.
 Prepared = TypeVar("Prepared")
@@ -170,12 +189,7 @@ class Service:
             log.setup(program)
             log.fatal(str(e))
         log.setup(program, cfg, verbose=opts["verbose"])
-        try:
-            import setproctitle
-            title = f"pymaster/{program} -n {opts['name'] or program} -t {opts['type']}"
-            setproctitle.setproctitle(title)
-        except ImportError:
-            pass
+        set_title(f"pymaster/{program} -n {opts['name'] or program} -t {opts['type']}")
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         svc = cls(program, opts["name"] or program, opts["type"], cfg, args,
                   opts["chroot"], opts["unpriv"])
@@ -185,7 +199,6 @@ class Service:
         except OSError as e:
             log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}")
         # Every service agrees on hash_queue_names / hash_queue_depth.
-        from pymaster.mail import queue
         queue.configure(cfg)
         return svc
 
@@ -196,20 +209,17 @@ class Service:
             raise ServiceStop()
 
     # -- privileges --------------------------------------------------------
-    def enter_jail(self, pre_jail: Callable[[Service], Prepared] | None = None
-                   ) -> Prepared | None:
-        """enter_jail - pre_jail(self), then chroot to the queue directory and
-        become mail_owner; what pre_jail returned.
+    def enter_jail(self, pre_jail: Callable[[Service], Prepared]) -> Prepared:
+        """enter_jail - pre_jail(self), open every table, chroot to the queue
+        directory and become mail_owner; what pre_jail returned.
 
         Not root: pre_jail runs, nothing else changes, and the master said so
         once in the log."""
-        prepared = pre_jail(self) if pre_jail is not None else None
+        prepared = pre_jail(self)
         if os.geteuid() != 0:
             return prepared
         # Lookup table types are imported on first use: import them all while
         # the interpreter's library is still reachable.
-        from pymaster.util import tables
-        from pymaster.mail.maps import open_configured_tables
         tables.preload()
         open_configured_tables(self.cfg)
         queue_dir = self.cfg.get("queue_directory")
@@ -335,7 +345,6 @@ class Service:
 
     def serve_requests(self, handler: Handler, credits: int = 1) -> None:
         """serve_requests - answer brokered requests until max_use, max_idle or reload."""
-        import zmq
         worker = self.worker()
         max_use = self.cfg.int("max_use")
         max_idle = self.cfg.time("max_idle")
@@ -441,6 +450,18 @@ def drop_privileges(user: "str | pwd.struct_passwd") -> None:
     os.setuid(pw.pw_uid)
     if os.getuid() == 0 or os.geteuid() == 0:
         log.fatal("unable to drop privileges")
+
+
+def set_title(title: str) -> None:
+    """set_title - the process title ps shows, when setproctitle is installed.
+
+    The one accessor of an optional dependency: without it the title is
+    the interpreter's command line, and nothing else changes."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
 
 
 def group_id(name: str) -> int | None:

@@ -41,8 +41,7 @@ import dns.flags
 import dns.name
 import dns.nameserver
 import dns.rdatatype
-import dns.resolver
-import dns.reversename
+
 # dnspython loads a record type's module when it first parses one; a program
 # that has dropped privileges may no longer reach the library, so load now.
 import dns.rdtypes.ANY.CNAME  # noqa: F401
@@ -53,6 +52,8 @@ import dns.rdtypes.ANY.SOA  # noqa: F401
 import dns.rdtypes.ANY.TXT  # noqa: F401
 import dns.rdtypes.IN.A  # noqa: F401
 import dns.rdtypes.IN.AAAA  # noqa: F401
+import dns.resolver
+import dns.reversename
 
 LOOKUP_LIFETIME = 10.0
 _resolvers: dict[str, dns.resolver.Resolver] = {}

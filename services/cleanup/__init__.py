@@ -14,36 +14,38 @@ masquerade (masquerade_domains), bcc (automatic copies), checks
 (the strict_* MIME options, on the same walk), actions
 (HOLD, DISCARD, REDIRECT, BCC, FILTER).
 
-Interface: main(); run(svc); handle_message(cfg, header, payload).
+Interface: main(); pre_jail(svc) -> handler; run(svc);
+handle_message(cfg, header, payload).
 """
 
 from __future__ import annotations
 
-from pymaster.mail import queue
+from pymaster.mail.resolve import resolver_for
+from pymaster.mail.rewrite import rewriter_for
 from pymaster.master import service
 
+from .bcc import open_bcc_maps
+from .checks import checks_for
+from .envelope import mapper_for
 from .message import handle_message, make_handler
 
-__all__ = ["main", "run", "handle_message", "make_handler"]
+__all__ = ["main", "pre_jail", "run", "handle_message", "make_handler"]
 
 
-def run(svc: service.Service) -> None:
-    """run - build the tables and the handler before the jail, then serve."""
-    queue.configure(svc.cfg)
-    # Opened now, before chroot: the rewriter, resolver and address tables.
-    from pymaster.mail.resolve import resolver_for
-    from pymaster.mail.rewrite import rewriter_for
-    from .envelope import mapper_for
+def pre_jail(svc: service.Service) -> service.Handler:
+    """pre_jail - the rewriter, the resolver with the local addresses, the
+    address, bcc and content check tables opened; the request handler."""
     rewriter_for(svc.cfg)
     resolver_for(svc.cfg).local_addresses()
     mapper_for(svc.cfg)
-    from . import bcc
-    from .checks import checks_for
-    checks_for(svc.cfg)         # header/body check tables (pymaster.mail.mime is imported)
-    bcc.open_tables(svc.cfg)
-    handler = make_handler(svc.cfg)
-    svc.enter_jail()
-    svc.serve_requests(handler)
+    checks_for(svc.cfg)
+    open_bcc_maps(svc.cfg)
+    return make_handler(svc.cfg)
+
+
+def run(svc: service.Service) -> None:
+    """run - enter the jail, then serve."""
+    svc.serve_requests(svc.enter_jail(pre_jail))
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ Interface:
 from __future__ import annotations
 
 from pymaster.mail import records
-from pymaster.util import log
 from pymaster.mail.rewrite import rewriter_for
+from pymaster.util import log
 
 from .envelope import remove_duplicates
 from .state import CleanupState

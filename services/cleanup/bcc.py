@@ -14,6 +14,7 @@ alias forwarding, bounces), and not with receive_override_options =
 no_address_mappings.
 
 Interface:
+    open_bcc_maps(cfg)                 at start, so no lookup opens a table
     bcc_allowed(state) -> bool
     sender_bcc(state) -> list[str]
     recipient_bcc(state, address) -> list[str]
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from pymaster.mail.addr import parse_address_list
 from pymaster.mail.config import Config
+from pymaster.mail.maps import Maps, canonical_lookup
 from pymaster.mail.rewrite import rewriter_for
 
 from .state import CleanupState
@@ -40,15 +42,14 @@ def _maps_of(cfg: Config, name: str):
     if hit is None or hit[0] is not cfg:
         maps = None
         if cfg.get(name).strip():
-            from pymaster.mail.maps import Maps
             maps = Maps(cfg, name)
         hit = (cfg, maps)
         _maps[key] = hit
     return hit[1]
 
 
-def open_tables(cfg: Config) -> None:
-    """open_tables - open the bcc tables now (before the jail)."""
+def open_bcc_maps(cfg: Config) -> None:
+    """open_bcc_maps - open sender_bcc_maps and recipient_bcc_maps now."""
     _maps_of(cfg, "sender_bcc_maps")
     _maps_of(cfg, "recipient_bcc_maps")
 
@@ -69,7 +70,6 @@ def _lookup(state: CleanupState, name: str, address: str) -> list[str]:
     maps = _maps_of(state.cfg, name)
     if not maps or not address or not bcc_allowed(state):
         return []
-    from pymaster.mail.maps import canonical_lookup
     return _addresses(state, canonical_lookup(maps, address, state.cfg))
 
 

@@ -44,10 +44,19 @@ from __future__ import annotations
 
 import re
 
-from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.headers import decode, encode, header_name
-from pymaster.mail.mime import NESTING_ERROR, MimeWalker, is_mime_header, split_lines, worst_error
+from pymaster.mail.maps import Maps
+from pymaster.mail.mime import (
+    NESTING_ERROR,
+    MimeWalker,
+    Part,
+    is_mime_header,
+    split_lines,
+    worst_error,
+)
+from pymaster.util import log
+from pymaster.util.tables import TableError
 
 from .state import CleanupState, Defer, Header, Reject
 from .strict import StrictMime
@@ -74,7 +83,6 @@ class ContentChecks:
     def _maps(self, name: str):
         if not self.cfg.get(name).strip():
             return None
-        from pymaster.mail.maps import Maps
         return Maps(self.cfg, name)
 
     def for_header(self, context: str, name: str | None):
@@ -197,7 +205,6 @@ def _envelope_action(state: CleanupState, action: str, where: str, content: str,
 
 
 def _lookup(state: CleanupState, maps, key: str, map_name: str) -> str | None:
-    from pymaster.util.tables import TableError
     try:
         return maps.lookup(key)
     except TableError as e:
@@ -275,7 +282,6 @@ def check_body(state: CleanupState, headers: list[str], data: bytes) -> bytes | 
 
 
 def _plain_lines(body: str):
-    from pymaster.mail.mime import Part
     return (Part("body", "", line) for line in split_lines(body))
 
 

@@ -30,24 +30,18 @@ A table that cannot be searched now raises Defer: the client tries again.
 from __future__ import annotations
 
 from pymaster.mail import records
-from pymaster.util import log
 from pymaster.mail.addr import parse_address_list
 from pymaster.mail.config import Config
+from pymaster.mail.maps import Maps, canonical_lookup, virtual_lookup
 from pymaster.mail.rewrite import rewriter_for
+from pymaster.util import log
+from pymaster.util.tables import TableError
 
 from . import bcc
 from .masquerade import masquerader_for
 from .state import WRITE_ERROR, CleanupState, Defer
 
 CANONICAL_RECURSION = 10   # canonical maps are one-to-one; a loop stops here
-
-
-def _table_errors() -> tuple:
-    try:
-        from pymaster.util.tables import TableError
-        return (TableError,)
-    except ImportError:
-        return ()
 
 
 class Mapper:
@@ -69,7 +63,6 @@ class Mapper:
     def _maps(self, name: str):
         if not self.cfg.get(name).strip():
             return None
-        from pymaster.mail.maps import Maps
         return Maps(self.cfg, name)
 
     # -- canonical(5) -------------------------------------------------------
@@ -87,7 +80,6 @@ class Mapper:
         return self.masquerader.masquerade(addr, klass)
 
     def _map11(self, maps, addr: str) -> str:
-        from pymaster.mail.maps import canonical_lookup
         rewriter = rewriter_for(self.cfg)
         for _ in range(CANONICAL_RECURSION):
             value = canonical_lookup(maps, addr, self.cfg)
@@ -105,7 +97,6 @@ class Mapper:
         """expand_virtual - the addresses ADDR expands to through virtual_alias_maps."""
         if not self.virtual:
             return [addr]
-        from pymaster.mail.maps import virtual_lookup
         rewriter = rewriter_for(self.cfg)
         current, final = [(addr, 0)], []
         while current:
@@ -177,7 +168,7 @@ def process_copies(state: CleanupState) -> None:
 def _guarded(state: CleanupState, func, *args) -> None:
     try:
         func(state, *args)
-    except _table_errors() as e:
+    except TableError as e:
         log.warning(f"{state.queue_id}: address table lookup problem: {e}"
                     " -- message not accepted, try again later")
         raise Defer(*WRITE_ERROR) from None

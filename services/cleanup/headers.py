@@ -29,10 +29,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pymaster.util import log
 from pymaster.mail.addr import Mailbox, format_mailbox, parse_address_list, quote_phrase
 from pymaster.mail.headers import header_name, header_value, make_header, rfc2822_date
 from pymaster.mail.rewrite import rewriter_for
+from pymaster.util import log
 
 from .checks import header_checks
 from .envelope import mapper_for

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pymaster.mail.config import Config
+from pymaster.mail.maps import Maps
 
 if TYPE_CHECKING:
     from pymaster.mail.maps import Maps
@@ -65,7 +66,6 @@ class Masquerader:
         if not self.exception_tables:
             return False
         if self._maps is None:
-            from pymaster.mail.maps import Maps
             self._maps = Maps.from_specs(self.exception_tables, self.cfg)
         return self._maps.lookup(local.lower()) is not None
 

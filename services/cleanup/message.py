@@ -47,9 +47,9 @@ import time
 from typing import Callable, Iterable
 
 from pymaster.mail import endpoints, queue, records
-from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from pymaster.mail.headers import encode, split_header_block
+from pymaster.util import ipc, log
 
 from .actions import DISCARD, HOLD, INCOMING, apply_envelope_actions, final_disposition
 from .checks import check_body
@@ -58,7 +58,6 @@ from .headers import process_headers
 from .milters import run_milters
 from .reservation import handle_abandon, handle_reserve
 from .state import NO_RECIPIENTS, TOO_BIG, WRITE_ERROR, CleanupError, CleanupState, Reject
-
 
 
 def _recipients(items: Iterable[dict | str] | None) -> list[records.Recipient]:

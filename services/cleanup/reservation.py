@@ -30,8 +30,8 @@ from __future__ import annotations
 import time
 
 from pymaster.mail import queue
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.util import log
 
 from .state import WRITE_ERROR
 

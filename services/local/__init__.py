@@ -32,19 +32,18 @@ first deferral, else the first bounce, else success.
 
 Interface:
     main()                                  the libexec/local program
+    pre_jail(svc) -> LocalAgent, run(svc)
     LocalAgent(cfg).deliver(req, status)    one delivery request
 """
 
 from __future__ import annotations
 
 from pymaster.mail import cleanup_client, delivery
+from pymaster.mail.config import Config
 from pymaster.master import service
 from pymaster.util import log
-from pymaster.mail.config import Config
 from pymaster.util.tables import TableError
-
-from services.local.context import (BOUNCED, DEFERRED, Delivery, Message, Outcome,
-                                    Target, deferred)
+from services.local.context import BOUNCED, DEFERRED, Delivery, Message, Outcome, Target, deferred
 from services.local.forward import submit_forwards
 from services.local.recipient import deliver_recipient
 
@@ -105,9 +104,13 @@ def report(status: delivery.Status, rcpt, outcomes: list[Outcome]) -> None:
         status.report(rcpt, final.kind, relay, final.reason, final.dsn)
 
 
+def pre_jail(svc: service.Service) -> LocalAgent:
+    """pre_jail - the agent and its cleanup client (alias_maps: every table is opened)."""
+    return LocalAgent(svc.cfg)
+
+
 def run(svc: service.Service) -> None:
-    agent = LocalAgent(svc.cfg)
-    svc.enter_jail()
+    agent = svc.enter_jail(pre_jail)
     # sendmail -bv runs the same expansion; each mailbox, file, command and
     # forward only reports what it would do (context.Delivery.verify).
     svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg, verify=agent.deliver))

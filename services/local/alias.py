@@ -26,10 +26,9 @@ import os
 from functools import lru_cache
 
 from pymaster.mail.config import Config
-from pymaster.util.strings import split_list
 from pymaster.mail.maps import Maps, alias_lookup
+from pymaster.util.strings import split_list
 from pymaster.util.tables import TableError, split_spec
-
 from services.local import items
 from services.local.context import Delivery, Privs, Target, deferred
 

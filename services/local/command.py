@@ -36,7 +36,6 @@ from typing import Any
 from pymaster.mail.config import Config
 from pymaster.mail.mailbox import envelope_headers, from_line
 from pymaster.util.sysexits import SYS_EXITS
-
 from services.local.context import Delivery, Outcome, Privs, Target, failed, sent
 
 DEFAULT_PATH = "/usr/bin:/bin"

@@ -11,9 +11,14 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster.mail.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
-                              envelope_headers, parse_lock_styles)
-
+from pymaster.mail.mailbox import (
+    MailboxError,
+    as_user,
+    deliver_maildir,
+    deliver_mbox,
+    envelope_headers,
+    parse_lock_styles,
+)
 from services.local.context import Delivery, Outcome, Privs, Target, failed, sent
 
 

@@ -24,10 +24,9 @@ import os
 import stat
 
 from pymaster.mail import cleanup_client
+from pymaster.mail.mailbox import as_user
 from pymaster.util import ipc, log
 from pymaster.util.strings import split_list
-from pymaster.mail.mailbox import as_user
-
 from services.local import items
 from services.local.context import Delivery, Outcome, Target, deferred, failed, sent
 from services.local.expand import attributes, expand

@@ -18,7 +18,6 @@ import os
 import stat
 
 from pymaster.mail.mailbox import as_user
-
 from services.local import items
 from services.local.context import Delivery, Privs, Target, bounced, deferred
 

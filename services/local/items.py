@@ -21,10 +21,9 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster.util import log
 from pymaster.mail.addr import split_address
 from pymaster.mail.aliases import split_values
-
+from pymaster.util import log
 from services.local import command, context, file, include, recipient
 from services.local.context import Delivery, Target, bounced
 

@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import os
 
-from pymaster.mail.mailbox import (MailboxError, as_user, deliver_maildir, deliver_mbox,
-                              envelope_headers, parse_lock_styles)
+from pymaster.mail.mailbox import (
+    MailboxError,
+    as_user,
+    deliver_maildir,
+    deliver_mbox,
+    envelope_headers,
+    parse_lock_styles,
+)
 from pymaster.mail.maps import Maps
 from pymaster.util.tables import TableError
-
 from services.local import command, transport
 from services.local.context import Delivery, Outcome, Privs, Target, deferred, failed, sent
 

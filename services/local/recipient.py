@@ -20,7 +20,6 @@ from __future__ import annotations
 import pwd
 
 from pymaster.mail.mailbox import has_delivered_to
-
 from services.local import alias, forward, mailbox, transport
 from services.local.context import Delivery, Privs, Target, bounced
 from services.local.expand import attributes, expand

@@ -43,11 +43,11 @@ from __future__ import annotations
 
 import os
 
-from pymaster.mail import delivery as agent, records
-from pymaster.util import ipc, log
+from pymaster.mail import delivery as agent
+from pymaster.mail import records
 from pymaster.mail.maps import Maps
+from pymaster.util import ipc, log
 from pymaster.util.tables import TableError
-
 from services.local.context import DEFERRED, Delivery, Outcome, Target, deferred
 
 RESULT_KINDS = (agent.SENT, agent.DEFERRED, agent.BOUNCED, *agent.VERDICTS)

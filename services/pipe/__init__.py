@@ -42,6 +42,7 @@ One module per part of the job:
 
 Interface:
     main()                                      the libexec/pipe program
+    pre_jail(svc) -> PipeAgent, run(svc)
     PipeAgent(name, attrs, cfg).deliver(req, status)
     PipeAgent(name, attrs, cfg).verify(req, status)    sendmail -bv: what it would run
     (and the parts' interfaces, re-exported here)
@@ -54,21 +55,42 @@ import sys
 from dataclasses import dataclass, field
 
 from pymaster.mail import delivery
+from pymaster.mail.config import Config
 from pymaster.master import service
 from pymaster.util import log
-from pymaster.mail.config import Config
 
-from .attributes import (FLAG_CHARS, PipeAttributes, PipeConfigError, parse_attributes,
-                         parse_eol, resolve_user)
-from .command import (BOUNCED, DEFERRED, SENT, CommandResult, Outcome, command_environment,
-                      command_outcome, run_command)
-from .macros import (PER_RECIPIENT, expand, expand_argv, macro_names, message_macros,
-                     recipient_macros, split_extension)
+from .attributes import (
+    FLAG_CHARS,
+    PipeAttributes,
+    PipeConfigError,
+    parse_attributes,
+    parse_eol,
+    resolve_user,
+)
+from .command import (
+    BOUNCED,
+    DEFERRED,
+    SENT,
+    CommandResult,
+    Outcome,
+    command_environment,
+    command_outcome,
+    run_command,
+)
+from .macros import (
+    PER_RECIPIENT,
+    expand,
+    expand_argv,
+    macro_names,
+    message_macros,
+    recipient_macros,
+    split_extension,
+)
 from .message import format_message
 
 __all__ = ["FLAG_CHARS", "PER_RECIPIENT", "CommandResult", "Outcome", "PipeAgent",
            "PipeAttributes", "PipeConfigError", "command_environment", "command_outcome",
-           "expand", "expand_argv", "format_message", "macro_names", "main",
+           "expand", "expand_argv", "format_message", "macro_names", "main", "pre_jail", "run",
            "message_macros", "parse_attributes", "parse_eol", "recipient_macros",
            "resolve_user", "run_command", "split_extension"]
 
@@ -130,14 +152,18 @@ def report(status: delivery.Status, rcpt, relay: str, outcome: Outcome) -> None:
     status.report(rcpt, outcome.kind, relay, outcome.reason, outcome.dsn)
 
 
-def run(svc: service.Service) -> None:
+def pre_jail(svc: service.Service) -> PipeAgent:
+    """pre_jail - the master.cf attributes read and the user= account looked up."""
     try:
         attrs = parse_attributes(service.service_words(sys.argv[1:]), svc.cfg, os.geteuid() == 0)
     except PipeConfigError as e:
         log.fatal(str(e))
-    agent = PipeAgent(svc.name, attrs, svc.cfg)
+    return PipeAgent(svc.name, attrs, svc.cfg)
+
+
+def run(svc: service.Service) -> None:
     # pipe keeps root (master.cf unpriv = n): it starts each command as user=.
-    svc.enter_jail()
+    agent = svc.enter_jail(pre_jail)
     svc.serve_requests(delivery.request_handler(agent.deliver, svc.cfg, verify=agent.verify))
 
 

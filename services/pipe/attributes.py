@@ -18,8 +18,8 @@ import pwd
 import re
 from dataclasses import dataclass
 
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.util import log
 
 FLAG_CHARS = "BDFORXhqu.>"
 C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",

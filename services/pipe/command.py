@@ -27,8 +27,8 @@ import subprocess
 from dataclasses import dataclass
 
 from pymaster.mail import delivery
-from pymaster.util import sysexits
 from pymaster.mail.config import Config
+from pymaster.util import sysexits
 
 from .attributes import PipeAttributes
 

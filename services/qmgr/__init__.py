@@ -14,20 +14,23 @@ Modules, one job each:
     dispatch  request connections to agents and the bounce service
     backoff   retry delays and queue lifetimes
 
-Interface: main() (libexec/qmgr), run(svc).
+Interface: main() (libexec/qmgr), pre_jail(svc) -> QueueManager, run(svc).
 """
 
 from __future__ import annotations
 
 from pymaster.master import service
+from services.qmgr.manager import QueueManager
+
+
+def pre_jail(svc: service.Service) -> QueueManager:
+    """pre_jail - the manager with its resolver, tables and transports read."""
+    return QueueManager(svc)
 
 
 def run(svc: service.Service) -> None:
-    """run - open what qmgr needs, enter the jail, manage the queue."""
-    from services.qmgr.manager import QueueManager
-    manager = QueueManager(svc)
-    svc.enter_jail()
-    manager.run()
+    """run - enter the jail, manage the queue."""
+    svc.enter_jail(pre_jail).run()
 
 
 def main() -> None:

@@ -40,19 +40,17 @@ import time
 
 import zmq
 
-from pymaster.mail import delivery, dsn, flush_client, queue, queuelist, records
-from pymaster.master import service
-from pymaster.util import ipc, log
+from pymaster.mail import delivery, dsn, flush_client, queue, queuelist, records, traceflags
 from pymaster.mail.config import ConfigError
 from pymaster.mail.resolve import ERROR, FAIL, Resolver
-from pymaster.mail import traceflags
-
+from pymaster.master import service
+from pymaster.master.mastercf import load_master_cf
+from pymaster.util import ipc, log
 from services.qmgr.active import ActiveMessage, filter_resolution, last_defer_reasons
 from services.qmgr.backoff import Backoff
 from services.qmgr.dispatch import Dispatcher
 from services.qmgr.scan import Scan, requeue_active
-from services.qmgr.schedule import (Destination, Job, Transport, chunks,
-                                    destination_key, limits_for)
+from services.qmgr.schedule import Destination, Job, Transport, chunks, destination_key, limits_for
 
 FEED_BATCH = 100            # messages read per loop turn, so answers are not starved
 TRIGGER_CREDITS = 100       # triggers the broker may hand us at once
@@ -99,9 +97,8 @@ class QueueManager:
     def _process_limits(self) -> dict[str, int]:
         """_process_limits - maxproc of each unix service in master.cf."""
         try:
-            from pymaster.master.mastercf import load_master_cf
             entries = load_master_cf(self.cfg.config_dir, self.cfg)
-        except (ConfigError, ImportError, OSError) as e:
+        except (ConfigError, OSError) as e:
             log.warning(f"cannot read master.cf process limits: {e}")
             return {}
         return {e.service: e.maxproc for e in entries if e.type == "unix"}

@@ -22,24 +22,33 @@ Modules, one concern each:
     generic      smtp_generic_maps
     deliver      one request: hosts in order, outcomes per recipient
 
-Interface: main() (smtp), lmtp_main() (lmtp), run(svc, lmtp).
+Interface: main() (smtp), lmtp_main() (lmtp), pre_jail(svc) -> Client, run(svc).
 """
 
 from __future__ import annotations
 
 from pymaster.mail import delivery
 from pymaster.master import service
+from services.smtp.deliver import Client
+from services.smtp.dns import load_record_types
+from services.smtp.settings import Settings
 
 
-def run(svc: service.Service, lmtp: bool = False) -> None:
-    """run - open what the client needs, enter the jail, serve requests."""
-    # Everything is imported and opened before the jail hides the system.
-    from services.smtp.deliver import Client
-    from services.smtp.settings import Settings
-    lmtp = lmtp or svc.name == "lmtp"
+def pre_jail(svc: service.Service) -> Client:
+    """pre_jail - the client with its tables, TLS contexts and resolvers;
+    dnspython's record types loaded and this host's addresses found.
+
+    LMTP when started as libexec/lmtp or under the service name lmtp."""
+    lmtp = svc.program == "lmtp" or svc.name == "lmtp"
     client = Client(svc.cfg, Settings.from_config(svc.cfg, lmtp))
-    client.lookup.prepare_jail()
-    svc.enter_jail()
+    load_record_types()
+    client.lookup.own_addresses()
+    return client
+
+
+def run(svc: service.Service) -> None:
+    """run - enter the jail, serve delivery requests."""
+    client = svc.enter_jail(pre_jail)
     try:
         svc.serve_requests(delivery.request_handler(client.deliver, svc.cfg,
                                                     verify=client.verify))
@@ -52,4 +61,4 @@ def main() -> None:
 
 
 def lmtp_main() -> None:
-    service.main("lmtp", lambda svc: run(svc, lmtp=True))
+    service.main("lmtp", run)

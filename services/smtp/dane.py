@@ -41,7 +41,7 @@ Interface:
     Tlsa(usage, selector, mtype, data)          one record; Tlsa.from_text("3 1 1 ab…")
     parse_digests(text) -> dict[int, str]       tls_dane_digests: matching type -> hash name
     usable(records, digests) -> list[Tlsa]
-    DaneResolver(cfg, settings)                 its own DNSSEC resolver (pymaster.util.dns), made before the jail
+    DaneResolver(cfg, settings)                 a DNSSEC resolver (pymaster.util.dns), made at start
         .tlsa(host, port) -> list[Tlsa]         [] when none secure; raises DnsError
         .decide(level, host, port) -> Decision  raises DaneDefer
     Decision(level, records)                    level "dane", "dane-only", "encrypt" or "may"
@@ -59,15 +59,16 @@ from typing import Callable
 
 import dns.exception
 import dns.name
-import dns.resolver
+
 # Record types load their module on first use: after the jail they cannot.
 import dns.rdtypes.ANY.TLSA  # noqa: F401
+import dns.resolver
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.util import log
 from pymaster.util.dns import DnsError, is_secure, make_resolver
 from services.smtp.dns import Host, dnssec_enabled
 from services.smtp.settings import Settings

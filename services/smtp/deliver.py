@@ -61,8 +61,8 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from pymaster.mail import delivery
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtp import sasl, tls, transaction
 from services.smtp.cache import ConnectionCache
@@ -72,9 +72,9 @@ from services.smtp.generic import UNCHANGED, GenericMaps
 from services.smtp.mime7bit import downgrade
 from services.smtp.nexthop import Destination, NextHopError, parse_destinations
 from services.smtp.reply import HARD, OK, said
-from services.smtp.transaction import RCPT_TO
 from services.smtp.session import Session, SessionError
 from services.smtp.settings import Settings
+from services.smtp.transaction import RCPT_TO
 
 # DNS outcomes after which a fallback relay would not help.
 NO_FALLBACK_DSNS = ("5.1.10", "5.4.6")

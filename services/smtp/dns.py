@@ -41,7 +41,7 @@ Interface:
     HostLookup(settings, cfg, nameservers=None).hosts(dest) -> list[Host]
     DnsError(reason, dsn): .soft                 pymaster.util.dns's, raised here
     dnssec_enabled(cfg, settings) -> bool        *_dns_support_level = dnssec
-    HostLookup.prepare_jail()   load what a chrooted process cannot load later
+    load_record_types()         load what a chrooted process cannot load later
     order_mx(records) -> list[(pref, name)] sorted, ties shuffled
 """
 
@@ -62,6 +62,7 @@ import dns.rdatatype
 import dns.resolver
 
 from pymaster.mail.config import Config
+from pymaster.mail.resolve import interface_addresses
 from pymaster.util.dns import DnsError, is_secure, make_resolver
 from services.smtp.nexthop import Destination
 from services.smtp.settings import Settings
@@ -112,6 +113,20 @@ def order_mx(records: list[tuple[int, str]]) -> list[tuple[int, str]]:
         random.shuffle(same)
         out.extend(same)
     return out
+
+
+def load_record_types() -> None:
+    """load_record_types - import dnspython's lazily loaded parts now.
+
+    dnspython imports the module of each record type (and the IDNA codec)
+    on first use; inside a chroot there is no Python library to import
+    from, so every type the client meets is loaded at start."""
+    for rrtype, text in (("MX", "10 mx.example."), ("A", "192.0.2.1"),
+                         ("AAAA", "2001:db8::1"), ("CNAME", "x.example."),
+                         ("TXT", '"x"'), ("SOA", "a. b. 1 2 3 4 5"), ("PTR", "x."),
+                         ("TLSA", "3 1 1 " + "00" * 32)):
+        dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rrtype), text)
+    dns.message.make_query(dns.name.from_text("münchen.example"), "MX").to_wire()
 
 
 class HostLookup:
@@ -186,23 +201,9 @@ class HostLookup:
             raise DnsError(f"mail for {domain} loops back to myself", "5.4.6")
         return kept
 
-    def prepare_jail(self) -> None:
-        """prepare_jail - import dnspython's lazily loaded parts, find our addresses.
-
-        dnspython imports the module of each record type (and the IDNA
-        codec) on first use; inside a chroot there is no Python library
-        to import from, so every type the client meets is loaded now."""
-        for rrtype, text in (("MX", "10 mx.example."), ("A", "192.0.2.1"),
-                             ("AAAA", "2001:db8::1"), ("CNAME", "x.example."),
-                             ("TXT", '"x"'), ("SOA", "a. b. 1 2 3 4 5"), ("PTR", "x."),
-                             ("TLSA", "3 1 1 " + "00" * 32)):
-            dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rrtype), text)
-        dns.message.make_query(dns.name.from_text("münchen.example"), "MX").to_wire()
-        self.own_addresses()
-
     def own_addresses(self) -> set[str]:
+        """own_addresses - this host's interface addresses, found once."""
         if self._own is None:
-            from pymaster.mail.resolve import interface_addresses
             self._own = interface_addresses(self.cfg)
         return self._own
 

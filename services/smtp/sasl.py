@@ -36,10 +36,10 @@ import binascii
 import hashlib
 import hmac
 
-from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps
 from pymaster.mail.sasl.mechanisms import allowed, parse_options
+from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtp.reply import Reply
 from services.smtp.session import Session, SessionError
@@ -50,7 +50,7 @@ MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
 
 
 class SaslClient:
-    """The SASL settings of one client process; tables are opened before the jail."""
+    """The SASL settings of one client process; its tables are opened at start."""
 
     def __init__(self, cfg: Config, settings: Settings) -> None:
         self.settings = settings

@@ -3,8 +3,8 @@
 Postfix's smtp(8) program serves both protocols; in LMTP mode it reads the
 `lmtp_*` twin of each `smtp_*` parameter (lmtp_connect_timeout,
 lmtp_lhlo_name, lmtp_tcp_port ...), falling back to the `smtp_*` name when
-the parameter table knows no LMTP twin. Everything here is read before the
-process enters its jail, and never per message.
+the parameter table knows no LMTP twin. Everything here is read once, at
+start (the pre-jail step), and never per message.
 
 Interface:
     Settings.from_config(cfg, lmtp) -> Settings

@@ -44,9 +44,10 @@ says QUIT); the deferral reason is the same. At may/encrypt the `Trusted`
 label comes from checking the leaf against smtp_tls_CAfile's certificates
 (a direct issuer only; chains through an intermediate log `Untrusted`).
 
-Contexts and CA certificates are loaded when the client starts, before the
-jail; so is the DANE resolver when a DANE level may be used (the default
-level, or any level once smtp_tls_policy_maps is set).
+Contexts, CA certificates and cryptography are loaded when the client
+starts (its pre-jail step), and only when TLS may be used; so is the DANE
+resolver when a DANE level may be used (the default level, or any level
+once smtp_tls_policy_maps is set).
 
 Interface:
     TlsClient(cfg, settings)                  .default_level
@@ -54,20 +55,24 @@ Interface:
     check(session, policy, tls_client)        STARTTLS as POLICY demands (DANE decided here);
                                               raises SessionError (PlaintextRetry at `may`)
     PolicyError, PlaintextRetry
+    cryptography_x509(), dane_module()        the lazily imported heavy modules
 """
 
 from __future__ import annotations
 
 import datetime
+import encodings.idna  # noqa: F401  (ssl IDNA-encodes SNI names with it, on first use)
+import importlib
 import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 
 from pymaster.mail import tlsutil
-from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps
+from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtp.session import Session, SessionError
 from services.smtp.settings import TLS_REQUIRED, Settings
@@ -75,6 +80,10 @@ from services.smtp.settings import TLS_REQUIRED, Settings
 LEVELS_WITH_TLS = ("may", "encrypt", "verify", "secure", "dane", "dane-only", "fingerprint")
 MATCHING = ("verify", "secure")
 DANE_LEVELS = ("dane", "dane-only")
+# cryptography's modules that certificates are read with, here and in
+# pymaster.mail.tlsutil: imported by cryptography_x509() (see there).
+CRYPTOGRAPHY_MODULES = ("cryptography.x509", "cryptography.x509.oid",
+                        "cryptography.hazmat.primitives.serialization")
 # The chain is checked by pymaster, not OpenSSL: what OpenSSL would say.
 DANE_NO_MATCH = "num=65:No matching DANE TLSA records"
 IGNORED_ATTRIBUTES = ("protocols", "ciphers", "exclude", "tafile", "servername",
@@ -119,13 +128,11 @@ class TlsClient:
         self.ca_certs: list = []
         self.dane = None
         if self._may_use_tls():
-            _preload()
+            cryptography_x509()
             self.contexts = _contexts(cfg, settings.prefix)
             self.ca_certs = _ca_certs(cfg.get(settings.param("_tls_CAfile")).strip())
         if self.default_level in DANE_LEVELS or self.policy_maps:
-            # Imported only here: it loads cryptography, which most clients never need.
-            from services.smtp import dane
-            self.dane = dane.DaneResolver(cfg, settings)
+            self.dane = dane_module().DaneResolver(cfg, settings)
 
     def _may_use_tls(self) -> bool:
         return self.default_level in LEVELS_WITH_TLS or bool(self.policy_maps)
@@ -163,13 +170,25 @@ def _open_maps(cfg: Config, name: str) -> Maps:
         log.fatal(f"{name}: {e}")
 
 
-def _preload() -> None:
-    """_preload - import now what a handshake imports lazily: after the privilege
-    drop the interpreter's own directory may be out of reach."""
-    import encodings.idna  # noqa: F401  (SNI names are IDNA-encoded by ssl)
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from cryptography.x509.oid import NameOID  # noqa: F401
+def cryptography_x509() -> ModuleType:
+    """cryptography_x509 - cryptography's x509 module, with CRYPTOGRAPHY_MODULES.
+
+    The one accessor of cryptography in this module: importing it costs
+    about 50 ms and only a client that may use TLS needs it, so TlsClient
+    calls this at start (before the jail: a jailed process cannot import)
+    when TLS is configured, and a client without TLS never loads it."""
+    for name in CRYPTOGRAPHY_MODULES:
+        importlib.import_module(name)
+    return importlib.import_module("cryptography.x509")
+
+
+def dane_module() -> ModuleType:
+    """dane_module - services.smtp.dane, imported on first need.
+
+    It loads cryptography (see cryptography_x509), which a client without a
+    DANE level never needs; TlsClient imports it at start when a DANE level
+    may be used, so it is there before the jail."""
+    return importlib.import_module("services.smtp.dane")
 
 
 def _default_level(cfg: Config, settings: Settings) -> str:
@@ -225,10 +244,9 @@ def _ca_certs(cafile: str) -> list:
     """_ca_certs - the CAfile's certificates, to tell Trusted from Untrusted at may/encrypt."""
     if not cafile:
         return []
-    from cryptography import x509
     try:
         with open(cafile, "rb") as f:
-            return x509.load_pem_x509_certificates(f.read())
+            return cryptography_x509().load_pem_x509_certificates(f.read())
     except (OSError, ValueError):
         return []       # the context already warned about an unusable CAfile
 
@@ -274,11 +292,10 @@ def dane_policy(session: Session, policy: Policy, tls_client: TlsClient) -> Poli
     match, or `may`/`encrypt`; SessionError when the host must be deferred."""
     if tls_client.dane is None:       # cannot happen: a DANE level made one
         raise SessionError("client TLS configuration problem", "4.7.5")
-    from services.smtp.dane import DaneDefer
     host = session.host
     try:
         decision = tls_client.dane.decide(policy.level, host, host.port)
-    except DaneDefer as e:
+    except dane_module().DaneDefer as e:
         raise SessionError(e.reason, e.dsn) from None
     return replace(policy, level=decision.level, tlsa=decision.records)
 
@@ -345,13 +362,12 @@ def _dane_trust(tls_sock: ssl.SSLSocket, policy: Policy, session: Session,
                 tls_client: TlsClient) -> str:
     """_dane_trust - Verified when the chain matches a TLSA record, else Trusted
     or Untrusted as at `encrypt` (the mismatch is logged first, as Postfix does)."""
-    from services.smtp.dane import match_chain
     host = session.host
     chain = peer_chain(tls_sock)
     # DANE-TA: the leaf must name the MX host or the next-hop domain (RFC 7672 3.2.3).
     wanted = [(host.name.lower().rstrip("."), False), (policy.nexthop, False)]
     assert tls_client.dane is not None  # TLSA records came from dane_policy
-    how = match_chain(chain, policy.tlsa, tls_client.dane.digests,
+    how = dane_module().match_chain(chain, policy.tlsa, tls_client.dane.digests,
                       lambda names: matches(names, [w for w in wanted if w[0]]))
     if how:
         return "Verified"
@@ -438,9 +454,8 @@ def issued_by_known_ca(der: bytes, cas: list) -> bool:
     """issued_by_known_ca - is the leaf one of CAS or signed by one of them, and current?"""
     if not cas:
         return False
-    from cryptography import x509
     try:
-        leaf = x509.load_der_x509_certificate(der)
+        leaf = cryptography_x509().load_der_x509_certificate(der)
     except ValueError:
         return False
     now = datetime.datetime.now(datetime.timezone.utc)

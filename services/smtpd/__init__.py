@@ -28,6 +28,7 @@ Interface:
 from __future__ import annotations
 
 import asyncio
+
 # What asyncio's resolver threads and zeromq load on first use, imported now:
 # after the chroot or the privilege drop the interpreter's library may be
 # out of reach.

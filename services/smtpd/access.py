@@ -32,8 +32,19 @@ from pymaster.mail.maps import access_lookup
 from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtpd import lazy, replies
-from services.smtpd.verdict import (CODE_RE, DEFER, DSN_RE, PERMIT, ConfigurationError, Context,
-                                    Verdict, log_action, rejection, subject, temporary_failure)
+from services.smtpd.verdict import (
+    CODE_RE,
+    DEFER,
+    DSN_RE,
+    PERMIT,
+    ConfigurationError,
+    Context,
+    Verdict,
+    log_action,
+    rejection,
+    subject,
+    temporary_failure,
+)
 
 if TYPE_CHECKING:       # check.py imports this module to build its table
     from services.smtpd.check import Checker

@@ -38,10 +38,9 @@ from typing import TYPE_CHECKING
 
 from pymaster.mail import sasl
 from pymaster.mail.addr import split_address
-from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.sasl.mechanisms import parse_options
-
+from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtpd import replies
 from services.smtpd.verdict import REJECT, Verdict, temporary_failure

@@ -50,9 +50,22 @@ from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtpd import access, auth, names, policy, rbl, replies
 from services.smtpd.netlist import NetList
-from services.smtpd.verdict import (DEFER, PERMIT, REJECT, ConfigurationError, Context,
-                                    Verdict, coded, default_dsn, log_action, make_reply,
-                                    rejection, soften, subject, temporary_failure)
+from services.smtpd.verdict import (
+    DEFER,
+    PERMIT,
+    REJECT,
+    ConfigurationError,
+    Context,
+    Verdict,
+    coded,
+    default_dsn,
+    log_action,
+    make_reply,
+    rejection,
+    soften,
+    subject,
+    temporary_failure,
+)
 
 NESTING_LIMIT = 10
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 import os
 import time
 
-from pymaster.util import ipc, log
 from pymaster.mail.config import Config
+from pymaster.util import ipc, log
 from services.smtpd import replies
 from services.smtpd.netlist import NetList
 from services.smtpd.peer import Peer

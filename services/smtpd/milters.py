@@ -50,15 +50,13 @@ import asyncio
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pymaster.mail import milter
-from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.headers import split_header_block
 from pymaster.mail.maps import Maps
+from pymaster.util import log
 from services.smtpd import replies
-
 
 
 @dataclass

@@ -24,11 +24,10 @@ Interface:
 from __future__ import annotations
 
 import ipaddress
-
-from pymaster.mail.addr import is_valid_hostname, split_address
 from typing import TYPE_CHECKING
 
 from pymaster.mail import resolve
+from pymaster.mail.addr import is_valid_hostname, split_address
 from services.smtpd import lazy, replies
 from services.smtpd.verdict import Context, Verdict, coded
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.util import log
 from pymaster.util.strings import split_list
 from pymaster.util.tables import TableError, open_table
 

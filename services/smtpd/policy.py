@@ -30,11 +30,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pymaster.util import log
-from typing import TYPE_CHECKING
-
 from services.smtpd.access import access_action
 from services.smtpd.verdict import Context, Verdict
 

@@ -25,7 +25,6 @@ Interface:
 from __future__ import annotations
 
 import re
-
 from typing import TYPE_CHECKING
 
 from pymaster.mail.addr import split_address

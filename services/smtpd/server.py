@@ -21,8 +21,8 @@ import asyncio
 import signal
 import socket
 
-from pymaster.util import log
 from pymaster.master.service import ALIVE_FD, Service
+from pymaster.util import log
 from services.smtpd.check import Checker
 from services.smtpd.connection import Connection
 from services.smtpd.limits import Limits

@@ -36,22 +36,26 @@ import os
 from dataclasses import dataclass
 
 from pymaster.mail import cleanup_client, endpoints, flush_client
-from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps
-from services.smtpd import commands, replies, xclient
-from services.smtpd import auth, tls
-from services.smtpd.rewrite_context import header_rewrite_context
+from pymaster.util import ipc, log
+from services.smtpd import auth, commands, replies, tls, xclient
 from services.smtpd.check import Checker, Context
-from services.smtpd.command import CommandError, MailArgs, RcptArgs, parse_mail, parse_rcpt, \
-    split_command
+from services.smtpd.command import (
+    CommandError,
+    MailArgs,
+    RcptArgs,
+    parse_mail,
+    parse_rcpt,
+    split_command,
+)
 from services.smtpd.connection import Connection, ConnectionLost
 from services.smtpd.data import ChunkConverter, DataScanner
 from services.smtpd.milters import MilterSettings, SessionMilters, open_milters
 from services.smtpd.netlist import NetList
 from services.smtpd.peer import Peer
-from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, \
-    received_header
+from services.smtpd.rewrite_context import header_rewrite_context
+from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, received_header
 
 READ_CHUNK = 65536
 

@@ -16,12 +16,10 @@ import socket
 import threading
 import time
 
-from pymaster.mail import queue, records
-from pymaster.util import log
-from pymaster.mail import maildrop
+from pymaster.mail import maildrop, queue, records
 from pymaster.mail.config import Config, ConfigError, load_config
+from pymaster.util import log
 from pymaster.util.sysexits import EX_TEMPFAIL, EX_UNAVAILABLE
-
 from services.smtpd.check import Checker, ConfigurationError
 from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer

@@ -41,8 +41,8 @@ import time
 import zmq
 import zmq.asyncio
 
-from pymaster.util import ipc
 from pymaster.mail.addr import external
+from pymaster.util import ipc
 
 QUEUE_ID_PLACEHOLDER = "@QUEUE-ID-PLACEHOLDER@"
 ONEWAY_CLOSE_WAIT = 1.0     # seconds close() waits for one-way requests to arrive

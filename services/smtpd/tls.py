@@ -35,11 +35,10 @@ from asyncio import sslproto
 from dataclasses import dataclass
 
 from pymaster.mail import tlsutil
-from pymaster.util import log
 from pymaster.mail.config import Config
+from pymaster.util import log
 from services.smtpd import replies
 from services.smtpd.connection import ConnectionLost
-
 
 
 @dataclass

@@ -28,8 +28,9 @@ Interface:
         (raises SenderError for a malformed address_verify_sender)
     make_handler(verifier) -> handler for Service.serve_requests
     unavailable(why) -> handler answering every request with an error
-    open_cache(cfg) -> VerifyCache            as mail_owner, before the jail
-    main()                                    the body of libexec/verify
+    open_cache(cfg) -> VerifyCache            as mail_owner
+    pre_jail(svc) -> Verifier | str           the verifier, or why the cache cannot open
+    run(svc), main()                          the body of libexec/verify
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ import os
 import time
 
 from pymaster.mail import cleanup_client
-from pymaster.master import service
-from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from pymaster.mail.traceflags import PROBE, VERIFY
 from pymaster.mail.verify_client import BOUNCE, DEFER, OK
 from pymaster.mail.verify_sender import SenderError, probe_sender
+from pymaster.master import service
+from pymaster.util import ipc, log
 
 from .cache import CacheError, VerifyCache, cache_path
 from .policy import Settings, Verifier
@@ -138,7 +139,7 @@ def _as_mail_owner(cfg: Config):
 
 
 def open_cache(cfg: Config) -> VerifyCache:
-    """open_cache - address_verify_map opened (and created) before the jail."""
+    """open_cache - address_verify_map opened (and created)."""
     path = cache_path(cfg.get("address_verify_map"))
     if path is None:
         return VerifyCache(None)
@@ -153,8 +154,9 @@ def open_cache(cfg: Config) -> VerifyCache:
         return VerifyCache(path)
 
 
-def run(svc: service.Service) -> None:
-    """run - open the cache, enter the jail, answer requests."""
+def pre_jail(svc: service.Service) -> Verifier | str:
+    """pre_jail - the verifier with its cache opened; why not, when the
+    cache cannot be opened. A malformed address_verify_sender is fatal."""
     cfg = svc.cfg
     try:
         cache = open_cache(cfg)
@@ -163,15 +165,22 @@ def run(svc: service.Service) -> None:
         # smtpd can turn an error answer into a temporary failure.
         log.warning(f"address_verify_map {cfg.get('address_verify_map')}: {e}: "
                     f"every request fails until the map is repaired and verify restarts")
-        svc.enter_jail()
-        svc.serve_requests(unavailable(str(e)))
-        return
+        return str(e)
     try:
         send_probe = ProbeSender(cfg).send
     except SenderError as e:
         log.fatal(str(e))
-    verifier = Verifier(Settings.from_config(cfg), cache, send_probe)
-    svc.enter_jail()
+    return Verifier(Settings.from_config(cfg), cache, send_probe)
+
+
+def run(svc: service.Service) -> None:
+    """run - open the cache, enter the jail, answer requests."""
+    cfg = svc.cfg
+    verifier = svc.enter_jail(pre_jail)
+    if isinstance(verifier, str):
+        svc.serve_requests(unavailable(verifier))
+        return
+    cache = verifier.cache
     if cache.path is None:
         # The answers live in this process: it must not exit while idle.
         svc.cfg = cfg.with_overrides({"max_idle": "1000000", "max_use": "0"})

@@ -45,9 +45,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from pymaster.util import log
 from pymaster.mail.config import Config
 from pymaster.mail.verify_client import OK, TODO
+from pymaster.util import log
 
 from .cache import Entry, VerifyCache
 

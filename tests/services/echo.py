@@ -61,11 +61,15 @@ def converse(svc: service.Service, conn, addr) -> None:
             stream.flush()
 
 
+def pre_jail(svc: service.Service) -> None:
+    """pre_jail - echo opens nothing."""
+
+
 def run(svc: service.Service) -> None:
     if "crash" in svc.args:
         log.error(f"echo {svc.name}: crashing on purpose")
         sys.exit(1)
-    svc.enter_jail()
+    svc.enter_jail(pre_jail)
     if svc.type == "inet":
         svc.serve_connections(lambda conn, addr: converse(svc, conn, addr))
     else:

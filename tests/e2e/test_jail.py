@@ -16,7 +16,7 @@ import smtplib
 
 import pytest
 
-from tests.e2e.instance import Instance, free_port, is_root
+from tests.support.instance import Instance, free_port, is_root
 from tests.e2e.test_smtp_tls import listener, run_ok, start_both, start_server
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="chroot needs root")

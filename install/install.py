@@ -49,7 +49,7 @@ from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 COMMANDS = ("postfix", "postconf", "postmap", "postalias", "postqueue", "postsuper",
-            "postcat", "postdrop", "postlog", "sendmail", "mailq", "newaliases")
+            "postcat", "postdrop", "postlog", "sendmail", "mailq", "newaliases", "postmulti")
 SETGID_COMMANDS = ("postdrop", "postqueue")
 SOURCES = ("pymaster", "services", "setup.cfg", "pyproject.toml", "README.md")
 KEPT_SUFFIX = ".pre-pymaster"
@@ -227,6 +227,11 @@ class Installer:
                 say(f"keeping existing {self.s['config_directory']}/{name}")
                 continue
             write_file(path, text, 0o644)
+        # The prototypes `postmulti -e create` starts a new instance from
+        # (meta_directory): pymaster's own files, replaced on every install.
+        for name, text in (("main.cf.proto", main_cf), ("master.cf.proto", master_cf)):
+            write_file(config / name, text, 0o644)
+            self.manifest.append(f"{self.s['config_directory']}/{name}")
 
     def master_cf_text(self) -> str:
         """master_cf_text - etc/install/master.cf, services without a program
@@ -244,13 +249,16 @@ class Installer:
         return "\n".join(out) + "\n"
 
     def install_init(self) -> None:
-        postfix = f"{self.s['command_directory']}/postfix"
+        commands = self.s['command_directory']
         files = {f"{self.s['initd_directory']}/postfix": ("init.d/postfix", 0o755),
                  f"{self.s['systemd_directory']}/postfix.service":
-                     ("systemd/postfix.service", 0o644)}
+                     ("systemd/postfix.service", 0o644),
+                 f"{self.s['systemd_directory']}/postfix@.service":
+                     ("systemd/postfix@.service", 0o644)}
         for final, (source, mode) in files.items():
             text = (CHECKOUT / "etc" / source).read_text()
-            text = text.replace("/usr/sbin/postfix", postfix)
+            text = text.replace("/usr/sbin/postmulti", f"{commands}/postmulti")
+            text = text.replace("/usr/sbin/postfix", f"{commands}/postfix")
             text = text.replace("/etc/postfix", self.s["config_directory"])
             self.root(final).parent.mkdir(parents=True, exist_ok=True)
             self.make_room(final)

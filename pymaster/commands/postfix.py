@@ -46,6 +46,10 @@ PROGRAM = "postfix-script"
 CHROOT_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/services", "/etc/localtime",
                 "/etc/nsswitch.conf")
 STOP_WAIT = 30.0          # seconds `postfix stop` waits for the master to go
+SYSLOG_SOCKET = "/dev/log"  # where syslog listens (a seam: tests point it elsewhere)
+NO_LOGGING = ("logging is not configured: maillog_file is empty and there is no "
+              "{socket} socket; set maillog_file (MAILLOG_README) "
+              "or start a syslog daemon")
 USAGE = ("usage: postfix [-c config_dir] [-Dv] command "
          "(start|start-fg|stop|abort|reload|status|check|flush|set-permissions|logrotate)")
 
@@ -58,7 +62,7 @@ class Script:
         self.verbose = verbose
         self.queue_dir = cfg.get("queue_directory")
         log.setup(PROGRAM, cfg, verbose=verbose)
-        self.logs = bool(cfg.get("maillog_file")) or os.path.exists("/dev/log")
+        self.logs = bool(cfg.get("maillog_file")) or os.path.exists(SYSLOG_SOCKET)
 
     # -- messages ----------------------------------------------------------
     def say(self, text: str) -> None:
@@ -89,6 +93,9 @@ class Script:
             self.prepare_queue()
         except OSError as e:
             return self.fatal(f"{self.queue_dir}: {e.strerror or e}")
+        if not self.logs:
+            # Otherwise every line the mail system logs would be lost.
+            self.warn(NO_LOGGING.format(socket=SYSLOG_SOCKET))
         self.say("starting the Postfix mail system")
         argv = [sys.executable, "-m", "pymaster.master.daemon", "-c", self.cfg.config_dir]
         argv += ["-v"] * self.verbose
@@ -251,6 +258,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     try:
         cfg = load_config(config_dir)
+        wrapper = multi_instance_wrapper(cfg)
+        if wrapper:
+            if rest[0] == "start-fg":
+                sys.stderr.write("postfix/postfix-script: fatal: start-fg does not support "
+                                 "multi_instance_directories\n")
+                sys.exit(1)
+            env = dict(os.environ, MAIL_CONFIG=cfg.config_dir)
+            os.execvpe(wrapper[0], wrapper + rest, env)
         if rest[0] == "tls":        # postfix-tls(1): pymaster/commands/tlscmd.py
             sys.exit(tlscmd.main(cfg, rest[1:]))
         script = Script(cfg, verbose)
@@ -258,6 +273,20 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         sys.stderr.write(f"postfix: fatal: {e}\n")
         sys.exit(1)
+
+
+def multi_instance_wrapper(cfg: Config) -> list[str]:
+    """multi_instance_wrapper - the manager command that runs this command for
+    every instance, or nothing.
+
+    As with Postfix, it is used when the default instance lists others in
+    multi_instance_directories, and never when MAIL_CONFIG is set: the manager
+    sets it for each instance it runs, so it is not entered twice. Unlike
+    Postfix, `-c DIR` alone does not bypass it, so a default instance kept
+    outside /etc/postfix (named with -c) still acts on its secondaries."""
+    if "MAIL_CONFIG" in os.environ or not cfg.get("multi_instance_directories").strip():
+        return []
+    return cfg.get("multi_instance_wrapper").split()
 
 
 def run(script: Script, command: str) -> int:

@@ -99,6 +99,11 @@ class TestInstall:
         assert "### BEGIN INIT INFO" in script
         unit = (installed / "lib" / "systemd" / "system" / "postfix.service").read_text()
         assert f"ExecStart={installed}/usr/sbin/postfix" in unit
+        template = (installed / "lib" / "systemd" / "system" / "postfix@.service").read_text()
+        assert f"ExecStart={installed}/usr/sbin/postmulti -i %i -p start" in template
+        assert "flush|check|abort)" in script
+        assert (installed / "usr" / "sbin" / "postmulti").exists()
+        assert (installed / "etc" / "postfix" / "master.cf.proto").exists()
 
     def test_any_user_can_submit_through_the_setgid_postdrop(self, installed):
         done = subprocess.run(

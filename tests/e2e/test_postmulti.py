@@ -13,7 +13,6 @@ import shutil
 import smtplib
 import subprocess
 import uuid
-from pathlib import Path
 
 from tests.support.instance import BIN, Instance, _alive, free_port, is_root
 from tests.support.wait import poll

@@ -130,7 +130,8 @@ def smtp_on_stdio(cfg: Config) -> int:
 def unqueued(session: Session) -> str:
     """unqueued - why a message of this session was not queued; "" when none was lost."""
     if session.mail is not None:
-        return f"message not queued: the session ended inside a mail transaction (at {session.where})"
+        return ("message not queued: the session ended inside a mail transaction "
+                f"(at {session.where})")
     for verb in ("data", "bdat"):
         ok, total = session.counts.get(verb, (0, 0))
         if ok < total:

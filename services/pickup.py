@@ -111,8 +111,10 @@ class Pickup:
         flags += self.receive_overrides
         rcpts = [cleanup_client.recipient(r.address, r.orig, r.notify, r.orcpt)
                  for r in msg.pending()]
+        # uid: cleanup's `Received: by HOST (Postfix, from userid N)` names
+        # the submitter, the maildrop file's owner.
         return cleanup_client.message_request(msg.sender, rcpts, attrs, flags,
-                                              arrival_time=msg.arrival_time)
+                                              arrival_time=msg.arrival_time, uid=uid)
 
     def send(self, queue_id: str, path: str, msg: records.Message, header: dict,
              uid: int) -> bool:

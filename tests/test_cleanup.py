@@ -339,6 +339,17 @@ def test_pickup_submission_gets_received_by_userid(spool):
     assert msg.arrival_time == 1764360224.0
 
 
+def test_bounce_notice_gets_received_by_without_userid(spool):
+    cfg = make_cfg(spool)
+    header = {"op": "message", "sender": "", "recipients": [{"address": "jane"}],
+              "attrs": {"origin": "bounce", "rewrite_context": "local"}, "flags": []}
+    reply, _ = handle_message(cfg, header, [b"Subject: Undelivered\n\nbody\n"])
+    head, _ = headers_of(queued(reply))
+    first = head.split("\n")[:2]
+    assert first[0] == "Received: by mx.example.com (Postfix)"
+    assert first[1].startswith(f"\tid {reply['queue_id']}; ")
+
+
 def test_override_options_in_flags(spool):
     pytest.importorskip("pymaster.mail.maps")
     cfg = make_cfg(spool, virtual_alias_maps="inline:{ a@v.example=b@x.example }")

@@ -54,6 +54,7 @@ def test_ok_sends_the_message_logs_uid_and_removes_the_file(pickup, tmp_path):
                                "rewrite_context": "local"}
     assert header["flags"] == ["extract"]
     assert header["arrival_time"] == 1795900000.0
+    assert header["uid"] == os.getuid()     # the file's owner: cleanup's Received: header
     assert content == b"Subject: s\n\nbody\n"
     assert not os.path.exists(path)
     assert f"postfix/pickup[{os.getpid()}]: NEWID12345: uid={os.getuid()} from=<me>" \

@@ -2,6 +2,9 @@
 
 import io
 import os
+import pwd
+import shutil
+import stat
 import time
 
 import pytest
@@ -185,3 +188,20 @@ class TestInodeRepair:
         assert queue.queue_id_inode(new_id) == os.stat(new_path).st_ino
         assert os.path.exists(queue.defer_log_path(new_id))
         assert "renamed to" in capsys.readouterr().err
+
+
+class TestQueueDirectories:
+    """A hashed subdirectory postsuper creates is a queue directory: 0700 and,
+    run as root, mail_owner's (Debian's postsuper -H ALL: drwx------ postfix postfix)."""
+
+    def test_release_creates_hashed_directories_as_mail_owner(self, cfg, capsys):
+        held = add_message("hold")
+        parent = os.path.dirname(queue.path_of("deferred", held))
+        if parent != "deferred":
+            shutil.rmtree(parent, ignore_errors=True)
+        assert postsuper.main(["-H", "ALL"]) == 0
+        st = os.stat(parent)
+        assert stat.S_IMODE(st.st_mode) == 0o700
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(cfg.get("mail_owner"))
+            assert (st.st_uid, st.st_gid) == (owner.pw_uid, owner.pw_gid)

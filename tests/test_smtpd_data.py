@@ -54,6 +54,26 @@ class TestEndOfData:
         assert bytes(whole.content) == bytes(parts.content) == b".dot\nline\n"
 
 
+class TestLocalPipe:
+    """sendmail -bs: a script's LF-only lines; a lone dot ends DATA."""
+
+    @pytest.mark.parametrize("step", [0, 1, 3])
+    def test_lf_dot_lf_ends_the_message(self, step):
+        data = b"Subject: x\n\n..dot\nbody\n.\nQUIT\n"
+        s = DataScanner(0, dot_lf_ends=True)
+        used = 0
+        for i in range(0, len(data), step or len(data)):
+            if s.done:
+                break
+            used += s.feed(data[i:i + (step or len(data))])
+        assert s.done and data[used:] == b"QUIT\n"
+        assert bytes(s.content) == b"Subject: x\n\n.dot\nbody\n"
+
+    def test_network_default_still_needs_crlf(self):
+        s, _ = scan(b"body\n.\nQUIT\n")
+        assert not s.done
+
+
 class TestContent:
     def test_dot_unstuffing(self):
         s, _ = scan(b"..\r\n..x\r\n.y\r\n.\r\n")

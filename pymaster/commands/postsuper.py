@@ -124,7 +124,7 @@ def _move_stray(queue_id: str, path: str, dest: str) -> None:
     # A file an earlier hash_queue_depth left deeper or shallower than
     # path_of says: move it from where the walk found it.
     target = queue.path_of(dest, queue_id)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    queue.make_dirs(os.path.dirname(target))
     os.rename(path, target)
 
 
@@ -158,7 +158,7 @@ def structure_check() -> int:
                 queue_id, path = _match_inode(name, queue_id, path)
             right = queue.path_of(name, queue_id)
             if path != right:
-                os.makedirs(os.path.dirname(right), exist_ok=True)
+                queue.make_dirs(os.path.dirname(right))
                 os.rename(path, right)
                 log.info(f"{queue_id}: moved to {right}")
                 fixed += 1
@@ -183,7 +183,7 @@ def _match_inode(name: str, queue_id: str, path: str) -> tuple[str, str]:
     if os.path.exists(new_path):
         log.warning(f"{path}: cannot rename to match inode number: {new_path} exists")
         return queue_id, path
-    os.makedirs(os.path.dirname(new_path), exist_ok=True)
+    queue.make_dirs(os.path.dirname(new_path))
     os.rename(path, new_path)
     for log_name in queue.LOG_QUEUES:
         try:
@@ -196,7 +196,7 @@ def _match_inode(name: str, queue_id: str, path: str) -> tuple[str, str]:
 
 def _log_target(log_name: str, queue_id: str) -> str:
     target = queue.path_of(log_name, queue_id)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    queue.make_dirs(os.path.dirname(target))
     return target
 
 

@@ -31,12 +31,16 @@ Options, as Postfix's sendmail:
                     are queued with trace_flags=verify, every delivery agent
                     only reports what it would do, and the sender gets a
                     "Mail Delivery Status Report" (deliverable/undeliverable)
-    -G -h -L -m -n -o7 -o8 -om -U -v -x -X …  accepted and ignored
-Unknown options are ignored, like Postfix does.
+    -A -G -h -L -m -n -o7 -o8 -om -U -v -x -X …  accepted and ignored
+An unknown option is a usage error, as in Postfix: the option message (twice,
+as Postfix's two passes over the arguments print it), then `sendmail: fatal:
+usage: sendmail [options]`, exit 75. A bad -N or -R value is a warning and
+ignored; a bad -B value or an unknown -q form is fatal.
 
 Errors (on standard error and in the log, `sendmail: fatal: …`) exit with
-the sysexits codes: 64 usage (no recipients), 65 bad data, 69 unavailable,
-75 temporary failure (cannot write the queue file).
+Postfix's codes: 75 (EX_TEMPFAIL) for usage errors, missing recipients
+(`USER(UID): No recipient addresses found in message header`) and a queue
+file that cannot be written; 69 unavailable; 77 not allowed to submit.
 
 Interface: main(argv=None) -> exit status; parse_args(argv) -> Options;
 read_message(stream, dot_ends) -> bytes; header_recipients(content) -> list[str]
@@ -65,8 +69,12 @@ EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 # Options that take a value (in the same word or the next one).
-WITH_VALUE = set("BCFLNORVXbcefhopqr")
+WITH_VALUE = set("ABCFLNORVXbcefhopqr")
+# Every option letter Postfix's sendmail knows; any other is a usage error.
+KNOWN = WITH_VALUE | set("GIUimntvx")
 NOTIFY_WORDS = {"never", "success", "delay", "failure"}
+RET_WORDS = {"FULL", "HDRS"}
+BODY_WORDS = {"7BIT", "8BITMIME"}
 
 
 @dataclass
@@ -87,7 +95,11 @@ class Options:
 
 
 class UsageError(Exception):
-    pass
+    """A bad command line: the message glibc's getopt prints, then the usage line."""
+
+
+class NoRecipients(Exception):
+    """Neither the command line nor (with -t) the header names a recipient."""
 
 
 # -- arguments ---------------------------------------------------------------------
@@ -106,6 +118,8 @@ def parse_args(argv: list[str]) -> Options:
         j = 1
         while j < len(word):
             letter = word[j]
+            if letter not in KNOWN:
+                raise UsageError(f"invalid option -- '{letter}'")
             if letter in WITH_VALUE:
                 value = word[j + 1:]
                 if not value and letter != "q":
@@ -142,12 +156,17 @@ def _option(opts: Options, letter: str, value: str) -> None:
     elif letter == "N":
         opts.notify = _notify(value)
     elif letter == "R":
-        opts.ret = value.upper()
+        if value.upper() in RET_WORDS:
+            opts.ret = value.upper()
+        else:
+            log.warning("bad -R option value -- ignored")
     elif letter == "V":
         opts.envid = value
     elif letter == "X" and value.startswith("V"):
         opts.envid = value[1:]
     elif letter == "B":
+        if value.upper() not in BODY_WORDS:
+            log.fatal("-B option needs 8BITMIME or 7BIT", EX_TEMPFAIL)
         opts.body = value.upper()
     elif letter in ("C", "c"):
         opts.config_dir = os.path.dirname(value) if value.endswith(".cf") else value
@@ -159,15 +178,29 @@ def _option(opts: Options, letter: str, value: str) -> None:
         elif value.startswith("b"):
             opts.body = value[1:].upper()
     elif letter == "q":
-        opts.mode, opts.queue_arg = "q", value
+        _queue_option(opts, value)
     # L label, O option, e, h hop count, p protocol: ignored.
 
 
+def _queue_option(opts: Options, value: str) -> None:
+    """_queue_option - -q (flush), -qR site, -qI id; -q TIME (a daemon's
+    interval) is accepted and does nothing, as in Postfix."""
+    if value and value[0] not in "RI" and not value[0].isdigit():
+        log.fatal(f"-q{value[0]} is not implemented", EX_TEMPFAIL)
+    opts.mode, opts.queue_arg = "q", value
+
+
 def _notify(value: str) -> str:
+    """_notify - the -N value as DSN NOTIFY words; a bad one is warned about
+    and ignored, as Postfix's sendmail does."""
     words = [w.strip().lower() for w in value.split(",") if w.strip()]
+    for word in words:
+        if word not in NOTIFY_WORDS:
+            log.warning(f'unknown DSN NOTIFY command value "{word}" in "{value}"')
     if not words or any(w not in NOTIFY_WORDS for w in words) \
             or ("never" in words and len(words) > 1):
-        raise UsageError(f"bad -N option value: {value}")
+        log.warning("bad -N option value -- ignored")
+        return ""
     return ",".join(w.upper() for w in words)
 
 
@@ -261,10 +294,10 @@ def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, 
     rcpts = argument_recipients(opts.recipients)
     if opts.extract:
         if not rcpts and not header_recipients(content):
-            raise UsageError("No recipient addresses found in message header")
+            raise NoRecipients("No recipient addresses found in message header")
     elif not rcpts:
-        raise UsageError("Recipient addresses must be specified on the command line "
-                         "or via the -t option")
+        raise NoRecipients("Recipient addresses must be specified on the command line "
+                           "or via the -t option")
     attrs = {"uid": str(uid), "rewrite_context": "local"}
     for name, value in (("full_name", _full_name(opts, uid)), ("envid", opts.envid),
                         ("ret", opts.ret), ("body", opts.body)):
@@ -321,6 +354,8 @@ def _run_mode(opts: Options, cfg: Config) -> int:
         return newaliases.main(["-C", cfg.config_dir]) or 0
     if opts.mode == "q":
         arg = opts.queue_arg
+        if arg[:1].isdigit():
+            return 0                  # a queue run interval: only a daemon has one
         if arg.startswith("R"):
             return postqueue.main(cdir + ["-s", arg[1:]])
         if arg.startswith("I"):
@@ -333,7 +368,7 @@ def _run_mode(opts: Options, cfg: Config) -> int:
         return smtp_on_stdio(cfg)
     if opts.mode in ("h", "H"):
         return 0                      # Sendmail's host status: nothing to show
-    log.fatal(f"unsupported: -b{opts.mode}", EX_USAGE)
+    log.fatal(f"unsupported: -b{opts.mode}", EX_TEMPFAIL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
-        log.fatal(str(e), EX_USAGE)
+        # Postfix's sendmail reads its arguments twice; getopt complains each time.
+        sys.stderr.write(f"sendmail: {e}\nsendmail: {e}\n")
+        log.fatal("usage: sendmail [options]", EX_TEMPFAIL)
     try:
         cfg = load_config(opts.config_dir)
     except ConfigError as e:
@@ -364,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                   EX_UNAVAILABLE)
     try:
         submit(cfg, opts, content)
-    except UsageError as e:
-        log.fatal(str(e), EX_USAGE)
+    except NoRecipients as e:
+        log.fatal(f"{_login_name(os.getuid())}({os.getuid()}): {e}", EX_TEMPFAIL)
     except OSError as e:
         log.fatal(f"create file maildrop: {e.strerror or e}", EX_TEMPFAIL)
     return 0

@@ -31,7 +31,8 @@ still linked and incomplete, so a sweep can never remove a file a writer
 has taken, and a writer never writes into a removed file.
 
 Interface:
-    configure(cfg)                      hash_queue_names / hash_queue_depth
+    configure(cfg)                      hash_queue_names / hash_queue_depth / mail_owner
+    make_dirs(path)                     a queue directory: 0700, mail_owner's when root
     create(queue_name, fs=None, mode=0o600) -> QueueWriter
         .queue_id .path .write_envelope(...) .write_content(chunks) .commit() .abort()
     reserve(queue_name) -> queue_id     an empty incomplete file, written later
@@ -97,10 +98,36 @@ _temp_counter = itertools.count(1)     # next() is atomic: safe across threads
 
 
 def configure(cfg) -> None:
-    """configure - take hash_queue_names and hash_queue_depth from CFG."""
-    global _hash_names, _hash_depth
+    """configure - take hash_queue_names, hash_queue_depth and mail_owner from CFG."""
+    global _hash_names, _hash_depth, _dir_owner
     _hash_names = frozenset(cfg.list("hash_queue_names"))
     _hash_depth = max(0, cfg.int("hash_queue_depth"))
+    try:
+        owner = pwd.getpwnam(cfg.get("mail_owner"))
+        _dir_owner = (owner.pw_uid, owner.pw_gid)
+    except KeyError:
+        _dir_owner = None
+
+
+# (uid, gid) of mail_owner: a directory a root process creates in the spool
+# must be mail_owner's, or the unprivileged daemons cannot use it.
+_dir_owner: tuple[int, int] | None = None
+QUEUE_DIR_MODE = 0o700
+
+
+def make_dirs(path: str) -> None:
+    """make_dirs - create PATH and its missing parents as queue directories:
+    mode 0700, and, when run as root, owned by mail_owner (as Postfix's
+    commands create hashed subdirectories after dropping to mail_owner)."""
+    if not path or os.path.isdir(path):
+        return
+    make_dirs(os.path.dirname(path))
+    try:
+        os.mkdir(path, QUEUE_DIR_MODE)
+    except FileExistsError:
+        return
+    if os.geteuid() == 0 and _dir_owner is not None:
+        os.chown(path, *_dir_owner)
 
 
 # -- queue IDs ----------------------------------------------------------------
@@ -291,7 +318,7 @@ class QueueWriter:
                 time.sleep(0.000001)
                 continue
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                make_dirs(os.path.dirname(path))
                 continue
             break
         os.unlink(temp)
@@ -410,7 +437,7 @@ class QueueWriter:
         try:
             os.rename(self.path, path)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            make_dirs(os.path.dirname(path))
             os.rename(self.path, path)
         self.queue_name, self.path = queue_name, path
 
@@ -549,7 +576,7 @@ def move(queue_id: str, src: str, dst: str) -> str:
     except FileNotFoundError:
         if not os.path.exists(old):
             raise
-        os.makedirs(os.path.dirname(new), exist_ok=True)
+        make_dirs(os.path.dirname(new))
         os.rename(old, new)
     return new
 

@@ -180,7 +180,7 @@ def format_listing(entries: list[Entry], cfg) -> str:
     empty_sender = cfg.get("empty_address_recipient")
     heading = LONG_HEADING if is_long_id(entries[0].queue_id) else HEADING
     blocks = ["\n".join(format_entry(e, empty_sender)) for e in entries]
-    kbytes = sum(e.file_size for e in entries) // 1024
+    kbytes = sum(e.size for e in entries) // 1024
     n = len(entries)
     return (heading + "\n" + "\n\n".join(blocks) + "\n"
             + f"\n-- {kbytes} Kbytes in {n} Request{'' if n == 1 else 's'}.\n")

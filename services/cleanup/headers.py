@@ -15,7 +15,8 @@ Steps now (Postfix cleanup(8) behaviour):
   remove_bcc          Bcc: removed when recipients are extracted (sendmail -t)
   extract_recipients  To:/Cc:/Bcc: (or their Resent- forms) become recipients
 Before the first header, received_by_uid puts pickup's `Received: by HOST
-(Postfix, from userid N)` (it carries the queue ID, which only cleanup knows).
+(Postfix, from userid N)`, or a bounce notice's `Received: by HOST (Postfix)`
+(they carry the queue ID, which only cleanup knows).
 header_checks (checks.py) runs right after truncate_long, on the header as
 received; a PREPEND from it lands in state.prepended, written before the
 header. Masquerading happens inside rewrite_addresses (envelope.Mapper).
@@ -251,12 +252,16 @@ DONE_STEPS: list[DoneStep] = [add_missing, add_undisclosed, log_message_id]
 
 def received_by_uid(state: CleanupState) -> list[str]:
     """received_by_uid - `Received: by HOST (Postfix, from userid N)` for mail
-    from pickup (sendmail, postdrop): pickup cannot write it because it
-    names the queue ID, which only cleanup knows."""
-    if state.submit_uid is None:
+    from pickup (sendmail, postdrop), `Received: by HOST (Postfix)` for a
+    bounce notice: the submitter cannot write it because it names the queue
+    ID, which only cleanup knows."""
+    if state.submit_uid is not None:
+        by = f"{state.cfg.get('mail_name')}, from userid {state.submit_uid}"
+    elif state.origin == "bounce":
+        by = state.cfg.get("mail_name")
+    else:
         return []
-    return [f"Received: by {state.cfg.get('myhostname')} ({state.cfg.get('mail_name')}, "
-            f"from userid {state.submit_uid})\n\tid {state.queue_id}; "
+    return [f"Received: by {state.cfg.get('myhostname')} ({by})\n\tid {state.queue_id}; "
             f"{rfc2822_date(state.arrival_time)}\n"]
 
 

@@ -8,6 +8,8 @@ Lines lose their CR, a leading dot is removed (dot-unstuffing, 4.5.2), and
 the content is kept with LF line ends, as cleanup wants it. A line that
 ends in a bare LF is taken as a line (normalize) and noted, so the session
 can refuse the message when `smtpd_forbid_bare_newline = reject`.
+A local pipe (`sendmail -bs`, dot_lf_ends) is no network client: there a
+lone `.` ends the content whatever its line end, as a script writes it.
 
 BDAT (RFC 3030): chunks are exact byte counts; only CRLF -> LF applies.
 
@@ -15,7 +17,7 @@ Memory stays bounded: content past the size limit is counted but dropped,
 and a line is never held whole (long lines are passed on in pieces).
 
 Interface:
-    s = DataScanner(size_limit)        s.feed(bytes) -> bytes consumed
+    s = DataScanner(size_limit, dot_lf_ends=False)   s.feed(bytes) -> bytes consumed
         s.done, s.too_big, s.bare_lf, s.size, s.content (bytearray)
     c = ChunkConverter(size_limit)     c.feed(bytes); c.finish()
         c.too_big, c.size, c.content
@@ -50,8 +52,9 @@ class _Sink:
 class DataScanner(_Sink):
     """The content of one DATA command, fed as it arrives."""
 
-    def __init__(self, size_limit: int = 0) -> None:
+    def __init__(self, size_limit: int = 0, dot_lf_ends: bool = False) -> None:
         super().__init__(size_limit)
+        self.dot_lf_ends = dot_lf_ends
         self.done = False
         self.bare_lf = False
         self._partial = bytearray()   # the current line, not yet ended
@@ -102,7 +105,7 @@ class DataScanner(_Sink):
             else:
                 self.bare_lf = True
             if line_start and line[:1] == b".":
-                if line == b"." and crlf and self._prev_crlf:
+                if line == b"." and (self.dot_lf_ends or (crlf and self._prev_crlf)):
                     self.done = True
                     return nl + 1
                 line = line[1:]

@@ -98,6 +98,7 @@ class Settings:
     tls: tls.TlsSettings                # STARTTLS, smtps (services/smtpd/tls.py)
     auth: auth.AuthSettings             # SMTP AUTH (services/smtpd/auth.py)
     milters: MilterSettings | None      # smtpd_milters (services/smtpd/milters.py); None: none
+    dot_lf_ends: bool = False           # sendmail -bs: a local pipe, no smuggling to fear
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
@@ -665,7 +666,7 @@ class Session:
                 await self.reply(refusal)
                 return
         await self.send(replies.GO_AHEAD)
-        scanner = DataScanner(self.s.size_limit)
+        scanner = DataScanner(self.s.size_limit, self.s.dot_lf_ends)
         self.data_bytes = 0
         while not scanner.done:
             if not self.conn.buf:

@@ -5,6 +5,12 @@ It runs as the invoking user, not under the master: each accepted message
 goes into maildrop like any local submission (pickup, then cleanup), and the
 session's lines go to the log under smtpd's name.
 
+A local pipe is not a network client: a script's LF-only lines are SMTP
+lines and a lone `.` ends DATA (no smuggling checks, no pipelining checks).
+The exit status is 0 only when no message was left unqueued: a transaction
+still open at the end of input, or a DATA/BDAT that was not queued, exits
+75 (EX_TEMPFAIL) with the reason on standard error, never in silence.
+
 Interface: main(argv) -> exit status
 """
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -83,6 +90,8 @@ def smtp_on_stdio(cfg: Config) -> int:
     settings = Settings.from_config(cfg)
     # A local user's script writes the whole dialogue at once: not an abuser.
     settings.forbid_unauth_pipelining = False
+    settings.bare_newline = "normalize"
+    settings.dot_lf_ends = True
     settings.milters = None     # its mail goes through pickup: non_smtpd_milters, in cleanup
     # Session lines go to the log only, under smtpd's name as Postfix logs them.
     log.setup("smtpd", cfg)
@@ -98,19 +107,36 @@ def smtp_on_stdio(cfg: Config) -> int:
     out = threading.Thread(target=_copy_stdout, args=(theirs,))
     out.start()
 
-    async def converse() -> None:
+    async def converse() -> Session:
         loop = asyncio.get_running_loop()
         _, conn = await loop.connect_accepted_socket(Connection, ours)
-        session = asyncio.ensure_future(Session(conn, Peer("localhost", "127.0.0.1"), settings,
-                                                # submit() only: Session.reserves is False
-                                                checker, MaildropSubmitter(cfg)  # type: ignore[arg-type]
-                                                ).run())
-        await _end_of_input(conn, ours, stdin_done, session)
-        await session
+        session = Session(conn, Peer("localhost", "127.0.0.1"), settings,
+                          # submit() only: Session.reserves is False
+                          checker, MaildropSubmitter(cfg))  # type: ignore[arg-type]
+        running = asyncio.ensure_future(session.run())
+        await _end_of_input(conn, ours, stdin_done, running)
+        await running
+        return session
 
-    asyncio.run(converse())
+    session = asyncio.run(converse())
     out.join(timeout=5)
+    reason = unqueued(session)
+    if reason:
+        sys.stderr.write(f"sendmail: fatal: {reason}\n")
+        return EX_TEMPFAIL
     return 0
+
+
+def unqueued(session: Session) -> str:
+    """unqueued - why a message of this session was not queued; "" when none was lost."""
+    if session.mail is not None:
+        return ("message not queued: the session ended inside a mail transaction "
+                f"(at {session.where})")
+    for verb in ("data", "bdat"):
+        ok, total = session.counts.get(verb, (0, 0))
+        if ok < total:
+            return f"{total - ok} message(s) not queued: {verb.upper()} was refused"
+    return ""
 
 
 async def _end_of_input(conn, sock, stdin_done, session) -> None:

@@ -72,4 +72,4 @@ def test_bv_mails_a_verification_report_and_delivers_nothing(inst):
 
 def test_bv_needs_recipients(inst):
     done = inst.command("sendmail", "-bv", "-f", "sender@localhost")
-    assert done.returncode == 64
+    assert done.returncode == 75

@@ -38,8 +38,8 @@ from typing import Callable
 
 from pymaster.mail import endpoints, queue
 from pymaster.mail.config import Config
+from pymaster.mail.domains import DomainList
 from pymaster.mail.flush_client import BAD, DENY, OK, valid_site
-from pymaster.mail.resolve import DomainList
 from pymaster.master import service
 from pymaster.util import ipc, log
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pymaster.mail.params import MATCH_LISTS, PARAMS, param
-from pymaster.util import log
+from pymaster.util import interfaces, log
 from pymaster.util.strings import split_list
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -144,27 +144,11 @@ def _local_networks(style: str) -> str:
 
 
 def _interface_addresses() -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-    """_interface_addresses - (address, prefix length) of each local interface."""
-    found: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
-    try:
-        import psutil
-        interfaces = psutil.net_if_addrs()
-    except Exception:  # psutil missing or refused: loopback is always there
-        interfaces = {}
-    for addrs in interfaces.values():
-        for a in addrs:
-            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
-                continue
-            try:
-                ip = ipaddress.ip_address(a.address.split("%")[0])
-                prefix = ipaddress.ip_network(f"0.0.0.0/{a.netmask}").prefixlen \
-                    if ip.version == 4 else bin(int(ipaddress.ip_address(a.netmask))).count("1")
-            except ValueError:
-                continue
-            found.append((ip, prefix))
-    if not found:
-        found = [(ipaddress.ip_address("127.0.0.1"), 8), (ipaddress.ip_address("::1"), 128)]
-    return found
+    """_interface_addresses - (address, prefix length) of each local interface
+    address that has a netmask; loopback when there is none."""
+    found = [(ip, prefix) for ip, prefix in interfaces.interface_addresses()
+             if prefix is not None]
+    return found or list(interfaces.LOOPBACK)
 
 
 class Config:

@@ -47,7 +47,7 @@ from typing import Iterable
 
 from pymaster.mail.aliases import raw_items
 from pymaster.mail.config import Config, ConfigError
-from pymaster.mail.resolve import resolver_for
+from pymaster.mail.domains import local_domains_for
 from pymaster.util.strings import split_list
 from pymaster.util.tables import TYPES, FileTable, Table, open_table
 
@@ -226,7 +226,7 @@ def is_local_domain(domain: str, cfg) -> bool:
         return False
     if domain == cfg.get("myorigin").lower():
         return True
-    return resolver_for(cfg).is_local_domain(domain)
+    return local_domains_for(cfg).match(domain)
 
 
 def _propagates(cfg, kind: str) -> bool:

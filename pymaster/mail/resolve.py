@@ -55,7 +55,7 @@ Interface:
     Resolver.is_local_domain(domain) -> bool
     Resolver.is_relay_allowed_destination(domain) -> bool  (local, virtual or relay_domains)
     Resolver.domain_class(domain) -> str
-    DomainList(cfg, param_name).match(domain) -> bool       Postfix domain list semantics
+    (domain lists and the local class: pymaster.mail.domains)
     flags: ROUTED, ERROR (bad address syntax), FAIL (a table lookup failed:
            the caller defers, never bounces), FINAL (local or virtual class),
            RELOCATED (relocated_maps matched)
@@ -63,18 +63,23 @@ Interface:
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from typing import TYPE_CHECKING, NamedTuple
 
 from pymaster.mail.addr import domain_literal_address, is_valid_hostname, split_address
 from pymaster.mail.config import Config
+from pymaster.mail.domains import (
+    DomainList,
+    LookupFailed,
+    bare_ip,
+    local_domains_for,
+    parent_matching,
+)
+from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.util import log
-from pymaster.util.strings import split_list
-from pymaster.util.tables import TableError, open_table
+from pymaster.util.tables import TableError
 
 if TYPE_CHECKING:
-    from pymaster.util.tables import Table
+    pass
 
 LOCAL = "local"
 VIRTUAL_ALIAS = "virtual_alias"
@@ -121,139 +126,6 @@ class Resolution(NamedTuple):
         return self.address_class in FINAL_CLASSES
 
 
-class LookupFailed(Exception):
-    """A table could not be searched now (TableError from pymaster.util.tables)."""
-
-
-def _open_table(spec: str, cfg: Config):
-    """_open_table - a pymaster.util.tables Table for SPEC."""
-    return open_table(spec, cfg)
-
-
-def _table_error_types() -> tuple:
-    return (TableError, LookupFailed)
-
-
-def parent_matching(cfg: Config, param_name: str) -> bool:
-    """parent_matching - whether NAME is listed in parent_domain_matches_subdomains."""
-    return param_name in cfg.list("parent_domain_matches_subdomains")
-
-
-class DomainList:
-    """A Postfix domain list (mydestination, relay_domains ...).
-
-    Entries: `example.com` (with parent matching, also its subdomains),
-    `.example.com` (subdomains), `!pattern` (exclusion: stop, no match),
-    `type:table` (the domain, then its parents, as keys), `/file/name`
-    (more entries, one or more a line)."""
-
-    def __init__(self, cfg: Config, param_name: str, entries: list[str] | None = None) -> None:
-        self.cfg = cfg
-        self.name = param_name
-        self.parent = parent_matching(cfg, param_name)
-        raw = cfg.list(param_name) if entries is None else entries
-        self.entries = self._expand_files(raw)
-        self._tables: dict[str, Table] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.entries)
-
-    def _expand_files(self, entries: list[str]) -> list[str]:
-        out: list[str] = []
-        for e in entries:
-            if e.startswith("/") and ":" not in e:
-                out.extend(self._read_file(e))
-            else:
-                out.append(e)
-        return out
-
-    def _read_file(self, path: str) -> list[str]:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = [ln.split("#", 1)[0] for ln in f]
-        except OSError as e:
-            log.warning(f"{self.name}: open {path}: {e.strerror}")
-            return []
-        return [item for ln in lines for item in split_list(ln)]
-
-    def match(self, domain: str) -> bool:
-        """match - whether DOMAIN is in the list; raises LookupFailed/TableError."""
-        domain = domain.lower().rstrip(".")
-        for entry in self.entries:
-            negate = entry.startswith("!")
-            pattern = entry[1:] if negate else entry
-            if self._match_one(pattern, domain):
-                return not negate
-        return False
-
-    def _match_one(self, pattern: str, domain: str) -> bool:
-        if ":" in pattern and not pattern.startswith("["):
-            return self._match_table(pattern, domain)
-        pattern = pattern.lower()
-        if pattern.startswith("."):
-            return domain.endswith(pattern)
-        if domain == pattern:
-            return True
-        return self.parent and domain.endswith("." + pattern)
-
-    def _match_table(self, spec: str, domain: str) -> bool:
-        table = self._tables.get(spec)
-        if table is None:
-            table = self._tables[spec] = _open_table(spec, self.cfg)
-        if table.lookup(domain) is not None:
-            return True
-        labels = domain.split(".")
-        for i in range(1, len(labels)):
-            parent = ".".join(labels[i:])
-            key = parent if self.parent else "." + parent
-            if table.lookup(key) is not None:
-                return True
-        return False
-
-
-def interface_addresses(cfg: Config) -> set[str]:
-    """interface_addresses - the IP addresses this host receives mail on.
-
-    inet_interfaces (`all` = every interface address) plus proxy_interfaces;
-    each given as an address or a name to look up."""
-    addrs: set[str] = set()
-    for param_name in ("inet_interfaces", "proxy_interfaces"):
-        for item in cfg.list(param_name):
-            addrs |= _addresses_of(item.lower())
-    return addrs
-
-
-def _addresses_of(item: str) -> set[str]:
-    if item == "all":
-        return _all_interface_addresses()
-    if item == "loopback-only":
-        return {"127.0.0.1", "::1"}
-    item = item.strip("[]")
-    try:
-        return {str(ipaddress.ip_address(item))}
-    except ValueError:
-        pass
-    try:
-        return {str(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
-                for info in socket.getaddrinfo(item, None)}
-    except (OSError, ValueError):
-        log.warning(f"unable to look up interface address: {item}")
-        return set()
-
-
-def _all_interface_addresses() -> set[str]:
-    addrs = {"127.0.0.1", "::1"}
-    try:
-        import psutil
-        for entries in psutil.net_if_addrs().values():
-            for a in entries:
-                if a.family in (socket.AF_INET, socket.AF_INET6):
-                    addrs.add(str(ipaddress.ip_address(a.address.split("%")[0])))
-    except (ImportError, OSError, ValueError):
-        pass
-    return addrs
-
-
 def split_transport(value: str) -> tuple[str, str]:
     """split_transport - "smtp:[host]:25" -> ("smtp", "[host]:25")."""
     transport, _, nexthop = value.strip().partition(":")
@@ -268,7 +140,7 @@ class Resolver:
         self.probe = probe
         self.params = {name: PROBE_PREFIX + name if probe else name for name in ROUTE_PARAMS}
         self.myhostname = cfg.get("myhostname").lower()
-        self.mydestination = DomainList(cfg, "mydestination")
+        self.local_domains = local_domains_for(cfg)
         self.virtual_alias_domains = DomainList(cfg, "virtual_alias_domains")
         self.virtual_mailbox_domains = DomainList(cfg, "virtual_mailbox_domains")
         self.relay_domains = DomainList(cfg, "relay_domains")
@@ -279,37 +151,26 @@ class Resolver:
         self.resolve_numeric_domain = cfg.bool("resolve_numeric_domain")
         self.delimiters = cfg.get("recipient_delimiter")
         self.transport_parent = parent_matching(cfg, "transport_maps")
-        self._interfaces: set[str] | None = None
         self._transport_maps = None
         self._relocated_maps = None
         self._sender_maps: dict[str, object] = {}
         try:
             self._relocated_table()     # opened now, before any jail
-        except _table_error_types() as e:
+        except (TableError, LookupFailed) as e:
             log.warning(f"relocated_maps: {e}")
         for name in NULL_SENDER_KEYS:
             try:
                 self._sender_table(name)    # likewise
-            except _table_error_types() as e:
+            except (TableError, LookupFailed) as e:
                 log.warning(f"{self.params[name]}: {e}")
 
     # -- domain classes ----------------------------------------------------
     def local_addresses(self) -> set[str]:
-        if self._interfaces is None:
-            self._interfaces = interface_addresses(self.cfg)
-        return self._interfaces
+        return self.local_domains.addresses()
 
     def is_local_domain(self, domain: str) -> bool:
         """is_local_domain - DOMAIN is mydestination or [our address]."""
-        domain = domain.lower().rstrip(".")
-        if not domain:
-            return True
-        ip = domain_literal_address(domain)
-        if ip is None and self.resolve_numeric_domain:
-            ip = _bare_ip(domain)
-        if ip is not None:
-            return ip in self.local_addresses()
-        return self.mydestination.match(domain)
+        return self.local_domains.match(domain)
 
     def domain_class(self, domain: str) -> str:
         """domain_class - the address class of DOMAIN (may raise on a table failure)."""
@@ -336,7 +197,7 @@ class Resolver:
         sender-dependent routes; None leaves them out."""
         try:
             return self._resolve(addr, sender)
-        except _table_error_types() as e:
+        except (TableError, LookupFailed) as e:
             log.warning(f"resolve {addr}: table lookup failed: {e}")
             return Resolution("", "", addr, DEFAULT, frozenset({FAIL}))
 
@@ -367,7 +228,6 @@ class Resolver:
     # -- relocated_maps ------------------------------------------------------
     def _relocated_table(self):
         if self._relocated_maps is None and self.cfg.get("relocated_maps").strip():
-            from pymaster.mail.maps import Maps
             self._relocated_maps = Maps(self.cfg, "relocated_maps")
         return self._relocated_maps
 
@@ -380,7 +240,6 @@ class Resolver:
         maps = self._relocated_table()
         if maps is None:
             return None
-        from pymaster.mail.maps import virtual_lookup
         value = virtual_lookup(maps, recipient, self.cfg, propagate="relocated")
         return None if value is None else f"5.1.6 User has moved to {value.strip()}"
 
@@ -414,7 +273,7 @@ class Resolver:
     def _valid_domain(self, domain: str) -> bool:
         if domain_literal_address(domain) is not None:
             return True
-        if _bare_ip(domain) is not None and not self.resolve_numeric_domain:
+        if bare_ip(domain) is not None and not self.resolve_numeric_domain:
             return False
         return is_valid_hostname(domain)
 
@@ -446,7 +305,6 @@ class Resolver:
             param_name = self.params[name]
             maps = None
             if self.cfg.get(param_name).strip():
-                from pymaster.mail.maps import Maps
                 maps = Maps(self.cfg, param_name)
             self._sender_maps[name] = maps
         return self._sender_maps[name]
@@ -484,7 +342,6 @@ class Resolver:
     # -- transport_maps ------------------------------------------------------
     def transport_maps(self):
         if self._transport_maps is None:
-            from pymaster.mail.maps import Maps
             self._transport_maps = Maps(self.cfg, self.params["transport_maps"])
         return self._transport_maps
 
@@ -539,13 +396,6 @@ def strip_extension(local: str, delimiters: str) -> str:
 
 def _routed(local: str, swap_bang: bool, percent_hack: bool) -> bool:
     return "@" in local or (swap_bang and "!" in local) or (percent_hack and "%" in local)
-
-
-def _bare_ip(domain: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(domain))
-    except ValueError:
-        return None
 
 
 _resolvers: dict[tuple[int, bool], tuple[Config, Resolver]] = {}

@@ -62,7 +62,7 @@ import dns.rdatatype
 import dns.resolver
 
 from pymaster.mail.config import Config
-from pymaster.mail.resolve import interface_addresses
+from pymaster.mail.domains import interface_addresses
 from pymaster.util.dns import DnsError, is_secure, make_resolver
 from services.smtp.nexthop import Destination
 from services.smtp.settings import Settings

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pymaster.mail import resolve, verify_client
+from pymaster.mail import domains, resolve, verify_client
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.mail.rewrite import rewriter_for
@@ -326,7 +326,7 @@ def permit_mynetworks(checker: Checker, ctx: Context, arg) -> Verdict | None:
 
 
 def permit_inet_interfaces(checker: Checker, ctx: Context, arg) -> Verdict | None:
-    return Verdict(PERMIT) if ctx.client_addr in resolve.interface_addresses(checker.cfg) else None
+    return Verdict(PERMIT) if ctx.client_addr in domains.interface_addresses(checker.cfg) else None
 
 
 def permit_sasl_authenticated(checker: Checker, ctx: Context, arg) -> Verdict | None:

@@ -24,8 +24,8 @@ Interface:
 from __future__ import annotations
 
 from pymaster.mail.config import Config
+from pymaster.mail.domains import interface_addresses
 from pymaster.mail.maps import access_lookup
-from pymaster.mail.resolve import interface_addresses
 from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtpd.check import RESTRICTIONS

@@ -43,7 +43,7 @@ or when the master goes.
 
 Interface:
     ConnectionCache(ttl_limit, clock=time.monotonic)   the tables, no I/O
-    Server(cache, listener, ...).run()
+    Server(svc, cache, listener).run()
     pre_jail(svc) -> ConnectionCache
     main()   the body of libexec/scache
 """
@@ -276,8 +276,9 @@ class Server:
     """The event loop: the listener, every client, the master's alive pipe."""
 
     def __init__(self, svc: service.Service, cache: ConnectionCache,
-                 listener: socket.socket) -> None:
+                 listener: socket.socket, alive_fd: int = service.ALIVE_FD) -> None:
         self.svc = svc
+        self.alive_fd = alive_fd
         self.cache = cache
         self.listener = listener
         self.timeout = float(svc.cfg.time("connection_cache_protocol_timeout")) or None
@@ -289,7 +290,7 @@ class Server:
     def run(self) -> None:
         """run - serve until idle, stopped, or the master goes; then the statistics."""
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
-        self.selector.register(service.ALIVE_FD, selectors.EVENT_READ, "alive")
+        self.selector.register(self.alive_fd, selectors.EVENT_READ, "alive")
         next_stats = time.monotonic() + self.update
         idle_since = time.monotonic()
         try:

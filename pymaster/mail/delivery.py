@@ -89,6 +89,9 @@ class DeliveryRequest:
     arrival_time: float = 0.0
     active_time: float = 0.0
     attrs: dict = field(default_factory=dict)
+    # qmgr: more mail waits for this destination (smtp_connection_cache_on_demand);
+    # None when the sender did not say.
+    backlog: bool | None = None
     received_time: float = field(default_factory=time.time)
     _message: records.Message | None = field(default=None, repr=False)
 
@@ -106,7 +109,8 @@ class DeliveryRequest:
                    queue_name=header.get("queue_name", "active"),
                    arrival_time=float(header.get("arrival_time", 0.0)),
                    active_time=float(header.get("active_time", 0.0)),
-                   attrs=dict(header.get("attrs", {})))
+                   attrs=dict(header.get("attrs", {})),
+                   backlog=header.get("backlog"))
 
     def to_header(self) -> dict:
         """to_header - the request as qmgr sends it."""
@@ -117,7 +121,8 @@ class DeliveryRequest:
                 "active_time": self.active_time, "attrs": self.attrs,
                 "recipients": [{"address": r.address, "orig": r.orig,
                                 "offset": r.offset, "notify": r.notify,
-                                "orcpt": r.orcpt} for r in self.recipients]}
+                                "orcpt": r.orcpt} for r in self.recipients],
+                **({} if self.backlog is None else {"backlog": self.backlog})}
 
 
 def open_content(req: DeliveryRequest) -> "records.Message":

@@ -21,7 +21,7 @@ Interface:
                  .wakeup_if_used .maxproc .command .args .overrides
                  .lineno .last_lineno .fields (the columns as written) .key
                  .brokered .stream_listener .visibility .argv()   how the master runs it
-    SERVICE_TYPES, BROKERED_TYPES
+    SERVICE_TYPES, BROKERED_TYPES, STREAM_COMMANDS
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ from pymaster.mail.config import Config, ConfigError, load_config, logical_lines
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 # Types whose requests reach workers through a zeromq endpoint the master binds.
 BROKERED_TYPES = ("unix", "pass", "fifo")
+# unix services whose clients connect to a plain stream socket the master
+# listens on, not to zeromq: spawn(8) hands each connection to a program that
+# speaks no zeromq; scache(8) takes and gives open connections (descriptors,
+# pymaster/util/fdpass.py) with its requests.
+STREAM_COMMANDS = ("spawn", "scache")
 COLUMN_NAMES = ("service", "type", "private", "unprivileged", "chroot", "wakeup",
                 "process_limit", "command")
 
@@ -75,8 +80,9 @@ class MasterEntry:
     @property
     def stream_listener(self) -> bool:
         """stream_listener - a unix service on a plain stream socket: spawn(8)
-        connects its clients to external programs (policy servers)."""
-        return self.type == "unix" and os.path.basename(self.command) == "spawn"
+        connects its clients to external programs (policy servers), scache(8)
+        passes descriptors."""
+        return self.type == "unix" and os.path.basename(self.command) in STREAM_COMMANDS
 
     @property
     def visibility(self) -> str:

@@ -409,6 +409,8 @@ class QueueManager:
             self.complete(transport, dest, job, None, UNAVAILABLE)
             return
         req = job.message.request(transport.name, job.nexthop, job.recipients)
+        # More jobs wait for this destination: smtp may keep its connection.
+        req.backlog = bool(dest.jobs)
         self.dispatcher.send(
             transport.name, req.to_header(),
             lambda header, reason: self.complete(transport, dest, job, header, reason))

@@ -28,6 +28,7 @@ Interface: main() (smtp), lmtp_main() (lmtp), pre_jail(svc) -> Client, run(svc).
 from __future__ import annotations
 
 from pymaster.mail import delivery
+from pymaster.mail.scache_client import ScacheClient
 from pymaster.master import service
 from services.smtp.deliver import Client
 from services.smtp.dns import load_record_types
@@ -40,7 +41,8 @@ def pre_jail(svc: service.Service) -> Client:
 
     LMTP when started as libexec/lmtp or under the service name lmtp."""
     lmtp = svc.program == "lmtp" or svc.name == "lmtp"
-    client = Client(svc.cfg, Settings.from_config(svc.cfg, lmtp))
+    client = Client(svc.cfg, Settings.from_config(svc.cfg, lmtp),
+                    shared=ScacheClient.from_config(svc.cfg))
     load_record_types()
     client.lookup.own_addresses()
     return client

@@ -1,21 +1,43 @@
-"""Connection reuse: open sessions kept in the process for the next request.
+"""Connection reuse: open sessions kept for the next request, by any smtp process.
 
-After a delivery the client may keep its session open, keyed by the next
-hop it served, so that the next message for that destination skips the
-DNS lookups, the TCP handshake, the greeting and EHLO. Postfix does this
-through its scache service; here each smtp process keeps its own cache,
-which is enough because qmgr sends one process request after request.
+After a delivery the client may keep its session open so that the next
+message for that destination (or that server) skips the DNS lookups, the
+TCP handshake, the greeting and EHLO. A session is kept when the
+destination is listed in smtp_connection_cache_destinations, or with
+smtp_connection_cache_on_demand = yes when qmgr says the destination has
+more mail waiting (deliver.py decides); it is not kept once it is older
+than smtp_connection_reuse_time_limit or has carried
+smtp_connection_reuse_count_limit transactions. A reused session starts
+its next transaction with RSET (transaction.py).
 
-A session is kept when smtp_connection_cache_on_demand = yes or its next
-hop is listed in smtp_connection_cache_destinations; it is closed (QUIT)
-when it has sat idle longer than smtp_connection_cache_time_limit, or
-when it is older than smtp_connection_reuse_time_limit. A reused session
-starts its next transaction with RSET (transaction.py). A background
-thread closes sessions that expire while the process waits for work, so
-a remote server never sees a connection held idle for long.
+Where it is kept (SessionCache):
+  - with scache in master.cf, a plaintext session goes to scache
+    (pymaster/mail/scache_client.py): the connection travels as a
+    descriptor, with its endpoint label (transport, address, port, TLS
+    level, SASL user) and what the server said to EHLO, and the
+    destination label (transport:nexthop) is mapped to it, both for
+    smtp_connection_cache_time_limit (scache cuts that to
+    connection_cache_ttl_limit). Any smtp process then finds it by
+    destination before it looks up hosts (find_dest), or by endpoint before
+    it connects to an address (find_endp), so one connection carries mail
+    that several processes deliver;
+  - a TLS session stays in the process that made it: Python's ssl cannot
+    hand its TLS state to another process with the descriptor. So only
+    plaintext connections (TLS level none, or `may` where the server did
+    not offer STARTTLS or the handshake failed) are shared;
+  - without scache (not in master.cf, or down), every session stays in the
+    process's own ConnectionCache, reused only by that process.
+A process-own session is closed (QUIT) when it has sat idle longer than
+smtp_connection_cache_time_limit; a background thread closes those that
+expire while the process waits for work, so a remote server never sees a
+connection held idle for long. scache closes its own expired ones.
 
 Interface:
-    ConnectionCache(time_limit, reuse_limit, max_sessions=8)
+    SessionCache(settings, local, shared=None)
+    sessions.find_dest(label) / sessions.find_endp(label) -> Session | None
+    sessions.save(session, dest_label)   kept where it can be, or closed
+    sessions.close_all()
+    ConnectionCache(time_limit, reuse_limit, max_sessions=8, reuse_count=0)
     cache.take(key) -> Session | None   (the caller owns it until put back)
     cache.put(key, session)             (closes it if it may not be kept)
     cache.close_expired(), cache.close_all()
@@ -26,16 +48,78 @@ from __future__ import annotations
 import threading
 import time
 
+from pymaster.mail.scache_client import ScacheClient
+from pymaster.util import fdpass
 from services.smtp.session import Session
+from services.smtp.settings import Settings
+
+
+class SessionCache:
+    """The sessions of one smtp process between requests: shared through
+    scache when they can be, else kept here."""
+
+    def __init__(self, settings: Settings, local: "ConnectionCache",
+                 shared: ScacheClient | None = None) -> None:
+        self.settings = settings
+        self.local = local
+        self.shared = shared
+
+    def find_dest(self, label: str) -> Session | None:
+        """find_dest - a session to the destination LABEL, ours or scache's."""
+        session = self.local.take(label)
+        if session is not None or self.shared is None:
+            return session
+        found = self.shared.find_dest(label)
+        if found is None:
+            return None
+        _, endp_label, props, fd = found
+        return self._adopt(fd, props, endp_label)
+
+    def find_endp(self, label: str) -> Session | None:
+        """find_endp - a session scache holds for the endpoint LABEL."""
+        if self.shared is None:
+            return None
+        found = self.shared.find_endp(label)
+        return None if found is None else self._adopt(found[1], found[0], label)
+
+    def _adopt(self, fd: int, props: dict, label: str) -> Session | None:
+        try:
+            session = Session.adopt(fd, props, self.settings)
+        except (OSError, ValueError, TypeError):
+            fdpass.close_fds([fd])
+            return None
+        session.label = label
+        return session
+
+    def save(self, session: Session, dest_label: str) -> None:
+        """save - keep SESSION for DEST_LABEL (and its endpoint), or close it."""
+        if not self.local.reusable(session):
+            session.close()
+            return
+        ttl = self.local.time_limit
+        if self.shared is not None and not session.tls and session.label \
+                and session.sock is not None \
+                and self.shared.save_endp(session.label, session.props(),
+                                          session.sock.fileno(), ttl):
+            self.shared.save_dest(dest_label, {}, session.label, ttl)
+            session.detach()            # scache holds the connection now
+            return
+        self.local.put(dest_label, session)
+
+    def close_all(self) -> None:
+        self.local.close_all()
+        if self.shared is not None:
+            self.shared.close()
 
 
 class ConnectionCache:
     """Idle sessions by next hop, at most MAX_SESSIONS of them."""
 
     def __init__(self, time_limit: float, reuse_limit: float, max_sessions: int = 8,
-                 reaper: bool = True) -> None:
+                 reaper: bool = True, reuse_count: int = 0) -> None:
         self.time_limit = time_limit
         self.reuse_limit = reuse_limit
+        self.reuse_count = reuse_count
         self.max_sessions = max_sessions
         self._idle: dict[str, list[Session]] = {}
         self._lock = threading.Lock()
@@ -57,12 +141,10 @@ class ConnectionCache:
 
     def put(self, key: str, session: Session) -> None:
         """put - keep SESSION for KEY, or close it when it may not be kept."""
-        now = time.monotonic()
-        if not session.usable or now - session.created >= self.reuse_limit \
-                or self.time_limit <= 0:
+        if not self.reusable(session):
             session.close()
             return
-        session.idle_since = now
+        session.idle_since = time.monotonic()
         evicted = None
         with self._lock:
             self._idle.setdefault(key, []).append(session)
@@ -70,6 +152,12 @@ class ConnectionCache:
                 evicted = self._oldest()
         if evicted is not None:
             evicted.close()
+
+    def reusable(self, session: Session) -> bool:
+        """reusable - SESSION may be kept: usable, young enough, used few enough times."""
+        return session.usable and self.time_limit > 0 \
+            and time.monotonic() - session.created < self.reuse_limit \
+            and not (self.reuse_count and session.uses >= self.reuse_count)
 
     def close_expired(self) -> None:
         """close_expired - QUIT the sessions idle or alive for too long."""

@@ -62,10 +62,11 @@ from typing import Callable, Iterator
 
 from pymaster.mail import delivery
 from pymaster.mail.config import Config
+from pymaster.mail.scache_client import ScacheClient
 from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtp import sasl, tls, transaction
-from services.smtp.cache import ConnectionCache
+from services.smtp.cache import ConnectionCache, SessionCache
 from services.smtp.content import any_8bit, wire_chunks
 from services.smtp.dns import DnsError, Host, HostLookup
 from services.smtp.generic import UNCHANGED, GenericMaps
@@ -88,12 +89,15 @@ class Client:
     """The smtp/lmtp client of one process: settings, lookups, cache."""
 
     def __init__(self, cfg: Config, settings: Settings, lookup: HostLookup | None = None,
-                 cache: ConnectionCache | None = None) -> None:
+                 cache: ConnectionCache | None = None,
+                 shared: ScacheClient | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
         self.lookup = lookup or HostLookup(settings, cfg)
         self.cache = cache or ConnectionCache(settings.cache_time_limit,
-                                              settings.reuse_time_limit)
+                                              settings.reuse_time_limit,
+                                              reuse_count=settings.reuse_count_limit)
+        self.sessions = SessionCache(settings, self.cache, shared)
         self.generic = GenericMaps(cfg, settings.param("_generic_maps"))
         self.tls = tls.TlsClient(cfg, settings)
         self.tls_level = self.tls.default_level
@@ -108,13 +112,24 @@ class Client:
         """verify - probe every recipient of REQ (MAIL, RCPT, no DATA)."""
         Attempt(self, req, status, probe=True).run()
 
-    def caching(self, nexthop: str) -> bool:
-        """caching - whether sessions to NEXTHOP are kept for reuse."""
-        return self.settings.cache_on_demand or nexthop.lower() in self.cache_destinations \
+    def listed(self, nexthop: str) -> bool:
+        """listed - NEXTHOP is in smtp_connection_cache_destinations."""
+        return nexthop.lower() in self.cache_destinations \
             or nexthop.strip("[]").lower() in self.cache_destinations
 
+    def caching(self, req: delivery.DeliveryRequest) -> bool:
+        """caching - whether a session that served REQ is kept for reuse: its
+        next hop is listed, or on demand when qmgr has more mail waiting for
+        it (a request that does not say, as from a test, counts as waiting)."""
+        return self.listed(req.nexthop) or \
+            (self.settings.cache_on_demand and req.backlog is not False)
+
+    def looking(self, nexthop: str) -> bool:
+        """looking - whether a cached session may exist for NEXTHOP."""
+        return self.settings.cache_on_demand or self.listed(nexthop)
+
     def close(self) -> None:
-        self.cache.close_all()
+        self.sessions.close_all()
 
 
 class Attempt:
@@ -143,7 +158,8 @@ class Attempt:
     def run(self) -> None:
         if not self._prepare():
             return
-        cached = self.client.cache.take(self.cache_key)
+        cached = self.client.sessions.find_dest(self.cache_key) \
+            if self.client.looking(self.req.nexthop) else None
         if cached is not None:
             self._use(cached, reused=True)
         if self.pending:
@@ -218,7 +234,15 @@ class Attempt:
                   retry: bool = False) -> None:
         if not retry:
             self.addresses_tried += 1
+        label = self._endp_label(host, policy)
+        cached = self._find_endp(label, policy) if not retry else None
+        if cached is not None:
+            self.sessions += 1
+            if not self._use(cached, reused=True):
+                return
+            self.sessions -= 1          # it had died: connect afresh
         session = Session(host, self.settings)
+        session.label = label
         try:
             session.connect()
         except SessionError as e:
@@ -235,9 +259,25 @@ class Attempt:
             log.info(f"{e.reason}; retrying without TLS")
             self._try_host(host, dest, policy.plaintext(), retry=True)
 
+    def _endp_label(self, host: Host, policy: tls.Policy) -> str:
+        """_endp_label - the cache's name for a session to HOST under POLICY:
+        a session is only found by a client that would have made the same one."""
+        where = host.addr if host.unix else f"{host.addr}:{host.port}"
+        return f"{self.req.transport}:{where}:{policy.level}:".lower()
+
+    def _find_endp(self, label: str, policy: tls.Policy) -> Session | None:
+        """_find_endp - a session another request left open to this address.
+        Only plaintext sessions are shared, so none when TLS is required;
+        none when AUTH may be needed either (its user is part of the label)."""
+        if policy.required or self.client.sasl.enabled \
+                or not self.client.looking(self.req.nexthop):
+            return None
+        return self.client.sessions.find_endp(label)
+
     def _use(self, session: Session, reused: bool, dest: Destination | None = None,
-             policy: tls.Policy | None = None) -> None:
-        """_use - SESSION's transactions for the pending recipients."""
+             policy: tls.Policy | None = None) -> bool:
+        """_use - SESSION's transactions for the pending recipients; True when
+        a reused session turned out dead before it carried anything."""
         try:
             if not reused:
                 assert dest is not None and policy is not None  # a new session comes with both
@@ -245,26 +285,30 @@ class Attempt:
                 tls.check(session, policy, self.client.tls)
                 session.sasl_user = self.client.sasl.authenticate(session, self.req.sender,
                                                                   dest.text)
+                if session.sasl_user:
+                    session.label += session.sasl_user.lower()
             if not self.connected:
                 self.connected = True
                 self.status.connected()
             if self._refuse_before_mail(session):
-                return self._release(session)
+                self._release(session)
+                return False
             self._transactions(session, reused)
         except transaction.StaleSession:
             session.close(quit=False)
-            return
+            return True
         except transaction.ContentError as e:
             session.close(quit=False)
             self._content_failed(e)
-            return
+            return False
         except tls.PlaintextRetry:
             raise
         except SessionError as e:
             session.close(quit=e.site)
             self._session_failed(session.host, e)
-            return
+            return False
         self._release(session)
+        return False
 
     def _transactions(self, session: Session, reused: bool) -> None:
         """_transactions - the pending recipients on SESSION; those the server
@@ -281,12 +325,12 @@ class Attempt:
     def _release(self, session: Session) -> None:
         # A session authenticated as one sender is not reused for another.
         sender_bound = session.sasl_user and self.client.sasl.sender_dependent
-        keep = session.usable and self.client.caching(self.req.nexthop) and not sender_bound
+        keep = session.usable and self.client.caching(self.req) and not sender_bound
         # A probe leaves its transaction open: end it now, not at the next use.
         if keep and self.probe and not transaction.reset(session):
             keep = False
         if keep:
-            self.client.cache.put(self.cache_key, session)
+            self.client.sessions.save(session, self.cache_key)
         else:
             session.close()
 

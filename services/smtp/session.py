@@ -24,7 +24,10 @@ Interface:
     session.features: dict (EHLO keywords), session.esmtp: bool
     session.tls ("" or Verified/Trusted/Untrusted, set by tls.py), session.sasl_user
     session.size_limit -> int | None, session.close(quit=True)
-    session.usable, session.created, session.uses
+    session.usable, session.created, session.uses, session.label (its endpoint label)
+    session.props() -> dict / Session.adopt(fd, props, settings)   a session handed
+        to scache and taken back, maybe by another process (cache.py)
+    session.detach()                     close our end without QUIT (scache holds a copy)
     SessionError(reason, dsn, reply=None): .soft
 """
 
@@ -77,6 +80,41 @@ class Session:
         self.created = time.monotonic()
         self.idle_since = self.created
         self.uses = 0
+        self.label = ""            # the endpoint label it is cached under (cache.py)
+
+    # -- handing over ------------------------------------------------------
+    def props(self) -> dict:
+        """props - what another process needs to go on with this connection.
+
+        `created` is CLOCK_MONOTONIC, which every process on the host shares."""
+        h = self.host
+        return {"name": h.name, "addr": h.addr, "port": h.port, "pref": h.pref,
+                "unix": h.unix, "helo": self.helo_name, "esmtp": self.esmtp,
+                "features": self.features, "sasl_user": self.sasl_user,
+                "created": self.created, "uses": self.uses}
+
+    @classmethod
+    def adopt(cls, fd: int, props: dict, settings: Settings) -> "Session":
+        """adopt - a usable session on the connection FD, as props() described it."""
+        host = Host(str(props.get("name", "")), str(props.get("addr", "")),
+                    int(props.get("port", 0)), pref=int(props.get("pref", 0)),
+                    unix=bool(props.get("unix")))
+        session = cls(host, settings, str(props.get("helo") or "") or None)
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(True)
+        session.sock, session._rfile = sock, sock.makefile("rb")
+        session.esmtp = bool(props.get("esmtp"))
+        features = props.get("features")
+        session.features = dict(features) if isinstance(features, dict) else {}
+        session.sasl_user = props.get("sasl_user") or None
+        session.created = float(props.get("created", session.created))
+        session.uses = int(props.get("uses", 0))
+        session.usable = True
+        return session
+
+    def detach(self) -> None:
+        """detach - close this process's end without a word to the server."""
+        self.close(quit=False)
 
     # -- connecting --------------------------------------------------------
     def connect(self) -> None:

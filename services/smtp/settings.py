@@ -48,6 +48,7 @@ class Settings:
     cache_destinations: list[str]
     cache_time_limit: float
     reuse_time_limit: float
+    reuse_count_limit: int
     fallback_relay: list[str]
     randomize_addresses: bool
     inet_protocols: list[str]
@@ -86,6 +87,7 @@ class Settings:
             cache_destinations=cfg.list(name("_connection_cache_destinations")),
             cache_time_limit=float(cfg.time(name("_connection_cache_time_limit"))),
             reuse_time_limit=float(cfg.time(name("_connection_reuse_time_limit"))),
+            reuse_count_limit=cfg.int(name("_connection_reuse_count_limit")),
             fallback_relay=cfg.list(name("_fallback_relay")),
             randomize_addresses=cfg.bool(name("_randomize_addresses")),
             inet_protocols=[p.lower() for p in cfg.list("inet_protocols")],

@@ -1,6 +1,7 @@
 """Every program master.cf names exists and does its job: the in-tree
 configuration starts without "not found or not executable", and flush,
-trivial-rewrite, tlsmgr and scache answer over their endpoints."""
+trivial-rewrite and tlsmgr answer over their endpoints, scache over its
+stream socket."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pymaster.mail.scache_client import ScacheClient
 from pymaster.util import ipc
 from tests.support.instance import ROOT, Instance, free_port, is_root
 from tests.support.wait import wait_until
@@ -44,6 +46,11 @@ def call(inst: Instance, name: str, header: dict) -> tuple[dict, list]:
         return client.call(header)
     finally:
         client.close()
+
+
+def scache(inst: Instance) -> ScacheClient:
+    """scache - a client of the instance's scache (a stream socket, not zeromq)."""
+    return ScacheClient(str(inst.queue_dir / "private" / "scache"), 20)
 
 
 def flush_log(inst: Instance, site: str) -> Path:
@@ -113,8 +120,10 @@ def test_rewrite_tlsmgr_and_scache_answer(tmp_path):
         assert call(inst, "tlsmgr", {"op": "policy", "cache_type": "smtpd"})[0]["cachable"] \
             is False
 
-        header, _ = call(inst, "scache", {"op": "find_dest", "label": "smtp:far.example"})
-        assert header == {"status": "fail", "reason": "not found"}
+        client = scache(inst)
+        assert client.find_dest("smtp:far.example") is None
+        assert client.available()           # it answered: not found
+        client.close()
     exch = inst.queue_dir / "data" / "prng_exch"
     assert exch.stat().st_size == 1024
     assert not re.search(r"(flush|tlsmgr|scache|trivial-rewrite)\[\d+\]: (warning|fatal|panic)",
@@ -145,7 +154,9 @@ def test_in_debian_jail_flush_and_tlsmgr_work(tmp_path):
         inst.wait_for_log(deferred, count=2)
         header, _ = call(inst, "rewrite", {"op": "rewrite", "rule": "local", "address": "joe"})
         assert header == {"status": "ok", "address": "joe@example.com"}
-        assert call(inst, "scache", {"op": "find_endp", "label": "x"})[0]["status"] == "fail"
+        client = scache(inst)
+        assert client.find_endp("x") is None and client.available()
+        client.close()
         assert call(inst, "tlsmgr", {"op": "policy", "cache_type": "smtp"})[0]["cachable"]
     assert (tmp_path / "data" / "prng_exch").stat().st_size == 1024
     assert not re.search(r"(flush|tlsmgr|scache|trivial-rewrite)\[\d+\]: (warning|fatal|panic)",

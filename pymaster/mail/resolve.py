@@ -71,7 +71,7 @@ from pymaster.mail.addr import domain_literal_address, is_valid_hostname, split_
 from pymaster.mail.config import Config
 from pymaster.util import log
 from pymaster.util.strings import split_list
-from pymaster.util.tables import TableError, open_table
+from pymaster.util.tables import TableError, TableUnavailable, open_table
 
 if TYPE_CHECKING:
     from pymaster.util.tables import Table
@@ -337,6 +337,8 @@ class Resolver:
         try:
             return self._resolve(addr, sender)
         except _table_error_types() as e:
+            if isinstance(e, TableUnavailable):
+                log.warning(e.warning)      # "mysql:/x is unavailable. unsupported ..."
             log.warning(f"resolve {addr}: table lookup failed: {e}")
             return Resolution("", "", addr, DEFAULT, frozenset({FAIL}))
 

@@ -72,6 +72,8 @@ ERR_CONFIGURATION = "451 4.3.5 Server configuration error"   # a bad list, table
 # An access table that could not be opened, worded for the stage:
 # "451 4.3.5 <x@y>: Recipient address rejected: Server configuration error".
 CONFIGURATION_ERROR_TEXT = "Server configuration error"
+# An address that resolves to the error transport with no text of its own.
+ADDRESS_UNDELIVERABLE_TEXT = "Address is undeliverable"
 ETRN_STARTED = "250 Queuing started"
 ERR_ETRN_FAILED = "458 Unable to queue messages"                # the flush service failed
 VRFY_OK = "252 2.0.0 {address}"

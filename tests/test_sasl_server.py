@@ -104,7 +104,7 @@ class TestDovecotPath:
 
     def test_the_three_forms(self):
         from pymaster.mail.sasl import dovecot
-        assert dovecot.endpoint("inet:127.0.0.1:12345") == ("inet", ("127.0.0.1", 12345))
-        assert dovecot.endpoint("inet:[::1]:12345") == ("inet", ("::1", 12345))
-        assert dovecot.endpoint("unix:/run/dovecot/auth") == ("unix", "/run/dovecot/auth")
-        assert dovecot.endpoint("private/auth") == ("unix", "private/auth")
+        assert dovecot.endpoint("inet:127.0.0.1:12345") == ("inet", "127.0.0.1", 12345)
+        assert dovecot.endpoint("inet:[::1]:12345") == ("inet", "::1", 12345)
+        assert dovecot.endpoint("unix:/run/dovecot/auth") == ("unix", "/run/dovecot/auth", 0)
+        assert dovecot.endpoint("private/auth") == ("unix", "private/auth", 0)

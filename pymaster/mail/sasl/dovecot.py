@@ -17,7 +17,7 @@ mechanism list is fetched when the server is opened and refreshed later.
 
 Interface:
     DovecotServer(path, service="smtp")
-    endpoint(path) -> ("unix", path) | ("inet", (host, port))   smtpd_sasl_path
+    endpoint(path) -> ("unix", path, 0) | ("inet", host, port)   smtpd_sasl_path
     .fetch_mechanisms() -> None        (blocking; before the jail, at start)
     .mechanisms(options) -> list[str]  (cached)
     .conversation(mech, info) -> DovecotConversation  (info: client_addr, local_addr, secured)
@@ -79,8 +79,8 @@ def _hello() -> bytes:
     return f"VERSION\t1\t1\nCPID\t{os.getpid()}\n".encode()
 
 
-def endpoint(path: str) -> tuple[str, object]:
-    """endpoint - smtpd_sasl_path as ("unix", path) or ("inet", (host, port))."""
+def endpoint(path: str) -> tuple[str, str, int]:
+    """endpoint - smtpd_sasl_path as ("unix", path, 0) or ("inet", host, port)."""
     path = path.strip()
     kind, colon, rest = path.partition(":")
     if colon and kind == "inet":
@@ -88,17 +88,17 @@ def endpoint(path: str) -> tuple[str, object]:
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         if not host or not port.isdigit():
             raise SaslError(f"bad smtpd_sasl_path: {path}: need inet:host:port")
-        return "inet", (host, int(port))
+        return "inet", host, int(port)
     if colon and kind == "unix":
-        return "unix", rest
-    return "unix", path
+        return "unix", rest, 0
+    return "unix", path, 0
 
 
 def _open(path: str) -> socket.socket:
     """_open - a blocking connected socket to the auth server at PATH."""
-    kind, where = endpoint(path)
+    kind, where, port = endpoint(path)
     if kind == "inet":
-        return socket.create_connection(where, timeout=TIMEOUT)  # type: ignore[arg-type]
+        return socket.create_connection((where, port), timeout=TIMEOUT)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(TIMEOUT)
@@ -111,10 +111,9 @@ def _open(path: str) -> socket.socket:
 
 async def _open_async(path: str):
     """_open_async - asyncio streams to the auth server at PATH."""
-    kind, where = endpoint(path)
+    kind, where, port = endpoint(path)
     if kind == "inet":
-        host, port = where  # type: ignore[misc]
-        return await asyncio.open_connection(host, port)
+        return await asyncio.open_connection(where, port)
     return await asyncio.open_unix_connection(where)
 
 

@@ -124,6 +124,20 @@ class TestTables:
         (tmp_path / "etc" / "transport").write_text("example.com smtp:[relay]\n")
         assert f"database {tmp_path}/etc/transport.db does not exist" in problems(cfg)
 
+    def test_a_table_type_pymaster_does_not_support_is_named(self, tmp_path):
+        cfg = make_config(tmp_path, "virtual_alias_maps = mysql:/etc/postfix/x.cf\n"
+                                    "smtpd_recipient_restrictions = check_recipient_access "
+                                    "ldap:/etc/postfix/l.cf, permit_mynetworks, "
+                                    "reject_unauth_destination\n"
+                                    "smtpd_sasl_path = inet:127.0.0.1:12345\n")
+        found = problems(cfg)
+        main_cf = f"{cfg.config_dir}/main.cf"
+        assert f"{main_cf}: virtual_alias_maps: unsupported dictionary type: mysql " \
+               "(mysql:/etc/postfix/x.cf)" in found
+        assert f"{main_cf}: smtpd_recipient_restrictions: unsupported dictionary type: ldap " \
+               "(ldap:/etc/postfix/l.cf)" in found
+        assert not [p for p in found if "inet" in p]
+
 
 class TestQueue:
     def test_a_missing_queue_directory(self, tmp_path):

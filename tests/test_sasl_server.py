@@ -97,3 +97,14 @@ class TestDovecotProtocol:
     def test_escaping(self):
         assert dovecot.escape("a\tb\\c\n") == "a\\tb\\\\c\\n"
         assert dovecot.unescape(dovecot.escape("a\tb\\c\n")) == "a\tb\\c\n"
+
+
+class TestDovecotPath:
+    """smtpd_sasl_path: inet:host:port, unix:path, or a bare path (a UNIX socket)."""
+
+    def test_the_three_forms(self):
+        from pymaster.mail.sasl import dovecot
+        assert dovecot.endpoint("inet:127.0.0.1:12345") == ("inet", "127.0.0.1", 12345)
+        assert dovecot.endpoint("inet:[::1]:12345") == ("inet", "::1", 12345)
+        assert dovecot.endpoint("unix:/run/dovecot/auth") == ("unix", "/run/dovecot/auth", 0)
+        assert dovecot.endpoint("private/auth") == ("unix", "private/auth", 0)

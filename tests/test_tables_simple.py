@@ -20,6 +20,23 @@ class TestInterface:
         with pytest.raises(TableError, match="unsupported dictionary type: nosuch"):
             create_table("nosuch:/x")
 
+    def test_a_table_that_cannot_be_opened_fails_each_lookup(self):
+        # A service keeps running: the table stands in and every lookup is a
+        # temporary failure that names the table, as Postfix's surrogate does.
+        table = open_table("mysql:/etc/postfix/nosuch.cf")
+        for _ in range(2):
+            with pytest.raises(tables.TableUnavailable) as failed:
+                table.lookup("x")
+            assert failed.value.warning == ("mysql:/etc/postfix/nosuch.cf is unavailable. "
+                                            "unsupported dictionary type: mysql")
+
+    def test_a_missing_file_table_is_unavailable(self, tmp_path):
+        table = open_table(f"texthash:{tmp_path}/none")
+        with pytest.raises(tables.TableUnavailable) as failed:
+            table.lookup("x")
+        assert failed.value.warning == (f"texthash:{tmp_path}/none is unavailable. open "
+                                        f"database {tmp_path}/none: No such file or directory")
+
     def test_tables_are_opened_once_per_spec(self):
         assert open_table("static:one") is open_table("static:one")
         assert create_table("static:one") is not open_table("static:one")

@@ -12,6 +12,7 @@ check() returns warning texts, worded as Postfix's postfix-script words them
   wrong mode 0755 (expected 0730): PATH   maildrop, public, private
   wrong mode 0600 (expected 0666): PATH   public/postlog, postlogd's socket
   database X.db is older than source file X
+  FILE: NAME: unsupported dictionary type: T (T:NAME)   mysql:, ldap:, lmdb: …
   FILE: unused parameter: name=value      (postconf's own test, reused)
   FILE: parameter not implemented by pymaster, ignored: name
   PATH: not found or not executable (master.cf service NAME/TYPE)
@@ -44,6 +45,7 @@ from pymaster.mail import queue
 from pymaster.mail.config import Config, ConfigError
 from pymaster.mail.params import PARAMS, SERVICE_SUFFIXES
 from pymaster.master.mastercf import load_master_cf
+from pymaster.util.tables import TYPES
 
 # Directories under queue_directory whose whole tree belongs to mail_owner
 # (maildrop is left out on purpose: its files belong to the users who wrote them).
@@ -59,6 +61,16 @@ POSTLOG_SOCKET_MODE = 0o666
 SETGID_COMMANDS = ("postdrop", "postqueue")
 INDEXED_TYPES = {"hash": ".db", "btree": ".db", "cdb": ".cdb"}
 TABLE_REF = re.compile(r"\b(hash|btree|cdb):(/[^\s,]+)")
+# Postfix's lookup table types: a `type:name` of one of these that pymaster
+# does not implement is named by `postfix check` (its services answer every
+# lookup in it with a temporary failure). Others (inet:, unix:/path of a
+# socket) are not tables.
+POSTFIX_TABLE_TYPES = frozenset({
+    "btree", "cdb", "cidr", "dbm", "environ", "fail", "hash", "inline", "internal", "ldap",
+    "lmdb", "memcache", "mysql", "nis", "nisplus", "pcre", "pgsql", "pipemap", "proxy",
+    "randmap", "regexp", "sdbm", "socketmap", "sqlite", "static", "tcp", "texthash",
+    "unionmap", "unix"})
+TYPED_REF = re.compile(r"(?<![\w:/.-])([a-z]+):([^\s,{}]*)")
 SOURCE_ROOTS = ("pymaster", "services")
 # Read by nothing, yet honoured: pymaster behaves as compatibility_level 3.6
 # and later, which is what every current main.cf asks for.
@@ -73,6 +85,7 @@ def check(cfg: Config) -> list[str]:
     if os.geteuid() == 0:
         problems += permission_problems(cfg)
     problems += table_problems(cfg)
+    problems += unsupported_tables(cfg)
     return problems
 
 
@@ -287,6 +300,22 @@ def table_problems(cfg: Config) -> list[str]:
             problems.append(f"database {db} does not exist")
         elif os.stat(db).st_mtime < os.stat(source).st_mtime:
             problems.append(f"database {db} is older than source file {source}")
+    return problems
+
+
+def unsupported_tables(cfg: Config) -> list[str]:
+    """unsupported_tables - main.cf settings that name a table type pymaster lacks."""
+    main_cf = os.path.join(cfg.config_dir, "main.cf")
+    problems = []
+    for name in sorted(cfg.values):
+        try:
+            value = cfg.get(name)
+        except ConfigError:
+            continue
+        for type_, rest in TYPED_REF.findall(value):
+            if type_ in POSTFIX_TABLE_TYPES and type_ not in TYPES:
+                problems.append(f"{main_cf}: {name}: unsupported dictionary type: "
+                                f"{type_} ({type_}:{rest})")
     return problems
 
 

@@ -76,7 +76,7 @@ from pymaster.mail.domains import (
 )
 from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.util import log
-from pymaster.util.tables import TableError
+from pymaster.util.tables import TableError, TableUnavailable
 
 if TYPE_CHECKING:
     pass
@@ -198,6 +198,8 @@ class Resolver:
         try:
             return self._resolve(addr, sender)
         except (TableError, LookupFailed) as e:
+            if isinstance(e, TableUnavailable):
+                log.warning(e.warning)      # "mysql:/x is unavailable. unsupported ..."
             log.warning(f"resolve {addr}: table lookup failed: {e}")
             return Resolution("", "", addr, DEFAULT, frozenset({FAIL}))
 

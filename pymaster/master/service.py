@@ -480,5 +480,7 @@ def main(program: str, run: Callable[[Service], None]) -> None:
         pass
     except SystemExit:
         raise
+    except tables.TableError as e:      # a bad table spec: Postfix's words, no class name
+        log.fatal(str(e))
     except Exception as e:
         log.fatal(f"{type(e).__name__}: {e}")

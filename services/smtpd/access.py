@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from pymaster.mail.addr import split_address
 from pymaster.mail.maps import access_lookup
 from pymaster.util import log
-from pymaster.util.tables import TableError
+from pymaster.util.tables import TableError, TableUnavailable
 from services.smtpd import lazy, replies
 from services.smtpd.verdict import (
     CODE_RE,
@@ -67,6 +67,12 @@ def _access(checker: Checker, ctx: Context, spec: str, query, kind: str,
     """_access - search table SPEC in access(5) order for QUERY; act on the answer."""
     try:
         value = _lookup(checker, spec, query, kind)
+    except TableUnavailable as e:
+        # As Postfix: the table's own line, then the lookup, then a 451 4.3.5
+        # worded for the stage (a configuration error, not a passing failure).
+        log.warning(e.warning)
+        log.warning(f'{spec} lookup error for "{what}"')
+        return rejection(ctx, 451, replies.CONFIGURATION_ERROR_TEXT, "4.3.5")
     except TableError as e:
         log.warning(f"{spec}: table lookup problem for {what}: {e}")
         return temporary_failure(what)

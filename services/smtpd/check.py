@@ -40,6 +40,7 @@ Interface:
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from pymaster.mail import domains, resolve, verify_client
@@ -462,6 +463,9 @@ def permit_auth_destination(checker: Checker, ctx: Context, arg) -> Verdict | No
 
 # -- unknown recipients and senders ----------------------------------------------
 
+# "4.3.2 text": the enhanced status code that starts an error transport's text.
+_DSN_TEXT_RE = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
+
 # address class -> (the table parameter, its reply code parameter, its name in replies)
 _RECIPIENT_TABLES = {
     "local": ("local_recipient_maps", "unknown_local_recipient_reject_code",
@@ -496,17 +500,24 @@ def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
     res = checker.resolver.resolve(checker.canonical(address))
     if resolve.FAIL in res.flags:
         return temporary_failure(address)
-    moved = relocated(checker, res, address, what)
-    if moved is not None:
-        return moved
+    try:
+        # A virtual alias is fine whatever its domain resolves to (a virtual
+        # alias domain resolves to the error transport): look there first.
+        virtual = checker.param_maps("virtual_alias_maps")
+        if virtual and _listed(checker, virtual, res.recipient):
+            return None
+    except TableError as e:
+        log.warning(f"virtual_alias_maps lookup problem for {address}: {e}")
+        return temporary_failure(address)
     table = _RECIPIENT_TABLES.get(res.address_class)
+    if res.address_class != "virtual_alias":     # that one has its own reply code
+        moved = error_transport(checker, res, address, what, dsn_detail)
+        if moved is not None:
+            return moved
     if table is None:
         return None
     param, code_param, label = table
     try:
-        virtual = checker.param_maps("virtual_alias_maps")
-        if virtual and _listed(checker, virtual, res.recipient):
-            return None
         maps = checker.param_maps(param)
         if res.address_class in ("local", "relay") and not maps:
             return None
@@ -519,18 +530,26 @@ def _unlisted(checker: Checker, ctx: Context, address: str, what: str,
         return temporary_failure(address)
 
 
-def relocated(checker: Checker, res, address: str, what: str) -> Verdict | None:
-    """relocated - a relocated_maps user is refused now, with the resolver's text:
-    `550 5.1.6 <x@y>: Recipient address rejected: User has moved to …`.
+def error_transport(checker: Checker, res, address: str, what: str,
+                    dsn_detail: str) -> Verdict | None:
+    """error_transport - an address that resolves to the error transport (a
+    transport_maps `error:` entry, a relocated_maps user) is refused now with
+    that transport's text, as Postfix's smtpd does:
+    `550 5.1.2 <x@y>: Recipient address rejected: host gone`.
 
-    Postfix refuses any recipient that resolves to the error transport here;
-    pymaster does so only for relocated users for now, so that transport_maps
-    `error:` destinations are still accepted and bounced (the bounce tests
-    rely on that)."""
-    if resolve.RELOCATED not in res.flags:
+    The reply is always 550 with a 5.X.Y code ("error:4.3.2 …" gives 5.3.2);
+    without a text it is "5.1.1 … Address is undeliverable". A recipient
+    that is a virtual alias is never refused here (the caller looks first)."""
+    if res.transport != "error" and resolve.RELOCATED not in res.flags:
         return None
-    dsn, _, text = res.nexthop.partition(" ")
-    return coded(550, dsn, f"<{address}>: {what} address rejected: {text}")
+    dsn, text = f"5.1.{dsn_detail}", res.nexthop.strip()
+    if text.lower() == address.rpartition("@")[2].lower():
+        text = ""       # "error:" alone: the resolver's default next hop is no text
+    m = _DSN_TEXT_RE.match(text)
+    if m:
+        dsn, text = "5" + m.group(1)[1:], text[m.end():].strip()
+    return coded(550, dsn, f"<{address}>: {what} address rejected: "
+                           f"{text or replies.ADDRESS_UNDELIVERABLE_TEXT}")
 
 
 def reject_unlisted_recipient(checker: Checker, ctx: Context, arg) -> Verdict | None:

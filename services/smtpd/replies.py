@@ -69,6 +69,11 @@ ERR_PIPELINING = "554 5.5.0 Error: SMTP protocol synchronization"
 ERR_ETRN_UNAVAILABLE = "459 <{domain}>: service unavailable"   # Postfix: no enhanced code
 ERR_TEMP_LOOKUP = "451 4.3.0 <{address}>: Temporary lookup failure"
 ERR_CONFIGURATION = "451 4.3.5 Server configuration error"   # a bad list, table or milter
+# An access table that could not be opened, worded for the stage:
+# "451 4.3.5 <x@y>: Recipient address rejected: Server configuration error".
+CONFIGURATION_ERROR_TEXT = "Server configuration error"
+# An address that resolves to the error transport with no text of its own.
+ADDRESS_UNDELIVERABLE_TEXT = "Address is undeliverable"
 ETRN_STARTED = "250 Queuing started"
 ERR_ETRN_FAILED = "458 Unable to queue messages"                # the flush service failed
 VRFY_OK = "252 2.0.0 {address}"

@@ -27,6 +27,8 @@ SETTINGS = {
     "transport_maps": ("inline:{ { nobody.example = error:5.1.1 no such user }, "
                        "{ slow.example = retry:4.4.1 connection timed out } }"),
     "queue_run_delay": "1s", "minimal_backoff_time": "1s", "maximal_backoff_time": "2s",
+    # smtpd refuses error-transport recipients at RCPT (as Postfix) unless told not to.
+    "smtpd_reject_unlisted_recipient": "no",
 }
 MESSAGE = ("From: sender@localhost\r\nTo: nobody@nobody.example\r\n"
            "Subject: will bounce\r\nMessage-ID: <bounce-e2e@localhost>\r\n\r\nhello\r\n")

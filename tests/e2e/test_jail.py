@@ -54,6 +54,8 @@ def pair(tmp_path_factory):
             "inet_interfaces": "127.0.0.1", "smtp_tls_security_level": "may",
             "smtp_tls_loglevel": "1", "smtp_tls_CAfile": str(b.ca),
             "transport_maps": f"texthash:{tmp}/a/etc/transport",
+            # error.test must reach the error agent, not be refused at RCPT.
+            "smtpd_reject_unlisted_recipient": "no",
         }, start=False)
         a._master_cf = chrooted(a._shipped_master_cf())
         a.write_config()

@@ -33,6 +33,8 @@ def session_instance(tmp_path: Path) -> Instance:
         "mynetworks": "192.0.2.0/24",
         "relay_domains": "bounce.example, defer.example",
         "transport_maps": f"texthash:{transport}",
+        # bounce.example must reach the error agent, not be refused at RCPT.
+        "smtpd_reject_unlisted_recipient": "no",
     })
 
 

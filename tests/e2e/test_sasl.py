@@ -32,7 +32,7 @@ FAIL2BAN = re.compile(r"warning: [-._\w]+\[(?P<host>[^\]]+)\]: SASL ((?i:LOGIN|P
 RELAY_RCPT = "friend@elsewhere.example"
 
 
-def start_dovecot(tmp: Path) -> subprocess.Popen | None:
+def start_dovecot(tmp: Path, auth_port: int) -> subprocess.Popen | None:
     if shutil.which("dovecot") is None or not is_root():
         return None
     (tmp / "dovecot-users").write_text("kdent:{PLAIN}dovesecret\n")
@@ -53,6 +53,10 @@ service auth {{
   unix_listener {tmp}/dovecot-auth {{
     mode = 0666
   }}
+  inet_listener {{
+    address = 127.0.0.1
+    port = {auth_port}
+  }}
 }}
 """)
     proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -68,8 +72,12 @@ service auth {{
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sasl")
-    dovecot = start_dovecot(tmp)
+    auth_port = free_port()
+    dovecot = start_dovecot(tmp, auth_port)
     sub_port, dove_port = free_port(), free_port()
+    # smtpd_sasl_path as inet:host:port and as unix:path, beside the bare path.
+    path_ports = {"inet": free_port(), "unix": free_port()}
+    paths = {"inet": f"inet:127.0.0.1:{auth_port}", "unix": f"unix:{tmp}/dovecot-auth"}
     extra = (f"127.0.0.1:{sub_port} inet n - n - - smtpd\n"
              "  -o syslog_name=postfix/submission\n"
              "  -o smtpd_tls_auth_only=yes\n"
@@ -77,6 +85,11 @@ def inst(tmp_path_factory):
              "  -o syslog_name=postfix/dovecot\n"
              "  -o smtpd_sasl_type=dovecot\n"
              f"  -o smtpd_sasl_path={tmp}/dovecot-auth\n")
+    for kind, port in path_ports.items():
+        extra += (f"127.0.0.1:{port} inet n - n - - smtpd\n"
+                  f"  -o syslog_name=postfix/dovecot-{kind}\n"
+                  "  -o smtpd_sasl_type=dovecot\n"
+                  f"  -o smtpd_sasl_path={paths[kind]}\n")
     instance = Instance(tmp, main_cf={
         "myhostname": "mx.example.com",
         "mydestination": "$myhostname, localhost",
@@ -95,10 +108,13 @@ def inst(tmp_path_factory):
         done = instance.command("saslpasswd2", "-c", "-p", user, input=password + "\n")
         assert done.returncode == 0, done.stderr
     instance.sub_port, instance.dove_port, instance.dovecot = sub_port, dove_port, dovecot
+    instance.path_ports = path_ports
     try:
         with instance.start():
             instance.wait_for_port(sub_port)
             instance.wait_for_port(dove_port)
+            for port in path_ports.values():
+                instance.wait_for_port(port)
             yield instance
     finally:
         if dovecot is not None:
@@ -212,6 +228,19 @@ class TestAuthDovecot:
             s.ehlo("client.example")
             s.user, s.password = "kdent", "dovesecret"
             assert s.auth("LOGIN", s.auth_login)[0] == 235
+
+    @pytest.mark.parametrize("kind", ["inet", "unix"])
+    def test_sasl_path_forms(self, inst, kind):
+        # smtpd_sasl_path = inet:127.0.0.1:PORT and unix:/path reach the same Dovecot.
+        with smtplib.SMTP("127.0.0.1", inst.path_ports[kind]) as s:
+            s.ehlo("client.example")
+            assert "PLAIN" in s.esmtp_features.get("auth", "")
+            ok = base64.b64encode(b"\0kdent\0dovesecret").decode()
+            assert s.docmd("AUTH", f"PLAIN {ok}")[0] == 235
+        with smtplib.SMTP("127.0.0.1", inst.path_ports[kind]) as s:
+            s.ehlo("client.example")
+            bad = base64.b64encode(b"\0kdent\0nope").decode()
+            assert s.docmd("AUTH", f"PLAIN {bad}")[0] == 535
 
     def test_wrong_password_against_dovecot(self, inst):
         with smtplib.SMTP("127.0.0.1", inst.dove_port) as s:

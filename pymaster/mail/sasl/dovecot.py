@@ -1,7 +1,8 @@
 """The Dovecot authentication protocol, client side (smtpd_sasl_type = dovecot).
 
 Dovecot's auth service listens on a UNIX socket (smtpd_sasl_path, relative
-to queue_directory as Postfix has it: `private/auth`). The client says
+to queue_directory as Postfix has it: `private/auth`, or `unix:private/auth`)
+or on TCP (`inet:host:port`, `inet:[ipv6]:port`). The client says
 `VERSION 1 1` and `CPID pid`; the server answers VERSION, one MECH line per
 mechanism (with its properties: plaintext, dictionary, anonymous, active,
 forward-secrecy, mutual-auth, private), SPID, CUID, COOKIE and DONE. An
@@ -16,6 +17,7 @@ mechanism list is fetched when the server is opened and refreshed later.
 
 Interface:
     DovecotServer(path, service="smtp")
+    endpoint(path) -> ("unix", path, 0) | ("inet", host, port)   smtpd_sasl_path
     .fetch_mechanisms() -> None        (blocking; before the jail, at start)
     .mechanisms(options) -> list[str]  (cached)
     .conversation(mech, info) -> DovecotConversation  (info: client_addr, local_addr, secured)
@@ -77,6 +79,44 @@ def _hello() -> bytes:
     return f"VERSION\t1\t1\nCPID\t{os.getpid()}\n".encode()
 
 
+def endpoint(path: str) -> tuple[str, str, int]:
+    """endpoint - smtpd_sasl_path as ("unix", path, 0) or ("inet", host, port)."""
+    path = path.strip()
+    kind, colon, rest = path.partition(":")
+    if colon and kind == "inet":
+        host, _, port = rest.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not host or not port.isdigit():
+            raise SaslError(f"bad smtpd_sasl_path: {path}: need inet:host:port")
+        return "inet", host, int(port)
+    if colon and kind == "unix":
+        return "unix", rest, 0
+    return "unix", path, 0
+
+
+def _open(path: str) -> socket.socket:
+    """_open - a blocking connected socket to the auth server at PATH."""
+    kind, where, port = endpoint(path)
+    if kind == "inet":
+        return socket.create_connection((where, port), timeout=TIMEOUT)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(TIMEOUT)
+        sock.connect(where)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _open_async(path: str):
+    """_open_async - asyncio streams to the auth server at PATH."""
+    kind, where, port = endpoint(path)
+    if kind == "inet":
+        return await asyncio.open_connection(where, port)
+    return await asyncio.open_unix_connection(where)
+
+
 class DovecotServer:
     REFRESH = 60.0
 
@@ -91,9 +131,7 @@ class DovecotServer:
         """fetch_mechanisms - connect, handshake, remember the MECH lines (blocking)."""
         lines: list[str] = []
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(TIMEOUT)
-                sock.connect(self.path)
+            with _open(self.path) as sock:
                 sock.sendall(_hello())
                 f = sock.makefile("rb")
                 while True:
@@ -139,7 +177,7 @@ class DovecotConversation:
     async def _connect(self) -> None:
         try:
             self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.server.path), TIMEOUT)
+                _open_async(self.server.path), TIMEOUT)
             assert self.writer is not None
             self.writer.write(_hello())
             lines = []

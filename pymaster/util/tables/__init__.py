@@ -14,6 +14,13 @@ Interface:
     create_table(spec, cfg=None) -> Table   the same, never cached (postmap -f)
     split_spec(spec) -> (type, name)
     TableError                               temporary failure / bad table
+    TableUnavailable(spec, reason)           a TableError: a table that cannot be
+                                             opened (unsupported type, missing
+                                             file); .warning is Postfix's line
+    UnavailableTable                         what open_table gives for such a
+                                             table: every lookup raises
+                                             TableUnavailable, so a service
+                                             defers instead of dying at start-up
     Table.lookup(key) -> str | None
     Table.items() -> iterator of (key, value)   for the types that can list
     Table.fixed                              False for pattern tables (regexp,
@@ -32,6 +39,8 @@ import importlib
 import os
 import time
 from typing import Iterator
+
+from pymaster.util import log
 
 # How often (seconds) a file table looks whether its file was replaced; a
 # stat() per lookup would halve the lookup rate.
@@ -62,6 +71,22 @@ _cache: dict[str, "Table"] = {}
 
 class TableError(Exception):
     """A table that cannot answer now (the caller defers), or a bad table spec."""
+
+
+class TableUnavailable(TableError):
+    """A table that could not be opened at all (Postfix's configuration error).
+
+    str() is the reason alone (postmap's fatal line); `warning` is the line a
+    service logs: "hash:/x is unavailable. open database /x.db: No such file"."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        super().__init__(reason)
+        self.spec = spec
+        self.reason = reason
+
+    @property
+    def warning(self) -> str:
+        return f"{self.spec} is unavailable. {self.reason}"
 
 
 class Table:
@@ -119,12 +144,24 @@ class FileTable(Table):
                 # A file replaced by rename is never missing; a deleted one
                 # leaves the last good copy in use, as Postfix's open map does.
                 return self._data
-            raise TableError(f"open database {self.path}: {e.strerror}") from None
+            raise TableUnavailable(self.spec, f"open database {self.path}: {e.strerror}") \
+                from None
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp != self._stamp:
             self._data = self.load()
             self._stamp = stamp
         return self._data
+
+
+class UnavailableTable(Table):
+    """A table open_table could not open: each lookup reports why, and fails."""
+
+    def __init__(self, type_: str, name: str, reason: str) -> None:
+        super().__init__(type_, name)
+        self.reason = reason
+
+    def lookup(self, key: str) -> str | None:
+        raise TableUnavailable(self.spec, self.reason)
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -151,11 +188,25 @@ def create_table(spec: str, cfg=None, **options) -> Table:
 
 
 def open_table(spec: str, cfg=None) -> Table:
-    """open_table - the process's Table for SPEC, opened on first use."""
+    """open_table - the process's Table for SPEC, opened on first use.
+
+    A table that cannot be opened (a type pymaster does not support, such as
+    mysql: or ldap:, or one whose opening fails) is logged as an error once and
+    stands in as an UnavailableTable, as Postfix's daemons keep running and
+    answer every lookup with a temporary failure; a spec without a type is
+    still a TableError."""
     spec = spec.strip()
     table = _cache.get(spec)
     if table is None:
-        table = create_table(spec, cfg)
+        type_, name = split_spec(spec)
+        try:
+            table = create_table(spec, cfg)
+        except TableUnavailable as e:
+            log.error(e.reason)
+            table = UnavailableTable(type_, name, e.reason)
+        except TableError as e:
+            log.error(str(e))
+            table = UnavailableTable(type_, name, str(e))
         _cache[spec] = table
     return table
 

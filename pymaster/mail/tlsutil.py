@@ -25,6 +25,7 @@ Interface:
     client_context(cfg, level, prefix="smtp") -> ssl.SSLContext
     fingerprint(der: bytes, digest="sha256") -> str
     pkey_fingerprint(der: bytes, digest="sha256") -> str
+    x509_support() -> X509Support   cryptography's certificate code, loaded on first use
     Session.from_ssl(sslobj, digest, verified) -> Session   (what was negotiated)
     session.summary() -> "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
     legacy_level(cfg, prefix) -> "none" | "may" | "encrypt" | …
@@ -33,9 +34,11 @@ Interface:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import ssl
 from dataclasses import dataclass
+from types import ModuleType
 
 from pymaster.mail.config import Config
 
@@ -232,24 +235,41 @@ def fingerprint(der: bytes, digest: str = "sha256") -> str:
     return _colon_hex(hashlib.new(_digest(digest), der).digest())
 
 
+@dataclass(frozen=True)
+class X509Support:
+    """cryptography's modules that certificate names and key digests use."""
+    x509: ModuleType
+    serialization: ModuleType
+    oid: ModuleType
+
+
+def x509_support() -> X509Support:
+    """x509_support - cryptography's certificate code, imported on first call.
+
+    The one accessor of an optional heavy dependency (about 50 ms to
+    import): a program that offers or uses TLS calls it in its pre-jail
+    step, one without TLS never loads it."""
+    return X509Support(importlib.import_module("cryptography.x509"),
+                       importlib.import_module("cryptography.hazmat.primitives.serialization"),
+                       importlib.import_module("cryptography.x509.oid"))
+
+
 def pkey_fingerprint(der: bytes, digest: str = "sha256") -> str:
     """pkey_fingerprint - the digest of the certificate's public key (SubjectPublicKeyInfo)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    key = x509.load_der_x509_certificate(der).public_key()
-    spki = key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    crypto = x509_support()
+    key = crypto.x509.load_der_x509_certificate(der).public_key()
+    spki = key.public_bytes(crypto.serialization.Encoding.DER,
+                            crypto.serialization.PublicFormat.SubjectPublicKeyInfo)
     return _colon_hex(hashlib.new(_digest(digest), spki).digest())
 
 
 def cert_names(der: bytes) -> tuple[str, str]:
     """cert_names - (subject CN, issuer CN) of a DER certificate, "" when absent."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-    cert = x509.load_der_x509_certificate(der)
+    crypto = x509_support()
+    cert = crypto.x509.load_der_x509_certificate(der)
 
     def cn(name) -> str:
-        attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+        attrs = name.get_attributes_for_oid(crypto.oid.NameOID.COMMON_NAME)
         return str(attrs[0].value) if attrs else ""
     return cn(cert.subject), cn(cert.issuer)
 

@@ -58,6 +58,7 @@ from pymaster.master.service import (
     STATUS_AVAIL,
     STATUS_FORMAT,
     STATUS_SIZE,
+    set_title,
 )
 from pymaster.util import log
 
@@ -850,11 +851,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         log.setup("master", stderr=True)
         log.fatal(f"{e.filename or ''}: {e.strerror}" if e.strerror else str(e))
-    try:
-        import setproctitle
-        setproctitle.setproctitle("pymaster/master")
-    except ImportError:
-        pass
+    set_title("pymaster/master")
     if not foreground:
         detach_stdio()
     sys.exit(master.run())

@@ -80,10 +80,6 @@ from services.smtp.settings import TLS_REQUIRED, Settings
 LEVELS_WITH_TLS = ("may", "encrypt", "verify", "secure", "dane", "dane-only", "fingerprint")
 MATCHING = ("verify", "secure")
 DANE_LEVELS = ("dane", "dane-only")
-# cryptography's modules that certificates are read with, here and in
-# pymaster.mail.tlsutil: imported by cryptography_x509() (see there).
-CRYPTOGRAPHY_MODULES = ("cryptography.x509", "cryptography.x509.oid",
-                        "cryptography.hazmat.primitives.serialization")
 # The chain is checked by pymaster, not OpenSSL: what OpenSSL would say.
 DANE_NO_MATCH = "num=65:No matching DANE TLSA records"
 IGNORED_ATTRIBUTES = ("protocols", "ciphers", "exclude", "tafile", "servername",
@@ -171,15 +167,10 @@ def _open_maps(cfg: Config, name: str) -> Maps:
 
 
 def cryptography_x509() -> ModuleType:
-    """cryptography_x509 - cryptography's x509 module, with CRYPTOGRAPHY_MODULES.
-
-    The one accessor of cryptography in this module: importing it costs
-    about 50 ms and only a client that may use TLS needs it, so TlsClient
-    calls this at start (before the jail: a jailed process cannot import)
-    when TLS is configured, and a client without TLS never loads it."""
-    for name in CRYPTOGRAPHY_MODULES:
-        importlib.import_module(name)
-    return importlib.import_module("cryptography.x509")
+    """cryptography_x509 - cryptography's x509 module, through tlsutil's one
+    accessor: TlsClient calls this at start when TLS is configured (a jailed
+    process cannot import), and a client without TLS never loads it."""
+    return tlsutil.x509_support().x509
 
 
 def dane_module() -> ModuleType:

@@ -2,7 +2,7 @@
 
 dnspython costs tens of milliseconds at every start and only DNS lists,
 check_*_{mx,ns}_access and reject_unknown_* need it; cryptography's X.509
-code and the SASL back ends are only needed when this smtpd offers TLS or
+code and the password store's KDF are only needed when this smtpd offers TLS or
 AUTH. Each is imported on first call of its accessor, so a process that
 does not use it starts faster; pre_jail calls the accessors the
 configuration needs, because after the chroot the interpreter's library may
@@ -11,13 +11,15 @@ be out of reach.
 Interface:
     dns() -> module            pymaster.util.dns (dnspython)
     tls_crypto() -> None       what certificate names and fingerprints load lazily
-    sasl_backends() -> None    the SASL server back ends and the scrypt KDF
+    sasl_backends() -> None    the scrypt KDF of the built-in password store
 """
 
 from __future__ import annotations
 
 import hashlib
 from types import ModuleType
+
+from pymaster.mail import tlsutil
 
 # The imports below sit inside their accessors on purpose: each is the one
 # place its heavy dependency is loaded, and only when the configuration needs it.
@@ -30,15 +32,12 @@ def dns() -> ModuleType:
 
 
 def tls_crypto() -> None:
-    """tls_crypto - import the certificate code that pymaster.mail.tlsutil loads
-    on first use (cert_names, pkey_fingerprint)."""
-    import cryptography.hazmat.primitives.serialization  # noqa: F401
-    import cryptography.x509  # noqa: F401
-    import cryptography.x509.oid  # noqa: F401
+    """tls_crypto - load the certificate code that pymaster.mail.tlsutil uses
+    (cert_names, pkey_fingerprint)."""
+    tlsutil.x509_support()
 
 
 def sasl_backends() -> None:
-    """sasl_backends - import the SASL server back ends; load OpenSSL's KDF provider."""
-    import pymaster.mail.sasl.builtin  # noqa: F401
-    import pymaster.mail.sasl.dovecot  # noqa: F401
+    """sasl_backends - load OpenSSL's KDF provider, which the built-in password
+    store's scrypt hashes need and a jailed process could not load later."""
     hashlib.scrypt(b"", salt=b"0", n=2, r=1, p=1)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 
-from pymaster.mail.sasl import CHALLENGE, FAIL, FAILURE_REASON, OK, SaslError, Step
 from pymaster.mail.sasl.mechanisms import filter_mechanisms
 from pymaster.mail.sasl.passwd import PasswordFile, PasswordFileError
+from pymaster.mail.sasl.steps import CHALLENGE, FAIL, FAILURE_REASON, OK, SaslError, Step
 
 MECHANISMS = ["PLAIN", "LOGIN"]
 

@@ -33,8 +33,8 @@ import os
 import socket
 import time
 
-from pymaster.mail.sasl import CHALLENGE, FAIL, FAILURE_REASON, OK, SaslError, Step
 from pymaster.mail.sasl.mechanisms import allowed
+from pymaster.mail.sasl.steps import CHALLENGE, FAIL, FAILURE_REASON, OK, SaslError, Step
 
 TIMEOUT = 10.0
 _ids = itertools.count(1)

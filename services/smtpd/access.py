@@ -134,7 +134,7 @@ def _worded(ctx: Context, code: int, text: str) -> Verdict:
     d = DSN_RE.match(text)
     if d and d.group(1)[0] == str(code)[0]:
         dsn, text = d.group(1), text[d.end():]
-    return rejection(ctx, code, text or "Access denied", dsn)
+    return rejection(ctx, code, text or replies.ACCESS_DENIED_TEXT, dsn)
 
 
 def _side_action(ctx: Context, action: str, text: str, spec: str) -> Verdict | None:

@@ -299,16 +299,17 @@ def permit(checker: Checker, ctx: Context, arg) -> Verdict:
 
 
 def reject(checker: Checker, ctx: Context, arg) -> Verdict:
-    return rejection(ctx, checker.cfg.int("reject_code"), "Access denied")
+    return rejection(ctx, checker.cfg.int("reject_code"), replies.ACCESS_DENIED_TEXT)
 
 
 def defer(checker: Checker, ctx: Context, arg) -> Verdict:
-    return rejection(ctx, checker.cfg.int("defer_code"), "Access denied")
+    return rejection(ctx, checker.cfg.int("defer_code"), replies.ACCESS_DENIED_TEXT)
 
 
 def defer_if_permit(checker: Checker, ctx: Context, arg) -> None:
     if not ctx.defer_if_permit:
-        ctx.defer_if_permit = rejection(ctx, checker.cfg.int("defer_code"), "Access denied").reply
+        ctx.defer_if_permit = rejection(ctx, checker.cfg.int("defer_code"),
+                                         replies.ACCESS_DENIED_TEXT).reply
     return None
 
 
@@ -358,7 +359,7 @@ def reject_unauth_pipelining(checker: Checker, ctx: Context, arg) -> Verdict | N
     if not ctx.pipelining_violation:
         return None
     what, label = subject(ctx)
-    return coded(503, "5.5.0", f"{what}: {label} rejected: Improper use of SMTP command pipelining")
+    return coded(503, "5.5.0", replies.PIPELINING_TEXT.format(what=what, label=label))
 
 
 def reject_multi_recipient_bounce(checker: Checker, ctx: Context, arg) -> Verdict | None:
@@ -371,7 +372,7 @@ def reject_multi_recipient_bounce(checker: Checker, ctx: Context, arg) -> Verdic
     code = checker.cfg.int("multi_recipient_bounce_reject_code")
     what, label = subject(ctx)
     return coded(code, "5.5.3" if code >= 500 else "4.5.3",
-                 f"{what}: {label} rejected: Multi-recipient bounce")
+                 replies.MULTI_RECIPIENT_BOUNCE_TEXT.format(what=what, label=label))
 
 
 def _unverified(checker: Checker, ctx: Context, address: str | None, kind: str,
@@ -443,7 +444,7 @@ def _unauth_destination(checker: Checker, ctx: Context, code: int) -> Verdict | 
         return temporary_failure(ctx.recipient)
     if allowed:
         return None
-    return coded(code, default_dsn(code), f"<{ctx.recipient}>: Relay access denied")
+    return coded(code, default_dsn(code), replies.RELAY_DENIED_TEXT.format(recipient=ctx.recipient))
 
 
 def reject_unauth_destination(checker: Checker, ctx: Context, arg) -> Verdict | None:
@@ -488,10 +489,10 @@ def unknown_user(checker: Checker, ctx: Context, code_param: str, label: str,
                  address: str, what: str = "Recipient", dsn_detail: str = "1") -> Verdict:
     """unknown_user - `550 5.1.1 <x@y>: Recipient address rejected: User unknown in …`."""
     code = checker.cfg.int(code_param)
-    text = f"User unknown in {label}" if checker.cfg.bool("show_user_unknown_table_name") \
-        else "User unknown"
+    reason = replies.USER_UNKNOWN_IN_REASON.format(table=label) \
+        if checker.cfg.bool("show_user_unknown_table_name") else replies.USER_UNKNOWN_REASON
     return coded(code, f"{'5' if code >= 500 else '4'}.1.{dsn_detail}",
-                 f"<{address}>: {what} address rejected: {text}")
+                 replies.USER_UNKNOWN_TEXT.format(address=address, what=what, reason=reason))
 
 
 def _unlisted(checker: Checker, ctx: Context, address: str, what: str,

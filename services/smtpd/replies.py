@@ -117,6 +117,15 @@ ERR_SENDER_NOT_OWNED = "553 5.7.1 <{sender}>: Sender address rejected: not owned
 ERR_SENDER_NOT_LOGGED_IN = "553 5.7.1 <{sender}>: Sender address rejected: not logged in"
 ERR_DOMAIN_LOOKUP = "450 4.1.{detail} <{address}>: {what} address rejected: Domain not found"
 
+# Restriction texts (check.py) without their code: the code comes from main.cf.
+ACCESS_DENIED_TEXT = "Access denied"
+RELAY_DENIED_TEXT = "<{recipient}>: Relay access denied"
+PIPELINING_TEXT = "{what}: {label} rejected: Improper use of SMTP command pipelining"
+MULTI_RECIPIENT_BOUNCE_TEXT = "{what}: {label} rejected: Multi-recipient bounce"
+USER_UNKNOWN_TEXT = "<{address}>: {what} address rejected: {reason}"
+USER_UNKNOWN_REASON = "User unknown"
+USER_UNKNOWN_IN_REASON = "User unknown in {table}"
+
 
 def timeout(hostname: str) -> str:
     return f"421 4.4.2 {hostname} Error: timeout exceeded"

@@ -215,7 +215,7 @@ class BounceServer:
     def _recipient(self, notice_class: str) -> str:
         name = {"bounce": "bounce_notice_recipient", "2bounce": "2bounce_notice_recipient",
                 "delay": "delay_notice_recipient"}[notice_class]
-        return self.cfg.get(name) or "postmaster"
+        return self.cfg.get(name)
 
     def _is_double_bounce(self, sender: str) -> bool:
         """_is_double_bounce - SENDER is our own postmaster notices' sender."""

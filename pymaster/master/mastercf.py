@@ -15,7 +15,7 @@ against main.cf. When two lines define the same service/type, the last one
 wins.
 
 Interface:
-    parse_master_cf(text, path, default_maxproc=100) -> (entries, errors)
+    parse_master_cf(text, path, default_maxproc=TABLE_PROCESS_LIMIT) -> (entries, errors)
     load_master_cf(config_dir, cfg=None) -> list[MasterEntry]   raises ConfigError
     MasterEntry  .service .type .private .unpriv .chroot .wakeup
                  .wakeup_if_used .maxproc .command .args .overrides
@@ -30,6 +30,10 @@ import os
 from dataclasses import dataclass, field
 
 from pymaster.mail.config import Config, ConfigError, load_config, logical_lines
+from pymaster.mail.params import PARAMS
+
+# maxproc for "-" when no main.cf is at hand (postconf -M): the table's default.
+TABLE_PROCESS_LIMIT = int(PARAMS["default_process_limit"].default or 0)
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 # Types whose requests reach workers through a zeromq endpoint the master binds.
@@ -185,7 +189,7 @@ def _overrides(args: list[str]) -> dict[str, str]:
     return found
 
 
-def parse_entry(text: str, default_maxproc: int = 100) -> MasterEntry:
+def parse_entry(text: str, default_maxproc: int = TABLE_PROCESS_LIMIT) -> MasterEntry:
     """parse_entry - one logical master.cf line; raises ValueError when bad."""
     words = split_args(text)
     if len(words) < 8:
@@ -208,8 +212,8 @@ def parse_entry(text: str, default_maxproc: int = 100) -> MasterEntry:
         fields=words[:8])
 
 
-def parse_master_cf(text: str, path: str,
-                    default_maxproc: int = 100) -> tuple[list[MasterEntry], list[str]]:
+def parse_master_cf(text: str, path: str, default_maxproc: int = TABLE_PROCESS_LIMIT
+                    ) -> tuple[list[MasterEntry], list[str]]:
     """parse_master_cf - every entry of a master.cf text, and its errors by line.
 
     Entries come in file order, duplicates included (load_master_cf keeps
@@ -242,7 +246,8 @@ def unique_entries(entries: list[MasterEntry]) -> list[MasterEntry]:
     return [e for e in entries if last[e.key] is e]
 
 
-def read_master_cf(config_dir: str, default_maxproc: int = 100) -> tuple[str, list[MasterEntry]]:
+def read_master_cf(config_dir: str, default_maxproc: int = TABLE_PROCESS_LIMIT
+                   ) -> tuple[str, list[MasterEntry]]:
     """read_master_cf - (path, entries) of DIR/master.cf; raises on a bad line."""
     path = os.path.join(config_dir, "master.cf")
     try:

@@ -247,7 +247,7 @@ class Session:
         assert self._rfile is not None  # opened with sock
         if quit and self.usable:
             try:
-                self.sock.settimeout(self.settings.timeouts.get("quit") or 5)
+                self.sock.settimeout(self.settings.timeouts["quit"])
                 self.sock.sendall(b"QUIT\r\n")
                 if not self.settings.skip_quit_response:
                     self._rfile.readline(MAX_LINE)

@@ -1,6 +1,7 @@
 """Shared pytest set-up: the project root on sys.path, so tests import
 `pymaster`, `services` and `tests.support.instance` from the checkout."""
 
+import signal
 import sys
 from pathlib import Path
 
@@ -25,3 +26,15 @@ def _restore_logging():
             delattr(log._state, name)
     for name, value in saved.items():
         setattr(log._state, name, value)
+
+
+@pytest.fixture(autouse=True)
+def _python_sigpipe():
+    """Each test runs with the interpreter's SIGPIPE disposition (ignored).
+
+    Importing pymaster.commands gives a command C's default (a closed pipe
+    ends it quietly); the test process imports it too, and a test that then
+    writes to a closed socket would kill the whole test worker instead of
+    seeing EPIPE."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    yield

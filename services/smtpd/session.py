@@ -591,7 +591,7 @@ class Session:
             await self.reply(replies.ERR_RCPT_AFTER_BDAT)
             return
         try:
-            rcpt = parse_rcpt(arg, self.s.strict_envelopes)
+            rcpt = parse_rcpt(arg, self.s.strict_envelopes, self.mail.smtputf8)
         except CommandError as e:
             await self.reply(e.reply)
             return

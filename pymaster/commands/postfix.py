@@ -89,6 +89,8 @@ class Script:
             self.prepare_queue()
         except OSError as e:
             return self.fatal(f"{self.queue_dir}: {e.strerror or e}")
+        if not self.repair_queue():
+            return self.fatal("Postfix integrity check failed!")
         self.say("starting the Postfix mail system")
         argv = [sys.executable, "-m", "pymaster.master.daemon", "-c", self.cfg.config_dir]
         argv += ["-v"] * self.verbose
@@ -126,6 +128,12 @@ class Script:
         queue.create_layout(self.queue_dir, owner, self.cfg.get("setgid_group"))
         if self.any_chroot():
             copy_chroot_files(self.queue_dir)
+
+    def repair_queue(self) -> bool:
+        """repair_queue - postsuper's start-up pass (structure check, stale
+        temporary files), as its own program: its warnings are postsuper's."""
+        argv = [sys.executable, "-m", "pymaster.commands.postsuper", "-c", self.cfg.config_dir]
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode == 0
 
     def any_chroot(self) -> bool:
         try:

@@ -12,6 +12,9 @@
             where they belong, strays (not queue files) reported
     -p      purge temporary files left behind by a crash
 
+Without any option, postsuper does -s and -p: the start-up repair pass that
+`postfix start` runs before the master starts, as Postfix's start script does.
+
 ID is a queue ID, `ALL`, or `-` (IDs one per line on standard input). Each
 option may be repeated. Every file is logged (`ID: removed`, `ID: placed on
 hold`, `ID: released from hold`, `ID: requeued`) and a summary printed, as
@@ -21,7 +24,7 @@ A message's defer, bounce and trace logs go with it when it is deleted or
 requeued. The queues are named explicitly after the options to limit -d/-h/-H/-r.
 
 Interface: main(argv=None) -> exit status; run_action(action, ids, queues) -> int;
-structure_check() -> int; purge_temporary(max_age) -> int
+structure_check() -> int; purge_temporary(max_age) -> int; repair() -> int
 """
 
 from __future__ import annotations
@@ -158,9 +161,9 @@ def structure_check() -> int:
                 queue_id, path = _match_inode(name, queue_id, path)
             right = queue.path_of(name, queue_id)
             if path != right:
+                # Silent, as in Postfix: a hash_queue_depth change moves every file.
                 os.makedirs(os.path.dirname(right), exist_ok=True)
                 os.rename(path, right)
-                log.info(f"{queue_id}: moved to {right}")
                 fixed += 1
         _report_strays(name)
     return fixed
@@ -211,7 +214,8 @@ def _report_strays(directory: str) -> None:
         if len(entry.name) == 1 and entry.is_dir(follow_symlinks=False):
             _report_strays(os.path.join(directory, entry.name))
         elif not queue.is_queue_id(entry.name) or not entry.is_file(follow_symlinks=False):
-            log.warning(f"{directory}/{entry.name}: unexpected file in queue directory")
+            # Postfix's words: a name that is no queue ID is left alone, and said.
+            log.warning(f"bogus file name: {directory}/{entry.name}")
 
 
 def purge_temporary(max_age: float = STALE_AGE) -> int:
@@ -242,6 +246,11 @@ def _is_leftover(path: str, fname: str, now: float, max_age: float) -> bool:
     if fname.startswith(queue.TEMP_PREFIX):
         return True
     return queue.is_queue_id(fname) and not st.st_mode & 0o100
+
+
+def repair() -> int:
+    """repair - the start-up pass (postsuper without options): -s, then -p."""
+    return structure_check() + purge_temporary()
 
 
 def _parse(argv: list[str]) -> tuple[list[tuple[str, str]], bool, bool, str | None, list[str]]:
@@ -280,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         queue.enter_spool(cfg)
     except OSError as e:
         log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}")
+    if not (actions or check or purge):
+        check = purge = True        # postsuper alone: the start-up repair pass
     if check:
         structure_check()
     if purge:

@@ -75,16 +75,44 @@ def test_parse_path(text, address, params):
 @pytest.mark.parametrize("text", [
     "<user@example.com",          # no closing bracket
     "<user@example.com>junk",     # garbage glued to the path
-    "<a@b> =x",                   # parameter without keyword
     "",
     '<"unterminated@example.com>',
+    "<a@[1.2.3.4.5]>",            # not an address literal
+    "<a@[IPv6:1.2.3.4]>",
+    "<user@>",                    # "@" without a domain
+    "<a@b c@d>",                  # two addresses
+    "<a,b@c>",
+    "<a@b..c>", "<a@-b>", "<a@1.2.3.4>",    # not host names
+    "<a@" + "b" * 64 + ".com>",   # a label past 63 characters
+    "<a@b)>",
 ])
 def test_parse_path_rejects_broken_syntax(text):
     with pytest.raises(AddressError):
         parse_path(text)
 
 
-@pytest.mark.parametrize("text", ["user@example.com", "<user>", "<a b@c>", "<user@bad..host>"])
+@pytest.mark.parametrize("text, address", [
+    ("<<a@b>>", "a@b"),            # Postfix's smtpd reads one pair of brackets too many
+    ("<a@b>>", "a@b"),
+    ("x<a@b>", "a@b"),             # a display name
+    ("<@a,@b:u@d>", "u@d"),        # a source route
+    ("y:<x@o.example>;", "x@o.example"),    # a group
+    ("<a(comment)@b>", "a@b"),
+    ("<a@o.example,>", "a@o.example"),
+    ("<a@[01.2.3.4]>", "a@[01.2.3.4]"),
+    ("<a@b.>", "a@b."),
+    ("<@b>", "@b"),
+])
+def test_parse_path_as_postfix_smtpd_reads_it(text, address):
+    assert parse_path(text).address == address
+
+
+def test_parameters_are_kept_as_written():
+    assert parse_path("<a@b> =x size=1").words == ("=x", "size=1")
+
+
+@pytest.mark.parametrize("text", ["user@example.com", "<a b@c>", "<user@bad..host>",
+                                  "<a(c)@b>", "<@b>", "<g:a@b;>", "<a@b,>"])
 def test_strict_rfc821_envelopes(text):
     with pytest.raises(AddressError):
         parse_path(text, strict=True)
@@ -94,6 +122,8 @@ def test_strict_accepts_proper_mailboxes():
     assert parse_path('<"a b"@example.com>', strict=True).address == "a b@example.com"
     assert parse_path("<u@[192.0.2.1]>", strict=True).address == "u@[192.0.2.1]"
     assert parse_path("<>", strict=True).address == ""
+    assert parse_path("<user>", strict=True).address == "user"      # as Postfix
+    assert parse_path("<@a,@b:u@d>", strict=True).address == "u@d"
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -144,7 +144,45 @@ class TestStructure:
     def test_strays_are_reported(self, cfg, capsys):
         open("incoming/not a queue file", "w").close()
         postsuper.main(["-s"])
-        assert "incoming/not a queue file: unexpected file" in capsys.readouterr().err
+        assert "postsuper: warning: bogus file name: incoming/not a queue file\n" \
+            in capsys.readouterr().err
+        assert os.path.exists("incoming/not a queue file")     # Postfix leaves it too
+
+
+class TestRepairPass:
+    def test_postsuper_alone_checks_structure_and_purges(self, cfg, capsys):
+        """Without options, postsuper does -s and -p (the start-up pass); before,
+        it did nothing at all."""
+        misplaced = add_message("deferred")
+        os.rename(queue.path_of("deferred", misplaced), f"deferred/{misplaced}")
+        stale = queue.reserve("incoming")           # a killed cleanup's empty file
+        old = time.time() - 2 * postsuper.STALE_AGE
+        os.utime(queue.path_of("incoming", stale), (old, old))
+        open("active/junk", "w").close()
+        assert postsuper.main([]) == 0
+        assert where(misplaced) == "deferred"
+        assert os.path.exists(queue.path_of("deferred", misplaced))
+        assert not os.path.exists(queue.path_of("incoming", stale))
+        err = capsys.readouterr().err
+        assert "postsuper: warning: bogus file name: active/junk\n" in err
+
+
+    def test_a_delivery_log_without_its_message_is_removed(self, cfg, capsys):
+        # A killed `postsuper -d ALL` leaves the defer log of a deleted message.
+        orphan = add_message("deferred")
+        kept = add_message("deferred")
+        old = time.time() - 2 * postsuper.ORPHAN_AGE
+        for qid in (orphan, kept):
+            path = queue.defer_log_path(qid)
+            queue.make_dirs(os.path.dirname(path))
+            with open(path, "w") as f:
+                f.write("recipient=a@b\n")
+            os.utime(path, (old, old))
+        os.unlink(queue.path_of("deferred", orphan))
+        assert postsuper.main([]) == 0
+        assert not os.path.exists(queue.defer_log_path(orphan))
+        assert os.path.exists(queue.defer_log_path(kept))
+        assert f"removed: no queue file {orphan}" in capsys.readouterr().err
 
 
 class TestPurge:

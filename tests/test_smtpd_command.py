@@ -41,11 +41,24 @@ class TestMail:
         ("FROM:<a@b> RET=ALL", replies.ERR_BAD_RET),
         ("FROM:<a@b> ENVID=a=b", replies.ERR_BAD_ENVID),
         ("FROM:<a@b> FOO=bar", "555 5.5.4 Unsupported option: FOO=bar"),
+        # As Postfix: a keyword without its value is no option it knows, and
+        # the option is named as the client wrote it.
+        ("FROM:<a@b> SIZE", "555 5.5.4 Unsupported option: SIZE"),
+        ("FROM:<a@b> RET", "555 5.5.4 Unsupported option: RET"),
+        ("FROM:<a@b> c@d", "555 5.5.4 Unsupported option: c@d"),
+        ("FROM:a b", "555 5.5.4 Unsupported option: b"),
+        ("FROM:<a@\u00e9.example>", replies.ERR_BAD_SENDER),   # 8-bit domain, no SMTPUTF8
     ])
     def test_errors(self, arg, reply):
         with pytest.raises(CommandError) as e:
             parse_mail(arg)
         assert e.value.reply == reply
+
+    def test_long_envid_is_taken(self):
+        assert len(parse_mail("FROM:<a@b> ENVID=" + "x" * 5000).envid) == 5000
+
+    def test_eight_bit_domain_with_smtputf8(self):
+        assert parse_mail("FROM:<a@\u00e9.example> SMTPUTF8").sender == "a@\u00e9.example"
 
     def test_smtputf8_refused_when_disabled(self):
         with pytest.raises(CommandError) as e:

@@ -307,6 +307,52 @@ class TestMessages:
         assert raw.reply() == "250 2.0.0 Ok: 18 bytes queued as QID1"
         assert server.cleanup.messages[0][1].endswith(b"Subject: x\n\n.b\n")
 
+    @pytest.mark.parametrize("count", ["99999999999999999999999", str(2 ** 63), "\u0661"])
+    def test_bdat_count_past_a_file_offset_hangs_up(self, server, count):
+        """Postfix: a count that does not fit a 64-bit off_t is a syntax error (521, hang
+        up); before, pymaster read and dropped everything the client sent after it."""
+        raw = server.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        assert raw.cmd(f"BDAT {count} LAST") == "521 5.5.4 Syntax: BDAT count [LAST]"
+        assert raw.reply() == ""        # closed
+        assert f"malformed BDAT command syntax from localhost[127.0.0.1]: BDAT {count} LAST" \
+            in server.wait_log("disconnect from")
+
+    def test_bdat_chunk_past_the_size_limit_is_read_and_dropped(self, tmp_path):
+        """As Postfix: the chunk that would pass message_size_limit is refused once it
+        has been read (552 "Chunk exceeds"), every later chunk up to LAST is dropped
+        (551 "Discarded"), and the client may start over."""
+        s = Server(tmp_path, message_size_limit="1000")
+        raw = s.raw()
+        hello(raw)
+        raw.cmd("MAIL FROM:<a@example.com>")
+        raw.cmd("RCPT TO:<alice@mx.example.com>")
+        raw.send(b"BDAT 600\r\n" + b"x" * 600)
+        assert raw.reply() == "250 2.0.0 Ok: 600 bytes"
+        raw.send(b"BDAT 200000\r\n" + b"y" * 200000)
+        assert raw.reply() == "552 5.3.4 Chunk exceeds message size limit"
+        assert raw.cmd("MAIL FROM:<b@example.com>") == "503 5.5.1 Error: nested MAIL command"
+        assert raw.cmd("RCPT TO:<bob@mx.example.com>") == "503 5.5.1 Error: RCPT after BDAT"
+        assert raw.cmd("DATA") == "503 5.5.1 Error: DATA after BDAT"
+        raw.send(b"BDAT 5 LAST\r\nhello")
+        assert raw.reply() == "551 5.0.0 Discarded 5 bytes after earlier error"
+        assert raw.cmd("MAIL FROM:<a@example.com>") == "250 2.1.0 Ok"
+        assert s.cleanup.messages == []
+        assert "warning: QID1: BDAT request from localhost[127.0.0.1] exceeds message size " \
+            "limit" in s.log()
+
+    def test_refused_bdat_starts_a_sequence(self, server):
+        raw = server.raw()
+        hello(raw)
+        raw.send(b"BDAT 3\r\nabc")
+        assert raw.reply() == "503 5.5.1 Error: need RCPT command"
+        assert raw.cmd("MAIL FROM:<a@example.com>") == "503 5.5.1 Error: MAIL after BDAT"
+        raw.send(b"BDAT 3 LAST\r\nabc")
+        assert raw.reply() == "551 5.0.0 Discarded 3 bytes after earlier error"
+        assert raw.cmd("MAIL FROM:<a@example.com>") == "250 2.1.0 Ok"
+
     def test_smuggled_message_stays_inside_the_first(self, server):
         raw = server.raw()
         hello(raw)

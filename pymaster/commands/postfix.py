@@ -96,6 +96,8 @@ class Script:
         if not self.logs:
             # Otherwise every line the mail system logs would be lost.
             self.warn(NO_LOGGING.format(socket=SYSLOG_SOCKET))
+        if not self.repair_queue():
+            return self.fatal("Postfix integrity check failed!")
         self.say("starting the Postfix mail system")
         argv = [sys.executable, "-m", "pymaster.master.daemon", "-c", self.cfg.config_dir]
         argv += ["-v"] * self.verbose
@@ -133,6 +135,12 @@ class Script:
         queue.create_layout(self.queue_dir, owner, self.cfg.get("setgid_group"))
         if self.any_chroot():
             copy_chroot_files(self.queue_dir)
+
+    def repair_queue(self) -> bool:
+        """repair_queue - postsuper's start-up pass (structure check, stale
+        temporary files), as its own program: its warnings are postsuper's."""
+        argv = [sys.executable, "-m", "pymaster.commands.postsuper", "-c", self.cfg.config_dir]
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode == 0
 
     def any_chroot(self) -> bool:
         try:

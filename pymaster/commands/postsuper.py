@@ -12,6 +12,9 @@
             where they belong, strays (not queue files) reported
     -p      purge temporary files left behind by a crash
 
+Without any option, postsuper does -s and -p: the start-up repair pass that
+`postfix start` runs before the master starts, as Postfix's start script does.
+
 ID is a queue ID, `ALL`, or `-` (IDs one per line on standard input). Each
 option may be repeated. Every file is logged (`ID: removed`, `ID: placed on
 hold`, `ID: released from hold`, `ID: requeued`) and a summary printed, as
@@ -21,7 +24,7 @@ A message's defer, bounce and trace logs go with it when it is deleted or
 requeued. The queues are named explicitly after the options to limit -d/-h/-H/-r.
 
 Interface: main(argv=None) -> exit status; run_action(action, ids, queues) -> int;
-structure_check() -> int; purge_temporary(max_age) -> int
+structure_check() -> int; purge_temporary(max_age) -> int; repair() -> int
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ ACTIONS = {
 }
 # Incomplete queue files older than this were left by a crash, not a writer.
 STALE_AGE = 3600
+# A delivery log this young may belong to a message being moved right now.
+ORPHAN_AGE = 60
+DELIVERY_LOGS = ("bounce", "defer", "trace")
 
 
 def _summary(word: str, n: int) -> str:
@@ -158,9 +164,9 @@ def structure_check() -> int:
                 queue_id, path = _match_inode(name, queue_id, path)
             right = queue.path_of(name, queue_id)
             if path != right:
+                # Silent, as in Postfix: a hash_queue_depth change moves every file.
                 queue.make_dirs(os.path.dirname(right))
                 os.rename(path, right)
-                log.info(f"{queue_id}: moved to {right}")
                 fixed += 1
         _report_strays(name)
     return fixed
@@ -211,7 +217,8 @@ def _report_strays(directory: str) -> None:
         if len(entry.name) == 1 and entry.is_dir(follow_symlinks=False):
             _report_strays(os.path.join(directory, entry.name))
         elif not queue.is_queue_id(entry.name) or not entry.is_file(follow_symlinks=False):
-            log.warning(f"{directory}/{entry.name}: unexpected file in queue directory")
+            # Postfix's words: a name that is no queue ID is left alone, and said.
+            log.warning(f"bogus file name: {directory}/{entry.name}")
 
 
 def purge_temporary(max_age: float = STALE_AGE) -> int:
@@ -242,6 +249,36 @@ def _is_leftover(path: str, fname: str, now: float, max_age: float) -> bool:
     if fname.startswith(queue.TEMP_PREFIX):
         return True
     return queue.is_queue_id(fname) and not st.st_mode & 0o100
+
+
+def purge_orphan_logs(max_age: float = ORPHAN_AGE) -> int:
+    """purge_orphan_logs - remove delivery logs whose message is gone (a killed
+    `postsuper -d`, a file removed by hand); a young log is left alone, its
+    message may be moving between queues as we look."""
+    messages = {queue_id for name in queue.MESSAGE_QUEUES for queue_id, _ in queue.scan(name)}
+    now = time.time()
+    removed = 0
+    for name in DELIVERY_LOGS:
+        for queue_id, path in list(queue.scan(name)):
+            if queue_id in messages or _younger_than(path, now, max_age):
+                continue
+            queue.unlink_if_present(path)
+            log.warning(f"{path}: removed: no queue file {queue_id}")
+            removed += 1
+    return removed
+
+
+def _younger_than(path: str, now: float, max_age: float) -> bool:
+    try:
+        return now - os.stat(path).st_mtime < max_age
+    except FileNotFoundError:
+        return True
+
+
+def repair() -> int:
+    """repair - the start-up pass (postsuper without options): -s (with the
+    delivery logs that no message owns), then -p."""
+    return structure_check() + purge_orphan_logs() + purge_temporary()
 
 
 def _parse(argv: list[str]) -> tuple[list[tuple[str, str]], bool, bool, str | None, list[str]]:
@@ -280,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         queue.enter_spool(cfg)
     except OSError as e:
         log.fatal(f"chdir {cfg.get('queue_directory')}: {e.strerror}")
+    if not (actions or check or purge):
+        check = purge = True        # postsuper alone: the start-up repair pass
     if check:
         structure_check()
+        purge_orphan_logs()
     if purge:
         purge_temporary()
     counts: dict[str, int] = {}

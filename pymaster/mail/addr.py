@@ -15,6 +15,8 @@ Interface:
     external(addr) -> str / internal(addr) -> str
     parse_path(text, strict=False) -> SmtpPath(address, params, raw)
                                                 "<a@b> SIZE=10" from MAIL FROM / RCPT TO
+    split_path_argument(text) -> (path, params)  the address word and the rest
+    valid_envelope_domain(domain) -> bool       a domain smtpd takes in an envelope
     parse_address_list(value) -> list[Mailbox]  To:/Cc:/From: header values
     format_mailbox(Mailbox) -> str
     is_valid_hostname(name) / is_domain_literal(name)
@@ -154,16 +156,22 @@ def is_domain_literal(domain: str) -> bool:
 
 
 def domain_literal_address(domain: str) -> str | None:
-    """domain_literal_address - the IP address inside a domain literal, or None."""
+    """domain_literal_address - the IP address inside a domain literal, or None.
+
+    RFC 5321 4.1.3: `[dotted quad]` (leading zeros allowed, as Postfix allows
+    them) or `[IPv6:address]`; an IPv4 address after "IPv6:" is not one."""
     if not (domain.startswith("[") and domain.endswith("]")):
         return None
     inner = domain[1:-1]
     if inner[:5].lower() == "ipv6:":
-        inner = inner[5:]
-    try:
-        return str(ipaddress.ip_address(inner))
-    except ValueError:
+        try:
+            return str(ipaddress.IPv6Address(inner[5:]))
+        except ValueError:
+            return None
+    parts = inner.split(".")
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and int(p) <= 255 for p in parts):
         return None
+    return ".".join(str(int(p)) for p in parts)
 
 
 def is_valid_hostname(name: str) -> bool:
@@ -183,76 +191,227 @@ class SmtpPath(NamedTuple):
     address: str
     params: dict[str, str | None]
     raw: str
+    words: tuple[str, ...] = ()     # the parameters as written, in order
 
 
-def _find_path_end(text: str, start: int) -> int:
-    """_find_path_end - index of the ">" closing the "<" at START, quotes respected."""
-    ends, _ = _scan_unquoted(text, ">", start + 1)
-    return ends[0] if ends else -1
+def split_path_argument(text: str) -> tuple[str, str]:
+    """split_path_argument - ("<a@b>", "SIZE=10") from "<a@b> SIZE=10".
+
+    The address is the first word; white space inside angle brackets,
+    quotes or a comment does not end it (`<a@b c@d>` is one address, and a
+    broken one)."""
+    text = text.strip(" \t")
+    angle = comment = 0
+    quoted = escaped = False
+    for i, c in enumerate(text):
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif quoted:
+            quoted = c != '"'
+        elif comment:
+            comment += {"(": 1, ")": -1}.get(c, 0)
+        elif c == '"':
+            quoted = True
+        elif c == "(":
+            comment = 1
+        elif c in "<>":
+            angle = max(0, angle + (1 if c == "<" else -1))
+        elif c in " \t" and not angle:
+            return text[:i], text[i:].strip(" \t")
+    return text, ""
 
 
-def _strip_source_route(path: str) -> str:
-    """_strip_source_route - `@a,@b:user@c` -> `user@c` (RFC 5321 4.1.2: ignored)."""
-    if not path.startswith("@"):
-        return path
-    colon = path.find(":")
-    if colon < 0:
-        raise AddressError("malformed source route")
-    return path[colon + 1:]
+class _PathToken(NamedTuple):
+    kind: str       # "word" (atom or quoted string), "literal", or the special itself
+    text: str       # a word in internal form (quotes and backslashes removed)
+
+
+def _path_tokens(text: str) -> list[_PathToken]:
+    """_path_tokens - the RFC 822 tokens of an envelope address; comments are dropped
+    (one left open runs to the end), an open quote or domain literal is an error."""
+    tokens: list[_PathToken] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t":
+            i += 1
+        elif c == '"':
+            i = _quoted_word(text, i + 1, tokens)
+        elif c == "(":
+            i, _ = _scan_comment(text, i + 1)
+        elif c == ")":
+            raise AddressError("unbalanced \")\"")
+        elif c == "[":
+            j = text.find("]", i)
+            if j < 0:
+                raise AddressError("unterminated domain literal")
+            tokens.append(_PathToken("literal", text[i:j + 1]))
+            i = j + 1
+        elif c in "<>@,;:.":
+            tokens.append(_PathToken(c, c))
+            i += 1
+        else:
+            m = _PATH_ATOM_RE.match(text, i)
+            assert m is not None  # text[i] is none of the characters handled above
+            tokens.append(_PathToken("word", unquote_local_part(m.group(0))))
+            i = m.end()
+    return tokens
+
+
+def _quoted_word(text: str, i: int, tokens: list[_PathToken]) -> int:
+    """_quoted_word - the quoted string from TEXT[I:] onto TOKENS; where it ends."""
+    out: list[str] = []
+    while i < len(text) and text[i] != '"':
+        if text[i] == "\\" and i + 1 < len(text):
+            i += 1
+        out.append(text[i])
+        i += 1
+    if i >= len(text):
+        raise AddressError("unterminated quoted string")
+    tokens.append(_PathToken("word", "".join(out)))
+    return i + 1
+
+
+# An atom of an envelope address: anything up to white space or a special;
+# a backslash takes the next character with it ("]" alone is just text).
+_PATH_ATOM_RE = re.compile(r'(?:\\.|[^\s"()<>@,;:.\[\\])+', re.S)
+
+
+def _one_address(tokens: list[_PathToken]) -> list[_PathToken]:
+    """_one_address - the tokens of the one address in an envelope path.
+
+    As Postfix's smtpd reads a path: a stray ">" at either end, a group
+    (`name: address;`), a source route (`@a,@b:`), a display name before
+    `<address>` and empty list members are tolerated; two addresses, or
+    anything after `<address>`, are not."""
+    if not any(t.kind == "<" for t in tokens):
+        tokens = tokens[1:] if tokens[:1] and tokens[0].kind == ">" else tokens
+        tokens = tokens[:-1] if tokens[-1:] and tokens[-1].kind == ">" else tokens
+    if tokens[-1:] and tokens[-1].kind == ";":
+        colon = next((k for k, t in enumerate(tokens) if t.kind == ":"), -1)
+        tokens = tokens[colon + 1:-1]
+    tokens = _without_route(tokens)
+    members = _split_tokens(tokens, ",")
+    found = [m for m in members if m]
+    if len(found) > 1:
+        raise AddressError("more than one address")
+    return _route_address(found[0]) if found else []
+
+
+def _without_route(tokens: list[_PathToken]) -> list[_PathToken]:
+    """_without_route - drop an RFC 5321 source route `@a,@b:` (4.1.2: ignored)."""
+    if tokens[:1] and tokens[0].kind in "@:":
+        colon = next((k for k, t in enumerate(tokens) if t.kind == ":"), -1)
+        if colon >= 0:
+            return tokens[colon + 1:]
+    return tokens
+
+
+def _split_tokens(tokens: list[_PathToken], kind: str) -> list[list[_PathToken]]:
+    """_split_tokens - TOKENS split at KIND outside angle brackets."""
+    parts: list[list[_PathToken]] = [[]]
+    depth = 0
+    for t in tokens:
+        depth += {"<": 1, ">": -1}.get(t.kind, 0)
+        if t.kind == kind and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(t)
+    return parts
+
+
+def _route_address(tokens: list[_PathToken]) -> list[_PathToken]:
+    """_route_address - the addr-spec of `phrase <addr-spec>` or of a bare addr-spec."""
+    kinds = [t.kind for t in tokens]
+    if "<" in kinds or ">" in kinds:
+        if kinds.count("<") != 1 or kinds.count(">") != 1 or kinds[-1] != ">" \
+                or any(k != "word" for k in kinds[:kinds.index("<")]):
+            raise AddressError("malformed route address")
+        tokens = _without_route(tokens[kinds.index("<") + 1:-1])
+    return _addr_spec(tokens)
+
+
+def _addr_spec(tokens: list[_PathToken]) -> list[_PathToken]:
+    """_addr_spec - words joined by ".", "@" or ":"; two words in a row, another
+    special, or a trailing ":" make it two addresses or none: an error."""
+    previous = ""
+    for t in tokens:
+        if t.kind not in ("word", "literal", ".", "@", ":"):
+            raise AddressError(f"unexpected {t.text!r} in address")
+        if t.kind in ("word", "literal") and previous in ("word", "literal"):
+            raise AddressError("two words in a row")
+        previous = t.kind
+    if previous == ":":
+        raise AddressError("trailing \":\"")
+    return tokens
+
+
+def valid_envelope_domain(domain: str) -> bool:
+    """valid_envelope_domain - a domain Postfix's smtpd takes in MAIL FROM/RCPT TO:
+    a valid address literal, or a host name (one trailing dot allowed) that is
+    not all numeric. Non-ASCII names are the caller's business (SMTPUTF8)."""
+    if domain.startswith("["):
+        return is_domain_literal(domain)
+    name = domain[:-1] if domain.endswith(".") else domain
+    if not name.isascii():
+        return bool(name) and ".." not in name and not name.startswith(".")
+    return is_valid_hostname(name) and not re.fullmatch(r"[0-9.]+", name)
 
 
 def parse_params(text: str) -> dict[str, str | None]:
-    """parse_params - "SIZE=10 BODY=8BITMIME SMTPUTF8" as {KEYWORD: value or None}."""
+    """parse_params - "SIZE=10 BODY=8BITMIME SMTPUTF8" as {KEYWORD: value or None}.
+
+    A word that is no keyword=value (`c@d`, `=x`) is kept as it is, with
+    None, so that the caller can call it an unsupported option."""
     params: dict[str, str | None] = {}
     for word in text.split():
         key, eq, value = word.partition("=")
-        if not key or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", key):
-            raise AddressError(f"bad parameter syntax: {word}")
-        params[key.upper()] = value if eq else None
+        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", key):
+            params[key.upper()] = value if eq else None
+        else:
+            params[word] = None
     return params
 
 
 def parse_path(text: str, strict: bool = False) -> SmtpPath:
     """parse_path - split "<a@b> SIZE=10" into address and ESMTP parameters.
 
-    Without STRICT (strict_rfc821_envelopes = no) a path without angle
-    brackets is accepted, as Postfix accepts `MAIL FROM:user@example.com`."""
-    text = text.strip()
-    if text.startswith("<"):
-        end = _find_path_end(text, 0)
-        if end < 0:
-            raise AddressError("missing \">\" after address")
-        raw, rest = text[1:end], text[end + 1:]
-        if rest and not rest[0].isspace():
-            raise AddressError("garbage after \">\"")
-    elif strict:
+    Reads the path as Postfix's smtpd does (see _one_address); without
+    STRICT (strict_rfc821_envelopes = no) a path without angle brackets is
+    accepted, as `MAIL FROM:user@example.com`. A domain must be a valid
+    host name or address literal (`a@[1.2.3.4.5]`, `user@` are errors)."""
+    raw, rest = split_path_argument(text)
+    if not raw:
+        raise AddressError("empty address")
+    if strict and not (raw.startswith("<") and raw.endswith(">")):
         raise AddressError("address must be enclosed in <>")
-    else:
-        raw, _, rest = text.partition(" ")
-        if not raw:
-            raise AddressError("empty address")
-    raw = raw.strip()
-    addr = _strip_source_route(raw)
-    if "\r" in addr or "\n" in addr or not _balanced_outside_quotes(addr):
+    if "\r" in raw or "\n" in raw:
         raise AddressError("malformed address")
-    if strict and addr and not _strict_mailbox(addr):
+    inner = raw[1:-1] if len(raw) >= 2 and raw[0] == "<" and raw[-1] == ">" else raw
+    tokens = _one_address(_path_tokens(inner))
+    address = "".join(t.text for t in tokens)
+    if strict and not _strict_path(inner, address):
         raise AddressError("malformed address")
-    return SmtpPath(internal(addr), parse_params(rest), raw)
+    if "@" in address and not valid_envelope_domain(split_address(address)[1]):
+        raise AddressError("malformed domain")
+    return SmtpPath(address, parse_params(rest), inner, tuple(rest.split()))
 
 
-def _balanced_outside_quotes(addr: str) -> bool:
-    """_balanced_outside_quotes - quotes closed, and no "<" or ">" outside them."""
-    brackets, open_quote = _scan_unquoted(addr, "<>")
-    return not brackets and not open_quote
-
-
-def _strict_mailbox(addr: str) -> bool:
-    """_strict_mailbox - RFC 5321 Mailbox: (dot-string | quoted-string) "@" domain."""
-    local, domain = _split_external(addr)
-    if not domain:
+def _strict_path(inner: str, address: str) -> bool:
+    """_strict_path - strict_rfc821_envelopes: what Postfix's smtpd then refuses
+    besides a path without <>: comments, groups and lists (a "," outside the
+    source route, a ";"), a display name or a stray ">" before the address,
+    and a domain without a local part."""
+    path = inner.strip(" \t")
+    angles, _ = _scan_unquoted(path, "<")
+    if path.startswith(">") or angles and angles[0] != 0:
         return False
-    local_ok = _is_dot_atom(local) or re.fullmatch(r'"(?:[^"\\]|\\.)*"', local) is not None
-    return local_ok and (is_valid_hostname(domain) or is_domain_literal(domain))
+    if path.startswith("@") and ":" in path:
+        path = path[path.index(":") + 1:]
+    specials, _ = _scan_unquoted(path, "();,")
+    return not specials and not address.startswith("@")
 
 
 # ---------------------------------------------------------------------------

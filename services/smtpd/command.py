@@ -7,7 +7,7 @@ parameters. Errors carry the exact reply Postfix gives.
 Interface:
     split_command(line) -> (VERB, argument)
     parse_mail(argument, strict=False, smtputf8=True) -> MailArgs
-    parse_rcpt(argument, strict=False) -> RcptArgs
+    parse_rcpt(argument, strict=False, smtputf8=True) -> RcptArgs
     CommandError(reply)     the reply to send for a malformed command
 """
 
@@ -77,28 +77,34 @@ def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True) -> MailArg
     except addr.AddressError:
         raise CommandError(replies.ERR_BAD_SENDER) from None
     mail = MailArgs(sender=path.address)
-    for key, value in path.params.items():
-        _mail_param(mail, key, value, smtputf8)
+    for word in path.words:
+        key, eq, value = word.partition("=")
+        _mail_param(mail, key.upper(), value if eq else None, word, smtputf8)
+    if not _domain_allowed(mail.sender, mail.smtputf8):
+        raise CommandError(replies.ERR_BAD_SENDER)
     return mail
 
 
-def _mail_param(mail: MailArgs, key: str, value: str | None, smtputf8: bool) -> None:
-    """_mail_param - check and store one MAIL FROM parameter."""
-    if key == "SIZE":
-        if value is None or not value.isdigit():
+def _domain_allowed(address: str, smtputf8: bool) -> bool:
+    """_domain_allowed - a non-ASCII domain only in an SMTPUTF8 transaction (RFC 6531 3.2)."""
+    return smtputf8 or addr.split_address(address)[1].isascii()
+
+
+def _mail_param(mail: MailArgs, key: str, value: str | None, word: str, smtputf8: bool) -> None:
+    """_mail_param - check and store one MAIL FROM parameter (WORD as written)."""
+    if key == "SIZE" and value is not None:
+        if not value.isdigit() or not value.isascii():
             raise CommandError(replies.ERR_BAD_SIZE)
         mail.size = int(value)
-    elif key == "BODY":
-        if value is None or value.upper() not in ("7BIT", "8BITMIME"):
-            # Postfix names the whole parameter, as for any it does not know.
-            raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=_option(key, value)))
+    elif key == "BODY" and value is not None and value.upper() in ("7BIT", "8BITMIME"):
         mail.body = value.upper()
-    elif key == "RET":
-        if value is None or value.upper() not in ("FULL", "HDRS"):
+    elif key == "RET" and value is not None:
+        if value.upper() not in ("FULL", "HDRS"):
             raise CommandError(replies.ERR_BAD_RET)
         mail.ret = value.upper()
-    elif key == "ENVID":
-        if not value or len(value) > 100 or not is_xtext(value):
+    elif key == "ENVID" and value is not None:
+        # RFC 3461 4.4 caps ENVID at 100 characters; Postfix takes any length.
+        if not value or not is_xtext(value):
             raise CommandError(replies.ERR_BAD_ENVID)
         mail.envid = value
     elif key == "SMTPUTF8" and value is None:
@@ -108,26 +114,29 @@ def _mail_param(mail: MailArgs, key: str, value: str | None, smtputf8: bool) -> 
     elif key == "AUTH" and value is not None:
         pass    # RFC 4954 5: ignored without an authenticated session
     else:
-        raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=_option(key, value)))
+        # Postfix names the parameter as the client wrote it.
+        raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=word))
 
 
-def parse_rcpt(arg: str, strict: bool = False) -> RcptArgs:
-    """parse_rcpt - the recipient and parameters of `RCPT TO:<recipient> PARAMS`."""
+def parse_rcpt(arg: str, strict: bool = False, smtputf8: bool = True) -> RcptArgs:
+    """parse_rcpt - the recipient and parameters of `RCPT TO:<recipient> PARAMS`;
+    SMTPUTF8: the transaction's MAIL asked for it (a non-ASCII domain is allowed)."""
     text = _path_argument(arg, "TO:", replies.ERR_SYNTAX_RCPT)
     try:
         path = addr.parse_path(text, strict=strict)
     except addr.AddressError:
         raise CommandError(replies.ERR_BAD_RECIPIENT) from None
-    if not path.address:
+    if not path.address or not _domain_allowed(path.address, smtputf8):
         raise CommandError(replies.ERR_BAD_RECIPIENT)
     rcpt = RcptArgs(address=path.address)
-    for key, value in path.params.items():
-        if key == "NOTIFY":
+    for word in path.words:
+        key, eq, value = word.partition("=")
+        if key.upper() == "NOTIFY" and eq:
             rcpt.notify = _notify(value)
-        elif key == "ORCPT":
+        elif key.upper() == "ORCPT" and eq:
             rcpt.orcpt = _orcpt(value)
         else:
-            raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=_option(key, value)))
+            raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=word))
     return rcpt
 
 
@@ -148,7 +157,3 @@ def _orcpt(value: str | None) -> str:
             or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", kind):
         raise CommandError(replies.ERR_BAD_ORCPT)
     return f"{kind.lower()};{text}"
-
-
-def _option(key: str, value: str | None) -> str:
-    return key if value is None else f"{key}={value}"

@@ -39,6 +39,10 @@ ERR_NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
 ERR_MAIL_IN_PROGRESS = "503 5.5.1 Error: MAIL transaction in progress"
 ERR_BDAT_AFTER_DATA = "503 5.5.1 Error: DATA after BDAT"  # RFC 3030 2: no mixing
 ERR_NULL_BDAT = "551 5.7.1 Null BDAT request"   # BDAT 0 without LAST
+ERR_MAIL_AFTER_BDAT = "503 5.5.1 Error: MAIL after BDAT"  # inside a BDAT sequence
+ERR_RCPT_AFTER_BDAT = "503 5.5.1 Error: RCPT after BDAT"
+ERR_BDAT_CHUNK_SIZE = "552 5.3.4 Chunk exceeds message size limit"
+ERR_BDAT_DISCARDED = "551 5.0.0 Discarded {count} bytes after earlier error"
 ERR_SYNTAX_HELO = "501 Syntax: HELO hostname"
 ERR_SYNTAX_EHLO = "501 Syntax: EHLO hostname"
 ERR_SYNTAX_MAIL = "501 5.5.4 Syntax: MAIL FROM:<address>"
@@ -167,6 +171,14 @@ def log_client(queue_id: str, peer: str) -> str:
 def log_long_request(peer: str, limit: int, line: bytes) -> str:
     """log_long_request - a command line cut at line_length_limit."""
     return f"{peer}: request longer than {limit}: {printable(line, 30)}..."
+
+
+def log_bdat_too_big(queue_id: str, peer: str) -> str:
+    return f"{queue_id or 'NOQUEUE'}: BDAT request from {peer} exceeds message size limit"
+
+
+def log_null_bdat(queue_id: str, peer: str) -> str:
+    return f"{queue_id or 'NOQUEUE'}: null BDAT request from {peer}"
 
 
 def log_bdat_syntax(queue_id: str, peer: str, line: str) -> str:

@@ -22,7 +22,10 @@ smtpd_forbid_bare_newline, smtpd_junk_command_limit (NOOP, VRFY, ETRN,
 RSET, HELO, EHLO past the limit count as errors), smtpd_reject_footer and
 smtpd_reject_footer_maps on every 4xx/5xx reply (send), and the log lines
 (connect, client=, reject:, timeout/lost connection after, disconnect with
-per-command counts; NAME[ADDR]:PORT with smtpd_client_port_logging).
+per-command counts; NAME[ADDR]:PORT with smtpd_client_port_logging), and
+BDAT's sequence (RFC 3030): no MAIL, RCPT or DATA inside it, a refused chunk
+(or one past message_size_limit) read and dropped, and every later chunk up
+to LAST dropped with "Discarded N bytes".
 
 Interface:
     Settings.from_config(cfg)      everything read from main.cf once per process
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from dataclasses import dataclass
 
 from pymaster.mail import cleanup_client, endpoints, flush_client
@@ -58,6 +62,10 @@ from services.smtpd.rewrite_context import header_rewrite_context
 from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, received_header
 
 READ_CHUNK = 65536
+# RFC 3030 2: chunk-size is 1*DIGIT; Postfix takes it as a file offset (off_t),
+# so a count past the largest 64-bit offset is malformed.
+BDAT_COUNT = re.compile(r"[0-9]+")
+BDAT_COUNT_MAX = 2 ** 63 - 1
 
 
 @dataclass
@@ -201,7 +209,8 @@ class Session:
         # sendmail -bs's maildrop submitter learns the ID only at the end.
         self.reserves = callable(getattr(cleanup, "reserve", None))
         self.bdat: ChunkConverter | None = None
-        self.bdat_error = ""
+        self.bdat_error = ""        # the BDAT sequence failed: drop its chunks up to LAST
+        self.bdat_open = False      # a BDAT sequence has begun (RFC 3030 2: no MAIL, RCPT, DATA)
         self.bdat_bytes = 0
         self.failed = False
         self.data_bytes: int | None = None     # content bytes read so far in DATA
@@ -423,6 +432,7 @@ class Session:
         self.rcpts = []
         self.bdat = None
         self.bdat_error = ""
+        self.bdat_open = False
         self.bdat_bytes = 0
         self.actions = []
 
@@ -524,6 +534,9 @@ class Session:
         if self.mail is not None:
             await self.reply(replies.ERR_NESTED_MAIL)
             return
+        if self.bdat_open:
+            await self.reply(replies.ERR_MAIL_AFTER_BDAT)
+            return
         try:
             mail = parse_mail(arg, self.s.strict_envelopes, self.s.smtputf8)
         except CommandError as e:
@@ -575,8 +588,11 @@ class Session:
         if self.mail is None:
             await self.reply(replies.ERR_NEED_MAIL)
             return
+        if self.bdat_open:
+            await self.reply(replies.ERR_RCPT_AFTER_BDAT)
+            return
         try:
-            rcpt = parse_rcpt(arg, self.s.strict_envelopes)
+            rcpt = parse_rcpt(arg, self.s.strict_envelopes, self.mail.smtputf8)
         except CommandError as e:
             await self.reply(e.reply)
             return
@@ -649,11 +665,11 @@ class Session:
         if arg:
             await self.reply(replies.ERR_SYNTAX_DATA)
             return
+        if self.bdat_open:
+            await self.reply(replies.ERR_BDAT_AFTER_DATA)
+            return
         if self.mail is None or not self.rcpts:
             await self.reply(replies.ERR_NO_VALID_RCPTS if self.mail else replies.ERR_NEED_RCPT)
-            return
-        if self.bdat is not None:
-            await self.reply(replies.ERR_BDAT_AFTER_DATA)
             return
         if self.checker is not None:
             refusal = await self.check(self.checker.check_data, self.context(verb="DATA"))
@@ -692,27 +708,16 @@ class Session:
 
     # -- BDAT (RFC 3030) ----------------------------------------------------------
     async def smtp_BDAT(self, arg: str) -> None:
-        words = arg.split()
-        if not words or not words[0].isdigit() or len(words) > 2 or \
-                (len(words) == 2 and words[1].upper() != "LAST"):
-            # The chunk's end is unknown, so the stream cannot be followed: hang up.
-            log.warning(replies.log_bdat_syntax(self.queue_id, self.peer.namaddr, f"BDAT {arg}"))
-            await self.reply(replies.ERR_SYNTAX_BDAT)
-            self.count("bdat", False)
-            raise Closed()
-        size, last = int(words[0]), len(words) == 2
-        error = self._bdat_refusal()
-        if not error and size == 0 and not last:
-            log.warning(f"{self.queue_id or 'NOQUEUE'}: null BDAT request from {self.peer.namaddr}")
-            error = self.bdat_error = replies.ERR_NULL_BDAT
+        size, last = await self._bdat_arguments(arg)
+        error = self._bdat_refusal(size, last)
         chunk = self.bdat if not error else None
-        await self._read_chunk(size, chunk)
+        await self._read_chunk(size, chunk)     # a refused chunk is read and dropped
         if error:
             if last:
                 self.reset_transaction()
             await self.reply(error)
             return
-        assert chunk is not None  # no error: self.bdat, made at MAIL
+        assert chunk is not None  # no error: self.bdat, made by _bdat_refusal
         if chunk.too_big:
             self.bdat_error = replies.ERR_SIZE_LIMIT
             if last:
@@ -730,15 +735,45 @@ class Session:
             reply = replies.bdat_queued(total, reply[len(replies.queued("")):])
         await self.end_transaction(reply)
 
-    def _bdat_refusal(self) -> str:
-        """_bdat_refusal - why this BDAT chunk cannot be taken, or ""; starts the sequence."""
-        if not self.rcpts:
-            return replies.ERR_NO_VALID_RCPTS if self.mail else replies.ERR_NEED_RCPT
+    async def _bdat_arguments(self, arg: str) -> tuple[int, bool]:
+        """_bdat_arguments - (count, LAST); a count that is not decimal or does not
+        fit a 64-bit file offset is a syntax error, as in Postfix: the chunk's end
+        is then unknown, the stream cannot be followed, and the session ends."""
+        words = arg.split()
+        if not words or not BDAT_COUNT.fullmatch(words[0]) or int(words[0]) > BDAT_COUNT_MAX \
+                or len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
+            log.warning(replies.log_bdat_syntax(self.queue_id, self.peer.namaddr, f"BDAT {arg}"))
+            await self.reply(replies.ERR_SYNTAX_BDAT)
+            self.count("bdat", False)
+            raise Closed()
+        return int(words[0]), len(words) == 2
+
+    def _bdat_refusal(self, size: int, last: bool) -> str:
+        """_bdat_refusal - why this chunk cannot be taken, or ""; starts the sequence.
+
+        After one refused chunk, every later chunk of the sequence up to LAST
+        is read and dropped ("Discarded N bytes"), so that a client that
+        pipelines its chunks cannot have a tail of its message taken as a
+        message of its own. A chunk that would take the message past
+        message_size_limit is refused before it is read, and read only to be
+        dropped: nothing past the limit is ever held."""
         if self.bdat_error:
-            return self.bdat_error
-        if self.bdat is None:
-            self.bdat = ChunkConverter(self.s.size_limit)
-        return ""
+            return replies.ERR_BDAT_DISCARDED.format(count=size)
+        self.bdat_open = True
+        if not self.rcpts:
+            error = replies.ERR_NO_VALID_RCPTS if self.mail else replies.ERR_NEED_RCPT
+        elif size == 0 and not last:
+            log.warning(replies.log_null_bdat(self.queue_id, self.peer.namaddr))
+            error = replies.ERR_NULL_BDAT
+        elif self.s.size_limit and self.bdat_bytes + size > self.s.size_limit:
+            log.warning(replies.log_bdat_too_big(self.queue_id, self.peer.namaddr))
+            error = replies.ERR_BDAT_CHUNK_SIZE
+        else:
+            if self.bdat is None:
+                self.bdat = ChunkConverter(self.s.size_limit)
+            return ""
+        self.bdat_error = error
+        return error
 
     async def _read_chunk(self, size: int, sink: ChunkConverter | None) -> None:
         """_read_chunk - exactly SIZE bytes of content, into SINK (or dropped)."""

@@ -4,8 +4,10 @@ Postfix's smtpd applies a milter's verdict at the command it answers: a
 refusal at CONNECT makes every later command (QUIT aside) get that reply,
 at HELO/EHLO, MAIL FROM and DATA the command is refused, at RCPT TO that
 recipient is refused (`milter-reject: RCPT from host[addr]: 451 4.7.1 …;
-from=<…> to=<…> proto=ESMTP helo=<…>`), and the rest of the conversation
-goes on over the same milter sessions.
+from=<…> to=<…> proto=ESMTP helo=<…>`), an unknown command (SMFIC_UNKNOWN,
+to milters of protocol 3 and later that did not turn it off) gets the
+milter's refusal instead of 502, and the rest of the conversation goes on
+over the same milter sessions.
 
 Design: smtpd owns the milter sessions (pymaster.mail.milter.SessionChain, one
 per SMTP session, connected at the first event). Each event runs in a worker
@@ -39,7 +41,7 @@ Interface:
     await open_milters(session) -> SessionMilters | None     at connect (the CONNECT event)
     m.denied                                                  the CONNECT refusal, or ""
     await m.helo(session) / m.mail(session) / m.rcpt(session, address) / m.data(session)
-                                                              -> refusal reply or ""
+        / m.unknown(session, line)                            -> refusal reply or ""
     await m.end_of_message(session, header, frames) -> refusal reply or ""
     m.reset()      the transaction is gone;    await m.close()   the session is over
 """
@@ -176,6 +178,11 @@ class SessionMilters:
     async def data(self, session) -> str:
         self.values["i"] = session.queue_id
         return await self._event(session, "data", b"")
+
+    async def unknown(self, session, line: str) -> str:
+        """unknown - SMFIC_UNKNOWN: a command smtpd does not implement, the whole
+        line; the milter's refusal replaces smtpd's 502 (MILTER_README)."""
+        return await self._event(session, "unknown", milter.strings(line))
 
     def reset(self) -> None:
         """reset - the transaction is gone: the milters get SMFIC_ABORT next."""

@@ -67,3 +67,58 @@ class TestUnknownCommand:
             raw.cmd("XYZZY")
             m.wait_until(lambda: b"U" in m.commands())
         assert macros_of(m)[b"U"] == {"j": "mx.example.com", "{client_addr}": "127.0.0.1"}
+
+
+class TestMacros:
+    """Postfix's default milter_*_macros, each with the value Postfix gives it."""
+
+    def session(self, tmp_path, **settings):
+        with ScriptedMilter() as m:
+            s = Server(tmp_path, smtpd_milters=m.name, **settings)
+            raw = s.raw()
+            hello(raw)
+            assert raw.cmd("MAIL FROM:<a@example.org>").startswith("250")
+            assert raw.cmd("RCPT TO:<alice@mx.example.com>").startswith("250")
+            assert raw.cmd("DATA").startswith("354")
+            assert raw.cmd("Subject: hi\r\n\r\nhello\r\n.").startswith("250")
+            raw.cmd("QUIT")
+            m.wait_until(lambda: b"Q" in m.commands())
+        return macros_of(m), s
+
+    def test_each_stage_gets_its_default_macros(self, tmp_path):
+        got, s = self.session(tmp_path)
+        connect = got[b"C"]
+        assert connect.pop("v").startswith("Postfix")
+        assert connect == {"j": "mx.example.com", "{daemon_name}": "mx.example.com",
+                           "{daemon_addr}": "127.0.0.1", "_": "localhost [127.0.0.1]"}
+        assert b"H" not in got          # the TLS macros: no TLS, nothing to send
+        assert got[b"M"] == {"{mail_addr}": "a@example.org", "{mail_host}": "example.org",
+                             "{mail_mailer}": "smtp"}
+        # The queue file opens once the first recipient is accepted, as in
+        # Postfix: the first RCPT has no queue ID yet.
+        assert got[b"R"] == {"{rcpt_addr}": "alice@mx.example.com",
+                             "{rcpt_host}": "mx.example.com", "{rcpt_mailer}": "local"}
+        assert got[b"T"] == got[b"N"] == got[b"E"] == {"i": "QID1"}
+
+    def test_the_lists_choose(self, tmp_path):
+        got, _ = self.session(tmp_path, milter_connect_macros="{daemon_port} {client_port}",
+                              milter_rcpt_macros="{rcpt_mailer}", milter_data_macros="")
+        assert set(got[b"C"]) == {"{daemon_port}", "{client_port}"}
+        assert got[b"C"]["{daemon_port}"].isdigit()
+        assert got[b"R"] == {"{rcpt_mailer}": "local"}
+        assert b"T" not in got
+
+    def test_a_milters_own_list_wins(self, tmp_path):
+        with ScriptedMilter(symlists={2: "{mail_mailer} {mail_host}"}) as m:
+            raw = Server(tmp_path, smtpd_milters=m.name, milter_mail_macros="").raw()
+            hello(raw)
+            raw.cmd("MAIL FROM:<a@example.org>")
+            m.wait_until(lambda: b"M" in m.commands())
+        assert macros_of(m)[b"M"] == {"{mail_mailer}": "smtp", "{mail_host}": "example.org"}
+
+
+def test_auth_author_is_the_mail_from_auth_parameter():
+    from services.smtpd.command import parse_mail
+    assert parse_mail("FROM:<a@example.org> AUTH=joe+2Bx@example.org").auth == \
+        "joe+x@example.org"
+    assert parse_mail("FROM:<a@example.org> AUTH=<>").auth == ""

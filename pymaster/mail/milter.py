@@ -688,6 +688,7 @@ class SessionChain:
 
     def __init__(self, specs: list[Spec], names: dict[int, list[str]]) -> None:
         self.members = [_Member(Milter(spec, names)) for spec in specs]
+        self.names = names
         self.in_message = False     # MAIL was sent and the message is not finished
         self.abort_due = False
 
@@ -790,6 +791,15 @@ class SessionChain:
         except MilterError as e:
             return self._failed(member, e, "END-OF-MESSAGE")
         return outcome
+
+    def may_send(self, *names: str) -> bool:
+        """may_send - whether any of the macro NAMES can go to a milter of the
+        chain: a configured list names it, or a milter asked for its own lists
+        (or has not negotiated yet)."""
+        for member in self.members:
+            if member.state == "new" or member.milter.symlists:
+                return True
+        return any(n in stage for stage in self.names.values() for n in names)
 
     def abort(self) -> None:
         """abort - the transaction is gone (RSET, HELO, a refused message):

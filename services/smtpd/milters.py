@@ -166,14 +166,36 @@ class SessionMilters:
 
     async def mail(self, session) -> str:
         sender = session.mail.sender
+        mailer, host = await self._route(session, sender, "{mail_mailer}", "{mail_host}")
         self.values.update({"{mail_addr}": sender, "i": session.queue_id,
+                            "{mail_mailer}": mailer, "{mail_host}": host,
                             "{auth_type}": session.sasl_method,
-                            "{auth_authen}": session.sasl_username})
+                            "{auth_authen}": session.sasl_username,
+                            "{auth_author}": session.mail.auth if session.sasl_username else ""})
         return await self._event(session, "mail", milter.strings(f"<{sender}>"))
 
     async def rcpt(self, session, address: str) -> str:
-        self.values.update({"{rcpt_addr}": address, "i": session.queue_id})
+        mailer, host = await self._route(session, address, "{rcpt_mailer}", "{rcpt_host}")
+        self.values.update({"{rcpt_addr}": address, "i": session.queue_id,
+                            "{rcpt_mailer}": mailer, "{rcpt_host}": host})
         return await self._event(session, "rcpt", milter.strings(f"<{address}>"), address)
+
+    async def _route(self, session, address: str, *names: str) -> tuple[str, str]:
+        """_route - (transport, next hop) of ADDRESS, as trivial-rewrite resolves
+        it, for the {mail,rcpt}_{mailer,host} macros; nothing for the null
+        address, or when no milter can want them (a table lookup saved)."""
+        if not address or session.checker is None or not self.chain.may_send(*names):
+            return "", ""
+        checker = session.checker
+
+        def resolve() -> tuple[str, str]:
+            res = checker.resolver.resolve(checker.canonical(address))
+            return res.transport, res.nexthop
+        try:
+            return await asyncio.to_thread(resolve)
+        except Exception as e:      # a macro is not worth the session
+            log.warning(f"milter macros: cannot resolve {address}: {e}")
+            return "", ""
 
     async def data(self, session) -> str:
         self.values["i"] = session.queue_id
@@ -220,10 +242,16 @@ class SessionMilters:
     def _client_values(self, session) -> None:
         peer = session.peer
         info = session.tls_session
+        reverse = getattr(peer, "reverse_name", "") or peer.name
+        daemon_addr, daemon_port = _local_end(session)
         self.values.update({
-            "_": f"{peer.name} [{peer.addr}]", "{client_name}": peer.name,
+            # Postfix: the reverse name, flagged when it did not verify.
+            "_": f"{reverse} [{peer.addr}]" + ("" if reverse.lower() == peer.name.lower()
+                                               else " (may be forged)"),
+            "{daemon_addr}": daemon_addr, "{daemon_port}": daemon_port,
+            "{client_name}": peer.name,
             "{client_addr}": peer.addr, "{client_port}": str(peer.port),
-            "{client_ptr}": getattr(peer, "reverse_name", "") or peer.name,
+            "{client_ptr}": reverse,
             "{tls_version}": info.protocol if info else "",
             "{cipher}": info.cipher if info else "",
             "{cipher_bits}": str(info.bits) if info else "",
@@ -248,6 +276,15 @@ class SessionMilters:
         outcome, edits = await asyncio.to_thread(self.chain.content, env, dict(self.values))
         header["attrs"]["milter_result"] = encode_result(outcome, edits)
         return ""
+
+
+def _local_end(session) -> tuple[str, str]:
+    """_local_end - smtpd's own address and port of SESSION's connection."""
+    transport = getattr(session.conn, "transport", None)
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return "", ""
+    return str(sockname[0]), str(sockname[1])
 
 
 def _envelope(session, content: bytes) -> milter.Envelope:

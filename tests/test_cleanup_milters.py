@@ -174,3 +174,129 @@ class TestWhichMilters:
             cfg = make_cfg(spool, non_smtpd_milters=m.name, internal_mail_filter_classes="bounce")
             reply, _ = submit(cfg, SIMPLE, origin="bounce")
         assert reply["status"] == "reject"
+
+
+MILTER_RULES = r"""/^X-Spam-Flag: *YES/ REJECT 5.7.1 spam says the milter
+/^X-Spam-Flag: *MAYBE/ HOLD suspicious
+/^X-Spam-Flag: *LATER/ REJECT 4.7.1 try later
+/^X-Quarantine:/ DISCARD
+/^X-Route: *sanitizer/ FILTER smtp:[sanitizer.example]:25
+/^X-Route: *postmaster/ REDIRECT postmaster@example.com
+/^X-Route: *bad-filter/ FILTER nocolon
+/^X-Copy:/ BCC archive@example.com
+/^X-Note:/ WARN looked at it
+/^X-Drop:/ IGNORE
+/^X-Old:/ REPLACE X-New: replaced
+/^X-Front:/ PREPEND X-Before: no
+"""
+
+
+class TestMilterHeaderChecks:
+    """milter_header_checks: the headers milters add, insert or change, looked up
+    before the edit applies (services/cleanup/milter_checks.py)."""
+
+    @pytest.fixture
+    def cfg(self, spool):
+        return checks_cfg(spool, MILTER_RULES)
+
+    def run(self, cfg, *edits):
+        """run - a pickup message through a non_smtpd_milter that sends EDITS."""
+        with ScriptedMilter(script={b"E": [*edits, peer.reply(b"c")]}) as m:
+            cfg.values["non_smtpd_milters"] = m.name
+            reply, _ = submit(cfg, SIMPLE, **LOCAL)
+        return reply
+
+    def test_an_added_header_a_pattern_rejects_refuses_the_message(self, cfg, spool):
+        reply = self.run(cfg, peer.add_header("X-Spam-Flag", "YES"))
+        assert (reply["status"], reply["dsn"], reply["reason"]) == \
+            ("reject", "5.7.1", "spam says the milter")
+        assert incoming_files() == []
+        assert ": milter-header-reject: header X-Spam-Flag: YES from localhost[127.0.0.1]; " \
+               "from=<sender@example.org> to=<rcpt@example.net>: 5.7.1 spam says the milter" \
+               in maillog(spool)
+
+    def test_a_4xx_reject_defers(self, cfg):
+        reply = self.run(cfg, peer.add_header("X-Spam-Flag", "LATER"))
+        assert (reply["status"], reply["dsn"], reply["reason"]) == \
+            ("defer", "4.7.1", "try later")
+
+    def test_an_inserted_header_a_pattern_holds_goes_to_hold(self, cfg, spool):
+        reply = self.run(cfg, peer.insert_header(0, "X-Spam-Flag", "MAYBE"))
+        assert os.path.exists(queue.path_of("hold", reply["queue_id"]))
+        head, _ = headers_of(queued_in("hold", reply))
+        assert head.startswith("X-Spam-Flag: MAYBE\n")
+        assert f"{reply['queue_id']}: milter-header-hold: header X-Spam-Flag: MAYBE from " \
+               "localhost[127.0.0.1]; from=<sender@example.org> to=<rcpt@example.net>: " \
+               "suspicious" in maillog(spool)
+
+    def test_a_changed_header_is_checked_too(self, cfg):
+        reply = self.run(cfg, peer.change_header(1, "Subject", "x"),
+                         peer.change_header(1, "X-Spam-Flag", "YES"))
+        assert reply["status"] == "reject"
+
+    def test_discard(self, cfg, spool):
+        reply = self.run(cfg, peer.add_header("X-Quarantine", "1"))
+        assert reply["status"] == "ok" and incoming_files() == []
+        assert f"{reply['queue_id']}: milter-header-discard: header X-Quarantine: 1 " \
+               in maillog(spool)
+
+    def test_filter_sets_the_content_filter(self, cfg, spool):
+        reply = self.run(cfg, peer.add_header("X-Route", "sanitizer"))
+        assert queued(reply).attrs["content_filter"] == "smtp:[sanitizer.example]:25"
+        assert "milter-header-filter: header X-Route: sanitizer from localhost[127.0.0.1]; " \
+               "from=<sender@example.org> to=<rcpt@example.net>: smtp:[sanitizer.example]:25" \
+               in maillog(spool)
+
+    def test_a_filter_without_transport_is_a_warning(self, cfg, spool):
+        reply = self.run(cfg, peer.add_header("X-Route", "bad-filter"))
+        assert "content_filter" not in queued(reply).attrs
+        assert "bad FILTER command 'nocolon' in milter_header_checks" in maillog(spool)
+
+    def test_redirect_and_bcc(self, cfg):
+        reply = self.run(cfg, peer.add_header("X-Route", "postmaster"),
+                         peer.add_header("X-Copy", "1"))
+        assert [r.address for r in queued(reply).recipients] == \
+            ["postmaster@example.com", "archive@example.com"]
+
+    def test_warn_logs_and_keeps_the_header(self, cfg, spool):
+        reply = self.run(cfg, peer.add_header("X-Note", "hello"))
+        head, _ = headers_of(queued(reply))
+        assert head.endswith("\nX-Note: hello")
+        assert "milter-header-warning: header X-Note: hello from localhost[127.0.0.1]; " \
+               "from=<sender@example.org> to=<rcpt@example.net>: looked at it" in maillog(spool)
+
+    def test_ignore_drops_the_edit_and_replace_rewrites_it(self, cfg):
+        reply = self.run(cfg, peer.add_header("X-Drop", "1"), peer.add_header("X-Old", "1"),
+                         peer.change_header(1, "Subject", "edited"),
+                         peer.change_header(1, "X-Drop", "2"))
+        head, _ = headers_of(queued(reply))
+        assert "X-Drop" not in head and "X-Old" not in head
+        assert head.endswith("\nX-New: replaced") and "\nSubject: edited\n" in head
+
+    def test_prepend_is_not_implemented(self, cfg, spool):
+        reply = self.run(cfg, peer.add_header("X-Front", "1"))
+        head, _ = headers_of(queued(reply))
+        assert "X-Before" not in head and head.endswith("\nX-Front: 1")
+        assert "PREPEND is not implemented for milter_header_checks" in maillog(spool)
+
+    def test_the_messages_own_headers_are_not_looked_up(self, spool):
+        cfg = checks_cfg(spool, "/^Subject:/ REJECT\n")
+        assert self.run(cfg, peer.add_header("X-Other", "1"))["status"] == "ok"
+
+    def test_smtpd_milters_edits_are_checked_in_cleanup(self, cfg, spool):
+        reply, _ = from_smtpd(cfg, milter.Outcome(), [header_edit(b"h", "X-Spam-Flag", "MAYBE")])
+        assert os.path.exists(queue.path_of("hold", reply["queue_id"]))
+        assert f"{reply['queue_id']}: milter-header-hold: header X-Spam-Flag: MAYBE from " \
+               "client.example[192.0.2.1]; from=<sender@example.org> to=<rcpt@example.net> " \
+               "proto=ESMTP helo=<helo.example>: suspicious" in maillog(spool)
+
+
+def checks_cfg(spool, rules):
+    """checks_cfg - a configuration whose milter_header_checks table holds RULES."""
+    table = spool / "milter_header_checks"
+    table.write_text(rules)
+    return make_cfg(spool, milter_header_checks=f"regexp:{table}")
+
+
+def queued_in(where, reply):
+    return records.read_message(queue.path_of(where, reply["queue_id"]))

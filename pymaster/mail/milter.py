@@ -6,7 +6,7 @@ and at the end of the message with edits. Postfix's MILTER_README and the
 libmilter wire format are the reference: every packet is a 4-byte
 big-endian length, a command byte and data; strings are NUL-terminated.
 
-    MTA -> milter   O (OPTNEG) D (MACRO) C H M R T L N B E (events) A Q
+    MTA -> milter   O (OPTNEG) D (MACRO) C H M R T U L N B E (events) A Q
     milter -> MTA   c a r t d y s p (verdicts), + - 2 e h i m b q (edits)
 
 This module owns one milter connection (`Milter`), the milter lists of
@@ -38,7 +38,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from pymaster.mail.config import Config, parse_time
 from pymaster.util import log
@@ -74,6 +74,9 @@ EVENTS = {
     "mail": (b"M", "MAIL", NO_MAIL, NR_MAIL, 2, "milter_mail_macros"),
     "rcpt": (b"R", "RCPT", NO_RCPT, NR_RCPT, 3, "milter_rcpt_macros"),
     "data": (b"T", "DATA", NO_DATA, NR_DATA, 4, "milter_data_macros"),
+    # libmilter has no SMFIM stage for UNKNOWN (a milter cannot ask for its
+    # macros): 7 is this module's own key for milter_unknown_command_macros.
+    "unknown": (b"U", "UNKNOWN", NO_UNKNOWN, NR_UNKN, 7, "milter_unknown_command_macros"),
     "header": (b"L", "END-OF-MESSAGE", NO_HDRS, NR_HDR, None, ""),
     "eoh": (b"N", "END-OF-MESSAGE", NO_EOH, NR_EOH, 6, "milter_end_of_header_macros"),
     "body": (b"B", "END-OF-MESSAGE", NO_BODY, NR_BODY, None, ""),
@@ -124,6 +127,9 @@ class Envelope:
     client_port: int = 0
     helo: str = ""
     body_replaced: bool = False
+    # milter_header_checks: each header a milter adds, inserts or changes, as
+    # (name, value); what to apply instead, or None to drop that edit.
+    check_header: Callable[[str, str], tuple[str, str] | None] | None = None
 
 
 @dataclass
@@ -247,6 +253,7 @@ class Milter:
         self.sock: socket.socket | None = None
         self.actions = 0
         self.steps = 0
+        self.version = 0
         self.symlists: dict[int, list[str]] = {}
 
     def open(self) -> None:
@@ -258,9 +265,9 @@ class Milter:
         command, data = self._read("SMFIC_OPTNEG")
         if command != b"O" or len(data) < 12:
             raise MilterError(f"unexpected reply to SMFIC_OPTNEG: {command!r}")
-        version, self.actions, self.steps = struct.unpack("!III", data[:12])
-        if version < 2:
-            raise MilterError(f"protocol version {version} is not supported")
+        self.version, self.actions, self.steps = struct.unpack("!III", data[:12])
+        if self.version < 2:
+            raise MilterError(f"protocol version {self.version} is not supported")
         self.symlists = _symlists(data[12:])
 
     def _connect(self) -> socket.socket:
@@ -293,7 +300,10 @@ class Milter:
         self.sock = None
 
     def skips(self, event: str) -> bool:
-        """skips - whether the milter asked not to see EVENT."""
+        """skips - whether the milter asked not to see EVENT (UNKNOWN came with
+        protocol version 3: an older milter never sees it)."""
+        if event == "unknown" and self.version < 3:
+            return True
         return bool(self.steps & EVENTS[event][2])
 
     def event(self, event: str, data: bytes, macros: dict[str, str]) -> tuple[str, bytes]:
@@ -582,13 +592,24 @@ def _apply_edit(env: Envelope, command: bytes, data: bytes, leadspc: int) -> Non
         index = struct.unpack("!I", data[:4])[0]
         name, value = (unstrings(data[4:]) + ["", ""])[:2]
         value = _header_value(value, leadspc)
+        if command == b"m" and not value.strip():
+            change_header(env.headers, name, index, value)      # a deletion: not checked
+            return
+        checked = _checked_header(env, name, value)
+        if checked is None:
+            return
         if command == b"i":
-            env.headers.insert(min(index, len(env.headers)), [name, value])
-        else:
-            change_header(env.headers, name, index, value)
+            env.headers.insert(min(index, len(env.headers)), list(checked))
+        elif checked[0].lower() == name.lower():
+            change_header(env.headers, name, index, checked[1])
+        else:       # REPLACE gave another header: the old one goes, the new one is added
+            change_header(env.headers, name, index, "")
+            env.headers.append(list(checked))
     elif command == b"h":
         name, value = (unstrings(data) + ["", ""])[:2]
-        env.headers.append([name, _header_value(value, leadspc)])
+        checked = _checked_header(env, name, _header_value(value, leadspc))
+        if checked is not None:
+            env.headers.append(list(checked))
     elif command in (b"+", b"2"):
         rcpt = _unbracket((unstrings(data) or [""])[0])
         if rcpt and rcpt not in env.recipients:
@@ -598,6 +619,14 @@ def _apply_edit(env: Envelope, command: bytes, data: bytes, leadspc: int) -> Non
         env.recipients[:] = [r for r in env.recipients if r.lower() != rcpt.lower()]
     elif command == b"e":
         env.sender = _unbracket((unstrings(data) or [""])[0])
+
+
+def _checked_header(env: Envelope, name: str, value: str) -> tuple[str, str] | None:
+    """_checked_header - a milter's header through env.check_header
+    (milter_header_checks); None: the edit is dropped."""
+    if env.check_header is None:
+        return name, value
+    return env.check_header(name, value)
 
 
 def change_header(headers: list[list[str]], name: str, index: int, value: str) -> None:
@@ -659,6 +688,7 @@ class SessionChain:
 
     def __init__(self, specs: list[Spec], names: dict[int, list[str]]) -> None:
         self.members = [_Member(Milter(spec, names)) for spec in specs]
+        self.names = names
         self.in_message = False     # MAIL was sent and the message is not finished
         self.abort_due = False
 
@@ -761,6 +791,15 @@ class SessionChain:
         except MilterError as e:
             return self._failed(member, e, "END-OF-MESSAGE")
         return outcome
+
+    def may_send(self, *names: str) -> bool:
+        """may_send - whether any of the macro NAMES can go to a milter of the
+        chain: a configured list names it, or a milter asked for its own lists
+        (or has not negotiated yet)."""
+        for member in self.members:
+            if member.state == "new" or member.milter.symlists:
+                return True
+        return any(n in stage for stage in self.names.values() for n in names)
 
     def abort(self) -> None:
         """abort - the transaction is gone (RSET, HELO, a refused message):

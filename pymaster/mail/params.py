@@ -1153,8 +1153,9 @@ _document("""
 dns_nameservers: pymaster: DNS servers to query instead of /etc/resolv.conf, as ADDRESS or [ADDRESS]:PORT
 """)
 
-# Milters: cleanup runs the whole conversation at end of message
-# (services/cleanup/milters.py, pymaster/mail/milter.py); the rows are above.
+# Milters: smtpd runs smtpd_milters event by event (services/smtpd/milters.py),
+# cleanup non_smtpd_milters and milter_header_checks (services/cleanup/
+# milters.py, milter_checks.py); the rows are above.
 _document("""
 smtpd_milters: milters (inet:host:port, unix:/path, { name, key=value … }) for mail that arrives by SMTP
 non_smtpd_milters: milters for mail that does not arrive by SMTP (sendmail, pickup)
@@ -1170,6 +1171,8 @@ milter_rcpt_macros: macros sent with each RCPT TO event
 milter_data_macros: macros sent with the DATA event
 milter_end_of_header_macros: macros sent at the end of the headers
 milter_end_of_data_macros: macros sent at the end of the message
+milter_unknown_command_macros: macros sent with an unknown SMTP command (the UNKNOWN event)
+milter_header_checks: header_checks-style tables for the headers milters add, insert or change (PREPEND not implemented)
 milter_macro_daemon_name: the {daemon_name} macro value
 milter_macro_v: the v macro value
 milter_macro_defaults: name=value defaults for macros pymaster has no value for

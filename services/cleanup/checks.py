@@ -68,7 +68,8 @@ ENVELOPE_ACTIONS = ("HOLD", "DISCARD", "REDIRECT", "BCC", "FILTER")
 
 
 class ContentChecks:
-    """The four table lists of one configuration."""
+    """The table lists of one configuration (milter_header_checks too:
+    services/cleanup/milter_checks.py)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -76,6 +77,7 @@ class ContentChecks:
         self.mime = self._maps("mime_header_checks")
         self.nested = self._maps("nested_header_checks")
         self.body = self._maps("body_checks")
+        self.milter = self._maps("milter_header_checks")
         self.mime_disabled = cfg.bool("disable_mime_input_processing")
         self.size_limit = cfg.int("body_checks_size_limit")
         self.strict = StrictMime.from_config(cfg)
@@ -140,8 +142,8 @@ def log_action(state: CleanupState, action: str, where: str, content: str, text:
 
 # -- actions --------------------------------------------------------------------
 
-def _split_action(value: str) -> tuple[str, str]:
-    """_split_action - "REJECT some text" -> ("REJECT", "some text")."""
+def split_action(value: str) -> tuple[str, str]:
+    """split_action - "REJECT some text" -> ("REJECT", "some text")."""
     words = value.strip().split(None, 1) or [""]
     return words[0].upper(), words[1].strip() if len(words) > 1 else ""
 
@@ -150,7 +152,7 @@ def apply_action(state: CleanupState, where: str, content: str, value: str,
                  map_name: str) -> list[str] | None:
     """apply_action - what replaces CONTENT (a header or a body line, "\\n" kept):
     None keeps it unchanged, a list is the text that goes out instead."""
-    action, text = _split_action(value)
+    action, text = split_action(value)
     if action in ("DUNNO", "OK"):
         return None
     if action == "REJECT":
@@ -169,10 +171,15 @@ def apply_action(state: CleanupState, where: str, content: str, value: str,
     return None
 
 
-def _reject(state: CleanupState, where: str, content: str, text: str) -> list[str]:
+def reject_reason(text: str) -> tuple[str, str]:
+    """reject_reason - (dsn, reason) of a REJECT action's optional text."""
     m = _DSN.match(text)
     dsn, reason = (m.group(1), text[m.end():]) if m else (CONTENT_REJECTED[0], text)
-    reason = reason or CONTENT_REJECTED[1]
+    return dsn, reason or CONTENT_REJECTED[1]
+
+
+def _reject(state: CleanupState, where: str, content: str, text: str) -> list[str]:
+    dsn, reason = reject_reason(text)
     log_action(state, "reject", where, content, f"{dsn} {reason}")
     raise (Defer if dsn.startswith("4") else Reject)(dsn, reason)
 
@@ -204,7 +211,7 @@ def _envelope_action(state: CleanupState, action: str, where: str, content: str,
     return None
 
 
-def _lookup(state: CleanupState, maps, key: str, map_name: str) -> str | None:
+def lookup(state: CleanupState, maps, key: str, map_name: str) -> str | None:
     try:
         return maps.lookup(key)
     except TableError as e:
@@ -222,7 +229,7 @@ def check_header(state: CleanupState, context: str, text: str) -> list[str] | No
     maps, map_name = checks_for(state.cfg).for_header(context, header_name(text))
     if not maps:
         return None
-    value = _lookup(state, maps, text.rstrip("\n"), map_name)
+    value = lookup(state, maps, text.rstrip("\n"), map_name)
     if value is None:
         return None
     return apply_action(state, "header", text, value, map_name)
@@ -292,7 +299,7 @@ def _check_line(state: CleanupState, checks: ContentChecks, line: str,
     if not checks.body or not _enabled(state) or (checks.size_limit and
                                                   segment >= checks.size_limit):
         return None, segment + size
-    value = _lookup(state, checks.body, line.rstrip("\r\n"), "body_checks")
+    value = lookup(state, checks.body, line.rstrip("\r\n"), "body_checks")
     if value is None:
         return None, segment + size
     return apply_action(state, "body", line, value, "body_checks"), segment + size

@@ -22,7 +22,9 @@ Results: reject and tempfail raise Reject/Defer with the milter's reply
 (the client gets it, nothing is queued); discard and quarantine add a
 DISCARD or HOLD action; edits change the headers, the body, the sender
 (canonicalised again) and the recipients (added ones go through the
-recipient pipeline) before they are written.
+recipient pipeline) before they are written. milter_header_checks
+(milter_checks.py) sees each header a milter adds, inserts or changes
+before the edit applies.
 
 Interface:
     run_milters(state, actions, headers, body, content, body_offset) -> (headers, body)
@@ -37,7 +39,9 @@ import json
 from pymaster.mail import milter, records
 from pymaster.util import log
 
+from .actions import apply_envelope_actions
 from .envelope import process_recipients, process_sender
+from .milter_checks import header_check
 from .state import CleanupState, Defer, Reject
 
 INTERNAL_ORIGINS = {"bounce": "bounce", "notify": "notify"}
@@ -80,9 +84,11 @@ def run_milters(state: CleanupState, actions: list[dict], headers: list[str],
     if not specs or not state.recipients:
         return headers, body
     env = _envelope(state, headers, content[body_offset:] if body is None else body)
+    checked: list[dict] = []
+    env.check_header = header_check(state, checked)
     outcome = milter.run_chain(specs, env, _macros(state), milter.macro_names(state.cfg))
     _dispose(state, actions, outcome)
-    _apply_envelope(state, env)
+    _apply_envelope(state, env, actions, checked)
     new_headers = [f"{name}:{value}\n" for name, value in env.headers]
     return new_headers, env.body if env.body_replaced else body
 
@@ -102,13 +108,15 @@ def _apply_result(state: CleanupState, actions: list[dict], headers: list[str],
     if not edits:
         return headers, body
     env = _envelope(state, headers, original if body is None else body)
+    checked: list[dict] = []
+    env.check_header = header_check(state, checked)
     try:
         for got, leadspc in edits:
             milter.apply_edits(env, got, leadspc)     # a quarantine is in OUTCOME already
     except milter.MilterError as e:
         log.warning(f"{state.queue_id}: milter edit: {e}")
         raise Defer("4.3.0", "Error: internal error") from None
-    _apply_envelope(state, env)
+    _apply_envelope(state, env, actions, checked)
     new_headers = [f"{name}:{value}\n" for name, value in env.headers]
     return new_headers, env.body if env.body_replaced else body
 
@@ -196,8 +204,10 @@ def _log(state: CleanupState, what: str, event: str, text: str) -> None:
     log.info(f"{state.queue_id}: {what}: {event} from {client}: {text}{tail}")
 
 
-def _apply_envelope(state: CleanupState, env: milter.Envelope) -> None:
-    """_apply_envelope - the milters' sender and recipient edits, into the state."""
+def _apply_envelope(state: CleanupState, env: milter.Envelope, actions: list[dict],
+                    checked: list[dict]) -> None:
+    """_apply_envelope - the milters' sender and recipient edits, into the state,
+    then the envelope actions of milter_header_checks (CHECKED), which join ACTIONS."""
     if env.sender != state.sender:
         state.sender = env.sender
         process_sender(state)
@@ -207,3 +217,6 @@ def _apply_envelope(state: CleanupState, env: milter.Envelope) -> None:
     added = [records.Recipient(a) for a in env.recipients if a.lower() not in had]
     if added:
         process_recipients(state, added, copies=False)
+    if checked:
+        apply_envelope_actions(state, checked)
+        actions.extend(checked)

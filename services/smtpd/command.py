@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from pymaster.mail import addr
+from pymaster.mail.dsn import xtext_decode
 from services.smtpd import replies
 
 # RFC 3461 4: xtext is printable ASCII except "+" and "=", with +XX hex escapes.
@@ -40,6 +41,7 @@ class MailArgs:
     ret: str = ""
     envid: str = ""
     smtputf8: bool = False
+    auth: str = ""              # AUTH=, xtext decoded ("<>": none); used once authenticated
 
 
 @dataclass
@@ -112,7 +114,9 @@ def _mail_param(mail: MailArgs, key: str, value: str | None, word: str, smtputf8
             raise CommandError(replies.ERR_SMTPUTF8_DISABLED)
         mail.smtputf8 = True
     elif key == "AUTH" and value is not None:
-        pass    # RFC 4954 5: ignored without an authenticated session
+        # RFC 4954 5: ignored without an authenticated session (the milter
+        # macro {auth_author} is the only user).
+        mail.auth = "" if value == "<>" else xtext_decode(value)
     else:
         # Postfix names the parameter as the client wrote it.
         raise CommandError(replies.ERR_UNSUPPORTED_OPTION.format(option=word))

@@ -4,8 +4,10 @@ Postfix's smtpd applies a milter's verdict at the command it answers: a
 refusal at CONNECT makes every later command (QUIT aside) get that reply,
 at HELO/EHLO, MAIL FROM and DATA the command is refused, at RCPT TO that
 recipient is refused (`milter-reject: RCPT from host[addr]: 451 4.7.1 …;
-from=<…> to=<…> proto=ESMTP helo=<…>`), and the rest of the conversation
-goes on over the same milter sessions.
+from=<…> to=<…> proto=ESMTP helo=<…>`), an unknown command (SMFIC_UNKNOWN,
+to milters of protocol 3 and later that did not turn it off) gets the
+milter's refusal instead of 502, and the rest of the conversation goes on
+over the same milter sessions.
 
 Design: smtpd owns the milter sessions (pymaster.mail.milter.SessionChain, one
 per SMTP session, connected at the first event). Each event runs in a worker
@@ -39,7 +41,7 @@ Interface:
     await open_milters(session) -> SessionMilters | None     at connect (the CONNECT event)
     m.denied                                                  the CONNECT refusal, or ""
     await m.helo(session) / m.mail(session) / m.rcpt(session, address) / m.data(session)
-                                                              -> refusal reply or ""
+        / m.unknown(session, line)                            -> refusal reply or ""
     await m.end_of_message(session, header, frames) -> refusal reply or ""
     m.reset()      the transaction is gone;    await m.close()   the session is over
 """
@@ -164,18 +166,45 @@ class SessionMilters:
 
     async def mail(self, session) -> str:
         sender = session.mail.sender
+        mailer, host = await self._route(session, sender, "{mail_mailer}", "{mail_host}")
         self.values.update({"{mail_addr}": sender, "i": session.queue_id,
+                            "{mail_mailer}": mailer, "{mail_host}": host,
                             "{auth_type}": session.sasl_method,
-                            "{auth_authen}": session.sasl_username})
+                            "{auth_authen}": session.sasl_username,
+                            "{auth_author}": session.mail.auth if session.sasl_username else ""})
         return await self._event(session, "mail", milter.strings(f"<{sender}>"))
 
     async def rcpt(self, session, address: str) -> str:
-        self.values.update({"{rcpt_addr}": address, "i": session.queue_id})
+        mailer, host = await self._route(session, address, "{rcpt_mailer}", "{rcpt_host}")
+        self.values.update({"{rcpt_addr}": address, "i": session.queue_id,
+                            "{rcpt_mailer}": mailer, "{rcpt_host}": host})
         return await self._event(session, "rcpt", milter.strings(f"<{address}>"), address)
+
+    async def _route(self, session, address: str, *names: str) -> tuple[str, str]:
+        """_route - (transport, next hop) of ADDRESS, as trivial-rewrite resolves
+        it, for the {mail,rcpt}_{mailer,host} macros; nothing for the null
+        address, or when no milter can want them (a table lookup saved)."""
+        if not address or session.checker is None or not self.chain.may_send(*names):
+            return "", ""
+        checker = session.checker
+
+        def resolve() -> tuple[str, str]:
+            res = checker.resolver.resolve(checker.canonical(address))
+            return res.transport, res.nexthop
+        try:
+            return await asyncio.to_thread(resolve)
+        except Exception as e:      # a macro is not worth the session
+            log.warning(f"milter macros: cannot resolve {address}: {e}")
+            return "", ""
 
     async def data(self, session) -> str:
         self.values["i"] = session.queue_id
         return await self._event(session, "data", b"")
+
+    async def unknown(self, session, line: str) -> str:
+        """unknown - SMFIC_UNKNOWN: a command smtpd does not implement, the whole
+        line; the milter's refusal replaces smtpd's 502 (MILTER_README)."""
+        return await self._event(session, "unknown", milter.strings(line))
 
     def reset(self) -> None:
         """reset - the transaction is gone: the milters get SMFIC_ABORT next."""
@@ -213,10 +242,16 @@ class SessionMilters:
     def _client_values(self, session) -> None:
         peer = session.peer
         info = session.tls_session
+        reverse = getattr(peer, "reverse_name", "") or peer.name
+        daemon_addr, daemon_port = _local_end(session)
         self.values.update({
-            "_": f"{peer.name} [{peer.addr}]", "{client_name}": peer.name,
+            # Postfix: the reverse name, flagged when it did not verify.
+            "_": f"{reverse} [{peer.addr}]" + ("" if reverse.lower() == peer.name.lower()
+                                               else " (may be forged)"),
+            "{daemon_addr}": daemon_addr, "{daemon_port}": daemon_port,
+            "{client_name}": peer.name,
             "{client_addr}": peer.addr, "{client_port}": str(peer.port),
-            "{client_ptr}": getattr(peer, "reverse_name", "") or peer.name,
+            "{client_ptr}": reverse,
             "{tls_version}": info.protocol if info else "",
             "{cipher}": info.cipher if info else "",
             "{cipher_bits}": str(info.bits) if info else "",
@@ -241,6 +276,15 @@ class SessionMilters:
         outcome, edits = await asyncio.to_thread(self.chain.content, env, dict(self.values))
         header["attrs"]["milter_result"] = encode_result(outcome, edits)
         return ""
+
+
+def _local_end(session) -> tuple[str, str]:
+    """_local_end - smtpd's own address and port of SESSION's connection."""
+    transport = getattr(session.conn, "transport", None)
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return "", ""
+    return str(sockname[0]), str(sockname[1])
 
 
 def _envelope(session, content: bytes) -> milter.Envelope:

@@ -380,7 +380,7 @@ class Session:
             if not line.strip():
                 await self.reply(replies.ERR_BAD_SYNTAX)
             elif handler is None:
-                await self.reply(replies.ERR_UNKNOWN_COMMAND)
+                await self._unknown(line)
             elif self.milters is not None and self.milters.denied and verb != "QUIT":
                 await self.reply(self.milters.denied)      # refused at CONNECT
             else:
@@ -389,6 +389,14 @@ class Session:
             self.count(name, False)     # Postfix counts the interrupted command (data=0/1)
             raise
         self.count(name, not self.failed)
+
+    async def _unknown(self, line: str) -> None:
+        """_unknown - a command smtpd does not implement: 502, unless a milter
+        (SMFIC_UNKNOWN) answers it with a refusal of its own."""
+        refusal = ""
+        if self.milters is not None:
+            refusal = await self.milters.unknown(self, line.rstrip("\r\n"))
+        await self.reply(refusal or replies.ERR_UNKNOWN_COMMAND)
 
     def count_junk(self) -> None:
         """count_junk - past smtpd_junk_command_limit, each junk command counts as

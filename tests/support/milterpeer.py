@@ -17,7 +17,7 @@ else [reply(b"c")]}`). Commands without a script entry get SMFIR_CONTINUE, excep
 A (abort) and Q (quit), which take no reply. `steps` and `actions` are what
 the OPTNEG reply claims; `symlists` ({stage: "names"}) asks for macros;
 `stall` (a set of command bytes) makes it never answer those; `port` picks
-the port (0: any free one).
+the port (0: any free one); `version` is the protocol version it claims.
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ class ScriptedMilter:
 
     def __init__(self, script: dict[bytes, list[bytes]] | None = None, steps: int = 0,
                  actions: int = 0x1FF, symlists: dict[int, str] | None = None,
-                 stall: set[bytes] | None = None, port: int = 0) -> None:
+                 stall: set[bytes] | None = None, port: int = 0, version: int = 6) -> None:
         self.script = script or {}
+        self.version = version
         self.steps, self.actions = steps, actions
         self.symlists = symlists or {}
         self.stall = stall or set()
@@ -154,7 +155,7 @@ class ScriptedMilter:
         if command == b"O":
             extra = b"".join(struct.pack("!I", stage) + names.encode() + b"\0"
                              for stage, names in self.symlists.items())
-            return [packet(b"O", struct.pack("!III", 6, self.actions, self.steps) + extra)]
+            return [packet(b"O", struct.pack("!III", self.version, self.actions, self.steps) + extra)]
         answer = self.script.get(command, [reply(b"c")])
         return answer(data) if callable(answer) else answer
 

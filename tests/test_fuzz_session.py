@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 
 import pytest
 from hypothesis import example, given
@@ -164,3 +165,30 @@ def test_the_hard_error_limit_hangs_up(session_parts, garbage):
     stream = b"".join(b"X" + g.replace(b"\n", b"") + b"\r\n" for g in garbage)
     lines = check_replies(run_session(session_parts, stream, hard_error_limit=20))
     assert lines[-1].startswith(b"421 4.7.0 mx.example.com Error: too many errors")
+
+
+# -- regressions the fuzzers found ----------------------------------------------------
+
+def test_a_half_closed_client_still_gets_every_reply(tmp_path):
+    """Found by tests/e2e/test_fuzz_smtpd.py (seed 112767096, session 1141:
+    b"ETRN SIZE=9999999999 10\\r\\n\\r\\nQUIT\\r\\n", then shutdown(SHUT_WR)): asyncio
+    closed the transport at end of input, so the replies to the commands still
+    buffered were dropped. As Postfix, smtpd answers what it read, then ends.
+    An error sleep makes the session slower than the client's end of input."""
+    from tests.test_smtpd_session import Server
+    server = Server(tmp_path, smtpd_soft_error_limit="0", smtpd_error_sleep_time="1s")
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"220 ")
+            sock.sendall(b"EHLO client.example\r\n")
+            while not reader.readline().startswith(b"250 "):
+                pass
+            sock.sendall(b"RSET\r\nMAIL FROM:<a@example.com>\r\nFOO\r\nQUIT\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            replies = reader.read()
+    finally:
+        server.close()
+    assert replies.split(b"\r\n") == [b"250 2.0.0 Ok", b"250 2.1.0 Ok",
+                                      b"502 5.5.2 Error: command not recognized",
+                                      b"221 2.0.0 Bye", b""]

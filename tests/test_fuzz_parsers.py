@@ -102,6 +102,8 @@ def test_parse_path_gives_a_path_or_address_error(text, strict):
 
 @fuzz_settings(300)
 @given(address_text)
+@example("]")
+@example("joe) <a@b>, x]y@z")
 def test_header_address_lists_never_fail(text):
     for box in addr.parse_address_list(text):
         assert isinstance(addr.format_mailbox(box), str)
@@ -288,3 +290,16 @@ def test_any_table_spec_opens_or_raises_table_error(kind, colon, name):
         create_table(f"{kind}{':' if colon else ''}{name}")
     except tables.TableError:
         pass
+
+
+# -- regressions the fuzzers found ----------------------------------------------------
+
+@pytest.mark.parametrize("value, addresses", [
+    ("]", ["]"]),
+    (")", [")"]),
+    ("Joe) <joe@example.com>, x]y@example.com", ["joe@example.com", "x]y@example.com"]),
+])
+def test_a_stray_closing_bracket_is_a_token(value, addresses):
+    """Found by test_header_address_lists_never_fail: a header `To: ]` failed
+    tokenize's assertion (an AssertionError out of cleanup's header parsing)."""
+    assert [box.address for box in addr.parse_address_list(value)] == addresses

@@ -226,7 +226,7 @@ class Slowloris:
         closed = 0
         for key, _ in sel.select(0):
             try:
-                while data := key.fileobj.recv(65536):   # type: ignore[union-attr]
+                while key.fileobj.recv(65536):   # type: ignore[union-attr]
                     pass
                 closed += 1
             except BlockingIOError:

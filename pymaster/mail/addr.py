@@ -459,7 +459,9 @@ def tokenize(value: str, limit: int = 10240) -> list[_Token]:
             j = n - 1 if j < 0 else j
             tokens.append(_Token("literal", value[i:j + 1], i, j + 1))
             i = j + 1
-        elif c in '<>@,;:.\\':
+        elif c in '<>@,;:.\\)]':
+            # A stray ")" or "]" is a special of its own (RFC 5322 3.2.3),
+            # as in Postfix's tok822, never the start of an atom.
             tokens.append(_Token(c, c, i, i + 1))
             i += 1
         else:

@@ -56,7 +56,10 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._data.set()
-        return False
+        # Keep the transport open for writing: a client that half-closes
+        # after pipelined commands still gets their replies (as from
+        # Postfix); the session closes the connection when it ends.
+        return True
 
     def connection_lost(self, exc) -> None:
         self.eof = True

@@ -11,6 +11,13 @@ after max_idle seconds without a session, on SIGTERM, or when the
 master goes away or reloads (end of file on descriptor 5); sessions in
 progress are finished first, never cut.
 
+A process that was full (a connection storm: the master started others
+beside it) exits after STORM_IDLE seconds without a session instead of
+max_idle: the storm's heap (Python keeps much of it after the sessions
+end) and the extra processes would otherwise hold their memory for
+max_idle (100 s), and the master starts a fresh process for the next
+client. A process that was never full keeps Postfix's max_idle.
+
 Interface:
     Server(svc, settings, checker, cleanup, checker_error="").serve()   awaitable
 """
@@ -29,6 +36,8 @@ from services.smtpd.limits import Limits
 from services.smtpd.peer import lookup_peer
 from services.smtpd.session import Session, Settings
 from services.smtpd.submit import CleanupClient
+
+STORM_IDLE = 2.0     # seconds idle before a process that was full exits
 
 
 class Server:
@@ -52,6 +61,7 @@ class Server:
         self.changed = asyncio.Event()     # a session ended, or stop was set
         self.room = asyncio.Event()        # a session ended: room for another
         self.avail: bool | None = None
+        self.was_full = False              # reached self.limit: served a storm
         self.limits = Limits.from_config(self.cfg, svc.name)   # anvil's client limits
 
     async def serve(self) -> None:
@@ -90,15 +100,21 @@ class Server:
     async def _supervise(self) -> None:
         """_supervise - report availability; end on stop, max_use or max_idle."""
         while not self.stop.is_set():
-            self._report(len(self.sessions) < self.limit)
+            avail = len(self.sessions) < self.limit
+            self.was_full = self.was_full or (not avail and self.limit > 1)
+            self._report(avail)
             if self.max_use and self.served >= self.max_use:
                 break
             self.changed.clear()
-            timeout = None if self.sessions else self.max_idle
+            timeout = None if self.sessions else self._idle_limit()
             try:
                 await asyncio.wait_for(self.changed.wait(), timeout)
             except asyncio.TimeoutError:
                 break   # max_idle seconds without a session
+
+    def _idle_limit(self) -> float:
+        """_idle_limit - seconds without a session before this process exits."""
+        return min(self.max_idle, STORM_IDLE) if self.was_full else self.max_idle
 
     def _report(self, avail: bool) -> None:
         if avail != self.avail:

@@ -374,17 +374,115 @@ class TestMessages:
         assert client.data(b"x" * 2000 + b"\r\n") == (552, b"5.3.4 Message size exceeds fixed limit")
         assert s.cleanup.messages == []
 
-    def test_bare_lf_reject(self, tmp_path):
-        s = Server(tmp_path, smtpd_forbid_bare_newline="reject",
-                   smtpd_forbid_bare_newline_exclusions="")
-        raw = s.raw()
+
+
+class TestSmuggling:
+    """smtpd_forbid_bare_newline as Postfix 3.10 has it (default normalize);
+    the replies, log lines and counts are those of Debian's Postfix 3.7.11,
+    which has the same settings (tests/e2e/test_postfix_parity.py plays them)."""
+
+    BARE_LF = "550 5.5.2 mx.example.com Error: bare <LF> received"
+
+    def transaction(self, raw: Raw) -> None:
         hello(raw)
         raw.cmd("MAIL FROM:<a@example.com>")
         raw.cmd("RCPT TO:<alice@mx.example.com>")
+
+    def test_defaults_are_postfix_3_10s(self, server):
+        assert (server.settings.bare_newline, server.settings.forbid_unauth_pipelining) == \
+            ("normalize", True)
+        assert server.cfg.get("smtpd_forbid_bare_newline_exclusions") == \
+            server.cfg.get("mynetworks")
+        assert server.settings.bare_newline_code == 550
+
+    @pytest.mark.parametrize("smuggled", [b"\n.\n", b"\n.\r\n", b"\r\n.\n"])
+    def test_normalize_a_smuggled_end_of_data_is_content(self, tmp_path, smuggled):
+        s = Server(tmp_path, mynetworks="192.0.2.0/24")     # no exclusion for loopback
+        raw = s.raw()
+        self.transaction(raw)
+        raw.cmd("DATA")
+        raw.send(b"a" + smuggled + b"MAIL FROM:<evil@example.com>\r\n.\r\n")
+        assert raw.reply() == "250 2.0.0 Ok: queued as QID1"
+        assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+        content = s.cleanup.messages[0][1]
+        assert content.endswith(b"a\n\nMAIL FROM:<evil@example.com>\n")   # LF ends, dot removed
+        assert len(s.cleanup.messages) == 1
+
+    def test_normalize_a_bare_lf_command_is_a_command(self, tmp_path):
+        s = Server(tmp_path, mynetworks="192.0.2.0/24")
+        raw = s.raw()
+        hello(raw)
+        raw.send(b"NOOP\n")
+        assert raw.reply() == "250 2.0.0 Ok"
+
+    def test_reject_a_bare_lf_command_ends_the_session(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_bare_newline="reject", mynetworks="192.0.2.0/24")
+        raw = s.raw()
+        hello(raw)
+        raw.send(b"NOOP\n")
+        assert raw.reply() == self.BARE_LF
+        assert raw.file.readline() == b""
+        log = s.wait_log("disconnect from localhost[127.0.0.1] ehlo=1 commands=1\n")
+        assert "NOQUEUE: reject: EHLO from localhost[127.0.0.1]: bare <LF> received; " \
+               "proto=ESMTP helo=<client.example>\n" in log
+
+    def test_reject_bare_lf_content_refuses_the_message(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_bare_newline="reject",
+                   smtpd_forbid_bare_newline_exclusions="")
+        raw = s.raw()
+        self.transaction(raw)
         raw.cmd("DATA")
         raw.send(b"a\nb\r\n.\r\n")
-        assert raw.reply() == "550 5.5.2 Error: bare <LF> received"
+        assert raw.reply() == self.BARE_LF
+        assert raw.cmd("NOOP") == "250 2.0.0 Ok"     # the session goes on
+        raw.cmd("QUIT")
         assert s.cleanup.messages == []
+        log = s.wait_log("disconnect from")
+        assert "QID1: reject: END-OF-MESSAGE from localhost[127.0.0.1]: bare <LF> received; " \
+               "from=<a@example.com> to=<alice@mx.example.com> proto=ESMTP " \
+               "helo=<client.example>\n" in log
+        assert "ehlo=1 mail=1 rcpt=1 data=0/1 noop=1 quit=1 commands=5/6" in log
+
+    def test_reject_code_521_hangs_up(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_bare_newline="reject",
+                   smtpd_forbid_bare_newline_reject_code="521", mynetworks="192.0.2.0/24")
+        raw = s.raw()
+        self.transaction(raw)
+        raw.cmd("DATA")
+        raw.send(b"a\nb\r\n.\r\n")
+        assert raw.reply() == "521 5.5.2 mx.example.com Error: bare <LF> received"
+        assert raw.file.readline() == b""
+        s.wait_log("ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4")
+
+    def test_reject_bare_lf_in_bdat(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_bare_newline="reject", mynetworks="192.0.2.0/24")
+        raw = s.raw()
+        self.transaction(raw)
+        raw.send(b"BDAT 3\r\na\r\r")
+        assert raw.reply() == "250 2.0.0 Ok: 3 bytes"
+        raw.send(b"BDAT 3 LAST\r\n\nb\n")     # a CRLF split across chunks, then a bare LF
+        assert raw.reply() == self.BARE_LF
+        assert s.cleanup.messages == []
+        assert "QID1: reject: END-OF-MESSAGE" in s.wait_log("bare <LF> received")
+
+    def test_bdat_crlf_split_across_chunks_is_no_bare_lf(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_bare_newline="reject", mynetworks="192.0.2.0/24")
+        raw = s.raw()
+        self.transaction(raw)
+        raw.send(b"BDAT 2\r\na\r")
+        raw.reply()
+        raw.send(b"BDAT 1 LAST\r\n\n")
+        assert raw.reply().startswith("250 2.0.0 Ok: 3 bytes queued as")
+
+    def test_excluded_clients_are_exempt(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_bare_newline="reject", mynetworks="127.0.0.0/8")
+        raw = s.raw()
+        self.transaction(raw)
+        raw.send(b"NOOP\n")
+        assert raw.reply() == "250 2.0.0 Ok"
+        raw.cmd("DATA")
+        raw.send(b"a\nb\r\n.\r\n")
+        assert raw.reply() == "250 2.0.0 Ok: queued as QID1"
 
 
 class TestQueueIdFromFirstRecipient:
@@ -475,6 +573,25 @@ class TestPipelining:
     @pytest.fixture
     def server(self, tmp_path):
         return Server(tmp_path, smtpd_forbid_unauth_pipelining="yes")
+
+    def test_on_by_default_for_every_client(self, tmp_path):
+        # As Postfix 3.10 (and 3.7 with the setting): mynetworks is no exemption.
+        s = Server(tmp_path, mynetworks="127.0.0.0/8")
+        raw = s.raw()
+        raw.reply()
+        raw.send(b"HELO client.example\r\nNOOP\r\n")
+        assert raw.reply() == "554 5.5.0 Error: SMTP protocol synchronization"
+        assert raw.file.readline() == b""
+        log = s.wait_log("disconnect from localhost[127.0.0.1] helo=0/1 commands=0/1\n")
+        assert "improper command pipelining after HELO from localhost[127.0.0.1]: NOOP\\r\\n" \
+            in log
+
+    def test_off_when_set_to_no(self, tmp_path):
+        s = Server(tmp_path, smtpd_forbid_unauth_pipelining="no")
+        raw = s.raw()
+        raw.reply()
+        raw.send(b"HELO client.example\r\nNOOP\r\n")
+        assert [raw.reply(), raw.reply()] == ["250 mx.example.com", "250 2.0.0 Ok"]
 
     def test_esmtp_client_may_pipeline_mail_and_rcpt(self, server):
         raw = server.raw()

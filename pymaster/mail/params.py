@@ -1,7 +1,8 @@
 """The parameter table: every main.cf parameter pymaster knows.
 
 One entry per parameter: its name, type and default (Postfix 3.7's default,
-as postconf(5) documents it). This table is the single source of truth for
+as postconf(5) documents it; the SMTP smuggling defenses smtpd_forbid_bare_newline
+and smtpd_forbid_unauth_pipelining have Postfix 3.10's: normalize and yes). This table is the single source of truth for
 the code's own reads (pymaster.mail.config), for `postconf -d`, for the "unknown
 parameter" and "unused parameter" warnings and for docs/parameters.md.
 
@@ -301,7 +302,7 @@ smtpd_end_of_data_restrictions =
 smtpd_etrn_restrictions =
 smtpd_reject_footer =
 smtpd_client_event_limit_exceptions = ${smtpd_client_connection_limit_exceptions:$mynetworks}
-smtpd_forbid_bare_newline = no
+smtpd_forbid_bare_newline = normalize
 smtpd_forbid_bare_newline_exclusions = $mynetworks
 smtpd_policy_service_default_action = 451 4.3.5 Server configuration problem
 smtpd_policy_service_policy_context =
@@ -419,7 +420,7 @@ smtpd_tls_received_header = no
 smtpd_tls_wrappermode = no
 smtpd_use_tls = no
 smtpd_enforce_tls = no
-smtpd_forbid_unauth_pipelining = no
+smtpd_forbid_unauth_pipelining = yes
 smtpd_peername_lookup = yes
 smtpd_client_port_logging = no
 broken_sasl_auth_clients = no
@@ -639,6 +640,11 @@ append_dot_mydomain: append .$mydomain to hosts without a dot
 soft_bounce: turn bounces and 5xx rejects into deferrals and 4xx replies
 compatibility_level: the Postfix release whose defaults apply; pymaster implements 3.6
 smtpd_per_process_session_limit: SMTP sessions one pymaster smtpd process serves at once
+smtpd_forbid_bare_newline: a line ending in bare <LF>: normalize (as Postfix 3.10), reject, or no
+smtpd_forbid_bare_newline_exclusions: clients exempt from smtpd_forbid_bare_newline
+smtpd_forbid_bare_newline_reject_code: the reply code of smtpd_forbid_bare_newline = reject (521 hangs up)
+smtpd_forbid_unauth_pipelining: hang up on clients that pipeline where RFC 2920 forbids it (yes, as Postfix 3.10)
+master_service_disable: master.cf services the master does not start: type or name/type, !pattern excludes
 """)
 
 

@@ -1,7 +1,8 @@
 """The master daemon: owns every service endpoint, starts and supervises services.
 
 The master reads main.cf and master.cf, creates each inet listener and binds
-each internal service's zeromq endpoints (pymaster.master.broker), then sleeps in one
+each internal service's zeromq endpoints (pymaster.master.broker) -- all but
+those master_service_disable turns off, then sleeps in one
 poll over the brokers, the listeners, the inet status pipes and a self-pipe
 for signals, with a timeout only for its next timer. It starts service
 processes on demand, up to each service's process limit:
@@ -51,7 +52,7 @@ import zmq
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.pidfile import PID_FILE, lock_pid_file, write_pid_file
 from pymaster.master.broker import Broker
-from pymaster.master.mastercf import MasterEntry, load_master_cf
+from pymaster.master.mastercf import SERVICE_TYPES, MasterEntry, load_master_cf
 from pymaster.master.service import (
     ENV_LISTEN_FDS,
     ENV_SERVICE_ENDPOINT,
@@ -75,8 +76,38 @@ ENV_KEEP = ("PATH", "PYTHONPATH", "VIRTUAL_ENV")
 # What one master.cf line asks for.
 
 def load_specs(cfg: Config) -> list[MasterEntry]:
-    """load_specs - the services of master.cf in CFG's config directory."""
-    return load_master_cf(cfg.config_dir, cfg)
+    """load_specs - the services of master.cf in CFG's config directory that
+    master_service_disable does not turn off."""
+    disable = cfg.list("master_service_disable")
+    return [spec for spec in load_master_cf(cfg.config_dir, cfg)
+            if not service_disabled(spec, disable)]
+
+
+def service_disabled(spec: MasterEntry, patterns: list[str]) -> bool:
+    """service_disabled - whether master_service_disable turns SPEC off.
+
+    postconf(5): a list of service types (`inet`) or `name/type` pairs
+    (`smtp/inet`; `smtp.inet`, the Postfix 2.6-2.10 spelling, is taken too);
+    `!pattern` excludes; the first match decides. No wildcards, files or
+    tables, on purpose."""
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        name, type_ = _service_pattern(pattern[1:] if negated else pattern)
+        if type_ == spec.type.lower() and name in (None, spec.service.lower()):
+            return not negated
+    return False
+
+
+def _service_pattern(pattern: str) -> tuple[str | None, str]:
+    """_service_pattern - (name or None, type) of one master_service_disable entry."""
+    pattern = pattern.lower()
+    if pattern in SERVICE_TYPES:
+        return None, pattern
+    for sep in ("/", "."):
+        name, found, type_ = pattern.rpartition(sep)
+        if found and type_ in SERVICE_TYPES:
+            return name, type_
+    return None, ""     # matches nothing
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,9 @@ can refuse the message when `smtpd_forbid_bare_newline = reject`.
 A local pipe (`sendmail -bs`, dot_lf_ends) is no network client: there a
 lone `.` ends the content whatever its line end, as a script writes it.
 
-BDAT (RFC 3030): chunks are exact byte counts; only CRLF -> LF applies.
+BDAT (RFC 3030): chunks are exact byte counts; only CRLF -> LF applies. A
+bare LF is noted there too (RFC 3030 section 3 wants canonical MIME text), so
+`smtpd_forbid_bare_newline = reject` refuses such content as well.
 
 Memory stays bounded: content past the size limit is counted but dropped,
 and a line is never held whole (long lines are passed on in pieces).
@@ -20,7 +22,7 @@ Interface:
     s = DataScanner(size_limit, dot_lf_ends=False)   s.feed(bytes) -> bytes consumed
         s.done, s.too_big, s.bare_lf, s.size, s.content (bytearray)
     c = ChunkConverter(size_limit)     c.feed(bytes); c.finish()
-        c.too_big, c.size, c.content
+        c.too_big, c.bare_lf, c.size, c.content
 """
 
 from __future__ import annotations
@@ -136,11 +138,14 @@ class ChunkConverter(_Sink):
     def __init__(self, size_limit: int = 0) -> None:
         super().__init__(size_limit)
         self._cr_pending = False
+        self.bare_lf = False
 
     def feed(self, data: bytes) -> None:
         if self._cr_pending:
             data = b"\r" + data
             self._cr_pending = False
+        if not self.bare_lf and data.count(b"\n") != data.count(b"\r\n"):
+            self.bare_lf = True
         if data.endswith(b"\r"):
             data = data[:-1]
             self._cr_pending = True

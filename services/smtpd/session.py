@@ -285,9 +285,30 @@ class Session:
         if len(line) > self.s.line_limit:
             return await self._command_text(self._cut_long_line(line))
         if not crlf and self.bare_lf_reject:
-            await self.reply(replies.ERR_BARE_LF.format(code=self.s.bare_newline_code))
-            return None
+            await self._bare_lf_command()
         return await self._command_text(line)
+
+    async def _bare_lf_command(self) -> None:
+        """_bare_lf_command - smtpd_forbid_bare_newline = reject: a command line
+        that ends in bare <LF> is refused uncounted and the session ends, as
+        Postfix does whatever smtpd_forbid_bare_newline_reject_code says."""
+        self.log_reject(self.where, replies.BARE_LF_LOG)
+        await self.reply(self.bare_lf_reply())
+        raise Closed()
+
+    def bare_lf_reply(self) -> str:
+        return replies.ERR_BARE_LF.format(code=self.s.bare_newline_code, hostname=self.s.hostname)
+
+    async def refuse_bare_lf_content(self, name: str) -> None:
+        """refuse_bare_lf_content - message content (DATA or BDAT) with a bare
+        <LF> under smtpd_forbid_bare_newline = reject: logged as an
+        END-OF-MESSAGE reject; a 521 reply code ends the session."""
+        self.log_reject("END-OF-MESSAGE", replies.BARE_LF_LOG,
+                        self.rcpts[0].address if len(self.rcpts) == 1 else None)
+        await self.end_transaction(self.bare_lf_reply())
+        if self.s.bare_newline_code == 521:
+            self.count(name, False)
+            raise Closed()
 
     async def _long_line(self) -> str | None:
         """_long_line - a command over line_length_limit: as Postfix does, keep its
@@ -372,6 +393,7 @@ class Session:
         if self.conn.pending() and ((command and command.ends_group) or not self.esmtp):
             self.pipelining_violation = True
             if self.s.forbid_unauth_pipelining:
+                self.count(name, False)     # Postfix counts the command it hung up on
                 await self._pipelining_violation()
         if command is not None and handler is not None and command.junk:
             self.count_junk()
@@ -703,7 +725,7 @@ class Session:
         if scanner.too_big:
             await self.end_transaction(replies.ERR_SIZE_LIMIT)
         elif scanner.bare_lf and self.bare_lf_reject:
-            await self.end_transaction(replies.ERR_BARE_LF.format(code=self.s.bare_newline_code))
+            await self.refuse_bare_lf_content("data")
         else:
             await self.end_transaction(await self.end_of_data(scanner.content))
 
@@ -737,6 +759,9 @@ class Session:
             await self.send(replies.bdat_ok(size))
             return
         chunk.finish()
+        if chunk.bare_lf and self.bare_lf_reject:
+            await self.refuse_bare_lf_content("bdat")
+            return
         total = self.bdat_bytes
         reply = await self.end_of_data(chunk.content)
         if reply.startswith(replies.queued("")):    # Postfix names the byte count too

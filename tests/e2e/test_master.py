@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from pymaster.util import ipc
-from tests.support.instance import Instance, is_root
+from tests.support.instance import Instance, is_root, listening
 from tests.support.wait import wait_until
 
 ECHO = Path(__file__).resolve().parents[1] / "services" / "echo.py"
@@ -320,6 +320,29 @@ class TestReload:
             assert call(inst, "new", {"op": "whoami"})["name"] == "new"
             wait_until(lambda: not (inst.queue_dir / "private" / "old").exists(),
                        what="the removed endpoint to go")
+
+    def test_master_service_disable_and_reload(self, tmp_path):
+        """master_service_disable = inet (what postmulti gives a new instance):
+        the inet service does not listen, unix ones run; cleared, a reload
+        opens the port."""
+        inst = echo_instance(tmp_path, "echo unix - - n - 1 ECHO\n",
+                             main_cf={"master_service_disable": "inet"})
+        done = inst.postfix("start")
+        assert done.returncode == 0, done.stderr
+        try:
+            inst.wait_for_log(r"daemon started -- version")
+            assert call(inst, "echo", {"op": "whoami"})["name"] == "echo"
+            assert not listening("127.0.0.1", inst.smtp_port)
+            inst.set_main_cf({"master_service_disable": ""})
+            inst.postfix("reload")
+            inst.wait_for_port(inst.smtp_port)
+            inst.set_main_cf({"master_service_disable": f"127.0.0.1:{inst.smtp_port}/inet"})
+            inst.postfix("reload")
+            inst.wait_for_log(r"reload -- version", count=2)
+            wait_until(lambda: not listening("127.0.0.1", inst.smtp_port),
+                       what="the disabled listener to close")
+        finally:
+            inst.stop()
 
     def test_reload_replaces_idle_workers_and_keeps_the_endpoint(self, tmp_path):
         with running(tmp_path, "echo unix - - n - 2 ECHO\n") as inst:

@@ -88,7 +88,7 @@ MATCH_LISTS = frozenset({
     "mydestination", "mynetworks", "relay_domains", "virtual_alias_domains",
     "virtual_mailbox_domains", "permit_mx_backup_networks", "debug_peer_list",
     "fast_flush_domains", "qmqpd_authorized_clients", "smtpd_authorized_xforward_hosts",
-    "smtpd_authorized_xclient_hosts", "smtpd_authorized_verp_clients",
+    "smtpd_authorized_xclient_hosts", "smtpd_authorized_verp_clients", "authorized_verp_clients",
     "smtpd_client_event_limit_exceptions", "smtpd_forbid_bare_newline_exclusions",
     "authorized_flush_users", "authorized_mailq_users", "authorized_submit_users",
     "local_header_rewrite_clients", "smtpd_sasl_exceptions_networks",
@@ -289,6 +289,7 @@ authorized_flush_users = static:anyone
 authorized_submit_users = static:anyone
 smtpd_authorized_xforward_hosts =
 smtpd_authorized_xclient_hosts =
+authorized_verp_clients =
 smtpd_authorized_verp_clients = $authorized_verp_clients
 smtpd_restriction_classes =
 smtpd_client_restrictions =
@@ -639,6 +640,11 @@ append_dot_mydomain: append .$mydomain to hosts without a dot
 soft_bounce: turn bounces and 5xx rejects into deferrals and 4xx replies
 compatibility_level: the Postfix release whose defaults apply; pymaster implements 3.6
 smtpd_per_process_session_limit: SMTP sessions one pymaster smtpd process serves at once
+authorized_verp_clients: clients allowed the XVERP parameter of MAIL FROM
+smtpd_authorized_verp_clients: clients allowed XVERP (MAIL FROM:<list@example.com> XVERP)
+default_verp_delimiters: VERP delimiters when XVERP or sendmail -XV names none
+verp_delimiter_filter: the characters allowed as VERP delimiters
+disable_verp_bounces: send one notice to the list sender, not one per VERP recipient
 """)
 
 

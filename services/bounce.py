@@ -18,7 +18,9 @@ queued (qmgr may then delete the message), else {"status": "defer",
 
 Who gets what (postconf(5) notify_classes, RFC 3461 NOTIFY):
   - a failure goes to the sender, for the recipients whose NOTIFY allows
-    it, with the original message (RET=HDRS: its headers); with
+    it, with the original message (RET=HDRS: its headers); a VERP message
+    (pymaster.mail.verp) gets one notice per recipient, each to the sender
+    made for that recipient, unless disable_verp_bounces; with
     notify_classes `bounce`, a headers-only copy goes to
     bounce_notice_recipient from double_bounce_sender;
   - a failed bounce (sender <>) goes to 2bounce_notice_recipient with
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pymaster.mail import cleanup_client, dsn, queue, records, traceflags
+from pymaster.mail import cleanup_client, dsn, queue, records, traceflags, verp
 from pymaster.mail.bounce_template import Template, TemplateError, load_templates
 from pymaster.mail.config import Config
 from pymaster.master import service
@@ -109,7 +111,14 @@ class BounceServer:
                 log.info(f"{queue_id}: postmaster non-delivery notification: {new_id}")
             return
         wanted = [r for r in rcpts if r.wants(dsn.FAILURE)]
-        if wanted:
+        delims = msg.attrs.get(verp.ATTR, "")
+        if delims and not self.cfg.bool("disable_verp_bounces"):
+            # VERP: one notice per recipient, to the sender made for it.
+            for r in wanted:
+                to = verp.sender_for(sender, delims, r.orig or r.address)
+                new_id = self._send(self._notice("failure", msg, [r], to), content, "")
+                log.info(f"{queue_id}: sender non-delivery notification: {new_id}")
+        elif wanted:
             notice = self._notice("failure", msg, wanted, sender)
             new_id = self._send(notice, content, "")
             log.info(f"{queue_id}: sender non-delivery notification: {new_id}")

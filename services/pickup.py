@@ -40,7 +40,7 @@ from pymaster.util import ipc, log
 
 MAILDROP = "maildrop"
 # The attributes a user's own submission may set (see postdrop/sendmail).
-USER_ATTRS = ("full_name", "envid", "ret", "body", "trace_flags")
+USER_ATTRS = ("full_name", "envid", "ret", "body", "trace_flags", "verp_delimiters")
 # Bookkeeping of the maildrop file that is not passed on to cleanup.
 PRIVATE_ATTRS = ("uid", "cleanup_flags")
 CLEANUP_TIMEOUT = 100.0

@@ -18,7 +18,11 @@ Options, as Postfix's sendmail:
     -F fullname     the sender's full name (else $NAME, else the password file)
     -N dsn          DSN NOTIFY: never, or a list of success, delay, failure
     -R ret          DSN RET: full or hdrs
-    -V envid, -XV envid    DSN ENVID
+    -V envid        DSN ENVID
+    -XV, -XVxy      VERP (pymaster.mail.verp): each recipient gets its own envelope
+                    sender, with default_verp_delimiters or the two characters xy;
+                    `-V` before another option or `-Vxy` is taken for -XV (as
+                    Postfix, with a warning)
     -B type         body type: 7BIT or 8BITMIME
     -C dir, -c dir  the configuration (main.cf or its directory)
     -bp             mailq;  -bi, -I  newaliases;  -q  postqueue -f
@@ -59,7 +63,7 @@ from typing import BinaryIO
 
 from pymaster.commands import newaliases, postqueue
 from pymaster.commands.postqueue import user_allowed
-from pymaster.mail import maildrop, queue, records
+from pymaster.mail import maildrop, queue, records, verp
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.util import log
 
@@ -87,6 +91,7 @@ class Options:
     notify: str = ""
     ret: str = ""
     envid: str = ""
+    verp: str | None = None         # -XV: "" (the default delimiters) or the two given
     body: str = ""
     config_dir: str | None = None
     queue_arg: str = ""
@@ -127,6 +132,9 @@ def parse_args(argv: list[str]) -> Options:
                     if i >= len(argv):
                         raise UsageError(f"option requires an argument -- '{letter}'")
                     value = argv[i]
+                    if letter == "V" and value.startswith("-"):
+                        i -= 1          # -V then another option: the old VERP form
+                        value = ""
                 _option(opts, letter, value)
                 break
             _flag(opts, letter)
@@ -134,6 +142,18 @@ def parse_args(argv: list[str]) -> Options:
         i += 1
     opts.recipients.extend(argv[i:])
     return opts
+
+
+def _old_verp(value: str) -> bool:
+    """_old_verp - whether a -V value is the VERP option of old (now -XV), with a warning.
+
+    As Postfix: no value (the next word is an option) or a two-character
+    one means VERP; any other value is DSN's envelope ID."""
+    if len(value) in (0, 2):
+        log.warning(f"option -V{value} is deprecated with Postfix 2.3; "
+                    f"specify -XV{value} instead")
+        return True
+    return False
 
 
 def _flag(opts: Options, letter: str) -> None:
@@ -161,9 +181,12 @@ def _option(opts: Options, letter: str, value: str) -> None:
         else:
             log.warning("bad -R option value -- ignored")
     elif letter == "V":
-        opts.envid = value
+        if _old_verp(value):
+            opts.verp = value
+        else:
+            opts.envid = value
     elif letter == "X" and value.startswith("V"):
-        opts.envid = value[1:]
+        opts.verp = value[1:]
     elif letter == "B":
         if value.upper() not in BODY_WORDS:
             log.fatal("-B option needs 8BITMIME or 7BIT", EX_TEMPFAIL)
@@ -305,6 +328,8 @@ def build_envelope(opts: Options, content: bytes, uid: int) -> tuple[str, list, 
             attrs[name] = value
     if opts.extract:
         attrs["cleanup_flags"] = "extract"
+    if opts.verp:
+        attrs[verp.ATTR] = opts.verp
     if opts.mode == "v":
         # -bv: verify only; the agents deliver nothing (pymaster.mail.delivery).
         attrs["trace_flags"] = "verify"
@@ -384,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log.fatal(str(e), EX_TEMPFAIL)
     log.setup("sendmail", cfg, verbose=opts.verbose, stderr=True)
+    if why := verp.config_error(cfg):
+        log.fatal(why, EX_TEMPFAIL)
+    if opts.verp is not None:
+        _check_verp(opts, cfg)
     if opts.mode not in ("m", "v"):
         return _run_mode(opts, cfg)
     try:
@@ -406,6 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.fatal(f"create file maildrop: {e.strerror or e}", EX_TEMPFAIL)
     return 0
+
+
+def _check_verp(opts: Options, cfg: Config) -> None:
+    """_check_verp - -XV's delimiters (the default for none) and a sender to vary."""
+    opts.verp = opts.verp or cfg.get("default_verp_delimiters")
+    filter_chars = cfg.get("verp_delimiter_filter")
+    if verp.verify(opts.verp, filter_chars):
+        log.fatal(f"-V requires two characters from {filter_chars}", EX_TEMPFAIL)
+    sender = _sender(opts, os.getuid())
+    if not sender:
+        log.fatal(f"{sender}({os.getuid()}): -V option requires non-null sender address",
+                  EX_TEMPFAIL)
 
 
 # -- sendmail -bs -----------------------------------------------------------------------

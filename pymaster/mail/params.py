@@ -89,7 +89,7 @@ MATCH_LISTS = frozenset({
     "mydestination", "mynetworks", "relay_domains", "virtual_alias_domains",
     "virtual_mailbox_domains", "permit_mx_backup_networks", "debug_peer_list",
     "fast_flush_domains", "qmqpd_authorized_clients", "smtpd_authorized_xforward_hosts",
-    "smtpd_authorized_xclient_hosts", "smtpd_authorized_verp_clients",
+    "smtpd_authorized_xclient_hosts", "smtpd_authorized_verp_clients", "authorized_verp_clients",
     "smtpd_client_event_limit_exceptions", "smtpd_forbid_bare_newline_exclusions",
     "authorized_flush_users", "authorized_mailq_users", "authorized_submit_users",
     "local_header_rewrite_clients", "smtpd_sasl_exceptions_networks",
@@ -290,6 +290,7 @@ authorized_flush_users = static:anyone
 authorized_submit_users = static:anyone
 smtpd_authorized_xforward_hosts =
 smtpd_authorized_xclient_hosts =
+authorized_verp_clients =
 smtpd_authorized_verp_clients = $authorized_verp_clients
 smtpd_restriction_classes =
 smtpd_client_restrictions =
@@ -645,6 +646,11 @@ smtpd_forbid_bare_newline_exclusions: clients exempt from smtpd_forbid_bare_newl
 smtpd_forbid_bare_newline_reject_code: the reply code of smtpd_forbid_bare_newline = reject (521 hangs up)
 smtpd_forbid_unauth_pipelining: hang up on clients that pipeline where RFC 2920 forbids it (yes, as Postfix 3.10)
 master_service_disable: master.cf services the master does not start: type or name/type, !pattern excludes
+authorized_verp_clients: clients allowed the XVERP parameter of MAIL FROM
+smtpd_authorized_verp_clients: clients allowed XVERP (MAIL FROM:<list@example.com> XVERP)
+default_verp_delimiters: VERP delimiters when XVERP or sendmail -XV names none
+verp_delimiter_filter: the characters allowed as VERP delimiters
+disable_verp_bounces: send one notice to the list sender, not one per VERP recipient
 """)
 
 

@@ -32,7 +32,7 @@ import os
 import pwd
 from dataclasses import dataclass, field
 
-from pymaster.mail import records, traceflags
+from pymaster.mail import records, traceflags, verp
 from pymaster.mail.addr import split_address
 from pymaster.mail.config import Config
 from pymaster.mail.delivery import DeliveryRequest
@@ -86,7 +86,7 @@ class Message:
     @classmethod
     def from_queue(cls, msg, req) -> "Message":
         """from_queue - the content of queue file MSG with the request's envelope."""
-        return cls(req.queue_id, req.sender, msg.read_content(),
+        return cls(req.queue_id, verp.request_sender(req), msg.read_content(),
                    req.arrival_time or msg.arrival_time, {**msg.attrs, **req.attrs}, req)
 
 

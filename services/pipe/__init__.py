@@ -54,7 +54,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from pymaster.mail import delivery
+from pymaster.mail import delivery, verp
 from pymaster.mail.config import Config
 from pymaster.master import service
 from pymaster.util import log
@@ -141,7 +141,7 @@ class PipeAgent:
                            [recipient_macros(r, self.attrs, self.delimiters)
                             for r in req.recipients])
         only = req.recipients[0] if len(req.recipients) == 1 else None
-        data = format_message(message.read_content(), req.sender, only, self.attrs,
+        data = format_message(message.read_content(), verp.request_sender(req), only, self.attrs,
                               req.arrival_time or None)
         result = run_command(argv, data, self.attrs, self.env, self.time_limit)
         return command_outcome(result, self.attrs.argv[0], self.name)

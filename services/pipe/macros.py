@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from pymaster.mail import delivery
+from pymaster.mail import delivery, verp
 from pymaster.mail.addr import quote_local_part, split_address
 
 from .attributes import PipeAttributes
@@ -130,7 +130,7 @@ def message_macros(req: delivery.DeliveryRequest, attrs: PipeAttributes,
     """message_macros - the macros that are the same for every recipient."""
     a = req.attrs
     if req.sender:
-        sender = req.sender
+        sender = verp.request_sender(req)
         if attrs.has("q"):
             local, domain = split_address(sender)
             sender = f"{quote_local_part(local)}@{domain}" if domain else quote_local_part(local)

@@ -40,7 +40,7 @@ import time
 
 import zmq
 
-from pymaster.mail import delivery, dsn, flush_client, queue, queuelist, records, traceflags
+from pymaster.mail import delivery, dsn, flush_client, queue, queuelist, records, traceflags, verp
 from pymaster.mail.config import ConfigError
 from pymaster.mail.resolve import ERROR, FAIL, Resolver
 from pymaster.master import service
@@ -376,7 +376,10 @@ class QueueManager:
             self.own_outcome(msg, rcpts, delivery.DEFERRED,
                              f"delivery temporarily suspended: {dest.dead_reason}", dest.dead_dsn)
             return
-        for chunk in chunks(rcpts, transport.limits.recipients):
+        # VERP: one recipient per request, so that each gets its own sender.
+        limit = 1 if msg.message.attrs.get(verp.ATTR) and msg.sender \
+            else transport.limits.recipients
+        for chunk in chunks(rcpts, limit):
             transport.enqueue(key, Job(msg, nexthop, chunk))
             msg.outstanding += len(chunk)
 

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from pymaster.mail import delivery
+from pymaster.mail import delivery, verp
 from pymaster.mail.config import Config
 from pymaster.mail.scache_client import ScacheClient
 from pymaster.util import log
@@ -171,7 +171,7 @@ class Attempt:
     def _prepare(self) -> bool:
         """_prepare - the envelope, with generic maps applied; False when deferred."""
         try:
-            sender = self.client.generic.rewrite(self.req.sender)
+            sender = self.client.generic.rewrite(verp.request_sender(self.req))
             addresses = [self.client.generic.rewrite(r.address) for r in self.pending]
             if not self.probe:      # a probe sends no content: nothing to rewrite
                 self._headers = self.client.generic.header_block(delivery.open_content(self.req))

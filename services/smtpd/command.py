@@ -6,7 +6,9 @@ parameters. Errors carry the exact reply Postfix gives.
 
 Interface:
     split_command(line) -> (VERB, argument)
-    parse_mail(argument, strict=False, smtputf8=True) -> MailArgs
+    parse_mail(argument, strict=False, smtputf8=True, verp=None) -> MailArgs
+                            verp: (default_verp_delimiters, verp_delimiter_filter)
+                            for a client allowed XVERP, else None
     parse_rcpt(argument, strict=False, smtputf8=True) -> RcptArgs
     CommandError(reply)     the reply to send for a malformed command
 """
@@ -17,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from pymaster.mail import addr
+from pymaster.mail import verp as verp_mod
 from pymaster.mail.dsn import xtext_decode
 from services.smtpd import replies
 
@@ -42,6 +45,7 @@ class MailArgs:
     envid: str = ""
     smtputf8: bool = False
     auth: str = ""              # AUTH=, xtext decoded ("<>": none); used once authenticated
+    verp: str = ""              # XVERP: the two VERP delimiters
 
 
 @dataclass
@@ -71,8 +75,13 @@ def is_xtext(value: str) -> bool:
     return _XTEXT_RE.fullmatch(value) is not None
 
 
-def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True) -> MailArgs:
-    """parse_mail - the sender and parameters of `MAIL FROM:<sender> PARAMS`."""
+def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True,
+               verp: tuple[str, str] | None = None) -> MailArgs:
+    """parse_mail - the sender and parameters of `MAIL FROM:<sender> PARAMS`.
+
+    VERP is (default delimiters, delimiter filter) when the client may use
+    XVERP (smtpd_authorized_verp_clients); otherwise XVERP is an option
+    like any other that Postfix does not know."""
     text = _path_argument(arg, "FROM:", replies.ERR_SYNTAX_MAIL)
     try:
         path = addr.parse_path(text, strict=strict)
@@ -81,10 +90,23 @@ def parse_mail(arg: str, strict: bool = False, smtputf8: bool = True) -> MailArg
     mail = MailArgs(sender=path.address)
     for word in path.words:
         key, eq, value = word.partition("=")
-        _mail_param(mail, key.upper(), value if eq else None, word, smtputf8)
+        if key.upper() == "XVERP" and verp is not None:
+            mail.verp = _xverp(value if eq else None, *verp)
+        else:
+            _mail_param(mail, key.upper(), value if eq else None, word, smtputf8)
+    if mail.verp and not mail.sender:
+        raise CommandError(replies.ERR_XVERP_NULL_SENDER)
     if not _domain_allowed(mail.sender, mail.smtputf8):
         raise CommandError(replies.ERR_BAD_SENDER)
     return mail
+
+
+def _xverp(value: str | None, default: str, filter_chars: str) -> str:
+    """_xverp - the delimiters of `XVERP` (the default) or `XVERP=xy`."""
+    delims = default if value is None else value
+    if verp_mod.verify(delims, filter_chars):
+        raise CommandError(replies.ERR_XVERP_DELIMS.format(filter=filter_chars))
+    return delims
 
 
 def _domain_allowed(address: str, smtputf8: bool) -> bool:

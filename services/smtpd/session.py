@@ -39,7 +39,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from pymaster.mail import cleanup_client, endpoints, flush_client
+from pymaster.mail import cleanup_client, endpoints, flush_client, verp
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps
 from pymaster.util import ipc, log
@@ -99,6 +99,8 @@ class Settings:
     receive_overrides: list[str]        # cleanup flags
     xclient_hosts: NetList
     xforward_hosts: NetList
+    verp_clients: NetList               # smtpd_authorized_verp_clients (XVERP)
+    verp_delims: tuple[str, str]        # default_verp_delimiters, verp_delimiter_filter
     reject_footer: str
     reject_footer_maps: Maps | None     # smtpd_reject_footer_maps
     junk_command_limit: int
@@ -140,6 +142,8 @@ class Settings:
             receive_overrides=cfg.list("receive_override_options"),
             xclient_hosts=NetList.from_param(cfg, "smtpd_authorized_xclient_hosts"),
             xforward_hosts=NetList.from_param(cfg, "smtpd_authorized_xforward_hosts"),
+            verp_clients=NetList.from_param(cfg, "smtpd_authorized_verp_clients"),
+            verp_delims=(cfg.get("default_verp_delimiters"), cfg.get("verp_delimiter_filter")),
             # Raw: its $names are the session's, expanded at reply time.
             reject_footer=(cfg.raw("smtpd_reject_footer") or "").strip(),
             reject_footer_maps=_footer_maps(cfg),
@@ -541,6 +545,8 @@ class Session:
             out.append("VRFY")
         out.append("ETRN")
         out += tls.ehlo_keywords(self) + auth.ehlo_keywords(self)
+        if self.verp_allowed():
+            out.append("XVERP")
         out += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.s.smtputf8:
             out.append("SMTPUTF8")
@@ -552,6 +558,11 @@ class Session:
                 self.s.xforward_hosts.match(self.real_peer.addr, self.real_peer.name):
             out.append("XFORWARD " + " ".join(xclient.XFORWARD_ATTRS))
         return out
+
+    def verp_allowed(self) -> bool:
+        """verp_allowed - whether this client may use XVERP (smtpd_authorized_verp_clients)."""
+        return self.s.verp_clients is not None and \
+            self.s.verp_clients.match(self.peer.addr, self.peer.name)
 
     # -- MAIL, RCPT -----------------------------------------------------------
     async def smtp_MAIL(self, arg: str) -> None:
@@ -568,7 +579,8 @@ class Session:
             await self.reply(replies.ERR_MAIL_AFTER_BDAT)
             return
         try:
-            mail = parse_mail(arg, self.s.strict_envelopes, self.s.smtputf8)
+            mail = parse_mail(arg, self.s.strict_envelopes, self.s.smtputf8,
+                              self.s.verp_delims if self.verp_allowed() else None)
         except CommandError as e:
             await self.reply(e.reply)
             return
@@ -846,6 +858,7 @@ class Session:
              "body": mail.body, "smtputf8": mail.smtputf8,
              "sasl_method": self.sasl_method, "sasl_username": self.sasl_username,
              "log_queue_id": "",
+             **({verp.ATTR: mail.verp} if mail.verp else {}),
              **({"content_filter": self.s.content_filter} if self.s.content_filter else {})},
             self.s.receive_overrides,
             **({"queue_id": self.queue_id} if self.queue_id

@@ -254,7 +254,8 @@ def _path_tokens(text: str) -> list[_PathToken]:
             i += 1
         else:
             m = _PATH_ATOM_RE.match(text, i)
-            assert m is not None  # text[i] is none of the characters handled above
+            if m is None:       # a backslash with nothing after it
+                raise AddressError("backslash at the end of the address")
             tokens.append(_PathToken("word", unquote_local_part(m.group(0))))
             i = m.end()
     return tokens
@@ -274,9 +275,10 @@ def _quoted_word(text: str, i: int, tokens: list[_PathToken]) -> int:
     return i + 1
 
 
-# An atom of an envelope address: anything up to white space or a special;
-# a backslash takes the next character with it ("]" alone is just text).
-_PATH_ATOM_RE = re.compile(r'(?:\\.|[^\s"()<>@,;:.\[\\])+', re.S)
+# An atom of an envelope address: anything up to a space, a tab or a special
+# (other control characters are text, as Postfix's smtpd reads them); a
+# backslash takes the next character with it ("]" alone is just text).
+_PATH_ATOM_RE = re.compile(r'(?:\\.|[^ \t"()<>@,;:.\[\\])+', re.S)
 
 
 def _one_address(tokens: list[_PathToken]) -> list[_PathToken]:
@@ -437,6 +439,9 @@ class _Token(NamedTuple):
     end: int = 0
 
 
+# An atom of a header address: up to white space or a special.
+_HEADER_ATOM_RE = re.compile(r'[^\s"()<>@,;:\\.\[\]]+')
+
 def tokenize(value: str, limit: int = 10240) -> list[_Token]:
     """tokenize - RFC 5322 lexical tokens; LIMIT caps the count, as
     header_address_token_limit does, so a hostile header cannot cost much."""
@@ -465,7 +470,7 @@ def tokenize(value: str, limit: int = 10240) -> list[_Token]:
             tokens.append(_Token(c, c, i, i + 1))
             i += 1
         else:
-            m = re.compile(r'[^\s"()<>@,;:\\.\[\]]+').match(value, i)
+            m = _HEADER_ATOM_RE.match(value, i)
             assert m is not None  # value[i] is none of the characters handled above
             tokens.append(_Token("atom", m.group(0), i, m.end()))
             i = m.end()

@@ -91,7 +91,8 @@ class DebianPostfix(MailLog):
     def start(self) -> "DebianPostfix":
         done = self.command("postfix", "-c", str(self.config_dir), "start")
         if done.returncode != 0:
-            raise RuntimeError(f"Debian postfix start failed: {done.stderr.decode()}")
+            raise RuntimeError(f"Debian postfix start failed ({done.returncode}): "
+                               f"{done.stdout.decode()}{done.stderr.decode()}\n{self.log_text()}")
         if not poll(lambda: listening("127.0.0.1", self.smtp_port), timeout=20):
             raise RuntimeError(f"Debian postfix does not listen on {self.smtp_port}")
         return self

@@ -118,7 +118,8 @@ QUEUE_DIR_MODE = 0o700
 def make_dirs(path: str) -> None:
     """make_dirs - create PATH and its missing parents as queue directories:
     mode 0700, and, when run as root, owned by mail_owner (as Postfix's
-    commands create hashed subdirectories after dropping to mail_owner)."""
+    commands create hashed subdirectories after dropping to mail_owner), or
+    by the parent directory's owner when no configuration named one."""
     if not path or os.path.isdir(path):
         return
     make_dirs(os.path.dirname(path))
@@ -126,8 +127,11 @@ def make_dirs(path: str) -> None:
         os.mkdir(path, QUEUE_DIR_MODE)
     except FileExistsError:
         return
-    if os.geteuid() == 0 and _dir_owner is not None:
-        os.chown(path, *_dir_owner)
+    if os.geteuid() == 0:
+        # Unconfigured (a tool that built a spool by hand): the parent's owner,
+        # which create_layout made mail_owner for every queue directory.
+        parent = os.stat(os.path.dirname(os.path.abspath(path)))
+        os.chown(path, *(_dir_owner or (parent.st_uid, parent.st_gid)))
 
 
 # -- queue IDs ----------------------------------------------------------------

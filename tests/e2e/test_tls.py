@@ -32,8 +32,10 @@ def run_ok(inst: Instance, *args: str) -> str:
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tls")
-    sub_port, smtps_port = free_port(), free_port()
-    extra = (f"127.0.0.1:{sub_port} inet n - n - - smtpd\n"
+    sub_port, smtps_port, lenient_port = free_port(), free_port(), free_port()
+    extra = (f"127.0.0.1:{lenient_port} inet n - n - - smtpd\n"
+             "  -o smtpd_forbid_unauth_pipelining=no\n"
+             f"127.0.0.1:{sub_port} inet n - n - - smtpd\n"
              "  -o syslog_name=postfix/submission\n"
              "  -o smtpd_tls_security_level=encrypt\n"
              f"127.0.0.1:{smtps_port} inet n - n - - smtpd\n"
@@ -57,10 +59,12 @@ def inst(tmp_path_factory):
     instance.set_main_cf({"smtpd_tls_CAfile": str(ca),
                           "relay_clientcerts": f"texthash:{instance.config_dir}/relay_clientcerts"})
     instance.sub_port, instance.smtps_port, instance.ca = sub_port, smtps_port, ca
+    instance.lenient_port = lenient_port
     instance.clients = instance.config_dir / "tls-ca" / "clients"
     with instance.start():
         instance.wait_for_port(sub_port)
         instance.wait_for_port(smtps_port)
+        instance.wait_for_port(lenient_port)
         yield instance
 
 
@@ -99,8 +103,22 @@ class TestStartTLS:
         assert "Verification: OK" in output, output
         assert "221 2.0.0 Bye" in output
 
-    def test_pipelined_input_after_starttls_is_discarded(self, inst):
+    def test_pipelined_starttls_is_refused_by_default(self, inst):
+        # smtpd_forbid_unauth_pipelining = yes (Postfix 3.10's default).
         with socket.create_connection(("127.0.0.1", inst.smtp_port), timeout=10) as raw:
+            f = raw.makefile("rb")
+            f.readline()
+            raw.sendall(b"EHLO client.example\r\n")
+            while not f.readline().startswith(b"250 "):
+                pass
+            raw.sendall(b"STARTTLS\r\nRSET\r\n")
+            assert f.readline() == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+            assert f.readline() == b""
+        inst.wait_for_log(r"improper command pipelining after STARTTLS from localhost\[127\.0\.0\.1\]")
+
+    def test_pipelined_input_after_starttls_is_discarded(self, inst):
+        # With smtpd_forbid_unauth_pipelining = no, as before Postfix 3.10.
+        with socket.create_connection(("127.0.0.1", inst.lenient_port), timeout=10) as raw:
             f = raw.makefile("rb")
             f.readline()
             raw.sendall(b"EHLO client.example\r\n")

@@ -259,9 +259,23 @@ def discard_tokens(log_text: str, domain: str) -> Counter[str]:
     return found
 
 
-def queue_files(queue_dir: Path) -> list[str]:
-    return [os.path.join(root, f) for q in ("maildrop", "incoming", "active", "deferred", "hold")
-            for root, _, files in os.walk(queue_dir / q) for f in files]
+def queue_files(queue_dir: Path, complete: bool = True) -> list[str]:
+    """queue_files - messages still queued: maildrop files and queue files with
+    the completion mark (COMPLETE), or the rest: files a killed cleanup or
+    smtpd left unfinished, which no 250 was said for (the queue repair's work)."""
+    out = []
+    for q in ("maildrop", "incoming", "active", "deferred", "hold"):
+        for root, _, files in os.walk(queue_dir / q):
+            for f in files:
+                path = os.path.join(root, f)
+                try:
+                    marked = q == "maildrop" or bool(os.stat(path).st_mode & 0o100) \
+                        and not f.startswith(".")
+                except FileNotFoundError:
+                    continue
+                if marked == complete:
+                    out.append(path)
+    return out
 
 
 def corrupt_files(queue_dir: Path) -> list[str]:

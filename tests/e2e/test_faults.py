@@ -247,7 +247,8 @@ class TestKill:
         for p in killer.problems:
             report(request, f"kill -9 problem: {p}")
         assert not killer.problems, f"{killer.problems}\n{summary}"
-        assert not lost, f"lost {lost[:10]}\n{summary}"
+        by_domain = Counter(load.rcpt_of[t].split("@")[1] for t in lost)
+        assert not lost, f"lost {lost[:10]}, by destination {dict(by_domain)}\n{summary}"
         assert not corrupt and not left, f"corrupt {corrupt} left {left[:10]}\n{summary}"
         assert not unknown, f"tokens never sent: {unknown[:5]}\n{summary}"
         # A delivery in flight at a kill may repeat: at most one per agent

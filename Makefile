@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEBIAN_TEST_PACKAGES := swaks postfix postfix-pcre dovecot-core pflogsumm postgrey opendkim opendkim-tools
 CONFIG_DIR := $(CURDIR)/etc
 
-.PHONY: run test lint bench install uninstall upgrade deb-packages accounts clean
+.PHONY: run test soak lint bench install uninstall upgrade deb-packages accounts clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ lint: $(STAMP)
 test: $(STAMP) lint deb-packages accounts
 	$(BIN)/python -m pytest -q -m system tests
 	$(BIN)/python -m pytest -n 2 -q -m "not system" tests
+
+# The fault suite (tests/e2e/test_faults.py) at SOAK_SCALE times its CI size:
+# SOAK_SCALE thousand messages, every program killed SOAK_SCALE times.
+SOAK_SCALE ?= 5
+soak: $(STAMP) deb-packages accounts
+	PYMASTER_FAULT_SCALE=$(SOAK_SCALE) $(BIN)/python -m pytest -q tests/e2e/test_faults.py
 
 bench: $(STAMP) deb-packages
 	$(BIN)/python -m bench.run

@@ -38,3 +38,15 @@ def _python_sigpipe():
     seeing EPIPE."""
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's counts (tests/e2e/test_faults.py) in every run's
+    summary, captured output or not, from xdist workers too."""
+    lines = [value for reports in terminalreporter.stats.values() for r in reports
+             for name, value in getattr(r, "user_properties", ())
+             if name == "fault suite" and getattr(r, "when", "call") == "call"]
+    if lines:
+        terminalreporter.section("fault suite")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -36,6 +36,7 @@ Interface:
     svc.cfg, svc.name, svc.type, svc.args, svc.chroot, svc.unpriv
     svc.enter_jail(pre_jail) -> what pre_jail(svc) returned
     svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
+    svc.after_reply(fn)            FN() runs once the current reply has gone out
     UseCounter(max_use).count(client)   max_use as a brokered worker counts it
     svc.report(avail: bool)        for inet services
     svc.master_gone() -> bool
@@ -176,6 +177,7 @@ class Service:
     uses: int = 0
     busy: bool = False
     stopping: bool = False
+    _after: list = field(default_factory=list)
 
     @classmethod
     def from_argv(cls, program: str, argv: list[str] | None = None) -> "Service":
@@ -338,6 +340,23 @@ class Service:
                 pass
 
     # -- brokered request loop ---------------------------------------------
+    def after_reply(self, fn: Callable[[], None]) -> None:
+        """after_reply - run FN once the reply in hand has been sent.
+
+        For work the client need not wait for (cleanup's qmgr wakeup): the
+        time between cleanup's commit and the client's 250 is the window in
+        which a crash makes the client retry a message that will be
+        delivered anyway, so it holds nothing that can wait."""
+        self._after.append(fn)
+
+    def _run_after(self) -> None:
+        while self._after:
+            fn = self._after.pop(0)
+            try:
+                fn()
+            except Exception as e:
+                log.warning(f"{self.name}: after reply: {type(e).__name__}: {e}")
+
     def worker(self) -> ipc.Worker:
         """worker - a connection to this service's backend at the master."""
         ep = os.environ.get(ENV_SERVICE_ENDPOINT) or ipc.worker_endpoint("private", self.name)
@@ -364,7 +383,9 @@ class Service:
                     self.stopping = True
                     worker.bye()
                 worker.reply(client, reply, reply_payload)
+                self._run_after()
             finally:
+                self._after.clear()
                 self.busy = False
 
         try:

@@ -40,7 +40,7 @@ def pre_jail(svc: service.Service) -> service.Handler:
     mapper_for(svc.cfg)
     checks_for(svc.cfg)
     open_bcc_maps(svc.cfg)
-    return make_handler(svc.cfg)
+    return make_handler(svc.cfg, later=svc.after_reply)
 
 
 def run(svc: service.Service) -> None:

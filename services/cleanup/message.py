@@ -19,7 +19,11 @@ Order of work, so that "ok" is never said for mail that is not safe:
      removes the file unwritten (the client still gets its queue ID), HOLD
      moves the incomplete file to hold/ before the completion mark
   5. write envelope and content, commit: fsync and the completion mark
-  6. reply {"status": "ok", "queue_id"} and wake qmgr
+  6. reply {"status": "ok", "queue_id"}, then wake qmgr: the wakeup waits
+     until the reply has gone out (svc.after_reply), because a crash between
+     the commit and the reply makes the client retry a message that will be
+     delivered anyway ("451 and delivered anyway"), so that window holds
+     nothing that can wait
 Anything that goes wrong before the commit removes the file; a disk error
 answers "defer" (the client keeps the mail and tries again).
 
@@ -37,8 +41,9 @@ stands for the queue ID).
 
 Interface:
     handle_message(cfg, header, payload) -> (reply_header, reply_payload)
-    make_handler(cfg, wake=True) -> handler for Service.serve_requests
-                                     (also the `reserve` and `abandon` requests)
+    make_handler(cfg, wake=True, later=None) -> handler for Service.serve_requests
+                                     (also the `reserve` and `abandon` requests);
+                                     LATER(fn) runs FN after the reply (svc.after_reply)
 """
 
 from __future__ import annotations
@@ -188,17 +193,26 @@ def _content_chunks(headers: list[str], content: bytes, body_offset: int) -> Ite
         yield bytes(memoryview(content)[body_offset:])
 
 
-def make_handler(cfg: Config, wake: bool = True) -> Callable[[dict, list], tuple[dict, list]]:
-    """make_handler - the service's request handler; wakes qmgr after each queued message."""
+def make_handler(cfg: Config, wake: bool = True,
+                 later: Callable[[Callable[[], None]], None] | None = None
+                 ) -> Callable[[dict, list], tuple[dict, list]]:
+    """make_handler - the service's request handler; wakes qmgr after each
+    queued message, through LATER (after the reply) when given."""
     # One kept socket: a new connection per message cost more than the wakeup.
     qmgr = ipc.OneWay(endpoints.endpoint(cfg, "qmgr"))
     others = {"reserve": handle_reserve, "abandon": handle_abandon}
+
+    def wakeup() -> None:
+        qmgr.send({"op": "wakeup"})
 
     def handler(header: dict, payload: list) -> tuple[dict, list]:
         if header.get("op") in others:
             return others[header["op"]](cfg, header)
         reply, reply_payload = handle_message(cfg, header, payload)
         if wake and reply.get("status") == "ok":
-            qmgr.send({"op": "wakeup"})
+            if later is not None:
+                later(wakeup)
+            else:
+                wakeup()
         return reply, reply_payload
     return handler

@@ -9,7 +9,13 @@ smtpd_per_process_session_limit sessions (it stands in for that many
 Postfix smtpd processes; docs/architecture.md, "max_use: what a use is"),
 after max_idle seconds without a session, on SIGTERM, or when the
 master goes away or reloads (end of file on descriptor 5); sessions in
-progress are finished first, never cut.
+progress are finished first, never cut, but the listeners close at once, so
+that a master started after the old one died can bind the port. When the
+master has died (this process was handed to another parent) rather than
+reloaded, a session gets MASTER_GONE_GRACE seconds to finish: a client
+that keeps its session open would otherwise keep this process, and the
+cleanup and qmgr it feeds, running without a master (issue 15 item 5).
+Cutting a session loses nothing: 250 is said only for a committed file.
 
 A process that was full (a connection storm: the master started others
 beside it) exits after STORM_IDLE seconds without a session instead of
@@ -25,6 +31,7 @@ Interface:
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 
@@ -38,6 +45,7 @@ from services.smtpd.session import Session, Settings
 from services.smtpd.submit import CleanupClient
 
 STORM_IDLE = 2.0     # seconds idle before a process that was full exits
+MASTER_GONE_GRACE = 10.0  # seconds open sessions get once the master has died
 
 
 class Server:
@@ -63,6 +71,7 @@ class Server:
         self.avail: bool | None = None
         self.was_full = False              # reached self.limit: served a storm
         self.limits = Limits.from_config(self.cfg, svc.name)   # anvil's client limits
+        self.parent = os.getppid()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -74,12 +83,26 @@ class Server:
         await self._supervise()
         for task in accepters:
             task.cancel()
+        for sock in listeners:
+            loop.remove_reader(sock.fileno())
+            sock.close()
         self._report(False)
         if self.sessions:
-            await asyncio.gather(*self.sessions, return_exceptions=True)
+            await self._finish_sessions()
         self.cleanup.close()
         if self.limits is not None:
             self.limits.close()
+
+    async def _finish_sessions(self) -> None:
+        """_finish_sessions - let the open sessions end; cut them a while
+        after the master has died (a reload waits for them)."""
+        grace = MASTER_GONE_GRACE if os.getppid() != self.parent else None
+        done, pending = await asyncio.wait(list(self.sessions), timeout=grace)
+        if pending:
+            log.warning(f"master is gone: closing {len(pending)} session(s)")
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _watch_master(self, loop: asyncio.AbstractEventLoop) -> None:
         def master_event() -> None:

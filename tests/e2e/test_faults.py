@@ -196,6 +196,9 @@ def kill_instance(tmp_path: Path, sink: Sink) -> Instance:
         "myhostname": "mx.faults.example",
         "transport_maps": f"texthash:{transport}",
         "smtp_helo_name": "mx.faults.example",
+        # The error: transport's mail must be accepted to make its bounce
+        # (smtpd refuses it at RCPT otherwise, as Postfix's does).
+        "smtpd_reject_unlisted_recipient": "no",
         **QUICK_RETRY,
     })
 

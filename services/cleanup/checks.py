@@ -122,11 +122,13 @@ def _enabled(state: CleanupState) -> bool:
 
 # -- the log line ---------------------------------------------------------------
 
-def log_action(state: CleanupState, action: str, where: str, content: str, text: str) -> None:
-    """log_action - `ID: ACTION: header|body CONTENT from ORIGIN; from=<> to=<> …: TEXT`."""
-    shown = content.rstrip("\n").replace("\n", "")[:TEXT_LEN]
+def log_action(state: CleanupState, action: str, where: str, content: str, text: str,
+               origin: str | None = None, shown_len: int = TEXT_LEN) -> None:
+    """log_action - `ID: ACTION: header|body CONTENT from ORIGIN; from=<> to=<> …: TEXT`
+    (ORIGIN: the client, or "local"; SHOWN_LEN: how much of CONTENT)."""
+    shown = content.replace("\n", "")[:shown_len]
     attrs = state.attrs
-    line = f"{state.queue_id}: {action}: {where} {shown} from {_origin(state)};"
+    line = f"{state.queue_id}: {action}: {where} {shown} from {origin or _origin(state)};"
     line += f" from=<{state.sender}>"
     if state.recipients:
         first = state.recipients[0]

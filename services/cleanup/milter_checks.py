@@ -43,6 +43,7 @@ from typing import Callable
 from pymaster.mail.headers import header_name
 from pymaster.util import log
 
+from . import checks
 from .checks import ENVELOPE_ACTIONS, checks_for, lookup, reject_reason, split_action
 from .state import CleanupState, Defer, Reject
 
@@ -131,20 +132,10 @@ def _envelope_action(state: CleanupState, actions: list[dict], action: str, arg:
 
 
 def log_action(state: CleanupState, action: str, text: str, arg: str) -> None:
-    """log_action - `ID: milter-header-ACTION: header TEXT from host[addr]; from=<> …: ARG`."""
+    """log_action - `ID: milter-header-ACTION: header TEXT from host[addr]; from=<> …: ARG`;
+    mail that did not come by SMTP shows localhost[127.0.0.1], as Postfix's does."""
     a = state.attrs
-    shown = text.replace("\n", "")[:TEXT_LEN]
     client = f"{a.get('client_name') or 'unknown'}[{a.get('client_address', '')}]" \
         if state.origin == "smtpd" else "localhost[127.0.0.1]"
-    line = f"{state.queue_id}: milter-header-{action}: header {shown} from {client};"
-    line += f" from=<{state.sender}>"
-    if state.recipients:
-        first = state.recipients[0]
-        line += f" to=<{first.orig or first.address}>"
-    if a.get("protocol"):
-        line += f" proto={a['protocol']}"
-    if a.get("helo_name"):
-        line += f" helo=<{a['helo_name']}>"
-    if arg:
-        line += f": {arg}"
-    log.info(line)
+    checks.log_action(state, f"milter-header-{action}", "header", text, arg,
+                      origin=client, shown_len=TEXT_LEN)

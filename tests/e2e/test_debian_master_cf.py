@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.accounts import account_under, can_add_accounts
 from tests.support.instance import Instance, free_port, listening
 from tests.support.wait import wait_until
 
@@ -53,11 +53,7 @@ def sink():
 
 @pytest.fixture
 def account(tmp_path):
-    homes = tmp_path / "home"
-    homes.mkdir()
-    os.chmod(tmp_path, 0o755)
-    os.chmod(homes, 0o755)
-    with temporary_account(homes, "pd") as user:
+    with account_under(tmp_path, "pd") as user:
         yield user
 
 

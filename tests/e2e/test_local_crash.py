@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.accounts import account_under, can_add_accounts
 from tests.support.instance import Instance, submit_to_cleanup
 from tests.support.wait import poll, wait_until
 
@@ -71,11 +71,7 @@ def queue_files(inst: Instance) -> list[str]:
 
 @pytest.fixture
 def account(tmp_path):
-    homes = tmp_path / "home"
-    homes.mkdir()
-    os.chmod(tmp_path, 0o755)
-    os.chmod(homes, 0o755)
-    with temporary_account(homes, "pm") as user:
+    with account_under(tmp_path, "pm") as user:
         yield user
 
 

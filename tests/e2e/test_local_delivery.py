@@ -12,7 +12,7 @@ import smtplib
 
 import pytest
 
-from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.accounts import account_under, can_add_accounts
 from tests.support.instance import Instance, is_root, submit_to_cleanup
 from tests.support.wait import wait_until
 
@@ -34,11 +34,7 @@ def wait_for(path, timeout=20):
 @pytest.fixture
 def account(tmp_path):
     """account - a temporary system user whose home is under tmp_path."""
-    homes = tmp_path / "home"
-    homes.mkdir()
-    os.chmod(tmp_path, 0o755)
-    os.chmod(homes, 0o755)
-    with temporary_account(homes, "pm") as user:
+    with account_under(tmp_path, "pm") as user:
         yield user
 
 

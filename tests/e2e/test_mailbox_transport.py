@@ -9,12 +9,11 @@ mailbox_transport is tested for a real system account (a temporary one,
 which needs root): it takes precedence over that account's own mailbox.
 """
 
-import os
 import re
 
 import pytest
 
-from tests.support.accounts import can_add_accounts, temporary_account
+from tests.support.accounts import account_under, can_add_accounts
 from tests.support.instance import Instance, submit_to_cleanup
 from tests.support.smtpscript import ScriptServer
 
@@ -26,11 +25,7 @@ needs_root = pytest.mark.skipif(not can_add_accounts(),
 @pytest.fixture
 def account(tmp_path):
     """account - a temporary system user whose home is under tmp_path."""
-    homes = tmp_path / "home"
-    homes.mkdir()
-    os.chmod(tmp_path, 0o755)
-    os.chmod(homes, 0o755)
-    with temporary_account(homes, "pm") as user:
+    with account_under(tmp_path, "pm") as user:
         yield user
 
 

@@ -7,6 +7,8 @@ Interface:
     can_add_accounts() -> bool                  root, and useradd installed
     temporary_account(home_parent, prefix) -> context manager yielding the
         account's pwd entry; its home is HOME_PARENT/NAME
+    account_under(tmp_path, prefix) -> the same with HOME_PARENT = TMP_PATH/home,
+        both made traversable for the mail system (a test's `account` fixture)
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ def temporary_account(home_parent: Path, prefix: str = "pm") -> Iterator[pwd.str
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=False)
+
+
+@contextmanager
+def account_under(tmp_path: Path, prefix: str = "pm") -> Iterator[pwd.struct_passwd]:
+    """account_under - a temporary user whose home is under TMP_PATH/home."""
+    homes = Path(tmp_path) / "home"
+    homes.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(homes, 0o755)
+    with temporary_account(homes, prefix) as user:
+        yield user
 
 
 def _useradd(args: list[str], attempts: int = 5) -> None:

@@ -56,10 +56,13 @@ test: $(STAMP) lint deb-packages accounts
 	$(BIN)/python -m pytest -n 2 -q -m "not system" tests
 
 # The fault suite (tests/e2e/test_faults.py) at SOAK_SCALE times its CI size:
-# SOAK_SCALE thousand messages, every program killed SOAK_SCALE times.
+# SOAK_SCALE thousand messages, every program killed SOAK_SCALE times, a new
+# seed each run; the fuzzers, slowloris and the storm with 20 times their inputs.
 SOAK_SCALE ?= 5
 soak: $(STAMP) deb-packages accounts
-	PYMASTER_FAULT_SCALE=$(SOAK_SCALE) $(BIN)/python -m pytest -q tests/e2e/test_faults.py
+	PYMASTER_FAULT_SCALE=$(SOAK_SCALE) PYMASTER_SOAK=1 $(BIN)/python -m pytest -q \
+	  tests/e2e/test_faults.py tests/test_fuzz_parsers.py tests/test_fuzz_session.py \
+	  tests/e2e/test_fuzz_smtpd.py
 
 bench: $(STAMP) deb-packages
 	$(BIN)/python -m bench.run

@@ -59,6 +59,7 @@ from pymaster.master.service import (
     STATUS_AVAIL,
     STATUS_FORMAT,
     STATUS_SIZE,
+    STATUS_USED,
     set_title,
 )
 from pymaster.util import heap, log
@@ -547,6 +548,9 @@ class Master:
             pid, flag = struct.unpack_from(STATUS_FORMAT, data, off)
             child = self.children.get(pid)
             if child is None or child.service is not svc:
+                continue
+            if flag == STATUS_USED:
+                child.uses += 1         # served: a later death is no bad start-up
                 continue
             child.avail = flag == STATUS_AVAIL
             if not child.avail:

@@ -5,7 +5,9 @@ The master starts a service as `daemon_directory/COMMAND -n NAME -t TYPE
 
   3  the listening socket (inet services only)
   4  the status pipe (inet services): the child writes STATUS_AVAIL or
-     STATUS_BUSY with its pid, so the master knows when to start another
+     STATUS_BUSY with its pid, so the master knows when to start another,
+     and STATUS_USED once it has served, so that its death is a crash and
+     not a bad start-up (no throttle)
   5  the master-alive pipe: end of file means the master has gone, or has
      reloaded and wants this generation to finish and exit
 
@@ -38,7 +40,7 @@ Interface:
     svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
     svc.after_reply(fn)            FN() runs once the current reply has gone out
     UseCounter(max_use).count(client)   max_use as a brokered worker counts it
-    svc.report(avail: bool)        for inet services
+    svc.report(avail: bool)        for inet services; svc.report_used() once it served
     svc.master_gone() -> bool
     svc.listen_socket() / listen_sockets()   the inet listener(s) from the master
     svc.serve_connections(handler) handler(conn, addr): one connection at a time
@@ -86,6 +88,7 @@ STATUS_FORMAT = "=ic"           # pid, b"A" (available) or b"B" (busy)
 STATUS_SIZE = struct.calcsize(STATUS_FORMAT)
 STATUS_AVAIL = b"A"
 STATUS_BUSY = b"B"
+STATUS_USED = b"U"
 ENV_SERVICE_ENDPOINT = "PYMASTER_SERVICE_ENDPOINT"
 ENV_NOTICE_UNPRIV = "PYMASTER_UNPRIV_NOTICE"
 ENV_LISTEN_FDS = "PYMASTER_LISTEN_FDS"
@@ -254,9 +257,16 @@ class Service:
 
     def report(self, avail: bool) -> None:
         """report - tell the master this process can (or cannot) take more."""
-        msg = struct.pack(STATUS_FORMAT, os.getpid(), STATUS_AVAIL if avail else STATUS_BUSY)
+        self._status(STATUS_AVAIL if avail else STATUS_BUSY)
+
+    def report_used(self) -> None:
+        """report_used - tell the master this process has served (a process
+        that serves many at once may never be busy)."""
+        self._status(STATUS_USED)
+
+    def _status(self, flag: bytes) -> None:
         try:
-            os.write(STATUS_FD, msg)
+            os.write(STATUS_FD, struct.pack(STATUS_FORMAT, os.getpid(), flag))
         except OSError:
             pass
 

@@ -161,6 +161,8 @@ class Server:
                 await asyncio.sleep(0.1)
                 continue
             self.served += 1
+            if self.served == 1:
+                self.svc.report_used()
             task = asyncio.create_task(self._session(loop, sock))
             self.sessions.add(task)
             task.add_done_callback(self._session_done)

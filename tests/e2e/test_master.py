@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import signal
+import smtplib
 import socket
 import threading
 import time
@@ -289,6 +290,26 @@ class TestSupervision:
             # Throttled: no new attempt while service_throttle_time lasts.
             time.sleep(1)
             assert len(re.findall(r"exit status 1", inst.log_text())) == 1
+
+    def test_a_killed_smtpd_that_served_is_replaced_not_throttled(self, tmp_path):
+        """An smtpd serves many sessions at once and may never report busy: once
+        it has served, kill -9 costs its own sessions, not a throttle of SMTP."""
+        with Instance(tmp_path) as inst:
+            with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+                s.ehlo("client.example")
+                smtpd = next(p for p in psutil.Process(inst.master_pid()).children()
+                             if "smtpd" in " ".join(p.cmdline()))
+                smtpd.kill()
+            inst.wait_for_log(rf"process \S+/smtpd pid {smtpd.pid} killed by signal 9")
+
+            def greeted() -> bool:
+                try:
+                    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=10) as s:
+                        return s.noop()[0] == 250
+                except (OSError, smtplib.SMTPException):
+                    return False
+            wait_until(greeted, what="a new smtpd to greet")
+            assert "bad command startup -- throttling" not in inst.log_text()
 
     def test_wakeup_triggers_start_right_away_and_repeat(self, tmp_path):
         services = "tick unix n - n 1 1 ECHO\nlazy unix n - n 1? 1 ECHO\n"

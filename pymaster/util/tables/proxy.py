@@ -103,6 +103,7 @@ class ProxyTable(Table):
         self.fixed = bool(getattr(table_class(inner_type), "fixed", True))
         self.options = options
         self._direct: Table | None = None
+        self._endpoints: dict[bool, str] = {}   # write? -> the endpoint found
 
     @property
     def spec(self) -> str:
@@ -110,11 +111,19 @@ class ProxyTable(Table):
 
     def _endpoint(self, write: bool) -> str | None:
         """_endpoint - the proxymap (or proxywrite) endpoint; None without a
-        configuration, which names neither service nor queue directory."""
+        configuration, which names neither service nor queue directory.
+
+        Found once: the master keeps the socket where it is for as long as it
+        runs, and four stat calls per lookup would be paid on every RCPT."""
+        if write in self._endpoints:
+            return self._endpoints[write]
         if self.cfg is None:
             return None
         service = self.cfg.get("proxywrite_service_name" if write else "proxymap_service_name")
-        return find_endpoint(service, self.cfg.get("queue_directory"))
+        found = find_endpoint(service, self.cfg.get("queue_directory"))
+        if found is not None:
+            self._endpoints[write] = found
+        return found
 
     def _in_process(self) -> Table:
         if self._direct is None:

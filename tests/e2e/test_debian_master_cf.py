@@ -14,17 +14,15 @@ import os
 import re
 import shutil
 import smtplib
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.accounts import account_under, can_add_accounts
-from tests.support.instance import Instance, free_port, listening
-from tests.support.wait import wait_until
+from tests.support.instance import Instance, free_port
+from tests.support.sink import smtp_sink
 
 DEBIAN = Path(__file__).resolve().parents[1] / "data" / "debian"
-SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 DOMAIN = "mx.example.com"
 VIRTUAL = "virtual.example"
 NOBODY = 65534
@@ -38,17 +36,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def sink():
     """Postfix's smtp-sink on 127.0.0.2, accepting everything: the relay's next hop."""
-    if not os.path.exists(SMTP_SINK):
-        pytest.skip("smtp-sink (Debian's postfix package) is not installed")
-    port = free_port()
-    proc = subprocess.Popen([SMTP_SINK, "-u", "root", f"127.0.0.2:{port}", "100"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: listening("127.0.0.2", port))
+    with smtp_sink("127.0.0.2") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import smtplib
-import subprocess
 
 import pytest
 
 from tests.support.dnsserver import DnsServer
-from tests.support.instance import Instance, free_port, is_root, submit_to_cleanup
+from tests.support.instance import Instance, free_port, is_root, listening, submit_to_cleanup
+from tests.support.sink import smtp_sink
 from tests.support.smtpscript import ScriptServer
 from tests.support.wait import wait_until
 
-SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 NOBODY = 65534
 
 
@@ -43,26 +41,8 @@ def send(inst: Instance, rcpts: list[str], sender: str = "",
 @pytest.fixture
 def sink():
     """Postfix's smtp-sink on 127.0.0.2, accepting everything."""
-    if not os.path.exists(SMTP_SINK):
-        pytest.skip("smtp-sink (Debian's postfix package) is not installed")
-    port = free_port()
-    args = [SMTP_SINK, *(["-u", "root"] if is_root() else []), f"127.0.0.2:{port}", "100"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _listening("127.0.0.2", port))
+    with smtp_sink("127.0.0.2") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _listening(host: str, port: int) -> bool:
-    import socket
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_relayhost_and_transport_map_to_smtp_sink(tmp_path, sink):
@@ -100,7 +80,7 @@ def test_mx_order_with_fallback_to_a_second_instance(tmp_path):
         if is_root():
             os.chown(b.mailbox_dir, NOBODY, NOBODY)
         with b, Instance(tmp_path / "a", main_cf=a_settings(dns, smtp_tcp_port=str(port))) as a:
-            wait_until(lambda: _listening("127.0.0.3", port))
+            wait_until(lambda: listening("127.0.0.3", port))
             send(a, ["user@far.example"], sender="sender@a.test",
                  body="Subject: über\n\nGrüße aus A\n".encode())
             a.wait_for_log(rf"connect to mx1\.far\.example\[127\.0\.0\.2\]:{port}: "

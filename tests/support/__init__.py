@@ -7,6 +7,7 @@ Instances and peers that tests run against:
                     and maskers, for the side-by-side parity tests
     dnsserver       a loopback DNS server answering from a dict (MX, A, TXT, TLSA)
     smtpscript      a scripted SMTP/LMTP server that records what it received
+    sink            Debian's smtp-sink as a relay's next hop (skips when not installed)
     milterpeer      a scripted milter speaking the libmilter wire format
     served          a request handler served on a zeromq endpoint from a thread
     brokerpump      serving a Broker's sockets in the test's own thread

@@ -65,8 +65,10 @@ import pwd
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -92,6 +94,37 @@ STATUS_USED = b"U"
 ENV_SERVICE_ENDPOINT = "PYMASTER_SERVICE_ENDPOINT"
 ENV_NOTICE_UNPRIV = "PYMASTER_UNPRIV_NOTICE"
 ENV_LISTEN_FDS = "PYMASTER_LISTEN_FDS"
+
+
+# Once the master has died, the work in hand gets this long before the process
+# exits: a request waiting on a broker that died with the master would otherwise
+# wait out its timeout (pickup's cleanup call: 100 s) and keep the process alive.
+# Longer than smtpd's own grace for open sessions, which it ends more gently.
+ORPHAN_GRACE = 15.0
+
+
+def exit_when_orphaned() -> None:
+    """exit_when_orphaned - a watcher thread: end this process ORPHAN_GRACE
+    seconds after the master died (not after a reload, which also closes the
+    alive pipe but stays our parent). Without a master's pipe (started by
+    hand, a test), nothing is watched."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(ALIVE_FD).st_mode):
+            return
+    except OSError:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        try:
+            select.select([ALIVE_FD], [], [])
+        except (OSError, ValueError):
+            return
+        while os.getppid() == parent:
+            time.sleep(1.0)         # reloaded: the master may still die later
+        time.sleep(ORPHAN_GRACE)
+        os._exit(0)
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 class ServiceStop(BaseException):
@@ -198,6 +231,7 @@ class Service:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         svc = cls(program, opts["name"] or program, opts["type"], cfg, args,
                   opts["chroot"], opts["unpriv"])
+        exit_when_orphaned()
         signal.signal(signal.SIGTERM, svc._on_sigterm)
         try:
             os.chdir(cfg.get("queue_directory"))

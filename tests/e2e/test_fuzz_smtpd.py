@@ -205,7 +205,10 @@ class Slowloris:
         self.thread.start()
 
     def _drip(self) -> None:
+        # Each connection drips only once greeted: bytes before the greeting
+        # are pipelining, which smtpd_forbid_unauth_pipelining rightly cuts.
         line = b"EHLO slowloris.example\r\n"
+        greeted: set[socket.socket] = set()
         deadline = time.monotonic() + self.limit
         for second in range(int(self.limit)):
             if self.stop.wait(1) or time.monotonic() > deadline:
@@ -213,6 +216,10 @@ class Slowloris:
             byte = line[second % len(line):second % len(line) + 1]
             for sock in self.dripping:
                 try:
+                    if sock not in greeted:
+                        if not sock.recv(65536):
+                            continue        # closed: open_count says so
+                        greeted.add(sock)
                     sock.send(byte)
                     self.sent += 1
                 except OSError:

@@ -144,6 +144,7 @@ def check_replies(out: bytes) -> list[bytes]:
 
 @fuzz_settings(300)
 @given(stream=streams)
+@example(stream=b"HELO \r\x00HELO \r\n")  # white space alone after HELO crashed the session
 @example(stream=b"EHLO x\r\nMAIL FROM:<a@b> BODY=\r\nRCPT TO:<alice@localhost>\r\nDATA\r\nx\r\n")
 @example(stream=b"EHLO x\r\nAUTH PLAIN\r\n*\r\nAUTH LOGIN\r\n\r\n")
 @example(stream=b"EHLO x\r\nXCLIENT ADDR=[::1] PORT=x\r\nBDAT 99999999999999999999 LAST\r\n")

@@ -515,7 +515,7 @@ class Session:
         await self._hello(arg, esmtp=True)
 
     async def _hello(self, arg: str, esmtp: bool) -> None:
-        if not arg:
+        if not arg.split():         # "HELO \r": white space is no host name
             await self.reply(replies.ERR_SYNTAX_EHLO if esmtp else replies.ERR_SYNTAX_HELO)
             return
         self.reset_transaction()

@@ -380,6 +380,20 @@ class TestWhatAChecksNeeds:
         assert c.blocks
         assert not c.uses_dns
 
+    @pytest.mark.parametrize("table", [
+        "socketmap:inet:127.0.0.1:9:access", "proxy:hash:/nonexistent/access",
+        "unionmap:{inline:{ a=OK }, socketmap:unix:/nonexistent:access}"])
+    def test_a_table_that_waits_on_another_process_blocks(self, tmp_path, table):
+        c = checker(tmp_path, smtpd_recipient_restrictions=f"check_sender_access {table}, permit")
+        c.open_tables()
+        assert c.blocks
+
+    def test_a_local_table_does_not_block(self, tmp_path):
+        c = checker(tmp_path, smtpd_recipient_restrictions="check_sender_access "
+                    "inline:{ a@sender.example=OK }, permit")
+        c.open_tables()
+        assert not c.blocks
+
     def test_an_access_table_loads_dns_because_its_answer_may_name_a_dns_check(self, tmp_path):
         c = checker(tmp_path, smtpd_recipient_restrictions="check_sender_access "
                     "inline:{ a@sender.example=reject_unknown_sender_domain }, permit")

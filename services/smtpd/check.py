@@ -160,7 +160,7 @@ class Checker:
 
     @property
     def blocks(self) -> bool:
-        """blocks - may a check wait on the network (DNS, a policy server, a socketmap)?
+        """blocks - may a check wait on the network (DNS, a policy server, a remote table)?
 
         Such checks run in a thread so that the other sessions go on; the rest
         (tables in memory or on disk, address and network lists) run inline,
@@ -169,7 +169,8 @@ class Checker:
         Asked per check, so answered once, after open_tables()."""
         if self._blocks is None:
             self._blocks = any(name in NETWORK_RESTRICTIONS for name, _ in self.steps()) or \
-                any("socketmap:" in spec for specs in self._maps_cache for spec in specs)
+                any(table.remote for maps in self._maps_cache.values()
+                    for table in getattr(maps, "tables", ()))
         return self._blocks
 
     # -- parsing ------------------------------------------------------------

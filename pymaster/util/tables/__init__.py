@@ -26,6 +26,10 @@ Interface:
     Table.fixed                              False for pattern tables (regexp,
                                              pcre, cidr): they are asked only
                                              the full key of a lookup order
+    Table.remote                             True when a lookup waits on another
+                                             process or the network (socketmap,
+                                             proxy:, databases): an event loop
+                                             asks such a table from a thread
     TYPES                                    type name -> "module:Class"
     CHECK_INTERVAL                           seconds between file change checks
     preload()                                import every table type now: a
@@ -94,6 +98,7 @@ class Table:
 
     type = ""
     fixed = True        # exact-key table (Postfix DICT_FLAG_FIXED)
+    remote = False      # a lookup may wait on another process or the network
 
     def __init__(self, type_: str, name: str, cfg=None) -> None:
         self.type = type_

@@ -23,6 +23,7 @@ class _Composite(Table):
             raise TableError(f"{type_}:{name}: empty table list")
         self.tables = [open_table(spec, cfg) for spec in specs]
         self.fixed = all(t.fixed for t in self.tables)
+        self.remote = any(t.remote for t in self.tables)
 
 
 class UnionTable(_Composite):

@@ -94,6 +94,8 @@ def find_endpoint(service: str, queue_dir: str) -> str | None:
 class ProxyTable(Table):
     """proxy:TYPE:NAME, answered by the proxymap service."""
 
+    remote = True
+
     def __init__(self, type_: str, name: str, cfg=None, **options) -> None:
         super().__init__(type_, name, cfg)
         self.inner = inner_spec(name.strip())

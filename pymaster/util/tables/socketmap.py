@@ -50,6 +50,8 @@ def read_netstring(f) -> bytes:
 class SocketmapTable(Table):
     """A socketmap client with one persistent connection."""
 
+    remote = True
+
     def __init__(self, type_: str, name: str, cfg=None, timeout: float = 10,
                  **_options) -> None:
         super().__init__(type_, name, cfg)

@@ -64,6 +64,8 @@ TYPES: dict[str, str] = {
     "environ": "simple:EnvironTable",
     "unix": "simple:UnixTable",
     "sqlite": "sqlite:SqliteTable",
+    "lmdb": "lmdb:LmdbTable",
+    "memcache": "memcache:MemcacheTable",
     "socketmap": "socketmap:SocketmapTable",
     "unionmap": "composite:UnionTable",
     "pipemap": "composite:PipeTable",

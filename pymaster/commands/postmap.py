@@ -50,10 +50,19 @@ from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.headers import decode, split_header_block
 from pymaster.mail.mime import MimeWalker, split_lines
 from pymaster.util import log
-from pymaster.util.tables import TYPES, TableError, create_table, hashdb, split_spec
+from pymaster.util.tables import (
+    TYPES,
+    TableError,
+    create_table,
+    hashdb,
+    lmdb,
+    split_spec,
+    table_class,
+)
 from pymaster.util.tables.source import parse_entries
 
-BUILDABLE = ("hash", "btree", "cdb")
+BUILDABLE = ("hash", "btree", "cdb", "lmdb")
+IN_PLACE = ("lmdb",)        # -i and -d change the file in place, not by a rebuild
 OPTIONS = "bc:d:fFhimnNoprsuUvwxq:"
 FILE_SEPARATORS = re.compile(r"[,\s]+")     # -F: between the file names of a value
 OBSOLETE_COLON = re.compile(r"^([!-9;-~]+)[ \t]+:")    # "Name : value" (RFC 822 obsolete)
@@ -77,7 +86,7 @@ class TableCommand:
         self.deletes: list[str] = []
         self.fold = True
         self.dup = "warn"          # warn (keep first), replace (-r), ignore (-w)
-        self.nul = False
+        self.nul: bool | None = None    # -N / -n; None: the type's default
         self.keep_mode = True
         self.dump = self.incremental = False
         self.headers = self.bodies = self.mime = False
@@ -170,7 +179,7 @@ class TableCommand:
         """table_name - "type:name" as a message names a table (with the file suffix)."""
         spec = self.spec_of(arg)
         type_, name = split_spec(spec)
-        return spec + hashdb.suffix_for(type_) if type_ in BUILDABLE else spec
+        return spec + suffix_for(type_) if type_ in BUILDABLE else spec
 
     def decoded(self, arg: str, key: str, value: str) -> str | None:
         """decoded - -F: VALUE base64-decoded; None (with a warning) when malformed."""
@@ -265,6 +274,11 @@ class TableCommand:
             keys = [line.strip() for line in sys.stdin if line.strip()]
         found = False
         for arg in self.maps:
+            if self.writable_in_place(arg):
+                table = self.open_writable(arg, create=False)
+                # Every key is deleted: no short cut after the first one found.
+                found = sum(bool(table.delete(key)) for key in keys) > 0 or found
+                continue
             type_, name = self.buildable(arg)
             table = self.existing(type_, name, create=False)
             for key in keys:
@@ -276,6 +290,9 @@ class TableCommand:
 
     def do_update(self, arg: str, stream, source: str) -> None:
         type_, name = self.buildable(arg)
+        if type_ in IN_PLACE:
+            self.update_in_place(self.open_writable(arg, create=True), stream, source)
+            return
         table = self.existing(type_, name, create=True)
         self.merge(table, self.source_entries(stream, source), source)
         self.write(type_, name, table.items(), name)
@@ -292,6 +309,33 @@ class TableCommand:
             table.setdefault(key, value)
         self.write(type_, name, table.items(), name)
 
+    # -- changing a table in place (lmdb:; memcache: for -d) ------------------
+    def writable_in_place(self, arg: str) -> bool:
+        """writable_in_place - whether -d changes ARG's table through its own
+        update interface instead of rebuilding a file."""
+        type_, name = split_spec(self.spec_of(arg))
+        return type_ in IN_PLACE or (type_ in TYPES and type_ not in BUILDABLE
+                                     and hasattr(table_class(type_), "delete"))
+
+    def open_writable(self, arg: str, create: bool):
+        options: dict[str, object] = {"fold": self.fold}
+        type_, _ = split_spec(self.spec_of(arg))
+        if type_ in IN_PLACE:
+            options.update(create=create, nul=self.nul is not False)
+        return create_table(self.spec_of(arg), self.cfg, **options)
+
+    def update_in_place(self, table, stream, source: str) -> None:
+        """update_in_place - -i: each entry stored at once; an existing key
+        is kept with a warning (-r: replaced, -w: kept silently)."""
+        for _lineno, key, value in self.source_entries(stream, source):
+            if self.fold:
+                key = key.lower()
+            if self.dup != "replace" and table.lookup(key) is not None:
+                if self.dup == "warn":
+                    self.warn(f"{table.spec}: duplicate entry: \"{key}\"")
+                continue
+            table.update(key, value)
+
     # -- building ----------------------------------------------------------
     def buildable(self, arg: str) -> tuple[str, str]:
         type_, name = split_spec(self.spec_of(arg))
@@ -306,7 +350,7 @@ class TableCommand:
 
     def existing(self, type_: str, name: str, create: bool) -> dict[str, str]:
         """existing - the current content of TYPE:NAME as a dict (for -i and -d)."""
-        if create and not os.path.exists(name + hashdb.suffix_for(type_)):
+        if create and not os.path.exists(name + suffix_for(type_)):
             return {}
         table = create_table(f"{type_}:{name}", self.cfg, fold=False)
         return dict(table.items())
@@ -331,9 +375,19 @@ class TableCommand:
             except OSError:
                 pass
         try:
-            hashdb.build(type_, name, items, self.nul, mode)
+            if type_ == "lmdb":
+                assert self.cfg is not None  # main() loaded it
+                lmdb.build(name, items, self.cfg.int("lmdb_map_size"), self.nul is not False,
+                           mode)
+            else:
+                hashdb.build(type_, name, items, bool(self.nul), mode)
         except OSError as e:
-            log.fatal(f"open database {name}{hashdb.suffix_for(type_)}: {e.strerror}")
+            log.fatal(f"open database {name}{suffix_for(type_)}: {e.strerror}")
+
+
+def suffix_for(type_: str) -> str:
+    """suffix_for - the file name suffix of a table type postmap builds."""
+    return lmdb.SUFFIX if type_ == "lmdb" else hashdb.suffix_for(type_)
 
 
 def message_keys(data: bytes, headers: bool, bodies: bool, mime: bool = False,

@@ -44,7 +44,7 @@ import re
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 from pymaster.util import log
 from pymaster.util.tables import Table, TableError, TableUnavailable, open_table
@@ -70,7 +70,7 @@ class _Failed(Exception):
     """A command that failed on an open connection (worth another try)."""
 
 
-def parse_server(spec: str) -> tuple[int, object]:
+def parse_server(spec: str) -> tuple[int, str | tuple[str, int]]:
     """parse_server - (address family, connect address) of a `memcache` value."""
     kind, colon, rest = spec.strip().partition(":")
     if colon and kind == "unix" and rest:
@@ -103,17 +103,16 @@ class _Connection:
         self.line_limit = settings["line_size_limit"]
         self.data_limit = settings["data_size_limit"]
         self.sock: socket.socket | None = None
-        self.reader = None
+        self.reader: Any = None             # the socket's buffered reader while connected
 
     def _connect(self) -> None:
         try:
-            if self.family == socket.AF_UNIX:
+            if isinstance(self.address, str):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(self.timeout)
-                sock.connect(self.address)      # type: ignore[arg-type]
+                sock.connect(self.address)
             else:
-                host, port = self.address       # type: ignore[misc]
-                sock = socket.create_connection((host, port), self.timeout)
+                sock = socket.create_connection(self.address, self.timeout)
         except (ConnectionRefusedError, FileNotFoundError) as e:
             log.warning(f"connect to {self.where}: {e.strerror}")
             raise _Refused(e.strerror) from None
@@ -226,7 +225,8 @@ class MemcacheTable(Table):
                                     f"or over {MAX_KEY} bytes: \"{expanded}\"")
         return raw
 
-    def _skip(self, warn: bool, text: str) -> None:
+    def _skip(self, warn: bool, text: str) -> bytes | None:
+        """_skip - no key; an update says why (a lookup is silent, as Postfix's)."""
         if warn:
             log.warning(f"{self.spec}: {text}")
         return None

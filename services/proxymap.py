@@ -37,7 +37,14 @@ from typing import Iterable
 
 from pymaster.master import service
 from pymaster.util import log
-from pymaster.util.tables import Table, TableError, create_table, open_table
+from pymaster.util.tables import (
+    Table,
+    TableError,
+    create_table,
+    open_table,
+    split_spec,
+    table_class,
+)
 from pymaster.util.tables.proxy import PREFIX
 
 READ_OPS = ("lookup",)
@@ -96,7 +103,12 @@ class Proxymap:
             return {"status": "retry", "reason": str(e)}
 
     def table(self, spec: str, options) -> Table:
-        """table - SPEC opened once for this process (with OPTIONS, such as fold)."""
+        """table - SPEC opened once for this process (with OPTIONS, such as fold).
+
+        The writer creates a file table that does not exist yet (an lmdb:
+        address_verify_map), as Postfix's proxywrite opens with O_CREAT."""
+        if self.writer and getattr(table_class(split_spec(spec)[0]), "creatable", False):
+            options = {**(options or {}), "create": True}
         if not options:
             return open_table(spec, self.cfg)
         if not isinstance(options, dict):

@@ -46,9 +46,11 @@ from pymaster.mail.verify_client import BOUNCE, DEFER, OK
 from pymaster.mail.verify_sender import SenderError, probe_sender
 from pymaster.master import service
 from pymaster.util import ipc, log
+from pymaster.util.tables import TableError, create_table, split_spec, table_class
 
 from .cache import CacheError, VerifyCache, cache_path
 from .policy import Settings, Verifier
+from .tablecache import TableCache, uses_table
 
 PROBE_TIMEOUT = 10.0        # seconds to wait for cleanup to queue a probe
 UPDATE_STATUSES = (OK, DEFER, BOUNCE)
@@ -84,8 +86,13 @@ class ProbeSender:
 def make_handler(verifier: Verifier):
     """make_handler - answer QUERY and UPDATE requests; run the cache cleanup when due."""
     def handle(header: dict, payload: list) -> tuple[dict, list]:
-        reply = _answer(verifier, header)
-        counts = verifier.cleanup_due()
+        try:
+            reply = _answer(verifier, header)
+            counts = verifier.cleanup_due()
+        except CacheError as e:
+            # A shared cache that is down: smtpd applies its tempfail action.
+            log.warning(f"address_verify_map {verifier.cache.path}: {e}")
+            return {"status": "error", "reason": f"address verification cache: {e}"}, []
         if counts is not None:
             log.info(f"cache {verifier.cache.path or 'internal:verify'} full cleanup: "
                      f"retained={counts[0]} dropped={counts[1]} entries")
@@ -138,20 +145,39 @@ def _as_mail_owner(cfg: Config):
         os.setegid(0)
 
 
-def open_cache(cfg: Config) -> VerifyCache:
+def open_cache(cfg: Config) -> VerifyCache | TableCache:
     """open_cache - address_verify_map opened (and created)."""
-    path = cache_path(cfg.get("address_verify_map"))
+    spec = cfg.get("address_verify_map")
+    if uses_table(spec):
+        return open_table_cache(cfg, spec)
+    path = cache_path(spec)
     if path is None:
         return VerifyCache(None)
-    directory = os.path.dirname(path)
+    _make_directory(cfg, os.path.dirname(path))
+    with _as_mail_owner(cfg):
+        return VerifyCache(path)
+
+
+def _make_directory(cfg: Config, directory: str) -> None:
     if not os.path.isdir(directory):
         # Postfix's start-up creates data_directory; do it here when missing.
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if os.geteuid() == 0:
             account = service.lookup_account(cfg.get("mail_owner"))
             os.chown(directory, account.pw_uid, account.pw_gid)
+
+
+def open_table_cache(cfg: Config, spec: str) -> TableCache:
+    """open_table_cache - address_verify_map kept in the table SPEC itself."""
+    # Keys as given, as Postfix's verify opens its map: the policy folds
+    # addresses itself, and the cleanup time stamp's key is upper case.
+    type_, name = split_spec(spec)
+    if not getattr(table_class(type_), "creatable", False):
+        return TableCache(create_table(spec, cfg, fold=False))
+    # A new file (lmdb:) is made by its writer, mail_owner, never by root.
+    _make_directory(cfg, os.path.dirname(name))
     with _as_mail_owner(cfg):
-        return VerifyCache(path)
+        return TableCache(create_table(spec, cfg, fold=False, create=True))
 
 
 def pre_jail(svc: service.Service) -> Verifier | str:
@@ -160,7 +186,7 @@ def pre_jail(svc: service.Service) -> Verifier | str:
     cfg = svc.cfg
     try:
         cache = open_cache(cfg)
-    except (CacheError, OSError) as e:
+    except (CacheError, TableError, OSError) as e:
         # Not fatal: a restart would fail the same way (a crash loop), while
         # smtpd can turn an error answer into a temporary failure.
         log.warning(f"address_verify_map {cfg.get('address_verify_map')}: {e}: "

@@ -10,11 +10,13 @@ names a Berkeley DB file that Python here cannot write, and pymaster's own
 `hash:`/`btree:` files are constant databases rebuilt whole by postmap. The
 cache needs single-row updates that survive a crash of the process at any
 moment, which SQLite gives with its write-ahead log; so `TYPE:NAME` (btree,
-hash, lmdb, sdbm, dbm; a `proxy:` prefix is ignored) is kept in
+hash, sdbm, dbm; a `proxy:` prefix is ignored) is kept in
 `NAME.sqlite`, beside any Postfix `NAME.db` it must not touch. An empty
 address_verify_map keeps the cache in memory only. Updates are committed one
 by one with synchronous=NORMAL: a crashed process loses nothing, a power loss
 may lose the last verdicts, which only means probing those addresses again.
+Tables that pymaster can update in place (lmdb:, memcache:, also behind
+proxy:) keep the cache themselves instead: tablecache.py.
 
 The database is opened before the service enters its chroot jail (the WAL
 files too, by a first read), so it works when master.cf chroots verify.
@@ -43,7 +45,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Callable
 
-WRITABLE_TYPES = ("btree", "hash", "lmdb", "sdbm", "dbm")
+WRITABLE_TYPES = ("btree", "hash", "sdbm", "dbm")     # lmdb:, memcache:: tablecache.py
 SUFFIX = ".sqlite"
 
 SCHEMA = (

@@ -50,6 +50,7 @@ from pymaster.mail.verify_client import OK, TODO
 from pymaster.util import log
 
 from .cache import Entry, VerifyCache
+from .tablecache import TableCache
 
 IN_PROGRESS = "Address verification in progress"
 PROBE_TTL = 1000                # as Postfix: a probe unanswered this long is lost
@@ -82,7 +83,7 @@ class Settings:
 class Verifier:
     """The verify service's answers, probes and cache upkeep."""
 
-    def __init__(self, settings: Settings, cache: VerifyCache,
+    def __init__(self, settings: Settings, cache: VerifyCache | TableCache,
                  send_probe: Callable[[str], bool],
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings

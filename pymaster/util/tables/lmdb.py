@@ -137,6 +137,8 @@ def _release(handle: _Handle) -> None:
 class LmdbTable(Table):
     """lmdb:/path (the file /path.lmdb)."""
 
+    creatable = True    # takes create=True: a writer (proxywrite) may start a new file
+
     def __init__(self, type_: str, name: str, cfg=None, fold: bool = True,
                  create: bool = False, nul: bool = True, **_options) -> None:
         super().__init__(type_, name, cfg)
@@ -149,6 +151,11 @@ class LmdbTable(Table):
         self._lock = threading.RLock()      # this table's own state
         self._handle: _Handle | None = None
         self._checked = 0.0
+        try:
+            # Opened now, so that a service that chroots next keeps it open.
+            self._current()
+        except TableError:
+            pass                            # the first lookup reports it
 
     # -- opening and reopening ----------------------------------------------
     def _current(self, force_check: bool = False) -> _Handle:

@@ -91,7 +91,7 @@ def make_handler(verifier: Verifier):
             counts = verifier.cleanup_due()
         except CacheError as e:
             # A shared cache that is down: smtpd applies its tempfail action.
-            log.warning(f"address_verify_map {verifier.cache.path}: {e}")
+            log.warning(str(e))
             return {"status": "error", "reason": f"address verification cache: {e}"}, []
         if counts is not None:
             log.info(f"cache {verifier.cache.path or 'internal:verify'} full cleanup: "

@@ -245,10 +245,17 @@ class MemcacheTable(Table):
 
     # -- the protocol, with retries ----------------------------------------
     def _call(self, what: str, fn):
-        """_call - FN(connection) under the lock, tried max_try times."""
+        """_call - FN(connection) under the lock, tried max_try times.
+
+        A kept connection that the server closed while idle (a restart, its
+        idle timeout) fails the first command on it: that try is not
+        counted and is repeated at once on a new connection (every command
+        here may be repeated: get, set and delete are idempotent)."""
         tries = max(1, self.numbers["max_try"])
+        attempt = 0
         with self.lock:
-            for attempt in range(tries):
+            while True:
+                kept = self.conn.sock is not None
                 try:
                     return fn(self.conn)
                 except _Refused as e:
@@ -256,10 +263,12 @@ class MemcacheTable(Table):
                     raise TableError(f"table {self.spec}: {what} error: {e}") from None
                 except _Failed as e:
                     self.conn.close()
-                    if attempt + 1 == tries:
+                    if kept:
+                        continue
+                    attempt += 1
+                    if attempt == tries:
                         raise TableError(f"table {self.spec}: {what} error: {e}") from None
                     time.sleep(self.numbers["retry_pause"])
-        raise AssertionError("unreachable")
 
     # -- the table interface -------------------------------------------------
     def lookup(self, key: str) -> str | None:

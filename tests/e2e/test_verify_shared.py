@@ -1,0 +1,106 @@
+"""Two pymaster instances share one address verification cache in memcached.
+
+Both instances are configured alike (one cluster): the virtual domain
+`localhost` knows only joe, smtpd learns about a recipient from a probe
+(reject_unverified_recipient), and address_verify_map is a memcache: table
+on one real memcached. What one instance's probe found, the other answers
+from the cache without a probe of its own. memcached going down turns the
+verify answer into a temporary failure (4xx), never a 5xx or a crash.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+import pytest
+
+from tests.support.instance import ROOT, Instance, _open_path_for_others
+from tests.support.memcached import Memcached, available
+
+pytestmark = [
+    pytest.mark.skipif(bool(available()), reason=available() or "ok"),
+    pytest.mark.skipif(not (ROOT / "libexec" / "verify").exists(),
+                       reason="needs the verify service"),
+]
+
+SENDER = "sender@example.org"
+PROBE_FROM = r"qmgr\[\d+\]: \w+: from=<double-bounce@mx\.example\.com>"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    shared = tmp_path_factory.mktemp("shared")
+    with Memcached() as mc:
+        cf = shared / "verify.cf"
+        cf.write_text(f"memcache = {mc.server}\nkey_format = verify:%s\nmax_try = 1\n")
+        cf.chmod(0o644)
+        _open_path_for_others(shared)
+        settings = {
+            "myhostname": "mx.example.com",
+            "virtual_mailbox_maps": "inline:{ joe@localhost=localhost/joe/ }",
+            "smtpd_recipient_restrictions": "reject_unverified_recipient",
+            "smtpd_reject_unlisted_recipient": "no",
+            "address_verify_map": f"memcache:{cf}",
+            # memcache_table(5): without a backup table no host cleans up;
+            # memcached's ttl expires the entries.
+            "address_verify_cache_cleanup_interval": "0",
+            "address_verify_poll_delay": "1s",
+            "address_verify_poll_count": "20",
+        }
+        with Instance(tmp_path_factory.mktemp("a"), main_cf=settings) as a, \
+                Instance(tmp_path_factory.mktemp("b"), main_cf=settings) as b:
+            yield mc, a, b
+
+
+def rcpt(port: int, recipient: str) -> tuple[int, str]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail(SENDER)
+        code, text = smtp.rcpt(recipient)
+        return code, text.decode()
+
+
+def stored(mc: Memcached, key: str) -> bytes:
+    """stored - memcached's reply to `get KEY`, asked by a plain socket."""
+    with socket.create_connection(("127.0.0.1", mc.port), timeout=5) as s:
+        s.sendall(f"get {key}\r\n".encode())
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            chunk = s.recv(4096)
+            assert chunk, reply
+            reply += chunk
+        return reply
+
+
+def test_one_probe_answers_both_instances(cluster):
+    mc, a, b = cluster
+    assert rcpt(a.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")
+    a.wait_for_log(r"status=deliverable")
+    # Postfix's verify(8) entry: status 0 (OK), no probe out, the time, the text.
+    assert stored(mc, "verify:joe@localhost").split(b"\r\n")[1].startswith(b"0:0:")
+    assert rcpt(b.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")
+    b.wait_for_log(r"smtpd\[\d+\]: disconnect from")
+    assert "double-bounce" not in b.log_text()
+
+
+def test_a_refusal_found_by_one_is_given_by_the_other(cluster):
+    mc, a, b = cluster
+    code, text = rcpt(b.smtp_port, "nobody@localhost")
+    assert code == 450 and "unverified address" in text, text
+    assert rcpt(a.smtp_port, "nobody@localhost") == (code, text)
+    a_probes = a.log_text().count("to=<nobody@localhost>, relay=virtual")
+    assert a_probes == 0
+
+
+def test_cache_down_is_a_temporary_failure(cluster):
+    mc, a, b = cluster
+    mc.stop()
+    try:
+        code, text = rcpt(a.smtp_port, "someone@localhost")
+        assert 400 <= code < 500, (code, text)
+        a.wait_for_log(r"verify\[\d+\]: warning: table memcache:\S+: query error: ")
+    finally:
+        mc.start()
+    # Back: answers come again (the cache is empty after the restart).
+    assert rcpt(b.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")

@@ -22,18 +22,19 @@ lacks (%d of a bare name, %u of "@domain", %3 of "a@b.c") suppresses the
 lookup: it answers "not found" without asking the server; a result value that
 lacks a part (%d of a value without @) is skipped. A `domain` list limits
 lookups to keys `user@domain` whose domain is on it (names, /file/name,
-type:table). A table whose query uses only a part of the key is a pattern
-table (Table.fixed False): maps ask it only for the full key.
+type:table). The tables stay exact-key tables (Table.fixed) even when the
+query uses a part of the key, as Postfix's do (partial keys would break
+recipient_delimiter lookups).
 
-Results: each non-empty value through result_format, joined with commas;
-more than `expansion_limit` (when not 0) is a temporary failure.
+Results: each value through result_format, joined with commas; an empty
+value (and an empty key) is skipped with Postfix's warning; more than
+`expansion_limit` (when not 0) is a temporary failure.
 
 Interface:
     read_settings(name, cfg=None) -> Settings        the .cf file (or main.cf form)
     Settings.get(name, default) .get_int(name, default, minimum) .get_bool(...)
     Settings.path                                   what to name in messages
     Templates(query, result_format, spec)           the parsed pair
-        .fixed                                      False when the key is split
         .expand_query(key, quote) -> str | None     None: do not ask
         .add_result(out, value, key) -> bool        one value through result_format
     DomainFilter(value, cfg, spec) .allows(key)     the `domain` list
@@ -49,6 +50,7 @@ import random
 import time
 from typing import Callable, Iterator
 
+from pymaster.util import log
 from pymaster.util.strings import split_list
 from pymaster.util.tables import TableError, open_table
 from pymaster.util.tables.source import logical_lines
@@ -149,7 +151,6 @@ class Templates:
         self.key_needs: set[str] = set()     # "user", "domain"
         self.value_needs: set[str] = set()
         self.labels = 0                       # the highest %1..%9
-        self.partial = False                  # the query uses a part of the key
         self._scan(self.query, is_query=True)
         self._scan(self.result_format, is_query=False)
 
@@ -158,19 +159,16 @@ class Templates:
             if escape in "123456789":
                 self.labels = max(self.labels, int(escape))
                 self.key_needs.add("domain")
-                self.partial |= is_query
             elif escape in "ud" and not is_query:
                 self.value_needs.add(_KEY_PARTS[escape])
             elif _KEY_PARTS.get(escape):
                 self.key_needs.add(_KEY_PARTS[escape])
-                self.partial |= is_query
-
-    @property
-    def fixed(self) -> bool:
-        return not self.partial
 
     def expand_query(self, key: str, quote: Quote) -> str | None:
         """expand_query - the query for KEY; None when KEY lacks a part it needs."""
+        if not key:
+            log.warning(f"table \"{self.spec}\": empty query string -- ignored")
+            return None
         parts = _parts(key, self.key_needs, self.labels)
         if parts is None:
             return None
@@ -179,6 +177,8 @@ class Templates:
     def add_result(self, out: list[str], value: str, key: str) -> bool:
         """add_result - VALUE through result_format onto OUT; False when skipped."""
         if not value:
+            log.warning(f"table \"{self.spec}\": empty lookup result for: \"{key}\""
+                        " -- ignored")
             return False
         value_parts = _parts(value, self.value_needs, 0)
         key_parts = _parts(key, self.key_needs, self.labels)
@@ -214,7 +214,7 @@ def _parts(text: str, needs: set[str], labels: int) -> dict[str, str] | None:
         return None
     parts = {"s": text, "u": local, "d": domain}
     names = domain.split(".")[::-1] if domain else []
-    if labels > len(names):
+    if labels > len(names) or not all(names[:labels]):
         return None
     for n, label in enumerate(names[:9], 1):
         parts[str(n)] = label

@@ -48,7 +48,7 @@ from typing import Any, Iterator
 
 from pymaster.util import log
 from pymaster.util.tables import Table, TableError, TableUnavailable, open_table
-from pymaster.util.tables.sqlite import _read_settings, expand_query
+from pymaster.util.tables.dbcommon import DomainFilter, Templates, read_settings
 
 DEFAULTS = {
     "memcache": "inet:localhost:11211", "backup": "", "flags": "0", "ttl": "3600",
@@ -190,12 +190,12 @@ class MemcacheTable(Table):
         super().__init__(type_, name, cfg)
         self.fold = fold
         try:
-            settings = {**DEFAULTS, **_read_settings(name)}
-        except OSError as e:
-            raise TableUnavailable(self.spec, f"open {name}: {e.strerror}") from None
+            settings = {**DEFAULTS, **read_settings(name, cfg).values}
+        except TableError as e:
+            raise TableUnavailable(self.spec, str(e)) from None
         self.numbers = self._numbers(settings)
-        self.key_format = settings["key_format"]
-        self.domains = [d for d in re.split(r"[\s,]+", settings["domain"]) if d]
+        self.key_format = Templates(settings["key_format"], "%s", self.spec)
+        self.domains = DomainFilter(settings["domain"], cfg, self.spec)
         self.backup: Table | None = open_table(settings["backup"], cfg) \
             if settings["backup"] else None
         self.conn = _Connection(settings["memcache"], self.numbers)
@@ -214,9 +214,9 @@ class MemcacheTable(Table):
     # -- keys --------------------------------------------------------------
     def _key(self, key: str, writing: bool) -> bytes | None:
         """_key - the memcache key for KEY; None when it must not be used."""
-        if self.domains and not self._in_domain(key):
+        if not self.domains.allows(key):
             return self._skip(writing, f"key \"{key}\" is outside the domain list")
-        expanded = expand_query(self.key_format, key, quote=str)
+        expanded = self.key_format.expand_query(key, quote=str)
         if expanded is None:
             return self._skip(writing, f"key_format expansion of \"{key}\" is empty")
         raw = expanded.encode("utf-8", _SURR)
@@ -230,18 +230,6 @@ class MemcacheTable(Table):
         if warn:
             log.warning(f"{self.spec}: {text}")
         return None
-
-    def _in_domain(self, key: str) -> bool:
-        local, at, domain = key.rpartition("@")
-        if not at or not local or not domain:
-            return False
-        for d in self.domains:
-            if ":" in d:
-                if open_table(d, self.cfg).lookup(domain) is not None:
-                    return True
-            elif d.lower() == domain.lower():
-                return True
-        return False
 
     # -- the protocol, with retries ----------------------------------------
     def _call(self, what: str, fn):

@@ -326,3 +326,41 @@ def slapd():
     server = _session_server(Slapd)
     yield server
     server.remove()
+
+
+# -- table files and postmap, for the table tests --------------------------------
+
+PYMASTER_POSTMAP = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "postmap")
+DEBIAN_POSTMAP = "/usr/sbin/postmap"
+
+
+def write_cf(path: Path, settings: dict[str, str]) -> Path:
+    """write_cf - a table's .cf file of `name = value` lines."""
+    path.write_text("".join(f"{name} = {value}\n" for name, value in settings.items()))
+    return path
+
+
+def debian_supports(type_: str, config_dir: str) -> str:
+    """debian_supports - "" when Debian's postmap can read TYPE tables, else why not."""
+    if not os.path.exists(DEBIAN_POSTMAP):
+        return "Debian's postmap is not installed (Debian package postfix)"
+    probe = subprocess.run([DEBIAN_POSTMAP, "-c", config_dir, "-q", "x", f"{type_}:/dev/null"],
+                           capture_output=True, text=True, timeout=30)
+    if "unsupported dictionary type" in probe.stderr:
+        return f"Debian's postmap has no {type_}: table (install postfix-{type_})"
+    return ""
+
+
+def postmap_query(program: str, config_dir: str, key: str,
+                  spec: str) -> subprocess.CompletedProcess:
+    """postmap_query - PROGRAM -q KEY SPEC (ours or Debian's), its output kept."""
+    return subprocess.run([program, "-c", config_dir, "-q", key, spec],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def postmap_config(tmp_path_factory) -> str:
+    """postmap_config - an empty main.cf's directory for postmap -c."""
+    path = tmp_path_factory.mktemp("config")
+    (path / "main.cf").write_text("")
+    return str(path)

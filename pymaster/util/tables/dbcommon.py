@@ -38,7 +38,7 @@ Interface:
         .expand_query(key, quote) -> str | None     None: do not ask
         .add_result(out, value, key) -> bool        one value through result_format
     DomainFilter(value, cfg, spec) .allows(key)     the `domain` list
-    join_results(values, key, templates, limit, spec) -> str | None
+    join_results(values, key, templates, limit, label) -> str | None
     usable_key(key) -> bool                         a key a query may carry
     sql_quote(text) -> str ; ldap_filter_quote(text) -> str ; ldap_dn_quote(text) -> str
     HostList(hosts, retry_interval)                 random order, failed hosts rested
@@ -242,14 +242,17 @@ def _expand(template: str, lower: dict[str, str], upper: dict[str, str], quote: 
 
 
 def join_results(values: list[str], key: str, templates: Templates, limit: int,
-                 spec: str) -> str | None:
+                 label: str) -> str | None:
     """join_results - the table's answer: each value formatted, joined with commas.
 
-    More than LIMIT (when not 0) values is a temporary failure (TableError)."""
+    More than LIMIT (when not 0) values is a temporary failure (TableError),
+    warned about as "LABEL: Expansion limit exceeded" (LABEL names the lookup
+    function and table, as Postfix's warning does)."""
     out: list[str] = []
     for value in values:
         if templates.add_result(out, value, key) and limit and len(out) > limit:
-            raise TableError(f"{spec}: Expansion limit exceeded for key: '{key}'")
+            log.warning(f"{label}: Expansion limit exceeded for key: '{key}'")
+            raise TableError(f"table {templates.spec}: query error")
     return ",".join(out) if out else None
 
 

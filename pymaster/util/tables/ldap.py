@@ -51,9 +51,15 @@ from urllib.parse import unquote, urlsplit
 from pymaster.util import log
 from pymaster.util.strings import split_list
 from pymaster.util.tables import Table, TableError
-from pymaster.util.tables.dbcommon import (DomainFilter, Templates, join_results,
-                                           ldap_dn_quote, ldap_filter_quote, read_settings,
-                                           usable_key)
+from pymaster.util.tables.dbcommon import (
+    DomainFilter,
+    Templates,
+    join_results,
+    ldap_dn_quote,
+    ldap_filter_quote,
+    read_settings,
+    usable_key,
+)
 
 SCOPES = {"sub": "SUBTREE", "one": "LEVEL", "base": "BASE"}
 DEREF = {0: "DEREF_NEVER", 1: "DEREF_SEARCH", 2: "DEREF_BASE", 3: "DEREF_ALWAYS"}

@@ -9,7 +9,9 @@
     query = SELECT goto FROM alias WHERE address = '%s'
     result_format, domain, expansion_limit        (dbcommon)
     option_file = /etc/postfix/my.cnf              read its [client] section,
-    option_group = client                          then this group
+    option_group = client                          then this group (user,
+                                                   database, socket; never the
+                                                   password, which the .cf gives)
     require_result_set = yes                       no: a statement without a
                                                    result set is "not found"
     tls_cert_file, tls_key_file, tls_CAfile, tls_CApath, tls_verify_cert (no),
@@ -67,11 +69,12 @@ class MysqlTable(SqlTable):
         s = self.settings
         args: dict[str, Any] = self._option_file()
         # The .cf settings win over the option file, as explicit arguments to
-        # mysql_real_connect win over my.cnf.
-        for setting, name in (("user", "user"), ("password", "password"),
-                              ("dbname", "database")):
+        # mysql_real_connect win over my.cnf; Postfix always passes the
+        # password, so an option file's password is never used.
+        for setting, name in (("user", "user"), ("dbname", "database")):
             if s.get(setting):
                 args[name] = s.get(setting)
+        args["password"] = s.get("password")
         args.update(charset="utf8mb4", connect_timeout=CONNECT_TIMEOUT,
                     read_timeout=QUERY_TIMEOUT, write_timeout=QUERY_TIMEOUT,
                     autocommit=True)
@@ -104,8 +107,8 @@ class MysqlTable(SqlTable):
                 found.update((k.replace("-", "_"), (v or "").strip("\"'"))
                              for k, v in parser.items(group))
         args: dict[str, Any] = {}
-        for option, name in (("user", "user"), ("password", "password"),
-                              ("database", "database"), ("socket", "unix_socket")):
+        for option, name in (("user", "user"), ("database", "database"),
+                             ("socket", "unix_socket")):
             if found.get(option):
                 args[name] = found[option]
         return args

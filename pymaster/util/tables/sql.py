@@ -37,8 +37,15 @@ from typing import Any
 
 from pymaster.util import log
 from pymaster.util.tables import Table, TableError
-from pymaster.util.tables.dbcommon import (DomainFilter, HostList, Settings, Templates,
-                                           join_results, read_settings, usable_key)
+from pymaster.util.tables.dbcommon import (
+    DomainFilter,
+    HostList,
+    Settings,
+    Templates,
+    join_results,
+    read_settings,
+    usable_key,
+)
 
 CONNECT_TIMEOUT = 10
 QUERY_TIMEOUT = 30
@@ -112,7 +119,8 @@ class SqlTable(Table):
         with self._lock:
             rows = self._query(sql)
         values = [_text(v) for row in rows for v in row if v is not None]
-        return join_results(values, key, self.templates, self.limit, self.spec)
+        return join_results(values, key, self.templates, self.limit,
+                            f"dict_{self.kind}_lookup: {self.name}")
 
     def _query(self, sql: str) -> list[tuple]:
         """_query - the rows of SQL from the current connection or another host."""

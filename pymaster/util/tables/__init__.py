@@ -230,6 +230,10 @@ def preload() -> None:
     for target in set(TYPES.values()):
         importlib.import_module(f"pymaster.util.tables.{target.partition(':')[0]}")
     importlib.import_module("pymaster.util.tables.source")
+    # socket.getaddrinfo() encodes a host name with the idna codec, imported on
+    # its first use: a network table (memcache:, ldap: …) that connects after
+    # the privilege drop could no longer load it ("unknown encoding: idna").
+    importlib.import_module("encodings.idna")
 
 
 def clear_cache() -> None:

@@ -47,6 +47,7 @@ from pymaster.mail.verify_sender import SenderError, probe_sender
 from pymaster.master import service
 from pymaster.util import ipc, log
 from pymaster.util.tables import TableError, create_table, split_spec, table_class
+from pymaster.util.tables.proxy import inner_spec
 
 from .cache import CacheError, VerifyCache, cache_path
 from .policy import Settings, Verifier
@@ -171,11 +172,16 @@ def open_table_cache(cfg: Config, spec: str) -> TableCache:
     """open_table_cache - address_verify_map kept in the table SPEC itself."""
     # Keys as given, as Postfix's verify opens its map: the policy folds
     # addresses itself, and the cleanup time stamp's key is upper case.
-    type_, name = split_spec(spec)
-    if not getattr(table_class(type_), "creatable", False):
+    inner_type, inner_name = split_spec(inner_spec(spec))
+    creatable = getattr(table_class(inner_type), "creatable", False)
+    if creatable:
+        # Postfix's start-up makes data_directory; the file itself is made
+        # by its writer (this process or proxywrite) as mail_owner.
+        _make_directory(cfg, os.path.dirname(inner_name))
+    if spec.startswith("proxy:"):
+        return TableCache(create_table(spec, cfg, fold=False, write=True))
+    if not creatable:
         return TableCache(create_table(spec, cfg, fold=False))
-    # A new file (lmdb:) is made by its writer, mail_owner, never by root.
-    _make_directory(cfg, os.path.dirname(name))
     with _as_mail_owner(cfg):
         return TableCache(create_table(spec, cfg, fold=False, create=True))
 

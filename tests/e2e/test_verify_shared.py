@@ -104,3 +104,25 @@ def test_cache_down_is_a_temporary_failure(cluster):
         mc.start()
     # Back: answers come again (the cache is empty after the restart).
     assert rcpt(b.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")
+
+
+def test_verify_cache_in_lmdb_through_proxywrite(tmp_path):
+    """address_verify_map = proxy:lmdb:…: proxywrite creates and writes the
+    file (Postfix's format), which Debian's postmap could read as well."""
+    pytest.importorskip("lmdb")
+    data = tmp_path / "data"
+    settings = {
+        "myhostname": "mx.example.com",
+        "virtual_mailbox_maps": "inline:{ joe@localhost=localhost/joe/ }",
+        "smtpd_recipient_restrictions": "reject_unverified_recipient",
+        "smtpd_reject_unlisted_recipient": "no",
+        "data_directory": str(data),
+        "address_verify_map": f"proxy:lmdb:{data}/verify_cache",
+        "address_verify_poll_delay": "1s",
+        "address_verify_poll_count": "20",
+    }
+    with Instance(tmp_path / "inst", main_cf=settings) as inst:
+        assert rcpt(inst.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")
+        done = inst.command("postmap", "-c", str(inst.config_dir), "-q", "joe@localhost",
+                            f"lmdb:{data}/verify_cache")
+        assert done.returncode == 0 and done.stdout.startswith(b"0:0:"), done

@@ -173,7 +173,11 @@ class LmdbTable(Table):
             if not self.create:
                 raise TableUnavailable(self.spec, f"open database {self.path}: "
                                        "No such file or directory") from None
-            st = self._make_empty()
+            try:
+                st = self._make_empty()
+            except OSError as e:
+                raise TableUnavailable(self.spec, f"create database {self.path}: "
+                                       f"{e.strerror}") from None
         except OSError as e:
             raise TableUnavailable(self.spec, f"open database {self.path}: {e.strerror}") \
                 from None

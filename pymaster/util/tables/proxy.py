@@ -29,7 +29,11 @@ command such as `postmap -q` run while the mail system is down), the table
 is opened in this process instead, as if there were no proxy: prefix.
 
 Interface:
-    ProxyTable(type, name, cfg=None, **options)   name is the inner TYPE:NAME
+    ProxyTable(type, name, cfg=None, write=False, **options)
+                                     name is the inner TYPE:NAME; write=True: a
+                                     table opened to be written, whose lookups
+                                     go to proxywrite too (a proxy_write_maps
+                                     table, such as address_verify_map)
         .lookup(key) -> str | None   .update(key, value)   .delete(key)
     LOOKUP_TIMEOUT                   seconds a request may wait for its answer
     close_clients()                  drop this thread's kept connections (tests)
@@ -96,8 +100,10 @@ class ProxyTable(Table):
 
     remote = True
 
-    def __init__(self, type_: str, name: str, cfg=None, **options) -> None:
+    def __init__(self, type_: str, name: str, cfg=None, write: bool = False,
+                 **options) -> None:
         super().__init__(type_, name, cfg)
+        self.write = write
         self.inner = inner_spec(name.strip())
         inner_type, _ = split_spec(self.inner)
         # The reply of a lookup carries no flags: whether the inner table is
@@ -148,7 +154,7 @@ class ProxyTable(Table):
         raise TableError(f"{self.spec}: {reason}")
 
     def lookup(self, key: str) -> str | None:
-        endpoint = self._endpoint(write=False)
+        endpoint = self._endpoint(write=self.write)
         if endpoint is None:
             return self._in_process().lookup(key)
         header: dict[str, object] = {"op": "lookup", "table": self.inner, "key": key}

@@ -124,6 +124,16 @@ class TestTables:
         (tmp_path / "etc" / "transport").write_text("example.com smtp:[relay]\n")
         assert f"database {tmp_path}/etc/transport.db does not exist" in problems(cfg)
 
+    def test_an_lmdb_database_older_than_its_source(self, tmp_path):
+        cfg = make_config(tmp_path, f"virtual_alias_maps = lmdb:{tmp_path}/etc/virtual\n")
+        source = tmp_path / "etc" / "virtual"
+        source.write_text("a@example.com b@example.com\n")
+        db = tmp_path / "etc" / "virtual.lmdb"
+        db.write_bytes(b"")
+        past = time.time() - 60
+        os.utime(db, (past, past))
+        assert problems(cfg) == [f"database {db} is older than source file {source}"]
+
     def test_a_table_type_pymaster_does_not_support_is_named(self, tmp_path):
         cfg = make_config(tmp_path, "virtual_alias_maps = mysql:/etc/postfix/x.cf\n"
                                     "smtpd_recipient_restrictions = check_recipient_access "

@@ -59,8 +59,8 @@ EXACT_MODES = {"maildrop": 0o730, "public": 0o710, "private": 0o700}
 # The master's datagram socket for postlogd: whoever may enter public/ may log.
 POSTLOG_SOCKET_MODE = 0o666
 SETGID_COMMANDS = ("postdrop", "postqueue")
-INDEXED_TYPES = {"hash": ".db", "btree": ".db", "cdb": ".cdb"}
-TABLE_REF = re.compile(r"\b(hash|btree|cdb):(/[^\s,]+)")
+INDEXED_TYPES = {"hash": ".db", "btree": ".db", "cdb": ".cdb", "lmdb": ".lmdb"}
+TABLE_REF = re.compile(r"\b(hash|btree|cdb|lmdb):(/[^\s,]+)")
 # Postfix's lookup table types: a `type:name` of one of these that pymaster
 # does not implement is named by `postfix check` (its services answer every
 # lookup in it with a temporary failure). Others (inet:, unix:/path of a
@@ -286,7 +286,7 @@ def table_problems(cfg: Config) -> list[str]:
     """table_problems - indexed tables older than the text they were built from."""
     sources: set[str] = set()
     for path in _walk(cfg.config_dir):
-        for suffix in (".db", ".cdb"):
+        for suffix in set(INDEXED_TYPES.values()):
             if path.endswith(suffix) and os.path.isfile(path[:-len(suffix)]):
                 sources.add(path)
     for value in _setting_values(cfg):

@@ -28,7 +28,9 @@ Interface:
         (raises SenderError for a malformed address_verify_sender)
     make_handler(verifier) -> handler for Service.serve_requests
     unavailable(why) -> handler answering every request with an error
-    open_cache(cfg) -> VerifyCache            as mail_owner
+    open_cache(cfg) -> VerifyCache | TableCache   as mail_owner; TableCache when
+                                              address_verify_map is an lmdb: or
+                                              memcache: table (tablecache.py)
     pre_jail(svc) -> Verifier | str           the verifier, or why the cache cannot open
     run(svc), main()                          the body of libexec/verify
 """

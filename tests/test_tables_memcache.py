@@ -26,18 +26,6 @@ def server():
         yield mc
 
 
-def raw_get(mc, key: bytes) -> bytes:
-    """raw_get - the server's whole reply to `get KEY`, by a plain socket."""
-    with socket.create_connection(("127.0.0.1", mc.port), timeout=5) as s:
-        s.sendall(b"get " + key + b"\r\n")
-        reply = b""
-        while not reply.endswith(b"END\r\n"):
-            chunk = s.recv(4096)
-            assert chunk, reply
-            reply += chunk
-        return reply
-
-
 def table(tmp_path, server_spec, name="mc.cf", **settings):
     lines = [f"memcache = {server_spec}"] + [f"{k} = {v}" for k, v in settings.items()]
     cf = tmp_path / name
@@ -50,7 +38,7 @@ def test_update_lookup_delete(tmp_path, server):
     assert t.lookup("someone@example.com") is None
     t.update("Someone@Example.com", "value one")
     assert t.lookup("someone@EXAMPLE.com") == "value one"
-    assert raw_get(server, b"t1:someone@example.com") == \
+    assert server.get(b"t1:someone@example.com") == \
         b"VALUE t1:someone@example.com 0 9\r\nvalue one\r\nEND\r\n"
     assert t.delete("someone@example.com") is True
     assert t.delete("someone@example.com") is False
@@ -60,12 +48,12 @@ def test_update_lookup_delete(tmp_path, server):
 def test_flags_ttl_and_key_format_escapes(tmp_path, server):
     t = table(tmp_path, server.server, key_format="d:%d:%u:%2", flags=7, ttl=100)
     t.update("joe@mail.example.org", "x")
-    assert raw_get(server, b"d:mail.example.org:joe:example") == \
+    assert server.get(b"d:mail.example.org:joe:example") == \
         b"VALUE d:mail.example.org:joe:example 7 1\r\nx\r\nEND\r\n"
     # A key without a domain cannot fill %d: no lookup, and no update.
     assert t.lookup("joe") is None
     t.update("joe", "y")
-    assert raw_get(server, b"d::joe:") == b"END\r\n"
+    assert server.get(b"d::joe:") == b"END\r\n"
 
 
 def test_domain_list_limits_keys(tmp_path, server):
@@ -74,7 +62,7 @@ def test_domain_list_limits_keys(tmp_path, server):
     t.update("a@example.net", "out")
     assert t.lookup("a@example.com") == "in"
     assert t.lookup("a@example.net") is None
-    assert raw_get(server, b"dom:a@example.net") == b"END\r\n"
+    assert server.get(b"dom:a@example.net") == b"END\r\n"
     assert t.lookup("@example.com") is None
 
 
@@ -83,7 +71,7 @@ def test_keys_memcached_cannot_take_are_not_found(tmp_path, server):
     assert t.lookup("a b") is None
     assert t.lookup("x" * 300) is None
     t.update("a b", "never stored")
-    assert raw_get(server, b"k:a") == b"END\r\n"
+    assert server.get(b"k:a") == b"END\r\n"
 
 
 def test_data_size_limit(tmp_path, server):
@@ -123,7 +111,7 @@ def test_backup_answers_misses_and_gets_every_write(tmp_path, server):
     backing.update("only@backup.example", "from backup")
     assert t.lookup("only@backup.example") == "from backup"
     # The backup's answer is now cached under the table's own key.
-    assert b"from backup" in raw_get(server, b"cache:only@backup.example")
+    assert b"from backup" in server.get(b"cache:only@backup.example")
     t.update("both@example.com", "v")
     assert backing.lookup("both@example.com") == "v"
     assert t.delete("both@example.com") is True

@@ -7,16 +7,19 @@ stopping it forgets every entry (the tests' "the cache went down").
     with Memcached() as mc:
         mc.server              "inet:127.0.0.1:PORT" for a memcache_table(5) file
         mc.stop(); mc.start()  down and up again on the same port, empty
+        mc.get(key)            the server's whole reply to `get KEY`, asked by a
+                               plain socket (what a table stored, byte for byte)
 
 Interface:
     available() -> str      "" when memcached can run here, else the skip reason
-    Memcached()             .start() .stop() .port .server
+    Memcached()             .start() .stop() .get(key) .port .server
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 
 from tests.support.instance import free_port, listening
@@ -63,6 +66,19 @@ class Memcached:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def get(self, key: bytes | str) -> bytes:
+        """get - the server's reply to `get KEY`, up to and with its END line."""
+        raw = key.encode() if isinstance(key, str) else key
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"get " + raw + b"\r\n")
+            reply = b""
+            while not reply.endswith(b"END\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise ConnectionError(f"memcached closed the connection after {reply!r}")
+                reply += chunk
+            return reply
 
     def __enter__(self) -> "Memcached":
         return self.start()

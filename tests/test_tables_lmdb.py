@@ -125,6 +125,31 @@ class TestPostfixParity:
         run(env, "postmap", "-n", f"lmdb:{path}")
         assert run(env, "postmap", "-q", "k", f"lmdb:{path}", debian=True).stdout == "v\n"
 
+    def test_postfix_reads_while_ours_writes(self, env):
+        """Both sides take fcntl locks on the file (Postfix's protocol): Debian's
+        readers see every committed update and never a torn one."""
+        name = str(env / "busy")
+        table = create_table(f"lmdb:{name}", create=True)
+        table.update("stable", "kept")
+        stop = threading.Event()
+
+        def write():
+            i = 0
+            while not stop.is_set() and i < 5000:
+                table.update(f"k{i}", "v" * 100)
+                i += 1
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            for _ in range(20):
+                done = run(env, "postmap", "-q", "stable", f"lmdb:{name}", debian=True)
+                assert (done.returncode, done.stdout, done.stderr) == (0, "kept\n", "")
+        finally:
+            stop.set()
+            writer.join(60)
+        assert run(env, "postmap", "-q", "k0", f"lmdb:{name}", debian=True).stdout == \
+            "v" * 100 + "\n"
+
     def test_postalias_parity(self, env):
         path = source(env, "postmaster: root\nList: a, b\n", "aliases")
         run(env, "postalias", f"lmdb:{path}")

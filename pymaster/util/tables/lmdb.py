@@ -168,8 +168,10 @@ class LmdbTable(Table):
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            if self._handle is not None and not self.create:
-                return self._handle         # deleted: keep the last copy, as file tables do
+            if self._handle is not None:
+                # Deleted, or out of sight in a chroot jail: keep the open
+                # file, as file tables do (never create another in the jail).
+                return self._handle
             if not self.create:
                 raise TableUnavailable(self.spec, f"open database {self.path}: "
                                        "No such file or directory") from None

@@ -53,6 +53,7 @@ Interface:
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 
 from pymaster.mail.config import Config
@@ -143,8 +144,9 @@ class FilterStream:
             raise ProxyError(f"connect to proxy filter {settings.service}: "
                              f"Connection timed out") from None
         except OSError as e:
-            raise ProxyError(f"connect to proxy filter {settings.service}: "
-                             f"{e.strerror or e}") from None
+            # asyncio's own text names the address again; the system's does not.
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise ProxyError(f"connect to proxy filter {settings.service}: {reason}") from None
         stream = cls(settings, reader, writer)
         try:
             await stream.expect("2", None, "connect")

@@ -799,7 +799,8 @@ class Session:
             return
         total = self.bdat_bytes
         reply = await self.end_of_data(chunk.content)
-        if reply.startswith(replies.queued("")):    # Postfix names the byte count too
+        # Postfix names the byte count too; a before-queue filter's reply stays as it is.
+        if self.proxy is None and reply.startswith(replies.queued("")):
             reply = replies.bdat_queued(total, reply[len(replies.queued("")):])
         await self.end_transaction(reply)
 

@@ -9,7 +9,7 @@ end of the data it judges the message:
   * content holding the reject marker: `550 5.7.1 …`, the downstream
     transaction is reset, nothing is re-injected;
   * content holding the stall marker: no answer for --stall seconds (the
-    upstream's smtpd_proxy_timeout is the test);
+    upstream's smtpd_proxy_timeout is the test), then 451, nothing re-injected;
   * anything else: re-injected, and the downstream's reply (`250 … queued
     as ID`) is the answer.
 
@@ -138,6 +138,8 @@ class FilterSession(socketserver.StreamRequestHandler):
         self.server.keep(data)
         if self.server.stall_marker and self.server.stall_marker in data:
             time.sleep(self.server.stall)
+            self.down.command("RSET")       # too late: the upstream has given up
+            return "451 4.3.0 the test filter was too slow"
         if self.server.marker and self.server.marker in data:
             self.down.command("RSET")
             return REJECTED

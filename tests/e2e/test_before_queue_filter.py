@@ -11,7 +11,9 @@ rest over SMTP into the re-injection smtpd, answering with its reply.
     smtpd's queue ID) for the others, which arrive once each;
   * a filter that is down: 451 4.3.0 at RCPT, nothing queued;
   * speed_adjust: the filter is connected only after the client's `.`;
-  * a filter slower than smtpd_proxy_timeout: 451 4.3.0, nothing delivered.
+  * a filter slower than smtpd_proxy_timeout: 451 4.3.0, nothing delivered;
+  * the same dialogues to Debian's Postfix 3.7 with the same filter program:
+    the same client replies and the same log lines (TestPostfixParity).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.instance import ROOT, Instance, free_port, listening
+from tests.support.parity import postfix
+from tests.support.parity.dialogue import Raw, play
+from tests.support.parity.mask import log_shapes, mask_reply
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(not (ROOT / "libexec" / "virtual").exists(),
@@ -219,3 +224,124 @@ class TestFilter:
         finally:
             filt.stop()
         assert len(messages) == 1 and b"Subject: quick" in messages[0]
+
+
+# -- side by side with Debian's Postfix ------------------------------------------------
+
+PARITY_SETTINGS = {
+    "myhostname": "mx.example.com",
+    "mydestination": "localhost",
+    "relay_domains": "discard.example",
+    "transport_maps": "inline:{discard.example=discard:}",
+    "alias_maps": "",
+    "alias_database": "",
+    "smtpd_error_sleep_time": "0",
+}
+PARITY_RCPT = b"RCPT TO:<b@discard.example>"
+PARITY_EHLO = b"EHLO client.example"
+
+
+def parity_message(*headers: str) -> Raw:
+    head = "".join(h + "\r\n" for h in headers)
+    return Raw(f"{head}Subject: parity\r\n\r\nhello\r\n.\r\n".encode())
+
+
+# front service (its -o options) -> the dialogue played to it
+PARITY_FRONTS = {
+    "filtered": ([], [PARITY_EHLO, b"MAIL FROM:<a@example.com>", PARITY_RCPT, b"DATA",
+                      parity_message(), b"MAIL FROM:<a@example.com>", PARITY_RCPT, b"DATA",
+                      parity_message(REJECT_MARK), b"QUIT"]),
+    "speed_adjust": (["smtpd_proxy_options=speed_adjust"],
+                     [PARITY_EHLO, b"MAIL FROM:<a@example.com>", PARITY_RCPT, b"DATA",
+                      parity_message(), b"QUIT"]),
+    "slow": (["smtpd_proxy_timeout=1s"],
+             [PARITY_EHLO, b"MAIL FROM:<a@example.com>", PARITY_RCPT, b"DATA",
+              parity_message(STALL_MARK), b"QUIT"]),
+    "down": ([], [PARITY_EHLO, b"MAIL FROM:<a@example.com>", PARITY_RCPT, b"DATA", b"QUIT"]),
+}
+
+
+def parity_master_cf(fronts: dict[str, int], filter_port: int, dead_port: int,
+                     back_port: int) -> str:
+    """parity_master_cf - one filtered smtpd per PARITY_FRONTS entry, and the way back."""
+    text = ""
+    for name, port in fronts.items():
+        target = dead_port if name == "down" else filter_port
+        text += (f"127.0.0.1:{port} inet n - n - - smtpd\n"
+                 f"  -o smtpd_proxy_filter=127.0.0.1:{target}\n"
+                 + "".join(f"  -o {o}\n" for o in PARITY_FRONTS[name][0]))
+    return text + (f"127.0.0.1:{back_port} inet n - n - - smtpd\n"
+                   "  -o smtpd_authorized_xforward_hosts=127.0.0.0/8\n"
+                   "  -o mynetworks=127.0.0.0/8\n"
+                   "  -o smtpd_proxy_filter=\n")
+
+
+def front_log_shapes(text: str) -> set[str]:
+    """front_log_shapes - the filtered smtpds' own lines, ports masked."""
+    lines = {line for line in log_shapes(text, ("smtpd",))
+             if re.search(r"proxy|NOQUEUE: client=|disconnect from .* data=", line)}
+    return {re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line) for line in lines}
+
+
+def journal_shape(filt: FilterProgram) -> list[str]:
+    """journal_shape - the commands the filter got and the first lines of each
+    message (smtpd's Received: header), client ports and dates masked."""
+    lines = [re.sub(r"PORT=\d+", "PORT=N", line) for line in filt.lines()
+             if line not in ("connect", "disconnect")]
+    for path in sorted(filt.journal.parent.glob(filt.journal.name + ".*")):
+        head = path.read_text().split("Subject:")[0]
+        lines.append(re.sub(r"; .*\d{4} .*", "; DATE", head))
+    return sorted(lines)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """runs - {system: (replies per front, log text, what the filter got)} for
+    Postfix and pymaster."""
+    out = {}
+    for system in ("postfix", "pymaster"):
+        tmp = tmp_path_factory.mktemp(system)
+        back_port, dead_port = free_port(), free_port()
+        fronts = {name: free_port() for name in PARITY_FRONTS}
+        filt = FilterProgram(tmp, back_port, stall=3)
+        extra = parity_master_cf(fronts, filt.port, dead_port, back_port)
+        if system == "postfix":
+            inst = postfix.DebianPostfix(tmp / "pf", {**PARITY_SETTINGS,
+                                                      "enable_long_queue_ids": "yes"})
+            with (inst.config_dir / "master.cf").open("a") as f:
+                f.write(extra)
+        else:
+            inst = Instance(tmp / "pm", main_cf=PARITY_SETTINGS, master_cf_extra=extra,
+                            start=False)
+        try:
+            inst.start()
+            for port in fronts.values():
+                wait_until(lambda: listening("127.0.0.1", port), 20, f"port {port}")
+            replies = {name: play(fronts[name], steps)
+                       for name, (_, steps) in PARITY_FRONTS.items()}
+            # Each smtpd logs "disconnect from" last: the probes of the main
+            # port and of each front, each front session, and the filter's
+            # session for each of the 4 transactions that reached it.
+            inst.wait_for_log(r"\]: disconnect from ", count=1 + 2 * len(PARITY_FRONTS) + 4)
+            out[system] = (replies, inst.log_text(), journal_shape(filt))
+        finally:
+            inst.stop()
+            filt.stop()
+    return out
+
+
+@pytest.mark.skipif(bool(postfix.available()), reason=postfix.available() or "-")
+class TestPostfixParity:
+    @pytest.mark.parametrize("front", list(PARITY_FRONTS))
+    def test_client_replies_match_postfix(self, runs, front):
+        want = [mask_reply(r) for r in runs["postfix"][0][front]]
+        got = [mask_reply(r) for r in runs["pymaster"][0][front]]
+        assert got == want
+
+    def test_the_filter_gets_what_postfix_sends(self, runs):
+        assert runs["pymaster"][2] == runs["postfix"][2]
+
+    def test_log_lines_match_postfix(self, runs):
+        want = front_log_shapes(runs["postfix"][1])
+        got = front_log_shapes(runs["pymaster"][1])
+        assert got == want

@@ -16,8 +16,8 @@ import pytest
 
 from services.smtpd import proxy
 from services.smtpd.proxy import ProxyError
-from tests.test_smtpd_session import Server, _end_servers, hello  # noqa: F401
 from tests.support.wait import wait_until
+from tests.test_smtpd_session import Server, _end_servers, hello  # noqa: F401
 
 
 class TinyFilter:

@@ -122,7 +122,7 @@ class TestFilter:
                     marked = transaction(s, message("marked", REJECT_MARK))
                     second = transaction(s, message("second"))
                 messages = inst.maildir_messages(mailbox(inst), count=2)
-                for code, reply in (first, second):
+                for _, reply in (first, second):
                     queue_id = re.fullmatch(r"2\.0\.0 Ok: queued as (\S+)", reply).group(1)
                     inst.wait_for_log(rf"{queue_id}: to=<{RCPT}>, .*status=sent")
                 log = inst.log_text()
@@ -316,7 +316,7 @@ def runs(tmp_path_factory):
         try:
             inst.start()
             for port in fronts.values():
-                wait_until(lambda: listening("127.0.0.1", port), 20, f"port {port}")
+                wait_until(lambda p=port: listening("127.0.0.1", p), 20, f"port {port}")
             replies = {name: play(fronts[name], steps)
                        for name, (_, steps) in PARITY_FRONTS.items()}
             # Each smtpd logs "disconnect from" last: the probes of the main

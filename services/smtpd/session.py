@@ -4,7 +4,9 @@ The session reads commands from a Connection, answers with the texts in
 replies.py, asks check.py whether a client, sender or recipient may pass,
 reads content with data.py, and hands each accepted message to cleanup
 through submit.py. It answers `250 … queued as ID` only after cleanup has
-said the queue file is safe on disk.
+said the queue file is safe on disk. With smtpd_proxy_filter, the
+transaction goes to the before-queue filter through proxy.py instead, and
+the filter's replies are the client's.
 
 As Postfix's smtpd, the session has a queue ID from the first accepted
 recipient of a transaction on: cleanup reserves the queue file then, the

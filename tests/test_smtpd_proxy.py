@@ -134,9 +134,16 @@ class TestPieces:
         values = {"NAME": "unknown.example", "ADDR": "192.0.2.1", "PORT": "4000",
                   "HELO": "odd helo=x+", "IDENT": "[UNAVAILABLE]", "PROTO": "ESMTP",
                   "SOURCE": "REMOTE"}
-        assert proxy.xforward_command("ADDR HELO IDENT", values) == \
-            "XFORWARD ADDR=192.0.2.1 HELO=odd+20helo+3Dx+2B IDENT=[UNAVAILABLE]"
-        assert proxy.xforward_command("", values) == ""
+        assert proxy.xforward_commands("ADDR HELO IDENT", values) == \
+            ["XFORWARD ADDR=192.0.2.1 HELO=odd+20helo+3Dx+2B IDENT=[UNAVAILABLE]"]
+        assert proxy.xforward_commands("", values) == []
+
+    def test_long_xforward_attributes_take_several_lines(self):
+        values = dict.fromkeys(proxy.XFORWARD_ORDER, "x" * 200)
+        lines = proxy.xforward_commands(" ".join(proxy.XFORWARD_ORDER), values)
+        assert len(lines) == 4 and all(len(line) <= 510 for line in lines)
+        assert " ".join(line[len("XFORWARD "):] for line in lines).split() == \
+            [f"{name}={'x' * 200}" for name in proxy.XFORWARD_ORDER]
 
     def test_ehlo_keywords(self):
         assert proxy.ehlo_keywords("250-f.test\r\n250-xforward name addr\r\n250 8BITMIME") == \

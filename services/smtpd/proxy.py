@@ -65,6 +65,7 @@ from services.smtpd.rewrite_context import header_rewrite_context
 UNAVAILABLE = "[UNAVAILABLE]"
 # XFORWARD attributes in the order Postfix sends them.
 XFORWARD_ORDER = ("NAME", "ADDR", "PORT", "HELO", "IDENT", "PROTO", "SOURCE")
+XFORWARD_LINE_LIMIT = 510  # a command line with its CRLF is at most 512 bytes
 MAX_REPLY_LINES = 100       # a filter that never ends its reply is broken
 LINE_LIMIT = 65536
 
@@ -243,13 +244,19 @@ def xforward_values(session) -> dict[str, str]:
             "PROTO": proto or UNAVAILABLE, "SOURCE": source or UNAVAILABLE}
 
 
-def xforward_command(announced: str, values: dict[str, str]) -> str:
-    """xforward_command - one XFORWARD line with the attributes the filter
-    announced, or "" when it announced none."""
+def xforward_commands(announced: str, values: dict[str, str]) -> list[str]:
+    """xforward_commands - XFORWARD lines with the attributes the filter
+    announced (none: no line), each within RFC 5321's 512-byte command line."""
     wanted = set(announced.split())
     pairs = [f"{name}={v if v == UNAVAILABLE else xtext_encode(v)}"
              for name in XFORWARD_ORDER if name in wanted and (v := values[name])]
-    return "XFORWARD " + " ".join(pairs) if pairs else ""
+    lines: list[str] = []
+    for pair in pairs:
+        if lines and len(lines[-1]) + 1 + len(pair) <= XFORWARD_LINE_LIMIT:
+            lines[-1] += " " + pair
+        else:
+            lines.append("XFORWARD " + pair)
+    return lines
 
 
 class Transaction:
@@ -336,8 +343,7 @@ class Transaction:
         stream = await FilterStream.connect(self.s)
         self.stream = stream
         if "XFORWARD" in stream.keywords:
-            line = xforward_command(stream.keywords["XFORWARD"], xforward_values(session))
-            if line:
+            for line in xforward_commands(stream.keywords["XFORWARD"], xforward_values(session)):
                 await stream.expect("2", line, "XFORWARD")
         reply = await stream.command(self.mail_line)
         return "" if reply.startswith("2") else reply

@@ -22,6 +22,8 @@ import re
 import smtplib
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,23 +113,31 @@ def mailbox(inst: Instance) -> Path:
     return inst.mailbox_dir / "localhost" / "user"
 
 
+@contextmanager
+def filtering(tmp: Path, *options: str, stall: float = 30) -> Iterator[tuple[FilterProgram,
+                                                                            Instance]]:
+    """filtering - the filter program and the started instance that uses it."""
+    back_port = free_port()
+    filt = FilterProgram(tmp, back_port, stall)
+    try:
+        with started(filtered_instance(tmp, filt.port, back_port, *options)) as inst:
+            yield filt, inst
+    finally:
+        filt.stop()
+
+
 class TestFilter:
     def test_marked_message_refused_the_rest_delivered_once(self, tmp_path):
-        back_port = free_port()
-        filt = FilterProgram(tmp_path, back_port)
-        try:
-            with started(filtered_instance(tmp_path, filt.port, back_port)) as inst:
-                with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
-                    first = transaction(s, message("first"))
-                    marked = transaction(s, message("marked", REJECT_MARK))
-                    second = transaction(s, message("second"))
-                messages = inst.maildir_messages(mailbox(inst), count=2)
-                for _, reply in (first, second):
-                    queue_id = re.fullmatch(r"2\.0\.0 Ok: queued as (\S+)", reply).group(1)
-                    inst.wait_for_log(rf"{queue_id}: to=<{RCPT}>, .*status=sent")
-                log = inst.log_text()
-        finally:
-            filt.stop()
+        with filtering(tmp_path) as (filt, inst):
+            with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
+                first = transaction(s, message("first"))
+                marked = transaction(s, message("marked", REJECT_MARK))
+                second = transaction(s, message("second"))
+            messages = inst.maildir_messages(mailbox(inst), count=2)
+            for _, reply in (first, second):
+                queue_id = re.fullmatch(r"2\.0\.0 Ok: queued as (\S+)", reply).group(1)
+                inst.wait_for_log(rf"{queue_id}: to=<{RCPT}>, .*status=sent")
+            log = inst.log_text()
         assert first[0] == second[0] == 250
         assert marked == (550, "5.7.1 Message content rejected by the test filter")
         subjects = sorted(re.search(rb"Subject: (\w+)", m).group(1) for m in messages)
@@ -149,15 +159,10 @@ class TestFilter:
         assert journal.count("EHLO mx.example.com") == 3
 
     def test_the_unfiltered_smtpd_beside_it_does_not_use_the_filter(self, tmp_path):
-        back_port = free_port()
-        filt = FilterProgram(tmp_path, back_port)
-        try:
-            with started(filtered_instance(tmp_path, filt.port, back_port)) as inst:
-                with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
-                    assert transaction(s, message("direct"))[0] == 250
-                inst.maildir_messages(mailbox(inst))
-        finally:
-            filt.stop()
+        with filtering(tmp_path) as (filt, inst):
+            with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+                assert transaction(s, message("direct"))[0] == 250
+            inst.maildir_messages(mailbox(inst))
         assert not any(line.startswith("MAIL") for line in filt.lines())
 
     def test_filter_down_is_a_temporary_error_and_nothing_is_queued(self, tmp_path):
@@ -178,24 +183,17 @@ class TestFilter:
         assert "message-id=" not in log and "client=" not in log
 
     def test_speed_adjust_connects_after_the_whole_message(self, tmp_path):
-        back_port = free_port()
-        filt = FilterProgram(tmp_path, back_port)
-        try:
-            inst = filtered_instance(tmp_path, filt.port, back_port,
-                                     "smtpd_proxy_options=speed_adjust")
-            with started(inst):
-                before = len(filt.lines())
-                with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
-                    s.ehlo("client.example")
-                    assert s.mail("client@example.com") == (250, b"2.1.0 Ok")
-                    assert s.rcpt(RCPT) == (250, b"2.1.5 Ok")       # smtpd's own reply
-                    seen_before_data = filt.lines()[before:]
-                    code, reply = s.data(message("adjusted"))
-                    refused = transaction(s, message("refused", REJECT_MARK))
-                inst.maildir_messages(mailbox(inst))
-                log = inst.log_text()
-        finally:
-            filt.stop()
+        with filtering(tmp_path, "smtpd_proxy_options=speed_adjust") as (filt, inst):
+            before = len(filt.lines())
+            with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
+                s.ehlo("client.example")
+                assert s.mail("client@example.com") == (250, b"2.1.0 Ok")
+                assert s.rcpt(RCPT) == (250, b"2.1.5 Ok")       # smtpd's own reply
+                seen_before_data = filt.lines()[before:]
+                code, reply = s.data(message("adjusted"))
+                refused = transaction(s, message("refused", REJECT_MARK))
+            inst.maildir_messages(mailbox(inst))
+            log = inst.log_text()
         assert seen_before_data == []
         assert code == 250 and reply.startswith(b"2.0.0 Ok: queued as ")
         assert refused == (550, "5.7.1 Message content rejected by the test filter")
@@ -205,24 +203,18 @@ class TestFilter:
         assert "proxy-accept: END-OF-MESSAGE: 250 2.0.0 Ok: queued as" in log
 
     def test_filter_slower_than_the_timeout(self, tmp_path):
-        back_port = free_port()
-        filt = FilterProgram(tmp_path, back_port, stall=4)
-        try:
-            inst = filtered_instance(tmp_path, filt.port, back_port, "smtpd_proxy_timeout=1s")
-            with started(inst):
-                with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
-                    assert transaction(s, message("slow", STALL_MARK)) == \
-                        (451, QUEUE_WRITE_ERROR[4:])
-                inst.wait_for_log(rf"warning: timeout talking to proxy 127\.0\.0\.1:{filt.port}")
-                inst.wait_for_log(r"proxy-reject: END-OF-MESSAGE: 451 4\.3\.0 Error: queue file "
-                                  r"write error; from=<client@example\.com>")
-                # The filter gives up its downstream transaction after the stall.
-                inst.wait_for_log(r"disconnect from localhost\[127\.0\.0\.1\].* rset=1")
-                with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
-                    assert transaction(s, message("quick"))[0] == 250
-                messages = inst.maildir_messages(mailbox(inst))
-        finally:
-            filt.stop()
+        with filtering(tmp_path, "smtpd_proxy_timeout=1s", stall=4) as (filt, inst):
+            with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
+                assert transaction(s, message("slow", STALL_MARK)) == \
+                    (451, QUEUE_WRITE_ERROR[4:])
+            inst.wait_for_log(rf"warning: timeout talking to proxy 127\.0\.0\.1:{filt.port}")
+            inst.wait_for_log(r"proxy-reject: END-OF-MESSAGE: 451 4\.3\.0 Error: queue file "
+                              r"write error; from=<client@example\.com>")
+            # The filter gives up its downstream transaction after the stall.
+            inst.wait_for_log(r"disconnect from localhost\[127\.0\.0\.1\].* rset=1")
+            with smtplib.SMTP("127.0.0.1", inst.front_port, timeout=30) as s:
+                assert transaction(s, message("quick"))[0] == 250
+            messages = inst.maildir_messages(mailbox(inst))
         assert len(messages) == 1 and b"Subject: quick" in messages[0]
 
 

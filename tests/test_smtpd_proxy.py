@@ -23,7 +23,8 @@ from tests.test_smtpd_session import Server, _end_servers, hello  # noqa: F401
 class TinyFilter:
     """A scripted SMTP server: REPLIES maps a verb to its answer (None: never answer)."""
 
-    def __init__(self, xforward: bool = True, **replies: str | None) -> None:
+    def __init__(self, xforward: bool = True, unix_path: str = "",
+                 **replies: str | None) -> None:
         self.replies = {"EHLO": "250-filter.test\r\n250-PIPELINING\r\n" +
                         ("250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n"
                          if xforward else "") + "250 8BITMIME",
@@ -37,10 +38,15 @@ class TinyFilter:
         self.content = bytearray()          # DATA bytes as they came, dot-stuffing and all
         self.connections = 0
         self.ended = threading.Event()      # a connection closed
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
+        if unix_path:
+            self.listener = socket.socket(socket.AF_UNIX)
+            self.listener.bind(unix_path)
+            self.port = 0
+        else:
+            self.listener = socket.socket()
+            self.listener.bind(("127.0.0.1", 0))
+            self.port = self.listener.getsockname()[1]
         self.listener.listen(5)
-        self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -245,6 +251,14 @@ class TestTransaction:
         assert filt.ended.wait(10)     # the transaction ended with QUIT
         assert filt.lines[-3:] == ["DATA", "DATA-END", "QUIT"]
         assert filt.content.endswith(b"Subject: chunked\r\n\r\n..leading dot\r\n")
+
+    def test_unix_domain_filter(self, tmp_path, tiny):
+        path = tmp_path / "filter.sock"
+        filt = tiny(unix_path=str(path))
+        raw = Server(tmp_path, smtpd_proxy_filter=f"unix:{path}").raw()
+        assert transaction(raw)[1] == "250 2.1.5 filter: recipient ok"
+        raw.cmd("DATA")
+        assert raw.cmd("x\r\n.") == "250 2.0.0 Ok: queued as DOWNSTREAM1"
 
     def test_proxy_ehlo_and_no_xforward(self, tmp_path, tiny):
         filt = tiny(xforward=False)

@@ -202,8 +202,11 @@ class TestTransaction:
 
     def test_filter_refusals_reach_the_client(self, tmp_path, tiny):
         filt = tiny(RCPT="550 5.1.1 filter: no such user", END="554 5.7.1 filter: spam")
-        raw = proxied(tmp_path, filt).raw()
+        server = proxied(tmp_path, filt)
+        raw = server.raw()
         assert transaction(raw)[1] == "550 5.1.1 filter: no such user"
+        assert f'warning: proxy 127.0.0.1:{filt.port} rejected "RCPT TO:<alice@mx.example.com>": ' \
+               f'"550 5.1.1 filter: no such user"' in server.wait_log("rejected")
         filt.replies["RCPT"] = "250 2.1.5 Ok"
         assert raw.cmd("RCPT TO:<bob@mx.example.com>") == "250 2.1.5 Ok"
         assert raw.cmd("DATA").startswith("354")
@@ -259,6 +262,7 @@ class TestTransaction:
         assert transaction(raw)[1] == "250 2.1.5 filter: recipient ok"
         raw.cmd("DATA")
         assert raw.cmd("x\r\n.") == "250 2.0.0 Ok: queued as DOWNSTREAM1"
+        assert filt.connections == 1
 
     def test_proxy_ehlo_and_no_xforward(self, tmp_path, tiny):
         filt = tiny(xforward=False)

@@ -162,8 +162,15 @@ class FilterStream:
         """expect - send LINE (None: only read) and insist on a CODE reply."""
         reply = await self.command(line)
         if not reply.startswith(code):
-            raise ProxyError(f'proxy {self.s.service} rejected "{what}": '
-                             f'"{reply.splitlines()[0]}"')
+            raise ProxyError(rejected(self.s.service, what, reply))
+        return reply
+
+    async def ask(self, code: str, line: str) -> str:
+        """ask - send a command of the client's transaction and return the
+        reply; one that is not CODE is logged, as Postfix logs it."""
+        reply = await self.command(line)
+        if not reply.startswith(code):
+            log.warning(rejected(self.s.service, line, reply))
         return reply
 
     async def command(self, line: str | None) -> str:
@@ -214,6 +221,11 @@ class FilterStream:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def rejected(service: str, command: str, reply: str) -> str:
+    """rejected - `proxy SERVICE rejected "COMMAND": "REPLY"`."""
+    return f'proxy {service} rejected "{command}": "{" ".join(reply.splitlines())}"'
 
 
 def ehlo_keywords(reply: str) -> dict[str, str]:
@@ -289,7 +301,7 @@ class Transaction:
                     return refusal
                 session.log_client("NOQUEUE")
             assert self.stream is not None
-            return await self.stream.command(rcpt_line)
+            return await self.stream.ask("2", rcpt_line)
         except ProxyError as e:
             return self._failed(e, broken=bool(session.rcpts))
 
@@ -345,14 +357,14 @@ class Transaction:
         if "XFORWARD" in stream.keywords:
             for line in xforward_commands(stream.keywords["XFORWARD"], xforward_values(session)):
                 await stream.expect("2", line, "XFORWARD")
-        reply = await stream.command(self.mail_line)
+        reply = await stream.ask("2", self.mail_line)
         return "" if reply.startswith("2") else reply
 
     async def _data(self, session) -> str:
         """_data - DATA, then smtpd's trace headers: "" or the filter's refusal."""
         if self.stream is None:
             raise ProxyError(f"lost connection with proxy {self.s.service}")
-        reply = await self.stream.command("DATA")
+        reply = await self.stream.ask("3", "DATA")
         if not reply.startswith("3"):
             self.close()
             return reply
@@ -374,7 +386,7 @@ class Transaction:
         """_recipients - the saved RCPT commands: "" or the first refusal."""
         assert self.stream is not None
         for line in self.rcpt_lines:
-            reply = await self.stream.command(line)
+            reply = await self.stream.ask("2", line)
             if not reply.startswith("2"):
                 return reply
         return ""

@@ -250,7 +250,14 @@ PARITY_FRONTS = {
              [PARITY_EHLO, b"MAIL FROM:<a@example.com>", PARITY_RCPT, b"DATA",
               parity_message(STALL_MARK), b"QUIT"]),
     "down": ([], [PARITY_EHLO, b"MAIL FROM:<a@example.com>", PARITY_RCPT, b"DATA", b"QUIT"]),
+    # the re-injection smtpd refuses this recipient; the filter passes its reply on
+    "rcpt_refused": ([], [PARITY_EHLO, b"MAIL FROM:<a@example.com>",
+                          b"RCPT TO:<refused@discard.example>", PARITY_RCPT, b"DATA",
+                          parity_message(), b"QUIT"]),
 }
+# the filter's sessions into the re-injection smtpd: one per transaction
+# that reaches the filter (filtered 2, speed_adjust, slow, rcpt_refused)
+PARITY_BACK_SESSIONS = 5
 
 
 def parity_master_cf(fronts: dict[str, int], filter_port: int, dead_port: int,
@@ -265,6 +272,8 @@ def parity_master_cf(fronts: dict[str, int], filter_port: int, dead_port: int,
     return text + (f"127.0.0.1:{back_port} inet n - n - - smtpd\n"
                    "  -o smtpd_authorized_xforward_hosts=127.0.0.0/8\n"
                    "  -o mynetworks=127.0.0.0/8\n"
+                   "  -o smtpd_recipient_restrictions=check_recipient_access,"
+                   "inline:{refused@discard.example=REJECT},permit_mynetworks,reject\n"
                    "  -o smtpd_proxy_filter=\n")
 
 
@@ -313,8 +322,9 @@ def runs(tmp_path_factory):
                        for name, (_, steps) in PARITY_FRONTS.items()}
             # Each smtpd logs "disconnect from" last: the probes of the main
             # port and of each front, each front session, and the filter's
-            # session for each of the 4 transactions that reached it.
-            inst.wait_for_log(r"\]: disconnect from ", count=1 + 2 * len(PARITY_FRONTS) + 4)
+            # sessions into the re-injection smtpd.
+            inst.wait_for_log(r"\]: disconnect from ",
+                              count=1 + 2 * len(PARITY_FRONTS) + PARITY_BACK_SESSIONS)
             out[system] = (replies, inst.log_text(), journal_shape(filt))
         finally:
             inst.stop()

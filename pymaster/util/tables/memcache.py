@@ -50,13 +50,11 @@ from pymaster.util import log
 from pymaster.util.tables import Table, TableError, TableUnavailable, open_table
 from pymaster.util.tables.dbcommon import DomainFilter, Templates, read_settings
 
-DEFAULTS = {
-    "memcache": "inet:localhost:11211", "backup": "", "flags": "0", "ttl": "3600",
-    "key_format": "%s", "domain": "", "data_size_limit": "10240",
-    "line_size_limit": "1024", "max_try": "2", "retry_pause": "1", "timeout": "2",
-}
-INTEGERS = ("flags", "ttl", "data_size_limit", "line_size_limit", "max_try",
-            "retry_pause", "timeout")
+# memcache_table(5)'s defaults, and the least value each number may take.
+DEFAULTS = {"memcache": "inet:localhost:11211", "backup": "", "key_format": "%s", "domain": ""}
+NUMBERS = {"flags": (0, 0), "ttl": (3600, 0), "data_size_limit": (10240, 1),
+           "line_size_limit": (1024, 1), "max_try": (2, 1), "retry_pause": (1, 0),
+           "timeout": (2, 1)}
 MAX_KEY = 250                           # memcached's own key length limit
 _BAD_KEY = re.compile(rb"[\x00-\x20\x7f]")
 _SURR = "surrogateescape"
@@ -190,26 +188,18 @@ class MemcacheTable(Table):
         super().__init__(type_, name, cfg)
         self.fold = fold
         try:
-            settings = {**DEFAULTS, **read_settings(name, cfg).values}
+            read = read_settings(name, cfg)
         except TableError as e:
             raise TableUnavailable(self.spec, str(e)) from None
-        self.numbers = self._numbers(settings)
+        settings = {key: read.get(key) or default for key, default in DEFAULTS.items()}
+        self.numbers = {key: read.get_int(key, default, least)
+                        for key, (default, least) in NUMBERS.items()}
         self.key_format = Templates(settings["key_format"], "%s", self.spec)
         self.domains = DomainFilter(settings["domain"], cfg, self.spec)
         self.backup: Table | None = open_table(settings["backup"], cfg) \
             if settings["backup"] else None
         self.conn = _Connection(settings["memcache"], self.numbers)
         self.lock = threading.Lock()
-
-    def _numbers(self, settings: dict[str, str]) -> dict[str, int]:
-        numbers = {}
-        for name in INTEGERS:
-            try:
-                numbers[name] = int(settings[name])
-            except ValueError:
-                raise TableError(f"{self.name}: bad {name} value: "
-                                 f"\"{settings[name]}\"") from None
-        return numbers
 
     # -- keys --------------------------------------------------------------
     def _key(self, key: str, writing: bool) -> bytes | None:
@@ -239,7 +229,7 @@ class MemcacheTable(Table):
         idle timeout) fails the first command on it: that try is not
         counted and is repeated at once on a new connection (every command
         here may be repeated: get, set and delete are idempotent)."""
-        tries = max(1, self.numbers["max_try"])
+        tries = self.numbers["max_try"]
         attempt = 0
         with self.lock:
             while True:

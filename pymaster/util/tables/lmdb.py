@@ -209,26 +209,29 @@ class LmdbTable(Table):
         self._handle = None
 
     # -- transactions --------------------------------------------------------
-    def _locked_handle(self, force_check: bool) -> _Handle:
-        """_locked_handle - the current file, its thread lock held: another
-        thread of this table may have closed the handle it found after a
-        rebuild, so one found closed is looked up again."""
+    @contextmanager
+    def _held(self, force_check: bool) -> Iterator[_Handle]:
+        """_held - the current file with its thread lock held: another thread
+        of this table may have closed the handle it found after a rebuild,
+        so one found closed is looked up again."""
         while True:
             with self._lock:
                 handle = self._current(force_check)
             handle.lock.acquire()
             if not handle.closed:
-                return handle
+                break
             handle.lock.release()
             force_check = True
+        try:
+            yield handle
+        finally:
+            handle.lock.release()
 
     def _read(self, fn, force_check: bool = False):
         """_read - FN(transaction) in a read transaction under a shared lock."""
         lmdb = _binding()
-        handle = self._locked_handle(force_check)
-        env = handle.env
-        with handle.lock:
-            handle.lock.release()           # held once more by _locked_handle
+        with self._held(force_check) as handle:
+            env = handle.env
             for _ in range(2):
                 try:
                     with handle.flock(fcntl.LOCK_SH), env.begin(buffers=False) as txn:
@@ -243,10 +246,8 @@ class LmdbTable(Table):
         """_write - FN(transaction) in a write transaction under an exclusive
         lock; a full map is doubled and the transaction run again."""
         lmdb = _binding()
-        handle = self._locked_handle(force_check=True)
-        env = handle.env
-        with handle.lock:
-            handle.lock.release()           # held once more by _locked_handle
+        with self._held(force_check=True) as handle:
+            env = handle.env
             if handle.readonly:
                 raise TableError(f"{self.spec}: open database {self.path}: "
                                  "Permission denied")

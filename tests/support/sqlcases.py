@@ -108,7 +108,8 @@ def load_alias_table(execute: Callable[..., object], quote_backslash: bool) -> N
 def check_parity(result: subprocess.CompletedProcess, spec: str, path: Path, kind: str,
                  stdout: str | None, stderr: list[str] | None) -> None:
     """check_parity - RESULT of postmap -q is the expected answer, status, warnings."""
-    assert result.stdout == ("" if stdout is None else stdout + "\n"), result.stderr
+    assert result.stdout == ("" if stdout is None else stdout + "\n"), \
+        f"{result.stdout!r} {result.stderr}"
     assert result.returncode == (1 if stdout is None else 0)
     if stderr is None:
         return

@@ -71,6 +71,7 @@ class Server:
 
     account = ""
     name = ""
+    stop_signal = signal.SIGTERM
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"pm{self.name}-"))
@@ -90,11 +91,14 @@ class Server:
         return subprocess.run(argv, capture_output=True, text=True, **kwargs)
 
     def _spawn(self, argv: list[str], log: Path) -> None:
+        # Started as the account directly (no runuser between): the signal
+        # that stops it reaches the server itself.
+        ids: dict = {}
         if self.user is not None:
-            argv = ["runuser", "-u", self.user.pw_name, "--", *argv]
+            ids = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, **ids)
         wait_until(lambda: _listening(self.port) or self.proc.poll() is not None,
                    START_TIMEOUT, f"{self.name} listening on {self.port}")
         if self.proc.poll() is not None:
@@ -108,7 +112,7 @@ class Server:
         """stop - end the server and wait for it (its data stays)."""
         if self.up:
             assert self.proc is not None
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, self.stop_signal)
             try:
                 self.proc.wait(START_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -192,6 +196,7 @@ class PostgreSQL(Server):
 
     account = "postgres"
     name = "pgsql"
+    stop_signal = signal.SIGINT     # a fast shutdown: clients are disconnected
 
     def __init__(self) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))

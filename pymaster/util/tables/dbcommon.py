@@ -90,12 +90,13 @@ class Settings:
         return value
 
     def get_bool(self, name: str, default: bool) -> bool:
-        text = self.values.get(name, "").strip().lower()
+        text = self.values.get(name, "").strip()
         if not text:
             return default
-        if text in ("yes", "true", "1"):
+        # Only yes and no, as Postfix's parser of these files takes them.
+        if text.lower() == "yes":
             return True
-        if text in ("no", "false", "0"):
+        if text.lower() == "no":
             return False
         raise TableError(f"{self.path}: bad boolean configuration: {name} = {text}")
 

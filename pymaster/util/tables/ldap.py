@@ -20,7 +20,7 @@
     recursion_limit = 1000                          depth of special attributes
     timeout = 10                                    seconds per operation
     dereference = 0..3                              never, searching, finding, always
-    chase_referrals = 0, version = 3
+    chase_referrals = no, version = 3
     start_tls = no, tls_ca_cert_file, tls_ca_cert_dir, tls_cert, tls_key,
     tls_require_cert = no, tls_cipher_suite
 
@@ -64,7 +64,12 @@ from pymaster.util.tables.dbcommon import (
 SCOPES = {"sub": "SUBTREE", "one": "LEVEL", "base": "BASE"}
 DEREF = {0: "DEREF_NEVER", 1: "DEREF_SEARCH", 2: "DEREF_BASE", 3: "DEREF_ALWAYS"}
 NO_SUCH_OBJECT = 32
-SIZELIMIT_EXCEEDED = 4
+# The texts OpenLDAP's ldap_err2string gives the codes a lookup meets.
+_CODE_TEXT = {2: "Protocol error", 3: "Timelimit exceeded", 4: "Size limit exceeded",
+              10: "Referral", 13: "Confidentiality required", 32: "No such object",
+              34: "Invalid DN syntax", 48: "Inappropriate authentication",
+              49: "Invalid credentials", 50: "Insufficient access",
+              53: "Server is unwilling to perform"}
 IGNORED = ("cache", "cache_expiry", "cache_size")
 
 
@@ -84,6 +89,9 @@ class LdapTable(Table):
                 log.warning(f"{self.spec}: ignoring {ignored} parameter: not supported")
         fmt = s.get("result_format") or s.get("result_filter") or "%s"
         filter_ = s.get("query_filter", "mailacceptinggeneralid=%s")
+        if "%" not in filter_.replace("%%", ""):
+            log.warning(f"dict_ldap_open: {name}: Fixed query_filter {filter_} "
+                        "is probably useless")
         self.base = s.get("search_base")
         self.filter = Templates(filter_, fmt, self.spec)
         self.base_template = Templates(self.base, "%s", self.spec)
@@ -120,7 +128,7 @@ class LdapTable(Table):
             raise TableError(f"{self.spec}: unsupported value for bind: {self.bind}")
         self.version = s.get_int("version", 3, minimum=2)
         self.start_tls = s.get_bool("start_tls", False)
-        self.referrals = s.get_int("chase_referrals", 0) != 0
+        self.referrals = s.get_bool("chase_referrals", False)
         port = s.get_int("server_port", 389)
         self.servers = [_server_url(h, port) for h in
                         split_list(s.get("server_host", "localhost"))] or \
@@ -158,14 +166,19 @@ class LdapTable(Table):
                         sasl_credentials=credentials, user=s.get("bind_dn") or None,
                         password=s.get("bind_pw") or None)
         conn = ldap3.Connection(server, **args)
+        dn = s.get("bind_dn") or "empty or implicit"
         try:
             conn.open()
             if self.start_tls and not conn.start_tls():
-                raise TableError(f"{self.spec}: Unable to set STARTTLS: {_reason(conn)}")
+                raise _Refused(f"dict_ldap_connect: Unable to set STARTTLS: {_reason(conn)}")
             if self.bind not in ("no", "none") and not conn.bind():
-                raise TableError(f"{self.spec}: Unable to bind to server {url} "
-                                 f"as {s.get('bind_dn')}: {_reason(conn)}")
-        except Exception:
+                raise _Refused(f"dict_ldap_connect: Unable to bind to server {url} with dn "
+                               f"{dn}: {_reason(conn)}")
+        except ldap3.core.exceptions.LDAPException as e:
+            conn.unbind()
+            raise _Refused(f"dict_ldap_connect: Unable to bind to server {url} with dn "
+                           f"{dn}: -1 (Can't contact LDAP server: {e})") from None
+        except _Refused:
             conn.unbind()
             raise
         return conn
@@ -173,17 +186,13 @@ class LdapTable(Table):
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        last = ""
         for url in self.servers:
             try:
                 self._conn = self._connect(url)
                 return self._conn
-            except self._ldap3.core.exceptions.LDAPException as e:
-                last = f"{url}: {e}"
-            except TableError as e:
-                last = str(e)
-            log.warning(f"{self.spec}: {last}")
-        raise TableError(f"{self.spec}: Unable to connect to the LDAP server: {last}")
+            except _Refused as e:
+                log.warning(str(e))
+        raise TableError(f"table {self.spec}: query error")
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -212,7 +221,8 @@ class LdapTable(Table):
             query = f"({query})"
         with self._lock:
             values = self._values(base, query, self.scope, self.all_attrs, 0)
-        return join_results(values, key, self.filter, self.limit, self.spec)
+        return join_results(values, key, self.filter, self.limit,
+                            f"dict_ldap_get_values[1]: {self.name}")
 
     def _search(self, base: str, query: str, scope: Any, attrs: list[str],
                 top: bool) -> list[dict]:
@@ -228,18 +238,21 @@ class LdapTable(Table):
             except ldap3.core.exceptions.LDAPException as e:
                 self._drop()
                 if attempt == 2:
-                    raise TableError(f"{self.spec}: search {base}, {query}: {e}") from None
+                    log.warning(f"dict_ldap_lookup: Search error -1: {e}")
+                    raise TableError(f"table {self.spec}: query error") from None
                 continue
             break
         result = conn.result or {}
         code = result.get("result", 0)
-        if code == NO_SUCH_OBJECT and top and self.dynamic_base:
-            return []
-        if code == SIZELIMIT_EXCEEDED:
-            raise TableError(f"{self.spec}: {base}: Size limit exceeded")
+        if code == NO_SUCH_OBJECT:
+            if top and self.dynamic_base:
+                return []       # a base made from the key: the key is not there
+            log.warning(f"dict_ldap_lookup: {self.name}: Search base '{base}' not found: "
+                        f"{code}: No such object")
+            raise TableError(f"table {self.spec}: query error")
         if code != 0:
-            raise TableError(f"{self.spec}: search {base}, {query}: "
-                             f"{result.get('description')} ({code})")
+            log.warning(f"dict_ldap_lookup: Search error {code}: {_code_text(result)}")
+            raise TableError(f"table {self.spec}: query error")
         return [e for e in conn.response or () if e.get("type") == "searchResEntry"]
 
     def _values(self, base: str, query: str, scope: Any, attrs: list[str],
@@ -282,6 +295,10 @@ class LdapTable(Table):
                             getattr(ldap3, SCOPES.get(scope or "base", "BASE")), attrs, depth)
 
 
+class _Refused(Exception):
+    """A server that could not be reached or bound to: Postfix's warning text."""
+
+
 def _driver(spec: str) -> Any:
     try:
         import ldap3
@@ -305,6 +322,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _code_text(result: dict) -> str:
+    code = result.get("result", -1)
+    return _CODE_TEXT.get(code) or str(result.get("description") or result.get("message"))
+
+
 def _reason(conn: Any) -> str:
+    """_reason - "49 (Invalid credentials)": the last result as Postfix words it."""
     result = conn.result or {}
-    return str(result.get("description") or result.get("message") or conn.last_error)
+    return f"{result.get('result', -1)} ({_code_text(result)})"

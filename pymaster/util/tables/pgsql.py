@@ -13,9 +13,11 @@
     retry_interval = 60, idle_interval = 60          (sql.py)
 
 A `unix:` host names the directory of the server's socket, as libpq takes
-it; a postgresql:// URI is handed to libpq as it is (user, password and
-dbname still fill what it leaves out). TLS is the URI's business (sslmode,
-sslrootcert …), as in Postfix. Values are quoted for standard SQL strings
+it (the port is then libpq's default, 5432); a postgresql:// URI is
+handed to libpq alone (user, password and dbname are then the URI's). A
+NULL column is an empty value, warned about and skipped, as Postfix does.
+TLS is the URI's business (sslmode, sslrootcert …), as in Postfix.
+Values are quoted for standard SQL strings
 (' doubled; the server must keep standard_conforming_strings on, its
 default since 9.1), so a key cannot end the string it is put in.
 
@@ -61,12 +63,13 @@ class PgsqlTable(SqlTable):
             "options": f"-c statement_timeout={QUERY_TIMEOUT * 1000}",
             "tcp_user_timeout": QUERY_TIMEOUT * 1000,
         }
+        if host.startswith(("postgresql://", "postgres://")):
+            # The URI says it all: Postfix hands it to libpq alone.
+            return self._psycopg.connect(host, **args)
         for setting, name in (("user", "user"), ("password", "password"),
                               ("dbname", "dbname")):
             if s.get(setting):
                 args[name] = s.get(setting)
-        if host.startswith(("postgresql://", "postgres://")):
-            return self._psycopg.connect(host, **args)
         kind, where, port = split_host(host, self.default_port)
         args["host"] = where
         if port:
@@ -75,4 +78,7 @@ class PgsqlTable(SqlTable):
 
     def _rows(self, conn: Any, sql: str) -> list[tuple]:
         cur = conn.execute(sql)
-        return list(cur.fetchall()) if cur.description is not None else []
+        if cur.description is None:
+            return []
+        # libpq gives NULL as an empty string, which Postfix warns about.
+        return [tuple("" if v is None else v for v in row) for row in cur.fetchall()]

@@ -23,6 +23,12 @@ Interface:
                                              defers instead of dying at start-up
     Table.lookup(key) -> str | None
     Table.items() -> iterator of (key, value)   for the types that can list
+    .update(key, value), .delete(key) -> bool   only the writable types (lmdb,
+                                             memcache, proxy:): postmap -i/-d,
+                                             proxywrite and the verify cache
+                                             look for these methods
+    Table.creatable                          the class takes create=True: a
+                                             writer may start a missing file
     Table.fixed                              False for pattern tables (regexp,
                                              pcre, cidr): they are asked only
                                              the full key of a lookup order

@@ -110,6 +110,7 @@ class Table:
     type = ""
     fixed = True        # exact-key table (Postfix DICT_FLAG_FIXED)
     remote = False      # a lookup may wait on another process or the network
+    creatable = False   # takes create=True (a writer may start a missing file)
 
     def __init__(self, type_: str, name: str, cfg=None) -> None:
         self.type = type_

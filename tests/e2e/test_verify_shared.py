@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.instance import ROOT, Instance, _open_path_for_others
 from tests.support.memcached import Memcached, available
+from tests.support.parity import postfix as parity
 
 pytestmark = [
     pytest.mark.skipif(bool(available()), reason=available() or "ok"),
@@ -113,3 +114,41 @@ def test_verify_cache_in_lmdb_through_proxywrite(tmp_path):
         done = inst.command("postmap", "-c", str(inst.config_dir), "-q", "joe@localhost",
                             f"lmdb:{data}/verify_cache")
         assert done.returncode == 0 and done.stdout.startswith(b"0:0:"), done
+
+
+@pytest.mark.skipif(bool(parity.available()), reason=parity.available() or "ok")
+def test_postfix_and_pymaster_share_the_cache(tmp_path):
+    """Debian's Postfix and pymaster on one memcache: verify cache: each answers
+    from the other's verdicts without probing, so the entry format is Postfix's."""
+    with Memcached() as mc:
+        cf = tmp_path / "verify.cf"
+        cf.write_text(f"memcache = {mc.server}\nkey_format = verify:%s\n")
+        cf.chmod(0o644)
+        settings = {
+            "myhostname": "mx.example.com",
+            "virtual_mailbox_domains": "localhost",
+            "virtual_mailbox_maps": "inline:{ joe@localhost=localhost/joe/ }",
+            "smtpd_recipient_restrictions": "reject_unverified_recipient",
+            "smtpd_reject_unlisted_recipient": "no",
+            "address_verify_map": f"memcache:{cf}",
+            "address_verify_cache_cleanup_interval": "0",
+            "address_verify_poll_delay": "1s",
+            "address_verify_poll_count": "20",
+        }
+        with Instance(tmp_path / "ours", main_cf=settings) as ours, \
+                parity.DebianPostfix(tmp_path / "theirs", dict(
+                    settings, virtual_mailbox_base=str(tmp_path / "theirs" / "mail"),
+                    virtual_uid_maps="static:65534", virtual_gid_maps="static:65534",
+                    mydestination="")) as theirs:
+            _open_path_for_others(tmp_path)
+            # pymaster probes joe; Postfix answers from the cache.
+            assert rcpt(ours.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")
+            assert rcpt(theirs.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")
+            # Postfix probes nobody; pymaster gives Postfix's verdict from the cache.
+            theirs_reply = rcpt(theirs.smtp_port, "nobody@localhost")
+            assert theirs_reply[0] == 450 and "unknown user" in theirs_reply[1], theirs_reply
+            assert rcpt(ours.smtp_port, "nobody@localhost") == theirs_reply
+            # Neither probed what the other had verified.
+            assert "to=<joe@localhost>, relay=virtual" not in theirs.log_text()
+            assert "to=<nobody@localhost>, relay=virtual" not in ours.log_text()
+            assert "to=<nobody@localhost>, relay=virtual" in theirs.log_text()

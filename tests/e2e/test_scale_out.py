@@ -7,7 +7,8 @@ what both instances know (tests/support/databases.py, memcached.py):
              check_sender_access       (access)       smtpd_sender_login_maps (sender_login)
     mysql    virtual_mailbox_maps      (mailbox)
     ldap     virtual_alias_maps        (mailLocalAddress -> mailRoutingAddress)
-    memcache address_verify_map        (not probed here; shared verify: test_verify_shared.py)
+    memcache check_helo_access         (helo:NAME; written through the table interface)
+             address_verify_map        (not probed here; shared verify: test_verify_shared.py)
 
 Each instance has its own queue and mailboxes. What this shows: both
 answer alike from the shared data; a user inserted while both run is
@@ -33,6 +34,7 @@ from tests.support.databases import (  # noqa: F401  (pytest fixtures)
     postgres,
     slapd,
 )
+from pymaster.util.tables import create_table
 from tests.support.instance import ROOT, Instance, _open_path_for_others
 from tests.support.memcached import Memcached, available
 from tests.support.wait import wait_until
@@ -91,6 +93,7 @@ def table_files(directory, mariadb, postgres, slapd, memcached) -> dict[str, str
                        "query_filter = (mailLocalAddress=%s)\n"
                        "result_attribute = mailRoutingAddress\nbind = no\n"),
         "verify.cf": f"memcache = {memcached.server}\nkey_format = verify:%s\n",
+        "helo.cf": f"memcache = {memcached.server}\nkey_format = helo:%s\n",
     }
     for name, text in files.items():
         path = directory / name
@@ -106,6 +109,7 @@ def table_files(directory, mariadb, postgres, slapd, memcached) -> dict[str, str
         "relay_transport": "discard:relayed",
         "smtpd_sender_login_maps": f"pgsql:{directory}/login.cf",
         "smtpd_recipient_restrictions": (f"check_sender_access pgsql:{directory}/access.cf, "
+                                         f"check_helo_access memcache:{directory}/helo.cf, "
                                          "reject_unauthenticated_sender_login_mismatch, "
                                          "permit_mynetworks, reject_unauth_destination"),
         "address_verify_map": f"memcache:{directory}/verify.cf",
@@ -114,9 +118,14 @@ def table_files(directory, mariadb, postgres, slapd, memcached) -> dict[str, str
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, mariadb, postgres, slapd):  # noqa: F811
+def shared(tmp_path_factory):
+    """shared - the directory of the table files both instances read."""
+    return tmp_path_factory.mktemp("tables")
+
+
+@pytest.fixture(scope="module")
+def cluster(shared, mariadb, postgres, slapd, tmp_path_factory):  # noqa: F811
     load_data(mariadb, postgres, slapd)
-    shared = tmp_path_factory.mktemp("tables")
     with Memcached() as memcached:
         settings = {"myhostname": "mx.example.com", "mydestination": "localhost",
                     # A deferred delivery is tried again soon (the test flushes too).
@@ -128,10 +137,11 @@ def cluster(tmp_path_factory, mariadb, postgres, slapd):  # noqa: F811
             yield mariadb, (one, two)
 
 
-def rcpt(inst: Instance, recipient: str, sender: str = SENDER) -> tuple[int, str]:
+def rcpt(inst: Instance, recipient: str, sender: str = SENDER,
+         helo: str = "client.example") -> tuple[int, str]:
     """rcpt - the reply to MAIL FROM (if refused) or RCPT TO in a new session."""
     with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=120) as smtp:
-        smtp.ehlo("client.example")
+        smtp.ehlo(helo)
         code, text = smtp.mail(sender)
         if code == 250:
             code, text = smtp.rcpt(recipient)
@@ -175,6 +185,18 @@ def test_both_instances_answer_from_the_databases(cluster):
         code, text = rcpt(inst, f"user2@{DOMAIN}", sender=f"user1@{DOMAIN}")
         assert (code, text) == (553, f"5.7.1 <user1@{DOMAIN}>: Sender address rejected: "
                                      "not logged in")
+
+
+def test_a_helo_block_written_to_memcache_holds_on_both(cluster, shared):
+    _, instances = cluster
+    helo_cf = shared / "helo.cf"
+    for inst in instances:
+        assert rcpt(inst, f"user1@{DOMAIN}", helo="bad.helo.example")[0] == 250
+    create_table(f"memcache:{helo_cf}").update("bad.helo.example", "REJECT go away")
+    for inst in instances:
+        code, text = rcpt(inst, f"user1@{DOMAIN}", helo="bad.helo.example")
+        assert (code, text) == (554, "5.7.1 <bad.helo.example>: Helo command rejected: "
+                                     "go away")
 
 
 def test_alias_from_ldap_delivers_to_the_mysql_mailbox(cluster):

@@ -30,6 +30,10 @@ Interface:
                                              process or the network (socketmap,
                                              proxy:, databases): an event loop
                                              asks such a table from a thread
+    Table.prepare()                          (class method) import what lookups of
+                                             the type need (a database driver)
+    prepare_type(spec)                       prepare() the type of SPEC, under any
+                                             proxy: prefixes (before a chroot)
     TYPES                                    type name -> "module:Class"
     CHECK_INTERVAL                           seconds between file change checks
     preload()                                import every table type now: a
@@ -111,6 +115,13 @@ class Table:
     @property
     def spec(self) -> str:
         return f"{self.type}:{self.name}"
+
+    @classmethod
+    def prepare(cls) -> None:
+        """prepare - import now what a lookup of this type will need later.
+
+        A database driver is imported only when a table of its type is
+        configured, but before the service's chroot hides the library."""
 
     def lookup(self, key: str) -> str | None:
         raise NotImplementedError
@@ -228,6 +239,18 @@ def preload() -> None:
     for target in set(TYPES.values()):
         importlib.import_module(f"pymaster.util.tables.{target.partition(':')[0]}")
     importlib.import_module("pymaster.util.tables.source")
+
+
+def prepare_type(spec: str) -> None:
+    """prepare_type - Table.prepare() of SPEC's type, looking through proxy:.
+
+    A proxy:mysql: table in main.cf is opened by the proxymap service, which
+    must import the driver before its chroot like any other program."""
+    while spec.startswith("proxy:"):
+        spec = spec[len("proxy:"):]
+    type_, colon, _ = spec.partition(":")
+    if colon and type_ in TYPES:
+        table_class(type_).prepare()
 
 
 def clear_cache() -> None:

@@ -106,6 +106,13 @@ class LdapTable(Table):
         self._lock = threading.Lock()
         self._conn: Any = None
 
+    @classmethod
+    def prepare(cls) -> None:
+        try:
+            _driver("ldap:")
+        except TableError:
+            pass                # the table's opening says so
+
     def _attributes(self, s) -> None:
         self.result_attrs = split_list(s.get("result_attribute", "maildrop"))
         self.special_attrs = split_list(s.get("special_result_attribute"))

@@ -48,6 +48,13 @@ class MysqlTable(SqlTable):
     kind = "mysql"
     default_port = 3306
 
+    @classmethod
+    def prepare(cls) -> None:
+        try:
+            import pymysql  # noqa: F401
+        except ImportError:
+            pass                # the table's opening says so
+
     def _load_driver(self) -> None:
         try:
             import pymysql

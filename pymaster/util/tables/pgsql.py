@@ -42,6 +42,13 @@ class PgsqlTable(SqlTable):
     kind = "pgsql"
     default_port = 5432
 
+    @classmethod
+    def prepare(cls) -> None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            pass                # the table's opening says so
+
     def _load_driver(self) -> None:
         try:
             import psycopg

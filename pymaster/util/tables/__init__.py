@@ -30,6 +30,7 @@ Interface:
                                              process or the network (socketmap,
                                              proxy:, databases): an event loop
                                              asks such a table from a thread
+    Table.driver, Table.driver_package       the module a lookup needs, its package
     Table.prepare()                          (class method) import what lookups of
                                              the type need (a database driver)
     prepare_type(spec)                       prepare() the type of SPEC, under any
@@ -106,6 +107,8 @@ class Table:
     type = ""
     fixed = True        # exact-key table (Postfix DICT_FLAG_FIXED)
     remote = False      # a lookup may wait on another process or the network
+    driver = ""         # the Python module a lookup needs (a database driver)
+    driver_package = "" # the package that installs it
 
     def __init__(self, type_: str, name: str, cfg=None) -> None:
         self.type = type_
@@ -210,7 +213,7 @@ def open_table(spec: str, cfg=None) -> Table:
     """open_table - the process's Table for SPEC, opened on first use.
 
     A table that cannot be opened (a type pymaster does not support, such as
-    mysql: or ldap:, or one whose opening fails) is logged as an error once and
+    nis:, or one whose opening fails, such as mysql: without its driver) is logged as an error once and
     stands in as an UnavailableTable, as Postfix's daemons keep running and
     answer every lookup with a temporary failure; a spec without a type is
     still a TableError."""

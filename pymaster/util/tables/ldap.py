@@ -77,6 +77,8 @@ class LdapTable(Table):
     """ldap:/path/to/config.cf."""
 
     remote = True
+    driver = "ldap3"
+    driver_package = "ldap3"
 
     def __init__(self, type_: str, name: str, cfg=None, fold: bool = True,
                  **_options) -> None:

@@ -46,6 +46,8 @@ class MysqlTable(SqlTable):
     """mysql:/path/to/config.cf."""
 
     kind = "mysql"
+    driver = "pymysql"
+    driver_package = "PyMySQL"
     default_port = 3306
 
     @classmethod

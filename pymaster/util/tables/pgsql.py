@@ -40,6 +40,8 @@ class PgsqlTable(SqlTable):
     """pgsql:/path/to/config.cf."""
 
     kind = "pgsql"
+    driver = "psycopg"
+    driver_package = "psycopg"
     default_port = 5432
 
     @classmethod

@@ -213,10 +213,10 @@ def open_table(spec: str, cfg=None) -> Table:
     """open_table - the process's Table for SPEC, opened on first use.
 
     A table that cannot be opened (a type pymaster does not support, such as
-    nis:, or one whose opening fails, such as mysql: without its driver) is logged as an error once and
-    stands in as an UnavailableTable, as Postfix's daemons keep running and
-    answer every lookup with a temporary failure; a spec without a type is
-    still a TableError."""
+    nis:, or one whose opening fails, such as mysql: without its driver) is
+    logged as an error once and stands in as an UnavailableTable, as Postfix's
+    daemons keep running and answer every lookup with a temporary failure; a
+    spec without a type is still a TableError."""
     spec = spec.strip()
     table = _cache.get(spec)
     if table is None:

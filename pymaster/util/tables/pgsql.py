@@ -58,7 +58,6 @@ class PgsqlTable(SqlTable):
             raise TableError(f"{self.spec}: the pgsql: table type needs the psycopg "
                              "package") from None
         self._psycopg = psycopg
-        self.driver_errors = (psycopg.Error, OSError)
 
     def quote(self, text: str) -> str:
         return sql_quote(text)

@@ -24,7 +24,8 @@ table main.cf names).
 Interface:
     SqlTable(type, name, cfg=None)   a subclass sets `kind` and implements
         _connect(host) -> connection, _rows(connection, sql) -> rows,
-        quote(text) -> str, default_port, and may widen `driver_errors`
+        quote(text) -> str, default_port; any exception of the driver is a
+        failure of the host (drivers raise more than their own classes)
     SqlTable.lookup(key) -> str | None
     CONNECT_TIMEOUT, QUERY_TIMEOUT   seconds: a dead or slow server is a TableError
 """
@@ -57,7 +58,6 @@ class SqlTable(Table):
     remote = True
     kind = ""                 # "mysql", "pgsql": the name in messages
     default_port = 0
-    driver_errors: tuple[type[BaseException], ...] = (OSError,)
 
     def __init__(self, type_: str, name: str, cfg=None, fold: bool = True,
                  **_options) -> None:
@@ -129,18 +129,22 @@ class SqlTable(Table):
         if self._conn is not None:
             try:
                 return self._ask(sql)
-            except self.driver_errors:
-                self._close()       # closed by the server meanwhile: try afresh
+            except TableError:
+                raise
+            except Exception:       # closed by the server meanwhile: try afresh
+                self._close()
         for host in self.hosts.order():
             try:
                 self._conn = self._connect(host)
-            except self.driver_errors as e:
+            except Exception as e:  # the driver's failures, whatever their class
                 log.warning(f"connect to {self.kind} server {host}: {_reason(e)}")
                 self.hosts.failed(host)
                 continue
             try:
                 rows = self._ask(sql)
-            except self.driver_errors as e:
+            except TableError:
+                raise
+            except Exception as e:  # the driver's failures, whatever their class
                 log.warning(f"{self.kind} query failed: fatal error from host {host}: "
                             f"{_reason(e)}")
                 self._close()

@@ -27,6 +27,7 @@ Interface:
         quote(text) -> str, default_port; any exception of the driver is a
         failure of the host (drivers raise more than their own classes)
     SqlTable.lookup(key) -> str | None
+    legacy_query(settings) -> str    the query, or one built from the old parameters
     CONNECT_TIMEOUT, QUERY_TIMEOUT   seconds: a dead or slow server is a TableError
 """
 
@@ -65,8 +66,7 @@ class SqlTable(Table):
         self.fold = fold
         self.settings = read_settings(name, cfg)
         s = self.settings
-        self.templates = Templates(self._query_template(s), s.get("result_format", "%s"),
-                                   self.spec)
+        self.templates = Templates(legacy_query(s), s.get("result_format", "%s"), self.spec)
         self.domains = DomainFilter(s.get("domain"), cfg, self.spec)
         self.limit = s.get_int("expansion_limit", 0)
         self.idle_interval = s.get_int("idle_interval", 60)
@@ -79,16 +79,6 @@ class SqlTable(Table):
         self._host = ""
         self._used = 0.0
         self._load_driver()
-
-    def _query_template(self, s: Settings) -> str:
-        """The query, or the legacy form built from its four parts."""
-        if s.get("query"):
-            return s.get("query")
-        for name in ("table", "select_field", "where_field"):
-            if not s.get(name):
-                raise TableError(f"db_common_sql_build_query: '{name}' parameter not defined")
-        return (f"SELECT {s.get('select_field')} FROM {s.get('table')} "
-                f"WHERE {s.get('where_field')}='%s' {s.get('additional_conditions')}")
 
     # What a driver module provides.
     def _load_driver(self) -> None:
@@ -168,6 +158,17 @@ class SqlTable(Table):
                 conn.close()
             except Exception:           # closing a broken connection: nothing to keep
                 pass
+
+
+def legacy_query(s: Settings) -> str:
+    """legacy_query - `query`, or the old form built from its four parts."""
+    if s.get("query"):
+        return s.get("query")
+    for name in ("table", "select_field", "where_field"):
+        if not s.get(name):
+            raise TableError(f"db_common_sql_build_query: '{name}' parameter not defined")
+    return (f"SELECT {s.get('select_field')} FROM {s.get('table')} "
+            f"WHERE {s.get('where_field')}='%s' {s.get('additional_conditions')}")
 
 
 def _text(value: Any) -> str:

@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_TEST_PACKAGES := swaks postfix postfix-pcre postfix-lmdb dovecot-core pflogsumm postgrey opendkim opendkim-tools memcached
+DEBIAN_TEST_PACKAGES := swaks postfix postfix-pcre postfix-lmdb dovecot-core pflogsumm postgrey opendkim opendkim-tools \
+  mariadb-server postgresql slapd ldap-utils postfix-mysql postfix-pgsql postfix-ldap memcached
 CONFIG_DIR := $(CURDIR)/etc
 
 .PHONY: run test soak lint bench install uninstall upgrade deb-packages accounts clean

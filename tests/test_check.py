@@ -135,18 +135,31 @@ class TestTables:
         assert problems(cfg) == [f"database {db} is older than source file {source}"]
 
     def test_a_table_type_pymaster_does_not_support_is_named(self, tmp_path):
-        cfg = make_config(tmp_path, "virtual_alias_maps = mysql:/etc/postfix/x.cf\n"
+        cfg = make_config(tmp_path, "virtual_alias_maps = nis:mail.aliases\n"
                                     "smtpd_recipient_restrictions = check_recipient_access "
-                                    "ldap:/etc/postfix/l.cf, permit_mynetworks, "
+                                    "sdbm:/etc/postfix/l, permit_mynetworks, "
                                     "reject_unauth_destination\n"
                                     "smtpd_sasl_path = inet:127.0.0.1:12345\n")
         found = problems(cfg)
         main_cf = f"{cfg.config_dir}/main.cf"
-        assert f"{main_cf}: virtual_alias_maps: unsupported dictionary type: mysql " \
-               "(mysql:/etc/postfix/x.cf)" in found
-        assert f"{main_cf}: smtpd_recipient_restrictions: unsupported dictionary type: ldap " \
-               "(ldap:/etc/postfix/l.cf)" in found
+        assert f"{main_cf}: virtual_alias_maps: unsupported dictionary type: nis " \
+               "(nis:mail.aliases)" in found
+        assert f"{main_cf}: smtpd_recipient_restrictions: unsupported dictionary type: sdbm " \
+               "(sdbm:/etc/postfix/l)" in found
         assert not [p for p in found if "inet" in p]
+
+    def test_database_tables_are_supported(self, tmp_path):
+        cfg = make_config(tmp_path, "virtual_alias_maps = mysql:/etc/postfix/x.cf, "
+                                    "proxy:pgsql:/etc/postfix/p.cf, ldap:/etc/postfix/l.cf\n")
+        assert not [p for p in problems(cfg) if "dictionary type" in p or "package" in p]
+
+    def test_a_missing_driver_is_named(self, tmp_path, monkeypatch):
+        from pymaster.util.tables.mysql import MysqlTable
+        monkeypatch.setattr(MysqlTable, "driver", "no_such_driver_module")
+        cfg = make_config(tmp_path, "virtual_alias_maps = proxy:mysql:/etc/postfix/x.cf\n")
+        main_cf = f"{cfg.config_dir}/main.cf"
+        assert f"{main_cf}: virtual_alias_maps: mysql: tables need the Python package " \
+               "PyMySQL, which is not installed" in problems(cfg)
 
 
 class TestQueue:

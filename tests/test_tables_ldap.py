@@ -196,9 +196,12 @@ def test_postmap_parity(program, debian, ldap, postmap_config, tmp_path,  # noqa
 
 @pytest.mark.parametrize("program", [PYMASTER_POSTMAP, DEBIAN_POSTMAP],
                          ids=["pymaster", "debian"])
-@pytest.mark.parametrize("hosts", ["ldapi", "host and server_port", "failover"])
+@pytest.mark.parametrize("hosts", ["ldapi", "sasl external", "host and server_port",
+                                   "failover"])
 def test_server_forms(program, debian, ldap, postmap_config, tmp_path, hosts):  # noqa: F811
     extra = {"ldapi": {"server_host": ldap.ldapi},
+             "sasl external": {"server_host": ldap.ldapi, "bind": "sasl",
+                               "sasl_mechs": "EXTERNAL"},
              "host and server_port": {"server_host": "127.0.0.1",
                                       "server_port": str(ldap.port)},
              "failover": {"server_host": f"ldap://127.0.0.1:{free_port()} {ldap.url}"}}[hosts]

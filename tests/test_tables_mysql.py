@@ -50,7 +50,8 @@ MYSQL_PARITY = PARITY + [
      "a@example.com", "x@example.org,y@example.org,z", []),
     ("stored procedure", {"query": "CALL lookup('%s')"}, "bare", "bare-target", []),
     ("no result set", {"query": "DO '%s'"}, "bare", None,
-     ["postmap: fatal: table {spec}: query error"]),
+     ["postmap: warning: {spec}: query failed: query returned no result set"
+      "(require_result_set = yes)", "postmap: fatal: table {spec}: query error"]),
     ("no result set allowed", {"query": "DO '%s'", "require_result_set": "no"}, "bare",
      None, []),
 ]

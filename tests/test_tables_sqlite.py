@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from pymaster.util.tables import TableError, create_table
-from pymaster.util.tables.sqlite import expand_query
+from pymaster.util.tables.dbcommon import Templates, sql_quote
 
 
 @pytest.fixture
@@ -36,7 +36,8 @@ def config(tmp_path, db, **extra):
 def test_lookup_and_multiple_rows(tmp_path, db):
     table = config(tmp_path, db)
     assert table.lookup("Joe@Example.com") == "joe@mailbox.example"
-    assert table.lookup("list@example.com") == "a@x.example, b@x.example"
+    # Joined with a bare comma, as every Postfix database table joins them.
+    assert table.lookup("list@example.com") == "a@x.example,b@x.example"
     assert table.lookup("nobody@example.com") is None
 
 
@@ -55,16 +56,21 @@ def test_domain_restricts_the_keys_queried(tmp_path, db):
 def test_result_format_and_expansion_limit(tmp_path, db):
     assert config(tmp_path, db, result_format="smtp:[%d]").lookup("joe@example.com") == \
         "smtp:[mailbox.example]"
-    with pytest.raises(TableError, match="expansion limit"):
+    with pytest.raises(TableError, match="query error"):
         config(tmp_path, db, expansion_limit=1).lookup("list@example.com")
 
 
 def test_query_expansion():
+    def expand_query(template, key):
+        return Templates(template, "%s", "sqlite:x").expand_query(key, sql_quote)
+
     assert expand_query("%s|%u|%d|%1|%2|%%", "a@b.example.com") == \
         "a@b.example.com|a|b.example.com|com|example|%"
     assert expand_query("%d", "plainkey") is None
     assert expand_query("%u", "@domain") is None
     assert expand_query("%4", "a@b.c") is None
+    assert expand_query("%2", "a@.c") is None
+    assert expand_query("'%s'", "o'b") == "'o''b'"
     with pytest.raises(TableError):
         expand_query("%q", "x")
 

@@ -33,6 +33,7 @@ Interface:
 from __future__ import annotations
 
 import grp
+import importlib.util
 import os
 import pwd
 import re
@@ -45,7 +46,7 @@ from pymaster.mail import queue
 from pymaster.mail.config import Config, ConfigError
 from pymaster.mail.params import PARAMS, SERVICE_SUFFIXES
 from pymaster.master.mastercf import load_master_cf
-from pymaster.util.tables import TYPES
+from pymaster.util.tables import TYPES, table_class
 
 # Directories under queue_directory whose whole tree belongs to mail_owner
 # (maildrop is left out on purpose: its files belong to the users who wrote them).
@@ -304,7 +305,8 @@ def table_problems(cfg: Config) -> list[str]:
 
 
 def unsupported_tables(cfg: Config) -> list[str]:
-    """unsupported_tables - main.cf settings that name a table type pymaster lacks."""
+    """unsupported_tables - main.cf settings that name a table type pymaster lacks,
+    or one whose Python driver is not installed (also under proxy:)."""
     main_cf = os.path.join(cfg.config_dir, "main.cf")
     problems = []
     for name in sorted(cfg.values):
@@ -316,7 +318,20 @@ def unsupported_tables(cfg: Config) -> list[str]:
             if type_ in POSTFIX_TABLE_TYPES and type_ not in TYPES:
                 problems.append(f"{main_cf}: {name}: unsupported dictionary type: "
                                 f"{type_} ({type_}:{rest})")
+                continue
+            while type_ == "proxy":
+                type_, _, rest = rest.partition(":")
+            if type_ in TYPES and _driver_missing(type_):
+                package = table_class(type_).driver_package
+                problems.append(f"{main_cf}: {name}: {type_}: tables need the Python "
+                                f"package {package}, which is not installed")
     return problems
+
+
+def _driver_missing(type_: str) -> bool:
+    """_driver_missing - whether TYPE's tables need a module that is not installed."""
+    driver = getattr(table_class(type_), "driver", "")
+    return bool(driver) and importlib.util.find_spec(driver) is None
 
 
 def _setting_values(cfg: Config) -> list[str]:

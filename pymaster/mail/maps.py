@@ -49,7 +49,7 @@ from pymaster.mail.aliases import raw_items
 from pymaster.mail.config import Config, ConfigError
 from pymaster.mail.domains import local_domains_for
 from pymaster.util.strings import split_list
-from pymaster.util.tables import TYPES, FileTable, Table, open_table
+from pymaster.util.tables import TYPES, FileTable, Table, open_table, prepare_type
 
 
 class Maps:
@@ -302,8 +302,10 @@ def open_configured_tables(cfg: Config) -> None:
 
     A chrooted service cannot see /etc/postfix, and one that dropped
     privileges cannot read a 0600 table such as smtp_sasl_password_maps:
-    like Postfix's daemons, open them first. A table that fails here is left
-    for its first lookup to report, as it would be without this."""
+    like Postfix's daemons, open them first, and import the database driver
+    of every type named (also under proxy:, for the proxymap service). A
+    table that fails here is left for its first lookup to report, as it
+    would be without this."""
     for name in {*cfg.values, *cfg.overrides}:
         try:
             items = split_list(cfg.get(name))
@@ -314,6 +316,7 @@ def open_configured_tables(cfg: Config) -> None:
             if not colon or type_ not in TYPES:
                 continue
             try:
+                prepare_type(item)
                 table = open_table(item, cfg)
                 if isinstance(table, FileTable):
                     table.current()

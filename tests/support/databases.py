@@ -258,6 +258,7 @@ suffix "{base}"
 rootdn "{admin}"
 rootpw {password}
 directory {dir}/data
+index objectClass,uid,mail,mailLocalAddress eq
 access to * by * read
 """
 

@@ -36,6 +36,11 @@ Interface:
                                              process or the network (socketmap,
                                              proxy:, databases): an event loop
                                              asks such a table from a thread
+    Table.driver, Table.driver_package       the module a lookup needs, its package
+    Table.prepare()                          (class method) import what lookups of
+                                             the type need (a database driver)
+    prepare_type(spec)                       prepare() the type of SPEC, under any
+                                             proxy: prefixes (before a chroot)
     TYPES                                    type name -> "module:Class"
     CHECK_INTERVAL                           seconds between file change checks
     preload()                                import every table type now: a
@@ -111,6 +116,8 @@ class Table:
     fixed = True        # exact-key table (Postfix DICT_FLAG_FIXED)
     remote = False      # a lookup may wait on another process or the network
     creatable = False   # takes create=True (a writer may start a missing file)
+    driver = ""         # the Python module a lookup needs (a database driver)
+    driver_package = "" # the package that installs it
 
     def __init__(self, type_: str, name: str, cfg=None) -> None:
         self.type = type_
@@ -120,6 +127,13 @@ class Table:
     @property
     def spec(self) -> str:
         return f"{self.type}:{self.name}"
+
+    @classmethod
+    def prepare(cls) -> None:
+        """prepare - import now what a lookup of this type will need later.
+
+        A database driver is imported only when a table of its type is
+        configured, but before the service's chroot hides the library."""
 
     def lookup(self, key: str) -> str | None:
         raise NotImplementedError
@@ -208,10 +222,10 @@ def open_table(spec: str, cfg=None) -> Table:
     """open_table - the process's Table for SPEC, opened on first use.
 
     A table that cannot be opened (a type pymaster does not support, such as
-    mysql: or ldap:, or one whose opening fails) is logged as an error once and
-    stands in as an UnavailableTable, as Postfix's daemons keep running and
-    answer every lookup with a temporary failure; a spec without a type is
-    still a TableError."""
+    nis:, or one whose opening fails, such as mysql: without its driver) is
+    logged as an error once and stands in as an UnavailableTable, as Postfix's
+    daemons keep running and answer every lookup with a temporary failure; a
+    spec without a type is still a TableError."""
     spec = spec.strip()
     table = _cache.get(spec)
     if table is None:
@@ -241,6 +255,18 @@ def preload() -> None:
     # its first use: a network table (memcache:, ldap: …) that connects after
     # the privilege drop could no longer load it ("unknown encoding: idna").
     importlib.import_module("encodings.idna")
+
+
+def prepare_type(spec: str) -> None:
+    """prepare_type - Table.prepare() of SPEC's type, looking through proxy:.
+
+    A proxy:mysql: table in main.cf is opened by the proxymap service, which
+    must import the driver before its chroot like any other program."""
+    while spec.startswith("proxy:"):
+        spec = spec[len("proxy:"):]
+    type_, colon, _ = spec.partition(":")
+    if colon and type_ in TYPES:
+        table_class(type_).prepare()
 
 
 def clear_cache() -> None:

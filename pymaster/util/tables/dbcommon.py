@@ -46,6 +46,9 @@ Interface:
 
 from __future__ import annotations
 
+# Drivers encode server host names with this codec when they connect, which
+# for a chrooted service is after the jail hides Python's library.
+import encodings.idna  # noqa: F401
 import random
 import time
 from typing import Callable, Iterator

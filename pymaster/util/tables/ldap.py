@@ -10,7 +10,8 @@
     scope = sub | one | base                        (default sub)
     bind = yes | simple | no | none | sasl          (default yes: a simple bind,
                                                     anonymous when bind_dn is empty)
-    bind_dn, bind_pw, sasl_mechs (EXTERNAL, PLAIN, DIGEST-MD5), sasl_authz_id
+    bind_dn, bind_pw, sasl_mechs (EXTERNAL, PLAIN, DIGEST-MD5), sasl_authz_id,
+    sasl_realm
     result_attribute = maildrop                     (default maildrop)
     special_result_attribute                        DNs or ldap URLs to follow
     terminal_result_attribute, leaf_result_attribute
@@ -77,6 +78,8 @@ class LdapTable(Table):
     """ldap:/path/to/config.cf."""
 
     remote = True
+    driver = "ldap3"
+    driver_package = "ldap3"
 
     def __init__(self, type_: str, name: str, cfg=None, fold: bool = True,
                  **_options) -> None:
@@ -105,6 +108,13 @@ class LdapTable(Table):
         self._options(s)
         self._lock = threading.Lock()
         self._conn: Any = None
+
+    @classmethod
+    def prepare(cls) -> None:
+        try:
+            _driver("ldap:")
+        except TableError:
+            pass                # the table's opening says so
 
     def _attributes(self, s) -> None:
         self.result_attrs = split_list(s.get("result_attribute", "maildrop"))
@@ -160,11 +170,9 @@ class LdapTable(Table):
                         password=s.get("bind_pw"))
         elif self.bind == "sasl":
             mech = (split_list(s.get("sasl_mechs")) or ["EXTERNAL"])[0].upper()
-            credentials = (None, s.get("sasl_authz_id") or None) if mech == "EXTERNAL" else \
-                (None, s.get("bind_dn"), s.get("bind_pw"), s.get("sasl_authz_id") or None)
             args.update(authentication=ldap3.SASL, sasl_mechanism=mech,
-                        sasl_credentials=credentials, user=s.get("bind_dn") or None,
-                        password=s.get("bind_pw") or None)
+                        sasl_credentials=self._sasl_credentials(mech),
+                        user=s.get("bind_dn") or None, password=s.get("bind_pw") or None)
         conn = ldap3.Connection(server, **args)
         dn = s.get("bind_dn") or "empty or implicit"
         try:
@@ -174,14 +182,29 @@ class LdapTable(Table):
             if self.bind not in ("no", "none") and not conn.bind():
                 raise _Refused(f"dict_ldap_connect: Unable to bind to server {url} with dn "
                                f"{dn}: {_reason(conn)}")
-        except ldap3.core.exceptions.LDAPException as e:
-            conn.unbind()
-            raise _Refused(f"dict_ldap_connect: Unable to bind to server {url} with dn "
-                           f"{dn}: -1 (Can't contact LDAP server: {e})") from None
         except _Refused:
             conn.unbind()
             raise
+        except Exception as e:          # the driver's failures, whatever their class
+            conn.unbind()
+            raise _Refused(f"dict_ldap_connect: Unable to bind to server {url} with dn "
+                           f"{dn}: -1 (Can't contact LDAP server: {e})") from None
         return conn
+
+    def _sasl_credentials(self, mech: str) -> Any:
+        """What ldap3 takes for MECH: the authorization identity for EXTERNAL,
+        (authzid, user, password) for PLAIN, (realm, user, password, authzid)
+        for DIGEST-MD5."""
+        s = self.settings
+        authz = s.get("sasl_authz_id")
+        if mech == "EXTERNAL":
+            return authz
+        if mech == "PLAIN":
+            return (authz, s.get("bind_dn"), s.get("bind_pw"))
+        if mech == "DIGEST-MD5":
+            return (s.get("sasl_realm") or None, s.get("bind_dn"), s.get("bind_pw"),
+                    authz or None)
+        raise _Refused(f"dict_ldap_connect: unsupported SASL mechanism: {mech}")
 
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed:
@@ -235,7 +258,7 @@ class LdapTable(Table):
                 conn.search(base, query, search_scope=scope, dereference_aliases=self.deref,
                             attributes=attrs or [ldap3.NO_ATTRIBUTES],
                             size_limit=self.size_limit, time_limit=self.timeout)
-            except ldap3.core.exceptions.LDAPException as e:
+            except Exception as e:      # the driver's failures, whatever their class
                 self._drop()
                 if attempt == 2:
                     log.warning(f"dict_ldap_lookup: Search error -1: {e}")

@@ -24,8 +24,9 @@ at the file's inode at most every CHECK_INTERVAL seconds (writers before
 each write) and reopen, so a rebuild is never seen half-done.
 
 The Python binding (py-lmdb, the PyPI package `lmdb`) is imported when a
-table of this type is first opened, so a system without lmdb: tables does
-not need it.
+table of this type is first opened (or prepared, before a chroot), so a
+system without lmdb: tables does not need it; `postfix check` names an
+lmdb: table when it is missing.
 
 Interface:
     LmdbTable(type, name, cfg=None, fold=True, create=False, nul=True)
@@ -138,6 +139,15 @@ class LmdbTable(Table):
     """lmdb:/path (the file /path.lmdb)."""
 
     creatable = True    # takes create=True: a writer (proxywrite) may start a new file
+    driver = "lmdb"
+    driver_package = "lmdb"
+
+    @classmethod
+    def prepare(cls) -> None:
+        try:
+            _binding()
+        except TableError:
+            pass                # the table's opening says so
 
     def __init__(self, type_: str, name: str, cfg=None, fold: bool = True,
                  create: bool = False, nul: bool = True, **_options) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import configparser
 from typing import Any
 
+from pymaster.util import log
 from pymaster.util.tables import TableError
 from pymaster.util.tables.dbcommon import mysql_quote
 from pymaster.util.tables.sql import CONNECT_TIMEOUT, QUERY_TIMEOUT, SqlTable, split_host
@@ -46,7 +47,16 @@ class MysqlTable(SqlTable):
     """mysql:/path/to/config.cf."""
 
     kind = "mysql"
+    driver = "pymysql"
+    driver_package = "PyMySQL"
     default_port = 3306
+
+    @classmethod
+    def prepare(cls) -> None:
+        try:
+            import pymysql  # noqa: F401
+        except ImportError:
+            pass                # the table's opening says so
 
     def _load_driver(self) -> None:
         try:
@@ -55,7 +65,6 @@ class MysqlTable(SqlTable):
             raise TableError(f"{self.spec}: the mysql: table type needs the PyMySQL "
                              "package") from None
         self._pymysql = pymysql
-        self.driver_errors = (pymysql.err.MySQLError, OSError)
         self.require_result_set = self.settings.get_bool("require_result_set", True)
 
     def _first(self, host: str) -> bool:
@@ -131,7 +140,9 @@ class MysqlTable(SqlTable):
             cur.execute(sql)
             if cur.description is None:
                 if self.require_result_set:
-                    raise TableError(f"{self.spec}: query returned no result set: {sql}")
+                    log.warning(f"{self.spec}: query failed: query returned no result "
+                                "set(require_result_set = yes)")
+                    raise TableError(f"table {self.spec}: query error")
                 return []
             rows = list(cur.fetchall())
             while cur.nextset():    # a stored procedure's status result

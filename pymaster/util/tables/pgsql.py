@@ -40,7 +40,16 @@ class PgsqlTable(SqlTable):
     """pgsql:/path/to/config.cf."""
 
     kind = "pgsql"
+    driver = "psycopg"
+    driver_package = "psycopg"
     default_port = 5432
+
+    @classmethod
+    def prepare(cls) -> None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            pass                # the table's opening says so
 
     def _load_driver(self) -> None:
         try:
@@ -49,7 +58,6 @@ class PgsqlTable(SqlTable):
             raise TableError(f"{self.spec}: the pgsql: table type needs the psycopg "
                              "package") from None
         self._psycopg = psycopg
-        self.driver_errors = (psycopg.Error, OSError)
 
     def quote(self, text: str) -> str:
         return sql_quote(text)

@@ -24,8 +24,10 @@ table main.cf names).
 Interface:
     SqlTable(type, name, cfg=None)   a subclass sets `kind` and implements
         _connect(host) -> connection, _rows(connection, sql) -> rows,
-        quote(text) -> str, default_port, and may widen `driver_errors`
+        quote(text) -> str, default_port; any exception of the driver is a
+        failure of the host (drivers raise more than their own classes)
     SqlTable.lookup(key) -> str | None
+    legacy_query(settings) -> str    the query, or one built from the old parameters
     CONNECT_TIMEOUT, QUERY_TIMEOUT   seconds: a dead or slow server is a TableError
 """
 
@@ -57,7 +59,6 @@ class SqlTable(Table):
     remote = True
     kind = ""                 # "mysql", "pgsql": the name in messages
     default_port = 0
-    driver_errors: tuple[type[BaseException], ...] = (OSError,)
 
     def __init__(self, type_: str, name: str, cfg=None, fold: bool = True,
                  **_options) -> None:
@@ -65,8 +66,7 @@ class SqlTable(Table):
         self.fold = fold
         self.settings = read_settings(name, cfg)
         s = self.settings
-        self.templates = Templates(self._query_template(s), s.get("result_format", "%s"),
-                                   self.spec)
+        self.templates = Templates(legacy_query(s), s.get("result_format", "%s"), self.spec)
         self.domains = DomainFilter(s.get("domain"), cfg, self.spec)
         self.limit = s.get_int("expansion_limit", 0)
         self.idle_interval = s.get_int("idle_interval", 60)
@@ -79,16 +79,6 @@ class SqlTable(Table):
         self._host = ""
         self._used = 0.0
         self._load_driver()
-
-    def _query_template(self, s: Settings) -> str:
-        """The query, or the legacy form built from its four parts."""
-        if s.get("query"):
-            return s.get("query")
-        for name in ("table", "select_field", "where_field"):
-            if not s.get(name):
-                raise TableError(f"db_common_sql_build_query: '{name}' parameter not defined")
-        return (f"SELECT {s.get('select_field')} FROM {s.get('table')} "
-                f"WHERE {s.get('where_field')}='%s' {s.get('additional_conditions')}")
 
     # What a driver module provides.
     def _load_driver(self) -> None:
@@ -129,18 +119,22 @@ class SqlTable(Table):
         if self._conn is not None:
             try:
                 return self._ask(sql)
-            except self.driver_errors:
-                self._close()       # closed by the server meanwhile: try afresh
+            except TableError:
+                raise
+            except Exception:       # closed by the server meanwhile: try afresh
+                self._close()
         for host in self.hosts.order():
             try:
                 self._conn = self._connect(host)
-            except self.driver_errors as e:
+            except Exception as e:  # the driver's failures, whatever their class
                 log.warning(f"connect to {self.kind} server {host}: {_reason(e)}")
                 self.hosts.failed(host)
                 continue
             try:
                 rows = self._ask(sql)
-            except self.driver_errors as e:
+            except TableError:
+                raise
+            except Exception as e:  # the driver's failures, whatever their class
                 log.warning(f"{self.kind} query failed: fatal error from host {host}: "
                             f"{_reason(e)}")
                 self._close()
@@ -164,6 +158,17 @@ class SqlTable(Table):
                 conn.close()
             except Exception:           # closing a broken connection: nothing to keep
                 pass
+
+
+def legacy_query(s: Settings) -> str:
+    """legacy_query - `query`, or the old form built from its four parts."""
+    if s.get("query"):
+        return s.get("query")
+    for name in ("table", "select_field", "where_field"):
+        if not s.get(name):
+            raise TableError(f"db_common_sql_build_query: '{name}' parameter not defined")
+    return (f"SELECT {s.get('select_field')} FROM {s.get('table')} "
+            f"WHERE {s.get('where_field')}='%s' {s.get('additional_conditions')}")
 
 
 def _text(value: Any) -> str:

@@ -174,6 +174,16 @@ class TestPostfixParity:
         assert self.debian(tmp_path, "-d", "joe@example.com", cf).returncode == 0
         assert t.lookup("joe@example.com") is None
 
+    def test_server_down_says_the_same(self, tmp_path):
+        table(tmp_path, Memcached().server)          # nothing listens there
+        cf = f"memcache:{tmp_path / 'mc.cf'}"
+        theirs = self.debian(tmp_path, "-q", "k", cf)
+        mine = subprocess.run([PYMASTER_POSTMAP, "-c", str(tmp_path / "etc"), "-q", "k", cf],
+                              capture_output=True, text=True, timeout=30)
+        assert (mine.returncode, mine.stdout, mine.stderr) == \
+            (theirs.returncode, theirs.stdout, theirs.stderr)
+        assert mine.returncode == 1 and "query error: Connection refused" in mine.stderr
+
     def test_listing_without_a_backup(self, tmp_path, server):
         table(tmp_path, server.server)
         cf = f"memcache:{tmp_path / 'mc.cf'}"

@@ -118,6 +118,13 @@ class TestPostfixParity:
         assert run(env, "postmap", "-s", f"lmdb:{path}").stdout == expected
         assert run(env, "postmap", "-s", f"lmdb:{path}", debian=True).stdout == expected
 
+    def test_delete_from_a_missing_file_creates_it(self, env):
+        for debian in (False, True):
+            path = str(env / f"missing-{debian}")
+            done = run(env, "postmap", "-d", "k", f"lmdb:{path}", debian=debian)
+            assert (done.returncode, done.stdout, done.stderr) == (1, "", "")
+            assert Path(path + ".lmdb").exists()
+
     def test_no_nul_files_cross_over(self, env):
         path = source(env, "k v\n")
         run(env, "postmap", "-n", f"lmdb:{path}", debian=True)

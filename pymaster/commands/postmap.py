@@ -275,7 +275,8 @@ class TableCommand:
         found = False
         for arg in self.maps:
             if self.writable_in_place(arg):
-                table = self.open_writable(arg, create=False)
+                # As Postfix's postmap -d, a missing file is created (empty).
+                table = self.open_writable(arg, create=True)
                 # Every key is deleted: no short cut after the first one found.
                 found = sum(bool(table.delete(key)) for key in keys) > 0 or found
                 continue

@@ -65,6 +65,16 @@ def _as_mail_owner(cfg):
         os.setegid(0)
 
 
+def _make_directory(cfg, directory: str) -> None:
+    """_make_directory - data_directory, when Postfix's start-up did not make it."""
+    if os.path.isdir(directory):
+        return
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.geteuid() == 0:
+        account = service.lookup_account(cfg.get("mail_owner"))
+        os.chown(directory, account.pw_uid, account.pw_gid)
+
+
 def open_cache(cfg) -> ClientCache:
     """open_cache - postscreen_cache_map, or a memory cache when it cannot open."""
     spec = cfg.get("postscreen_cache_map")
@@ -72,6 +82,7 @@ def open_cache(cfg) -> ClientCache:
         path = cache_path(spec)
         if path is None:
             return ClientCache(None)
+        _make_directory(cfg, os.path.dirname(path))
         with _as_mail_owner(cfg):
             return ClientCache(path, spec.strip())
     except (CacheError, OSError) as e:

@@ -16,6 +16,7 @@ Interface:
         .take_line() -> bytes | None         one line with its ending, if complete
         .pending() -> bool                   input waits here or in the kernel
         await .send(text)                    one reply line (CRLF added)
+        .release()                           after the hand-off to smtpd
         .close()
 """
 
@@ -34,6 +35,7 @@ class Conn:
         self.sock = sock
         self.buf = bytearray()
         self.eof = False
+        self.handed_off = False
         sock.setblocking(False)
 
     async def fill(self, timeout: float) -> bool:
@@ -106,7 +108,24 @@ class Conn:
             return False
         return True
 
+    def release(self) -> None:
+        """release - close our descriptor of a connection smtpd now serves
+        (a shutdown() would end it for smtpd too)."""
+        self.handed_off = True
+        self.sock.close()
+
     def close(self) -> None:
+        """close - end the connection; input left unread (a pregreeting
+        zombie's) is read away first, or the kernel would answer it with a
+        reset that can overtake our last reply."""
+        if self.handed_off:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            while self.sock.recv(READ_SIZE):
+                pass
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:

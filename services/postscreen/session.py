@@ -278,6 +278,7 @@ class Session:
                  "server_address": self.saddr, "server_port": self.sport}
         try:
             await handoff.send_async(path, self.conn.sock, attrs, HANDOFF_TIMEOUT)
+            self.conn.release()
         except OSError as e:
             log.warning(f"cannot connect to service {path}: {e.strerror or e}")
             await self.conn.send(BUSY)

@@ -7,12 +7,12 @@ pflogsumm parse: `CONNECT from [a]:p to [b]:q`, `PREGREET n after t from
 `DENYLISTED [a]:p` (`BLACKLISTED`), `HANGUP after t from [a]:p in tests
 before|after SMTP handshake`, `COMMAND PIPELINING from [a]:p after CMD:
 text`, `NON-SMTP COMMAND from [a]:p after CMD: text`, `BARE NEWLINE from
-[a]:p after CMD`, `COMMAND TIME/COUNT/LENGTH LIMIT from [a]:p after CMD`,
-`NOQUEUE: reject: RCPT from [a]:p: REPLY; from=<s>, to=<r>, proto=ESMTP,
-helo=<h>`, `DISCONNECT [a]:p`.
+[a]:p after LINE`, `COMMAND TIME/COUNT/LENGTH LIMIT from [a]:p after CMD`,
+`DATA without valid RCPT from [a]:p`, `NOQUEUE: reject: RCPT from [a]:p:
+REPLY; from=<s>, to=<r>, proto=ESMTP, helo=<h>`, `DISCONNECT [a]:p`.
 
-A time is seconds with two significant digits and no trailing zeros
-(`0.23`, `6.4`, `12`, `0`), and input text is shown with \\r, \\n and other
+A time is seconds with two significant digits, at most two decimals and
+no trailing zeros (`0.23`, `6.4`, `12`, `0`), and input text is shown with \\r, \\n and other
 control characters escaped C-style, at most TEXT_LIMIT characters of it.
 
 Interface: the reply constants, the log functions, elapsed(seconds) -> str
@@ -56,17 +56,11 @@ TOO_LONG = "521 5.5.1 Error: command too long"
 
 
 def elapsed(seconds: float) -> str:
-    """elapsed - SECONDS with two significant digits, trailing zeros dropped."""
-    if seconds <= 0:
-        return "0"
+    """elapsed - SECONDS with two significant digits but at most two decimals,
+    trailing zeros dropped (12, 6.4, 0.31, 0 for an instant)."""
     if seconds >= 10:
         return str(int(seconds))
-    digits = 1
-    scale = 1.0
-    while seconds * scale < 1 and digits < 6:
-        scale *= 10
-        digits += 1
-    text = f"{seconds:.{digits}f}" if seconds < 1 else f"{seconds:.1f}"
+    text = f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2f}"
     return text.rstrip("0").rstrip(".") or "0"
 
 
@@ -133,6 +127,10 @@ def reject(addr: str, port: str, reply: str, sender: str, rcpt: str, helo: str,
            proto: str) -> None:
     log.info(f"NOQUEUE: reject: RCPT from {client(addr, port)}: {reply}; "
              f"from=<{sender}>, to=<{rcpt}>, proto={proto}, helo=<{helo}>")
+
+
+def data_without_rcpt(addr: str, port: str) -> None:
+    log.info(f"DATA without valid RCPT from {client(addr, port)}")
 
 
 def disconnect(addr: str, port: str) -> None:

@@ -114,13 +114,16 @@ class Server:
         await Session(self.ctx, Conn(loop, sock), addr, port, saddr, sport).run()
 
     async def _cleanup_loop(self) -> None:
-        """_cleanup_loop - drop long-expired cache rows every cleanup interval."""
+        """_cleanup_loop - drop long-expired cache rows at start and every
+        cleanup interval (0: at start only)."""
         interval = self.ctx.settings.cache_cleanup_interval
-        if interval <= 0:
-            return
+        if self.ctx.cache.path is None:
+            return      # a memory cache dies with the process
         while True:
-            await asyncio.sleep(interval)
             self.ctx.cache.cleanup(time.time(), self.ctx.settings.cache_retention)
+            if interval <= 0:
+                return
+            await asyncio.sleep(interval)
 
 
 def _address(sockaddr) -> tuple[str, str]:

@@ -93,6 +93,7 @@ class Session:
     failed: bool = False
     final_reply: str = ""        # the reply of the first enforced failure
     banner_sent: bool = False    # "220-" went out in the pregreet test
+    pregreeted: bool = False     # the client spoke before its turn
     updated: bool = False        # stamps changed: write them back
 
     @property
@@ -213,6 +214,7 @@ class Session:
             return True
         if not data:
             return self.hangup(False)
+        self.pregreeted = True
         replies.pregreet(len(data), time.monotonic() - self.start, self.addr, self.port, data)
         if not await self.act(self.settings.greet_action, replies.PREGREET_DROP,
                               replies.PREGREET_ENFORCE):

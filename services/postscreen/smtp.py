@@ -56,7 +56,10 @@ class Engine:
         self.forbidden = _forbidden(self.settings.forbidden_commands)
 
     async def run(self) -> None:
-        if not await self.conn.send(f"220 {self.settings.banner}"):
+        self.start = time.monotonic()
+        # A client that already spoke (a pregreet) gets no more greeting:
+        # its command is answered as the next thing it reads.
+        if not self.s.pregreeted and not await self.conn.send(f"220 {self.settings.banner}"):
             return
         while True:
             line = await self._read_line()
@@ -83,7 +86,7 @@ class Engine:
                 await self.conn.send(replies.TIMEOUT.format(host=self.settings.hostname))
                 return None
             if not more:
-                replies.hangup(time.monotonic() - self.s.start, self.s.addr, self.s.port, True)
+                replies.hangup(time.monotonic() - self.start, self.s.addr, self.s.port, True)
                 return None
         return line
 
@@ -112,12 +115,14 @@ class Engine:
         """_tests - the deep tests still due; False when one dropped the client."""
         todo = self.s.todo - self.flunked
         if "barlf" in todo and not line.endswith(b"\r\n"):
+            where, self.where = self.where, line.rstrip(b"\r\n").decode("utf-8", "replace")
             self._protocol("BARE NEWLINE")
+            self.where = where
             if not await self._act(self.settings.bare_newline_action, replies.PROTOCOL_DROP,
                                    replies.PROTOCOL_ENFORCE, "barlf"):
                 return False
         if "nsmtp" in todo and self._is_forbidden(line):
-            self._protocol("NON-SMTP COMMAND", line)
+            self._protocol("NON-SMTP COMMAND", line.rstrip(b"\r\n"))
             if not await self._act(self.settings.non_smtp_action, replies.NON_SMTP_DROP,
                                    replies.PROTOCOL_ENFORCE, "nsmtp"):
                 return False
@@ -195,9 +200,12 @@ class Engine:
         return await self.conn.send(reply)
 
     async def smtp_data(self, arg: str) -> bool:
+        """smtp_data - no recipient is ever accepted here: goodbye."""
         if self.sender is None:
             return await self.conn.send(replies.NEED_MAIL)
-        return await self.conn.send(replies.NEED_RCPT)
+        replies.data_without_rcpt(self.s.addr, self.s.port)
+        await self.conn.send(replies.NEED_RCPT)
+        return False
 
     smtp_bdat = smtp_data
 

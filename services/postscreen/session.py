@@ -188,7 +188,11 @@ class Session:
                 if not await self._pregreet():
                     return False
             if query is not None:
-                wait = 0.0 if "pregr" in self.todo else self.settings.dnsbl_timeout
+                # The answers get what is left of the greet wait (all of the
+                # DNSBL timeout when the pregreet test is not due).
+                wait = self.settings.dnsbl_timeout
+                if "pregr" in self.todo:
+                    wait = self.start + self.settings.greet_wait - time.monotonic()
                 await query.wait(wait)
                 return await self._dnsbl(query)
             return True
@@ -216,12 +220,8 @@ class Session:
             return self.hangup(False)
         self.pregreeted = True
         replies.pregreet(len(data), time.monotonic() - self.start, self.addr, self.port, data)
-        if not await self.act(self.settings.greet_action, replies.PREGREET_DROP,
-                              replies.PREGREET_ENFORCE):
-            return False
-        # The DNSBL answers still get the rest of the greet wait.
-        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-        return True
+        return await self.act(self.settings.greet_action, replies.PREGREET_DROP,
+                              replies.PREGREET_ENFORCE)
 
     async def _dnsbl(self, query: Query) -> bool:
         s = self.settings

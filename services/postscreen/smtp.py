@@ -222,12 +222,7 @@ class Engine:
         return await self.conn.send(self.s.final_reply or replies.TRY_AGAIN)
 
     async def smtp_etrn(self, arg: str) -> bool:
-        return await self.conn.send(self.s.final_reply or replies.TRY_AGAIN)
-
-    async def smtp_auth(self, arg: str) -> bool:
-        return await self.conn.send(replies.NOT_IMPLEMENTED)
-
-    smtp_starttls = smtp_auth
+        return await self.conn.send(replies.NO_ETRN)
 
     async def smtp_quit(self, arg: str) -> bool:
         self.deep_ok = self.deep_ok or not self.s.failed

@@ -13,10 +13,17 @@ it, so the sender does not wait for one to start.
 Attributes (strings): client_address, client_port, server_address,
 server_port (what the client connected to, or what a PROXY header said).
 
+The same message opens a session of the tlsproxy service (postscreen's
+STARTTLS): there the sender keeps the unix connection, tlsproxy answers
+`{"status": "ok"}` (or `{"status": "fail", "reason": ...}`) and then carries
+the client's data, decrypted, over it.
+
 Interface:
     send(path, conn, attrs, timeout)             the sender, blocking
     async send_async(path, conn, attrs, timeout) the sender on an event loop
-    async receive(loop, conn, timeout) -> (socket, attrs)   a pass child
+    async receive(loop, conn, timeout, keep=False) -> (socket, attrs)   a pass child
+    take(conn, timeout, keep=False) -> (socket, attrs)   the same, blocking
+    open_proxy(path, conn, attrs, timeout) -> socket   the sender of a proxied session
     HandoffError
 """
 
@@ -55,31 +62,58 @@ async def send_async(path: str, conn: socket.socket, attrs: dict, timeout: float
     await loop.run_in_executor(None, send, path, conn, attrs, timeout)
 
 
-async def receive(loop: asyncio.AbstractEventLoop, conn: socket.socket,
-                  timeout: float) -> tuple[socket.socket, dict]:
-    """receive - the client socket and attributes a sender passed on CONN
-    (a connection accepted on the pass socket, closed here)."""
+def open_proxy(path: str, conn: socket.socket, attrs: dict, timeout: float) -> socket.socket:
+    """open_proxy - pass CONN to the proxy service at PATH and keep the
+    connection to it, once it said yes (HandoffError when it did not)."""
+    sock = fdpass.connect(path, timeout)
     try:
-        ready = loop.create_future()
-        loop.add_reader(conn.fileno(), _wake, ready)
-        try:
-            async with asyncio.timeout(timeout):
-                await ready
-        finally:
-            loop.remove_reader(conn.fileno())
+        fdpass.send(sock, _header(attrs), [conn.fileno()])
+        reply, fds = fdpass.recv(sock, max_fds=1)
+        fdpass.close_fds(fds)
+    except BaseException as e:
+        sock.close()
+        if isinstance(e, (OSError, EOFError, fdpass.FdPassError)):
+            raise HandoffError(f"{path}: {e}") from None
+        raise
+    if reply.get("status") != "ok":
+        sock.close()
+        raise HandoffError(f"{path}: {reply.get('reason', 'refused')}")
+    return sock
+
+
+async def receive(loop: asyncio.AbstractEventLoop, conn: socket.socket,
+                  timeout: float, keep: bool = False) -> tuple[socket.socket, dict]:
+    """receive - the client socket and attributes a sender passed on CONN
+    (a connection accepted on the pass socket, closed here unless KEEP)."""
+    ready = loop.create_future()
+    fd = conn.fileno()
+    loop.add_reader(fd, _wake, ready)
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+    except asyncio.TimeoutError:
+        loop.remove_reader(fd)
+        conn.close()
+        raise HandoffError("receive connection: timeout") from None
+    loop.remove_reader(fd)
+    return take(conn, timeout, keep)
+
+
+def take(conn: socket.socket, timeout: float, keep: bool = False) -> tuple[socket.socket, dict]:
+    """take - receive() for a thread: waits up to TIMEOUT for the message."""
+    try:
         conn.setblocking(True)
         conn.settimeout(timeout)
-        try:
-            header, fds = fdpass.recv(conn, max_fds=1)
-        except (EOFError, fdpass.FdPassError, OSError) as e:
-            raise HandoffError(f"receive connection: {e}") from None
-    except asyncio.TimeoutError:
-        raise HandoffError("receive connection: timeout") from None
-    finally:
+        header, fds = fdpass.recv(conn, max_fds=1)
+    except (EOFError, fdpass.FdPassError, OSError) as e:
         conn.close()
+        raise HandoffError(f"receive connection: {e}") from None
     if header.get("op") != OP or len(fds) != 1:
         fdpass.close_fds(fds)
+        conn.close()
         raise HandoffError("receive connection: no connection in the message")
+    if not keep:
+        conn.close()
     client = socket.socket(fileno=fds[0])
     client.setblocking(False)
     return client, {name: str(header.get(name, "")) for name in ATTRS}

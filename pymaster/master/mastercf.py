@@ -43,8 +43,9 @@ BROKERED_TYPES = ("unix", "fifo")
 # unix services whose clients connect to a plain stream socket the master
 # listens on, not to zeromq: spawn(8) hands each connection to a program that
 # speaks no zeromq; scache(8) takes and gives open connections (descriptors,
-# pymaster/util/fdpass.py) with its requests.
-STREAM_COMMANDS = ("spawn", "scache")
+# pymaster/util/fdpass.py) with its requests; tlsproxy(8) takes the client
+# connection it is to encrypt.
+STREAM_COMMANDS = ("spawn", "scache", "tlsproxy")
 COLUMN_NAMES = ("service", "type", "private", "unprivileged", "chroot", "wakeup",
                 "process_limit", "command")
 

@@ -16,6 +16,7 @@ Interface:
         .take_line() -> bytes | None         one line with its ending, if complete
         .pending() -> bool                   input waits here or in the kernel
         await .send(text)                    one reply line (CRLF added)
+        .switch(sock)                        on over tlsproxy after STARTTLS
         .release()                           after the hand-off to smtpd
         .close()
 """
@@ -107,6 +108,14 @@ class Conn:
         except (ConnectionError, OSError):
             return False
         return True
+
+    def switch(self, sock: socket.socket) -> None:
+        """switch - go on over SOCK (tlsproxy's plain side); input that came
+        before it is dropped, as RFC 3207 requires after STARTTLS."""
+        self.sock.close()
+        self.sock = sock
+        sock.setblocking(False)
+        self.buf.clear()
 
     def release(self) -> None:
         """release - close our descriptor of a connection smtpd now serves

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pymaster.mail import tlsutil
 from pymaster.mail.config import Config
 from pymaster.util.dnsbl import parse_filter
 from pymaster.util.strings import split_list
@@ -50,6 +51,15 @@ def _action(cfg: Config, name: str) -> str:
     if value not in ACTIONS:
         raise ValueError(f"unknown {name} value: \"{value}\"")
     return value
+
+
+def _tls_level(cfg: Config) -> str:
+    """_tls_level - none, may or encrypt (postscreen_tls_security_level)."""
+    try:
+        level = tlsutil.legacy_level(cfg, "postscreen")
+    except tlsutil.TlsError as e:
+        raise ValueError(str(e)) from None
+    return level if level in ("none", "may", "encrypt") else "may"
 
 
 @dataclass
@@ -91,6 +101,8 @@ class Settings:
     proxy_timeout: float
     smtpd_service: str
     respectful: bool
+    tls_level: str
+    tlsproxy_service: str
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
@@ -133,6 +145,8 @@ class Settings:
             proxy_timeout=float(t("postscreen_upstream_proxy_timeout")),
             smtpd_service=cfg.get("smtpd_service_name"),
             respectful=cfg.bool("respectful_logging"),
+            tls_level=_tls_level(cfg),
+            tlsproxy_service=cfg.get("tlsproxy_service_name"),
         )
 
     @property

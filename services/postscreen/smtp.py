@@ -16,6 +16,11 @@ The tests, on each command line:
                      request, a header line)               NON-SMTP COMMAND
     pipelining       more input waits behind the command although our
                      EHLO reply offers no PIPELINING       COMMAND PIPELINING
+STARTTLS (postscreen_tls_security_level may or encrypt) goes through the
+tlsproxy service: the client's connection is passed to it, and the engine
+reads and writes plain text over its connection to tlsproxy from then on
+(input pipelined after STARTTLS is discarded, RFC 3207 section 4.2).
+
 The deep tests pass when the client, having failed none, reaches RCPT or
 says QUIT; postscreen_command_count_limit, postscreen_command_time_limit
 and a line longer than LINE_LIMIT end the session.
@@ -26,10 +31,13 @@ Interface:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import TYPE_CHECKING
 
+from pymaster.master import handoff
+from pymaster.util import log
 from pymaster.util.tables import TableError, open_table
 
 from . import replies
@@ -38,6 +46,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 LINE_LIMIT = 2048
+PROXY_TIMEOUT = 10.0    # seconds for tlsproxy to take a client
 _ADDR_RE = re.compile(r"^\s*(?:FROM|TO)\s*:\s*<?([^<>\s]*)>?", re.I)
 
 
@@ -54,6 +63,7 @@ class Engine:
         self.deep_ok = False             # reached RCPT or QUIT with no failure
         self.flunked: set[str] = set()   # deep tests failed in this session
         self.forbidden = _forbidden(self.settings.forbidden_commands)
+        self.tls = False
 
     async def run(self) -> None:
         self.start = time.monotonic()
@@ -175,13 +185,18 @@ class Engine:
             lines.append("SIZE")
         if not self.settings.disable_vrfy:
             lines.append("VRFY")
-        lines += ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+        lines.append("ETRN")
+        if self.settings.tls_level != "none" and not self.tls:
+            lines.append("STARTTLS")
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
         text = "\r\n".join(f"250-{x}" for x in lines[:-1]) + f"\r\n250 {lines[-1]}"
         return await self.conn.send(text)
 
     async def smtp_mail(self, arg: str) -> bool:
         if self.settings.helo_required and not self.helo:
             return await self.conn.send(replies.NEED_HELO)
+        if self.settings.tls_level == "encrypt" and not self.tls:
+            return await self.conn.send(replies.TLS_REQUIRED)
         if self.sender is not None:
             return await self.conn.send(replies.NESTED_MAIL)
         m = _ADDR_RE.match(arg)
@@ -223,6 +238,31 @@ class Engine:
 
     async def smtp_etrn(self, arg: str) -> bool:
         return await self.conn.send(replies.NO_ETRN)
+
+    async def smtp_starttls(self, arg: str) -> bool:
+        """smtp_starttls - hand the client to tlsproxy, go on in plain text."""
+        if self.settings.tls_level == "none":
+            return await self.conn.send(replies.UNKNOWN)
+        if self.tls:
+            return await self.conn.send(replies.TLS_ACTIVE)
+        if arg.strip():
+            return await self.conn.send(replies.TLS_SYNTAX)
+        path = f"private/{self.settings.tlsproxy_service}"
+        attrs = {"client_address": self.s.addr, "client_port": self.s.port,
+                 "server_address": self.s.saddr, "server_port": self.s.sport}
+        loop = asyncio.get_running_loop()
+        try:
+            proxy = await loop.run_in_executor(None, handoff.open_proxy, path,
+                                               self.conn.sock, attrs, PROXY_TIMEOUT)
+        except handoff.HandoffError as e:
+            log.warning(f"cannot start TLS for {replies.client(self.s.addr, self.s.port)}: {e}")
+            return await self.conn.send(replies.TLS_UNAVAILABLE)
+        if not await self.conn.send(replies.TLS_READY):
+            proxy.close()
+            return False
+        self.conn.switch(proxy)
+        self.tls, self.helo, self.sender = True, "", None
+        return True
 
     async def smtp_quit(self, arg: str) -> bool:
         self.deep_ok = self.deep_ok or not self.s.failed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
 
 import pytest
 
@@ -34,6 +35,7 @@ def master_cf(smtp_port: int, enforce_port: int, proxy_port: int) -> str:
     return text + (
         "smtpd     pass  -       -       n       -       -       smtpd\n"
         "dnsblog   unix  -       -       n       -       0       dnsblog\n"
+        "tlsproxy  unix  -       -       n       -       0       tlsproxy\n"
         f"127.0.0.1:{enforce_port} inet n - n - 1 postscreen\n"
         "  -o postscreen_greet_action=enforce -o postscreen_dnsbl_action=enforce\n"
         "  -o postscreen_pipelining_enable=yes -o postscreen_non_smtp_command_enable=yes\n"
@@ -60,7 +62,10 @@ def inst(tmp_path_factory):
             "postscreen_dnsbl_threshold": "2",
             "postscreen_dnsbl_action": "drop",
             "postscreen_dnsbl_reply_map": "inline:{zen.example=Zen-Block-List}",
+            "tlsproxy_tls_loglevel": "1",
         })
+        done = inst.postfix("tls", "enable-server")     # a certificate for tlsproxy
+        assert done.returncode == 0, done.stderr
         inst.smtp_port = smtp_port
         inst.enforce_port, inst.proxy_port = enforce_port, proxy_port
         (inst.config_dir / "ps_access").write_text(f"{ALLOWED}/32 permit\n{DENIED}/32 reject\n")
@@ -199,3 +204,25 @@ def test_haproxy_header_names_the_client(inst):
                           b"using Zen-Block-List\r\n"), reply
     inst.wait_for_log(r"CONNECT from \[192\.0\.2\.2\]:40000 to \[192\.0\.2\.25\]:25$")
     inst.wait_for_log(r"DNSBL rank 2 for \[192\.0\.2\.2\]:40000$")
+
+
+def test_starttls_in_postscreens_engine_goes_through_tlsproxy(inst):
+    source = "127.0.0.21"
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", inst.enforce_port, timeout=30,
+                      source_address=(source, 0)) as s:
+        s.ehlo("tls.example")
+        assert s.has_extn("starttls")
+        assert s.starttls(context=context)[0] == 220
+        s.ehlo("tls.example")
+        assert not s.has_extn("starttls")
+        assert s.sock.version() in ("TLSv1.2", "TLSv1.3")
+        s.mail("a@tls.example")
+        assert s.rcpt("b@localhost") == (450, b"4.3.2 Service currently unavailable")
+    inst.wait_for_log(rf"postfix/tlsproxy\[\d+\]: Anonymous TLS connection established from "
+                      rf"\[{source}\]:\d+: TLSv1\.[23] with cipher ")
+    inst.wait_for_log(rf"NOQUEUE: reject: RCPT from \[{source}\]:\d+: 450 4\.3\.2 Service "
+                      r"currently unavailable; from=<a@tls\.example>, to=<b@localhost>, "
+                      r"proto=ESMTP, helo=<tls\.example>$")
+    inst.wait_for_log(rf"PASS NEW \[{source}\]:\d+$")

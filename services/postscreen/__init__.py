@@ -6,6 +6,7 @@
     dnsbl.py      asking the dnsblog service, scoring the answers
     access.py     postscreen_access_list
     cache.py      postscreen_cache_map: the results that let a client pass at once
+    load.py       the pre-queue and per-client limits, stress mode
     proxy.py      the haproxy PROXY v1 header
     conn.py       the client connection: peeked and buffered input
     settings.py   main.cf's postscreen_* parameters
@@ -44,6 +45,7 @@ from pymaster.util import ipc, log
 
 from .access import AccessList
 from .cache import CacheError, ClientCache, cache_path
+from .load import Load
 from .server import Server
 from .session import Context
 from .settings import Settings
@@ -94,12 +96,15 @@ def pre_jail(svc: service.Service) -> Context:
     cfg = svc.cfg
     try:
         settings = Settings.from_config(cfg)
+        stress_settings = Settings.from_config(cfg.with_overrides({"stress": "yes"}))
     except ValueError as e:
         log.fatal(str(e))
     access = AccessList.from_config(cfg, settings.access_list)
     endpoint = ipc.endpoint("private", cfg.get("dnsblog_service_name"))
     context = zmq.asyncio.Context.shadow(ipc.context())
-    return Context(settings, open_cache(cfg), access, endpoint, context)
+    load = Load(cfg.int("postscreen_pre_queue_limit"),
+                cfg.int("postscreen_client_connection_count_limit"))
+    return Context(settings, stress_settings, open_cache(cfg), access, endpoint, context, load)
 
 
 def run(svc: service.Service) -> None:

@@ -38,6 +38,9 @@ NON_SMTP_DROP = "521 5.7.0 Error: I can break rules, too. Goodbye."
 # since this connection cannot be given to smtpd mid-session.
 TRY_AGAIN = "450 4.3.2 Service currently unavailable"
 
+ALL_BUSY = "421 4.3.2 All screening ports are busy"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Error: too many connections"
+
 # The dummy SMTP engine.
 OK = "250 2.0.0 Ok"
 MAIL_OK = "250 2.1.0 Ok"

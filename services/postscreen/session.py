@@ -41,6 +41,7 @@ from .access import AccessList
 from .cache import DISABLED, ClientCache, Stamps
 from .conn import Conn
 from .dnsbl import Query
+from .load import Load
 from .settings import Settings
 from .smtp import Engine
 
@@ -55,10 +56,12 @@ BUSY = "421 4.3.2 All server ports are busy"
 @dataclass
 class Context:
     settings: Settings
+    stress_settings: Settings       # main.cf read with stress = yes
     cache: ClientCache
     access: AccessList
     dnsblog: str
     zmq_context: zmq.asyncio.Context
+    load: Load
 
     def enabled(self) -> set[str]:
         s = self.settings
@@ -95,10 +98,11 @@ class Session:
     banner_sent: bool = False    # "220-" went out in the pregreet test
     pregreeted: bool = False     # the client spoke before its turn
     updated: bool = False        # stamps changed: write them back
+    stressed: bool = False       # the session began in stress mode
 
     @property
     def settings(self) -> Settings:
-        return self.ctx.settings
+        return self.ctx.stress_settings if self.stressed else self.ctx.settings
 
     # -- the session -------------------------------------------------------
     async def run(self) -> None:
@@ -111,6 +115,30 @@ class Session:
         if self.settings.proxy_protocol == "haproxy" and not await self._read_proxy():
             return
         replies.connect(self.addr, self.port, self.saddr, self.sport)
+        try:
+            refusal = self.ctx.load.admit(self.addr)
+            self.stressed = self.ctx.load.stress
+            if refusal is not None:
+                await self._refuse(refusal)
+                return
+            await self._screen()
+        finally:
+            self.ctx.load.release(self.addr)
+
+    async def _refuse(self, why: str) -> None:
+        """_refuse - too many connections (all of them, or this client's)."""
+        if why == "busy":
+            log.info(f"reject: connect from {replies.client(self.addr, self.port)}: "
+                     f"all screening ports busy")
+            await self.conn.send(replies.ALL_BUSY)
+        else:
+            log.info(f"NOQUEUE: reject: CONNECT from {replies.client(self.addr, self.port)}: "
+                     f"too many connections")
+            await self.conn.send(replies.TOO_MANY_CONNECTIONS)
+        replies.disconnect(self.addr, self.port)
+
+    async def _screen(self) -> None:
+        """_screen - the access list, the cache and the tests."""
         verdict = self.ctx.access.check(self.addr)
         if verdict == "permit":
             word = "ALLOWLISTED" if self.settings.respectful else "WHITELISTED"

@@ -26,7 +26,7 @@ ZONE = {"9.0.0.127.zen.example": {"A": ["127.0.0.2"]},
         "2.2.0.192.zen.example": {"A": ["127.0.0.3"]}}
 
 
-def master_cf(smtp_port: int, enforce_port: int, proxy_port: int) -> str:
+def master_cf(smtp_port: int, enforce_port: int, proxy_port: int, limit_port: int) -> str:
     """master_cf - the shipped services with postscreen in front of smtpd."""
     from tests.support.instance import SHIPPED_ETC
     text = (SHIPPED_ETC / "master.cf").read_text()
@@ -41,16 +41,19 @@ def master_cf(smtp_port: int, enforce_port: int, proxy_port: int) -> str:
         "  -o postscreen_pipelining_enable=yes -o postscreen_non_smtp_command_enable=yes\n"
         "  -o postscreen_bare_newline_enable=yes\n"
         f"127.0.0.1:{proxy_port} inet n - n - 1 postscreen\n"
-        "  -o postscreen_upstream_proxy_protocol=haproxy\n")
+        "  -o postscreen_upstream_proxy_protocol=haproxy\n"
+        f"127.0.0.1:{limit_port} inet n - n - 1 postscreen\n"
+        "  -o postscreen_client_connection_count_limit=1\n")
 
 
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ps")
     smtp_port, enforce_port, proxy_port = free_port(), free_port(), free_port()
+    limit_port = free_port()
     with DnsServer(ZONE) as dns:
         inst = Instance(tmp, start=False, master_cf=master_cf(smtp_port, enforce_port,
-                                                              proxy_port), main_cf={
+                                                              proxy_port, limit_port), main_cf={
             "myhostname": "mx.example.com",
             "dns_nameservers": dns.nameserver,
             "mynetworks": "127.0.0.1/32",
@@ -68,10 +71,12 @@ def inst(tmp_path_factory):
         assert done.returncode == 0, done.stderr
         inst.smtp_port = smtp_port
         inst.enforce_port, inst.proxy_port = enforce_port, proxy_port
+        inst.limit_port = limit_port
         (inst.config_dir / "ps_access").write_text(f"{ALLOWED}/32 permit\n{DENIED}/32 reject\n")
         with inst:
             inst.start()
-            inst.wait_for_port(enforce_port)
+            for port in (enforce_port, proxy_port, limit_port):
+                inst.wait_for_port(port)
             yield inst
 
 
@@ -226,3 +231,21 @@ def test_starttls_in_postscreens_engine_goes_through_tlsproxy(inst):
                       r"currently unavailable; from=<a@tls\.example>, to=<b@localhost>, "
                       r"proto=ESMTP, helo=<tls\.example>$")
     inst.wait_for_log(rf"PASS NEW \[{source}\]:\d+$")
+
+
+def test_reload_keeps_postscreen_and_the_pass_service_serving(inst):
+    done = inst.postfix("reload")
+    assert done.returncode == 0, done.stderr
+    inst.wait_for_log(r"reload -- version")
+    deliver(inst, "127.0.0.22", "after-reload")
+    inst.maildir_messages(inst.mailbox_dir / "localhost" / "after-reload")
+    inst.wait_for_log(r"PASS NEW \[127\.0\.0\.22\]:\d+$")
+
+
+def test_a_second_connection_over_the_client_limit_is_refused(inst):
+    source = "127.0.0.23"
+    with connect(inst.limit_port, source) as first:
+        assert first.recv(4096).startswith(b"220-")   # still in the greet wait
+        with connect(inst.limit_port, source) as second:
+            assert second.recv(4096) == b"421 4.7.0 Error: too many connections\r\n"
+    inst.wait_for_log(rf"NOQUEUE: reject: CONNECT from \[{source}\]:\d+: too many connections$")

@@ -13,7 +13,8 @@ to smtpd's) and then relays both ways until either side closes:
     tlsproxy   -> {"status": "ok"} | {"status": "fail", "reason": TEXT}
     then plain text both ways
 
-A failed handshake is logged (`SSL_accept error from [A]:P: REASON`) and
+Each session is logged `CONNECT from [A]:P` and `DISCONNECT [A]:P`. A
+failed handshake is logged (`SSL_accept error from [A]:P: REASON`) and
 ends both connections; with tlsproxy_tls_loglevel 1 or more a session logs
 `Anonymous TLS connection established from [A]:P: TLSv1.3 with cipher ...`.
 One process serves many sessions at once (a thread each) and exits after
@@ -135,24 +136,32 @@ class Proxy:
         except handoff.HandoffError as e:
             log.warning(str(e))
             return
-        with client:
-            who = f"[{attrs['client_address']}]:{attrs['client_port']}"
-            context = self.prepared.context
-            if context is None:
-                fdpass.send(conn, {"status": "fail", "reason": self.prepared.problem})
-                return
-            fdpass.send(conn, {"status": "ok"})
-            client.setblocking(True)
-            client.settimeout(HANDSHAKE_TIMEOUT)
-            try:
-                tls = context.wrap_socket(client, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.info(f"SSL_accept error from {who}: {e}")
-                return
-            with tls:
-                if self.prepared.loglevel >= 1:
-                    log.info(tlsutil.established_from(tlsutil.Session.from_ssl(tls), who))
-                _relay(tls, conn)
+        who = f"[{attrs['client_address']}]:{attrs['client_port']}"
+        log.info(f"CONNECT from {who}")
+        try:
+            self._encrypt(conn, client, who)
+        finally:
+            client.close()
+            log.info(f"DISCONNECT {who}")
+
+    def _encrypt(self, conn: socket.socket, client: socket.socket, who: str) -> None:
+        """_encrypt - say yes to the sender, shake hands with the client, relay."""
+        context = self.prepared.context
+        if context is None:
+            fdpass.send(conn, {"status": "fail", "reason": self.prepared.problem})
+            return
+        fdpass.send(conn, {"status": "ok"})
+        client.setblocking(True)
+        client.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            tls = context.wrap_socket(client, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log.info(f"SSL_accept error from {who}: {e}")
+            return
+        with tls:
+            if self.prepared.loglevel >= 1:
+                log.info(tlsutil.established_from(tlsutil.Session.from_ssl(tls), who))
+            _relay(tls, conn)
 
 
 def _relay(tls: ssl.SSLSocket, plain: socket.socket) -> None:

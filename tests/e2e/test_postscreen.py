@@ -231,6 +231,7 @@ def test_starttls_in_postscreens_engine_goes_through_tlsproxy(inst):
                       r"currently unavailable; from=<a@tls\.example>, to=<b@localhost>, "
                       r"proto=ESMTP, helo=<tls\.example>$")
     inst.wait_for_log(rf"PASS NEW \[{source}\]:\d+$")
+    inst.wait_for_log(rf"postfix/tlsproxy\[\d+\]: DISCONNECT \[{source}\]:\d+$")
 
 
 def test_reload_keeps_postscreen_and_the_pass_service_serving(inst):

@@ -14,11 +14,13 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.support.accounts import account_under, can_add_accounts
+from tests.support.dnsserver import DnsServer
 from tests.support.instance import Instance, free_port
 from tests.support.sink import smtp_sink
 
@@ -160,10 +162,18 @@ def test_local_relayed_and_virtual_mail_with_debians_files(tmp_path, sink, accou
 def test_debians_postscreen_lines_uncommented(tmp_path, sink, account):
     """Debian's master.cf with postscreen, smtpd pass, dnsblog and tlsproxy
     uncommented: postscreen (chrooted) screens the client and passes it to
-    the chrooted smtpd, which delivers; a denylisted client is refused."""
+    the chrooted smtpd, which delivers; a denylisted client is refused, and
+    one that the (chrooted) dnsblog finds listed is dropped."""
+    with DnsServer({"10.0.0.127.zen.example": {"A": ["127.0.0.2"]}}) as dns:
+        _postscreen_session(tmp_path, sink, account, dns.nameserver)
+
+
+def _postscreen_session(tmp_path, sink, account, nameserver: str) -> None:
     inst = debian_instance(tmp_path, sink, postscreen=True, extra={
         "postscreen_greet_wait": "1s", "postscreen_denylist_action": "enforce",
-        "postscreen_access_list": "cidr:$config_directory/postscreen_access"})
+        "postscreen_access_list": "cidr:$config_directory/postscreen_access",
+        "postscreen_dnsbl_sites": "zen.example", "postscreen_dnsbl_action": "drop",
+        "dns_nameservers": nameserver})
     (inst.config_dir / "postscreen_access").write_text("127.0.0.9/32 reject\n")
     assert re.search(r"(?m)^127\.0\.0\.1:\d+\s+inet\s.*postscreen$",
                      (inst.config_dir / "master.cf").read_text())
@@ -193,4 +203,14 @@ def test_debians_postscreen_lines_uncommented(tmp_path, sink, account):
         inst.wait_for_log(r"postfix/postscreen\[\d+\]: DENYLISTED \[127\.0\.0\.9\]:\d+$")
         inst.wait_for_log(r"postfix/postscreen\[\d+\]: NOQUEUE: reject: RCPT from "
                           r"\[127\.0\.0\.9\]:\d+: 550 5\.3\.2 Service currently unavailable;")
+        with socket.create_connection(("127.0.0.1", inst.smtp_port), timeout=30,
+                                      source_address=("127.0.0.10", 0)) as sock:
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert reply.endswith(b"521 5.7.1 Service unavailable; client [127.0.0.10] blocked "
+                              b"using zen.example\r\n"), reply
+        dnsblog = int(inst.wait_for_log(r"postfix/dnsblog\[(\d+)\]: addr 127\.0\.0\.10 listed "
+                                        r"by domain zen\.example as 127\.0\.0\.2$").group(1))
+        assert os.readlink(f"/proc/{dnsblog}/root") == str(inst.queue_dir)
         assert not re.search(r"(?m)postfix/\S+: (fatal|panic):", inst.log_text())

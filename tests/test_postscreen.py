@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.postscreen import proxy, replies
-from services.postscreen.cache import DISABLED, CacheError, ClientCache, Stamps, cache_path
+from pymaster.master.cachefile import CacheFileError, sqlite_path
+from services.postscreen.cache import DISABLED, ClientCache, Stamps
 from services.postscreen.settings import parse_site
 
 
@@ -81,13 +82,13 @@ def test_cache_values_are_postfixs_five_stamps():
     ("proxy:btree:/var/lib/postfix/psc", "/var/lib/postfix/psc.sqlite"),
 ])
 def test_cache_path(spec, path):
-    assert cache_path(spec) == path
+    assert sqlite_path("postscreen_cache_map", spec) == path
 
 
 @pytest.mark.parametrize("spec", ["btree:relative", "regexp:/x", "nocolon"])
 def test_bad_cache_maps(spec):
-    with pytest.raises(CacheError):
-        cache_path(spec)
+    with pytest.raises(CacheFileError, match="^postscreen_cache_map: "):
+        sqlite_path("postscreen_cache_map", spec)
 
 
 def test_the_cache_keeps_and_cleans(tmp_path):

@@ -35,59 +35,32 @@ import asyncio
 # Loaded now: after the chroot or the privilege drop the interpreter's
 # library may be out of reach.
 import concurrent.futures.thread  # noqa: F401  (run_in_executor: the hand-off)
-import contextlib
 import os
 
 import zmq.asyncio
 
-from pymaster.master import service
+from pymaster.master import cachefile, service
 from pymaster.util import ipc, log
 
 from .access import AccessList
-from .cache import CacheError, ClientCache, cache_path
+from .cache import CacheError, ClientCache
 from .load import Load
 from .server import Server
 from .session import Context
 from .settings import Settings
 
 
-@contextlib.contextmanager
-def _as_mail_owner(cfg):
-    """_as_mail_owner - create the cache as mail_owner, who writes it later."""
-    if os.geteuid() != 0:
-        yield
-        return
-    account = service.lookup_account(cfg.get("mail_owner"))
-    os.setegid(account.pw_gid)
-    os.seteuid(account.pw_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
-def _make_directory(cfg, directory: str) -> None:
-    """_make_directory - data_directory, when Postfix's start-up did not make it."""
-    if os.path.isdir(directory):
-        return
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.geteuid() == 0:
-        account = service.lookup_account(cfg.get("mail_owner"))
-        os.chown(directory, account.pw_uid, account.pw_gid)
-
-
 def open_cache(cfg) -> ClientCache:
     """open_cache - postscreen_cache_map, or a memory cache when it cannot open."""
     spec = cfg.get("postscreen_cache_map")
     try:
-        path = cache_path(spec)
+        path = cachefile.sqlite_path("postscreen_cache_map", spec)
         if path is None:
             return ClientCache(None)
-        _make_directory(cfg, os.path.dirname(path))
-        with _as_mail_owner(cfg):
+        cachefile.make_data_directory(cfg, os.path.dirname(path))
+        with cachefile.as_mail_owner(cfg):
             return ClientCache(path, spec.strip())
-    except (CacheError, OSError) as e:
+    except (cachefile.CacheFileError, CacheError, OSError) as e:
         log.warning(f"{e}: using a cache in memory")
         return ClientCache(None)
 

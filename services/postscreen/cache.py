@@ -7,13 +7,10 @@ time is in the future has passed and need not run again; 0 is a test never
 passed, 1 one that was disabled when the row was written (it runs once it
 is enabled and the row is older).
 
-Format: an SQLite database at NAME.sqlite for `btree:NAME` (or `hash:`,
-`lmdb:`, ... with an optional `proxy:` prefix): Python here has no Berkeley
-DB, and pymaster's own btree: files are constant databases rebuilt whole by
-postmap, while the cache needs single-row updates that other postscreen
-processes see at once. SQLite's write-ahead log lets several postscreen
-processes share it (readers do not block the writer). An empty
-postscreen_cache_map keeps the cache in memory.
+Format: an SQLite database at NAME.sqlite for `btree:NAME`
+(pymaster.master.cachefile says why and where); its write-ahead log lets
+several postscreen processes share it (readers do not block the writer).
+An empty postscreen_cache_map keeps the cache in memory.
 
 Every postscreen_cache_cleanup_interval the rows whose every test expired
 more than postscreen_cache_retention_time ago are deleted, and the
@@ -22,7 +19,6 @@ dropped=D entries`.
 
 Interface:
     Stamps(pregr, dnsbl, pipel, nsmtp, barlf)   .text() / Stamps.parse(text)
-    cache_path(spec) -> str | None              raises CacheError
     ClientCache(path, label)  .get(addr) -> Stamps | None  .put(addr, stamps)
         .cleanup(now, retention)  .close()
     CacheError
@@ -36,8 +32,6 @@ from dataclasses import astuple, dataclass
 
 from pymaster.util import log
 
-WRITABLE_TYPES = ("btree", "hash", "lmdb", "sdbm", "dbm")
-SUFFIX = ".sqlite"
 NEVER = 0
 DISABLED = 1
 
@@ -70,22 +64,6 @@ class Stamps:
 
     def latest(self) -> int:
         return max(astuple(self))
-
-
-def cache_path(spec: str) -> str | None:
-    """cache_path - the database of postscreen_cache_map SPEC; None: memory."""
-    spec = spec.strip()
-    if not spec:
-        return None
-    if spec.startswith("proxy:"):
-        spec = spec[len("proxy:"):]
-    kind, colon, name = spec.partition(":")
-    if not colon or not name or kind not in WRITABLE_TYPES:
-        raise CacheError(f"postscreen_cache_map: unsupported map \"{spec}\" "
-                         f"(use one of {', '.join(WRITABLE_TYPES)} with a path)")
-    if not os.path.isabs(name):
-        raise CacheError(f"postscreen_cache_map: need an absolute path name: {name}")
-    return name + SUFFIX
 
 
 class ClientCache:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.postscreen import proxy, replies
 from pymaster.master.cachefile import CacheFileError, sqlite_path
+from services.postscreen import proxy, replies
 from services.postscreen.cache import DISABLED, ClientCache, Stamps
 from services.postscreen.settings import parse_site
 

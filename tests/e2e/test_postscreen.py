@@ -86,6 +86,14 @@ def connect(port: int, source: str) -> socket.socket:
     return sock
 
 
+def read_to_end(sock: socket.socket) -> bytes:
+    """read_to_end - everything until the server closes."""
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
 def read_reply(sock: socket.socket) -> bytes:
     """read_reply - one whole SMTP reply (its last line has a space after the code)."""
     data = b""
@@ -126,9 +134,7 @@ def test_returning_client_passes_from_the_cache(inst):
 def test_pregreeting_client_is_dropped(inst):
     with connect(inst.smtp_port, PREGREET) as sock:
         sock.sendall(b"EHLO zombie.example\r\n")
-        reply = b""
-        while chunk := sock.recv(4096):
-            reply += chunk
+        reply = read_to_end(sock)
     assert reply.endswith(b"521 5.5.1 Protocol error\r\n"), reply
     inst.wait_for_log(rf"PREGREET 21 after [0-9.]+ from \[{PREGREET}\]:\d+: "
                       r"EHLO zombie\.example\\r\\n$")
@@ -137,9 +143,7 @@ def test_pregreeting_client_is_dropped(inst):
 
 def test_dnsbl_listed_client_is_dropped_with_the_reply_map_name(inst):
     with connect(inst.smtp_port, LISTED) as sock:
-        reply = b""
-        while chunk := sock.recv(4096):
-            reply += chunk
+        reply = read_to_end(sock)
     assert reply.endswith(b"521 5.7.1 Service unavailable; client [127.0.0.9] blocked "
                           b"using Zen-Block-List\r\n"), reply
     inst.wait_for_log(rf"DNSBL rank 2 for \[{LISTED}\]:\d+$")
@@ -202,9 +206,7 @@ def test_pipelining_client_is_caught(inst):
 def test_haproxy_header_names_the_client(inst):
     with connect(inst.proxy_port, "127.0.0.1") as sock:
         sock.sendall(b"PROXY TCP4 192.0.2.2 192.0.2.25 40000 25\r\n")
-        reply = b""
-        while chunk := sock.recv(4096):
-            reply += chunk
+        reply = read_to_end(sock)
     assert reply.endswith(b"521 5.7.1 Service unavailable; client [192.0.2.2] blocked "
                           b"using Zen-Block-List\r\n"), reply
     inst.wait_for_log(r"CONNECT from \[192\.0\.2\.2\]:40000 to \[192\.0\.2\.25\]:25$")

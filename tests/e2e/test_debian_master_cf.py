@@ -50,10 +50,10 @@ def account(tmp_path):
 
 def with_postscreen(master_cf: str) -> str:
     """with_postscreen - master.cf as Debian's comments say to turn postscreen
-    on: the smtpd listener commented out, the four postscreen lines not."""
-    master_cf = re.sub(r"(?m)^(smtp\s+inet\s.*smtpd)$", r"#\1", master_cf)
-    return re.sub(r"(?m)^#((?:smtp|smtpd|dnsblog|tlsproxy)\s+(?:inet|pass|unix)\s.*"
-                  r"(?:postscreen|smtpd|dnsblog|tlsproxy))$", r"\1", master_cf)
+    on: the four postscreen lines uncommented, the smtpd listener commented out."""
+    master_cf = re.sub(r"(?m)^#((?:smtp|smtpd|dnsblog|tlsproxy)\s+(?:inet|pass|unix)\s.*"
+                       r"(?:postscreen|smtpd|dnsblog|tlsproxy))$", r"\1", master_cf)
+    return re.sub(r"(?m)^(smtp\s+inet\s.*\ssmtpd)$", r"#\1", master_cf)
 
 
 def debian_instance(tmp_path: Path, sink_port: int, postscreen: bool = False,
@@ -175,8 +175,10 @@ def _postscreen_session(tmp_path, sink, account, nameserver: str) -> None:
         "postscreen_dnsbl_sites": "zen.example", "postscreen_dnsbl_action": "drop",
         "dns_nameservers": nameserver})
     (inst.config_dir / "postscreen_access").write_text("127.0.0.9/32 reject\n")
-    assert re.search(r"(?m)^127\.0\.0\.1:\d+\s+inet\s.*postscreen$",
-                     (inst.config_dir / "master.cf").read_text())
+    master_cf = (inst.config_dir / "master.cf").read_text()
+    assert re.search(r"(?m)^127\.0\.0\.1:\d+\s+inet\s.*postscreen$", master_cf)
+    assert re.search(r"(?m)^#smtp\s+inet\s.*\ssmtpd$", master_cf)
+    assert re.search(r"(?m)^smtpd\s+pass\s", master_cf)
     user = account.pw_name
     with inst.start():
         send(inst, f"{user}@{DOMAIN}", "through-postscreen")

@@ -103,6 +103,7 @@ class Settings:
     respectful: bool
     tls_level: str
     tlsproxy_service: str
+    discard_ehlo: list[str]
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
@@ -147,6 +148,8 @@ class Settings:
             respectful=cfg.bool("respectful_logging"),
             tls_level=_tls_level(cfg),
             tlsproxy_service=cfg.get("tlsproxy_service_name"),
+            discard_ehlo=[k.lower() for k in
+                          split_list(cfg.get("postscreen_discard_ehlo_keywords"))],
         )
 
     @property

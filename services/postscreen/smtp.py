@@ -189,8 +189,20 @@ class Engine:
         if self.settings.tls_level != "none" and not self.tls:
             lines.append("STARTTLS")
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+        lines = lines[:1] + self._keep(lines[1:])
         text = "\r\n".join(f"250-{x}" for x in lines[:-1]) + f"\r\n250 {lines[-1]}"
         return await self.conn.send(text)
+
+    def _keep(self, keywords: list[str]) -> list[str]:
+        """_keep - the EHLO keywords postscreen_discard_ehlo_keywords leaves;
+        what it takes is logged unless the list says silent-discard."""
+        discard = self.settings.discard_ehlo
+        if not discard:
+            return keywords
+        gone = [k for k in keywords if k.split()[0].lower() in discard]
+        if gone and "silent-discard" not in discard:
+            log.info(f"discarding EHLO keywords: {' '.join(k.split()[0] for k in gone)}")
+        return [k for k in keywords if k not in gone]
 
     async def smtp_mail(self, arg: str) -> bool:
         if self.settings.helo_required and not self.helo:

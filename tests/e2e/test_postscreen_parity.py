@@ -54,7 +54,8 @@ def listeners(smtp_port: int, deep_port: int) -> str:
             "  -o postscreen_greet_action=enforce\n"
             "  -o postscreen_cache_map=btree:$data_directory/deep_cache\n"
             "  -o postscreen_pipelining_enable=yes -o postscreen_non_smtp_command_enable=yes\n"
-            "  -o postscreen_bare_newline_enable=yes\n")
+            "  -o postscreen_bare_newline_enable=yes\n"
+            "  -o postscreen_discard_ehlo_keywords=dsn,chunking\n")
 
 
 def with_postscreen(master_cf: str, smtp_port: int, deep_port: int) -> str:

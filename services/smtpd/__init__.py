@@ -16,6 +16,7 @@
     netlist.py     mynetworks-style host/network lists
     peer.py        the client's verified name and address
     submit.py      the request to cleanup and the Received: header
+    proxy.py       the before-queue content filter (smtpd_proxy_filter): the SMTP client
     replies.py     every reply text and log line shape
     verdict.py     what a restriction decides and the Context it looks at
     lazy.py        the heavy optional dependencies (dnspython, TLS, SASL)

@@ -5,7 +5,9 @@ slow list delays a client by the slowest answer, not the sum:
 
     {"op": "query", "domain": "zen.example", "address": "192.0.2.1", "id": N}
         -> {"status": "ok", "domain": D, "address": A, "id": N,
-            "answers": ["127.0.0.2", ...]}      [] when not listed
+            "answers": ["127.0.0.2", ...], "ttl": 300}
+                                                [] when not listed; ttl: how long
+                                                the answer holds (None: unknown)
 
 The answers are every A record of the reversed address under the domain;
 postscreen applies the site's reply filter and weight itself. A listed
@@ -26,17 +28,18 @@ from pymaster.master import service
 from pymaster.util import dns, log
 
 
-def query(cfg, domain: str, address: str) -> list[str]:
-    """query - the A records that list ADDRESS under DOMAIN; [] when none."""
+def query(cfg, domain: str, address: str) -> tuple[list[str], int | None]:
+    """query - the A records that list ADDRESS under DOMAIN ([] when none)
+    and their TTL (None: unknown, or the lookup failed)."""
     name = dns.dnsbl_query(address, domain)
     try:
-        answers = dns.lookup(cfg, name, "A")
+        answers, ttl = dns.lookup_with_ttl(cfg, name, "A")
     except dns.DnsError as e:
         log.warning(f"dnsblog_query: lookup error for DNS query {name}: {e.reason}")
-        return []
+        return [], None
     if answers:
         log.info(f"addr {address} listed by domain {domain} as {' '.join(answers)}")
-    return answers
+    return answers, ttl
 
 
 def make_handler(cfg) -> service.Handler:
@@ -52,11 +55,11 @@ def make_handler(cfg) -> service.Handler:
             return {"status": "bad", "reason": f"bad address: {address!r}"}, []
         if not domain:
             return {"status": "bad", "reason": "no DNSBL domain"}, []
-        answers = query(cfg, domain, address)
+        answers, ttl = query(cfg, domain, address)
         if delay > 0:
             time.sleep(delay)
         return {"status": "ok", "domain": domain, "address": address,
-                "id": header.get("id"), "answers": answers}, []
+                "id": header.get("id"), "answers": answers, "ttl": ttl}, []
     return handle
 
 

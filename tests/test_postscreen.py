@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from pymaster.mail.config import load_config
 from pymaster.master.cachefile import CacheFileError, sqlite_path
 from services.postscreen import proxy, replies
 from services.postscreen.cache import DISABLED, ClientCache, Stamps
-from services.postscreen.settings import parse_site
+from services.postscreen.dnsbl import Query
+from services.postscreen.settings import Settings, parse_site
 
 
 @pytest.mark.parametrize("seconds, text", [
@@ -104,3 +108,23 @@ def test_the_cache_keeps_and_cleans(tmp_path):
     assert other.get("192.0.2.2") == Stamps(5000, 5000, 1, 1, 1)
     cache.close()
     other.close()
+
+
+@pytest.mark.parametrize("ttls, expected", [
+    ([300, 120], 120),          # the smallest answer's TTL
+    ([5], 60),                  # no shorter than postscreen_dnsbl_min_ttl
+    ([86400], 3600),            # no longer than postscreen_dnsbl_max_ttl
+    ([None], 3600),             # nobody said: the maximum
+])
+def test_a_dnsbl_result_holds_for_its_ttl(tmp_path, ttls, expected):
+    (tmp_path / "main.cf").write_text("postscreen_dnsbl_sites = a.example b.example\n")
+    settings = Settings.from_config(load_config(str(tmp_path)))
+
+    async def scored() -> int:
+        query = Query(settings, "ipc://unused", None)
+        for i, ttl in enumerate(ttls):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(([], ttl))
+            query.tasks[f"site{i}.example"] = done
+        return query.ttl()
+    assert asyncio.run(scored()) == expected

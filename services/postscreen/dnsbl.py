@@ -8,8 +8,13 @@ listed twice with different filters can score twice). The first listing
 site with the largest positive weight names the list in the reply, through
 postscreen_dnsbl_reply_map when that maps its domain to another text.
 
+A result is kept (in the cache) for the smallest TTL of the answers, no
+longer than postscreen_dnsbl_max_ttl and no shorter than
+postscreen_dnsbl_min_ttl; postscreen_dnsbl_max_ttl when no answer said.
+
 Interface:
-    Query(settings, endpoint).start(address)   a task; await .score() -> (score, name)
+    Query(settings, endpoint, context).start(address); await .wait(timeout)
+    .score() -> (score, name); .ttl() -> seconds
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class Query:
             if site.domain not in self.tasks:
                 self.tasks[site.domain] = asyncio.create_task(self._ask(site.domain, address))
 
-    async def _ask(self, domain: str, address: str) -> list[str]:
+    async def _ask(self, domain: str, address: str) -> tuple[list[str], int | None]:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:
@@ -56,15 +61,16 @@ class Query:
         except asyncio.TimeoutError:
             log.warning(f"dnsblog reply timeout {self.settings.dnsbl_timeout:g}s "
                         f"for {domain}")
-            return []
+            return [], None
         except (zmq.ZMQError, ipc.IpcError) as e:
             log.warning(f"dnsblog request for {domain}: {e}")
-            return []
+            return [], None
         finally:
             sock.close()
         if reply.get("status") != "ok":
-            return []
-        return [str(a) for a in reply.get("answers") or []]
+            return [], None
+        ttl = reply.get("ttl")
+        return [str(a) for a in reply.get("answers") or []], ttl if isinstance(ttl, int) else None
 
     def done(self) -> bool:
         return all(t.done() for t in self.tasks.values())
@@ -82,11 +88,18 @@ class Query:
             task = self.tasks.get(site.domain)
             if task is None or not task.done() or task.cancelled():
                 continue
-            if any(site.matches(a) for a in task.result()):
+            if any(site.matches(a) for a in task.result()[0]):
                 total += site.weight
                 if site.weight > best:
                     best, name = site.weight, site.domain
         return total, self._reply_name(name)
+
+    def ttl(self) -> int:
+        """ttl - how long the answers hold, within the min and max TTL."""
+        ttls = [t.result()[1] for t in self.tasks.values()
+                if t.done() and not t.cancelled() and t.result()[1] is not None]
+        ttl = min(ttls) if ttls else self.settings.dnsbl_ttl
+        return max(self.settings.dnsbl_min_ttl, min(ttl, self.settings.dnsbl_ttl))
 
     def _reply_name(self, domain: str) -> str:
         """_reply_name - what the reply says for DOMAIN (postscreen_dnsbl_reply_map)."""

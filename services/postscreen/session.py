@@ -264,13 +264,14 @@ class Session:
             for test in list(self.todo):
                 self.pass_test(test)
             return True
-        self.pass_test("dnsbl")
+        self.pass_test("dnsbl", query.ttl())
         return True
 
     # -- outcomes ----------------------------------------------------------
-    def pass_test(self, test: str) -> None:
+    def pass_test(self, test: str, ttl: int | None = None) -> None:
+        """pass_test - TEST passed: skip it for TTL seconds (its _ttl parameter)."""
         self.passed.add(test)
-        setattr(self.stamps, test, int(time.time()) + self.ctx.ttl(test))
+        setattr(self.stamps, test, int(time.time()) + (ttl or self.ctx.ttl(test)))
         self.updated = True
 
     async def act(self, action: str, drop_reply: str, enforce_reply: str) -> bool:

@@ -77,6 +77,7 @@ class Settings:
     dnsbl_reply_map: str
     dnsbl_timeout: float
     dnsbl_ttl: int
+    dnsbl_min_ttl: int
     pipelining_enable: bool
     pipelining_action: str
     pipelining_ttl: int
@@ -122,6 +123,7 @@ class Settings:
             dnsbl_reply_map=cfg.get("postscreen_dnsbl_reply_map").strip(),
             dnsbl_timeout=float(t("postscreen_dnsbl_timeout")),
             dnsbl_ttl=t("postscreen_dnsbl_max_ttl"),
+            dnsbl_min_ttl=t("postscreen_dnsbl_min_ttl"),
             pipelining_enable=cfg.bool("postscreen_pipelining_enable"),
             pipelining_action=_action(cfg, "postscreen_pipelining_action"),
             pipelining_ttl=t("postscreen_pipelining_ttl"),

@@ -37,7 +37,6 @@ Interface:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -46,7 +45,7 @@ from pymaster.mail.config import Config
 from pymaster.mail.traceflags import PROBE, VERIFY
 from pymaster.mail.verify_client import BOUNCE, DEFER, OK
 from pymaster.mail.verify_sender import SenderError, probe_sender
-from pymaster.master import service
+from pymaster.master import cachefile, service
 from pymaster.util import ipc, log
 from pymaster.util.tables import TableError, create_table, split_spec, table_class
 from pymaster.util.tables.proxy import inner_spec
@@ -131,23 +130,6 @@ def _answer(verifier: Verifier, header: dict) -> dict:
     return {"status": "ok", "cached": cached}
 
 
-@contextlib.contextmanager
-def _as_mail_owner(cfg: Config):
-    """_as_mail_owner - root creates the cache as mail_owner (who will write it
-    after the privilege drop), never as root; others are themselves already."""
-    if os.geteuid() != 0:
-        yield
-        return
-    account = service.lookup_account(cfg.get("mail_owner"))
-    os.setegid(account.pw_gid)
-    os.seteuid(account.pw_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
 def open_cache(cfg: Config) -> VerifyCache | TableCache:
     """open_cache - address_verify_map opened (and created)."""
     spec = cfg.get("address_verify_map")
@@ -156,18 +138,9 @@ def open_cache(cfg: Config) -> VerifyCache | TableCache:
     path = cache_path(spec)
     if path is None:
         return VerifyCache(None)
-    _make_directory(cfg, os.path.dirname(path))
-    with _as_mail_owner(cfg):
+    cachefile.make_data_directory(cfg, os.path.dirname(path))
+    with cachefile.as_mail_owner(cfg):
         return VerifyCache(path)
-
-
-def _make_directory(cfg: Config, directory: str) -> None:
-    if not os.path.isdir(directory):
-        # Postfix's start-up creates data_directory; do it here when missing.
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        if os.geteuid() == 0:
-            account = service.lookup_account(cfg.get("mail_owner"))
-            os.chown(directory, account.pw_uid, account.pw_gid)
 
 
 def open_table_cache(cfg: Config, spec: str) -> TableCache:
@@ -179,12 +152,12 @@ def open_table_cache(cfg: Config, spec: str) -> TableCache:
     if creatable:
         # Postfix's start-up makes data_directory; the file itself is made
         # by its writer (this process or proxywrite) as mail_owner.
-        _make_directory(cfg, os.path.dirname(inner_name))
+        cachefile.make_data_directory(cfg, os.path.dirname(inner_name))
     if spec.startswith("proxy:"):
         return TableCache(create_table(spec, cfg, fold=False, write=True))
     if not creatable:
         return TableCache(create_table(spec, cfg, fold=False))
-    with _as_mail_owner(cfg):
+    with cachefile.as_mail_owner(cfg):
         return TableCache(create_table(spec, cfg, fold=False, create=True))
 
 

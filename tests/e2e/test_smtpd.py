@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 
 import pytest
@@ -241,6 +242,15 @@ class TestRefusals:
         raw.start()
         assert raw.reply() == f"421 4.4.2 {HOST} Error: timeout exceeded"
         inst.wait_for_log(r"timeout after EHLO from localhost\[127\.0\.0\.1\]$")
+
+    def test_a_client_that_hangs_up_at_once_is_greeted_not_called_a_pipeliner(self, inst):
+        # End of file before the greeting is no command: Postfix counts unread
+        # bytes, and so does smtpd, so the log says what happened.
+        with socket.create_connection(("127.0.0.1", inst.smtp_port)) as sock:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(10)
+            assert sock.recv(1024).startswith(b"220 ")
+        inst.wait_for_log(r"lost connection after CONNECT from localhost\[127\.0\.0\.1\]$")
 
     def test_unauthorized_pipelining(self, inst):
         raw = Raw(inst.smtp_port)

@@ -20,6 +20,7 @@ with a password:
 Interface:
     MariaDB(), PostgreSQL(), Slapd()      .start() .stop() .up .socket .port
         MariaDB.execute(sql...)  PostgreSQL.execute(sql...)  Slapd.add(ldif)
+        MariaDB.tls, .ca_file: TLS with a self-signed certificate (openssl)
         Slapd.url, .ldapi, .ldaps_url ("" without openssl), .ca_file (its
         self-signed certificate, for 127.0.0.1 and localhost: STARTTLS too)
         .restart()   stop and start again on the same port and data
@@ -148,13 +149,17 @@ class MariaDB(Server):
         super().__init__()
         self.data = self.dir / "data"
         self.socket = str(self.dir / "mysql.sock")
+        self.tls = False                # TLS with ca_file, once a certificate is made
+        self.ca_file = str(self.dir / "cert.pem")
         self._initialized = False
 
     def start(self) -> None:
         if not self._initialized:
             self._install()
         server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-        self._spawn([server, "--no-defaults", f"--datadir={self.data}",
+        tls = [f"--ssl-cert={self.dir}/cert.pem", f"--ssl-key={self.dir}/key.pem"] \
+            if self.tls else []
+        self._spawn([server, "--no-defaults", f"--datadir={self.data}", *tls,
                      f"--socket={self.socket}", f"--port={self.port}",
                      "--bind-address=127.0.0.1", f"--pid-file={self.dir}/mariadb.pid",
                      "--skip-log-bin", "--innodb-buffer-pool-size=16M",
@@ -171,6 +176,9 @@ class MariaDB(Server):
     def _install(self) -> None:
         self.data.mkdir()
         self._chown(self.dir, self.data)
+        self.tls = make_certificate(self.dir)
+        if self.tls:
+            self._chown(self.dir / "key.pem", self.dir / "cert.pem")
         done = self._run_as(["mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
                              "--auth-root-authentication-method=normal", "--skip-test-db"],
                             timeout=START_TIMEOUT * 2)

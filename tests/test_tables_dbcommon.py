@@ -1,7 +1,8 @@
 """What the database tables share (pymaster.util.tables.dbcommon): the .cf
 settings, the % templates and their quoting, domain, result_format,
-expansion_limit and the order of hosts. The tables themselves are tested
-against real servers in test_tables_mysql.py, _pgsql.py and _ldap.py."""
+expansion_limit and the order of hosts; and that every type gives up on a
+hung server. The tables themselves are tested against real servers in
+test_tables_mysql.py, _pgsql.py and _ldap.py."""
 
 import pytest
 
@@ -108,3 +109,34 @@ def test_host_order_puts_first_hosts_first_and_rests_failed_ones():
     assert "unix:/s" in hosts.order()
     orders = {tuple(HostList(["a", "b", "c"], 60).order()) for _ in range(50)}
     assert len(orders) > 1                  # random, as Postfix tries them
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port that accepts connections and never says a word (a hung server)."""
+    import socket
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.mark.parametrize("type_, settings", [
+    ("mysql", "hosts = inet:127.0.0.1:{port}\nquery = SELECT '%s'\n"),
+    ("pgsql", "hosts = inet:127.0.0.1:{port}\nquery = SELECT '%s'\n"),
+    ("ldap", "server_host = ldap://127.0.0.1:{port}\nsearch_base = dc=x\ntimeout = 1\n"
+             "query_filter = (mail=%s)\n"),
+], ids=["mysql", "pgsql", "ldap"])
+def test_a_hung_server_is_a_temporary_failure(tmp_path, monkeypatch, silent_server,
+                                              type_, settings):
+    """Bounded by the connect and query timeouts (shortened here), never a hang."""
+    pytest.importorskip({"mysql": "pymysql", "pgsql": "psycopg", "ldap": "ldap3"}[type_])
+    from pymaster.util.tables import create_table, mysql, pgsql
+    for module in (mysql, pgsql):
+        monkeypatch.setattr(module, "CONNECT_TIMEOUT", 1)
+        monkeypatch.setattr(module, "QUERY_TIMEOUT", 1)
+    cf = tmp_path / "t.cf"
+    cf.write_text(settings.format(port=silent_server))
+    with pytest.raises(TableError, match="query error"):
+        create_table(f"{type_}:{cf}").lookup("a@example.com")

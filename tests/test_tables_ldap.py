@@ -213,6 +213,33 @@ def test_server_forms(program, debian, ldap, postmap_config, tmp_path, hosts):  
 
 @pytest.mark.parametrize("program", [PYMASTER_POSTMAP, DEBIAN_POSTMAP],
                          ids=["pymaster", "debian"])
+@pytest.mark.parametrize("how, found", [("ldaps", True), ("start_tls", True),
+                                        ("ldaps unverified", False),
+                                        ("ldaps not required", True)])
+def test_tls(program, debian, ldap, postmap_config, tmp_path, how, found):  # noqa: F811
+    """ldaps: and STARTTLS, the server's certificate checked against
+    tls_ca_cert_file; one that cannot be verified is a temporary failure."""
+    if not ldap.ldaps_url:
+        pytest.skip("no certificate for slapd (openssl is not installed)")
+    verified = {"tls_require_cert": "yes", "tls_ca_cert_file": ldap.ca_file}
+    extra = {"ldaps": {"server_host": ldap.ldaps_url, **verified},
+             "start_tls": {"start_tls": "yes", **verified},
+             "ldaps unverified": {"server_host": ldap.ldaps_url, "tls_require_cert": "yes",
+                                  "tls_ca_cert_file": "/etc/ssl/certs/ca-certificates.crt"},
+             "ldaps not required": {"server_host": ldap.ldaps_url}}[how]
+    result, spec, _ = _run(program, debian, ldap, postmap_config, tmp_path, extra,
+                           "alice@example.com")
+    if found:
+        assert (result.returncode, result.stdout) == (0, "alice@mail.example.com\n"), \
+            result.stderr
+    else:
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.splitlines()[-1].startswith(
+            f"postmap: fatal: table {spec}: query error"), result.stderr
+
+
+@pytest.mark.parametrize("program", [PYMASTER_POSTMAP, DEBIAN_POSTMAP],
+                         ids=["pymaster", "debian"])
 def test_server_down_is_a_temporary_failure(program, debian, ldap, postmap_config,  # noqa: F811
                                             tmp_path):
     dead = f"ldap://127.0.0.1:{free_port()}"

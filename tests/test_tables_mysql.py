@@ -109,6 +109,34 @@ def test_failover_unix_socket_and_option_file(program, debian, db, postmap_confi
     assert (result.returncode, result.stdout) == (0, "bare-target\n"), result.stderr
 
 
+@pytest.mark.parametrize("program", [PYMASTER_POSTMAP, DEBIAN_POSTMAP],
+                         ids=["pymaster", "debian"])
+@pytest.mark.parametrize("ca, verify, works", [("server", "yes", True),
+                                               ("system", "yes", False),
+                                               ("system", "no", False)])
+def test_tls(program, debian, db, postmap_config, tmp_path, ca, verify, works):  # noqa: F811
+    """tls_CAfile and tls_verify_cert: the session is encrypted (the server
+    says which cipher it uses); a certificate the CAs given do not vouch for
+    is a temporary failure, whether or not the name is verified too."""
+    if program == DEBIAN_POSTMAP and debian:
+        pytest.skip(debian)
+    if not db.tls:
+        pytest.skip("no certificate for MariaDB (openssl is not installed)")
+    ca_file = db.ca_file if ca == "server" else "/etc/ssl/certs/ca-certificates.crt"
+    path = write_cf(tmp_path / "mysql.cf", settings(
+        db, tls_CAfile=ca_file, tls_verify_cert=verify,
+        query="SHOW SESSION STATUS WHERE Variable_name = 'Ssl_cipher' AND '%s' <> ''"))
+    result = postmap_query(program, postmap_config, "x", f"mysql:{path}")
+    if not works:
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.splitlines()[-1].startswith(
+            f"postmap: fatal: table mysql:{path}: query error"), result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    name, _, cipher = result.stdout.strip().partition(",")
+    assert name == "Ssl_cipher" and cipher, result.stdout
+
+
 def test_table_is_remote_and_exact(db, tmp_path):  # noqa: F811
     table = create_table(f"mysql:{write_cf(tmp_path / 'm.cf', settings(db))}")
     assert table.remote and table.fixed

@@ -20,6 +20,9 @@ with a password:
 Interface:
     MariaDB(), PostgreSQL(), Slapd()      .start() .stop() .up .socket .port
         MariaDB.execute(sql...)  PostgreSQL.execute(sql...)  Slapd.add(ldif)
+        MariaDB.tls, .ca_file: TLS with a self-signed certificate (openssl)
+        Slapd.url, .ldapi, .ldaps_url ("" without openssl), .ca_file (its
+        self-signed certificate, for 127.0.0.1 and localhost: STARTTLS too)
         .restart()   stop and start again on the same port and data
     mariadb, postgres, slapd              session-scoped pytest fixtures
                                           (import them into a test module)
@@ -146,13 +149,17 @@ class MariaDB(Server):
         super().__init__()
         self.data = self.dir / "data"
         self.socket = str(self.dir / "mysql.sock")
+        self.tls = False                # TLS with ca_file, once a certificate is made
+        self.ca_file = str(self.dir / "cert.pem")
         self._initialized = False
 
     def start(self) -> None:
         if not self._initialized:
             self._install()
         server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-        self._spawn([server, "--no-defaults", f"--datadir={self.data}",
+        tls = [f"--ssl-cert={self.dir}/cert.pem", f"--ssl-key={self.dir}/key.pem"] \
+            if self.tls else []
+        self._spawn([server, "--no-defaults", f"--datadir={self.data}", *tls,
                      f"--socket={self.socket}", f"--port={self.port}",
                      "--bind-address=127.0.0.1", f"--pid-file={self.dir}/mariadb.pid",
                      "--skip-log-bin", "--innodb-buffer-pool-size=16M",
@@ -169,6 +176,9 @@ class MariaDB(Server):
     def _install(self) -> None:
         self.data.mkdir()
         self._chown(self.dir, self.data)
+        self.tls = make_certificate(self.dir)
+        if self.tls:
+            self._chown(self.dir / "key.pem", self.dir / "cert.pem")
         done = self._run_as(["mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
                              "--auth-root-authentication-method=normal", "--skip-test-db"],
                             timeout=START_TIMEOUT * 2)
@@ -262,6 +272,23 @@ index objectClass,uid,mail,mailLocalAddress eq
 access to * by * read
 """
 
+SLAPD_TLS = """TLSCertificateFile {dir}/cert.pem
+TLSCertificateKeyFile {dir}/key.pem
+"""
+
+
+def make_certificate(directory: Path) -> bool:
+    """make_certificate - DIRECTORY/cert.pem and key.pem, self-signed for
+    127.0.0.1 and localhost (the cert is its own CA); False without openssl."""
+    if not shutil.which("openssl"):
+        return False
+    done = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem"),
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        capture_output=True, text=True, timeout=START_TIMEOUT)
+    return done.returncode == 0
+
 
 class Slapd(Server):
     """slapd with a slapd.conf and an mdb database."""
@@ -278,17 +305,26 @@ class Slapd(Server):
         self.socket = str(self.dir / "ldapi")
         self.url = f"ldap://127.0.0.1:{self.port}"
         self.ldapi = "ldapi://" + self.socket.replace("/", "%2F")
+        self.tls_port = free_port()
+        self.ldaps_url = ""             # set when a certificate could be made
+        self.ca_file = str(self.dir / "cert.pem")
         self._initialized = False
 
     def start(self) -> None:
         if not self._initialized:
             (self.dir / "data").mkdir()
-            (self.dir / "slapd.conf").write_text(SLAPD_CONF.format(
+            conf = SLAPD_CONF
+            if make_certificate(self.dir):
+                conf = SLAPD_TLS + conf
+                self.ldaps_url = f"ldaps://127.0.0.1:{self.tls_port}"
+                self._chown(self.dir / "key.pem", self.dir / "cert.pem")
+            (self.dir / "slapd.conf").write_text(conf.format(
                 dir=self.dir, base=BASE_DN, admin=ADMIN_DN, password=PASSWORD))
             self._chown(self.dir, self.dir / "data", self.dir / "slapd.conf")
+        urls = f"{self.url}/ {self.ldapi} {self.ldaps_url + '/' if self.ldaps_url else ''}"
         # -d keeps slapd in the foreground, where the fixture can stop it.
         self._spawn(["/usr/sbin/slapd", "-d", "0", "-f", str(self.dir / "slapd.conf"),
-                     "-h", f"{self.url}/ {self.ldapi}"], self.dir / "server.log")
+                     "-h", urls.strip()], self.dir / "server.log")
         if not self._initialized:
             self.add(f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\n"
                      "o: example\ndc: example\n")

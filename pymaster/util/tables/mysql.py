@@ -15,7 +15,9 @@
     require_result_set = yes                       no: a statement without a
                                                    result set is "not found"
     tls_cert_file, tls_key_file, tls_CAfile, tls_CApath, tls_verify_cert (no),
-    tls_ciphers                                    TLS to the server
+    tls_ciphers                                    TLS to the server: a CA file
+                                                   or path verifies its chain,
+                                                   tls_verify_cert its name
     retry_interval = 60, idle_interval = 60        (sql.py)
 
 As with libmysqlclient, the host name `localhost` means the server's
@@ -130,9 +132,12 @@ class MysqlTable(SqlTable):
                               ("tls_ciphers", "cipher")):
             if s.get(setting):
                 ssl[name] = s.get(setting)
-        if ssl or s.get_bool("tls_verify_cert", False):
-            ssl["check_hostname"] = s.get_bool("tls_verify_cert", False)
-            ssl["verify_mode"] = None if "ca" in ssl or "capath" in ssl else False
+        verify = s.get_bool("tls_verify_cert", False)
+        if ssl or verify:
+            # As the client library Postfix uses: a CA given means the chain
+            # is verified; tls_verify_cert adds the check of the server's name.
+            ssl["check_hostname"] = verify
+            ssl["verify_mode"] = verify or "ca" in ssl or "capath" in ssl
         return ssl
 
     def _rows(self, conn: Any, sql: str) -> list[tuple]:

@@ -14,7 +14,8 @@ from pymaster.util.tables import create_table
 from services.verify import make_handler, open_cache
 from services.verify.cache import CacheError, Entry, VerifyCache
 from services.verify.policy import IN_PROGRESS, Settings, Verifier
-from services.verify.tablecache import TableCache, decode, encode, uses_table
+from pymaster.master.cachefile import in_table
+from services.verify.tablecache import TableCache, decode, encode
 from tests.support.memcached import Memcached, available
 
 DEFAULTS = Settings.from_config(default_config())
@@ -46,7 +47,7 @@ def verifier(cache) -> tuple[Verifier, Clock, list[str]]:
     ("", False),
 ])
 def test_which_maps_live_in_a_table(spec, expected):
-    assert uses_table(spec) is expected
+    assert in_table(spec) is expected
 
 
 def test_entries_in_postfix_format():

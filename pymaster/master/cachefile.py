@@ -13,8 +13,17 @@ The file is created by root as mail_owner, who writes it after the
 privilege drop, in data_directory, which is made (mode 0700, owned by
 mail_owner) when Postfix's start-up did not make it.
 
+A cache named by a table type that pymaster writes in place (`lmdb:`,
+`memcache:`, also behind `proxy:`) is kept in that table itself, in
+Postfix's own format, so that hosts (memcache) or Postfix's tools (lmdb)
+share it: `in_table(spec)` says so and `open_table(cfg, spec)` opens it,
+keys as given (not folded), a new lmdb: file made by its writer as
+mail_owner, a proxy: one written and read through proxywrite.
+
 Interface:
     sqlite_path(param, spec) -> str | None     raises CacheFileError
+    in_table(spec) -> bool                     kept in the table, not SQLite
+    open_table(cfg, spec) -> Table             raises TableError
     as_mail_owner(cfg)                         context manager (root only changes)
     make_data_directory(cfg, directory)
     CacheFileError, WRITABLE_TYPES, SUFFIX
@@ -28,8 +37,11 @@ from typing import Iterator
 
 from pymaster.mail.config import Config
 from pymaster.master.service import lookup_account
+from pymaster.util.tables import Table, create_table, split_spec, table_class
+from pymaster.util.tables.proxy import inner_spec
 
-WRITABLE_TYPES = ("btree", "hash", "lmdb", "sdbm", "dbm")
+WRITABLE_TYPES = ("btree", "hash", "sdbm", "dbm")
+TABLE_TYPES = ("lmdb", "memcache")
 SUFFIX = ".sqlite"
 
 
@@ -80,3 +92,25 @@ def make_data_directory(cfg: Config, directory: str) -> None:
     if os.geteuid() == 0:
         account = lookup_account(cfg.get("mail_owner"))
         os.chown(directory, account.pw_uid, account.pw_gid)
+
+
+def in_table(spec: str) -> bool:
+    """in_table - whether cache SPEC is kept in the table it names (lmdb:,
+    memcache:, with or without proxy:), not in pymaster's SQLite file."""
+    return inner_spec(spec.strip()).partition(":")[0] in TABLE_TYPES
+
+
+def open_table(cfg: Config, spec: str) -> Table:
+    """open_table - cache SPEC as a writable table (in_table said yes)."""
+    spec = spec.strip()
+    inner_type, inner_name = split_spec(inner_spec(spec))
+    creatable = table_class(inner_type).creatable
+    if creatable:
+        # The file itself is made by its writer (this process or proxywrite).
+        make_data_directory(cfg, os.path.dirname(inner_name))
+    if spec.startswith("proxy:"):
+        return create_table(spec, cfg, fold=False, write=True)
+    if not creatable:
+        return create_table(spec, cfg, fold=False)
+    with as_mail_owner(cfg):
+        return create_table(spec, cfg, fold=False, create=True)

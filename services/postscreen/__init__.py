@@ -41,26 +41,29 @@ import zmq.asyncio
 
 from pymaster.master import cachefile, service
 from pymaster.util import ipc, log
+from pymaster.util.tables import TableError
 
 from .access import AccessList
-from .cache import CacheError, ClientCache
+from .cache import CacheError, ClientCache, TableClientCache
 from .load import Load
 from .server import Server
 from .session import Context
 from .settings import Settings
 
 
-def open_cache(cfg) -> ClientCache:
+def open_cache(cfg) -> ClientCache | TableClientCache:
     """open_cache - postscreen_cache_map, or a memory cache when it cannot open."""
     spec = cfg.get("postscreen_cache_map")
     try:
+        if cachefile.in_table(spec):
+            return TableClientCache(cachefile.open_table(cfg, spec))
         path = cachefile.sqlite_path("postscreen_cache_map", spec)
         if path is None:
             return ClientCache(None)
         cachefile.make_data_directory(cfg, os.path.dirname(path))
         with cachefile.as_mail_owner(cfg):
             return ClientCache(path, spec.strip())
-    except (cachefile.CacheFileError, CacheError, OSError) as e:
+    except (cachefile.CacheFileError, CacheError, TableError, OSError) as e:
         log.warning(f"{e}: using a cache in memory")
         return ClientCache(None)
 

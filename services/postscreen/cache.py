@@ -10,7 +10,11 @@ is enabled and the row is older).
 Format: an SQLite database at NAME.sqlite for `btree:NAME`
 (pymaster.master.cachefile says why and where); its write-ahead log lets
 several postscreen processes share it (readers do not block the writer).
-An empty postscreen_cache_map keeps the cache in memory.
+An empty postscreen_cache_map keeps the cache in memory. An lmdb: or
+memcache: map (also behind proxy:) keeps the rows in that table itself
+(TableClientCache), with the same values, so that several hosts share one
+memcached or Postfix's tools read the lmdb: file; a lookup then waits on
+the table (a memcached round trip, up to its timeout when it hangs).
 
 Every postscreen_cache_cleanup_interval the rows whose every test expired
 more than postscreen_cache_retention_time ago are deleted, and the
@@ -21,6 +25,7 @@ Interface:
     Stamps(pregr, dnsbl, pipel, nsmtp, barlf)   .text() / Stamps.parse(text)
     ClientCache(path, label)  .get(addr) -> Stamps | None  .put(addr, stamps)
         .cleanup(now, retention)  .close()
+    TableClientCache(table)   the same over a writable table
     CacheError
 """
 
@@ -29,8 +34,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import astuple, dataclass
+from typing import Any
 
 from pymaster.util import log
+from pymaster.util.tables import Table, TableError
 
 NEVER = 0
 DISABLED = 1
@@ -67,6 +74,8 @@ class Stamps:
 
 
 class ClientCache:
+    """The cache in pymaster's SQLite file (or in memory)."""
+
     def __init__(self, path: str | None, label: str = "") -> None:
         self.path = path
         self.label = label or (path or "memory")
@@ -124,3 +133,51 @@ class ClientCache:
             self.db.close()
         except sqlite3.Error:
             pass
+
+
+# Postfix's cleanup time stamp in a shared map (dict_cache): not a client.
+LAST_CLEANUP_KEY = "_LAST_CACHE_CLEANUP_COMPLETED_"
+
+
+class TableClientCache:
+    """The cache in a writable table; a table that fails is logged, as a
+    failing SQLite file is: the client is then simply tested again."""
+
+    def __init__(self, table: Table) -> None:
+        self.table: Any = table             # a Table with update and delete
+        self.path = self.label = table.spec
+
+    def get(self, address: str) -> Stamps | None:
+        try:
+            value = self.table.lookup(address)
+        except TableError as e:
+            log.warning(f"{self.label}: lookup {address}: {e}")
+            return None
+        return Stamps.parse(value) if value else None
+
+    def put(self, address: str, stamps: Stamps) -> None:
+        try:
+            self.table.update(address, stamps.text())
+        except TableError as e:
+            log.warning(f"{self.label}: update {address}: {e}")
+
+    def cleanup(self, now: float, retention: int) -> tuple[int, int]:
+        """cleanup - drop entries expired RETENTION seconds ago; (retained, dropped).
+        A table that cannot list them (memcache: without a backup) says so."""
+        try:
+            rows = [(k, v) for k, v in self.table.items() if k != LAST_CLEANUP_KEY]
+            drop = [k for k, v in rows
+                    if (stamps := Stamps.parse(v)) is None or stamps.latest() + retention < now]
+            for address in drop:
+                self.table.delete(address)
+        except TableError as e:
+            log.warning(f"{self.label}: cleanup: {e}")
+            return 0, 0
+        log.info(f"cache {self.label} full cleanup: retained={len(rows) - len(drop)} "
+                 f"dropped={len(drop)} entries")
+        return len(rows) - len(drop), len(drop)
+
+    def close(self) -> None:
+        close = getattr(self.table, "close", None)
+        if close is not None:
+            close()

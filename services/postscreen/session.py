@@ -38,7 +38,7 @@ from pymaster.util import log
 
 from . import proxy, replies
 from .access import AccessList
-from .cache import DISABLED, ClientCache, Stamps
+from .cache import DISABLED, ClientCache, Stamps, TableClientCache
 from .conn import Conn
 from .dnsbl import Query
 from .load import Load
@@ -57,7 +57,7 @@ BUSY = "421 4.3.2 All server ports are busy"
 class Context:
     settings: Settings
     stress_settings: Settings       # main.cf read with stress = yes
-    cache: ClientCache
+    cache: ClientCache | TableClientCache
     access: AccessList
     dnsblog: str
     zmq_context: zmq.asyncio.Context

@@ -47,12 +47,11 @@ from pymaster.mail.verify_client import BOUNCE, DEFER, OK
 from pymaster.mail.verify_sender import SenderError, probe_sender
 from pymaster.master import cachefile, service
 from pymaster.util import ipc, log
-from pymaster.util.tables import TableError, create_table, split_spec, table_class
-from pymaster.util.tables.proxy import inner_spec
+from pymaster.util.tables import TableError
 
 from .cache import CacheError, VerifyCache, cache_path
 from .policy import Settings, Verifier
-from .tablecache import TableCache, uses_table
+from .tablecache import TableCache
 
 PROBE_TIMEOUT = 10.0        # seconds to wait for cleanup to queue a probe
 UPDATE_STATUSES = (OK, DEFER, BOUNCE)
@@ -133,32 +132,16 @@ def _answer(verifier: Verifier, header: dict) -> dict:
 def open_cache(cfg: Config) -> VerifyCache | TableCache:
     """open_cache - address_verify_map opened (and created)."""
     spec = cfg.get("address_verify_map")
-    if uses_table(spec):
-        return open_table_cache(cfg, spec)
+    if cachefile.in_table(spec):
+        # Keys as given, as Postfix's verify opens its map: the policy folds
+        # addresses itself, and the cleanup time stamp's key is upper case.
+        return TableCache(cachefile.open_table(cfg, spec))
     path = cache_path(spec)
     if path is None:
         return VerifyCache(None)
     cachefile.make_data_directory(cfg, os.path.dirname(path))
     with cachefile.as_mail_owner(cfg):
         return VerifyCache(path)
-
-
-def open_table_cache(cfg: Config, spec: str) -> TableCache:
-    """open_table_cache - address_verify_map kept in the table SPEC itself."""
-    # Keys as given, as Postfix's verify opens its map: the policy folds
-    # addresses itself, and the cleanup time stamp's key is upper case.
-    inner_type, inner_name = split_spec(inner_spec(spec))
-    creatable = getattr(table_class(inner_type), "creatable", False)
-    if creatable:
-        # Postfix's start-up makes data_directory; the file itself is made
-        # by its writer (this process or proxywrite) as mail_owner.
-        cachefile.make_data_directory(cfg, os.path.dirname(inner_name))
-    if spec.startswith("proxy:"):
-        return TableCache(create_table(spec, cfg, fold=False, write=True))
-    if not creatable:
-        return TableCache(create_table(spec, cfg, fold=False))
-    with cachefile.as_mail_owner(cfg):
-        return TableCache(create_table(spec, cfg, fold=False, create=True))
 
 
 def pre_jail(svc: service.Service) -> Verifier | str:

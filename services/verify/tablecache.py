@@ -23,9 +23,10 @@ What a table cannot do:
 A table that fails (the server is down) raises CacheError: the verify
 request gets an error answer and smtpd its temporary failure.
 
+Which settings are kept in a table, and how it is opened:
+pymaster/master/cachefile.py (in_table, open_table), shared with postscreen.
+
 Interface:
-    TABLE_TYPES                          the types kept in a table, not in SQLite
-    uses_table(spec) -> bool             whether SPEC goes to a TableCache
     TableCache(table)                    VerifyCache's interface (cache.py)
     encode(entry) -> str / decode(value) -> Entry | None
 """
@@ -40,19 +41,9 @@ from pymaster.util.tables import Table, TableError
 
 from .cache import CacheError, Entry
 
-TABLE_TYPES = ("lmdb", "memcache")
 STATUS_CODES = {OK: 0, DEFER: 1, BOUNCE: 2, TODO: 3}     # Postfix's DEL_RCPT_STAT_*
 STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 META_KEYS = {"last_cleanup": "_LAST_CACHE_CLEANUP_COMPLETED_"}
-
-
-def uses_table(spec: str) -> bool:
-    """uses_table - whether address_verify_map SPEC is kept in the table itself
-    (lmdb:, memcache:, with or without proxy:), not in pymaster's SQLite file."""
-    spec = spec.strip()
-    while spec.startswith("proxy:"):
-        spec = spec[len("proxy:"):]
-    return spec.partition(":")[0] in TABLE_TYPES
 
 
 def encode(entry: Entry) -> str:

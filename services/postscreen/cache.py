@@ -73,6 +73,19 @@ class Stamps:
         return max(astuple(self))
 
 
+def expired(rows, now: float, retention: int) -> list[str]:
+    """expired - the addresses of ROWS (address, value) whose every test
+    expired more than RETENTION seconds before NOW, or that cannot be read."""
+    return [address for address, value in rows
+            if (stamps := Stamps.parse(value)) is None or stamps.latest() + retention < now]
+
+
+def cleaned(label: str, rows: int, dropped: int) -> tuple[int, int]:
+    """cleaned - log a finished cleanup as Postfix does; (retained, dropped)."""
+    log.info(f"cache {label} full cleanup: retained={rows - dropped} dropped={dropped} entries")
+    return rows - dropped, dropped
+
+
 class ClientCache:
     """The cache in pymaster's SQLite file (or in memory)."""
 
@@ -114,19 +127,14 @@ class ClientCache:
         """cleanup - drop rows expired RETENTION seconds ago; (retained, dropped)."""
         try:
             rows = self.db.execute("SELECT address, value FROM clients").fetchall()
-            drop = []
-            for address, value in rows:
-                stamps = Stamps.parse(value)
-                if stamps is None or stamps.latest() + retention < now:
-                    drop.append((address,))
+            drop = expired(rows, now, retention)
             if drop:
-                self.db.executemany("DELETE FROM clients WHERE address = ?", drop)
+                self.db.executemany("DELETE FROM clients WHERE address = ?",
+                                    [(address,) for address in drop])
         except sqlite3.Error as e:
             log.warning(f"{self.label}: cleanup: {e}")
             return 0, 0
-        log.info(f"cache {self.label} full cleanup: retained={len(rows) - len(drop)} "
-                 f"dropped={len(drop)} entries")
-        return len(rows) - len(drop), len(drop)
+        return cleaned(self.label, len(rows), len(drop))
 
     def close(self) -> None:
         try:
@@ -166,16 +174,13 @@ class TableClientCache:
         A table that cannot list them (memcache: without a backup) says so."""
         try:
             rows = [(k, v) for k, v in self.table.items() if k != LAST_CLEANUP_KEY]
-            drop = [k for k, v in rows
-                    if (stamps := Stamps.parse(v)) is None or stamps.latest() + retention < now]
+            drop = expired(rows, now, retention)
             for address in drop:
                 self.table.delete(address)
         except TableError as e:
             log.warning(f"{self.label}: cleanup: {e}")
             return 0, 0
-        log.info(f"cache {self.label} full cleanup: retained={len(rows) - len(drop)} "
-                 f"dropped={len(drop)} entries")
-        return len(rows) - len(drop), len(drop)
+        return cleaned(self.label, len(rows), len(drop))
 
     def close(self) -> None:
         close = getattr(self.table, "close", None)

@@ -25,7 +25,23 @@ pytestmark = [
 ]
 
 SENDER = "sender@example.org"
-PROBE_FROM = r"qmgr\[\d+\]: \w+: from=<double-bounce@mx\.example\.com>"
+
+
+def settings(verify_map: str) -> dict[str, str]:
+    """settings - main.cf of a host whose smtpd learns about recipients by
+    probes; the virtual domain localhost knows joe only."""
+    return {
+        "myhostname": "mx.example.com",
+        "virtual_mailbox_maps": "inline:{ joe@localhost=localhost/joe/ }",
+        "smtpd_recipient_restrictions": "reject_unverified_recipient",
+        "smtpd_reject_unlisted_recipient": "no",
+        "address_verify_map": verify_map,
+        # memcache_table(5): without a backup table no host cleans up;
+        # memcached's ttl expires the entries.
+        "address_verify_cache_cleanup_interval": "0",
+        "address_verify_poll_delay": "1s",
+        "address_verify_poll_count": "20",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +52,9 @@ def cluster(tmp_path_factory):
         cf.write_text(f"memcache = {mc.server}\nkey_format = verify:%s\nmax_try = 1\n")
         cf.chmod(0o644)
         _open_path_for_others(shared)
-        settings = {
-            "myhostname": "mx.example.com",
-            "virtual_mailbox_maps": "inline:{ joe@localhost=localhost/joe/ }",
-            "smtpd_recipient_restrictions": "reject_unverified_recipient",
-            "smtpd_reject_unlisted_recipient": "no",
-            "address_verify_map": f"memcache:{cf}",
-            # memcache_table(5): without a backup table no host cleans up;
-            # memcached's ttl expires the entries.
-            "address_verify_cache_cleanup_interval": "0",
-            "address_verify_poll_delay": "1s",
-            "address_verify_poll_count": "20",
-        }
-        with Instance(tmp_path_factory.mktemp("a"), main_cf=settings) as a, \
-                Instance(tmp_path_factory.mktemp("b"), main_cf=settings) as b:
+        main_cf = settings(f"memcache:{cf}")
+        with Instance(tmp_path_factory.mktemp("a"), main_cf=main_cf) as a, \
+                Instance(tmp_path_factory.mktemp("b"), main_cf=main_cf) as b:
             yield mc, a, b
 
 
@@ -99,17 +104,8 @@ def test_verify_cache_in_lmdb_through_proxywrite(tmp_path):
     file (Postfix's format), which Debian's postmap could read as well."""
     pytest.importorskip("lmdb")
     data = tmp_path / "data"
-    settings = {
-        "myhostname": "mx.example.com",
-        "virtual_mailbox_maps": "inline:{ joe@localhost=localhost/joe/ }",
-        "smtpd_recipient_restrictions": "reject_unverified_recipient",
-        "smtpd_reject_unlisted_recipient": "no",
-        "data_directory": str(data),
-        "address_verify_map": f"proxy:lmdb:{data}/verify_cache",
-        "address_verify_poll_delay": "1s",
-        "address_verify_poll_count": "20",
-    }
-    with Instance(tmp_path / "inst", main_cf=settings) as inst:
+    main_cf = dict(settings(f"proxy:lmdb:{data}/verify_cache"), data_directory=str(data))
+    with Instance(tmp_path / "inst", main_cf=main_cf) as inst:
         assert rcpt(inst.smtp_port, "joe@localhost") == (250, "2.1.5 Ok")
         done = inst.command("postmap", "-c", str(inst.config_dir), "-q", "joe@localhost",
                             f"lmdb:{data}/verify_cache")
@@ -124,20 +120,10 @@ def test_postfix_and_pymaster_share_the_cache(tmp_path):
         cf = tmp_path / "verify.cf"
         cf.write_text(f"memcache = {mc.server}\nkey_format = verify:%s\n")
         cf.chmod(0o644)
-        settings = {
-            "myhostname": "mx.example.com",
-            "virtual_mailbox_domains": "localhost",
-            "virtual_mailbox_maps": "inline:{ joe@localhost=localhost/joe/ }",
-            "smtpd_recipient_restrictions": "reject_unverified_recipient",
-            "smtpd_reject_unlisted_recipient": "no",
-            "address_verify_map": f"memcache:{cf}",
-            "address_verify_cache_cleanup_interval": "0",
-            "address_verify_poll_delay": "1s",
-            "address_verify_poll_count": "20",
-        }
-        with Instance(tmp_path / "ours", main_cf=settings) as ours, \
+        main_cf = dict(settings(f"memcache:{cf}"), virtual_mailbox_domains="localhost")
+        with Instance(tmp_path / "ours", main_cf=main_cf) as ours, \
                 parity.DebianPostfix(tmp_path / "theirs", dict(
-                    settings, virtual_mailbox_base=str(tmp_path / "theirs" / "mail"),
+                    main_cf, virtual_mailbox_base=str(tmp_path / "theirs" / "mail"),
                     virtual_uid_maps="static:65534", virtual_gid_maps="static:65534",
                     mydestination="")) as theirs:
             _open_path_for_others(tmp_path)

@@ -255,6 +255,8 @@ class Checker:
         steps = [step for name in lists for step in self.lists.get(name, [])]
         if any(name in self.classes for name, _ in steps):
             steps = list(self.steps())      # a class may name any other
+        # At RCPT the implicit unlisted checks read virtual_alias_maps, the
+        # resolver's tables and the domain lists whatever the lists say.
         shared = lists == STAGE_LISTS["check_rcpt"]
         for name, arg in steps:
             if name in NETWORK_RESTRICTIONS:

@@ -488,12 +488,13 @@ class Session:
             queue_id=self.queue_id,
             sasl_method=self.sasl_method, **tls.context_fields(self))
 
-    async def check(self, method, ctx: Context) -> str | None:
+    async def check(self, method, ctx: Context, stage: str = "") -> str | None:
         """check - run a restriction check; off the event loop when it may wait on
-        the network (DNS, policy servers), inline otherwise (Checker.blocks)."""
+        the network (DNS, policy servers, a remote table), inline otherwise
+        (Checker.blocks_at; STAGE is the check_* name, METHOD's own by default)."""
         assert self.checker is not None  # callers check it
         try:
-            if self.checker.blocks:
+            if self.checker.blocks_at(stage or method.__name__, ctx):
                 refusal = await asyncio.to_thread(method, ctx)
             else:
                 refusal = method(ctx)
@@ -718,7 +719,7 @@ class Session:
             return self.checker_error
         delayed = self.s.delay_reject
         return await self.check(lambda ctx: self.checker.check_rcpt(ctx, delayed),
-                                self.context(address, "RCPT"))
+                                self.context(address, "RCPT"), "check_rcpt")
 
     # -- DATA -------------------------------------------------------------------
     async def smtp_DATA(self, arg: str) -> None:

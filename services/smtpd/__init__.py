@@ -37,16 +37,18 @@ import sys
 from dataclasses import dataclass
 
 import uvloop
-import zmq.asyncio  # noqa: F401
 
 from pymaster.mail import cleanup_client
 from pymaster.master import service
-from pymaster.util import log
+from pymaster.util import ipc, log
 from services.smtpd import lazy, replies, rewrite_context, standalone
 from services.smtpd.check import Checker, ConfigurationError
 from services.smtpd.server import Server
 from services.smtpd.session import Settings
-from services.smtpd.submit import CleanupClient
+from services.smtpd.submit import Cleanup
+
+# zeromq's asyncio support, loaded before the jail like the imports above.
+ipc.load_asyncio()
 
 
 @dataclass
@@ -85,7 +87,8 @@ def run(svc: service.Service) -> None:
     state = svc.enter_jail(pre_jail)
 
     async def serve() -> None:
-        cleanup = CleanupClient(state.cleanup_endpoint, float(svc.cfg.time("ipc_timeout")))
+        cleanup = Cleanup(ipc.AioClient(state.cleanup_endpoint,
+                                        float(svc.cfg.time("ipc_timeout"))))
         await Server(svc, state.settings, state.checker, cleanup, state.checker_error).serve()
 
     # uvloop: libuv's loop does the per-connection work (accept, reads,

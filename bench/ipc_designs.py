@@ -17,9 +17,18 @@ the middle process (the "master") and in client plus workers together:
            a lease gives: Postfix's one client per worker); the lease itself
            is not in the loop: it is paid once per lease, not per request.
 
-Plus, for the lease's own price, `lease`: a round trip to a middle process
-(`broker`) per lease is what handing one out costs the master; it is the
-broker's per-request figure, divided by the requests a lease carries.
+  stream   as direct, but the requests travel over the accepted unix stream
+           connection itself (4-byte length, JSON), no zeromq.
+
+And the price of a lease handed out without the master, Postfix's way: the
+workers share one listening unix socket (the master's, descriptor 3) and an
+idle worker accepts; the accepted connection is the lease (its end of file
+tells the client that the worker died, at once). `lease` measures a lease
+per request, the worst case (Postfix's per-message connection): connect,
+accept, the worker names its zeromq endpoint, one request over zeromq (a
+socket per worker endpoint, kept by the client), close. A lease from a
+Python lease desk in the master instead costs the master one brokered round
+trip (the broker figures) per lease.
 
 `head of line`: 2 workers, one of which sleeps HOLD seconds on a request;
 20 requests follow; how many of them waited for the sleeper (broker and
@@ -79,6 +88,9 @@ def run_middle(kind: str, directory: str) -> None:
 def run_worker(kind: str, directory: str, index: int) -> None:
     """run_worker - answer every request at once (after its "hold" seconds, if any)."""
     os.chdir(directory)
+    if kind in ("lease", "stream"):
+        serve_leases(kind, index)
+        return
     if kind == "broker":
         w = ipc.Worker("ipc://private/.svc.workers")
         w.ready(1)
@@ -101,6 +113,45 @@ def run_worker(kind: str, directory: str, index: int) -> None:
                                                    "held": bool(header.get("hold"))})])
 
 
+def serve_leases(kind: str, index: int) -> None:
+    """serve_leases - accept a lease on the shared listening socket, serve its client, again."""
+    import socket
+    listener = socket.socket(fileno=int(os.environ["LISTEN_FD"]))
+    sock = ipc.context().socket(zmq.ROUTER)
+    name = f"private/.svc.{index}"
+    sock.bind(f"ipc://{name}")
+    while True:
+        conn, _ = listener.accept()
+        if kind == "stream":
+            serve_stream(conn, index)
+            continue
+        conn.sendall(name.encode() + b"\n")
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(conn.fileno(), zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if sock in ready:
+                frames = sock.recv_multipart()
+                sock.send_multipart([*frames[:-1], *ipc.pack({"status": "ok", "worker": index})])
+            if conn.fileno() in ready:
+                break           # end of file: the lease is over
+        conn.close()
+
+
+def serve_stream(conn, index: int) -> None:
+    """serve_stream - requests and replies on the lease connection itself."""
+    f = conn.makefile("rb")
+    while True:
+        head = f.read(4)
+        if len(head) < 4:
+            break
+        ipc.unpack([f.read(int.from_bytes(head, "big"))])
+        reply = ipc.pack({"status": "ok", "worker": index})[0]
+        conn.sendall(len(reply).to_bytes(4, "big") + reply)
+    conn.close()
+
+
 # -- the client -----------------------------------------------------------------
 
 class Setup:
@@ -112,17 +163,30 @@ class Setup:
         os.mkdir(os.path.join(self.dir, "private"))
         me = [sys.executable, "-m", "bench.ipc_designs"]
         self.procs: list[subprocess.Popen] = []
-        if kind != "direct":
+        self.listener = None
+        if kind in ("broker", "proxy"):
             self.middle = self._start(me + ["--middle", kind, self.dir])
             self._wait(os.path.join(self.dir, "private", ".svc.workers"))
+        elif kind in ("lease", "stream"):
+            import socket
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(os.path.join(self.dir, "private", "svc"))
+            self.listener.listen(100)
         for n in range(workers):
             self._start(me + ["--worker", kind, self.dir, str(n)])
-        if kind == "direct":
+        if kind in ("direct", "lease"):
             for n in range(workers):
                 self._wait(os.path.join(self.dir, "private", f".svc.{n}"))
         time.sleep(0.3)       # workers connected and READY
 
     def _start(self, argv: list[str]) -> subprocess.Popen:
+        if self.listener is not None:
+            # The listening socket, inherited (the master passes it as descriptor 3).
+            fd = self.listener.fileno()
+            proc = subprocess.Popen(argv, cwd=str(ROOT), pass_fds=(fd,),
+                                    env={**os.environ, "LISTEN_FD": str(fd)})
+            self.procs.append(proc)
+            return proc
         proc = subprocess.Popen(argv, cwd=str(ROOT))
         self.procs.append(proc)
         return proc
@@ -140,7 +204,7 @@ class Setup:
         middle = workers = 0.0
         for proc in self.procs:
             t = psutil.Process(proc.pid).cpu_times()
-            if self.kind != "direct" and proc is self.middle:
+            if self.kind in ("broker", "proxy") and proc is self.middle:
                 middle += t.user + t.system
             else:
                 workers += t.user + t.system
@@ -155,6 +219,73 @@ class Setup:
 def own_cpu() -> float:
     t = psutil.Process().cpu_times()
     return t.user + t.system
+
+
+def leases(setup: Setup, seconds: float) -> tuple[float, float]:
+    """leases - (leases/s, us of client+workers CPU per lease), one request
+    per lease, one lease at a time."""
+    import socket
+    path = os.path.join(setup.dir, "private", "svc")
+    socks: dict[str, zmq.Socket] = {}
+    request = [b"", *ipc.pack({"op": "ping"})]
+
+    def one() -> None:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+        name = conn.makefile("rb").readline().strip().decode()
+        sock = socks.get(name)
+        if sock is None:
+            sock = socks[name] = ipc.context().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"ipc://{setup.dir}/{name}")
+        sock.send_multipart(request)
+        sock.recv_multipart()
+        conn.close()
+    for _ in range(200):
+        one()
+    n, start, cpu0, own0 = 0, time.perf_counter(), setup.cpu(), own_cpu()
+    while time.perf_counter() - start < seconds:
+        one()
+        n += 1
+    elapsed = time.perf_counter() - start
+    cpu1, own1 = setup.cpu(), own_cpu()
+    for sock in socks.values():
+        sock.close(0)
+    return n / elapsed, (cpu1[1] - cpu0[1] + own1 - own0) / n * 1e6
+
+
+def stream_round_trips(setup: Setup, seconds: float) -> tuple[float, float, float]:
+    """stream_round_trips - as round_trips, over one kept lease per worker."""
+    import selectors
+    import socket
+    path = os.path.join(setup.dir, "private", "svc")
+    sel = selectors.DefaultSelector()
+    body = ipc.pack({"op": "ping"})[0]
+    request = len(body).to_bytes(4, "big") + body
+    conns = []
+    for _ in range(setup.workers):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+        sel.register(conn, selectors.EVENT_READ, conn.makefile("rb"))
+        conns.append(conn)
+        conn.sendall(request)
+    done, warm, start = 0, 200, None
+    while True:
+        for key, _ in sel.select(5):
+            f = key.data
+            ipc.unpack([f.read(int.from_bytes(f.read(4), "big"))])
+            done += 1
+            if done == warm:
+                start, cpu0, own0 = time.perf_counter(), setup.cpu(), own_cpu()
+            key.fileobj.sendall(request)
+        if start is not None and time.perf_counter() - start >= seconds:
+            break
+    elapsed = time.perf_counter() - start
+    cpu1, own1 = setup.cpu(), own_cpu()
+    n = done - warm
+    for conn in conns:
+        conn.close()
+    return n / elapsed, 0.0, (cpu1[1] - cpu0[1] + own1 - own0) / n * 1e6
 
 
 def sockets_for(setup: Setup) -> list:
@@ -251,15 +382,24 @@ def main() -> None:
         kind, directory, index = args.worker
         run_worker(kind, directory, int(index))
         return
-    for kind in ("broker", "proxy", "direct"):
+    for kind in ("broker", "proxy", "direct", "stream"):
         for workers in (int(w) for w in args.workers.split(",")):
             setup = Setup(kind, workers)
             try:
-                rate, middle, rest = round_trips(setup, args.seconds)
+                measure = stream_round_trips if kind == "stream" else round_trips
+                rate, middle, rest = measure(setup, args.seconds)
             finally:
                 setup.close()
             print(f"{kind:6} {workers:2} worker(s): {rate:8,.0f} round trips/s, "
                   f"middle {middle:6.1f} us, client+workers {rest:6.1f} us CPU per round trip")
+    for workers in (1, 4):
+        setup = Setup("lease", workers)
+        try:
+            rate, cpu = leases(setup, args.seconds)
+        finally:
+            setup.close()
+        print(f"lease  {workers:2} worker(s): {rate:8,.0f} leases/s (one request each), "
+              f"client+workers {cpu:6.1f} us CPU per lease and request")
     for kind in ("broker", "proxy", "direct"):
         print(f"{kind:6} head of line: {head_of_line(kind)} of 20 requests waited "
               f"behind a busy worker")

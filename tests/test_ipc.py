@@ -347,7 +347,9 @@ class TestAioClient:
     def test_a_request_without_an_answer_times_out_and_its_socket_is_dropped(self, aio_endpoint):
         async def body(router, client):
             client.timeout = 0.2
-            with pytest.raises(ipc.IpcError, match=r"^timeout after 0.2s waiting for ipc://"):
+            with pytest.raises(ipc.IpcTimeout, match=r"^timeout after 0.2s waiting for ipc://"):
                 await client.request({"op": "reserve"})
+            with pytest.raises(ipc.IpcTimeout, match=r"^timeout after 0.1s waiting for ipc://"):
+                await client.request({"op": "reserve"}, timeout=0.1)
             assert client._idle == []
         run_aio(aio_endpoint, body)

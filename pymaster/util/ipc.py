@@ -30,7 +30,8 @@ Interface:
     Client(endpoint).call(header, payload, timeout) -> (header, payload)
     AsyncClient(endpoint): send / recv for many requests in flight (qmgr)
     AioClient(endpoint, timeout): await request(header, payload), notify(header),
-        for an asyncio program (smtpd: cleanup, anvil)
+        for an asyncio program (smtpd: cleanup, anvil; postscreen: dnsblog)
+    IpcTimeout: the IpcError of a request that got no answer in time
     Poller(): what one thread waits on (workers, clients, plain descriptors)
     trigger(endpoint, header): a one-way wakeup; nobody waits for the answer
     OneWay(endpoint).send(header): the same over a kept socket (a trigger per message)
@@ -60,6 +61,10 @@ _DECODER = json.JSONDecoder()
 
 class IpcError(Exception):
     """A service did not answer in time, or answered nonsense."""
+
+
+class IpcTimeout(IpcError):
+    """A service did not answer within the time a request allowed."""
 
 
 class Again(Exception):
@@ -268,22 +273,24 @@ class AioClient:
         sock.connect(self.endpoint)
         return sock
 
-    async def request(self, header: dict, payload: Iterable[bytes] = ()) -> dict:
+    async def request(self, header: dict, payload: Iterable[bytes] = (),
+                      timeout: float | None = None) -> dict:
         """request - send HEADER and PAYLOAD, wait for the answer's header.
-        IpcError on a timeout, a transport error or a malformed answer."""
+        IpcTimeout (an IpcError) when none comes within TIMEOUT (default: the
+        client's); IpcError on a transport error or a malformed answer."""
         import asyncio  # loaded already: the caller runs in its event loop
+        wait = self.timeout if timeout is None else timeout
         sock = self._socket()
         try:
             await sock.send_multipart([b"", *pack(header, payload)], copy=False)
             # One receive under a deadline: a poll() first would build a
             # zmq poller and a future of its own for every request.
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(wait):
                 frames = await sock.recv_multipart()
             reply, _ = unpack(frames[1:])
         except TimeoutError:
             sock.close(0)
-            raise IpcError(f"timeout after {self.timeout:g}s "
-                           f"waiting for {self.endpoint}") from None
+            raise IpcTimeout(f"timeout after {wait:g}s waiting for {self.endpoint}") from None
         except (zmq.ZMQError, IpcError) as e:
             sock.close(0)
             raise IpcError(str(e)) from None

@@ -6,9 +6,12 @@ sockets); clients and workers run in helper threads with their own sockets.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
+import zmq
+import zmq.asyncio
 
 from pymaster.master import broker as broker_module
 from pymaster.util import ipc
@@ -59,7 +62,18 @@ class TestMessages:
         assert frames[0] == b'{"op":"message","n":1}'
         assert ipc.unpack(frames) == ({"op": "message", "n": 1}, [b"body\n", b"more"])
 
-    @pytest.mark.parametrize("frames", [[], [b"not json"], [b"[1, 2]"]])
+    @pytest.mark.parametrize("header", [
+        {"sender": "j\u00fcrgen@b\u00fccher.example"},     # UTF-8 text
+        {"sender": "bad\udcffbyte@example.com"},        # smtpd's surrogateescape
+        {"sizes": {1: 2}},                              # a key that is no string
+    ])
+    def test_every_header_text_survives_the_round_trip(self, header):
+        expected = {str(k): v for k, v in header.items()}
+        expected = {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
+                    for k, v in expected.items()}
+        assert ipc.unpack(ipc.pack(header)) == (expected, [])
+
+    @pytest.mark.parametrize("frames", [[], [b"not json"], [b"[1, 2]"], [b"\xff"]])
     def test_a_malformed_message_is_an_ipc_error(self, frames):
         with pytest.raises(ipc.IpcError):
             ipc.unpack(frames)
@@ -69,6 +83,34 @@ class TestMessages:
         assert ipc.worker_endpoint("public", "qmgr") == "ipc://public/.qmgr.workers"
         assert ipc.endpoint("private", "smtp", "/var/spool/postfix") == \
             "ipc:///var/spool/postfix/private/smtp"
+
+
+class TestPoller:
+    def test_it_answers_the_registered_objects_and_descriptors(self, broker):
+        import os
+        poller = ipc.Poller()
+        worker = ipc.Worker("ipc://private/.svc.workers")
+        read_end, write_end = os.pipe()
+        try:
+            poller.register(worker)
+            poller.register(read_end)
+            assert poller.poll(0) == []
+            os.write(write_end, b"x")
+            assert poller.poll(1000) == [read_end]
+            worker.ready()
+            broker.inject({"op": "wakeup"})
+            pump(broker, lambda: worker in poller.poll(0))
+            client, header, _ = worker.recv_request(block=False)
+            assert header == {"op": "wakeup"}
+            with pytest.raises(ipc.Again):
+                worker.recv_request(block=False)
+            poller.unregister(worker)
+            poller.unregister(worker)       # twice is harmless
+            assert poller.poll(0) == [read_end]
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+            worker.close()
 
 
 class TestBroker:
@@ -242,3 +284,72 @@ class TestOneWay:
         closing = in_thread(lambda: sender.close(wait=10))
         pump(broker, lambda: "result" in closing)
         assert sender.unanswered == 0                # every answer came and was dropped
+
+
+# -- ipc.AioClient: an asyncio program's requests (smtpd to cleanup and anvil).
+# A zeromq ROUTER in the test's event loop stands in for the master's
+# endpoint; it answers each request with its own header.
+
+@pytest.fixture
+def aio_endpoint(tmp_path):
+    return f"ipc://{tmp_path}/cleanup"
+
+
+async def answer(router: zmq.asyncio.Socket, count: int) -> list[dict]:
+    """answer - take COUNT requests, then answer each with its own header."""
+    held = []
+    for _ in range(count):
+        client, _, *message = await router.recv_multipart()
+        header, _ = ipc.unpack(message)
+        held.append((client, header))
+    for client, header in held:
+        await router.send_multipart([client, b"", *ipc.pack({"status": "ok", "echo": header})])
+    return [header for _, header in held]
+
+
+def run_aio(endpoint: str, body) -> None:
+    async def main():
+        ctx = zmq.asyncio.Context.shadow(ipc.context())
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(endpoint)
+        client = ipc.AioClient(endpoint, timeout=5)
+        try:
+            await body(router, client)
+        finally:
+            client.close()
+            router.close(0)
+    asyncio.run(main())
+
+
+class TestAioClient:
+    def test_an_answer_comes_back_and_its_socket_is_used_again(self, aio_endpoint):
+        async def body(router, client):
+            for n in range(2):
+                served = asyncio.ensure_future(answer(router, 1))
+                reply = await client.request({"op": "reserve", "n": n})
+                assert reply == {"status": "ok", "echo": {"op": "reserve", "n": n}}
+                await served
+            assert len(client._idle) == 1
+        run_aio(aio_endpoint, body)
+
+    def test_every_socket_of_concurrent_requests_is_kept(self, aio_endpoint):
+        # A closed socket would make the next request a new connection, and
+        # each new connection counts as a use toward cleanup's max_use.
+        async def body(router, client):
+            served = asyncio.ensure_future(answer(router, 20))
+            replies = await asyncio.gather(*(client.request({"n": n}) for n in range(20)))
+            assert sorted(r["echo"]["n"] for r in replies) == list(range(20))
+            await served
+            assert len(client._idle) == 20
+        run_aio(aio_endpoint, body)
+
+    def test_a_request_without_an_answer_times_out_and_its_socket_is_dropped(self, aio_endpoint):
+        async def body(router, client):
+            client.timeout = 0.2
+            with pytest.raises(ipc.IpcTimeout, match=r"^timeout after 0.2s waiting for ipc://"):
+                await client.request({"op": "reserve"})
+            with pytest.raises(ipc.IpcTimeout, match=r"^timeout after 0.1s waiting for ipc://"):
+                await client.request({"op": "reserve"}, timeout=0.1)
+            assert client._idle == []
+        run_aio(aio_endpoint, body)

@@ -80,3 +80,12 @@ def test_a_service_imports_no_other_service_and_no_command(path):
              if module.startswith("pymaster.commands")
              or (module.startswith("services.") and module.split(".")[1] != program)]
     assert wrong == []
+
+
+@pytest.mark.parametrize("path", source_files("services"), ids=lambda p: module_name(p))
+def test_no_service_touches_zeromq(path):
+    """zeromq stays inside pymaster/util/ipc.py: services see requests and replies."""
+    zmq = [f"line {line}: {module}" for line, module in imported_modules(path)
+           if module == "zmq" or module.startswith("zmq.")]
+    assert zmq == []
+    assert "zmq" not in path.read_text()

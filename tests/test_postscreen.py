@@ -121,7 +121,7 @@ def test_a_dnsbl_result_holds_for_its_ttl(tmp_path, ttls, expected):
     settings = Settings.from_config(load_config(str(tmp_path)))
 
     async def scored() -> int:
-        query = Query(settings, "ipc://unused", None)
+        query = Query(settings, None)
         for i, ttl in enumerate(ttls):
             done = asyncio.get_running_loop().create_future()
             done.set_result(([], ttl))

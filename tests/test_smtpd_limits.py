@@ -21,7 +21,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict]] = []
 
-    async def submit(self, header: dict, payload: list) -> dict:
+    async def request(self, header: dict, payload: list = []) -> dict:
         self.requests.append(("request", header))
         return {"status": "ok", "count": 1, "rate": 1}
 

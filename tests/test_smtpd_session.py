@@ -16,13 +16,13 @@ import time
 
 import pytest
 
-from pymaster.util import log
+from pymaster.util import ipc, log
 from pymaster.mail.config import load_config
 from services.smtpd.check import Checker
 from services.smtpd.connection import Connection
 from services.smtpd.peer import Peer
 from services.smtpd.session import Session, Settings
-from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, SubmitError
+from services.smtpd.submit import QUEUE_ID_PLACEHOLDER
 from tests.support.smtpclient import Raw
 from tests.support.wait import wait_until
 
@@ -39,7 +39,7 @@ class StandInCleanup:
 
     async def reserve(self) -> dict:
         if self.fail_reserve:
-            raise SubmitError("timeout after 1s waiting for ipc://private/cleanup")
+            raise ipc.IpcError("timeout after 1s waiting for ipc://private/cleanup")
         self.reserved.append(f"QID{len(self.reserved) + 1}")
         return {"status": "ok", "queue_id": self.reserved[-1]}
 
@@ -48,7 +48,7 @@ class StandInCleanup:
 
     async def submit(self, header: dict, payload: list) -> dict:
         if self.fail:
-            raise SubmitError("timeout after 1s waiting for ipc://private/cleanup")
+            raise ipc.IpcError("timeout after 1s waiting for ipc://private/cleanup")
         content = b"".join(bytes(p) for p in payload)
         self.messages.append((header, content))
         return {"status": "ok", "queue_id": header.get("queue_id") or f"QID{len(self.messages)}"}

@@ -73,8 +73,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-import zmq
-
 from pymaster.mail import queue
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.maps import open_configured_tables
@@ -411,9 +409,9 @@ class Service:
         worker = self.worker()
         max_use = self.cfg.int("max_use")
         max_idle = self.cfg.time("max_idle")
-        poller = zmq.Poller()
-        poller.register(worker.sock, zmq.POLLIN)
-        poller.register(ALIVE_FD, zmq.POLLIN)
+        poller = ipc.Poller()
+        poller.register(worker)
+        poller.register(ALIVE_FD)
         counter = UseCounter(max_use)
 
         def serve(client: bytes, header: dict, payload: list) -> None:
@@ -439,10 +437,10 @@ class Service:
                 left = max_idle - (time.monotonic() - idle_since)
                 if left <= 0:
                     break
-                events = dict(poller.poll(int(left * 1000) + 1))
-                if ALIVE_FD in events and self.master_gone():
+                ready = poller.poll(int(left * 1000) + 1)
+                if ALIVE_FD in ready and self.master_gone():
                     break
-                if worker.sock not in events:
+                if worker not in ready:
                     continue
                 request = worker.recv_request()
                 if request is None:

@@ -37,8 +37,6 @@ import asyncio
 import concurrent.futures.thread  # noqa: F401  (run_in_executor: the hand-off)
 import os
 
-import zmq.asyncio
-
 from pymaster.master import cachefile, service
 from pymaster.util import ipc, log
 from pymaster.util.tables import TableError
@@ -76,11 +74,11 @@ def pre_jail(svc: service.Service) -> Context:
     except ValueError as e:
         log.fatal(str(e))
     access = AccessList.from_config(cfg, settings.access_list)
-    endpoint = ipc.endpoint("private", cfg.get("dnsblog_service_name"))
-    context = zmq.asyncio.Context.shadow(ipc.context())
+    dnsblog = ipc.AioClient(ipc.endpoint("private", cfg.get("dnsblog_service_name")),
+                            settings.dnsbl_timeout)
     load = Load(cfg.int("postscreen_pre_queue_limit"),
                 cfg.int("postscreen_client_connection_count_limit"))
-    return Context(settings, stress_settings, open_cache(cfg), access, endpoint, context, load)
+    return Context(settings, stress_settings, open_cache(cfg), access, dnsblog, load)
 
 
 def run(svc: service.Service) -> None:

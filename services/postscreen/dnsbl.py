@@ -13,7 +13,8 @@ longer than postscreen_dnsbl_max_ttl and no shorter than
 postscreen_dnsbl_min_ttl; postscreen_dnsbl_max_ttl when no answer said.
 
 Interface:
-    Query(settings, endpoint, context).start(address); await .wait(timeout)
+    Query(settings, dnsblog).start(address); await .wait(timeout)
+        (dnsblog: an ipc.AioClient of the service, timeout postscreen_dnsbl_timeout)
     .score() -> (score, name); .ttl() -> seconds
 """
 
@@ -21,9 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-
-import zmq
-import zmq.asyncio
 
 from pymaster.util import ipc, log
 from pymaster.util.tables import TableError, open_table
@@ -36,10 +34,9 @@ _ids = itertools.count(1)
 class Query:
     """The DNSBL lookups of one client, started at once, scored on demand."""
 
-    def __init__(self, settings: Settings, endpoint: str, context: zmq.asyncio.Context) -> None:
+    def __init__(self, settings: Settings, dnsblog: ipc.AioClient | None) -> None:
         self.settings = settings
-        self.endpoint = endpoint
-        self.context = context
+        self.dnsblog = dnsblog
         self.tasks: dict[str, asyncio.Task] = {}
 
     def start(self, address: str) -> None:
@@ -49,24 +46,17 @@ class Query:
                 self.tasks[site.domain] = asyncio.create_task(self._ask(site.domain, address))
 
     async def _ask(self, domain: str, address: str) -> tuple[list[str], int | None]:
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
+        assert self.dnsblog is not None  # a Query that asks has a client
+        header = {"op": "query", "domain": domain, "address": address, "id": next(_ids)}
         try:
-            sock.connect(self.endpoint)
-            header = {"op": "query", "domain": domain, "address": address, "id": next(_ids)}
-            await sock.send_multipart([b"", *ipc.pack(header)])
-            async with asyncio.timeout(self.settings.dnsbl_timeout):
-                frames = await sock.recv_multipart()
-            reply, _ = ipc.unpack(frames[1:])
-        except asyncio.TimeoutError:
+            reply = await self.dnsblog.request(header, timeout=self.settings.dnsbl_timeout)
+        except ipc.IpcTimeout:
             log.warning(f"dnsblog reply timeout {self.settings.dnsbl_timeout:g}s "
                         f"for {domain}")
             return [], None
-        except (zmq.ZMQError, ipc.IpcError) as e:
+        except ipc.IpcError as e:
             log.warning(f"dnsblog request for {domain}: {e}")
             return [], None
-        finally:
-            sock.close()
         if reply.get("status") != "ok":
             return [], None
         ttl = reply.get("ttl")

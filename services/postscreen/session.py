@@ -20,7 +20,8 @@ An action is `ignore` (log, carry on, repeat the test next time), `enforce`
 the connection closed).
 
 Interface:
-    Context(settings, cache, access, dnsblog_endpoint, zmq_context)
+    Context(settings, stress_settings, cache, access, dnsblog, load)
+        (dnsblog: an ipc.AioClient of the dnsblog service)
     Session(ctx, conn, client_addr, client_port, server_addr, server_port).run()
     TESTS, EARLY, DEEP
 """
@@ -31,10 +32,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-import zmq.asyncio
-
 from pymaster.master import handoff
-from pymaster.util import log
+from pymaster.util import ipc, log
 
 from . import proxy, replies
 from .access import AccessList
@@ -59,8 +58,7 @@ class Context:
     stress_settings: Settings       # main.cf read with stress = yes
     cache: ClientCache | TableClientCache
     access: AccessList
-    dnsblog: str
-    zmq_context: zmq.asyncio.Context
+    dnsblog: ipc.AioClient
     load: Load
 
     def enabled(self) -> set[str]:
@@ -209,7 +207,7 @@ class Session:
         """_early_tests - pregreet and DNSBL; False when the session ended."""
         query = None
         if "dnsbl" in self.todo:
-            query = Query(self.settings, self.ctx.dnsblog, self.ctx.zmq_context)
+            query = Query(self.settings, self.ctx.dnsblog)
             query.start(self.addr)
         try:
             if "pregr" in self.todo:

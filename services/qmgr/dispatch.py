@@ -11,7 +11,7 @@ Interface:
     Dispatcher(poller, timeout)
     .available(service) -> bool          the master listens for SERVICE
     .send(service, header, on_reply)     on_reply(header | None, reason)
-    .owns(sock) / .receive(sock)         for the event loop
+    .owns(item) / .receive(client)       for the event loop (items the poller answered)
     .expire(now)                         time out overdue requests
     .next_deadline() -> float | None
     .in_flight -> int
@@ -23,8 +23,6 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Callable
-
-import zmq
 
 from pymaster.util import ipc, log
 
@@ -42,11 +40,11 @@ class Pending:
 class Dispatcher:
     """Request connections per service, with timeouts."""
 
-    def __init__(self, poller: zmq.Poller, timeout: float) -> None:
+    def __init__(self, poller: ipc.Poller, timeout: float) -> None:
         self.poller = poller
         self.timeout = timeout
         self.idle: dict[str, list[ipc.AsyncClient]] = {}
-        self.pending: dict[zmq.Socket, Pending] = {}
+        self.pending: dict[ipc.AsyncClient, Pending] = {}
 
     @property
     def in_flight(self) -> int:
@@ -63,17 +61,17 @@ class Dispatcher:
             client = pool.pop()
         else:
             client = ipc.AsyncClient(ipc.endpoint("private", service))
-            self.poller.register(client.sock, zmq.POLLIN)
+            self.poller.register(client)
         client.send(header)
-        self.pending[client.sock] = Pending(service, client, time.monotonic() + self.timeout,
+        self.pending[client] = Pending(service, client, time.monotonic() + self.timeout,
                                             on_reply)
 
-    def owns(self, sock) -> bool:
-        return sock in self.pending
+    def owns(self, item) -> bool:
+        return item in self.pending
 
-    def receive(self, sock) -> None:
-        """receive - hand the answer waiting on SOCK to its request's callback."""
-        p = self.pending.pop(sock)
+    def receive(self, client: ipc.AsyncClient) -> None:
+        """receive - hand the answer waiting on CLIENT to its request's callback."""
+        p = self.pending.pop(client)
         try:
             header, _ = p.client.recv()
         except ipc.IpcError as e:
@@ -86,9 +84,9 @@ class Dispatcher:
     def expire(self, now: float | None = None) -> None:
         """expire - give up on requests past their deadline."""
         now = time.monotonic() if now is None else now
-        overdue = [s for s, p in self.pending.items() if p.deadline <= now]
-        for sock in overdue:
-            p = self.pending.pop(sock)
+        overdue = [c for c, p in self.pending.items() if p.deadline <= now]
+        for client in overdue:
+            p = self.pending.pop(client)
             log.warning(f"timeout after {self.timeout:g}s waiting for "
                         f"private/{p.service}; request given up")
             self._drop(p)
@@ -101,7 +99,7 @@ class Dispatcher:
         return min(p.deadline for p in self.pending.values())
 
     def _drop(self, p: Pending) -> None:
-        self.poller.unregister(p.client.sock)
+        self.poller.unregister(p.client)
         p.client.close()
 
     def close(self) -> None:
@@ -110,6 +108,6 @@ class Dispatcher:
         self.pending.clear()
         for pool in self.idle.values():
             for client in pool:
-                self.poller.unregister(client.sock)
+                self.poller.unregister(client)
                 client.close()
         self.idle.clear()

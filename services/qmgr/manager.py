@@ -38,8 +38,6 @@ from __future__ import annotations
 import os
 import time
 
-import zmq
-
 from pymaster.mail import delivery, dsn, flush_client, queue, queuelist, records, traceflags, verp
 from pymaster.mail.config import ConfigError
 from pymaster.mail.resolve import ERROR, FAIL, Resolver
@@ -83,7 +81,7 @@ class QueueManager:
         # Deferred mail is logged per destination for ETRN and postqueue -s.
         self.fast_flush = flush_client.FlushClient(cfg) if cfg.list("fast_flush_domains") else None
         self.process_limits = self._process_limits()
-        self.poller = zmq.Poller()
+        self.poller = ipc.Poller()
         self.dispatcher = Dispatcher(self.poller, max(1, cfg.time("ipc_timeout")))
         self.transports: dict[str, Transport] = {}
         self.active: dict[str, ActiveMessage] = {}
@@ -108,11 +106,11 @@ class QueueManager:
         """open - the trigger socket and the master-alive pipe."""
         self.worker = self.svc.worker()
         self.worker.ready(TRIGGER_CREDITS)
-        self.poller.register(self.worker.sock, zmq.POLLIN)
+        self.poller.register(self.worker)
         try:
             os.fstat(service.ALIVE_FD)
             self.alive_fd = service.ALIVE_FD
-            self.poller.register(self.alive_fd, zmq.POLLIN)
+            self.poller.register(self.alive_fd)
         except OSError:
             self.alive_fd = None
 
@@ -154,8 +152,8 @@ class QueueManager:
             self.next_deferred_scan = now + self.queue_run_delay
         fed = self.feed(now)
         self.schedule(now)
-        for sock, _ in self.poller.poll(self.poll_timeout(fed)):
-            self.event(sock)
+        for item in self.poller.poll(self.poll_timeout(fed)):
+            self.event(item)
         self.dispatcher.expire()
 
     def has_room(self) -> bool:
@@ -172,14 +170,14 @@ class QueueManager:
             wait = min(wait, max(0.0, deadline - time.monotonic()))
         return int(wait * 1000) + 1
 
-    def event(self, sock) -> None:
-        if self.worker is not None and sock is self.worker.sock:
+    def event(self, item) -> None:
+        if item is self.worker:
             self.triggers()
-        elif sock == self.alive_fd:
+        elif item == self.alive_fd:
             if self.svc.master_gone():
                 self.running = False
-        elif self.dispatcher.owns(sock):
-            self.dispatcher.receive(sock)
+        elif self.dispatcher.owns(item):
+            self.dispatcher.receive(item)
 
     # -- triggers ------------------------------------------------------------
     def triggers(self) -> None:
@@ -189,8 +187,8 @@ class QueueManager:
         selected: list[dict] = []
         while True:
             try:
-                request = self.worker.recv_request(zmq.NOBLOCK)
-            except zmq.Again:
+                request = self.worker.recv_request(block=False)
+            except ipc.Again:
                 break
             except ipc.IpcError as e:
                 log.warning(f"bad trigger: {e}")
@@ -412,8 +410,12 @@ class QueueManager:
             self.complete(transport, dest, job, None, UNAVAILABLE)
             return
         req = job.message.request(transport.name, job.nexthop, job.recipients)
-        # More jobs wait for this destination: smtp may keep its connection.
+        # More jobs wait for this destination: smtp may keep its connection;
+        # and it looks in the cache only when an earlier request may have kept
+        # one (a round trip to scache per delivery otherwise).
         req.backlog = bool(dest.jobs)
+        req.cache_lookup = dest.stored
+        dest.stored = dest.stored or req.backlog
         self.dispatcher.send(
             transport.name, req.to_header(),
             lambda header, reason: self.complete(transport, dest, job, header, reason))

@@ -28,8 +28,6 @@ Interface:
 
 from __future__ import annotations
 
-import asyncio
-
 # What asyncio's resolver threads and zeromq load on first use, imported now:
 # after the chroot or the privilege drop the interpreter's library may be
 # out of reach.
@@ -38,16 +36,19 @@ import encodings.idna  # noqa: F401  (getnameinfo/getaddrinfo of host names)
 import sys
 from dataclasses import dataclass
 
-import zmq.asyncio  # noqa: F401
+import uvloop
 
 from pymaster.mail import cleanup_client
 from pymaster.master import service
-from pymaster.util import log
+from pymaster.util import ipc, log
 from services.smtpd import lazy, replies, rewrite_context, standalone
 from services.smtpd.check import Checker, ConfigurationError
 from services.smtpd.server import Server
 from services.smtpd.session import Settings
-from services.smtpd.submit import CleanupClient
+from services.smtpd.submit import Cleanup
+
+# zeromq's asyncio support, loaded before the jail like the imports above.
+ipc.load_asyncio()
 
 
 @dataclass
@@ -86,10 +87,15 @@ def run(svc: service.Service) -> None:
     state = svc.enter_jail(pre_jail)
 
     async def serve() -> None:
-        cleanup = CleanupClient(state.cleanup_endpoint, float(svc.cfg.time("ipc_timeout")))
+        cleanup = Cleanup(ipc.AioClient(state.cleanup_endpoint,
+                                        float(svc.cfg.time("ipc_timeout"))))
         await Server(svc, state.settings, state.checker, cleanup, state.checker_error).serve()
 
-    asyncio.run(serve())
+    # uvloop: libuv's loop does the per-connection work (accept, reads,
+    # writes, timers) in C; asyncio's own loop spent about a quarter of an
+    # smtpd's CPU in selector and transport code (docs/architecture.md,
+    # "CPU per message").
+    uvloop.run(serve())
 
 
 def main() -> None:

@@ -39,7 +39,6 @@ from pymaster.util import ipc, log
 from services.smtpd import replies
 from services.smtpd.netlist import NetList
 from services.smtpd.peer import Peer
-from services.smtpd.submit import CleanupClient, SubmitError
 
 ANVIL_TIMEOUT = 5.0
 # the middle of each smtpd_client_NAME_rate_limit
@@ -60,7 +59,7 @@ class Limits:
             "newtls": cfg.int("smtpd_client_new_tls_session_rate_limit"),
             "auth": cfg.int("smtpd_client_auth_rate_limit"),
         }
-        self.client = CleanupClient(endpoint, ANVIL_TIMEOUT)
+        self.client = ipc.AioClient(endpoint, ANVIL_TIMEOUT)
         self.down_until = 0.0
 
     @classmethod
@@ -86,8 +85,8 @@ class Limits:
         if time.monotonic() < self.down_until:
             return None
         try:
-            answer = await self.client.submit({"op": op, "ident": self._ident(peer)}, [])
-        except SubmitError as e:
+            answer = await self.client.request({"op": op, "ident": self._ident(peer)})
+        except ipc.IpcError as e:
             log.warning(f"problem talking to service anvil: {e}")
             self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
             return None
@@ -122,7 +121,7 @@ class Limits:
             return
         try:
             self.client.notify({"op": "disconnect", "ident": self._ident(peer)})
-        except SubmitError as e:
+        except ipc.IpcError as e:
             log.warning(f"problem talking to service anvil: {e}")
 
     def close(self) -> None:

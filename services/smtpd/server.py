@@ -48,7 +48,7 @@ from services.smtpd.connection import Connection
 from services.smtpd.limits import Limits
 from services.smtpd.peer import lookup_peer
 from services.smtpd.session import Session, Settings
-from services.smtpd.submit import CleanupClient
+from services.smtpd.submit import Cleanup
 
 HANDOFF_TIMEOUT = 10.0  # seconds a pass connection gets to deliver its client
 STORM_IDLE = 2.0     # seconds idle before a process that was full exits
@@ -57,7 +57,7 @@ MASTER_GONE_GRACE = 10.0  # seconds open sessions get once the master has died
 
 class Server:
     def __init__(self, svc: Service, settings: Settings, checker: Checker | None,
-                 cleanup: CleanupClient, checker_error: str = "") -> None:
+                 cleanup: Cleanup, checker_error: str = "") -> None:
         self.svc = svc
         self.settings = settings
         self.checker = checker

@@ -61,7 +61,7 @@ from services.smtpd.milters import MilterSettings, SessionMilters, open_milters
 from services.smtpd.netlist import NetList
 from services.smtpd.peer import Peer
 from services.smtpd.rewrite_context import header_rewrite_context
-from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, CleanupClient, SubmitError, received_header
+from services.smtpd.submit import QUEUE_ID_PLACEHOLDER, Cleanup, received_header
 
 READ_CHUNK = 65536
 # RFC 3030 2: chunk-size is 1*DIGIT; Postfix takes it as a file offset (off_t),
@@ -186,7 +186,7 @@ class Session:
     """One client, from the greeting to the disconnect line."""
 
     def __init__(self, conn: Connection, peer: Peer, settings: Settings,
-                 checker: Checker | None, cleanup: CleanupClient | None,
+                 checker: Checker | None, cleanup: Cleanup | None,
                  checker_error: str = "", limits=None) -> None:
         self.conn = conn
         self.peer = peer
@@ -488,12 +488,13 @@ class Session:
             queue_id=self.queue_id,
             sasl_method=self.sasl_method, **tls.context_fields(self))
 
-    async def check(self, method, ctx: Context) -> str | None:
+    async def check(self, method, ctx: Context, stage: str = "") -> str | None:
         """check - run a restriction check; off the event loop when it may wait on
-        the network (DNS, policy servers), inline otherwise (Checker.blocks)."""
+        the network (DNS, policy servers, a remote table), inline otherwise
+        (Checker.blocks_at; STAGE is the check_* name, METHOD's own by default)."""
         assert self.checker is not None  # callers check it
         try:
-            if self.checker.blocks:
+            if self.checker.blocks_at(stage or method.__name__, ctx):
                 refusal = await asyncio.to_thread(method, ctx)
             else:
                 refusal = method(ctx)
@@ -683,7 +684,7 @@ class Session:
         assert self.cleanup is not None  # self.reserves
         try:
             answer = await self.cleanup.reserve()
-        except SubmitError as e:
+        except ipc.IpcError as e:
             log.warning(f"{self.peer.namaddr}: cleanup: {e}")
             return replies.ERR_QUEUE_WRITE
         if answer.get("status") != "ok" or not answer.get("queue_id"):
@@ -706,7 +707,7 @@ class Session:
         assert self.cleanup is not None  # a reserved queue file came from it
         try:
             self.cleanup.abandon(queue_id)
-        except SubmitError as e:
+        except ipc.IpcError as e:
             # cleanup sweeps what stays behind (services/cleanup/reservation.py).
             log.warning(f"{queue_id}: cleanup: {e}")
 
@@ -718,7 +719,7 @@ class Session:
             return self.checker_error
         delayed = self.s.delay_reject
         return await self.check(lambda ctx: self.checker.check_rcpt(ctx, delayed),
-                                self.context(address, "RCPT"))
+                                self.context(address, "RCPT"), "check_rcpt")
 
     # -- DATA -------------------------------------------------------------------
     async def smtp_DATA(self, arg: str) -> None:
@@ -923,7 +924,7 @@ class Session:
         assert self.cleanup is not None  # a session that takes mail has one
         try:
             answer = await self.cleanup.submit(header, frames)
-        except SubmitError as e:
+        except ipc.IpcError as e:
             log.warning(f"{self.peer.namaddr}: cleanup: {e}")
             return replies.ERR_QUEUE_WRITE      # reset_transaction abandons the file
         status = answer.get("status")

@@ -24,6 +24,7 @@ import pytest
 
 from pymaster.util import ipc
 from tests.support.instance import Instance, is_root, listening
+from tests.support.smtpscript import ScriptServer
 from tests.support.wait import wait_until
 
 ECHO = Path(__file__).resolve().parents[1] / "services" / "echo.py"
@@ -410,3 +411,35 @@ class TestJail:
                 answer = converse(s.makefile("rwb"))
             assert f"uid={postfix.pw_uid}" in answer and "chrooted=yes" in answer
             assert (inst.queue_dir / "etc" / "hosts").exists()
+
+
+def test_a_delivery_held_by_its_peer_keeps_no_other_delivery_waiting(tmp_path):
+    """One smtp worker sits in a delivery that its peer holds for up to 30
+    seconds; the other messages go out meanwhile, through other smtp workers
+    that are idle or that the master starts (Postfix: all busy and work
+    waiting -> one more, up to maxproc). No request queues behind the busy
+    worker."""
+    release = threading.Event()
+    peer = ScriptServer(host="127.0.0.2", hold={"slow@far.example": release})
+    others = [f"quick{n}@far.example" for n in range(6)]
+    settings = {"myhostname": "a.test", "mynetworks": "127.0.0.0/8",
+                "inet_interfaces": "127.0.0.1",
+                "relayhost": f"[127.0.0.2]:{peer.port}"}
+    with peer, Instance(tmp_path, main_cf=settings) as inst:
+        try:
+            with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+                s.sendmail("sender@a.test", ["slow@far.example"], b"Subject: slow\n\nheld\n")
+            wait_until(lambda: peer.holding == ["slow@far.example"], timeout=20,
+                       what="the peer holding the first delivery")
+            with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as s:
+                for rcpt in others:
+                    s.sendmail("sender@a.test", [rcpt], b"Subject: quick\n\nflows\n")
+            for rcpt in others:
+                inst.wait_for_log(rf"postfix/smtp\[\d+\]: \w+: to=<{re.escape(rcpt)}>, "
+                                  r".*status=sent")
+            # Every other delivery went out while the first is still held.
+            assert peer.holding == ["slow@far.example"]
+            assert not re.search(r"to=<slow@far\.example>.*status=", inst.log_text())
+        finally:
+            release.set()
+        inst.wait_for_log(r"to=<slow@far\.example>, .*status=sent")

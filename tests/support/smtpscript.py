@@ -17,7 +17,10 @@ to MAIL); rcpt (address -> reply); data_reply (reply to DATA); end_reply
 content: lmtp_replies address -> reply); host ("127.0.0.1" or another
 loopback address); unix_path (listen there instead); max_rcpts (accept at
 most this many RCPTs per transaction, then "452 4.5.3 Error: too many
-recipients"). Every command line is kept in `commands`.
+recipients"); hold (address -> threading.Event: a transaction with that
+accepted recipient gets no answer to its content until the event is set,
+at most HOLD_LIMIT seconds; `holding` lists the addresses held now).
+Every command line is kept in `commands`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import socket
 import socketserver
 import threading
 
+HOLD_LIMIT = 30.0       # seconds a held transaction waits for its release at most
+
 
 class ScriptServer:
     def __init__(self, greeting: str = "220 mx.test ESMTP", extensions: list[str] | None = None,
@@ -35,7 +40,8 @@ class ScriptServer:
                  end_reply: str = "250 2.0.0 Ok: queued as TEST1", lmtp: bool = False,
                  lmtp_replies: dict[str, str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, unix_path: str | None = None,
-                 max_rcpts: int | None = None) -> None:
+                 max_rcpts: int | None = None,
+                 hold: dict[str, threading.Event] | None = None) -> None:
         self.greeting = greeting
         self.extensions = extensions if extensions is not None else \
             ["PIPELINING", "SIZE 10240000", "8BITMIME", "DSN", "ENHANCEDSTATUSCODES"]
@@ -52,6 +58,8 @@ class ScriptServer:
         self._open: list[socket.socket] = []
         self.unix_path = unix_path
         self.max_rcpts = max_rcpts
+        self.hold = {k.lower(): v for k, v in (hold or {}).items()}
+        self.holding: list[str] = []
         handler = self._handler_class()
         if unix_path:
             if os.path.exists(unix_path):
@@ -144,6 +152,7 @@ class ScriptServer:
                 self.messages.append(txn)
                 if not txn["ended"]:
                     return          # the client broke off the data: nobody to answer
+                self._hold(txn["accepted"])
                 if self.lmtp:
                     for addr in txn["accepted"]:
                         say(self.lmtp_replies.get(addr, f"250 2.0.0 <{addr}> delivered"))
@@ -158,6 +167,16 @@ class ScriptServer:
                 return
             else:
                 say("502 5.5.2 Error: command not recognized")
+
+    def _hold(self, accepted: list[str]) -> None:
+        """_hold - keep the client waiting while a held recipient's event is clear."""
+        for addr in accepted:
+            if addr in self.hold:
+                self.holding.append(addr)
+                try:
+                    self.hold[addr].wait(HOLD_LIMIT)
+                finally:
+                    self.holding.remove(addr)
 
     @staticmethod
     def _read_data(rfile) -> tuple[bytes, bool]:

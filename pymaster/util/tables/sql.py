@@ -44,9 +44,9 @@ from pymaster.util.tables.dbcommon import (
     HostList,
     Settings,
     Templates,
+    admitted_key,
     join_results,
     read_settings,
-    usable_key,
 )
 
 CONNECT_TIMEOUT = 10
@@ -97,12 +97,10 @@ class SqlTable(Table):
         return False
 
     def lookup(self, key: str) -> str | None:
-        if not usable_key(key):
+        admitted = admitted_key(key, self.fold, self.domains)
+        if admitted is None:
             return None
-        if self.fold:
-            key = key.lower()
-        if not self.domains.allows(key):
-            return None
+        key = admitted
         sql = self.templates.expand_query(key, self.quote)
         if sql is None:
             return None

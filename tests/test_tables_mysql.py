@@ -151,7 +151,7 @@ def test_reconnects_after_a_restart(db, tmp_path):  # noqa: F811
     survives_restart(db, table, "bare", "bare-target")
 
 
-def test_failed_host_rests_for_retry_interval(db, tmp_path):  # noqa: F811
+def test_failed_host_rests_for_retry_interval(db, tmp_path, capsys):  # noqa: F811
     dead = f"inet:127.0.0.1:{free_port()}"
     path = write_cf(tmp_path / "m.cf", settings(db, hosts=dead, retry_interval="3600"))
     table = create_table(f"mysql:{path}")
@@ -160,6 +160,7 @@ def test_failed_host_rests_for_retry_interval(db, tmp_path):  # noqa: F811
     assert table.hosts.order() == []            # resting: not even tried
     with pytest.raises(TableError):
         table.lookup("bare")
+    assert "no mysql server available" in capsys.readouterr().err
 
 
 def test_idle_connection_is_replaced(db, tmp_path):  # noqa: F811

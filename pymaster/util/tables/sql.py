@@ -121,7 +121,11 @@ class SqlTable(Table):
                 raise
             except Exception:       # closed by the server meanwhile: try afresh
                 self._close()
-        for host in self.hosts.order():
+        hosts = self.hosts.order()
+        if not hosts:
+            log.warning(f"{self.spec}: no {self.kind} server available: every host failed "
+                        f"less than retry_interval ({self.hosts.retry_interval}s) ago")
+        for host in hosts:
             try:
                 self._conn = self._connect(host)
             except Exception as e:  # the driver's failures, whatever their class

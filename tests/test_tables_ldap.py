@@ -69,6 +69,12 @@ mailRoutingAddress: staff-owner@mail.example.com
 member: uid=alice,{PEOPLE}
 member: uid=bob,{PEOPLE}
 
+dn: cn=bobalias,{BASE_DN}
+objectClass: alias
+objectClass: extensibleObject
+cn: bobalias
+aliasedObjectName: uid=bob,{PEOPLE}
+
 dn: cn=everyone,{BASE_DN}
 objectClass: groupOfURLs
 objectClass: inetLocalMailRecipient
@@ -163,6 +169,11 @@ PARITY = [
     ("no bind", {"bind": "no"}, "alice@example.com", "alice@mail.example.com", []),
     ("version 2 by default", {"version": None}, "alice@example.com",
      "alice@mail.example.com", []),
+    ("alias not dereferenced", {"search_base": f"cn=bobalias,{BASE_DN}", "scope": "base"},
+     "bob@example.com", None, []),
+    ("alias dereferenced finding the base", {"search_base": f"cn=bobalias,{BASE_DN}",
+                                             "scope": "base", "dereference": "2"},
+     "bob@example.com", "bob@mail.example.com", []),
     ("dereference and referrals", {"dereference": "3", "chase_referrals": "yes",
                                    "timeout": "5"}, "alice@example.com",
      "alice@mail.example.com", []),

@@ -59,7 +59,18 @@ class TestMessages:
         assert frames[0] == b'{"op":"message","n":1}'
         assert ipc.unpack(frames) == ({"op": "message", "n": 1}, [b"body\n", b"more"])
 
-    @pytest.mark.parametrize("frames", [[], [b"not json"], [b"[1, 2]"]])
+    @pytest.mark.parametrize("header", [
+        {"sender": "j\u00fcrgen@b\u00fccher.example"},     # UTF-8 text
+        {"sender": "bad\udcffbyte@example.com"},        # smtpd's surrogateescape
+        {"sizes": {1: 2}},                              # a key that is no string
+    ])
+    def test_every_header_text_survives_the_round_trip(self, header):
+        expected = {str(k): v for k, v in header.items()}
+        expected = {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
+                    for k, v in expected.items()}
+        assert ipc.unpack(ipc.pack(header)) == (expected, [])
+
+    @pytest.mark.parametrize("frames", [[], [b"not json"], [b"[1, 2]"], [b"\xff"]])
     def test_a_malformed_message_is_an_ipc_error(self, frames):
         with pytest.raises(ipc.IpcError):
             ipc.unpack(frames)

@@ -273,3 +273,25 @@ def test_a_content_filter_without_nexthop_uses_the_recipient_domain(spool, logge
     run_until(mgr, logged, f"{qid}: removed")
     assert any("to=<b@example.org>" in line and "status=sent (example.org)" in line
                for line in logged)
+
+
+def test_cache_lookup_only_after_a_request_that_had_a_backlog(spool, logged, agents):
+    # Postfix's qmgr tells smtp when a cached connection may exist
+    # (DEL_REQ_FLAG_CONN_LOAD): only after an earlier request to the same
+    # destination, since it was last idle, went out with a backlog.
+    seen: list[tuple[bool | None, bool | None]] = []
+
+    def deliver(req, status):
+        seen.append((req.backlog, req.cache_lookup))
+        discard.deliver(req, status)
+    agents("discard", deliver)
+    mgr = manager(spool, default_transport="discard")
+    burst = [submit([f"r{i}@example.org"]) for i in range(4)]
+    for qid in burst:
+        run_until(mgr, logged, f"{qid}: removed")
+    assert seen[0][1] is False
+    for i, (_, lookup) in enumerate(seen[1:], 1):
+        assert lookup == any(backlog for backlog, _ in seen[:i])
+    assert any(backlog for backlog, _ in seen)     # the burst did wait
+    # Idle, the destination is forgotten: the next request starts with no lookup.
+    assert "example.org" not in mgr.transports["discard"].destinations

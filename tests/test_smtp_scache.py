@@ -30,9 +30,10 @@ def client_for(tmp_path, shared: ScacheClient | None = None, **values) -> Client
     return Client(cfg, Settings.from_config(cfg), shared=shared)
 
 
-def send(client: Client, nexthop: str, backlog: bool | None = None) -> str:
+def send(client: Client, nexthop: str, backlog: bool | None = None,
+         cache_lookup: bool | None = None) -> str:
     req = request(queue_message(["a@example.com"]), nexthop)
-    req.backlog = backlog
+    req.backlog, req.cache_lookup = backlog, cache_lookup
     status = delivery.Status(req)
     client.deliver(req, status)
     return status.results[0]["status"]
@@ -49,6 +50,16 @@ class TestWhenKept:
             assert send(client, hop, backlog=False) == "sent"
             client.close()
         assert server.connections == 3
+
+    def test_on_demand_looks_in_the_cache_only_when_qmgr_says_it_may_hold_one(self, tmp_path):
+        with ScriptServer() as server:
+            client = client_for(tmp_path, smtp_connection_cache_on_demand="yes")
+            hop = f"[127.0.0.1]:{server.port}"
+            assert send(client, hop, backlog=True, cache_lookup=False) == "sent"   # kept
+            assert send(client, hop, backlog=True, cache_lookup=False) == "sent"   # not found
+            assert send(client, hop, backlog=False, cache_lookup=True) == "sent"   # reused
+            client.close()
+        assert server.connections == 2
 
     def test_listed_destinations_are_kept_without_a_backlog(self, tmp_path):
         with ScriptServer() as server:

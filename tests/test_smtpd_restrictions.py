@@ -394,6 +394,44 @@ class TestWhatAChecksNeeds:
         c.open_tables()
         assert not c.blocks
 
+    def test_a_remote_recipient_table_blocks_only_rcpt_for_its_class(self, tmp_path):
+        # Postfix's default local_recipient_maps is proxy:unix:passwd.byname: only a
+        # recipient of the local class reads it, so other stages and recipients
+        # of other classes run inline.
+        c = checker(tmp_path, mydestination="local.example",
+                    local_recipient_maps="proxy:unix:passwd.byname",
+                    smtpd_recipient_restrictions="permit_mynetworks, reject")
+        c.open_tables()
+        assert c.blocks
+        assert c.blocks_at("check_rcpt", ctx(recipient="u@local.example"))
+        assert not c.blocks_at("check_rcpt", ctx(recipient="u@elsewhere.example"))
+        for stage in ("check_client", "check_helo", "check_sender", "check_data",
+                      "check_end_of_data"):
+            assert not c.blocks_at(stage, ctx())
+
+    def test_a_routed_recipient_counts_as_remote(self, tmp_path):
+        c = checker(tmp_path, mydestination="local.example",
+                    local_recipient_maps="proxy:unix:passwd.byname")
+        c.open_tables()
+        assert c.blocks_at("check_rcpt", ctx(recipient="u%local.example@elsewhere.example"))
+
+    def test_a_remote_table_blocks_the_stage_that_names_it(self, tmp_path):
+        c = checker(tmp_path, smtpd_data_restrictions="check_client_access "
+                    "proxy:hash:/nonexistent/access, permit",
+                    local_recipient_maps="")
+        c.open_tables()
+        assert c.blocks_at("check_data", ctx())
+        assert not c.blocks_at("check_end_of_data", ctx())
+        assert not c.blocks_at("check_rcpt", ctx())
+
+    def test_a_restriction_reading_a_remote_parameter_table_blocks(self, tmp_path):
+        c = checker(tmp_path, local_recipient_maps="",
+                    smtpd_sender_login_maps="proxy:hash:/nonexistent/logins",
+                    smtpd_sender_restrictions="reject_sender_login_mismatch")
+        c.open_tables()
+        assert c.blocks_at("check_sender", ctx())
+        assert not c.blocks_at("check_data", ctx())
+
     def test_an_access_table_loads_dns_because_its_answer_may_name_a_dns_check(self, tmp_path):
         c = checker(tmp_path, smtpd_recipient_restrictions="check_sender_access "
                     "inline:{ a@sender.example=reject_unknown_sender_domain }, permit")

@@ -92,6 +92,10 @@ class DeliveryRequest:
     # qmgr: more mail waits for this destination (smtp_connection_cache_on_demand);
     # None when the sender did not say.
     backlog: bool | None = None
+    # qmgr: an earlier request to this destination, since it was last idle, was
+    # told of a backlog, so a connection may wait in the cache (Postfix's
+    # DEL_REQ_FLAG_CONN_LOAD); None when the sender did not say.
+    cache_lookup: bool | None = None
     received_time: float = field(default_factory=time.time)
     _message: records.Message | None = field(default=None, repr=False)
 
@@ -110,7 +114,8 @@ class DeliveryRequest:
                    arrival_time=float(header.get("arrival_time", 0.0)),
                    active_time=float(header.get("active_time", 0.0)),
                    attrs=dict(header.get("attrs", {})),
-                   backlog=header.get("backlog"))
+                   backlog=header.get("backlog"),
+                   cache_lookup=header.get("cache_lookup"))
 
     def to_header(self) -> dict:
         """to_header - the request as qmgr sends it."""
@@ -122,7 +127,8 @@ class DeliveryRequest:
                 "recipients": [{"address": r.address, "orig": r.orig,
                                 "offset": r.offset, "notify": r.notify,
                                 "orcpt": r.orcpt} for r in self.recipients],
-                **({} if self.backlog is None else {"backlog": self.backlog})}
+                **({} if self.backlog is None else {"backlog": self.backlog}),
+                **({} if self.cache_lookup is None else {"cache_lookup": self.cache_lookup})}
 
 
 def open_content(req: DeliveryRequest) -> "records.Message":

@@ -60,6 +60,13 @@ _SMTP_REASON_RE = re.compile(r"^host (?P<host>[^\s\[]+)(?:\[[^\]]*\])?(?::\d+)? 
 _XTEXT_RE = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
+def xtext_encode(text: str) -> str:
+    """xtext_encode - RFC 3461 4: "+", "=" and anything not printable ASCII as +XX."""
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else
+                   "".join(f"+{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                   for c in text)
+
+
 def xtext_decode(text: str) -> str:
     """xtext_decode - RFC 3461 4: `+XX` hex escapes back to characters."""
     return _XTEXT_RE.sub(lambda m: chr(int(m.group(1), 16)), text)

@@ -1165,6 +1165,14 @@ _document("""
 dns_nameservers: pymaster: DNS servers to query instead of /etc/resolv.conf, as ADDRESS or [ADDRESS]:PORT
 """)
 
+# The before-queue content filter (services/smtpd/proxy.py); the rows are above.
+_document("""
+smtpd_proxy_filter: the before-queue content filter smtpd relays each transaction to: host:port, inet:host:port or unix:pathname (relative to the queue directory)
+smtpd_proxy_options: speed_adjust: receive the whole message before connecting to the before-queue filter
+smtpd_proxy_timeout: time limit for connecting to the before-queue filter and for each read and write
+smtpd_proxy_ehlo: the name smtpd gives in its EHLO to the before-queue filter
+""")
+
 # Milters: smtpd runs smtpd_milters event by event (services/smtpd/milters.py),
 # cleanup non_smtpd_milters and milter_header_checks (services/cleanup/
 # milters.py, milter_checks.py); the rows are above.

@@ -9,10 +9,12 @@ processes on demand, up to each service's process limit:
 
   inet      a listener is readable and no child of the service is available
             (children report available/busy on the status pipe, descriptor 4)
-  unix/pass/fifo   requests wait in the broker and no worker has credit
+  unix/fifo requests wait in the broker and no worker has credit
   unix-dgram       a datagram waits on its socket and no child runs (postlogd)
   unix + spawn     like inet, on a unix stream socket the master listens on:
                    spawn(8) hands connections to programs that speak no zeromq
+  pass      the same, on private/NAME: a client (postscreen) connects and
+            passes an accepted SMTP connection (pymaster.master.handoff)
 
 A child is `daemon_directory/COMMAND -n NAME -t TYPE [-c] [-u] [-o n=v ...]
 ARGS`, with descriptors 3 (listener), 4 (status pipe) and 5 (alive pipe) as

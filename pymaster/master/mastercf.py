@@ -37,12 +37,15 @@ TABLE_PROCESS_LIMIT = int(PARAMS["default_process_limit"].default or 0)
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 # Types whose requests reach workers through a zeromq endpoint the master binds.
-BROKERED_TYPES = ("unix", "pass", "fifo")
+# A pass service is not among them: it takes open connections (descriptors),
+# which zeromq cannot carry, on a plain unix stream socket.
+BROKERED_TYPES = ("unix", "fifo")
 # unix services whose clients connect to a plain stream socket the master
 # listens on, not to zeromq: spawn(8) hands each connection to a program that
 # speaks no zeromq; scache(8) takes and gives open connections (descriptors,
-# pymaster/util/fdpass.py) with its requests.
-STREAM_COMMANDS = ("spawn", "scache")
+# pymaster/util/fdpass.py) with its requests; tlsproxy(8) takes the client
+# connection it is to encrypt.
+STREAM_COMMANDS = ("spawn", "scache", "tlsproxy")
 COLUMN_NAMES = ("service", "type", "private", "unprivileged", "chroot", "wakeup",
                 "process_limit", "command")
 
@@ -83,9 +86,12 @@ class MasterEntry:
 
     @property
     def stream_listener(self) -> bool:
-        """stream_listener - a unix service on a plain stream socket: spawn(8)
-        connects its clients to external programs (policy servers), scache(8)
-        passes descriptors."""
+        """stream_listener - a service on a plain unix stream socket: a pass
+        service (smtpd behind postscreen) receives client connections on it;
+        spawn(8) connects its clients to external programs (policy servers),
+        scache(8) passes descriptors."""
+        if self.type == "pass":
+            return True
         return self.type == "unix" and os.path.basename(self.command) in STREAM_COMMANDS
 
     @property

@@ -26,6 +26,7 @@ Interface:
     resolver_for(cfg) -> dns.resolver.Resolver      cached per process
     is_secure(answer) -> bool                       the AD flag of the answer
     lookup(cfg, name, rdtype) -> list[str]          "A", "AAAA", "TXT", "MX", "NS", "PTR"
+    lookup_with_ttl(cfg, name, rdtype) -> (list[str], ttl | None)
     mx_hosts(cfg, domain) -> list[str]              by preference; [] when none
     addresses(cfg, host) -> list[str]               A then AAAA
     reverse_name(address) -> str                    "2.0.192.in-addr.arpa"-style query name
@@ -132,15 +133,33 @@ def is_secure(answer) -> bool:
 
 def lookup(cfg, name: str, rdtype: str) -> list[str]:
     """lookup - the records of NAME as text; [] for NXDOMAIN or no data."""
+    return lookup_with_ttl(cfg, name, rdtype)[0]
+
+
+def lookup_with_ttl(cfg, name: str, rdtype: str) -> tuple[list[str], int | None]:
+    """lookup_with_ttl - lookup() and how long the answer may be kept: the
+    records' TTL, or for no records the negative TTL of the zone's SOA
+    (RFC 2308 section 5); None when the server gave none."""
     try:
         answer = resolver_for(cfg).resolve(dns.name.from_text(name), rdtype, search=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
+    except dns.resolver.NXDOMAIN as e:
+        return [], _negative_ttl(e.response(e.qnames()[0]) if e.qnames() else None)
+    except dns.resolver.NoAnswer as e:
+        return [], _negative_ttl(e.kwargs.get("response"))
     except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout) as e:
         raise DnsError(f"{name}/{rdtype}: {e}") from None
     except (dns.exception.DNSException, ValueError) as e:
         raise DnsError(f"{name}/{rdtype}: {e}") from None
-    return [_text(rr, rdtype) for rr in answer]
+    ttl = answer.rrset.ttl if answer.rrset is not None else None
+    return [_text(rr, rdtype) for rr in answer], ttl
+
+
+def _negative_ttl(response) -> int | None:
+    """_negative_ttl - min(SOA TTL, SOA minimum) of a negative RESPONSE."""
+    for rrset in getattr(response, "authority", None) or []:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return min(rrset.ttl, rrset[0].minimum)
+    return None
 
 
 def _text(rr, rdtype: str) -> str:

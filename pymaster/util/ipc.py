@@ -41,6 +41,7 @@ import os
 import time
 from typing import Iterable, cast
 
+import orjson
 import zmq
 
 READY = b"READY"
@@ -68,14 +69,25 @@ def worker_endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
 
 
 def pack(header: dict, payload: Iterable[bytes] = ()) -> list:
-    return [_ENCODER.encode(header).encode(), *payload]
+    """pack - [JSON header, *payload]: orjson (several times faster than json,
+    a few percent of every program's CPU per message), json for what orjson
+    refuses (a lone surrogate: smtpd keeps undecodable bytes as surrogateescape)."""
+    try:
+        encoded = orjson.dumps(header, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        encoded = _ENCODER.encode(header).encode()
+    return [encoded, *payload]
 
 
 def unpack(frames: list) -> tuple[dict, list]:
     if not frames:
         raise IpcError("empty message")
     try:
-        header = _DECODER.decode(bytes(frames[0]).decode("utf-8"))
+        try:
+            header = orjson.loads(frames[0] if isinstance(frames[0], bytes)
+                                  else bytes(frames[0]))
+        except orjson.JSONDecodeError:      # a \udcXX escape: json takes it
+            header = _DECODER.decode(bytes(frames[0]).decode("utf-8"))
     except ValueError as e:
         raise IpcError(f"malformed message header: {e}") from None
     if not isinstance(header, dict):

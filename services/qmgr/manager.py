@@ -412,8 +412,12 @@ class QueueManager:
             self.complete(transport, dest, job, None, UNAVAILABLE)
             return
         req = job.message.request(transport.name, job.nexthop, job.recipients)
-        # More jobs wait for this destination: smtp may keep its connection.
+        # More jobs wait for this destination: smtp may keep its connection;
+        # and it looks in the cache only when an earlier request may have kept
+        # one (a round trip to scache per delivery otherwise).
         req.backlog = bool(dest.jobs)
+        req.cache_lookup = dest.stored
+        dest.stored = dest.stored or req.backlog
         self.dispatcher.send(
             transport.name, req.to_header(),
             lambda header, reason: self.complete(transport, dest, job, header, reason))

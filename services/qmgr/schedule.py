@@ -128,6 +128,10 @@ class Destination:
         self.dead_reason = ""
         self.dead_dsn = "4.0.0"
         self.waiting = False          # listed in the transport's round robin
+        # A request went out with a backlog since this queue was made: its
+        # agent may have cached a connection (an idle queue is forgotten, so
+        # this lasts while mail keeps coming, as Postfix's queue dflags do).
+        self.stored = False
 
     def _initial_window(self) -> float:
         initial = max(1, self.limits.initial)

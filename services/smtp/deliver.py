@@ -124,9 +124,12 @@ class Client:
         return self.listed(req.nexthop) or \
             (self.settings.cache_on_demand and req.backlog is not False)
 
-    def looking(self, nexthop: str) -> bool:
-        """looking - whether a cached session may exist for NEXTHOP."""
-        return self.settings.cache_on_demand or self.listed(nexthop)
+    def looking(self, req: delivery.DeliveryRequest) -> bool:
+        """looking - whether a cached session may exist for REQ's next hop: it
+        is listed, or on demand when qmgr says an earlier request to it may
+        have left one (a request that does not say counts as may)."""
+        return self.listed(req.nexthop) or \
+            (self.settings.cache_on_demand and req.cache_lookup is not False)
 
     def close(self) -> None:
         self.sessions.close_all()
@@ -159,7 +162,7 @@ class Attempt:
         if not self._prepare():
             return
         cached = self.client.sessions.find_dest(self.cache_key) \
-            if self.client.looking(self.req.nexthop) else None
+            if self.client.looking(self.req) else None
         if cached is not None:
             self._use(cached, reused=True)
         if self.pending:
@@ -270,7 +273,7 @@ class Attempt:
         Only plaintext sessions are shared, so none when TLS is required;
         none when AUTH may be needed either (its user is part of the label)."""
         if policy.required or self.client.sasl.enabled \
-                or not self.client.looking(self.req.nexthop):
+                or not self.client.looking(self.req):
             return None
         return self.client.sessions.find_endp(label)
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, cast
 
 from pymaster.mail.addr import external
+from pymaster.mail.dsn import xtext_encode as xtext
 from pymaster.mail.records import CorruptQueueFile
 from services.smtp.reply import Reply
 from services.smtp.session import Session, SessionError
@@ -77,12 +78,6 @@ class Answer:
     rcpt: object
     reply: Reply
     command: str
-
-
-def xtext(text: str) -> str:
-    """xtext - RFC 3461 4: "+" and "=" and non-printables as +XX."""
-    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else
-                   "".join(f"+{b:02X}" for b in c.encode("utf-8")) for c in text)
 
 
 def mail_command(session: Session, env: Envelope) -> str:

@@ -34,6 +34,7 @@ Interface:
     checker.open_tables()  build the collaborators, open every table the lists name
     checker.uses_dns       a check may ask DNS (pre_jail then loads dnspython)
     checker.blocks         a check may wait on the network: run it off the event loop
+    checker.blocks_at(stage, ctx)  may this check (a check_* method name) wait, for CTX?
     DNS_RESTRICTIONS, NETWORK_RESTRICTIONS                  the names that do either
     ConfigurationError(text)                                a bad restriction list
 """
@@ -48,7 +49,7 @@ from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.mail.rewrite import rewriter_for
 from pymaster.util import log
-from pymaster.util.tables import TableError
+from pymaster.util.tables import TableError, open_table
 from services.smtpd import access, auth, names, policy, rbl, replies
 from services.smtpd.netlist import NetList
 from services.smtpd.verdict import (
@@ -76,6 +77,48 @@ LISTS = ("smtpd_client_restrictions", "smtpd_helo_restrictions",
          "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions")
 
 
+# check method -> the restriction lists it runs (check_rcpt: all that may be due)
+STAGE_LISTS = {
+    "check_client": ("smtpd_client_restrictions",),
+    "check_helo": ("smtpd_helo_restrictions",),
+    "check_sender": ("smtpd_sender_restrictions",),
+    "check_rcpt": ("smtpd_client_restrictions", "smtpd_helo_restrictions",
+                   "smtpd_sender_restrictions", "smtpd_relay_restrictions",
+                   "smtpd_recipient_restrictions"),
+    "check_data": ("smtpd_data_restrictions",),
+    "check_end_of_data": ("smtpd_end_of_data_restrictions",),
+    "check_etrn": ("smtpd_etrn_restrictions",),
+}
+
+# Restrictions that read no table except through their own argument (the
+# destination ones read the domain lists, which _shared_remote covers).
+SELF_CONTAINED = frozenset((
+    "permit", "reject", "defer", "dunno", "defer_if_permit", "defer_if_reject",
+    "warn_if_reject", "permit_mynetworks", "permit_inet_interfaces",
+    "permit_sasl_authenticated", "reject_unauth_pipelining",
+    "reject_multi_recipient_bounce", "reject_non_fqdn_helo_hostname",
+    "reject_invalid_helo_hostname", "reject_non_fqdn_sender",
+    "reject_non_fqdn_recipient"))
+
+# address class -> the parameter naming its recipient table (the unlisted checks)
+CLASS_TABLE_PARAMS = {
+    "local": "local_recipient_maps", "virtual_mailbox": "virtual_mailbox_maps",
+    "relay": "relay_recipient_maps",
+}
+
+# Every table a restriction may read through a parameter rather than its argument.
+SHARED_TABLE_PARAMS = (
+    "virtual_alias_maps", "local_recipient_maps", "relay_recipient_maps",
+    "virtual_mailbox_maps", "rbl_reply_maps", "relay_clientcerts",
+    "smtpd_sender_login_maps", "transport_maps", "relocated_maps",
+    "sender_dependent_default_transport_maps", "sender_dependent_relayhost_maps",
+    "canonical_maps")
+
+# The domain lists behind address classes and the destination restrictions.
+DOMAIN_LIST_PARAMS = ("mydestination", "relay_domains", "virtual_alias_domains",
+                      "virtual_mailbox_domains")
+
+
 class Checker:
     """The restriction lists of one smtpd configuration, ready to evaluate."""
 
@@ -89,6 +132,8 @@ class Checker:
         self._maps_cache: dict[tuple, object] = {}
         self._policy_clients: dict[str, object] = {}
         self._blocks: bool | None = None
+        self._stage_blocks: dict[str, bool] = {}
+        self._remote_class_set: set[str] | None = None
         self.class_names = [c for c in cfg.list("smtpd_restriction_classes")]
         # Classes may name each other, so every name is known before any is parsed.
         self.classes: dict[str, list] = {}
@@ -172,6 +217,87 @@ class Checker:
                 any(table.remote for maps in self._maps_cache.values()
                     for table in getattr(maps, "tables", ()))
         return self._blocks
+
+    def blocks_at(self, stage: str, ctx: Context) -> bool:
+        """blocks_at - may the check STAGE (a check_* method name) wait on the
+        network for CTX?  Only the lists that stage runs and the tables they
+        read count, so that a remote table read at one stage (the default
+        local_recipient_maps is proxy:unix:passwd.byname) does not send every
+        other stage through a thread: a thread hop per check was the largest
+        single cost of an smtpd session. At RCPT the implicit unlisted checks
+        read the table of the address's class only, so a remote class table
+        counts only for an address of that class."""
+        if not self.blocks:
+            return False
+        lists = STAGE_LISTS.get(stage)
+        if lists is None:
+            return True
+        if stage not in self._stage_blocks:
+            self._stage_blocks[stage] = self._lists_block(lists)
+        if self._stage_blocks[stage]:
+            return True
+        if stage != "check_rcpt":
+            return False
+        remote = self._remote_classes()
+        if not remote:
+            return False
+        addresses = []
+        if self.cfg.bool("smtpd_reject_unlisted_recipient"):
+            addresses.append(ctx.recipient)
+        if self.cfg.bool("smtpd_reject_unlisted_sender"):
+            addresses.append(ctx.sender)
+        return any(self._class_of(a) in remote | {""} for a in addresses if a)
+
+    def _lists_block(self, lists: tuple[str, ...]) -> bool:
+        """_lists_block - may the restriction LISTS wait: a network restriction,
+        a remote table named as an argument, or one read through a parameter
+        (only restrictions known to read none are spared that look)."""
+        steps = [step for name in lists for step in self.lists.get(name, [])]
+        if any(name in self.classes for name, _ in steps):
+            steps = list(self.steps())      # a class may name any other
+        # At RCPT the implicit unlisted checks read virtual_alias_maps, the
+        # resolver's tables and the domain lists whatever the lists say.
+        shared = lists == STAGE_LISTS["check_rcpt"]
+        for name, arg in steps:
+            if name in NETWORK_RESTRICTIONS:
+                return True
+            if arg is not None and RESTRICTIONS.get(name, (None, ""))[1] == "table":
+                if self._remote_specs([arg]):
+                    return True
+            elif name not in SELF_CONTAINED and name not in self.classes:
+                shared = True
+        return shared and self._shared_remote()
+
+    def _remote_specs(self, specs: list[str]) -> bool:
+        """_remote_specs - does one of these table specs wait on another process?"""
+        return any(open_table(spec, self.cfg).remote for spec in specs if ":" in spec)
+
+    def _shared_remote(self) -> bool:
+        """_shared_remote - may a table read through a parameter wait?  The
+        address class tables are left to _remote_classes."""
+        params = [p for p in SHARED_TABLE_PARAMS if p not in CLASS_TABLE_PARAMS.values()]
+        specs = [spec for p in params for spec in self.cfg.list(p)]
+        for name in DOMAIN_LIST_PARAMS:
+            specs += [e.lstrip("!") for e in self.cfg.list(name) if not e.startswith("/")]
+        return self._remote_specs(specs)
+
+    def _remote_classes(self) -> set[str]:
+        """_remote_classes - the address classes whose recipient table may wait."""
+        if self._remote_class_set is None:
+            self._remote_class_set = {cls for cls, param in CLASS_TABLE_PARAMS.items()
+                                      if self._remote_specs(self.cfg.list(param))}
+        return self._remote_class_set
+
+    def _class_of(self, address: str) -> str:
+        """_class_of - the address class ADDRESS resolves to, as far as its
+        domain says; "" (counted as remote) for a routed address or a failure."""
+        local, _, domain = self.canonical(address).rpartition("@")
+        if any(c in local for c in "@%!"):
+            return ""
+        try:
+            return self.resolver.domain_class(domain)
+        except Exception:
+            return ""
 
     # -- parsing ------------------------------------------------------------
     def parse(self, words: list[str], where: str) -> list[tuple[str, str | None]]:

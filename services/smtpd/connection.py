@@ -20,8 +20,10 @@ Interface:
 
 from __future__ import annotations
 
+import array
 import asyncio
-import select
+import fcntl
+import termios
 
 INPUT_HIGH_WATER = 256 * 1024
 
@@ -87,11 +89,15 @@ class Connection(asyncio.Protocol):
         sock = self.transport.get_extra_info("socket") if self.transport else None
         if sock is None:
             return False
+        # The count of unread bytes, not readability: a client that closed at
+        # once is readable (end of file) and has said nothing, so it gets the
+        # greeting and is logged as "lost connection after CONNECT".
+        count = array.array("i", [0])
         try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
         except (OSError, ValueError):
             return False
-        return bool(readable)
+        return count[0] > 0
 
     def take(self, n: int) -> bytes:
         data = bytes(self.buf[:n])

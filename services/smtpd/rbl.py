@@ -19,73 +19,22 @@ asked lists no one).
 Interface:
     RESTRICTIONS   entries for check.py's table
     DNS_RESTRICTIONS   all of them: each one asks DNS
-    parse_filter(text) -> callable(address) -> bool
+    parse_filter(text) -> callable(address) -> bool   (pymaster.util.dnsbl)
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from pymaster.mail.addr import split_address
 from pymaster.util import log
+from pymaster.util.dnsbl import parse_filter
 from pymaster.util.tables import TableError
 from services.smtpd import lazy
 from services.smtpd.verdict import PERMIT, Context, Verdict, reply_with_code
 
 if TYPE_CHECKING:       # check.py imports this module to build its table
     from services.smtpd.check import Checker
-
-_RANGE_RE = re.compile(r"^(\d+)\.\.(\d+)$")
-
-
-def parse_filter(text: str):
-    """parse_filter - "127.0.0.[2..11]" -> a predicate on dotted-quad answers."""
-    parts = _split_octets(text)
-    if len(parts) != 4:
-        raise ValueError(f"bad DNS list reply filter: {text}")
-    allowed = [_octet_set(p, text) for p in parts]
-
-    def matches(address: str) -> bool:
-        fields = address.split(".")
-        return len(fields) == 4 and all(f.isdigit() and int(f) in a
-                                        for f, a in zip(fields, allowed))
-    return matches
-
-
-def _split_octets(text: str) -> list[str]:
-    """_split_octets - "127.0.[0..2].1" -> ["127", "0", "[0..2]", "1"] (dots in brackets kept)."""
-    parts, depth, cur = [], 0, ""
-    for c in text:
-        if c == "[":
-            depth += 1
-        elif c == "]":
-            depth -= 1
-        if c == "." and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += c
-    parts.append(cur)
-    return parts
-
-
-def _octet_set(part: str, text: str) -> set[int]:
-    if part.isdigit():
-        return {int(part)}
-    if not (part.startswith("[") and part.endswith("]")):
-        raise ValueError(f"bad DNS list reply filter: {text}")
-    out: set[int] = set()
-    for item in part[1:-1].split(";"):
-        m = _RANGE_RE.match(item.strip())
-        if m:
-            out |= set(range(int(m.group(1)), int(m.group(2)) + 1))
-        elif item.strip().isdigit():
-            out.add(int(item))
-        else:
-            raise ValueError(f"bad DNS list reply filter: {text}")
-    return out
-
 
 def _split_arg(arg: str) -> tuple[str, str]:
     domain, _, filt = arg.partition("=")

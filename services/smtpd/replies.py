@@ -208,7 +208,24 @@ def log_reject(queue_id: str, stage: str, peer: str, reply: str, sender: str | N
 def log_action(queue_id: str, action: str, stage: str, peer: str, text: str,
                sender: str | None, recipient: str | None, proto: str, helo: str | None) -> str:
     """log_action - the reject: line's shape for reject_warning:, hold:, discard:, warn: ..."""
-    parts = [f"{queue_id or 'NOQUEUE'}: {action}: {stage} from {peer}: {text};"]
+    return " ".join([f"{queue_id or 'NOQUEUE'}: {action}: {stage} from {peer}: {text};",
+                     *_envelope_fields(sender, recipient, proto, helo)])
+
+
+def log_proxy(action: str, reply: str, sender: str | None, recipient: str | None,
+              proto: str, helo: str | None) -> str:
+    """log_proxy - the before-queue filter's verdict, in Postfix's shape (no
+    queue ID, no client): `proxy-accept: END-OF-MESSAGE: 250 …; from=<> to=<>
+    proto=ESMTP helo=<>` (or proxy-reject); a reply of several lines is one."""
+    text = " ".join(reply.splitlines())
+    return " ".join([f"{action}: END-OF-MESSAGE: {text};",
+                     *_envelope_fields(sender, recipient, proto, helo)])
+
+
+def _envelope_fields(sender: str | None, recipient: str | None, proto: str,
+                     helo: str | None) -> list[str]:
+    """_envelope_fields - `from=<> to=<> proto=ESMTP helo=<>` of a reject line."""
+    parts = []
     if sender is not None:
         parts.append(f"from=<{sender}>")
     if recipient is not None:
@@ -216,7 +233,7 @@ def log_action(queue_id: str, action: str, stage: str, peer: str, text: str,
     parts.append(f"proto={proto}")
     if helo:
         parts.append(f"helo=<{helo}>")
-    return " ".join(parts)
+    return parts
 
 
 def log_pipelining(stage: str, peer: str, pending: bytes) -> str:

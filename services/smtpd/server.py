@@ -24,6 +24,11 @@ end) and the extra processes would otherwise hold their memory for
 max_idle (100 s), and the master starts a fresh process for the next
 client. A process that was never full keeps Postfix's max_idle.
 
+As a pass service (master.cf `smtpd pass ... smtpd` behind postscreen)
+descriptor 3 is the unix socket private/NAME, and each connection on it
+brings one client connection that postscreen accepted
+(pymaster.master.handoff), served as if it had been accepted here.
+
 Interface:
     Server(svc, settings, checker, cleanup, checker_error="").serve()   awaitable
 """
@@ -35,6 +40,7 @@ import os
 import signal
 import socket
 
+from pymaster.master import handoff
 from pymaster.master.service import ALIVE_FD, Service
 from pymaster.util import log
 from services.smtpd.check import Checker
@@ -44,6 +50,7 @@ from services.smtpd.peer import lookup_peer
 from services.smtpd.session import Session, Settings
 from services.smtpd.submit import CleanupClient
 
+HANDOFF_TIMEOUT = 10.0  # seconds a pass connection gets to deliver its client
 STORM_IDLE = 2.0     # seconds idle before a process that was full exits
 MASTER_GONE_GRACE = 10.0  # seconds open sessions get once the master has died
 
@@ -72,6 +79,7 @@ class Server:
         self.was_full = False              # reached self.limit: served a storm
         self.limits = Limits.from_config(self.cfg, svc.name)   # anvil's client limits
         self.parent = os.getppid()
+        self.passed = svc.type == "pass"     # clients arrive through postscreen
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -177,13 +185,37 @@ class Server:
             log.warning(f"session failed: {type(e).__name__}: {e}")
 
     async def _session(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        try:
-            sockaddr = sock.getpeername()
-        except OSError:
-            sock.close()
-            return
+        if self.passed:
+            received = await self._receive_passed(loop, sock)
+            if received is None:
+                return
+            sock, sockaddr = received
+        else:
+            try:
+                sockaddr = sock.getpeername()
+            except OSError:
+                sock.close()
+                return
         peer = await lookup_peer(sockaddr, self.peername_lookup)
         _, conn = await loop.connect_accepted_socket(Connection, sock)
         session = Session(conn, peer, self.settings, self.checker, self.cleanup,
                           self.checker_error, limits=self.limits)
         await session.run()
+
+    async def _receive_passed(self, loop: asyncio.AbstractEventLoop,
+                              conn: socket.socket) -> tuple[socket.socket, tuple] | None:
+        """_receive_passed - the client connection a pass connection CONN
+        brings, with the client's address as the sender saw it (a PROXY
+        header may have named another than the socket's peer)."""
+        try:
+            client, attrs = await handoff.receive(loop, conn, HANDOFF_TIMEOUT)
+        except handoff.HandoffError as e:
+            log.warning(str(e))
+            return None
+        try:
+            sockaddr = (attrs["client_address"] or client.getpeername()[0],
+                        int(attrs["client_port"] or 0))
+        except (OSError, ValueError, IndexError):
+            client.close()
+            return None
+        return client, sockaddr

@@ -4,7 +4,9 @@ The session reads commands from a Connection, answers with the texts in
 replies.py, asks check.py whether a client, sender or recipient may pass,
 reads content with data.py, and hands each accepted message to cleanup
 through submit.py. It answers `250 … queued as ID` only after cleanup has
-said the queue file is safe on disk.
+said the queue file is safe on disk. With smtpd_proxy_filter, the
+transaction goes to the before-queue filter through proxy.py instead, and
+the filter's replies are the client's.
 
 As Postfix's smtpd, the session has a queue ID from the first accepted
 recipient of a transaction on: cleanup reserves the queue file then, the
@@ -43,7 +45,7 @@ from pymaster.mail import cleanup_client, endpoints, flush_client, verp
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps
 from pymaster.util import ipc, log
-from services.smtpd import auth, commands, replies, tls, xclient
+from services.smtpd import auth, commands, proxy, replies, tls, xclient
 from services.smtpd.check import Checker, Context
 from services.smtpd.command import (
     CommandError,
@@ -109,6 +111,7 @@ class Settings:
     auth: auth.AuthSettings             # SMTP AUTH (services/smtpd/auth.py)
     milters: MilterSettings | None      # smtpd_milters (services/smtpd/milters.py); None: none
     dot_lf_ends: bool = False           # sendmail -bs: a local pipe, no smuggling to fear
+    proxy: proxy.ProxySettings | None = None    # smtpd_proxy_filter (services/smtpd/proxy.py)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Settings":
@@ -152,6 +155,7 @@ class Settings:
             tls=tls.TlsSettings.from_config(cfg),
             auth=auth.AuthSettings.from_config(cfg),
             milters=MilterSettings.from_config(cfg),
+            proxy=proxy.ProxySettings.from_config(cfg),
         )
 
 
@@ -210,8 +214,10 @@ class Session:
         self.mail: MailArgs | None = None
         self.rcpts: list[RcptArgs] = []
         self.queue_id = ""          # the transaction's reserved queue file
-        # sendmail -bs's maildrop submitter learns the ID only at the end.
-        self.reserves = callable(getattr(cleanup, "reserve", None))
+        # sendmail -bs's maildrop submitter learns the ID only at the end;
+        # a before-queue filter takes the message instead of cleanup.
+        self.reserves = callable(getattr(cleanup, "reserve", None)) and settings.proxy is None
+        self.proxy: proxy.Transaction | None = None     # the transaction, through the filter
         self.bdat: ChunkConverter | None = None
         self.bdat_error = ""        # the BDAT sequence failed: drop its chunks up to LAST
         self.bdat_open = False      # a BDAT sequence has begun (RFC 3030 2: no MAIL, RCPT, DATA)
@@ -482,12 +488,13 @@ class Session:
             queue_id=self.queue_id,
             sasl_method=self.sasl_method, **tls.context_fields(self))
 
-    async def check(self, method, ctx: Context) -> str | None:
+    async def check(self, method, ctx: Context, stage: str = "") -> str | None:
         """check - run a restriction check; off the event loop when it may wait on
-        the network (DNS, policy servers), inline otherwise (Checker.blocks)."""
+        the network (DNS, policy servers, a remote table), inline otherwise
+        (Checker.blocks_at; STAGE is the check_* name, METHOD's own by default)."""
         assert self.checker is not None  # callers check it
         try:
-            if self.checker.blocks:
+            if self.checker.blocks_at(stage or method.__name__, ctx):
                 refusal = await asyncio.to_thread(method, ctx)
             else:
                 refusal = method(ctx)
@@ -611,6 +618,8 @@ class Session:
                 self.mail = None
                 await self.reply(refusal)
                 return
+        if self.s.proxy is not None:    # the filter sees MAIL with the first RCPT
+            self.proxy = proxy.Transaction(self.s.proxy, f"MAIL {arg}")
         await self.reply(replies.OK_MAIL)
 
     def _space_for(self, size: int) -> bool:
@@ -655,13 +664,19 @@ class Session:
             if refusal:
                 await self.reply(refusal)
                 return
-        if self.reserves and not self.queue_id:
+        reply = replies.OK_RCPT
+        if self.proxy is not None:      # the filter's reply is the client's
+            reply = await self.proxy.recipient(self, f"RCPT {arg}")
+            if not reply.startswith("2"):
+                await self.reply(reply)
+                return
+        elif self.reserves and not self.queue_id:
             refusal = await self.reserve()
             if refusal:
                 await self.reply(refusal)
                 return
         self.rcpts.append(rcpt)
-        await self.reply(replies.OK_RCPT)
+        await self.reply(reply)
 
     async def reserve(self) -> str:
         """reserve - the transaction's queue file, at its first accepted recipient
@@ -681,7 +696,11 @@ class Session:
         return ""
 
     def abandon(self) -> None:
-        """abandon - give up the reserved queue file of a transaction without a message."""
+        """abandon - give up the reserved queue file (or the before-queue filter's
+        connection) of a transaction without a message."""
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
         queue_id, self.queue_id = self.queue_id, ""
         if not queue_id:
             return
@@ -700,7 +719,7 @@ class Session:
             return self.checker_error
         delayed = self.s.delay_reject
         return await self.check(lambda ctx: self.checker.check_rcpt(ctx, delayed),
-                                self.context(address, "RCPT"))
+                                self.context(address, "RCPT"), "check_rcpt")
 
     # -- DATA -------------------------------------------------------------------
     async def smtp_DATA(self, arg: str) -> None:
@@ -723,6 +742,11 @@ class Session:
             if refusal:
                 await self.reply(refusal)
                 return
+        if self.proxy is not None:
+            refusal = await self.proxy.begin_data(self)
+            if refusal:
+                await self.end_transaction(refusal)
+                return
         await self.send(replies.GO_AHEAD)
         scanner = DataScanner(self.s.size_limit, self.s.dot_lf_ends)
         self.data_bytes = 0
@@ -732,6 +756,8 @@ class Session:
             used = scanner.feed(bytes(self.conn.buf))
             self.conn.take(used)
             self.data_bytes += used
+            if self.proxy is not None:  # the filter reads the message as it arrives
+                await self.proxy.stream_content(scanner.content)
         self.data_bytes = None
         self.where = "END-OF-MESSAGE"
         if scanner.too_big:
@@ -739,7 +765,7 @@ class Session:
         elif scanner.bare_lf and self.bare_lf_reject:
             await self.refuse_bare_lf_content("data")
         else:
-            await self.end_transaction(await self.end_of_data(scanner.content))
+            await self.end_transaction(await self.end_of_data(scanner.content, scanner.size))
 
     async def end_transaction(self, reply: str) -> None:
         self.reset_transaction()
@@ -776,7 +802,8 @@ class Session:
             return
         total = self.bdat_bytes
         reply = await self.end_of_data(chunk.content)
-        if reply.startswith(replies.queued("")):    # Postfix names the byte count too
+        # Postfix names the byte count too; a before-queue filter's reply stays as it is.
+        if self.proxy is None and reply.startswith(replies.queued("")):
             reply = replies.bdat_queued(total, reply[len(replies.queued("")):])
         await self.end_transaction(reply)
 
@@ -831,11 +858,13 @@ class Session:
             if sink is not None:
                 sink.feed(data)
 
-    async def end_of_data(self, content: bytearray) -> str:
-        """end_of_data - smtpd_end_of_data_restrictions, then queue the message."""
+    async def end_of_data(self, content: bytearray, size: int | None = None) -> str:
+        """end_of_data - smtpd_end_of_data_restrictions, then queue the message.
+        SIZE: the message's, when CONTENT no longer holds all of it (streamed
+        to a before-queue filter)."""
         if self.checker is not None:
             ctx = self.context(verb="END-OF-MESSAGE")
-            ctx.size = len(content)
+            ctx.size = len(content) if size is None else size
             refusal = await self.check(self.checker.check_end_of_data, ctx)
             if refusal:
                 self.log_reject("END-OF-MESSAGE", refusal)
@@ -866,21 +895,28 @@ class Session:
             actions=[a for a in self.actions if a["action"] != "PREPEND"],
         )
 
-    async def queue_message(self, content: bytearray) -> str:
-        """queue_message - give the message to cleanup; the reply for the client."""
+    def trace_headers(self, queue_id: str) -> bytes:
+        """trace_headers - what smtpd puts before the content: the headers of
+        PREPEND actions, then its Received: header naming QUEUE_ID ("": none)."""
         received = received_header(self.helo, self.peer.name, self.peer.rfc_addr,
                                    self.s.hostname, self.s.mail_name,
                                    auth.received_protocol(self),
-                                   [r.address for r in self.rcpts],
-                                   queue_id=self.queue_id or QUEUE_ID_PLACEHOLDER)
+                                   [r.address for r in self.rcpts], queue_id=queue_id)
         received = _with_comments(received, tls.received_comments(self) +
                                   auth.received_comments(self))
-        header = self.request_header()
-        self._apply_xforward(header["attrs"])
         prepended = "".join(a["text"].rstrip("\n") + "\n" for a in self.actions
                             if a["action"] == "PREPEND").encode("utf-8", "surrogateescape")
+        return prepended + received
+
+    async def queue_message(self, content: bytearray) -> str:
+        """queue_message - give the message to cleanup (or the before-queue
+        filter); the reply for the client."""
+        if self.proxy is not None:
+            return await self.proxy_message(content)
+        header = self.request_header()
+        self._apply_xforward(header["attrs"])
         frames: list[bytes | bytearray] = \
-            [prepended, received, content] if prepended else [received, content]
+            [self.trace_headers(self.queue_id or QUEUE_ID_PLACEHOLDER), content]
         if self.milters is not None:
             refusal = await self.milters.end_of_message(self, header, frames)
             if refusal:
@@ -898,6 +934,18 @@ class Session:
             self.queue_id = ""          # written: nothing to abandon
             return replies.queued(answer["queue_id"])
         return self._cleanup_refusal(answer)
+
+    async def proxy_message(self, content: bytearray) -> str:
+        """proxy_message - the end of the message to the before-queue filter;
+        its verdict is the client's reply (no milter sees the message's end)."""
+        assert self.proxy is not None and self.mail is not None
+        reply = await self.proxy.finish(self, content)
+        self.xforward = {}      # XFORWARD attributes last for one transaction
+        log.info(replies.log_proxy("proxy-accept" if reply.startswith("2") else "proxy-reject",
+                                   reply, self.mail.sender,
+                                   self.rcpts[0].address if len(self.rcpts) == 1 else None,
+                                   self.protocol, self.helo))
+        return reply
 
     def _apply_xforward(self, attrs: dict) -> None:
         """_apply_xforward - the forwarded client, recorded instead of the proxy."""

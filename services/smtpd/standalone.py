@@ -92,6 +92,7 @@ def smtp_on_stdio(cfg: Config) -> int:
     settings.forbid_unauth_pipelining = False
     settings.bare_newline = "normalize"
     settings.dot_lf_ends = True
+    settings.proxy = None       # as Postfix: a local submission skips smtpd_proxy_filter
     settings.milters = None     # its mail goes through pickup: non_smtpd_milters, in cleanup
     # Session lines go to the log only, under smtpd's name as Postfix logs them.
     log.setup("smtpd", cfg)

@@ -63,7 +63,9 @@ def received_header(helo: str | None, name: str, rfc_addr: str, hostname: str,
                     when: float | None = None, queue_id: str = QUEUE_ID_PLACEHOLDER) -> bytes:
     """received_header - Postfix's Received: header, folded as Postfix folds it."""
     text = (f"Received: from {helo or name} ({name} [{rfc_addr}])\n"
-            f"\tby {hostname} ({mail_name}) with {protocol} id {queue_id}")
+            f"\tby {hostname} ({mail_name}) with {protocol}")
+    if queue_id:    # none when a before-queue filter takes the message
+        text += f" id {queue_id}"
     # RFC 5322: the date follows a semicolon, after the "for" clause if any.
     if len(recipients) == 1:
         text += f"\n\tfor <{external(recipients[0])}>; {mail_date(when)}\n"

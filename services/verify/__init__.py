@@ -35,7 +35,6 @@ Interface:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -44,7 +43,7 @@ from pymaster.mail.config import Config
 from pymaster.mail.traceflags import PROBE, VERIFY
 from pymaster.mail.verify_client import BOUNCE, DEFER, OK
 from pymaster.mail.verify_sender import SenderError, probe_sender
-from pymaster.master import service
+from pymaster.master import cachefile, service
 from pymaster.util import ipc, log
 
 from .cache import CacheError, VerifyCache, cache_path
@@ -121,36 +120,13 @@ def _answer(verifier: Verifier, header: dict) -> dict:
     return {"status": "ok", "cached": cached}
 
 
-@contextlib.contextmanager
-def _as_mail_owner(cfg: Config):
-    """_as_mail_owner - root creates the cache as mail_owner (who will write it
-    after the privilege drop), never as root; others are themselves already."""
-    if os.geteuid() != 0:
-        yield
-        return
-    account = service.lookup_account(cfg.get("mail_owner"))
-    os.setegid(account.pw_gid)
-    os.seteuid(account.pw_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
 def open_cache(cfg: Config) -> VerifyCache:
     """open_cache - address_verify_map opened (and created)."""
     path = cache_path(cfg.get("address_verify_map"))
     if path is None:
         return VerifyCache(None)
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        # Postfix's start-up creates data_directory; do it here when missing.
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        if os.geteuid() == 0:
-            account = service.lookup_account(cfg.get("mail_owner"))
-            os.chown(directory, account.pw_uid, account.pw_gid)
-    with _as_mail_owner(cfg):
+    cachefile.make_data_directory(cfg, os.path.dirname(path))
+    with cachefile.as_mail_owner(cfg):
         return VerifyCache(path)
 
 

@@ -43,8 +43,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Callable
 
-WRITABLE_TYPES = ("btree", "hash", "lmdb", "sdbm", "dbm")
-SUFFIX = ".sqlite"
+from pymaster.master import cachefile
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (address TEXT PRIMARY KEY, status TEXT NOT NULL,"
@@ -67,20 +66,10 @@ class Entry:
 
 def cache_path(spec: str) -> str | None:
     """cache_path - the database file for address_verify_map SPEC; None for memory."""
-    spec = spec.strip()
-    if not spec:
-        return None
-    if spec.startswith("proxy:"):
-        spec = spec[len("proxy:"):]
-    kind, colon, name = spec.partition(":")
-    if not colon or not name:
-        raise CacheError(f"address_verify_map: need type:name, not \"{spec}\"")
-    if kind not in WRITABLE_TYPES:
-        raise CacheError(f"address_verify_map: unsupported map type \"{kind}\" "
-                         f"(use one of {', '.join(WRITABLE_TYPES)})")
-    if not os.path.isabs(name):
-        raise CacheError(f"address_verify_map: need an absolute path name: {name}")
-    return name + SUFFIX
+    try:
+        return cachefile.sqlite_path("address_verify_map", spec)
+    except cachefile.CacheFileError as e:
+        raise CacheError(str(e)) from None
 
 
 def _storable(text: str) -> str:

@@ -14,11 +14,13 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.support.accounts import account_under, can_add_accounts
+from tests.support.dnsserver import DnsServer
 from tests.support.instance import Instance, free_port
 from tests.support.sink import smtp_sink
 
@@ -46,11 +48,22 @@ def account(tmp_path):
         yield user
 
 
-def debian_instance(tmp_path: Path, sink_port: int) -> Instance:
+def with_postscreen(master_cf: str) -> str:
+    """with_postscreen - master.cf as Debian's comments say to turn postscreen
+    on: the four postscreen lines uncommented, the smtpd listener commented out."""
+    master_cf = re.sub(r"(?m)^#((?:smtp|smtpd|dnsblog|tlsproxy)\s+(?:inet|pass|unix)\s.*"
+                       r"(?:postscreen|smtpd|dnsblog|tlsproxy))$", r"\1", master_cf)
+    return re.sub(r"(?m)^(smtp\s+inet\s.*\ssmtpd)$", r"#\1", master_cf)
+
+
+def debian_instance(tmp_path: Path, sink_port: int, postscreen: bool = False,
+                    extra: dict[str, str] | None = None) -> Instance:
     """debian_instance - Debian's two files, the listener and directories moved."""
     port = free_port()
-    master_cf = re.sub(r"(?m)^smtp(\s+inet\s)", f"127.0.0.1:{port}\\1",
-                       (DEBIAN / "master.cf").read_text())
+    master_cf = (DEBIAN / "master.cf").read_text()
+    if postscreen:
+        master_cf = with_postscreen(master_cf)
+    master_cf = re.sub(r"(?m)^smtp(\s+inet\s)", f"127.0.0.1:{port}\\1", master_cf)
     assert f"127.0.0.1:{port}" in master_cf
     etc = tmp_path / "etc"
     etc.mkdir(parents=True)
@@ -76,6 +89,7 @@ def debian_instance(tmp_path: Path, sink_port: int) -> Instance:
         "virtual_uid_maps": f"static:{NOBODY}",
         "virtual_gid_maps": f"static:{NOBODY}",
     }
+    settings.update(extra or {})
     inst = Instance(tmp_path, main_cf=settings, master_cf=master_cf, start=False)
     inst.smtp_port = port
     (inst.config_dir / "vmailbox").write_text(f"v@{VIRTUAL}  {VIRTUAL}/v/\n")
@@ -143,3 +157,62 @@ def test_local_relayed_and_virtual_mail_with_debians_files(tmp_path, sink, accou
                           r'"inline:\{a=b\}"')
         # postmap's own fatal above is Postfix's answer; no service may have one.
         assert not re.search(r"(?m)postfix/(?!postmap\[)\S+: (fatal|panic):", inst.log_text())
+
+
+def test_debians_postscreen_lines_uncommented(tmp_path, sink, account):
+    """Debian's master.cf with postscreen, smtpd pass, dnsblog and tlsproxy
+    uncommented: postscreen (chrooted) screens the client and passes it to
+    the chrooted smtpd, which delivers; a denylisted client is refused, and
+    one that the (chrooted) dnsblog finds listed is dropped."""
+    with DnsServer({"10.0.0.127.zen.example": {"A": ["127.0.0.2"]}}) as dns:
+        _postscreen_session(tmp_path, sink, account, dns.nameserver)
+
+
+def _postscreen_session(tmp_path, sink, account, nameserver: str) -> None:
+    inst = debian_instance(tmp_path, sink, postscreen=True, extra={
+        "postscreen_greet_wait": "1s", "postscreen_denylist_action": "enforce",
+        "postscreen_access_list": "cidr:$config_directory/postscreen_access",
+        "postscreen_dnsbl_sites": "zen.example", "postscreen_dnsbl_action": "drop",
+        "dns_nameservers": nameserver})
+    (inst.config_dir / "postscreen_access").write_text("127.0.0.9/32 reject\n")
+    master_cf = (inst.config_dir / "master.cf").read_text()
+    assert re.search(r"(?m)^127\.0\.0\.1:\d+\s+inet\s.*postscreen$", master_cf)
+    assert re.search(r"(?m)^#smtp\s+inet\s.*\ssmtpd$", master_cf)
+    assert re.search(r"(?m)^smtpd\s+pass\s", master_cf)
+    user = account.pw_name
+    with inst.start():
+        send(inst, f"{user}@{DOMAIN}", "through-postscreen")
+        maildir = Path(account.pw_dir) / "Maildir"
+        inst.maildir_message_with(maildir, "through-postscreen", timeout=30)
+        inst.wait_for_log(r"postfix/postscreen\[\d+\]: PASS NEW \[127\.0\.0\.1\]:\d+$")
+        smtpd = int(inst.wait_for_log(r"postfix/smtpd\[(\d+)\]: connect from "
+                                      r"localhost\[127\.0\.0\.1\]").group(1))
+        assert os.readlink(f"/proc/{smtpd}/root") == str(inst.queue_dir)
+        postscreen = int(inst.wait_for_log(r"postfix/postscreen\[(\d+)\]: CONNECT").group(1))
+        assert os.readlink(f"/proc/{postscreen}/root") == str(inst.queue_dir)
+
+        # Back again: straight to smtpd from the cache.
+        code, _ = rcpt(inst, f"{user}@{DOMAIN}")
+        assert code == 250
+        inst.wait_for_log(r"postfix/postscreen\[\d+\]: PASS OLD \[127\.0\.0\.1\]:\d+$")
+
+        # Denied by the access list, enforced: refused at RCPT by postscreen itself.
+        with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30,
+                          source_address=("127.0.0.9", 0)) as s:
+            s.ehlo("client.example")
+            s.mail("sender@client.example")
+            assert s.rcpt(f"{user}@{DOMAIN}") == (550, b"5.3.2 Service currently unavailable")
+        inst.wait_for_log(r"postfix/postscreen\[\d+\]: DENYLISTED \[127\.0\.0\.9\]:\d+$")
+        inst.wait_for_log(r"postfix/postscreen\[\d+\]: NOQUEUE: reject: RCPT from "
+                          r"\[127\.0\.0\.9\]:\d+: 550 5\.3\.2 Service currently unavailable;")
+        with socket.create_connection(("127.0.0.1", inst.smtp_port), timeout=30,
+                                      source_address=("127.0.0.10", 0)) as sock:
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert reply.endswith(b"521 5.7.1 Service unavailable; client [127.0.0.10] blocked "
+                              b"using zen.example\r\n"), reply
+        dnsblog = int(inst.wait_for_log(r"postfix/dnsblog\[(\d+)\]: addr 127\.0\.0\.10 listed "
+                                        r"by domain zen\.example as 127\.0\.0\.2$").group(1))
+        assert os.readlink(f"/proc/{dnsblog}/root") == str(inst.queue_dir)
+        assert not re.search(r"(?m)postfix/\S+: (fatal|panic):", inst.log_text())

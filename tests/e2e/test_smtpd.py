@@ -8,11 +8,15 @@ submission-style service.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import smtplib
+import socket
 import subprocess
 
+import psutil
 import pytest
 
 from tests.support import smtpclient
@@ -242,6 +246,15 @@ class TestRefusals:
         assert raw.reply() == f"421 4.4.2 {HOST} Error: timeout exceeded"
         inst.wait_for_log(r"timeout after EHLO from localhost\[127\.0\.0\.1\]$")
 
+    def test_a_client_that_hangs_up_at_once_is_greeted_not_called_a_pipeliner(self, inst):
+        # End of file before the greeting is no command: Postfix counts unread
+        # bytes, and so does smtpd, so the log says what happened.
+        with socket.create_connection(("127.0.0.1", inst.smtp_port)) as sock:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(10)
+            assert sock.recv(1024).startswith(b"220 ")
+        inst.wait_for_log(r"lost connection after CONNECT from localhost\[127\.0\.0\.1\]$")
+
     def test_unauthorized_pipelining(self, inst):
         raw = Raw(inst.smtp_port)
         assert raw.reply().startswith("220 ")
@@ -249,3 +262,50 @@ class TestRefusals:
         assert raw.reply() == "554 5.5.0 Error: SMTP protocol synchronization"
         inst.wait_for_log(r"improper command pipelining after EHLO from localhost\[127\.0\.0\.1\]: "
                           r"MAIL FROM:<a@b\.example>\\r\\n$")
+
+
+# -- sessions per process (issue 15, item 5) ---------------------------------------
+
+def _smtpd_holding(inst: Instance, client: Raw) -> int:
+    """_smtpd_holding - the pid of the smtpd process serving CLIENT's connection."""
+    here = client.sock.getsockname()
+    for proc in psutil.Process(inst.master_pid()).children(recursive=True):
+        try:
+            if any(c.raddr and tuple(c.raddr) == here for c in proc.net_connections("tcp")):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no process holds the connection from {here}")
+
+
+def _deliver(client: Raw, token: str) -> str:
+    assert client.cmd("MAIL FROM:<a@example.com>").startswith("250")
+    assert client.cmd("RCPT TO:<b@discard.example>").startswith("250")
+    assert client.cmd("DATA").startswith("354")
+    return client.cmd(f"Subject: {token}\r\n\r\n{token}\r\n.")
+
+
+def test_a_crash_costs_only_the_sessions_of_one_process(tmp_path):
+    # smtpd_per_process_session_limit bounds the sessions one smtpd carries; the
+    # master starts another smtpd for the next ones, so a crash loses few.
+    with Instance(tmp_path, main_cf={
+        "myhostname": HOST, "smtpd_per_process_session_limit": "2",
+        "transport_maps": "inline:{ discard.example=discard: }",
+    }) as inst:
+        clients = [Raw(inst.smtp_port) for _ in range(4)]
+        for client in clients:
+            client.start()
+        holders = [_smtpd_holding(inst, client) for client in clients]
+        assert sorted(holders.count(pid) for pid in set(holders)) == [2, 2]
+        victim = holders[0]
+        os.kill(victim, signal.SIGKILL)
+        for client, pid in zip(clients, holders):
+            if pid == victim:
+                assert client.reply() == ""         # cut: end of file
+            else:
+                assert queued_id(_deliver(client, f"survivor-{pid}"))
+            client.close()
+        late = Raw(inst.smtp_port)      # the master replaces the lost process
+        late.start()
+        assert queued_id(_deliver(late, "late"))
+        late.close()

@@ -5,7 +5,9 @@ databases.py), loads 10,000 aliases into each, and counts lookups per second
 of random keys (nine in ten found) through the table interface in this
 process: mysql:, pgsql: and ldap: directly, and mysql: through a running
 proxymap service (proxy:mysql:, a real master started for it). One
-connection per table, as a service has.
+connection per table, as a service has. Side by side with Debian's Postfix:
+`postmap -q - TYPE:file.cf` with the same keys on its input, ours and
+Debian's (interpreter start-up included, so a floor for ours).
 
 Interface:
     run(workdir, lookups=3000) -> list[str]   report lines
@@ -13,7 +15,9 @@ Interface:
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +38,8 @@ from tests.support.databases import (
 from tests.support.instance import Instance
 
 ROWS = 10_000
+DEBIAN_POSTMAP = "/usr/sbin/postmap"
+OUR_POSTMAP = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "postmap")
 
 
 def _keys(lookups: int) -> list[str]:
@@ -46,6 +52,29 @@ def _rate(table: Table, keys: list[str]) -> float:
     for key in keys:
         table.lookup(key)
     return len(keys) / (time.perf_counter() - start)
+
+
+def _postmap_rates(workdir: Path, spec: str, keys: list[str]) -> str:
+    """_postmap_rates - lookups/s of `postmap -q -` over KEYS, ours and Debian's."""
+    config = workdir / "postmap-config"
+    config.mkdir(exist_ok=True)
+    (config / "main.cf").write_text("")
+    text = "".join(k + "\n" for k in keys)
+    rates = []
+    for program in (OUR_POSTMAP, DEBIAN_POSTMAP):
+        if not os.path.exists(program):
+            continue
+        start = time.perf_counter()
+        done = subprocess.run([program, "-c", str(config), "-q", "-", spec], input=text,
+                              capture_output=True, text=True, timeout=600)
+        rates.append(len(keys) / (time.perf_counter() - start))
+        found = len(done.stdout.splitlines())
+        if found < len(keys) // 2:       # a failing run measures nothing
+            return f"dbtables: {program} -q - {spec}: only {found} found: {done.stderr[-300:]}"
+    if len(rates) < 2:
+        return f"dbtables: {spec.partition(':')[0]}: postmap -q -: {rates[0]:,.0f} lookups/s"
+    return (f"dbtables: {spec.partition(':')[0]}: postmap -q -: pymaster {rates[0]:,.0f}, "
+            f"Postfix {rates[1]:,.0f} lookups/s (ratio {rates[0] / rates[1]:.2f})")
 
 
 def _sql_rows(execute, quote_backslash: bool = False) -> None:
@@ -71,6 +100,7 @@ def _mysql(workdir: Path, keys: list[str]) -> list[str]:
                  "lookups/s"]
         lines.append(f"dbtables: proxy:mysql: through proxymap: "
                      f"{_proxy_rate(workdir, cf, keys):,.0f} lookups/s")
+        lines.append(_postmap_rates(workdir, f"mysql:{cf}", keys))
         return lines
     finally:
         server.remove()
@@ -91,7 +121,7 @@ def _pgsql(workdir: Path, keys: list[str]) -> list[str]:
         server.execute(f"GRANT SELECT ON alias TO {USER}", database=DBNAME)
         cf = _sql_cf(workdir / "pgsql.cf", f"inet:127.0.0.1:{server.port}")
         return [f"dbtables: pgsql: direct: {_rate(create_table(f'pgsql:{cf}'), keys):,.0f} "
-                "lookups/s"]
+                "lookups/s", _postmap_rates(workdir, f"pgsql:{cf}", keys)]
     finally:
         server.remove()
 
@@ -109,7 +139,7 @@ def _ldap(workdir: Path, keys: list[str]) -> list[str]:
             "server_host": server.url, "search_base": BASE_DN, "version": "3",
             "query_filter": "(mailLocalAddress=%s)", "result_attribute": "mailRoutingAddress"})
         return [f"dbtables: ldap: direct: {_rate(create_table(f'ldap:{cf}'), keys):,.0f} "
-                "lookups/s"]
+                "lookups/s", _postmap_rates(workdir, f"ldap:{cf}", keys)]
     finally:
         server.remove()
 

@@ -48,7 +48,8 @@ def test_settings_errors_and_main_cf_form(tmp_path):
 
 
 @pytest.mark.parametrize("template, key, expected", [
-    ("%s|%u|%d|%1|%2|%3|%%", "A@mail.example.com", "A@mail.example.com|A|mail.example.com|com|example|mail|%"),
+    ("%s|%u|%d|%1|%2|%3|%%", "A@mail.example.com",
+     "A@mail.example.com|A|mail.example.com|com|example|mail|%"),
     ("%S %U %D", "u@d.example", "u@d.example u d.example"),
     ("%u", "bare", "bare"),
     ("%d", "bare", None),

@@ -20,7 +20,14 @@ from tests.support.databases import (  # noqa: F401  (fixtures)
     write_cf,
 )
 from tests.support.instance import free_port
-from tests.support.sqlcases import PARITY, check_parity, load_alias_table
+from tests.support.sqlcases import (
+    PARITY,
+    check_parity,
+    check_query_error,
+    load_alias_table,
+    sql_settings,
+    survives_restart,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +41,7 @@ def db(postgres):  # noqa: F811
 
 
 def settings(db, **extra) -> dict[str, str]:  # noqa: F811
-    base = {"hosts": f"inet:127.0.0.1:{db.port}", "user": USER, "password": PASSWORD,
-            "dbname": DBNAME, "query": "SELECT goto FROM alias WHERE address='%s'"}
-    base.update(extra)
-    return {k: v for k, v in base.items() if v is not None}
+    return sql_settings(db.port, **extra)
 
 
 PGSQL_PARITY = PARITY + [
@@ -94,24 +98,15 @@ def test_server_down_is_a_temporary_failure(program, debian, db, postmap_config,
     dead = free_port()
     path = write_cf(tmp_path / "pgsql.cf", settings(db, hosts=f"inet:127.0.0.1:{dead}"))
     result = postmap_query(program, postmap_config, "bare", f"pgsql:{path}")
-    lines = result.stderr.splitlines()
-    assert result.returncode == 1 and result.stdout == ""
-    assert lines[0].startswith(f"postmap: warning: connect to pgsql server "
-                               f"inet:127.0.0.1:{dead}: ")
-    assert lines[-1].startswith(f"postmap: fatal: table pgsql:{path}: query error")
+    check_query_error(result, f"pgsql:{path}",
+                      f"postmap: warning: connect to pgsql server inet:127.0.0.1:{dead}: ")
 
 
 def test_reconnects_after_a_restart(db, tmp_path):  # noqa: F811
     path = write_cf(tmp_path / "p.cf", settings(db, retry_interval="0"))
     table = create_table(f"pgsql:{path}")
-    assert table.remote and table.lookup("bare") == "bare-target"
-    db.stop()
-    try:
-        with pytest.raises(TableError, match="query error"):
-            table.lookup("bare")
-    finally:
-        db.start()
-    assert table.lookup("bare") == "bare-target"
+    assert table.remote
+    survives_restart(db, table, "bare", "bare-target")
 
 
 def test_wrong_password_is_a_temporary_failure(db, tmp_path):  # noqa: F811

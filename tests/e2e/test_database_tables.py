@@ -2,7 +2,8 @@
 MariaDB. While the server is down smtpd answers `451 4.3.0 <…>: Temporary
 lookup failure` and stays up; when it is back the next lookup works.
 proxy:mysql: goes through the proxymap service, which refuses a table that
-proxy_read_maps does not list."""
+proxy_read_maps does not list. As root, mysql:, pgsql: and ldap: tables
+are asked from chrooted smtpd and cleanup processes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,18 @@ import smtplib
 
 import pytest
 
-from tests.support.databases import DBNAME, PASSWORD, USER, mariadb, write_cf  # noqa: F401
-from tests.support.instance import Instance
+from tests.e2e.test_jail import chrooted
+from tests.support.databases import (  # noqa: F401  (fixtures)
+    BASE_DN,
+    DBNAME,
+    PASSWORD,
+    USER,
+    mariadb,
+    postgres,
+    slapd,
+    write_cf,
+)
+from tests.support.instance import Instance, is_root
 from tests.support.wait import wait_until
 
 VIRTUAL = "virtual.example"
@@ -106,3 +117,45 @@ def _proxymap_connected(db) -> bool:  # noqa: F811
             if "proxymap" in " ".join(psutil.Process(conn.pid).cmdline()):
                 return True
     return False
+
+
+@pytest.mark.skipif(not is_root(), reason="chroot needs root")
+def test_every_database_type_in_the_jail(tmp_path, db, postgres, slapd):  # noqa: F811
+    """smtpd and cleanup chrooted as Debian's master.cf has them: each imports
+    its drivers before the jail and then asks MariaDB, PostgreSQL and slapd
+    over TCP (RCPT checks in smtpd, alias expansion in cleanup)."""
+    postgres.execute("DROP TABLE IF EXISTS valias",
+                     "CREATE TABLE valias (address text, goto text)",
+                     f"INSERT INTO valias VALUES ('pg@{VIRTUAL}', 'second@localhost')",
+                     f"GRANT SELECT ON valias TO {USER}")
+    if not getattr(slapd, "_jail_entry", False):
+        slapd.add(f"dn: uid=jail,{BASE_DN}\nobjectClass: inetOrgPerson\n"
+                  "objectClass: inetLocalMailRecipient\nuid: jail\ncn: j\nsn: j\n"
+                  f"mailLocalAddress: ldap@{VIRTUAL}\nmailRoutingAddress: third@localhost\n")
+        slapd._jail_entry = True
+    inst = Instance(tmp_path, start=False)
+    inst._master_cf = chrooted(inst._shipped_master_cf())
+    with inst:
+        inst.write_config()
+        mysql_cf = table_cf(inst, db)
+        pgsql_cf = write_cf(inst.config_dir / "pg.cf", {
+            "hosts": f"inet:127.0.0.1:{postgres.port}", "user": USER, "password": PASSWORD,
+            "dbname": DBNAME, "query": "SELECT goto FROM valias WHERE address='%s'"})
+        ldap_cf = write_cf(inst.config_dir / "ldap.cf", {
+            "server_host": slapd.url, "search_base": BASE_DN, "version": "3",
+            "query_filter": "(mailLocalAddress=%s)", "result_attribute": "mailRoutingAddress"})
+        inst.set_main_cf({"virtual_alias_domains": VIRTUAL, "virtual_alias_maps":
+                          f"mysql:{mysql_cf} pgsql:{pgsql_cf} ldap:{ldap_cf}"})
+        inst.start()
+        with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=60) as client:
+            client.ehlo("client.example")
+            assert rcpt(client, f"unknown@{VIRTUAL}")[0] == 550
+            for alias in ("alias", "pg", "ldap"):
+                client.rset()
+                client.sendmail("sender@client.example", [f"{alias}@{VIRTUAL}"],
+                                f"Subject: jail-{alias}\n\nbody\n")
+        for alias, box in (("alias", "first"), ("pg", "second"), ("ldap", "third")):
+            inst.maildir_message_with(inst.mailbox_dir / "localhost" / box, f"jail-{alias}",
+                                      timeout=30)
+        assert not re.search(r"(?m)postfix/\S+: (fatal|panic|warning):", inst.log_text()), \
+            inst.log_text()[-3000:]

@@ -226,10 +226,20 @@ class PostgreSQL(Server):
                      "-h", "127.0.0.1", "-k", self.socket_dir, "-F",
                      "-c", "max_connections=50", "-c", "shared_buffers=16MB"],
                     self.dir / "server.log")
+        # Listening comes before accepting sessions ("the database system is
+        # starting up"): ready is when a query works.
+        wait_until(self._ready, START_TIMEOUT, "postgres accepting sessions")
         if not self._initialized:
             self.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'",
                          f"CREATE DATABASE {DBNAME} OWNER {USER}", database="postgres")
             self._initialized = True
+
+    def _ready(self) -> bool:
+        try:
+            self.execute("SELECT 1", database="postgres")
+        except Exception:               # psycopg.OperationalError while it starts
+            return False
+        return True
 
     def _initdb(self) -> None:
         self._chown(self.dir)

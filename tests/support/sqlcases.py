@@ -8,7 +8,10 @@ and {kind} its type; a prefix is enough (Postfix appends stray errno texts).
 Interface:
     ROWS, PARITY, FAILING          the data and the cases
     load_alias_table(execute, quote_backslash)   create and fill `alias`
+    sql_settings(port, **extra)    a .cf's settings for the test server at PORT
     check_parity(result, spec, path, kind, stdout, stderr)
+    check_query_error(result, spec, first="")    postmap's temporary failure
+    survives_restart(server, table, key, value)  down: TableError; back: VALUE
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 from typing import Callable
+
+import pytest
+
+from pymaster.util.tables import Table, TableError
+from tests.support.databases import DBNAME, PASSWORD, USER
 
 ROWS = [
     ("a@example.com", "x@example.org"),
@@ -118,3 +126,35 @@ def check_parity(result: subprocess.CompletedProcess, spec: str, path: Path, kin
     for line, prefix in zip(lines, stderr):
         prefix = prefix.replace("{spec}", spec).replace("{path}", str(path))
         assert line.startswith(prefix.replace("{kind}", kind)), result.stderr
+
+
+def sql_settings(port: int, **extra: str | None) -> dict[str, str]:
+    """sql_settings - a mysql:/pgsql: table of `alias` on 127.0.0.1:PORT; an
+    EXTRA value of None removes that setting."""
+    base: dict[str, str | None] = {
+        "hosts": f"inet:127.0.0.1:{port}", "user": USER, "password": PASSWORD,
+        "dbname": DBNAME, "query": "SELECT goto FROM alias WHERE address='%s'"}
+    base.update(extra)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def check_query_error(result: subprocess.CompletedProcess, spec: str, first: str = "") -> None:
+    """check_query_error - postmap -q failed for now: nothing printed, exit 1,
+    the first stderr line starting with FIRST, the last Postfix's fatal."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert lines[0].startswith(first), result.stderr
+    assert lines[-1].startswith(f"postmap: fatal: table {spec}: query error"), result.stderr
+
+
+def survives_restart(server, table: Table, key: str, value: str) -> None:
+    """survives_restart - with SERVER stopped a lookup is a TableError (not a
+    crash, not a hang); once it is back the same TABLE answers VALUE again."""
+    assert table.lookup(key) == value
+    server.stop()
+    try:
+        with pytest.raises(TableError, match="query error"):
+            table.lookup(key)
+    finally:
+        server.start()
+    assert table.lookup(key) == value

@@ -39,6 +39,7 @@ Interface:
     Table.driver, Table.driver_package       the module a lookup needs, its package
     Table.prepare()                          (class method) import what lookups of
                                              the type need (a database driver)
+    Table.load_driver(spec)                  (class method) that driver's module
     prepare_type(spec)                       prepare() the type of SPEC, under any
                                              proxy: prefixes (before a chroot)
     TYPES                                    type name -> "module:Class"
@@ -134,6 +135,22 @@ class Table:
 
         A database driver is imported only when a table of its type is
         configured, but before the service's chroot hides the library."""
+        try:
+            cls.load_driver()
+        except TableError:
+            pass                # the table's opening says so
+
+    @classmethod
+    def load_driver(cls, spec: str = ""):
+        """load_driver - the module `driver` names (None without one); TableError
+        naming SPEC and the package to install when it is missing."""
+        if not cls.driver:
+            return None
+        try:
+            return importlib.import_module(cls.driver)
+        except ImportError:
+            raise TableError(f"{spec or cls.__name__}: this table type needs the Python "
+                             f"package {cls.driver_package}, which is not installed") from None
 
     def lookup(self, key: str) -> str | None:
         raise NotImplementedError

@@ -40,6 +40,7 @@ Interface:
     DomainFilter(value, cfg, spec) .allows(key)     the `domain` list
     join_results(values, key, templates, limit, label) -> str | None
     usable_key(key) -> bool                         a key a query may carry
+    admitted_key(key, fold, domains) -> str | None  the key to ask, or None
     sql_quote(text) -> str ; ldap_filter_quote(text) -> str ; ldap_dn_quote(text) -> str
     HostList(hosts, retry_interval)                 random order, failed hosts rested
 """
@@ -130,6 +131,16 @@ def _main_cf_settings(name: str, cfg) -> Settings:
         if key.startswith(prefix):
             values[key[len(prefix):]] = str(cfg.get(key))
     return Settings(name, values)
+
+
+def admitted_key(key: str, fold: bool, domains: "DomainFilter") -> str | None:
+    """admitted_key - KEY as a query takes it (folded), or None when it is not
+    looked up at all: not valid UTF-8, or outside `domain`."""
+    if not usable_key(key):
+        return None
+    if fold:
+        key = key.lower()
+    return key if domains.allows(key) else None
 
 
 def usable_key(key: str) -> bool:

@@ -55,11 +55,11 @@ from pymaster.util.tables import Table, TableError
 from pymaster.util.tables.dbcommon import (
     DomainFilter,
     Templates,
+    admitted_key,
     join_results,
     ldap_dn_quote,
     ldap_filter_quote,
     read_settings,
-    usable_key,
 )
 
 SCOPES = {"sub": "SUBTREE", "one": "LEVEL", "base": "BASE"}
@@ -85,7 +85,7 @@ class LdapTable(Table):
                  **_options) -> None:
         super().__init__(type_, name, cfg)
         self.fold = fold
-        self._ldap3 = _driver(self.spec)
+        self._ldap3 = self.load_driver(self.spec)
         s = self.settings = read_settings(name, cfg)
         for ignored in IGNORED:
             if s.get(ignored):
@@ -108,13 +108,6 @@ class LdapTable(Table):
         self._options(s)
         self._lock = threading.Lock()
         self._conn: Any = None
-
-    @classmethod
-    def prepare(cls) -> None:
-        try:
-            _driver("ldap:")
-        except TableError:
-            pass                # the table's opening says so
 
     def _attributes(self, s) -> None:
         self.result_attrs = split_list(s.get("result_attribute", "maildrop"))
@@ -228,12 +221,10 @@ class LdapTable(Table):
     # -- lookup ----------------------------------------------------------------------
 
     def lookup(self, key: str) -> str | None:
-        if not usable_key(key):
+        admitted = admitted_key(key, self.fold, self.domains)
+        if admitted is None:
             return None
-        if self.fold:
-            key = key.lower()
-        if not self.domains.allows(key):
-            return None
+        key = admitted
         base = self.base_template.expand_query(key, ldap_dn_quote)
         if base is None:
             return None
@@ -320,15 +311,6 @@ class LdapTable(Table):
 
 class _Refused(Exception):
     """A server that could not be reached or bound to: Postfix's warning text."""
-
-
-def _driver(spec: str) -> Any:
-    try:
-        import ldap3
-        import ldap3.core.exceptions
-    except ImportError:
-        raise TableError(f"{spec}: the ldap: table type needs the ldap3 package") from None
-    return ldap3
 
 
 def _server_url(host: str, port: int) -> str:

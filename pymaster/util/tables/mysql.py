@@ -53,20 +53,8 @@ class MysqlTable(SqlTable):
     driver_package = "PyMySQL"
     default_port = 3306
 
-    @classmethod
-    def prepare(cls) -> None:
-        try:
-            import pymysql  # noqa: F401
-        except ImportError:
-            pass                # the table's opening says so
-
     def _load_driver(self) -> None:
-        try:
-            import pymysql
-        except ImportError:
-            raise TableError(f"{self.spec}: the mysql: table type needs the PyMySQL "
-                             "package") from None
-        self._pymysql = pymysql
+        self._pymysql = self.load_driver(self.spec)
         self.require_result_set = self.settings.get_bool("require_result_set", True)
 
     def _first(self, host: str) -> bool:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymaster.util.tables import TableError
 from pymaster.util.tables.dbcommon import sql_quote
 from pymaster.util.tables.sql import CONNECT_TIMEOUT, QUERY_TIMEOUT, SqlTable, split_host
 
@@ -44,20 +43,8 @@ class PgsqlTable(SqlTable):
     driver_package = "psycopg"
     default_port = 5432
 
-    @classmethod
-    def prepare(cls) -> None:
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            pass                # the table's opening says so
-
     def _load_driver(self) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise TableError(f"{self.spec}: the pgsql: table type needs the psycopg "
-                             "package") from None
-        self._psycopg = psycopg
+        self._psycopg = self.load_driver(self.spec)
 
     def quote(self, text: str) -> str:
         return sql_quote(text)

@@ -44,9 +44,9 @@ from pymaster.util.tables.dbcommon import (
     HostList,
     Settings,
     Templates,
+    admitted_key,
     join_results,
     read_settings,
-    usable_key,
 )
 
 CONNECT_TIMEOUT = 10
@@ -97,12 +97,10 @@ class SqlTable(Table):
         return False
 
     def lookup(self, key: str) -> str | None:
-        if not usable_key(key):
+        admitted = admitted_key(key, self.fold, self.domains)
+        if admitted is None:
             return None
-        if self.fold:
-            key = key.lower()
-        if not self.domains.allows(key):
-            return None
+        key = admitted
         sql = self.templates.expand_query(key, self.quote)
         if sql is None:
             return None
@@ -123,7 +121,11 @@ class SqlTable(Table):
                 raise
             except Exception:       # closed by the server meanwhile: try afresh
                 self._close()
-        for host in self.hosts.order():
+        hosts = self.hosts.order()
+        if not hosts:
+            log.warning(f"{self.spec}: no {self.kind} server available: every host failed "
+                        f"less than retry_interval ({self.hosts.retry_interval}s) ago")
+        for host in hosts:
             try:
                 self._conn = self._connect(host)
             except Exception as e:  # the driver's failures, whatever their class

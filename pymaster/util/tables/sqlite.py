@@ -28,10 +28,10 @@ from pymaster.util.tables import FileTable, TableError
 from pymaster.util.tables.dbcommon import (
     DomainFilter,
     Templates,
+    admitted_key,
     join_results,
     read_settings,
     sql_quote,
-    usable_key,
 )
 from pymaster.util.tables.sql import legacy_query
 
@@ -69,12 +69,10 @@ class SqliteTable(FileTable):
 
     def lookup(self, key: str) -> str | None:
         conf = self.current()
-        if not usable_key(key):
+        admitted = admitted_key(key, self.fold, conf["domains"])
+        if admitted is None:
             return None
-        if self.fold:
-            key = key.lower()
-        if not conf["domains"].allows(key):
-            return None
+        key = admitted
         sql = conf["templates"].expand_query(key, sql_quote)
         if sql is None:
             return None

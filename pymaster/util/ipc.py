@@ -71,6 +71,29 @@ class Again(Exception):
     """A receive that must not wait found nothing waiting."""
 
 
+# Plain ints: pyzmq's send_multipart/recv_multipart combine IntFlag members
+# per frame, which costs more than the frames themselves (about 4 us of
+# CPU per request and reply, measured on a 3-frame message).
+_SNDMORE = int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def _send(sock: zmq.Socket, frames: list, copy: bool = True) -> None:
+    """_send - FRAMES as one zeromq message."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(frame, _SNDMORE if i < last else 0, copy=copy)
+
+
+def _recv(sock: zmq.Socket, flags: int = 0) -> list:
+    """_recv - the frames of one zeromq message (bytes); FLAGS for the first."""
+    frames = [sock.recv(flags)]
+    while sock.getsockopt(_RCVMORE):
+        frames.append(sock.recv(0))
+    return frames
+
+
 def endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
     """endpoint - where clients reach service NAME (private/ or public/)."""
     return "ipc://" + os.path.join(queue_dir, visibility, name)
@@ -136,12 +159,12 @@ class Client:
              timeout: float | None = None) -> tuple[dict, list]:
         if self.sock is None:
             self.sock = _socket(zmq.DEALER, self.endpoint)
-        self.sock.send_multipart([b"", *pack(header, payload)], copy=False)
+        _send(self.sock, [b"", *pack(header, payload)], copy=False)
         wait = self.timeout if timeout is None else timeout
         if not self.sock.poll(int(wait * 1000)):
             self.close()
             raise IpcError(f"timeout after {wait:g}s waiting for {self.endpoint}")
-        frames = self.sock.recv_multipart(copy=True)
+        frames = _recv(self.sock)
         return unpack(frames[1:])
 
     def close(self) -> None:
@@ -158,10 +181,10 @@ class AsyncClient:
         self.sock = _socket(zmq.DEALER, ep)
 
     def send(self, header: dict, payload: Iterable[bytes] = ()) -> None:
-        self.sock.send_multipart([b"", *pack(header, payload)], copy=False)
+        _send(self.sock, [b"", *pack(header, payload)], copy=False)
 
     def recv(self) -> tuple[dict, list]:
-        frames = self.sock.recv_multipart(copy=True)
+        frames = _recv(self.sock)
         return unpack(frames[1:])
 
     def close(self) -> None:
@@ -373,13 +396,13 @@ class Worker:
         self.released = False       # the master has answered our BYE
 
     def ready(self, credits: int = 1) -> None:
-        self.sock.send_multipart([b"", READY, str(credits).encode()])
+        _send(self.sock, [b"", READY, str(credits).encode()])
 
     def recv_request(self, block: bool = True) -> tuple[bytes, dict, list] | None:
         """recv_request - the next request, or None for the master's BYE answer;
         without BLOCK, Again when nothing waits."""
         try:
-            frames = self.sock.recv_multipart(0 if block else zmq.NOBLOCK, copy=True)
+            frames = _recv(self.sock, 0 if block else _NOBLOCK)
         except zmq.Again:
             raise Again() from None
         if len(frames) == 2 and frames[1] == BYE:
@@ -398,7 +421,7 @@ class Worker:
                 return request
 
     def reply(self, client_id: bytes, header: dict, payload: Iterable[bytes] = ()) -> None:
-        self.sock.send_multipart([b"", client_id, b"", *pack(header, payload)], copy=False)
+        _send(self.sock, [b"", client_id, b"", *pack(header, payload)], copy=False)
 
     def bye(self) -> None:
         try:

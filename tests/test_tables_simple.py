@@ -23,12 +23,12 @@ class TestInterface:
     def test_a_table_that_cannot_be_opened_fails_each_lookup(self):
         # A service keeps running: the table stands in and every lookup is a
         # temporary failure that names the table, as Postfix's surrogate does.
-        table = open_table("mysql:/etc/postfix/nosuch.cf")
+        table = open_table("sdbm:/etc/postfix/nosuch")
         for _ in range(2):
             with pytest.raises(tables.TableUnavailable) as failed:
                 table.lookup("x")
-            assert failed.value.warning == ("mysql:/etc/postfix/nosuch.cf is unavailable. "
-                                            "unsupported dictionary type: mysql")
+            assert failed.value.warning == ("sdbm:/etc/postfix/nosuch is unavailable. "
+                                            "unsupported dictionary type: sdbm")
 
     def test_a_missing_file_table_is_unavailable(self, tmp_path):
         table = open_table(f"texthash:{tmp_path}/none")

@@ -1,4 +1,4 @@
-"""A lookup table pymaster cannot open (mysql:, ldap:, a missing file) is a
+"""A lookup table pymaster cannot open (sdbm:, dbm:, a missing file) is a
 temporary failure, never a service that dies at start-up.
 
 The real master runs with such a table in main.cf: smtpd keeps its port,
@@ -17,7 +17,7 @@ from tests.support.parity import postfix
 from tests.support.parity.dialogue import play
 
 ACCESS = {"smtpd_recipient_restrictions":
-          "check_recipient_access mysql:/etc/postfix/nosuch.cf, permit_mynetworks, "
+          "check_recipient_access sdbm:/etc/postfix/nosuch, permit_mynetworks, "
           "reject_unauth_destination"}
 DIALOGUE = [b"EHLO client.example", b"MAIL FROM:<a@example.com>", b"RCPT TO:<x@localhost>",
             b"QUIT"]
@@ -35,8 +35,8 @@ class TestUnavailableTable:
         with Instance(tmp_path, main_cf=ACCESS) as inst:
             assert rcpt_reply(inst.smtp_port) == ACCESS_REPLY
             inst.wait_for_log(r"postfix/smtpd\[\d+\]: " + UNAVAILABLE.format(
-                spec="mysql:/etc/postfix/nosuch.cf", type="mysql"))
-            inst.wait_for_log(r'warning: mysql:/etc/postfix/nosuch.cf lookup error for '
+                spec="sdbm:/etc/postfix/nosuch", type="sdbm"))
+            inst.wait_for_log(r'warning: sdbm:/etc/postfix/nosuch lookup error for '
                               r'"x@localhost"')
             # The port stays up: a second session gets the same answer.
             assert rcpt_reply(inst.smtp_port) == ACCESS_REPLY
@@ -44,9 +44,9 @@ class TestUnavailableTable:
             assert "fatal" not in log and "Error:" not in log and "TableError" not in log
 
     def test_a_recipient_table_of_an_unsupported_type(self, tmp_path):
-        with Instance(tmp_path, main_cf={"virtual_alias_maps": "ldap:/etc/postfix/l.cf"}) as inst:
+        with Instance(tmp_path, main_cf={"virtual_alias_maps": "dbm:/etc/postfix/l"}) as inst:
             assert rcpt_reply(inst.smtp_port) == RESOLVE_REPLY
-            inst.wait_for_log(UNAVAILABLE.format(spec="ldap:/etc/postfix/l.cf", type="ldap"))
+            inst.wait_for_log(UNAVAILABLE.format(spec="dbm:/etc/postfix/l", type="dbm"))
             assert rcpt_reply(inst.smtp_port) == RESOLVE_REPLY
             assert "fatal" not in inst.log_text()
 
@@ -54,14 +54,14 @@ class TestUnavailableTable:
         inst = Instance(tmp_path, main_cf=ACCESS, start=False)
         done = inst.postfix("check")
         assert (f"postfix/postfix-script: warning: {inst.config_dir}/main.cf: "
-                "smtpd_recipient_restrictions: unsupported dictionary type: mysql "
-                "(mysql:/etc/postfix/nosuch.cf)") in done.stderr.decode()
+                "smtpd_recipient_restrictions: unsupported dictionary type: sdbm "
+                "(sdbm:/etc/postfix/nosuch)") in done.stderr.decode()
 
 
 @pytest.mark.skipif(bool(postfix.available()), reason=postfix.available() or "-")
 class TestParity:
     @pytest.mark.parametrize("settings, reply", [(ACCESS, ACCESS_REPLY),
-                                                 ({"transport_maps": "mysql:/etc/x.cf"},
+                                                 ({"transport_maps": "dbm:/etc/x"},
                                                   RESOLVE_REPLY)])
     def test_the_same_reply_and_warning_as_postfix(self, tmp_path, settings, reply):
         warning = re.compile(r"warning: (\S+ is unavailable\. .*)")

@@ -168,8 +168,7 @@ def show(cfg: Config, mode: str) -> int:
     if mode == "p":
         sys.stdout.write(format_listing(entries, cfg))
     else:
-        for e in entries:
-            sys.stdout.write(format_json(e) + "\n")
+        sys.stdout.write("".join([format_json(e) + "\n" for e in entries]))
     sys.stdout.flush()
     return 0
 

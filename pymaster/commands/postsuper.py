@@ -90,7 +90,7 @@ def run_action(action: str, ids: list[str], queues: list[str] | None = None) -> 
     count = 0
     for name in sources:
         if every:
-            targets = list(queue.scan(name))
+            targets = queue.scan_by_inode(name)
         else:
             targets = [(qid, queue.path_of(name, qid)) for qid in pending
                        if queue.is_queue_id(qid) and os.path.exists(queue.path_of(name, qid))]

@@ -40,10 +40,10 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from pymaster.mail import queue, records
-from pymaster.util import log
+from pymaster.util import forkjoin, log
 
 LIST_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 STATUS_MARK = {"active": "*", "hold": "!"}
@@ -100,6 +100,13 @@ def iter_queue(queues: Iterable[str] = LIST_QUEUES) -> Iterator[Entry]:
 def list_queue(queues: Iterable[str] = LIST_QUEUES) -> list[Entry]:
     """list_queue - iter_queue as a list."""
     return list(iter_queue(queues))
+
+
+def queue_files(queues: Iterable[str] = LIST_QUEUES) -> list[tuple[str, str, str]]:
+    """queue_files - (queue name, queue ID, path) of every file iter_queue reads,
+    in its order. Raises PermissionError when a queue cannot be read."""
+    return [(name, queue_id, path) for name in queues
+            for queue_id, path in sorted(queue.scan(name))]
 
 
 def read_entry(queue_name: str, queue_id: str, path: str) -> Entry | None:
@@ -330,6 +337,56 @@ def format_listing(entries: list[Entry], cfg) -> str:
     n = len(entries)
     return (heading + "\n" + "\n\n".join(blocks) + "\n"
             + f"\n-- {kbytes} Kbytes in {n} Request{'' if n == 1 else 's'}.\n")
+
+
+def spool_listing(cfg, as_json: bool) -> str:
+    """spool_listing - the whole -p listing (or the -j lines) read from the
+    spool, the files shared out between two processes where that is faster
+    (pymaster.util.forkjoin). Raises PermissionError as iter_queue does."""
+    empty_sender = cfg.get("empty_address_recipient")
+    parts = [_Part.decode(data) for data in forkjoin.split(
+        queue_files(), lambda files: _Part.render(files, as_json, empty_sender).encode())]
+    if as_json:
+        return "".join(part.text for part in parts)
+    count = sum(part.count for part in parts)
+    if not count:
+        return "Mail queue is empty\n"
+    first = next(part.first_id for part in parts if part.count)
+    heading = LONG_HEADING if is_long_id(first) else HEADING
+    kbytes = sum(part.size for part in parts) // 1024
+    body = "\n\n".join(part.text for part in parts if part.count)
+    return (heading + "\n" + body + "\n"
+            + f"\n-- {kbytes} Kbytes in {count} Request{'' if count == 1 else 's'}.\n")
+
+
+@dataclass
+class _Part:
+    """The listing of a run of files: its text and what the summary needs."""
+    count: int
+    size: int
+    first_id: str
+    text: str
+
+    @classmethod
+    def render(cls, files: Sequence[tuple[str, str, str]], as_json: bool,
+               empty_sender: str) -> "_Part":
+        entries = [e for e in (read_entry(*f) for f in files) if e is not None]
+        if as_json:
+            text = "".join([format_json(e) + "\n" for e in entries])
+        else:
+            text = "\n\n".join(["\n".join(format_entry(e, empty_sender)) for e in entries])
+        return cls(len(entries), sum(e.size for e in entries),
+                   entries[0].queue_id if entries else "", text)
+
+    def encode(self) -> bytes:
+        head = f"{self.count} {self.size} {self.first_id}\n"
+        return (head + self.text).encode("utf-8", "surrogateescape")
+
+    @classmethod
+    def decode(cls, data: bytes) -> "_Part":
+        head, _, text = data.decode("utf-8", "surrogateescape").partition("\n")
+        count, size, first_id = (head.split(" ") + [""])[:3]
+        return cls(int(count), int(size), first_id, text)
 
 
 def format_json(e: Entry) -> str:

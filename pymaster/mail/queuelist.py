@@ -53,6 +53,8 @@ LONG_HEADING = "----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipien
 LONG_RCPT_INDENT = " " * 47
 SHORT_ID_MAX = 12
 REASON_WIDTH = 76
+# Below this many files a second process costs more than it saves.
+SPLIT_MIN = 2000
 
 
 @dataclass
@@ -345,7 +347,8 @@ def spool_listing(cfg, as_json: bool) -> str:
     (pymaster.util.forkjoin). Raises PermissionError as iter_queue does."""
     empty_sender = cfg.get("empty_address_recipient")
     parts = [_Part.decode(data) for data in forkjoin.split(
-        queue_files(), lambda files: _Part.render(files, as_json, empty_sender).encode())]
+        queue_files(), lambda files: _Part.render(files, as_json, empty_sender).encode(),
+        SPLIT_MIN)]
     if as_json:
         return "".join(part.text for part in parts)
     count = sum(part.count for part in parts)

@@ -171,3 +171,12 @@ class TestScanByInode:
         assert set(found) == set(queue.scan("deferred"))
         inodes = [os.stat(path).st_ino for _, path in found]
         assert inodes == sorted(inodes)
+
+
+class TestWireForm:
+    def test_to_dict_is_asdict(self, cfg):
+        from dataclasses import asdict
+        add_message("deferred", rcpts=("a@example.org", "b@example.org"))
+        for entry in queuelist.list_queue():
+            assert list(entry.to_dict().items()) == list(asdict(entry).items())
+            assert queuelist.Entry.from_dict(entry.to_dict()) == entry

@@ -39,7 +39,7 @@ import math
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 from pymaster.mail import queue, records
@@ -78,7 +78,14 @@ class Entry:
     unreadable_uid: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """to_dict - what asdict gives, in its field order, without its deep copies."""
+        return {"queue_name": self.queue_name, "queue_id": self.queue_id,
+                "arrival_time": self.arrival_time, "size": self.size,
+                "file_size": self.file_size, "sender": self.sender,
+                "forced_expire": self.forced_expire,
+                "recipients": [{"address": r.address, "orig": r.orig, "reason": r.reason}
+                               for r in self.recipients],
+                "unreadable_uid": self.unreadable_uid}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Entry":

@@ -260,7 +260,8 @@ def local_account(tmp: Path) -> Iterator[tuple[str, Path] | None]:
         return
     homes = tmp / "home"
     homes.mkdir(parents=True)
-    os.chmod(homes, 0o755)
+    for path in (tmp, homes):           # the account must reach its home
+        os.chmod(path, 0o755)
     with temporary_account(homes, "pmb") as user:
         yield user.pw_name, Path(user.pw_dir)
 

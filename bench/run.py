@@ -355,6 +355,8 @@ def main() -> None:
         out += ["", f"({name}: {time.monotonic() - started:.0f} s)", ""]
         print("\n".join(out), flush=True)
         lines += out
+    lines.append(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+                 "(other work on the machine shares its cores with both mail systems).")
     report.write(Path(args.output), lines)
     print(f"written to {args.output}", flush=True)
 

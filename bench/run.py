@@ -10,10 +10,12 @@ figures (agent, master, tables). Everything printed goes to
 bench/results/latest.md as well. Benchmarks are not tests: nothing here
 asserts a figure. Every load is bounded in count and in time.
 
-The default run takes about 40 minutes on 2 cores (the table about 30);
+The default run takes about 40 minutes on 2 cores (the table about 30:
+41,240 messages per mail system and round, at the quick run's rates);
 --quick (make bench BENCH=quick) runs only the table's "Done when" rows
 (discard, virtual Maildir and relay at 10 and 50 sessions, 1 KB, one
-message per connection, 3 rounds) and nothing else, in about 5 minutes.
+message per connection, 3 rounds) and nothing else: 6 minutes on 2 shared
+cores.
 
     .venv/bin/python -m bench.run [--quick] [--rounds N] [--scale X]
                                   [--only SECTION] [--no-postfix]

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -85,20 +86,24 @@ class NoSync(queue.FileSystem):
 
 @dataclass
 class Job:
-    """One timed command: seconds taken and the message count it reported."""
+    """One timed command: seconds taken, the message count it reported, and
+    the CPU seconds (user + system) of the command itself, where measured."""
     seconds: float
     count: int | None = None
+    cpu: float | None = None
 
 
 # -- measuring ------------------------------------------------------------------
 
 def timed(argv: list[str], out: Path, env: dict | None = None) -> Job:
     """timed - run ARGV with its output in OUT; seconds and the messages it reported."""
-    start = time.monotonic()
+    start, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(out, "wb") as f:
         subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env,
                        timeout=TIMEOUT, check=False)
-    return Job(time.monotonic() - start, reported_count(argv, out.read_bytes()))
+    seconds, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    return Job(seconds, reported_count(argv, out.read_bytes()), cpu)
 
 
 def reported_count(argv: list[str], output: bytes) -> int | None:
@@ -446,6 +451,12 @@ def _job_line(name: str, ours: Job | None, theirs: Job | None) -> str:
     pf = f"{theirs.seconds:8.2f} s" if theirs else "       -  "
     ratio = f"{ours.seconds / theirs.seconds:6.2f}x" if ours and theirs else "     -"
     line = f"  {name:<18} pymaster {mine}   postfix {pf}   ratio {ratio}"
+    # The command's own CPU: on a shared machine, wall time also measures
+    # the neighbours. (Postfix's postqueue lists through showq, whose CPU
+    # is the running master's, not the command's.)
+    cpus = [f"{job.cpu:.2f}" if job and job.cpu is not None else "-" for job in (ours, theirs)]
+    if any(c != "-" for c in cpus):
+        line += f"   command CPU s {' / '.join(cpus)}"
     # What each command said it listed, deleted or scanned: a figure for
     # fewer messages than the queue holds would compare nothing.
     counts = [str(job.count) for job in (ours, theirs) if job and job.count is not None]

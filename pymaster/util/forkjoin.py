@@ -1,8 +1,10 @@
-"""One CPU-bound pass over a long list, split between two processes.
+"""One pass over a long list, split between two processes.
 
 A command that spends its time in Python per item (postqueue -p reading
 100,000 queue files) runs at the speed of one core; Postfix's own listing
-takes two processes (postqueue and showq). split() hands the first half of
+takes two processes (postqueue and showq); a command that waits on the
+file system per item (postsuper -d ALL) overlaps the waits of two
+processes. split() hands the first half of
 the items to a forked child and works the second half itself; the child's
 result, bytes, comes back over a pipe, so the two halves come back in order.
 
@@ -10,7 +12,9 @@ The child shares nothing but the pipe: it ends with os._exit, so buffers
 the parent has not flushed are not written twice. When the child fails
 (an exception, a signal), its half is done again in the parent, which then
 raises what the work raises or gets the same result: a failure in the child
-never changes what the caller sees.
+never changes what the caller sees. (Work with side effects, such as
+postsuper's, finds what the child already did done: a file the child
+deleted before it failed is not deleted, nor counted, again.)
 
 Interface: split(items, work, min_items=2000) -> [bytes]   (one or two results,
            in the order of ITEMS)

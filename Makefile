@@ -65,8 +65,12 @@ soak: $(STAMP) deb-packages accounts
 	  tests/e2e/test_faults.py tests/test_fuzz_parsers.py tests/test_fuzz_session.py \
 	  tests/e2e/test_fuzz_smtpd.py
 
+# make bench: the whole report, about 40 minutes on 2 cores; make bench
+# BENCH=quick: the main table's Done-when rows only, about 6 minutes. Both
+# print the tables and write them to bench/results/latest.md.
+BENCH ?=
 bench: $(STAMP) deb-packages
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(if $(filter quick,$(BENCH)),--quick)
 
 # System installation (as root): docs/install.md. Directory names are
 # Postfix's; override any of them, e.g. make install DESTDIR=/tmp/stage.

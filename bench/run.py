@@ -1,14 +1,28 @@
 """`make bench`: throughput, CPU and memory figures for pymaster.
 
-Runs each load against the in-tree code in a temporary instance and, where
-Debian's Postfix is installed, the same load against Postfix on another
-loopback port in the same run, and prints both with their ratio. Benchmarks
-are not tests: nothing here asserts a figure. Every load is bounded in count
-and in time.
+The main table (bench/matrix.py) runs the loads users run (discard, a
+virtual and a local Maildir, relay to smtp-sink; 1 KB and 100 KB; 1, 10 and
+50 sessions; one and 20 messages per connection) on pymaster and, where it
+is installed and we are root, on Debian's Postfix in the same run, 3 rounds
+in alternating order, medians. Then the smtpd storm (bench/storm.py), the
+queue tools on 100,000 queued messages (bench/queue.py), and the per-area
+figures (agent, master, tables). Everything printed goes to
+bench/results/latest.md as well. Benchmarks are not tests: nothing here
+asserts a figure. Every load is bounded in count and in time.
 
-    .venv/bin/python -m bench.run [--messages N] [--sessions N] [--only NAME]
-                                  [--kind discard|maildir] [--no-postfix]
-                                  [--queue-messages N]
+The default run takes about 40 minutes on 2 cores (the table about 30:
+41,240 messages per mail system and round, at the quick run's rates);
+--quick (make bench BENCH=quick) runs only the table's "Done when" rows
+(discard, virtual Maildir and relay at 10 and 50 sessions, 1 KB, one
+message per connection, 3 rounds) and nothing else: 6 minutes on 2 shared
+cores.
+
+    .venv/bin/python -m bench.run [--quick] [--rounds N] [--scale X]
+                                  [--only SECTION] [--no-postfix]
+                                  [--queue-messages N] [--output PATH]
+
+The older single-load sections are still there by name: --only smtp
+(--messages, --sessions, --kind) and --only smtp_client.
 """
 
 from __future__ import annotations
@@ -278,32 +292,75 @@ def bench_queue(args) -> list[str]:
         return queue.run(Path(tmp), args.queue_messages, postfix=not args.no_postfix)
 
 
+def bench_matrix(args) -> list[str]:
+    """bench_matrix - the main table and CPU by program, as markdown."""
+    from bench import matrix, report
+    cells = matrix.QUICK if args.quick else matrix.FULL
+    with tempfile.TemporaryDirectory(prefix="pmb-") as tmp:
+        results = matrix.run(Path(tmp), cells, rounds=args.rounds, scale=args.scale,
+                             postfix=not args.no_postfix,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    return report.matrix_table(results) + [""] + report.cpu_table(results)
+
+
+def bench_storm(args) -> list[str]:
+    from bench import storm
+    with tempfile.TemporaryDirectory(prefix="pmb-storm-") as tmp:
+        return storm.run(Path(tmp), postfix=not args.no_postfix)
+
+
+def sections(args) -> dict:
+    """sections - name -> function returning the section's lines, in running order."""
+    table = {"matrix": lambda: bench_matrix(args)}
+    if not args.quick:
+        table["storm"] = lambda: bench_storm(args)
+        table["queue"] = lambda: bench_queue(args)
+        for name in ("agent", "master", "tables"):
+            table[name] = (lambda n=name: bench_modules([n]))
+    if args.only:
+        table["smtp"] = lambda: bench_smtp(args)
+        table["smtp_client"] = lambda: bench_modules(["smtp_client"])
+    return table
+
+
 def main() -> None:
+    from bench import report
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="only the main table's Done-when rows (discard, virtual, relay; "
+                             "10 and 50 sessions; 1 KB)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="matrix: multiply every cell's message count")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--only", default="")
     parser.add_argument("--kind", default="", choices=("", "discard", "maildir"),
                         help="smtp: only this destination")
     parser.add_argument("--no-postfix", action="store_true",
-                        help="smtp, queue: skip the side-by-side run of Debian's Postfix")
+                        help="skip the side-by-side runs of Debian's Postfix")
     parser.add_argument("--queue-messages", type=int, default=100_000,
                         help="queue: deferred messages in the queue that is listed and deleted")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.md"))
     args = parser.parse_args()
-    sections = {"smtp": lambda: bench_smtp(args)}
-    for path in sorted((ROOT / "bench").glob("*.py")):
-        if path.stem not in ("run", "__init__", "__main__"):
-            sections[path.stem] = (lambda n=path.stem: bench_modules([n]))
-    sections["queue"] = lambda: bench_queue(args)
-    for name, fn in sections.items():
+    lines = report.heading(args.rounds, args.quick)
+    print("\n".join(lines), flush=True)
+    for name, fn in sections(args).items():
         if args.only and name != args.only:
             continue
-        print(f"== {name}", flush=True)
+        started = time.monotonic()
+        out = [f"## {name}", ""]
         try:
-            for line in fn():
-                print(line, flush=True)
+            out += fn()
         except Exception as e:  # one broken benchmark must not hide the others
-            print(f"  {name}: failed: {type(e).__name__}: {e}", flush=True)
+            out.append(f"  {name}: failed: {type(e).__name__}: {e}")
+        out += ["", f"({name}: {time.monotonic() - started:.0f} s)", ""]
+        print("\n".join(out), flush=True)
+        lines += out
+    lines.append(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+                 "(other work on the machine shares its cores with both mail systems).")
+    report.write(Path(args.output), lines)
+    print(f"written to {args.output}", flush=True)
 
 
 if __name__ == "__main__":

@@ -243,3 +243,22 @@ class TestQueueDirectories:
         if os.geteuid() == 0:
             owner = pwd.getpwnam(cfg.get("mail_owner"))
             assert (st.st_uid, st.st_gid) == (owner.pw_uid, owner.pw_gid)
+
+
+class TestDeleteAllInTwoProcesses:
+    def test_every_file_and_its_log_goes_and_each_is_said_once(self, cfg, capfd, monkeypatch,
+                                                               tmp_path):
+        from pymaster.mail.delivery import append_status_log
+        from pymaster.util import forkjoin
+        monkeypatch.setattr(postsuper, "SPLIT_MIN", 2)
+        monkeypatch.setattr(forkjoin, "_cores", lambda: 2)
+        ids = [add_message("deferred") for _ in range(10)]
+        for qid in ids:
+            append_status_log(queue.defer_log_path(qid), {"recipient": "bob@example.org"})
+        assert postsuper.main(["-d", "ALL"]) == 0
+        err = capfd.readouterr().err
+        assert sorted(line.split()[1].rstrip(":") for line in err.splitlines()
+                      if line.endswith(": removed")) == sorted(ids)
+        assert "postsuper: Deleted: 10 messages\n" in err
+        assert list(queue.scan("deferred")) == [] and list(queue.scan("defer")) == []
+        assert (tmp_path / "maillog").read_text().count(": removed") == 10

@@ -72,7 +72,7 @@ class TestPostqueueThroughShowq:
         """postqueue as a user who cannot read the queue directories."""
         def no_access(*args, **kwargs):
             raise PermissionError(13, "Permission denied", "deferred")
-        monkeypatch.setattr(postqueue, "list_queue", no_access)
+        monkeypatch.setattr(postqueue, "spool_listing", no_access)
         monkeypatch.setattr(postqueue, "mail_system_up", lambda cfg: True)
         endpoint = ShowqEndpoint()
         yield
@@ -88,7 +88,7 @@ class TestPostqueueThroughShowq:
         expected = self.direct(capsys, mode)
         def no_access(*args, **kwargs):
             raise PermissionError(13, "Permission denied", "deferred")
-        monkeypatch.setattr(postqueue, "list_queue", no_access)
+        monkeypatch.setattr(postqueue, "spool_listing", no_access)
         monkeypatch.setattr(postqueue, "mail_system_up", lambda cfg: True)
         endpoint = ShowqEndpoint()
         try:
@@ -103,7 +103,7 @@ class TestPostqueueThroughShowq:
     def test_mail_system_down(self, cfg, capsys, monkeypatch):
         def no_access(*args, **kwargs):
             raise PermissionError(13, "Permission denied", "deferred")
-        monkeypatch.setattr(postqueue, "list_queue", no_access)
+        monkeypatch.setattr(postqueue, "spool_listing", no_access)
         with pytest.raises(SystemExit) as e:
             postqueue.main(["-p"])
         assert e.value.code == 69

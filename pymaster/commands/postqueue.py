@@ -50,6 +50,7 @@ from pymaster.mail.queuelist import (  # noqa: F401
     format_listing,
     list_queue,
     read_entry,
+    spool_listing,
 )
 from pymaster.util import ipc, log
 from pymaster.util.tables import TableError, open_table
@@ -162,14 +163,14 @@ def main(argv: list[str] | None = None, program: str = "postqueue") -> int:
 def show(cfg: Config, mode: str) -> int:
     check_user(cfg, "authorized_mailq_users", "view the mail queue")
     try:
-        entries = list_queue()
+        text = spool_listing(cfg, as_json=mode == "j")
     except PermissionError:
         entries = showq_entries(cfg)
-    if mode == "p":
-        sys.stdout.write(format_listing(entries, cfg))
-    else:
-        for e in entries:
-            sys.stdout.write(format_json(e) + "\n")
+        if mode == "p":
+            text = format_listing(entries, cfg)
+        else:
+            text = "".join([format_json(e) + "\n" for e in entries])
+    sys.stdout.write(text)
     sys.stdout.flush()
     return 0
 

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
+from bench.sampler import tree_memory as bench_tree_memory
 from tests.fuzzing import SOAK, scaled
 from tests.support.instance import Instance
 from tests.support.wait import wait_until
@@ -289,15 +290,7 @@ def smtpd_pids(inst: Instance) -> list[int]:
 
 def tree_memory(inst: Instance) -> tuple[int, int, int]:
     """tree_memory - (processes, RSS MB, PSS MB) of the master and its children."""
-    rss = pss = n = 0
-    for proc in process_tree(inst):
-        try:
-            info = proc.memory_full_info()
-        except psutil.Error:
-            continue
-        n += 1
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
+    n, rss, pss = bench_tree_memory(inst.master_pid() or 0)
     return n, rss >> 20, pss >> 20
 
 

@@ -1,0 +1,164 @@
+"""CPU by program and peak memory of a mail system's process tree, during a load.
+
+A Sampler watches the tree under one master process from start() to stop():
+
+  - CPU: user + system seconds of every process, by program. A program's
+    name is the last part of the first word of its title (`pymaster/smtpd`
+    -> smtpd, Postfix's `smtpd -n smtp -t inet` -> smtpd, `master`).
+    Processes are read every CPU_INTERVAL; a process that exits during the
+    load (Postfix's max_use, a worker past max_idle) is seen until its last
+    sample, and what it used after that reaches its master's reaped-children
+    total: that remainder is shared out over the programs of the processes
+    that exited, in proportion to what each was seen to use.
+  - memory: the sum over the tree of resident (RSS) and proportional (PSS,
+    psutil's memory_full_info) memory, every MEMORY_INTERVAL; the peak of
+    each sum is kept.
+
+Interface: Sampler(master_pid); .start(); .stop() -> Usage
+           Usage.cpu (program -> seconds), .peak_rss, .peak_pss (bytes)
+           tree_memory(master_pid, only=None) -> (processes, rss, pss)
+           program_name(process) -> str
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import psutil
+
+CPU_INTERVAL = 0.25
+MEMORY_INTERVAL = 1.0
+
+
+@dataclass
+class Usage:
+    cpu: dict[str, float] = field(default_factory=dict)
+    peak_rss: int = 0
+    peak_pss: int = 0
+
+    @property
+    def cpu_total(self) -> float:
+        return sum(self.cpu.values())
+
+
+def program_name(proc: psutil.Process) -> str:
+    """program_name - the program a process of the tree runs, from its title."""
+    try:
+        title = proc.cmdline()
+    except psutil.Error:
+        title = []
+    first = title[0].split()[0] if title and title[0].split() else ""
+    if not first:
+        try:
+            first = proc.name()
+        except psutil.Error:
+            return "?"
+    return first.rsplit("/", 1)[-1]
+
+
+def _tree(master: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [master, *master.children(recursive=True)]
+    except psutil.Error:
+        return [master]
+
+
+def tree_memory(master_pid: int, only: str | None = None) -> tuple[int, int, int]:
+    """tree_memory - (processes, RSS, PSS) of the tree under MASTER_PID, or of
+    its processes running program ONLY."""
+    n = rss = pss = 0
+    try:
+        master = psutil.Process(master_pid)
+    except psutil.Error:
+        return 0, 0, 0
+    for proc in _tree(master):
+        if only is not None and program_name(proc) != only:
+            continue
+        try:
+            info = proc.memory_full_info()
+        except psutil.Error:
+            continue
+        n += 1
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return n, rss, pss
+
+
+class Sampler:
+    """Samples one master's process tree in a thread between start() and stop()."""
+
+    def __init__(self, master_pid: int) -> None:
+        self.master = psutil.Process(master_pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._base: dict[int, float] = {}        # CPU of each process at start
+        self._seen: dict[int, tuple[str, float]] = {}   # program, CPU at the last sample
+        self._procs: dict[int, psutil.Process] = {}
+        self.usage = Usage()
+
+    def start(self) -> None:
+        self._reaped0 = self._reaped()
+        self._sample_cpu()
+        self._base = {pid: cpu for pid, (_, cpu) in self._seen.items()}
+        self._thread.start()
+
+    def stop(self) -> Usage:
+        self._stop.set()
+        self._thread.join()
+        self._sample_cpu()
+        self._sample_memory()
+        self.usage.cpu = self._cpu_by_program()
+        return self.usage
+
+    def _run(self) -> None:
+        ticks = 0
+        per_memory = max(1, round(MEMORY_INTERVAL / CPU_INTERVAL))
+        while not self._stop.wait(CPU_INTERVAL):
+            self._sample_cpu()
+            if ticks % per_memory == 0:
+                self._sample_memory()
+            ticks += 1
+
+    def _reaped(self) -> float:
+        t = self.master.cpu_times()
+        return t.children_user + t.children_system
+
+    def _sample_cpu(self) -> None:
+        self._alive: set[int] = set()
+        for proc in _tree(self.master):
+            # The same Process object each time: psutil checks a reused pid by it.
+            proc = self._procs.setdefault(proc.pid, proc)
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            # Read each time: a process just forked carries the interpreter's
+            # name until it sets its title.
+            self._seen[proc.pid] = (program_name(proc), t.user + t.system)
+            self._alive.add(proc.pid)
+
+    def _sample_memory(self) -> None:
+        _, rss, pss = tree_memory(self.master.pid)
+        self.usage.peak_rss = max(self.usage.peak_rss, rss)
+        self.usage.peak_pss = max(self.usage.peak_pss, pss)
+
+    def _cpu_by_program(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        exited: dict[str, float] = {}
+        exited_seen_total = 0.0             # lifetime CPU of exited processes, as last seen
+        for pid, (name, cpu) in self._seen.items():
+            used = cpu - self._base.get(pid, 0.0)
+            totals[name] = totals.get(name, 0.0) + used
+            if pid not in self._alive:
+                exited[name] = exited.get(name, 0.0) + used
+                exited_seen_total += cpu
+        # The exited processes' whole lifetimes reached the reaped-children
+        # total; what the samples did not see of them is shared out.
+        unseen = max(0.0, self._reaped() - self._reaped0 - exited_seen_total)
+        seen = sum(exited.values())
+        for name, used in exited.items():
+            totals[name] += unseen * (used / seen if seen else 1 / len(exited))
+        if unseen and not exited:
+            totals["(exited)"] = unseen
+        return {name: cpu for name, cpu in totals.items() if cpu > 0}

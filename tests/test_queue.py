@@ -197,6 +197,15 @@ class TestMovesAndScans:
         assert not os.path.exists(log)
         assert queue.find(w.queue_id) is None
 
+    def test_remove_without_notice_logs_still_removes_the_defer_log(self, spool):
+        w = commit()
+        log = queue.defer_log_path(w.queue_id)
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        open(log, "w").write("recipient=c@d\n\n")
+        assert queue.remove(w.queue_id, "incoming", notice_logs=False)
+        assert not os.path.exists(log)
+        assert queue.find(w.queue_id) is None
+
     def test_quarantine_moves_to_corrupt_and_warns(self, spool, capsys):
         w = commit()
         new = queue.quarantine(w.queue_id, "incoming", "truncated")

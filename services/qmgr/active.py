@@ -51,6 +51,9 @@ class ActiveMessage:
         self.more_at = -1           # where the next slice of recipients starts
         self.sliced = False         # recipients were ever left unread
         self.flush = False          # came in by a flush: defer_transports do not apply
+        # A bounce or trace log was found while finishing (a notice was asked
+        # for): removing the message must try those logs too.
+        self.notice_logs = False
 
     @classmethod
     def load(cls, queue_id: str, path: str, limit: int = 0) -> "ActiveMessage":

@@ -44,7 +44,7 @@ Interface:
     walk_records(path) -> (offset, type, data, length)
     walk_buffer(path, data, base=0) -> the same, over bytes already read
     read_small(path, start=0) -> (bytes | None, size)   a small file in one read
-    mark_done(path, offset)
+    mark_done(path, offset, fd=-1)
     append_attribute(path, name, value)    an A record before E, crash-safe
     encode(type, data) -> bytes; size_record(...) -> bytes
     encode_message(arrival_time, sender, recipients, attrs, content) -> bytes
@@ -423,12 +423,16 @@ def _build(path: str, walk: Iterator[tuple[int, bytes, bytes, int]]) -> Message:
     return builder.finish()
 
 
-def mark_done(path: str, offset: int) -> None:
+def mark_done(path: str, offset: int, fd: int = -1) -> None:
     """mark_done - rewrite the R record at OFFSET as D, in place, and fsync.
 
-    Marking a recipient that is already done is harmless (a retry after a
-    crash between the write and the answer to qmgr)."""
-    fd = os.open(path, os.O_RDWR)
+    FD, when given, is PATH already open for writing (a delivery agent holds
+    its request's queue file open, as Postfix's agents do), else PATH is
+    opened here. Marking a recipient that is already done is harmless (a
+    retry after a crash between the write and the answer to qmgr)."""
+    own = fd < 0
+    if own:
+        fd = os.open(path, os.O_RDWR)
     try:
         current = os.pread(fd, 1, offset)
         if current == REC_DONE:
@@ -438,7 +442,8 @@ def mark_done(path: str, offset: int) -> None:
         os.pwrite(fd, REC_DONE, offset)
         os.fsync(fd)
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 def append_attribute(path: str, name: str, value: str) -> None:

@@ -120,6 +120,38 @@ class TestWriter:
         assert not os.path.exists(w.path)
 
 
+class TestWriterSystemCalls:
+    """What the writer leaves out for the usual case still holds in the rest."""
+
+    def test_big_message_gets_its_sizes_patched_after_the_flush(self, spool):
+        w = queue.create("incoming")
+        w.write_envelope(1.0, "a@b", [Recipient("c@d")], {})
+        content = b"Subject: x\n\n" + b"y" * (queue.WRITE_BUFFER + 10) + b"\n"
+        w.write_content([content])
+        w.commit()
+        msg = records.read_message(w.path)
+        assert msg.content_length == len(content) and msg.read_content() == content
+
+    def test_file_gets_its_mode_whatever_the_umask(self, spool):
+        old = os.umask(0o077)
+        try:
+            w = queue.create("maildrop", mode=0o644)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(os.fstat(w.fd).st_mode) == 0o644
+        w.abort()
+
+    def test_reserved_file_with_leftovers_is_emptied(self, spool):
+        queue_id = queue.reserve("incoming")
+        with open(queue.path_of("incoming", queue_id), "ab") as f:
+            f.write(b"half a message from a writer that died")
+        w = queue.open_reserved("incoming", queue_id)
+        w.write_envelope(1.0, "a@b", [Recipient("c@d")], {})
+        w.write_content([b"Subject: x\n\nbody\n"])
+        w.commit()
+        assert records.read_message(w.path).read_content() == b"Subject: x\n\nbody\n"
+
+
 class FullDisk(queue.FileSystem):
     """Fails with ENOSPC at the chosen system call."""
 

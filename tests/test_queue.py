@@ -120,6 +120,38 @@ class TestWriter:
         assert not os.path.exists(w.path)
 
 
+class TestWriterSystemCalls:
+    """What the writer leaves out for the usual case still holds in the rest."""
+
+    def test_big_message_gets_its_sizes_patched_after_the_flush(self, spool):
+        w = queue.create("incoming")
+        w.write_envelope(1.0, "a@b", [Recipient("c@d")], {})
+        content = b"Subject: x\n\n" + b"y" * (queue.WRITE_BUFFER + 10) + b"\n"
+        w.write_content([content])
+        w.commit()
+        msg = records.read_message(w.path)
+        assert msg.content_length == len(content) and msg.read_content() == content
+
+    def test_file_gets_its_mode_whatever_the_umask(self, spool):
+        old = os.umask(0o077)
+        try:
+            w = queue.create("maildrop", mode=0o644)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(os.fstat(w.fd).st_mode) == 0o644
+        w.abort()
+
+    def test_reserved_file_with_leftovers_is_emptied(self, spool):
+        queue_id = queue.reserve("incoming")
+        with open(queue.path_of("incoming", queue_id), "ab") as f:
+            f.write(b"half a message from a writer that died")
+        w = queue.open_reserved("incoming", queue_id)
+        w.write_envelope(1.0, "a@b", [Recipient("c@d")], {})
+        w.write_content([b"Subject: x\n\nbody\n"])
+        w.commit()
+        assert records.read_message(w.path).read_content() == b"Subject: x\n\nbody\n"
+
+
 class FullDisk(queue.FileSystem):
     """Fails with ENOSPC at the chosen system call."""
 
@@ -194,6 +226,15 @@ class TestMovesAndScans:
         open(log, "w").write("recipient=c@d\n\n")
         assert queue.find(w.queue_id) == ("deferred", queue.path_of("deferred", w.queue_id))
         assert queue.remove(w.queue_id, "deferred")
+        assert not os.path.exists(log)
+        assert queue.find(w.queue_id) is None
+
+    def test_remove_without_notice_logs_still_removes_the_defer_log(self, spool):
+        w = commit()
+        log = queue.defer_log_path(w.queue_id)
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        open(log, "w").write("recipient=c@d\n\n")
+        assert queue.remove(w.queue_id, "incoming", notice_logs=False)
         assert not os.path.exists(log)
         assert queue.find(w.queue_id) is None
 

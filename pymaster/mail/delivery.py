@@ -45,7 +45,7 @@ Interface:
     is_probe(req) -> bool               an address probe: verdicts go to the verify service
     status.hop_failed(reason, dsn)      the next hop is down (qmgr feedback)
     status.reply() -> (header, payload) the answer to qmgr
-    done_offsets(path, offsets) -> set   recipients already marked done
+    done_offsets(path, offsets, fd=-1) -> set   recipients already marked done
     request_handler(deliver, cfg, verify=None) -> handler for Service.serve_requests
     format_delay(seconds, resolution) -> "0.12"
     append_status_log(path, entry) / read_status_log(path) -> list[dict]
@@ -277,6 +277,9 @@ class Status:
         self._reported: set[int] = set()
         self.record_all = records_every_outcome(req)
         self.verify = is_verify(req)
+        # The queue file, open for writing while request_handler serves the
+        # request: the done check and every done mark use it (-1: by path).
+        self.fd = -1
 
     def connected(self) -> None:
         """connected - connection setup is over; transmission starts (delays c/d)."""
@@ -426,7 +429,7 @@ class Status:
 
     def _mark_done(self, rcpt) -> None:
         if rcpt.offset >= 0:
-            records.mark_done(self.req.path, rcpt.offset)
+            records.mark_done(self.req.path, rcpt.offset, self.fd)
         rcpt.done = True
 
     def _log_entry(self, rcpt, outcome: str, relay: str, reason: str, dsn: str,
@@ -463,16 +466,30 @@ class Status:
         return header, []
 
 
-def done_offsets(path: str, offsets: list[int]) -> set[int]:
-    """done_offsets - which of the recipient records at OFFSETS are marked done."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return set()
+def done_offsets(path: str, offsets: list[int], fd: int = -1) -> set[int]:
+    """done_offsets - which of the recipient records at OFFSETS are marked done
+    (FD: PATH already open)."""
+    own = fd < 0
+    if own:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return set()
     try:
         return {o for o in offsets if o >= 0 and os.pread(fd, 1, o) == records.REC_DONE}
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
+
+
+def _open_for_marks(path: str) -> int:
+    """_open_for_marks - PATH open for reading and writing, -1 when it cannot be:
+    then the done check finds nothing and each mark opens PATH itself, and
+    fails there as it would have."""
+    try:
+        return os.open(path, os.O_RDWR)
+    except OSError:
+        return -1
 
 
 def is_verify(req: DeliveryRequest) -> bool:
@@ -541,9 +558,20 @@ def request_handler(deliver: Callable[[DeliveryRequest, Status], None],
         except (KeyError, TypeError, ValueError) as e:
             return {"status": "error", "reason": f"malformed delivery request: {e}"}, []
         status = Status(req, cfg)
+        # One descriptor for the done check and every mark: two opens and
+        # closes per request fewer.
+        status.fd = _open_for_marks(req.path)
+        try:
+            return _serve(req, status)
+        finally:
+            fd, status.fd = status.fd, -1     # a late mark goes by path
+            if fd >= 0:
+                os.close(fd)
+
+    def _serve(req: DeliveryRequest, status: Status) -> tuple[dict, list]:
         # A recipient already marked done was delivered by an earlier request
         # (qmgr restarted while that one was still queued): never again.
-        done = done_offsets(req.path, [r.offset for r in req.recipients])
+        done = done_offsets(req.path, [r.offset for r in req.recipients], status.fd)
         if done:
             for rcpt in [r for r in req.recipients if r.offset in done]:
                 status.already_done(rcpt)

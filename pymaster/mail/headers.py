@@ -23,6 +23,9 @@ import re
 import time
 
 _NAME_RE = re.compile(r"([!-9;-~]+)[ \t]*:")
+# The same on raw bytes: the name is ASCII, so the line need not be decoded to tell.
+_NAME_RE_BYTES = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_FOLD_BREAK_RE = re.compile(r"\n(?=[ \t])")
 FOLD_WIDTH = 78
 
 
@@ -43,7 +46,7 @@ def header_name(header: str) -> str | None:
 def header_value(header: str) -> str:
     """header_value - the unfolded value after the colon, white space trimmed."""
     _, _, value = header.partition(":")
-    return re.sub(r"\n(?=[ \t])", "", value).strip()
+    return _FOLD_BREAK_RE.sub("", value).strip()
 
 
 def split_header_block(content: bytes) -> tuple[list[str], int]:
@@ -62,7 +65,7 @@ def split_header_block(content: bytes) -> tuple[list[str], int]:
             return headers, end
         if line[:1] in (b" ", b"\t") and headers:
             headers[-1] += decode(line) if line.endswith(b"\n") else decode(line) + "\n"
-        elif _NAME_RE.match(decode(line[:1000])):
+        elif _NAME_RE_BYTES.match(line, 0, 1000):
             headers.append(decode(line) if line.endswith(b"\n") else decode(line) + "\n")
         else:
             return headers, pos

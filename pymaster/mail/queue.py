@@ -288,9 +288,11 @@ class QueueWriter:
     def _open(self) -> None:
         temp = os.path.join(self.queue_name, f"{TEMP_PREFIX}{os.getpid()}.{next(_temp_counter)}")
         self.fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, self.mode)
-        os.fchmod(self.fd, self.mode)        # whatever the umask says
         try:
-            self._name(temp, os.fstat(self.fd).st_ino)
+            st = os.fstat(self.fd)
+            if stat.S_IMODE(st.st_mode) != self.mode:
+                os.fchmod(self.fd, self.mode)        # whatever the umask says
+            self._name(temp, st.st_ino)
         except BaseException:
             os.close(self.fd)
             unlink_if_present(temp)
@@ -299,14 +301,9 @@ class QueueWriter:
     def _reopen(self, queue_id: str) -> None:
         """_reopen - take over the reserved file QUEUE_ID: locked, emptied."""
         path = path_of(self.queue_name, queue_id)
-        fd = _lock_reserved(path)
+        fd = _lock_reserved(path, empty=True)
         if fd < 0:
             raise FileNotFoundError(errno.ENOENT, "no reserved queue file", path)
-        try:
-            os.ftruncate(fd, 0)
-        except BaseException:
-            os.close(fd)
-            raise
         # The lock stays until commit or abort closes the descriptor.
         self.fd, self.queue_id, self.path = fd, queue_id, path
 
@@ -420,12 +417,21 @@ class QueueWriter:
         if self.content_header < 0:
             self._write_content(())
         self._put(records.encode(records.REC_END, b""))
-        self._flush()
         content_offset = self.content_header + records.HEADER_SIZE
-        self.fs.pwrite(self.fd, records.HEADER.pack(records.REC_CONTENT, self.content_length),
-                       self.content_header)
-        self.fs.pwrite(self.fd, records.size_record(self.content_length, content_offset,
-                                                    self.rcpt_count), 0)
+        patches = ((records.HEADER.pack(records.REC_CONTENT, self.content_length),
+                    self.content_header),
+                   (records.size_record(self.content_length, content_offset,
+                                        self.rcpt_count), 0))
+        if len(self.buffer) == self.offset:
+            # Nothing written yet (a message smaller than WRITE_BUFFER): patch
+            # the buffer, and the whole file goes out in one write().
+            for data, at in patches:
+                self.buffer[at:at + len(data)] = data
+            self._flush()
+        else:
+            self._flush()
+            for data, at in patches:
+                self.fs.pwrite(self.fd, data, at)
         # The completion mark goes on before the one fsync, so the data and
         # the mark reach the disk together and the caller may then say 250.
         os.fchmod(self.fd, self.mode | stat.S_IXUSR)
@@ -535,9 +541,10 @@ def sweep_reserved(queue_name: str, max_age: float) -> list[str]:
     return removed
 
 
-def _lock_reserved(path: str, wait: bool = True) -> int:
+def _lock_reserved(path: str, wait: bool = True, empty: bool = False) -> int:
     """_lock_reserved - PATH opened and flocked while still linked and
-    incomplete; -1 when it is not (or, without WAIT, when someone holds it)."""
+    incomplete; -1 when it is not (or, without WAIT, when someone holds it).
+    EMPTY: truncated as well, when it is not empty already."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     except OSError as e:
@@ -555,6 +562,10 @@ def _lock_reserved(path: str, wait: bool = True) -> int:
         if st.st_nlink == 0 or st.st_mode & stat.S_IXUSR or not stat.S_ISREG(st.st_mode):
             os.close(fd)
             return -1
+        # A reservation is empty unless a writer died mid-way: no ftruncate
+        # (a system call) for the usual case.
+        if empty and st.st_size > 0:
+            os.ftruncate(fd, 0)
     except BaseException:
         os.close(fd)
         raise
@@ -585,10 +596,14 @@ def move(queue_id: str, src: str, dst: str) -> str:
     return new
 
 
-def remove(queue_id: str, queue_name: str) -> bool:
-    """remove - delete a message file and its defer, bounce and trace logs."""
+def remove(queue_id: str, queue_name: str, notice_logs: bool = True) -> bool:
+    """remove - delete a message file and its defer, bounce and trace logs.
+
+    NOTICE_LOGS False: the caller has just seen that there is no bounce or
+    trace log (qmgr, finishing a message no agent works on any more), so
+    only the defer log is tried: two failing unlink()s fewer per message."""
     found = unlink_if_present(path_of(queue_name, queue_id))
-    for log_path in log_paths(queue_id):
+    for log_path in log_paths(queue_id) if notice_logs else [defer_log_path(queue_id)]:
         unlink_if_present(log_path)
     return found
 

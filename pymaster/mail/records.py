@@ -43,7 +43,8 @@ Interface:
     iter_records(path) -> (offset, type, data)   for postcat; content not loaded
     walk_records(path) -> (offset, type, data, length)
     walk_buffer(path, data, base=0) -> the same, over bytes already read
-    mark_done(path, offset)
+    read_small(path, start=0) -> (bytes | None, size)   a small file in one read
+    mark_done(path, offset, fd=-1)
     append_attribute(path, name, value)    an A record before E, crash-safe
     encode(type, data) -> bytes; size_record(...) -> bytes
     encode_message(arrival_time, sender, recipients, attrs, content) -> bytes
@@ -233,13 +234,20 @@ def iter_records(path: str, f: BinaryIO | None = None,
 
 
 def walk_records(path: str, f: BinaryIO | None = None,
-                 file_size: int | None = None) -> Iterator[tuple[int, bytes, bytes, int]]:
+                 file_size: int | None = None,
+                 start: int = 0) -> Iterator[tuple[int, bytes, bytes, int]]:
     """walk_records - (offset, type, data, length): iter_records with lengths.
 
-    From F's position on; what is left of a small file is read in one go."""
+    From F's position on, or without F from offset START of PATH; what is
+    left of a small file is read in one go."""
     own = f is None
     if f is None:
+        data, file_size = read_small(path, start)
+        if data is not None:
+            yield from walk_buffer(path, data, start)
+            return
         f = open(path, "rb")
+        f.seek(start)
     try:
         if file_size is None:
             file_size = os.fstat(f.fileno()).st_size
@@ -251,6 +259,23 @@ def walk_records(path: str, f: BinaryIO | None = None,
     finally:
         if own:
             f.close()
+
+
+def read_small(path: str, start: int = 0) -> tuple[bytes | None, int]:
+    """read_small - (PATH's bytes from START on, or None when more than
+    WHOLE_READ are left; the file size).
+
+    A bare descriptor: one open, fstat, pread and close, where a buffered
+    file object adds an ioctl (isatty), two lseeks and a second fstat, and
+    the object itself, per queue file read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size - start > WHOLE_READ:
+            return None, size
+        return os.pread(fd, max(0, size - start), start), size
+    finally:
+        os.close(fd)
 
 
 def walk_buffer(path: str, data: bytes, base: int = 0) -> Iterator[tuple[int, bytes, bytes, int]]:
@@ -374,11 +399,10 @@ def read_message(path: str) -> Message:
     then comes from memory. Raises CorruptQueueFile when the file is
     truncated or malformed, and OSError (FileNotFoundError …) when it
     cannot be read at all."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > WHOLE_READ:
+    data, size = read_small(path)
+    if data is None:
+        with open(path, "rb") as f:
             return _build(path, _walk_file(path, f, size, 0))
-        data = f.read(size)
     msg = _build(path, walk_buffer(path, data))
     msg._data = data
     return msg
@@ -399,12 +423,16 @@ def _build(path: str, walk: Iterator[tuple[int, bytes, bytes, int]]) -> Message:
     return builder.finish()
 
 
-def mark_done(path: str, offset: int) -> None:
+def mark_done(path: str, offset: int, fd: int = -1) -> None:
     """mark_done - rewrite the R record at OFFSET as D, in place, and fsync.
 
-    Marking a recipient that is already done is harmless (a retry after a
-    crash between the write and the answer to qmgr)."""
-    fd = os.open(path, os.O_RDWR)
+    FD, when given, is PATH already open for writing (a delivery agent holds
+    its request's queue file open, as Postfix's agents do), else PATH is
+    opened here. Marking a recipient that is already done is harmless (a
+    retry after a crash between the write and the answer to qmgr)."""
+    own = fd < 0
+    if own:
+        fd = os.open(path, os.O_RDWR)
     try:
         current = os.pread(fd, 1, offset)
         if current == REC_DONE:
@@ -414,7 +442,8 @@ def mark_done(path: str, offset: int) -> None:
         os.pwrite(fd, REC_DONE, offset)
         os.fsync(fd)
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 def append_attribute(path: str, name: str, value: str) -> None:

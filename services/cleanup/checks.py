@@ -78,6 +78,8 @@ class ContentChecks:
         self.nested = self._maps("nested_header_checks")
         self.body = self._maps("body_checks")
         self.milter = self._maps("milter_header_checks")
+        # No header table at all (the usual case): a header needs no parsing.
+        self.any_header = bool(self.header or self.mime or self.nested)
         self.mime_disabled = cfg.bool("disable_mime_input_processing")
         self.size_limit = cfg.int("body_checks_size_limit")
         self.strict = StrictMime.from_config(cfg)
@@ -226,9 +228,10 @@ def lookup(state: CleanupState, maps, key: str, map_name: str) -> str | None:
 
 def check_header(state: CleanupState, context: str, text: str) -> list[str] | None:
     """check_header - one logical header of CONTEXT through its tables."""
-    if not _enabled(state):
+    checks = checks_for(state.cfg)
+    if not checks.any_header or not _enabled(state):
         return None
-    maps, map_name = checks_for(state.cfg).for_header(context, header_name(text))
+    maps, map_name = checks.for_header(context, header_name(text))
     if not maps:
         return None
     value = lookup(state, maps, text.rstrip("\n"), map_name)

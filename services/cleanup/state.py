@@ -57,10 +57,12 @@ class Header:
     continuation lines and final newline included."""
     name: str | None
     text: str
+    # The lower-case name every step compares, made once: a header meets
+    # some ten steps, and a changed header is a new Header.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return (self.name or "").lower()
+    def __post_init__(self) -> None:
+        self.key = (self.name or "").lower()
 
 
 @dataclass
@@ -83,6 +85,9 @@ class CleanupState:
     check_actions: list[dict] = field(default_factory=list)   # HOLD, REDIRECT … from checks
     checks_stopped: bool = False      # DISCARD ends header and body inspection
     prepended: list[str] = field(default_factory=list)    # PREPEND headers not yet written
+    # receive_override_options and the request's flags, read once per
+    # message rather than at each of the dozen steps that ask.
+    _overrides: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def origin(self) -> str:
@@ -104,4 +109,6 @@ class CleanupState:
 
         The receiving program's setting arrives as a request flag (smtpd -o
         receive_override_options=... in master.cf), as Postfix's cleanup flags."""
-        return option in self.flags or option in self.cfg.list("receive_override_options")
+        if self._overrides is None:
+            self._overrides = frozenset(self.cfg.list("receive_override_options"))
+        return option in self.flags or option in self._overrides

@@ -51,6 +51,9 @@ class ActiveMessage:
         self.more_at = -1           # where the next slice of recipients starts
         self.sliced = False         # recipients were ever left unread
         self.flush = False          # came in by a flush: defer_transports do not apply
+        # A bounce or trace log was found while finishing (a notice was asked
+        # for): removing the message must try those logs too.
+        self.notice_logs = False
 
     @classmethod
     def load(cls, queue_id: str, path: str, limit: int = 0) -> "ActiveMessage":
@@ -157,36 +160,33 @@ def read_envelope(path: str, limit: int = 0) -> tuple[records.Message, int]:
     the whole file is walked; only recipients are left out. Raises
     CorruptQueueFile for a truncated or malformed file."""
     msg = records.Message(queue_id=os.path.basename(path), path=path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        declared, more_at, seen_end = None, -1, False
-        reader = _RecipientReader(msg.recipients, limit)
-        for offset, rtype, data, length in records.walk_records(path, f, size):
-            if offset == 0:
-                declared = _size_fields(path, data)
-            elif rtype == records.REC_TIME:
-                msg.arrival_time = _float(path, data, offset)
-            elif rtype == records.REC_ATTR:
-                name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
-                if not eq or not name:
-                    raise records.CorruptQueueFile(path, f"bad attribute record at offset {offset}")
-                msg.attrs[name] = value
-            elif rtype == records.REC_SENDER:
-                msg.sender = data.decode("utf-8", "surrogateescape")
-            elif rtype == records.REC_CONTENT:
-                msg.content_offset, msg.content_length = offset + records.HEADER_SIZE, length
-            elif rtype == records.REC_END:
-                seen_end = True
-            else:
-                reader.add(offset, rtype, data, length)
-        more_at = reader.more_at
+    declared, seen_end = None, False
+    reader = _RecipientReader(msg.recipients, limit)
+    for offset, rtype, data, length in records.walk_records(path):
+        if offset == 0:
+            declared = _size_fields(path, data)
+        elif rtype == records.REC_TIME:
+            msg.arrival_time = _float(path, data, offset)
+        elif rtype == records.REC_ATTR:
+            name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
+            if not eq or not name:
+                raise records.CorruptQueueFile(path, f"bad attribute record at offset {offset}")
+            msg.attrs[name] = value
+        elif rtype == records.REC_SENDER:
+            msg.sender = data.decode("utf-8", "surrogateescape")
+        elif rtype == records.REC_CONTENT:
+            msg.content_offset, msg.content_length = offset + records.HEADER_SIZE, length
+        elif rtype == records.REC_END:
+            seen_end = True
+        else:
+            reader.add(offset, rtype, data, length)
     if not seen_end:
         raise records.CorruptQueueFile(path, "truncated: no end record")
     if msg.content_offset < 0 or declared is None \
             or declared[:2] != (msg.content_length, msg.content_offset):
         raise records.CorruptQueueFile(path, "size record disagrees with the content record")
     msg.rcpt_count = declared[2]
-    return msg, more_at
+    return msg, reader.more_at
 
 
 def read_recipients(path: str, start: int, limit: int) -> tuple[list[records.Recipient], int]:
@@ -194,15 +194,12 @@ def read_recipients(path: str, start: int, limit: int) -> tuple[list[records.Rec
     and where the next ones start (-1: none)."""
     rcpts: list[records.Recipient] = []
     reader = _RecipientReader(rcpts, limit)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        f.seek(start)
-        for offset, rtype, data, length in records.walk_records(path, f, size):
-            if rtype == records.REC_CONTENT:
-                continue
-            if rtype == records.REC_END:
-                return rcpts, reader.more_at
-            reader.add(offset, rtype, data, length)
+    for offset, rtype, data, length in records.walk_records(path, start=start):
+        if rtype == records.REC_CONTENT:
+            continue
+        if rtype == records.REC_END:
+            return rcpts, reader.more_at
+        reader.add(offset, rtype, data, length)
     raise records.CorruptQueueFile(path, "truncated: no end record")
 
 

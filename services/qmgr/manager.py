@@ -545,6 +545,7 @@ class QueueManager:
 
         A failed non-delivery notice keeps the message (deferred, tried
         again later); a failed delay or success notice is only a warning."""
+        msg.notice_logs = True
         name = self.cfg.get(NOTICE_SERVICES[op])
         if not self.dispatcher.available(name):
             log.warning(f"{msg.queue_id}: no {name} service: "
@@ -568,6 +569,7 @@ class QueueManager:
 
     def remove(self, msg: ActiveMessage) -> None:
         """remove - delivery is complete: the file and its logs go."""
-        queue.remove(msg.queue_id, "active")
+        # Without a notice, finish just saw no bounce and no trace log.
+        queue.remove(msg.queue_id, "active", notice_logs=msg.notice_logs)
         log.info(f"{msg.queue_id}: removed")
         self.drop(msg)

@@ -287,6 +287,20 @@ class Service:
         except OSError:
             return True
 
+    def stop_on_master_exit(self, loop, stop: Callable[[], None]) -> None:
+        """stop_on_master_exit - for an asyncio program (smtpd, postscreen):
+        call STOP when the master is gone (end of file on the alive pipe) or
+        when SIGTERM comes (postfix stop, a reload)."""
+        def master_event() -> None:
+            if self.master_gone():
+                loop.remove_reader(ALIVE_FD)
+                stop()
+        try:
+            loop.add_reader(ALIVE_FD, master_event)
+        except (OSError, ValueError):
+            pass    # started by hand, without a master
+        loop.add_signal_handler(signal.SIGTERM, stop)
+
     def report(self, avail: bool) -> None:
         """report - tell the master this process can (or cannot) take more."""
         self._status(STATUS_AVAIL if avail else STATUS_BUSY)

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import time
 
-from pymaster.master.service import ALIVE_FD, Service
+from pymaster.master.service import Service
 from pymaster.util import log
 
 from .conn import Conn
@@ -39,7 +38,7 @@ class Server:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         listeners = self.svc.listen_sockets()
-        self._watch_master(loop)
+        self.svc.stop_on_master_exit(loop, self._stop)
         accepters = [asyncio.create_task(self._accept_loop(loop, s)) for s in listeners]
         cleaner = asyncio.create_task(self._cleanup_loop())
         self.svc.report(True)
@@ -51,17 +50,6 @@ class Server:
         if self.sessions:
             await asyncio.wait(list(self.sessions))
         self.ctx.cache.close()
-
-    def _watch_master(self, loop: asyncio.AbstractEventLoop) -> None:
-        def master_event() -> None:
-            if self.svc.master_gone():
-                loop.remove_reader(ALIVE_FD)
-                self._stop()
-        try:
-            loop.add_reader(ALIVE_FD, master_event)
-        except (OSError, ValueError):
-            pass    # started by hand, without a master
-        loop.add_signal_handler(signal.SIGTERM, self._stop)
 
     def _stop(self) -> None:
         self.stop.set()

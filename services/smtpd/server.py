@@ -37,11 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 
 from pymaster.master import handoff
-from pymaster.master.service import ALIVE_FD, Service
+from pymaster.master.service import Service
 from pymaster.util import log
 from services.smtpd.check import Checker
 from services.smtpd.connection import Connection
@@ -86,7 +85,7 @@ class Server:
         listeners = self.svc.listen_sockets()
         for sock in listeners:
             sock.setblocking(False)
-        self._watch_master(loop)
+        self.svc.stop_on_master_exit(loop, self._stop)
         accepters = [asyncio.create_task(self._accept_loop(loop, s)) for s in listeners]
         await self._supervise()
         for task in accepters:
@@ -111,17 +110,6 @@ class Server:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-    def _watch_master(self, loop: asyncio.AbstractEventLoop) -> None:
-        def master_event() -> None:
-            if self.svc.master_gone():
-                loop.remove_reader(ALIVE_FD)
-                self._stop()
-        try:
-            loop.add_reader(ALIVE_FD, master_event)
-        except (OSError, ValueError):
-            pass    # started by hand, without a master
-        loop.add_signal_handler(signal.SIGTERM, self._stop)
 
     def _stop(self) -> None:
         self.stop.set()

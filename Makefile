@@ -52,9 +52,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check pymaster services
 	$(BIN)/mypy pymaster services
 
+# Unit tests run four at a time on two cores: many of them wait (databases,
+# Debian's postmap, which sleeps a second after each fatal error); the
+# end-to-end tests start whole mail systems, two at a time.
 test: $(STAMP) lint deb-packages accounts
 	$(BIN)/python -m pytest -q -m system tests
-	$(BIN)/python -m pytest -n 2 -q -m "not system" tests
+	$(BIN)/python -m pytest -n 4 -q -m "not system" --ignore=tests/e2e tests
+	$(BIN)/python -m pytest -n 2 -q -m "not system" tests/e2e
 
 # The fault suite (tests/e2e/test_faults.py) at SOAK_SCALE times its CI size:
 # SOAK_SCALE thousand messages, every program killed SOAK_SCALE times, a new

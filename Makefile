@@ -69,7 +69,7 @@ soak: $(STAMP) deb-packages accounts
 	  tests/e2e/test_faults.py tests/test_fuzz_parsers.py tests/test_fuzz_session.py \
 	  tests/e2e/test_fuzz_smtpd.py
 
-# make bench: the whole report, about 40 minutes on 2 cores; make bench
+# make bench: the whole report, about 25 minutes on 2 cores; make bench
 # BENCH=quick: the main table's Done-when rows only, about 3 minutes. Both
 # print the tables and write them to bench/results/latest.md.
 BENCH ?=

@@ -11,8 +11,8 @@ and through proxymap, kvtables: lmdb and memcache). Everything printed goes
 to bench/results/latest.md as well, except for an --only run. Benchmarks are not tests: nothing here
 asserts a figure. Every load is bounded in count and in time.
 
-The default run takes about 40 minutes on 2 cores (the table about 30:
-41,240 messages per mail system and round, at the quick run's rates);
+The default run takes about 25 minutes on 2 cores (estimated from a whole
+run at --scale 0.3, 8 minutes, the table 5.4 of them);
 --quick (make bench BENCH=quick) runs only the table's "Done when" rows
 (discard, virtual Maildir and relay at 10 and 50 sessions, 1 KB, one
 message per connection, 3 rounds) and nothing else: about 3 minutes on 2

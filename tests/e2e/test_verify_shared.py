@@ -10,10 +10,9 @@ verify answer into a temporary failure (4xx), never a 5xx or a crash.
 
 from __future__ import annotations
 
-import smtplib
-
 import pytest
 
+from tests.e2e.test_address_verification import rcpt
 from tests.support.instance import ROOT, Instance, _open_path_for_others
 from tests.support.memcached import Memcached, available
 from tests.support.parity import postfix as parity
@@ -24,7 +23,6 @@ pytestmark = [
                        reason="needs the verify service"),
 ]
 
-SENDER = "sender@example.org"
 
 
 def settings(verify_map: str) -> dict[str, str]:
@@ -56,14 +54,6 @@ def cluster(tmp_path_factory):
         with Instance(tmp_path_factory.mktemp("a"), main_cf=main_cf) as a, \
                 Instance(tmp_path_factory.mktemp("b"), main_cf=main_cf) as b:
             yield mc, a, b
-
-
-def rcpt(port: int, recipient: str) -> tuple[int, str]:
-    with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
-        smtp.ehlo("client.example")
-        smtp.mail(SENDER)
-        code, text = smtp.rcpt(recipient)
-        return code, text.decode()
 
 
 def test_one_probe_answers_both_instances(cluster):

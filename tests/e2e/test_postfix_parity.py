@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -441,3 +442,23 @@ def test_known_differences_are_documented():
     for table in (EXPECTED_REPLY_DIFFERENCES, EXPECTED_LOG_DIFFERENCES,
                   EXPECTED_DEFAULT_DIFFERENCES, EXPECTED_ERROR_TEXT_DIFFERENCES):
         assert all(isinstance(why, str) and why for why in table.values())
+
+
+def test_a_client_that_hangs_up_before_the_greeting(tmp_path):
+    """End of file before the greeting is no pipelining, with
+    smtpd_forbid_unauth_pipelining on: both greet, both log a lost connection."""
+    settings = {**SETTINGS, "smtpd_forbid_unauth_pipelining": "yes"}
+    lines: dict[str, list[str]] = {}
+    for kind, server in (("postfix", postfix.DebianPostfix), ("pymaster", Instance)):
+        with server(tmp_path / kind, settings) as inst:
+            with socket.create_connection(("127.0.0.1", inst.smtp_port)) as sock:
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(10)
+                greeting = sock.recv(1024)
+            assert greeting.startswith(b"220 "), kind
+            # Two sessions: the start-up probe of the port, then this one.
+            inst.wait_for_log(r"\]: disconnect from ", count=2)
+            lines[kind] = re.findall(r"postfix/smtpd\[\d+\]: ((?:lost connection|improper) .*)",
+                                     inst.log_text())
+    assert lines["pymaster"] == lines["postfix"] == \
+        ["lost connection after CONNECT from localhost[127.0.0.1]"] * 2

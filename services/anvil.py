@@ -159,7 +159,7 @@ def run(svc: service.Service) -> None:
     try:
         # anvil must keep its counts while smtpd sessions are open: no idle exit.
         svc.cfg = cfg.with_overrides({"max_idle": "1000000", "max_use": "0"})
-        svc.serve_requests(handler)
+        svc.serve_requests(handler, many=True)
     finally:
         for line in anvil.statistics():
             log.info(line)

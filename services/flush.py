@@ -224,7 +224,7 @@ def run(svc: service.Service) -> None:
         os.makedirs(FLUSH_DIR, exist_ok=True)
     except OSError as e:
         log.warning(f"mkdir {FLUSH_DIR}: {e.strerror}")
-    svc.serve_requests(lambda header, payload: (flush.handle(header), []))
+    svc.serve_requests(lambda header, payload: (flush.handle(header), []), many=True)
 
 
 def main() -> None:

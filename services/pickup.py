@@ -151,7 +151,7 @@ def run(svc: service.Service) -> None:
     def handle(header: dict, payload: list) -> tuple[dict, list]:
         return {"status": "ok", "picked": pickup.scan_once()}, []
 
-    svc.serve_requests(handle)
+    svc.serve_requests(handle, many=True)
 
 
 def main() -> None:

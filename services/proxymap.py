@@ -148,7 +148,7 @@ def run(svc: service.Service) -> None:
     def handler(header: dict, payload: list) -> tuple[dict, list]:
         return proxymap.handle(header), []
 
-    svc.serve_requests(handler)
+    svc.serve_requests(handler, many=True)
 
 
 def main() -> None:

@@ -152,7 +152,7 @@ def run(svc: service.Service) -> None:
 
     # The sessions live in this process: it must not exit when idle.
     svc.cfg = svc.cfg.with_overrides({"max_idle": "1000000", "max_use": "0"})
-    svc.serve_requests(handler)
+    svc.serve_requests(handler, many=True)
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def pre_jail(svc: service.Service) -> TrivialRewrite:
 
 def run(svc: service.Service) -> None:
     rewrite = svc.enter_jail(pre_jail)
-    svc.serve_requests(lambda header, payload: (rewrite.handle(header), []))
+    svc.serve_requests(lambda header, payload: (rewrite.handle(header), []), many=True)
 
 
 def main() -> None:

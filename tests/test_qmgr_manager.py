@@ -1,8 +1,8 @@
 """qmgr's queue manager, driven turn by turn against real delivery agents.
 
-The discard and error agents run in a thread behind a minimal stand-in for
-the master's broker (a ROUTER socket at private/NAME that hands each request
-to the agent's own request handler), so these tests exercise qmgr's real
+The discard and error agents run in a thread that listens at private/NAME
+itself and serves the leases qmgr takes there with the agent's own request
+handler (tests/support/served.py), so these tests exercise qmgr's real
 feeding, scheduling, answers and finishing without starting the master.
 End-to-end behaviour through the master is in tests/e2e/test_qmgr.py."""
 
@@ -12,14 +12,13 @@ import os
 import time
 
 import pytest
-import zmq
 
 from pymaster.mail import delivery, queue, records
 from pymaster.util import ipc, log
 from pymaster.mail.config import Config
 from services import discard, error
 from services.qmgr.manager import QueueManager
-from tests.support.served import ServedHandler
+from tests.support.served import ServedHandler, listen
 
 
 class FakeService:
@@ -237,15 +236,14 @@ def test_a_dead_destination_defers_what_waits_for_it(spool, logged, agents):
 
 
 def test_an_agent_that_never_answers_defers_after_the_timeout(spool, logged):
-    silent = zmq.Context.instance().socket(zmq.ROUTER)
-    silent.bind(ipc.endpoint("private", "silent"))
+    silent = listen(ipc.endpoint("private", "silent"))      # no worker ever accepts
     try:
         mgr = manager(spool, default_transport="silent", ipc_timeout="1s")
         qid = submit(["b@example.org"])
         run_until(mgr, logged, "status=deferred (unknown mail transport error)")
         turn_until(mgr, lambda: queue_of(qid) == "deferred")
     finally:
-        silent.close(0)
+        silent.close()
 
 
 def submit_filtered(rcpts: list[str], content_filter: str) -> str:

@@ -65,7 +65,7 @@ class VerifyClient:
             ep = ipc.service_endpoint(self.name)
             # No socket: the service is not in master.cf (or the master is
             # down); say so now rather than after a timeout.
-            if not os.path.exists(ep[len("ipc://"):]):
+            if not os.path.exists(ep):
                 raise VerifyError(f"{self.name} service is not available")
             client = self._local.client = ipc.Client(ep, self.timeout)
         return client

@@ -1,18 +1,19 @@
 """The master daemon: owns every service endpoint, starts and supervises services.
 
-The master reads main.cf and master.cf, creates each inet listener and binds
-each internal service's zeromq endpoints (pymaster.master.broker) -- all but
-those master_service_disable turns off, then sleeps in one
-poll over the brokers, the listeners, the inet status pipes and a self-pipe
-for signals, with a timeout only for its next timer. It starts service
-processes on demand, up to each service's process limit:
+The master reads main.cf and master.cf, creates each inet listener and
+listens on each internal service's unix socket -- all but those
+master_service_disable turns off, then sleeps in one poll over the
+listeners, the status pipes and a self-pipe for signals, with a timeout only
+for its next timer. It never carries a message: clients and workers talk
+directly (pymaster.util.ipc). It starts service processes on demand, up to
+each service's process limit:
 
   inet      a listener is readable and no child of the service is available
             (children report available/busy on the status pipe, descriptor 4)
-  unix/fifo requests wait in the broker and no worker has credit
+  unix/fifo the same, on private/NAME or public/NAME: a client waits for a
+            lease (pymaster.util.ipc) and no worker is available; spawn,
+            scache and tlsproxy serve the accepted connection itself
   unix-dgram       a datagram waits on its socket and no child runs (postlogd)
-  unix + spawn     like inet, on a unix stream socket the master listens on:
-                   spawn(8) hands connections to programs that speak no zeromq
   pass      the same, on private/NAME: a client (postscreen) connects and
             passes an accepted SMTP connection (pymaster.master.handoff)
 
@@ -39,8 +40,10 @@ Interface:
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import pwd
+import select
 import signal
 import socket
 import struct
@@ -49,22 +52,18 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
-import zmq
-
 from pymaster.mail.config import Config, ConfigError, load_config
 from pymaster.mail.pidfile import PID_FILE, lock_pid_file, write_pid_file
-from pymaster.master.broker import Broker
 from pymaster.master.mastercf import SERVICE_TYPES, MasterEntry, load_master_cf
 from pymaster.master.service import (
     ENV_LISTEN_FDS,
-    ENV_SERVICE_ENDPOINT,
     STATUS_AVAIL,
     STATUS_FORMAT,
     STATUS_SIZE,
     STATUS_USED,
     set_title,
 )
-from pymaster.util import heap, log
+from pymaster.util import heap, ipc, log
 
 DGRAM_SOCKET_MODE = 0o666  # public/postlog: whoever may enter public/ may log
 STREAM_SOCKET_MODE = 0o666  # spawn sockets: private/ or public/ decides who connects
@@ -246,6 +245,17 @@ def _bind_unix(path: str, kind: int, mode: int) -> socket.socket:
     return sock
 
 
+def remove_worker_endpoints(svc: "MasterService", pid: int) -> None:
+    """remove_worker_endpoints - the zeromq endpoints a dead worker of SVC
+    left beside the service's socket (one that exits removes its own)."""
+    pattern = f"{svc.spec.visibility}/.{glob.escape(svc.spec.service)}.{pid}-*"
+    for path in glob.glob(pattern):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def _show(address: tuple) -> str:
     host, port = address[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -259,7 +269,6 @@ class Child:
     pid: int
     service: "MasterService"
     generation: int
-    broker: Broker | None = None    # the broker it works for (survives reloads)
     avail: bool = True
     uses: int = 0
     retired: bool = False
@@ -274,7 +283,7 @@ class MasterService:
     generation: int = 0
     listeners: list[socket.socket] = field(default_factory=list)
     addresses: list[tuple] = field(default_factory=list)
-    broker: Broker | None = None
+    used: bool = False              # a child served since the last wakeup
     status_r: int = -1
     status_w: int = -1
     alive_r: int = -1
@@ -282,7 +291,6 @@ class MasterService:
     children: dict[int, Child] = field(default_factory=dict)
     throttled_until: float = 0.0
     next_wakeup: float | None = None
-    starting: set[int] = field(default_factory=set)   # current workers not yet READY
     polled: bool = False            # its listeners are in the master's poll set
 
     def current(self) -> list[Child]:
@@ -290,14 +298,6 @@ class MasterService:
 
     def avail_count(self) -> int:
         return sum(1 for c in self.current() if c.avail)
-
-    def starting_count(self) -> int:
-        """starting_count - current workers that have not said READY yet
-        (those that have are dropped from the set here, once)."""
-        if self.starting and self.broker is not None:
-            self.starting = {pid for pid in self.starting
-                             if not self.broker.has_started(pid)}
-        return len(self.starting)
 
     def accepting(self, now: float) -> bool:
         """accepting - a readable listener would start a child: none is
@@ -307,12 +307,8 @@ class MasterService:
 
     def retire_children(self) -> None:
         """retire_children - the current generation finishes and exits."""
-        self.starting.clear()
         for child in self.children.values():
-            if not child.retired:
-                child.retired = True
-                if child.broker is not None:
-                    child.broker.retire(child.pid)
+            child.retired = True
 
     def room(self) -> int:
         """room - how many more children the process limit allows."""
@@ -344,14 +340,13 @@ class Master:
         self.services: dict[str, MasterService] = {}
         self.leaving: list[MasterService] = []      # removed by reload, children finishing
         self.children: dict[int, Child] = {}
-        self.poller = zmq.Poller()
+        self.poller = select.poll()
         self.registered: dict = {}      # polled socket or fd -> what to do when readable
         # Kept between loop turns and rebuilt by refresh() only when `stale`:
         # a child started or ended, a listener's use changed, a reload, a
         # timer fired, a throttle began, the stop began.
         self.stale = True
         self.next_timer = NEVER         # earliest wakeup, throttle end or stop deadline
-        self.backlog: set[MasterService] = set()    # brokers may hold waiting requests
         self.stopping = False
         self.stop_deadline = 0.0
         self.sig_r = self.sig_w = -1
@@ -400,17 +395,11 @@ class Master:
                 svc.listeners = [open_socket(f"{spec.visibility}/{spec.service}")]
             svc.status_r, svc.status_w = os.pipe()
             os.set_blocking(svc.status_r, False)
-        elif spec.brokered:
-            if old is not None and old.broker is not None \
-                    and old.spec.visibility == spec.visibility and old.spec.brokered:
-                svc.broker, old.broker = old.broker, None
-            else:
-                svc.broker = Broker(spec.visibility, spec.service)
         else:
             raise ConfigError(f"master.cf: service {spec.service}: "
                               f"unknown service type: {spec.type}")
         svc.new_generation()
-        if spec.wakeup > 0 and svc.broker is not None:
+        if spec.wakeup > 0 and spec.stream_listener:
             svc.next_wakeup = time.monotonic() if not spec.wakeup_if_used \
                 else time.monotonic() + spec.wakeup
         return svc
@@ -444,7 +433,6 @@ class Master:
         while True:
             if self.stale:
                 self.refresh()
-            self.spawn_wanted()
             if self.stopping and not self.children:
                 break
             if self.stale:
@@ -466,18 +454,12 @@ class Master:
         return list(self.services.values()) + self.leaving
 
     def refresh(self) -> None:
-        """refresh - rebuild the poll set, the next timer and the backlog.
-
-        Each loop turn used to rebuild these from every service, which cost
-        the master about a fifth of its time per message; now only what
-        changes them marks them `stale`. Between rebuilds, requests reach
-        `backlog` through serve_broker()."""
+        """refresh - rebuild the poll set and the next timer; only what
+        changes them marks them `stale`."""
         self.stale = False
         now = time.monotonic()
         self.update_poller(now)
         self.next_timer = self.first_timer(now)
-        self.backlog = {svc for svc in self.services.values()
-                        if svc.broker is not None and svc.broker.pending}
 
     def update_poller(self, now: float) -> None:
         """update_poller - watch exactly what can make us act now, and remember
@@ -485,10 +467,6 @@ class Master:
         poll returned. The poller itself changes only where the set changed."""
         want: dict = {self.sig_r: None}
         for svc in self.all_services():
-            broker = svc.broker
-            if broker is not None:
-                want[broker.backend] = broker.on_backend
-                want[broker.frontend] = partial(self.serve_broker, svc, broker)
             if svc.status_r >= 0:
                 want[svc.status_r] = partial(self.read_status, svc)
             # A readable listener matters only when we could start a child for it.
@@ -499,7 +477,7 @@ class Master:
         for item in self.registered.keys() - want.keys():
             self.poller.unregister(item)
         for item in want.keys() - self.registered.keys():
-            self.poller.register(item, zmq.POLLIN)
+            self.poller.register(item, select.POLLIN)
         self.registered = want
 
     def first_timer(self, now: float) -> float:
@@ -517,31 +495,19 @@ class Master:
     def poll_timeout(self) -> int | None:
         """poll_timeout - milliseconds to the next timer, or None to sleep."""
         due = self.next_timer
-        for svc in self.backlog:
-            # A request that waits for a busy worker may want another one later.
-            when = svc.broker.spawn_due() if svc.broker is not None else None
-            if when is not None and when < due:
-                due = when
         if due == NEVER:
             return None
         return max(0, int((due - time.monotonic()) * 1000) + 1)
 
-    def serve_broker(self, svc: MasterService, broker: Broker) -> None:
-        """serve_broker - requests for SVC's broker; note those left waiting."""
-        broker.on_frontend()
-        if broker.pending:
-            self.backlog.add(svc)
-
     def handle_events(self, events: dict) -> None:
-        """handle_events - what update_poller registered for each readable item.
-        A broker drains its socket to the last message (NOBLOCK) each time."""
+        """handle_events - what update_poller registered for each readable item."""
         for item in events:
             action = self.registered.get(item)
             if action is not None:
                 action()
 
     def read_status(self, svc: MasterService) -> None:
-        """read_status - available/busy reports of inet children."""
+        """read_status - available/busy reports of the children."""
         try:
             data = os.read(svc.status_r, STATUS_SIZE * 256)
         except BlockingIOError:
@@ -553,10 +519,12 @@ class Master:
                 continue
             if flag == STATUS_USED:
                 child.uses += 1         # served: a later death is no bad start-up
+                svc.used = True
                 continue
             child.avail = flag == STATUS_AVAIL
             if not child.avail:
                 child.uses += 1
+                svc.used = True
         if svc.polled != (not self.stopping and svc.accepting(time.monotonic())):
             self.stale = True       # its listeners join or leave the poll set
 
@@ -565,25 +533,6 @@ class Master:
         if svc.avail_count() == 0 and svc.room() > 0 \
                 and not svc.throttled(time.monotonic()) and not self.stopping:
             self.spawn(svc)
-
-    def spawn_wanted(self) -> None:
-        """spawn_wanted - start workers for requests that wait without credit.
-        Only services in `backlog` can have any; the others leave it here."""
-        if self.stopping or not self.backlog:
-            return
-        now = time.monotonic()
-        for svc in list(self.backlog):
-            broker = svc.broker
-            if broker is None or not broker.pending \
-                    or self.services.get(svc.spec.key) is not svc:
-                self.backlog.discard(svc)
-                continue
-            if svc.throttled(now):
-                continue            # its throttle's end is a timer: we look again then
-            need = min(broker.wanted(svc.starting_count()), svc.room())
-            for _ in range(need):
-                if self.spawn(svc) is None:
-                    break
 
     def spawn(self, svc: MasterService) -> Child | None:
         """spawn - start one child of SVC with descriptors 3, 4, 5 in place."""
@@ -608,11 +557,9 @@ class Master:
         finally:
             for tmp in temps:
                 os.close(tmp)
-        child = Child(pid, svc, svc.generation, svc.broker)
+        child = Child(pid, svc, svc.generation)
         svc.children[pid] = child
         self.children[pid] = child
-        if svc.broker is not None:
-            svc.starting.add(pid)
         self.stale = True
         if self.verbose:
             log.debug(f"spawn: {svc.path} pid {pid} for {spec.service}/{spec.type}")
@@ -646,8 +593,6 @@ class Master:
             if name in os.environ:
                 env[name] = os.environ[name]
         env["MAIL_CONFIG"] = self.config_dir
-        if svc.broker is not None:
-            env[ENV_SERVICE_ENDPOINT] = "ipc://" + svc.broker.back_path
         if len(svc.listeners) > 1:
             env[ENV_LISTEN_FDS] = ",".join(["3"] + [str(6 + i) for i in
                                                     range(len(svc.listeners) - 1)])
@@ -662,11 +607,11 @@ class Master:
     def reap(self) -> None:
         """reap - collect every child that ended; log and throttle as Postfix does.
 
-        The heap is trimmed after children ended: the connections of those
-        that served a burst (a storm's smtpd processes, each with its anvil
-        and cleanup sockets) were buffered here by libzmq, and glibc keeps
-        what was freed unless asked (measured: 20 MB before a storm of 500
-        connections, 29 MB after it, 21 MB with the trim)."""
+        The heap is trimmed after children ended: what the master held for
+        a burst of them is freed, and glibc keeps what was freed unless
+        asked (measured when the master still carried requests: 20 MB
+        before a storm of 500 connections, 29 MB after it, 21 MB with the
+        trim)."""
         reaped = False
         while True:
             try:
@@ -680,14 +625,9 @@ class Master:
                 continue
             svc = child.service
             svc.children.pop(pid, None)
-            svc.starting.discard(pid)
             self.stale = True
-            if child.broker is not None:
-                used = child.broker.has_started(pid)
-                child.broker.forget(pid)
-            else:
-                used = child.uses > 0
-            self.report_exit(child, status, used)
+            remove_worker_endpoints(svc, pid)
+            self.report_exit(child, status, child.uses > 0)
             reaped = True
         if reaped:
             heap.release_free_memory()
@@ -733,15 +673,12 @@ class Master:
             self.stop_deadline = float("inf")
 
     def wakeup(self, svc: MasterService) -> None:
-        """wakeup - a trigger, unless the last one still waits or it is not wanted."""
-        broker = svc.broker
-        if broker is None:
+        """wakeup - a trigger on the service's own socket, as any client
+        sends one, unless it is wanted only after use (`?`) and none came."""
+        if not svc.listeners or (svc.spec.wakeup_if_used and not svc.used):
             return
-        if svc.spec.wakeup_if_used and not broker.used:
-            return
-        broker.used = False
-        if not broker.injected_pending():
-            broker.inject({"op": "wakeup"})
+        svc.used = False
+        ipc.trigger(f"{svc.spec.visibility}/{svc.spec.service}")
 
     def pid_file_intact(self) -> bool:
         """pid_file_intact - our locked pid file is still where `postfix` looks."""
@@ -807,9 +744,6 @@ class Master:
         for sock in svc.listeners:
             sock.close()
         svc.listeners = []
-        if svc.broker is not None:
-            svc.broker.close()
-            svc.broker = None
         for fd in (svc.status_r, svc.status_w, svc.alive_r, svc.alive_w):
             if fd >= 0:
                 os.close(fd)
@@ -850,16 +784,31 @@ class Master:
         """retire_service - its children finish; its endpoints close after them."""
         svc.next_wakeup = None
         svc.new_generation()
-        # Endpoints the new configuration did not take over close now, but a
-        # broker stays until its last worker has said goodbye through it.
+        # Endpoints the new configuration did not take over close now; a
+        # worker of the old generation still serves the leases it holds.
         if svc.listeners:
             for sock in svc.listeners:
                 sock.close()
             svc.listeners = []
+            self.remove_socket_file(svc.spec)
         if svc.children:
             self.leaving.append(svc)
         else:
             self.close_service(svc)
+
+    def remove_socket_file(self, spec: MasterEntry) -> None:
+        """remove_socket_file - the unix socket of a service the new
+        configuration dropped, unless a current service is bound there."""
+        if spec.type == "inet":
+            return
+        path = f"{spec.visibility}/{spec.service}"
+        for svc in self.services.values():
+            if svc.spec.type != "inet" and f"{svc.spec.visibility}/{svc.spec.service}" == path:
+                return
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------

@@ -20,8 +20,8 @@ Interface:
     MasterEntry  .service .type .private .unpriv .chroot .wakeup
                  .wakeup_if_used .maxproc .command .args .overrides
                  .lineno .last_lineno .fields (the columns as written) .key
-                 .brokered .stream_listener .visibility .argv()   how the master runs it
-    SERVICE_TYPES, BROKERED_TYPES, STREAM_COMMANDS
+                 .stream_listener .visibility .argv()   how the master runs it
+    SERVICE_TYPES, STREAM_TYPES, STREAM_COMMANDS
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from pymaster.mail.params import PARAMS
 TABLE_PROCESS_LIMIT = int(PARAMS["default_process_limit"].default or 0)
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
-# Types whose requests reach workers through a zeromq endpoint the master binds.
-# A pass service is not among them: it takes open connections (descriptors),
-# which zeromq cannot carry, on a plain unix stream socket.
-BROKERED_TYPES = ("unix", "fifo")
-# unix services whose clients connect to a plain stream socket the master
-# listens on, not to zeromq: spawn(8) hands each connection to a program that
-# speaks no zeromq; scache(8) takes and gives open connections (descriptors,
+# Types the master listens for on a unix stream socket, handed to the workers
+# as descriptor 3: a request service's clients take leases there
+# (pymaster.util.ipc), a pass service receives open connections.
+STREAM_TYPES = ("unix", "fifo", "pass")
+# unix services that serve the connection itself rather than requests over
+# zeromq: spawn(8) hands each connection to a program that speaks no
+# zeromq; scache(8) takes and gives open connections (descriptors,
 # pymaster/util/fdpass.py) with its requests; tlsproxy(8) takes the client
 # connection it is to encrypt.
 STREAM_COMMANDS = ("spawn", "scache", "tlsproxy")
@@ -80,19 +80,18 @@ class MasterEntry:
 
     # -- how the master runs it ------------------------------------------------
     @property
-    def brokered(self) -> bool:
-        """brokered - requests reach its workers through a zeromq endpoint."""
-        return self.type in BROKERED_TYPES and not self.stream_listener
+    def stream_listener(self) -> bool:
+        """stream_listener - the master listens on a unix stream socket for
+        it: every unix, fifo and pass service (inet services listen on the
+        network, unix-dgram on a datagram socket)."""
+        return self.type in STREAM_TYPES
 
     @property
-    def stream_listener(self) -> bool:
-        """stream_listener - a service on a plain unix stream socket: a pass
-        service (smtpd behind postscreen) receives client connections on it;
-        spawn(8) connects its clients to external programs (policy servers),
-        scache(8) passes descriptors."""
-        if self.type == "pass":
-            return True
-        return self.type == "unix" and os.path.basename(self.command) in STREAM_COMMANDS
+    def serves_connections(self) -> bool:
+        """serves_connections - its workers serve the accepted connection
+        itself (a pass service, spawn, scache, tlsproxy), not leases."""
+        return self.type == "pass" or (
+            self.type == "unix" and os.path.basename(self.command) in STREAM_COMMANDS)
 
     @property
     def visibility(self) -> str:

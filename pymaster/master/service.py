@@ -3,8 +3,9 @@
 The master starts a service as `daemon_directory/COMMAND -n NAME -t TYPE
 [-c] [-u] [-v] [-o name=value ...] [args ...]` with these descriptors:
 
-  3  the listening socket (inet services only)
-  4  the status pipe (inet services): the child writes STATUS_AVAIL or
+  3  the listening socket: an inet service's, or a unix service's stream
+     socket at private/NAME or public/NAME, on which clients take leases
+  4  the status pipe: the child writes STATUS_AVAIL or
      STATUS_BUSY with its pid, so the master knows when to start another,
      and STATUS_USED once it has served, so that its death is a crash and
      not a bad start-up (no throttle)
@@ -28,8 +29,9 @@ file outside the spool. Not root (the in-tree instance), pre_jail still
 runs and nothing else changes; the master says so once in the log.
 
 Then the service runs one of the loops here: `serve_requests()` for
-brokered request services (cleanup, local, smtp …), `serve_connections()`
-for inet and stream services, or its own loop built from `Worker` and
+request services (cleanup, local, smtp …: leases accepted on descriptor 3,
+requests over zeromq, see pymaster.util.ipc), `serve_connections()` for
+inet and stream services, or its own loop built from `ipc.Server` and
 `master_gone()` (qmgr, smtpd).
 
 Interface:
@@ -37,9 +39,8 @@ Interface:
     service_words(argv) -> list        the master.cf words after the master's options
     svc.cfg, svc.name, svc.type, svc.args, svc.chroot, svc.unpriv
     svc.enter_jail(pre_jail) -> what pre_jail(svc) returned
-    svc.serve_requests(handler)    handler(header, payload) -> (header, payload)
+    svc.serve_requests(handler, many)  handler(header, payload) -> (header, payload)
     svc.after_reply(fn)            FN() runs once the current reply has gone out
-    UseCounter(max_use).count(client)   max_use as a brokered worker counts it
     svc.report(avail: bool)        for inet services; svc.report_used() once it served
     svc.master_gone() -> bool
     svc.listen_socket() / listen_sockets()   the inet listener(s) from the master
@@ -89,7 +90,6 @@ STATUS_SIZE = struct.calcsize(STATUS_FORMAT)
 STATUS_AVAIL = b"A"
 STATUS_BUSY = b"B"
 STATUS_USED = b"U"
-ENV_SERVICE_ENDPOINT = "PYMASTER_SERVICE_ENDPOINT"
 ENV_NOTICE_UNPRIV = "PYMASTER_UNPRIV_NOTICE"
 ENV_LISTEN_FDS = "PYMASTER_LISTEN_FDS"
 
@@ -211,6 +211,7 @@ class Service:
     uses: int = 0
     busy: bool = False
     stopping: bool = False
+    used_reported: bool = False
     _after: list = field(default_factory=list)
 
     @classmethod
@@ -395,7 +396,7 @@ class Service:
             except OSError:
                 pass
 
-    # -- brokered request loop ---------------------------------------------
+    # -- request services ----------------------------------------------------
     def after_reply(self, fn: Callable[[], None]) -> None:
         """after_reply - run FN once the reply in hand has been sent.
 
@@ -413,63 +414,74 @@ class Service:
             except Exception as e:
                 log.warning(f"{self.name}: after reply: {type(e).__name__}: {e}")
 
-    def worker(self) -> ipc.Worker:
-        """worker - a connection to this service's backend at the master."""
-        ep = os.environ.get(ENV_SERVICE_ENDPOINT) or ipc.worker_endpoint("private", self.name)
-        return ipc.Worker(ep)
+    def serve_requests(self, handler: Handler, many: bool = False) -> None:
+        """serve_requests - answer the requests of the leases taken on
+        descriptor 3 until max_use, max_idle, reload or stop.
 
-    def serve_requests(self, handler: Handler, credits: int = 1) -> None:
-        """serve_requests - answer brokered requests until max_use, max_idle or reload."""
-        worker = self.worker()
+        MANY: leases of many clients at once (Postfix's multi-threaded
+        servers: anvil, proxymap, trivial-rewrite, verify, pickup); else one
+        at a time, and the master hears busy while one is held."""
         max_use = self.cfg.int("max_use")
         max_idle = self.cfg.time("max_idle")
+        server = ipc.Server(self.listen_socket(), many, max_use)
         poller = ipc.Poller()
-        poller.register(worker)
+        poller.register(server)
         poller.register(ALIVE_FD)
-        counter = UseCounter(max_use)
+        available = True
+        self.report(True)
+        try:
+            idle_since = time.monotonic()
+            while not server.finished(time.monotonic()):
+                due = server.retire_idle(time.monotonic())
+                wait = self._request_wait(server, idle_since, max_idle, due)
+                ready = poller.poll(wait)
+                if ALIVE_FD in ready and self.master_gone():
+                    server.leave()
+                if server in ready:
+                    self._serve_events(server, handler)
+                now = time.monotonic()
+                if server.held:
+                    idle_since = now
+                elif now - idle_since >= max_idle:
+                    server.leave()
+                if (max_use and server.uses >= max_use) or self.stopping:
+                    server.leave()
+                if server.available() != available:
+                    available = server.available()
+                    self.report(available)
+        except ServiceStop:
+            pass
+        finally:
+            server.close()
 
-        def serve(client: bytes, header: dict, payload: list) -> None:
+    @staticmethod
+    def _request_wait(server: ipc.Server, idle_since: float, max_idle: float,
+                      due: float | None) -> int:
+        """_request_wait - milliseconds the request loop may sleep."""
+        now = time.monotonic()
+        until = idle_since + max_idle
+        if due is not None:
+            until = min(until, due)
+        if server.leaving:
+            until = min(until, now + ipc.LEAVE_GRACE / 5)
+        return max(0, int((until - now) * 1000) + 1)
+
+    def _serve_events(self, server: ipc.Server, handler: Handler) -> None:
+        """_serve_events - serve every request and one-way request that waits."""
+        for token, header, payload in server.events():
             self.busy = True
             try:
                 reply, reply_payload = self._call(handler, header, payload)
-                self.uses = counter.count(client)
-                if max_use and self.uses >= max_use and not self.stopping:
-                    # BYE before the last reply: the reply returns a credit, and
-                    # a client that asks again at once must find another worker.
-                    self.stopping = True
-                    worker.bye()
-                worker.reply(client, reply, reply_payload)
+                if token is not None:
+                    server.reply(token, reply, reply_payload)
+                self.uses = server.uses
                 self._run_after()
             finally:
                 self._after.clear()
                 self.busy = False
-
-        try:
-            worker.ready(credits)
-            idle_since = time.monotonic()
-            while not self.stopping:
-                left = max_idle - (time.monotonic() - idle_since)
-                if left <= 0:
-                    break
-                ready = poller.poll(int(left * 1000) + 1)
-                if ALIVE_FD in ready and self.master_gone():
-                    break
-                if worker not in ready:
-                    continue
-                request = worker.recv_request()
-                if request is None:
-                    break
-                serve(*request)
-                idle_since = time.monotonic()
-                if max_use and self.uses >= max_use:
-                    break
-            # Requests routed to us before the master heard BYE are still served.
-            self.stopping = True
-            worker.leave(serve)
-        except ServiceStop:
-            pass
-        finally:
-            worker.close()
+        if self.uses and not self.used_reported:
+            self.used_reported = True
+            self.report_used()
 
     def _call(self, handler: Handler, header: dict, payload: list) -> tuple[dict, list]:
         try:
@@ -479,36 +491,6 @@ class Service:
         except Exception as e:  # the request fails; the process lives on
             log.warning(f"{self.name}: request failed: {type(e).__name__}: {e}")
             return {"status": "error", "reason": str(e)}, []
-
-
-class UseCounter:
-    """The uses of a brokered worker, counted toward max_use as Postfix counts
-    them: one per incoming client connection (postconf(5) max_use).
-
-    A zeromq client keeps its connection for its whole life (smtpd's pool
-    of cleanup sockets, qmgr's socket per transport), where a Postfix
-    client reconnects per message or after ipc_idle/ipc_ttl. So a
-    connection counts again after every MAX_USE requests over it: a worker
-    serves at most MAX_USE * MAX_USE requests, and a fresh client per
-    request (max_use = 2 in a test) still ends it after MAX_USE requests.
-    docs/architecture.md has the measurements behind this."""
-
-    def __init__(self, max_use: int) -> None:
-        self.max_use = max_use
-        self.uses = 0
-        self._since: dict[bytes, int] = {}   # client -> requests since it last counted
-
-    def count(self, client: bytes) -> int:
-        """count - one request from CLIENT was served; the uses so far."""
-        if not self.max_use:            # no limit: nothing to remember
-            self.uses += 1
-            return self.uses
-        served = self._since.get(client)
-        if served is None or served >= self.max_use:
-            self.uses += 1
-            served = 0
-        self._since[client] = served + 1
-        return self.uses
 
 
 def lookup_account(user: str) -> pwd.struct_passwd:

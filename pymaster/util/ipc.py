@@ -1,56 +1,83 @@
-"""Messages between pymaster programs, over zeromq.
+"""Messages between pymaster programs: leases on the master's sockets,
+requests and replies over zeromq.
 
-Every internal service has two endpoints, both bound by the master:
+The master never carries a message (Postfix's model). For every internal
+service it listens on a unix stream socket, `private/NAME` or `public/NAME`
+as master.cf says, and starts a worker when a connection waits there and no
+worker is available. A worker accepts a connection: that connection is the
+client's lease on that worker. Requests and replies then go straight between
+the two over the worker's own zeromq endpoint, named in the greeting:
 
-  frontend  ipc://QUEUE_DIR/{private|public}/NAME          clients connect here
-  backend   ipc://QUEUE_DIR/{private|public}/.NAME.workers  the service's workers connect here
+  private/NAME                  the master's listening socket (the lease desk)
+  private/.NAME.PID-N           the worker's zeromq ROUTER
 
-The master brokers between them (the load-balancing broker pattern): a worker
-announces how many requests it can take (READY, with a credit count), the
-master hands each client request to a worker that has credit, and the
-worker's reply both goes back to the client and returns one credit. When a
-request waits and no worker has credit, the master knows another worker is
-wanted. See pymaster.master.broker for the master's side.
+On the lease connection:
+  worker -> client   greeting  b"<endpoint> <token> <1|*>\\n": the endpoint's
+                     file name (beside the service's socket), the routing id
+                     the client's zeromq socket takes, and whether the worker
+                     serves this lease alone (1: cleanup, the delivery agents)
+                     or many at once (*: anvil, proxymap, qmgr ...)
+                     BYE b"B": the lease ends; no new request goes on it
+  client -> worker   trigger frames (4-byte big-endian length, JSON header):
+                     one-way requests nobody answers (wake qmgr, wake pickup)
+                     end of file: the client lets the lease go
+A worker that dies closes its end: the client sees end of file at once and
+fails what it had in flight ("lost connection with NAME service").
 
-Every message is [header, *payload]: the header is a JSON object (small,
-attributes), the payload frames are raw bytes (message content; sent
-without copying). Endpoint paths are relative to the queue directory, which
-is every program's working directory, so they work unchanged inside a chroot.
+On zeromq (the client's DEALER, the worker's ROUTER):
+  client -> worker   b"", header, *payload
+  worker -> client   b"", header, *payload
 
-Frames on the wire:
-  client  -> frontend : b"", header, *payload
-  master  -> worker   : b"", client_id, b"", header, *payload
-  worker  -> master   : b"", client_id, b"", header, *payload   (a reply)
-                        b"", b"READY", b"<credits>"
-                        b"", b"BYE"                             (worker leaves)
+Every message is [header, *payload]: the header is a JSON object, the payload
+frames are raw bytes (message content, sent without copying). Paths are
+relative to the queue directory, every program's working directory, so they
+work unchanged inside a chroot.
+
+A client takes leases as Postfix's clients take connections, and waits for a
+busy lease of its own before it takes another (LeaseRule): a Python worker
+costs about 0.1 s of CPU to start, so a lease per waiting request would start
+one per request in a burst (docs/architecture.md, "The data path").
 
 Interface:
-    endpoint(visibility, name) / worker_endpoint(visibility, name)
+    endpoint(visibility, name) / service_endpoint(name)
     pack(header, payload) / unpack(frames)
+    Lease(endpoint): one lease (qmgr's dispatcher drives its own)
+    LeaseRule: when a client takes another lease of a one-at-a-time service
     Client(endpoint).call(header, payload, timeout) -> (header, payload)
-    AsyncClient(endpoint): send / recv for many requests in flight (qmgr)
     AioClient(endpoint, timeout): await request(header, payload), notify(header),
         for an asyncio program (smtpd: cleanup, anvil; postscreen: dnsblog)
     IpcTimeout: the IpcError of a request that got no answer in time
-    Poller(): what one thread waits on (workers, clients, plain descriptors)
-    trigger(endpoint, header): a one-way wakeup; nobody waits for the answer
-    OneWay(endpoint).send(header): the same over a kept socket (a trigger per message)
-    Worker(endpoint, credits): the service side
-    Again: nothing waits (Worker.recv_request(block=False))
+    Poller(): what one thread waits on (servers, leases, plain descriptors)
+    trigger(endpoint, header): a one-way wakeup on a connection of its own
+    OneWay(endpoint).send(header): the same over a kept lease (a trigger per message)
+    Server(listener, many, max_use): the service side
+    Again: nothing waits (Server.recv_request)
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import select
+import socket
+import struct
 import time
-from typing import Iterable, cast
+from dataclasses import dataclass, field
+from typing import Any, Iterable, cast
 
 import orjson
 import zmq
 
-READY = b"READY"
-BYE = b"BYE"
+BYE = b"B"
+ONE, MANY = b"1", b"*"
+LEASE_IDLE = 2.0        # seconds a one-at-a-time lease may sit unused before its worker ends it
+LEAVE_GRACE = 0.5       # seconds a leaving worker still serves requests sent before its BYE
+LEAVE_LIMIT = 5.0       # seconds a leaving worker waits for its clients at most
+BYE_GRACE = 0.2         # seconds a client waits for a reply that raced its worker's exit
+_FRAME = struct.Struct(">I")
+_GREETING_MAX = 256
+_TRIGGER_MAX = 65536
 
 # Built once: json.dumps() with separators builds an encoder per call, and
 # json.loads() of bytes guesses their encoding first; headers are ASCII JSON
@@ -77,6 +104,8 @@ class Again(Exception):
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 def _send(sock: zmq.Socket, frames: list, copy: bool = True) -> None:
@@ -94,14 +123,19 @@ def _recv(sock: zmq.Socket, flags: int = 0) -> list:
     return frames
 
 
+def _readable(sock: zmq.Socket) -> bool:
+    """_readable - a whole message waits on SOCK (its own flags, no poller)."""
+    return bool(cast(int, sock.get(_EVENTS)) & _POLLIN)
+
+
 def endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
     """endpoint - where clients reach service NAME (private/ or public/)."""
-    return "ipc://" + os.path.join(queue_dir, visibility, name)
+    return os.path.join(queue_dir, visibility, name)
 
 
-def worker_endpoint(visibility: str, name: str, queue_dir: str = "") -> str:
-    """worker_endpoint - where the workers of service NAME reach the master."""
-    return "ipc://" + os.path.join(queue_dir, visibility, f".{name}.workers")
+def _path(ep: str) -> str:
+    """_path - the socket path of endpoint EP (an old `ipc://` prefix is dropped)."""
+    return ep[6:] if ep.startswith("ipc://") else ep
 
 
 def pack(header: dict, payload: Iterable[bytes] = ()) -> list:
@@ -131,170 +165,317 @@ def unpack(frames: list) -> tuple[dict, list]:
     return header, list(frames[1:])
 
 
+def trigger_frame(header: dict) -> bytes:
+    """trigger_frame - HEADER as a one-way request on a lease connection."""
+    data = pack(header)[0]
+    return _FRAME.pack(len(data)) + data
+
+
 def context() -> zmq.Context:
     return zmq.Context.instance()
 
 
-def _socket(kind: int, ep: str, identity: bytes | None = None) -> zmq.Socket:
-    sock = context().socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    if identity:
-        sock.setsockopt(zmq.IDENTITY, identity)
-    sock.connect(ep)
-    return sock
+# ---------------------------------------------------------------------------
+# The client side.
+
+def _lost(name: str) -> IpcError:
+    return IpcError(f"lost connection with {name} service")
 
 
-class Client:
-    """A blocking request/reply client of one service.
+class Lease:
+    """The client side of one lease: the connection the worker accepted and,
+    once its greeting has come, a zeromq socket to the worker's endpoint.
 
-    A request that times out closes the socket, so a late answer to it can
-    never be mistaken for the answer to the next request."""
+    Opening never blocks: connect() goes into the master's listen queue, and
+    the greeting arrives when a worker accepts (open_done(), or wait_open()
+    for a blocking client). One request is in flight on a lease at a time.
+    `retiring` (the worker said BYE) and `gone` (end of file) are noticed by
+    check(), which the owner calls when the connection is readable."""
 
-    def __init__(self, ep: str, timeout: float = 100.0) -> None:
-        self.endpoint = ep
-        self.timeout = timeout
-        self.sock: zmq.Socket | None = None
+    def __init__(self, ep: str, ctx: zmq.Context | None = None) -> None:
+        self.path = _path(ep)
+        self.name = os.path.basename(self.path)
+        self.ctx = ctx
+        self.sock = None            # zmq socket, after the greeting
+        self.many = False
+        self.retiring = False
+        self.gone = False
+        self.busy = False           # a request is in flight (kept by the owner)
+        self.last_used = time.monotonic()
+        self._greeting = b""
+        self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.conn.setblocking(False)
+        try:
+            self.conn.connect(self.path)
+        except OSError as e:
+            self.conn.close()
+            raise IpcError(f"connect to {self.path}: {e.strerror or e}") from None
 
-    def call(self, header: dict, payload: Iterable[bytes] = (),
-             timeout: float | None = None) -> tuple[dict, list]:
-        if self.sock is None:
-            self.sock = _socket(zmq.DEALER, self.endpoint)
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    @property
+    def opened(self) -> bool:
+        return self.sock is not None
+
+    def open_done(self) -> bool:
+        """open_done - read the greeting if it has come; True once open.
+        IpcError when the connection ended first."""
+        if self.sock is not None:
+            return True
+        try:
+            data = self.conn.recv(_GREETING_MAX)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            raise IpcError(f"{self.path}: {e.strerror or e}") from None
+        if not data:
+            raise _lost(self.name)
+        self._greeting += data
+        line, nl, rest = self._greeting.partition(b"\n")
+        if not nl:
+            if len(self._greeting) >= _GREETING_MAX:
+                raise IpcError(f"{self.path}: malformed greeting")
+            return False
+        self._establish(line)
+        if BYE in rest:
+            self.retiring = True
+        return True
+
+    def _establish(self, line: bytes) -> None:
+        try:
+            name, token, mode = line.split()
+        except ValueError:
+            raise IpcError(f"{self.path}: malformed greeting") from None
+        ctx = self.ctx if self.ctx is not None else context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, token)
+        where = os.path.join(os.path.dirname(self.path), os.fsdecode(name))
+        sock.connect("ipc://" + where)
+        self.sock = sock
+        self.many = mode == MANY
+
+    def wait_open(self, timeout: float) -> None:
+        """wait_open - block until a worker has accepted (IpcTimeout after TIMEOUT)."""
+        deadline = time.monotonic() + timeout
+        while not self.open_done():
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.conn], [], [], left)[0]:
+                raise IpcTimeout(f"timeout after {timeout:g}s waiting for {self.path}")
+
+    def check(self) -> None:
+        """check - note a BYE or end of file waiting on the connection."""
+        while not self.gone:
+            try:
+                data = self.conn.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.gone = True
+            elif BYE in data:
+                self.retiring = True
+
+    @property
+    def usable(self) -> bool:
+        """usable - open, and neither ended by its worker nor gone."""
+        return self.sock is not None and not self.retiring and not self.gone
+
+    def send(self, header: dict, payload: Iterable[bytes] = ()) -> None:
+        assert self.sock is not None
         _send(self.sock, [b"", *pack(header, payload)], copy=False)
-        wait = self.timeout if timeout is None else timeout
-        if not self.sock.poll(int(wait * 1000)):
-            self.close()
-            raise IpcError(f"timeout after {wait:g}s waiting for {self.endpoint}")
-        frames = _recv(self.sock)
+        self.busy = True
+
+    def has_reply(self) -> bool:
+        return self.sock is not None and _readable(self.sock)
+
+    def recv(self) -> tuple[dict, list]:
+        """recv - the answer that waits (has_reply()); IpcError if malformed."""
+        assert self.sock is not None
+        frames = _recv(self.sock, _NOBLOCK)
+        self.busy = False
+        self.last_used = time.monotonic()
         return unpack(frames[1:])
+
+    def late_reply(self) -> bool:
+        """late_reply - after end of file with a request in flight: whether
+        its answer still arrives (written just before the worker exited)."""
+        return self.sock is not None and bool(self.sock.poll(int(BYE_GRACE * 1000)))
+
+    def trigger(self, header: dict) -> bool:
+        """trigger - HEADER one-way on the connection; False when it would block."""
+        try:
+            self.conn.send(trigger_frame(header), socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.gone = True
+            return False
+        return True
+
+    def poll_keys(self) -> list:
+        fd = self.conn.fileno()         # zmq_poll answers a descriptor, not its object
+        return [fd] if self.sock is None else [fd, self.sock]
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
+        self.conn.close()
 
 
-class AsyncClient:
-    """Many requests in flight to one service; answers matched by header id."""
+@dataclass
+class LeaseRule:
+    """When a client takes another lease on a one-at-a-time service (the
+    rule the master's broker had): the first at once; another while more
+    than BACKLOG requests wait per lease it holds, or when the oldest waiting
+    request has waited SPAWN_DELAY; never while one is still opening. A
+    request never waits long behind a stuck worker (the 30-second smtp test),
+    and a burst does not start a worker per request."""
+    BACKLOG = 4
+    SPAWN_DELAY = 0.1
 
-    def __init__(self, ep: str) -> None:
-        self.endpoint = ep
-        self.sock = _socket(zmq.DEALER, ep)
+    def wants(self, held: int, opening: int, waiting: int, oldest: float,
+              now: float, many: bool) -> bool:
+        if not waiting or opening:
+            return False
+        if many or not held:
+            return True
+        return waiting > self.BACKLOG * held or now - oldest >= self.SPAWN_DELAY
 
-    def send(self, header: dict, payload: Iterable[bytes] = ()) -> None:
-        _send(self.sock, [b"", *pack(header, payload)], copy=False)
 
-    def recv(self) -> tuple[dict, list]:
-        frames = _recv(self.sock)
-        return unpack(frames[1:])
+class Client:
+    """A blocking request/reply client of one service, over one kept lease.
+
+    A request that times out closes the lease, so a late answer to it can
+    never be mistaken for the answer to the next request."""
+
+    def __init__(self, ep: str, timeout: float = 100.0) -> None:
+        self.endpoint = _path(ep)
+        self.timeout = timeout
+        self.lease: Lease | None = None
+
+    def _lease(self, deadline: float) -> Lease:
+        lease = self.lease
+        if lease is not None:
+            lease.check()
+            if lease.usable:
+                return lease
+            self.close()
+        lease = self.lease = Lease(self.endpoint)
+        lease.wait_open(max(0.0, deadline - time.monotonic()))
+        return lease
+
+    def call(self, header: dict, payload: Iterable[bytes] = (),
+             timeout: float | None = None) -> tuple[dict, list]:
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        try:
+            lease = self._lease(deadline)
+            lease.send(header, payload)
+            return self._answer(lease, deadline, wait)
+        except IpcError:
+            self.close()
+            raise
+
+    def _answer(self, lease: Lease, deadline: float, wait: float) -> tuple[dict, list]:
+        poller = zmq.Poller()
+        poller.register(lease.sock, zmq.POLLIN)
+        poller.register(lease.conn, zmq.POLLIN)
+        while not lease.has_reply():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise IpcTimeout(f"timeout after {wait:g}s waiting for {self.endpoint}")
+            poller.poll(int(left * 1000) + 1)
+            lease.check()
+            if lease.gone and not lease.has_reply() and not lease.late_reply():
+                raise _lost(lease.name)
+        return lease.recv()
 
     def close(self) -> None:
-        self.sock.close(0)
+        if self.lease is not None:
+            self.lease.close()
+            self.lease = None
 
 
 def trigger(ep: str, header: dict | None = None) -> None:
-    """trigger - send a one-way request (wake qmgr, wake pickup).
-
-    A context of its own, terminated before returning: send() only queues
-    the message for zeromq's I/O thread, and a command that exits right
-    after (sendmail, postsuper) would otherwise take the unsent trigger
-    with it. term() waits until it is written, or the linger time ends."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.SNDTIMEO, 1000)
-    sock.setsockopt(zmq.LINGER, 1000)
+    """trigger - a one-way request (wake qmgr, wake pickup) on a connection
+    of its own, written before the master's listen queue hands it to a
+    worker: the sender never waits for one, and the request is not lost when
+    the sender exits at once (sendmail, postsuper). Dropped when nobody
+    listens or the listen queue is full, as Postfix's triggers are."""
+    path = _path(ep)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        sock.connect(ep)
-        sock.send_multipart([b"", *pack(header or {"op": "wakeup"})])
-    except zmq.ZMQError:
+        sock.connect(path)
+        sock.send(trigger_frame(header or {"op": "wakeup"}), socket.MSG_NOSIGNAL)
+    except OSError:
         pass
     finally:
         sock.close()
-        ctx.term()
 
 
 class OneWay:
-    """One-way requests to one service over a socket kept for the process's
-    life: trigger() connects anew each time, which costs the sender and the
-    master more than the request itself when it happens per message
-    (cleanup's qmgr wakeup, smtpd's anvil disconnect).
-
-    The service answers anyway (the answer returns its worker's credit); the
-    answers gather here and are dropped at the next send. A request that
-    cannot be queued without waiting is dropped: only requests whose loss
-    is harmless (a wakeup; qmgr also scans on its own) belong here, unless
-    the caller checks send()'s result. close(wait) waits up to WAIT seconds
-    for the answers still due, so no request is lost when the process ends."""
+    """One-way requests to one service over a lease kept for the process's
+    life: trigger() connects anew each time, which costs more than the
+    request itself when it happens per message (cleanup's qmgr wakeup,
+    smtpd's anvil disconnect). The frames go on the lease connection, so
+    they wait in the kernel until a worker has accepted; none is answered.
+    A request that cannot be written without waiting is dropped: only
+    requests whose loss is harmless (a wakeup; qmgr also scans on its own)
+    belong here, unless the caller checks send()'s result."""
 
     def __init__(self, ep: str) -> None:
-        self.endpoint = ep
-        self.sock: zmq.Socket | None = None
-        self.unanswered = 0
+        self.endpoint = _path(ep)
+        self.lease: Lease | None = None
 
     def send(self, header: dict) -> bool:
-        """send - queue HEADER for the service; False when it had to be dropped."""
-        if self.sock is None:
-            self.sock = _socket(zmq.DEALER, self.endpoint)
-        self._drain(0)
-        try:
-            self.sock.send_multipart([b"", *pack(header)], zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        self.unanswered += 1
-        return True
-
-    def _drain(self, wait: float) -> None:
-        assert self.sock is not None  # send() opened it, close() checks
-        deadline = time.monotonic() + wait
-        while True:
-            left = deadline - time.monotonic() if self.unanswered else 0
-            if left <= 0:
-                # No wait: the socket's own flags, without a poller per send.
-                if not cast(int, self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
-                    return
-            elif not self.sock.poll(int(left * 1000), zmq.POLLIN):
-                return
-            self.sock.recv_multipart(zmq.NOBLOCK)
-            self.unanswered = max(0, self.unanswered - 1)
+        """send - HEADER to the service; False when it had to be dropped."""
+        lease = self.lease
+        if lease is not None:
+            lease.check()
+            if lease.gone or lease.retiring:
+                self.close()
+                lease = None
+        if lease is None:
+            try:
+                lease = self.lease = Lease(self.endpoint)
+            except IpcError:
+                return False
+        return lease.trigger(header)
 
     def close(self, wait: float = 0.0) -> None:
-        if self.sock is None:
-            return
-        try:
-            self._drain(wait)
-        except zmq.ZMQError:
-            pass
-        self.sock.close(0)
-        self.sock = None
+        """close - let the lease go; what was written stays for the worker."""
+        if self.lease is not None:
+            self.lease.close()
+            self.lease = None
 
 
 class AioClient:
-    """Requests to one service from an asyncio program (smtpd's cleanup and anvil).
+    """Requests to one service from an asyncio program (smtpd's cleanup and
+    anvil, postscreen's dnsblog).
 
-    One socket per request in flight, kept in a pool: the answer on a socket
-    belongs to the one request sent on it, and a socket whose request timed
-    out is closed, never reused, so a late answer is never taken for the
-    answer to another request. The pool keeps every socket it made (at most
-    the requests ever in flight at once): a new connection per request would
-    count as a new use toward the service's max_use (service.UseCounter).
-    One-way requests (notify) go over an OneWay socket, without a wait or a
-    wakeup of the event loop."""
-
-    ONEWAY_CLOSE_WAIT = 1.0     # seconds close() waits for one-way requests to arrive
+    A pool of leases, one request in flight on each: the answer on a lease
+    belongs to the one request sent on it, and a lease whose request timed
+    out is closed, never reused. A request waits for a busy lease of the pool
+    rather than take a new one, as LeaseRule says. One-way requests (notify)
+    go over an OneWay lease, without a wait or a wakeup of the event loop."""
 
     def __init__(self, ep: str, timeout: float) -> None:
-        self.endpoint = ep
+        self.endpoint = _path(ep)
+        self.name = os.path.basename(self.endpoint)
         self.timeout = timeout
         self.context = _aio_context()
-        self._idle: list = []
-        self._oneway = OneWay(ep)
-
-    def _socket(self):
-        if self._idle:
-            return self._idle.pop()
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
-        return sock
+        self.rule = LeaseRule()
+        self.many = False
+        self._idle: list[Lease] = []
+        self._held = 0              # leases open or opening, idle or not
+        self._opening = 0
+        self._waiters: list = []    # (future, arrival) of requests without a lease
+        self._oneway = OneWay(self.endpoint)
 
     async def request(self, header: dict, payload: Iterable[bytes] = (),
                       timeout: float | None = None) -> dict:
@@ -303,41 +484,179 @@ class AioClient:
         client's); IpcError on a transport error or a malformed answer."""
         import asyncio  # loaded already: the caller runs in its event loop
         wait = self.timeout if timeout is None else timeout
-        sock = self._socket()
+        try:
+            async with asyncio.timeout(wait):
+                lease = await self._take()
+                return await self._exchange(lease, header, payload)
+        except TimeoutError:
+            raise IpcTimeout(f"timeout after {wait:g}s waiting for {self.endpoint}") from None
+
+    async def _exchange(self, lease: Lease, header: dict, payload: Iterable[bytes]) -> dict:
+        sock: Any = lease.sock       # a zmq.asyncio socket: its calls return futures
+        ok = False
         try:
             await sock.send_multipart([b"", *pack(header, payload)], copy=False)
-            # One receive under a deadline: a poll() first would build a
-            # zmq poller and a future of its own for every request.
-            async with asyncio.timeout(wait):
-                frames = await sock.recv_multipart()
+            lease.busy = True
+            frames = await self._reply(lease)
             reply, _ = unpack(frames[1:])
-        except TimeoutError:
-            sock.close(0)
-            raise IpcTimeout(f"timeout after {wait:g}s waiting for {self.endpoint}") from None
-        except (zmq.ZMQError, IpcError) as e:
-            sock.close(0)
-            raise IpcError(str(e)) from None
-        except BaseException:
-            sock.close(0)
-            raise
-        self._idle.append(sock)
-        return reply
-
-    def notify(self, header: dict) -> None:
-        """notify - a request nobody waits for; IpcError when it cannot be queued."""
-        try:
-            sent = self._oneway.send(header)
+            ok = True
+            return reply
         except zmq.ZMQError as e:
             raise IpcError(str(e)) from None
-        if not sent:
-            raise IpcError(f"{self.endpoint}: queue full")
+        finally:
+            lease.busy = False
+            self._give_back(lease, ok)
+
+    async def _reply(self, lease: Lease) -> list:
+        """_reply - the answer on LEASE, or IpcError when its worker dies first."""
+        import asyncio
+        sock: Any = lease.sock
+        lost = asyncio.get_running_loop().create_future()
+        watch = _LeaseWatch(lease, lost)
+        received = sock.recv_multipart()
+        try:
+            done, _ = await asyncio.wait((received, lost),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if received in done:
+                return received.result()
+            if await _late(sock):
+                return await received
+            raise _lost(self.name)
+        finally:
+            watch.stop()
+            if not received.done():
+                received.cancel()
+
+    async def _take(self) -> Lease:
+        """_take - an idle lease, a new one, or the first to come back."""
+        import asyncio
+        while self._idle:
+            lease = self._idle.pop()
+            lease.check()
+            if lease.usable:
+                return lease
+            self._drop(lease)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append((waiter, time.monotonic()))
+        try:
+            self._maybe_open()
+            if not waiter.done() and self._waiters:
+                loop.call_later(self.rule.SPAWN_DELAY + 0.005, self._maybe_open)
+            return await waiter
+        except BaseException:
+            # Timed out just as a lease came: it goes back, not astray.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._give_back(waiter.result(), True)
+            raise
+        finally:
+            self._waiters = [w for w in self._waiters if w[0] is not waiter]
+
+    def _maybe_open(self) -> None:
+        import asyncio
+        waiting = [w for w in self._waiters if not w[0].done()]
+        if not waiting:
+            return
+        if not self.rule.wants(self._held, self._opening, len(waiting), waiting[0][1],
+                               time.monotonic(), self.many):
+            return
+        self._opening += 1
+        self._held += 1
+        asyncio.get_running_loop().create_task(self._open())
+
+    async def _open(self) -> None:
+        import asyncio
+        loop = asyncio.get_running_loop()
+        lease = None
+        try:
+            lease = Lease(self.endpoint, self.context)
+            while not lease.open_done():
+                ready = loop.create_future()
+                loop.add_reader(lease.conn, _set_result, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(lease.conn)
+            self.many = lease.many
+        except IpcError as e:
+            if lease is not None:
+                lease.close()
+            self._opening -= 1
+            self._held -= 1
+            self._fail_waiters(e)
+            return
+        self._opening -= 1
+        self._give_back(lease, True)
+        self._maybe_open()
+
+    def _fail_waiters(self, error: IpcError) -> None:
+        """_fail_waiters - no lease could be had: the waiters that no
+        lease of ours will serve learn why now, not at their timeout."""
+        if self._held:
+            return
+        for waiter, _ in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(IpcError(str(error)))
+
+    def _give_back(self, lease: Lease, ok: bool) -> None:
+        """_give_back - LEASE to the first waiter, or to the pool; a lease
+        that failed or that its worker ended is closed."""
+        lease.check()
+        if not ok or not lease.usable:
+            self._drop(lease)
+            self._maybe_open()
+            return
+        for waiter, _ in self._waiters:
+            if not waiter.done():
+                waiter.set_result(lease)
+                return
+        self._idle.append(lease)
+
+    def _drop(self, lease: Lease) -> None:
+        lease.close()
+        self._held -= 1
+
+    def notify(self, header: dict) -> None:
+        """notify - a request nobody waits for; IpcError when it cannot be written."""
+        if not self._oneway.send(header):
+            raise IpcError(f"{self.endpoint}: cannot send")
 
     def close(self) -> None:
-        """close - drop the pool; wait briefly until the one-way requests are out."""
-        for sock in self._idle:
-            sock.close(0)
+        """close - let every lease go; one-way requests written stay for the worker."""
+        for lease in self._idle:
+            lease.close()
         self._idle.clear()
-        self._oneway.close(self.ONEWAY_CLOSE_WAIT)
+        self._held = 0
+        self._oneway.close()
+
+
+def _set_result(future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _LeaseWatch:
+    """Resolves LOST when the lease's connection says the worker is gone."""
+
+    def __init__(self, lease: Lease, lost) -> None:
+        import asyncio
+        self.lease, self.lost = lease, lost
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(lease.conn, self._readable)
+
+    def _readable(self) -> None:
+        self.lease.check()
+        if self.lease.gone:
+            self.stop()
+            _set_result(self.lost)
+
+    def stop(self) -> None:
+        self.loop.remove_reader(self.lease.conn)
+
+
+async def _late(sock) -> bool:
+    """_late - whether an answer written just before its worker died arrives."""
+    return bool(await sock.poll(int(BYE_GRACE * 1000)))
 
 
 def load_asyncio() -> None:
@@ -353,103 +672,305 @@ def _aio_context():
 
 
 class Poller:
-    """What one thread waits on: ipc sockets (a Worker, an AsyncClient) and
-    plain descriptors (the master-alive pipe). poll() answers the registered
-    objects themselves, so callers never see a zeromq socket."""
+    """What one thread waits on: servers, leases and plain descriptors.
+    poll() answers the registered objects themselves, so callers never see
+    a zeromq socket. An object answers its descriptors and sockets through
+    poll_keys(), asked at every poll (a lease gains its zeromq socket once
+    it is open, a server its connections)."""
 
     def __init__(self) -> None:
-        self._poller = zmq.Poller()
-        self._owner: dict = {}      # zmq socket or descriptor -> registered object
+        self._items: dict = {}      # registered object -> None (ordered)
 
     def register(self, item) -> None:
         """register - wait for ITEM to be readable: an int descriptor, or an
-        object with a `sock` (Worker, AsyncClient)."""
-        key = item if isinstance(item, int) else item.sock
-        self._owner[key] = item
-        self._poller.register(key, zmq.POLLIN)
+        object with poll_keys() (Server, Lease)."""
+        self._items[item] = None
 
     def unregister(self, item) -> None:
-        key = item if isinstance(item, int) else item.sock
-        if self._owner.pop(key, None) is not None:
-            self._poller.unregister(key)
+        self._items.pop(item, None)
 
-    def poll(self, timeout_ms: int) -> list:
+    def poll(self, timeout_ms: int | None) -> list:
         """poll - the registered objects that are readable, waiting up to
         TIMEOUT_MS milliseconds (None: without a limit)."""
-        owner = self._owner
-        return [owner[key] for key, _ in self._poller.poll(timeout_ms)]
+        owner: dict = {}
+        keys = []
+        for item in self._items:
+            for key in ((item,) if isinstance(item, int) else item.poll_keys()):
+                owner[key] = item
+                keys.append((key, _POLLIN))
+        ready = zmq.zmq_poll(keys, -1 if timeout_ms is None else timeout_ms)
+        seen: dict = {}
+        for key, _ in ready:
+            seen[owner[key]] = None
+        return list(seen)
 
 
-class Worker:
-    """The service side of a brokered endpoint.
+# ---------------------------------------------------------------------------
+# The service side.
 
-    The worker's zeromq identity is its pid, so the master can forget the
-    credits of a worker that died without saying BYE.
+_instances = itertools.count()
 
-    Leaving is a handshake: `bye()` tells the master to stop routing
-    requests here, and the master answers BYE. Requests routed before the
-    answer still arrive before it, so `leave()` serves them, then returns."""
 
-    def __init__(self, ep: str) -> None:
-        self.endpoint = ep
-        self.sock = _socket(zmq.DEALER, ep, identity=str(os.getpid()).encode())
-        self.released = False       # the master has answered our BYE
+@dataclass(eq=False)
+class _Held:
+    """A lease as its worker sees it."""
+    conn: socket.socket
+    token: bytes
+    last: float                 # monotonic time of its last request
+    retired: bool = False
+    buffer: bytes = b""
 
-    def ready(self, credits: int = 1) -> None:
-        _send(self.sock, [b"", READY, str(credits).encode()])
 
-    def recv_request(self, block: bool = True) -> tuple[bytes, dict, list] | None:
-        """recv_request - the next request, or None for the master's BYE answer;
-        without BLOCK, Again when nothing waits."""
+@dataclass(eq=False)
+class _Uses:
+    """The uses of a worker toward max_use, as Postfix counts them: one per
+    lease (a client's connection), and again every MAX_USE requests on one
+    lease, since our clients keep a lease while work flows where Postfix's
+    reconnect per message (docs/architecture.md, "max_use")."""
+    max_use: int
+    uses: int = 0
+    since: dict = field(default_factory=dict)
+
+    def lease(self, token: bytes) -> None:
+        self.uses += 1
+        self.since[token] = 0
+
+    def request(self, token: bytes) -> None:
+        served = self.since.get(token, 0) + 1
+        if self.max_use and served > self.max_use:
+            self.uses += 1
+            served = 1
+        self.since[token] = served
+
+
+class Server:
+    """The service side of a lease desk: accepts leases on LISTENER (the
+    master's socket, descriptor 3), answers requests on its own zeromq
+    endpoint beside it, reads one-way requests from the lease connections.
+
+    One-at-a-time (MANY false): it takes no new lease while it holds one,
+    and ends a lease left unused for LEASE_IDLE, so that a client's idle
+    lease does not keep others waiting. leave() ends every lease with BYE
+    and takes no more; finished() says when the clients have let go (or
+    LEAVE_GRACE has passed without a request since)."""
+
+    def __init__(self, listener: socket.socket, many: bool = False, max_use: int = 0) -> None:
+        self.listener = listener
+        listener.setblocking(False)
+        where = listener.getsockname()
+        where = os.fsdecode(where) if isinstance(where, bytes) else str(where)
+        base = os.path.basename(where)
+        self.name = base
+        self.many = many
+        self.file = f".{base}.{os.getpid()}-{next(_instances)}"
+        self.path = os.path.join(os.path.dirname(where), self.file)
+        self.router = context().socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 1000)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.bind("ipc://" + self.path)
         try:
-            frames = _recv(self.sock, 0 if block else _NOBLOCK)
-        except zmq.Again:
-            raise Again() from None
-        if len(frames) == 2 and frames[1] == BYE:
-            self.released = True
-            return None
-        if len(frames) < 4:
-            raise IpcError("short request from master")
-        header, payload = unpack(frames[3:])
-        return frames[1], header, payload
-
-    def recv(self) -> tuple[bytes, dict, list]:
-        """recv - (client_id, header, payload) of the next request."""
-        while True:
-            request = self.recv_request()
-            if request is not None:
-                return request
-
-    def reply(self, client_id: bytes, header: dict, payload: Iterable[bytes] = ()) -> None:
-        _send(self.sock, [b"", client_id, b"", *pack(header, payload)], copy=False)
-
-    def bye(self) -> None:
-        try:
-            self.sock.send_multipart([b"", BYE], flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
+            os.chmod(self.path, 0o666)      # the directory, not the socket, guards access
+        except OSError:
             pass
+        self.epoll = select.epoll()
+        self.held: dict[int, _Held] = {}
+        self.by_token: dict[bytes, _Held] = {}
+        self.counter = _Uses(max_use)
+        self.leaving = 0.0          # monotonic time of leave(), 0 while serving
+        self.last_request = 0.0
+        self._tokens = itertools.count(1)
+        self._accepting = False
+        self._triggers: list[dict] = []
+        self._update_accepting()
 
-    def leave(self, handle=None, timeout: float = 2.0) -> None:
-        """leave - say BYE, serve what was already routed here, until the answer.
+    # -- state ---------------------------------------------------------------
+    @property
+    def uses(self) -> int:
+        return self.counter.uses
 
-        HANDLE(client_id, header, payload) serves a late request; without one
-        a late request is answered with a deferral, never silently dropped.
-        TIMEOUT bounds the wait when the master has gone."""
-        self.bye()
-        while not self.released and self.sock.poll(int(timeout * 1000)):
-            try:
-                request = self.recv_request(block=False)
-            except (Again, IpcError):
-                continue
-            if request is None:
-                break
-            if handle is not None:
-                handle(*request)
+    @property
+    def active(self) -> int:
+        """active - leases held and not ended by us."""
+        return sum(1 for h in self.held.values() if not h.retired)
+
+    def available(self) -> bool:
+        """available - another lease would be taken now."""
+        return not self.leaving and (self.many or not self.active)
+
+    def _update_accepting(self) -> None:
+        want = self.available()
+        if want != self._accepting:
+            if want:
+                self.epoll.register(self.listener.fileno(), select.EPOLLIN)
             else:
-                self.reply(request[0], {"status": "defer", "reason": "service is stopping"})
+                self.epoll.unregister(self.listener.fileno())
+            self._accepting = want
+
+    def poll_keys(self) -> list:
+        return [self.epoll.fileno(), self.router]
+
+    # -- leases ----------------------------------------------------------------
+    def events(self) -> list[tuple[bytes | None, dict, list]]:
+        """events - accept what waits, read the lease connections, and return
+        the requests that wait: (token, header, payload), token None for a
+        one-way request (no reply)."""
+        for fd, _ in self.epoll.poll(0):
+            if fd == self.listener.fileno():
+                self._accept()
+            else:
+                held = self.held.get(fd)
+                if held is not None:
+                    self._read(held)
+        out: list = [(None, h, []) for h in self._triggers]
+        self._triggers.clear()
+        while True:
+            try:
+                out.append(self.recv_request())
+            except Again:
+                return out
+            except IpcError:
+                continue
+
+    def _accept(self) -> None:
+        while self.available():
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return      # another worker took it
+            token = str(next(self._tokens)).encode()
+            held = _Held(conn, token, time.monotonic())
+            mode = MANY if self.many else ONE
+            conn.setblocking(False)
+            try:
+                conn.send(self.file.encode() + b" " + token + b" " + mode + b"\n",
+                          socket.MSG_NOSIGNAL)
+            except OSError:
+                pass    # a trigger's sender has gone already: its request is read below
+            self.held[conn.fileno()] = held
+            self.by_token[token] = held
+            self.epoll.register(conn.fileno(), select.EPOLLIN)
+            self.counter.lease(token)
+            self._update_accepting()
+            self._read(held)
+
+    def _read(self, held: _Held) -> None:
+        """_read - one-way requests on HELD's connection, or its end."""
+        try:
+            data = held.conn.recv(_TRIGGER_MAX)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._release(held)
+            return
+        held.buffer += data
+        while len(held.buffer) >= 4:
+            size = _FRAME.unpack_from(held.buffer)[0]
+            if size > _TRIGGER_MAX:
+                self._release(held)
+                return
+            if len(held.buffer) < 4 + size:
+                break
+            frame, held.buffer = held.buffer[4:4 + size], held.buffer[4 + size:]
+            try:
+                self._triggers.append(unpack([frame])[0])
+            except IpcError:
+                continue
+            held.last = time.monotonic()
+
+    def _release(self, held: _Held) -> None:
+        """_release - the client let the lease go (or died)."""
+        fd = held.conn.fileno()
+        self.held.pop(fd, None)
+        self.by_token.pop(held.token, None)
+        self.counter.since.pop(held.token, None)
+        try:
+            self.epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        held.conn.close()
+        self._update_accepting()
+
+    def _retire(self, held: _Held) -> None:
+        """_retire - end HELD with BYE; its requests sent before it are still served."""
+        if held.retired:
+            return
+        held.retired = True
+        try:
+            held.conn.send(BYE, socket.MSG_NOSIGNAL)
+        except OSError:
+            self._release(held)
+            return
+        self._update_accepting()
+
+    def retire_idle(self, now: float) -> float | None:
+        """retire_idle - end one-at-a-time leases unused for LEASE_IDLE;
+        when the next may be due (monotonic), None when none is held."""
+        if self.many:
+            return None
+        due = None
+        for held in list(self.held.values()):
+            if held.retired:
+                continue
+            at = held.last + LEASE_IDLE
+            if at <= now:
+                self._retire(held)
+            else:
+                due = at if due is None else min(due, at)
+        return due
+
+    def leave(self) -> None:
+        """leave - end every lease and take no more (max_use, max_idle, reload, stop)."""
+        if not self.leaving:
+            self.leaving = time.monotonic()
+        for held in list(self.held.values()):
+            self._retire(held)
+        self._update_accepting()
+
+    def finished(self, now: float) -> bool:
+        """finished - after leave(): every client has let go, or none has
+        sent a request for LEAVE_GRACE (a blocking client reads our BYE only
+        at its next call), or LEAVE_LIMIT has passed."""
+        if not self.leaving:
+            return False
+        if not self.held:
+            return True
+        quiet = now - max(self.leaving, self.last_request)
+        return quiet >= LEAVE_GRACE or now - self.leaving >= LEAVE_LIMIT
+
+    # -- requests -------------------------------------------------------------
+    def recv_request(self) -> tuple[bytes, dict, list]:
+        """recv_request - (token, header, payload) of the next request; Again
+        when none waits; IpcError for a malformed one."""
+        if not _readable(self.router):
+            raise Again()
+        frames = _recv(self.router, _NOBLOCK)
+        token = frames[0]
+        now = time.monotonic()
+        self.last_request = now
+        held = self.by_token.get(token)
+        if held is not None:
+            held.last = now
+        self.counter.request(token)
+        if len(frames) < 3:
+            raise IpcError("short request")
+        header, payload = unpack(frames[2:])
+        return token, header, payload
+
+    def reply(self, token: bytes, header: dict, payload: Iterable[bytes] = ()) -> None:
+        _send(self.router, [token, b"", *pack(header, payload)], copy=False)
 
     def close(self) -> None:
-        self.sock.close(100)
+        for held in list(self.held.values()):
+            held.conn.close()
+        self.held.clear()
+        self.epoll.close()
+        self.router.close(1000)     # replies already written still reach their clients
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def service_endpoint(name: str, queue_dir: str = "") -> str:
@@ -462,3 +983,4 @@ def service_endpoint(name: str, queue_dir: str = "") -> str:
         if os.path.exists(os.path.join(queue_dir, visibility, name)):
             return endpoint(visibility, name, queue_dir)
     return endpoint("public", name, queue_dir)
+

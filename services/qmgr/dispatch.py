@@ -1,18 +1,27 @@
 """qmgr's requests to other services: delivery agents and the bounce service.
 
-Each request travels on its own ipc.AsyncClient connection, taken from a
-pool per service, so the answer that comes back on a connection belongs to
-the one request in flight on it, whatever order agents finish in. A request
-not answered within the timeout (an agent that died mid-request) is given
-up: its connection is closed, so a late answer can never be mistaken for
-another's, and the caller is told with header None.
+qmgr holds leases on the agents' workers (pymaster.util.ipc), a pool per
+service, as Postfix's qmgr holds connections to them: one request in flight
+on each, so the answer that comes back on a lease belongs to the one request
+sent on it, whatever order agents finish in. A request waits for a lease of
+its service's pool to come back rather than take another, as ipc.LeaseRule
+says: a busy agent usually answers within milliseconds, and a new lease on a
+one-at-a-time service may start a process (0.1 s of CPU). A request that
+waits longer than LeaseRule.SPAWN_DELAY gets a lease of its own, so nothing
+waits long behind an agent stuck on a slow peer.
+
+A request not answered within the timeout (an agent that died mid-request
+without closing, or one stuck) is given up: its lease is closed, so a late
+answer can never be mistaken for another's, and the caller is told with
+header None. An agent that dies closes its lease: the request in flight on
+it fails at once ("lost connection with SERVICE service").
 
 Interface:
     Dispatcher(poller, timeout)
     .available(service) -> bool          the master listens for SERVICE
     .send(service, header, on_reply)     on_reply(header | None, reason)
-    .owns(item) / .receive(client)       for the event loop (items the poller answered)
-    .expire(now)                         time out overdue requests
+    .owns(item) / .receive(lease)        for the event loop (items the poller answered)
+    .expire(now)                         time out overdue requests, open stalled leases
     .next_deadline() -> float | None
     .in_flight -> int
 """
@@ -21,7 +30,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable
 
 from pymaster.util import ipc, log
@@ -30,25 +40,41 @@ OnReply = Callable[[dict | None, str], None]
 
 
 @dataclass
-class Pending:
-    service: str
-    client: ipc.AsyncClient
-    deadline: float
+class Request:
+    header: dict
     on_reply: OnReply
+    arrival: float              # monotonic
+    deadline: float             # monotonic
+
+
+@dataclass(eq=False)
+class Pool:
+    """The leases qmgr holds on one service's workers."""
+    service: str
+    idle: list[ipc.Lease] = field(default_factory=list)
+    opening: set[ipc.Lease] = field(default_factory=set)
+    busy: dict[ipc.Lease, Request] = field(default_factory=dict)
+    waiting: deque[Request] = field(default_factory=deque)
+    many: bool = False
+
+    @property
+    def held(self) -> int:
+        return len(self.idle) + len(self.opening) + len(self.busy)
 
 
 class Dispatcher:
-    """Request connections per service, with timeouts."""
+    """Leases per service, requests waiting for them, with timeouts."""
 
     def __init__(self, poller: ipc.Poller, timeout: float) -> None:
         self.poller = poller
         self.timeout = timeout
-        self.idle: dict[str, list[ipc.AsyncClient]] = {}
-        self.pending: dict[ipc.AsyncClient, Pending] = {}
+        self.rule = ipc.LeaseRule()
+        self.pools: dict[str, Pool] = {}
+        self.owner: dict[ipc.Lease, Pool] = {}
 
     @property
     def in_flight(self) -> int:
-        return len(self.pending)
+        return sum(len(p.busy) + len(p.waiting) for p in self.pools.values())
 
     def available(self, service: str) -> bool:
         """available - whether the master has an endpoint for SERVICE."""
@@ -56,58 +82,151 @@ class Dispatcher:
 
     def send(self, service: str, header: dict, on_reply: OnReply) -> None:
         """send - HEADER to private/SERVICE; ON_REPLY gets the answer later."""
-        pool = self.idle.setdefault(service, [])
-        if pool:
-            client = pool.pop()
-        else:
-            client = ipc.AsyncClient(ipc.endpoint("private", service))
-            self.poller.register(client)
-        client.send(header)
-        self.pending[client] = Pending(service, client, time.monotonic() + self.timeout,
-                                            on_reply)
+        pool = self.pools.get(service)
+        if pool is None:
+            pool = self.pools[service] = Pool(service)
+        now = time.monotonic()
+        pool.waiting.append(Request(header, on_reply, now, now + self.timeout))
+        self._pump(pool, now)
+
+    def _pump(self, pool: Pool, now: float) -> None:
+        """_pump - waiting requests onto idle leases; another lease if the rule says so."""
+        while pool.waiting and pool.idle:
+            lease = pool.idle.pop()
+            lease.check()
+            if not lease.usable:
+                self._drop(pool, lease)
+                continue
+            self._start(pool, lease, pool.waiting.popleft())
+        if pool.waiting and self.rule.wants(pool.held, len(pool.opening), len(pool.waiting),
+                                            pool.waiting[0].arrival, now, pool.many):
+            self._open(pool)
+
+    def _start(self, pool: Pool, lease: ipc.Lease, request: Request) -> None:
+        try:
+            lease.send(request.header)
+        except Exception as e:      # the transport refuses: the lease is no good
+            self._drop(pool, lease)
+            request.on_reply(None, f"lost connection with {pool.service} service: {e}")
+            return
+        pool.busy[lease] = request
+
+    def _open(self, pool: Pool) -> None:
+        try:
+            lease = ipc.Lease(os.path.join("private", pool.service))
+        except ipc.IpcError as e:
+            if not pool.held:
+                self._fail_waiting(pool, str(e))
+            return
+        pool.opening.add(lease)
+        self.owner[lease] = pool
+        self.poller.register(lease)
 
     def owns(self, item) -> bool:
-        return item in self.pending
+        return item in self.owner
 
-    def receive(self, client: ipc.AsyncClient) -> None:
-        """receive - hand the answer waiting on CLIENT to its request's callback."""
-        p = self.pending.pop(client)
+    def receive(self, lease: ipc.Lease) -> None:
+        """receive - what the poller saw on LEASE: its greeting, an answer,
+        its worker's BYE or end."""
+        pool = self.owner[lease]
+        if lease in pool.opening:
+            self._opened(pool, lease)
+        else:
+            self._answered(pool, lease)
+        self._pump(pool, time.monotonic())
+
+    def _opened(self, pool: Pool, lease: ipc.Lease) -> None:
         try:
-            header, _ = p.client.recv()
+            if not lease.open_done():
+                return
         except ipc.IpcError as e:
-            self._drop(p)
-            p.on_reply(None, f"bad answer from {p.service} service: {e}")
+            self._drop(pool, lease)
+            if not pool.held:
+                self._fail_waiting(pool, str(e))
             return
-        self.idle[p.service].append(p.client)
-        p.on_reply(header, "")
+        pool.opening.discard(lease)
+        pool.many = lease.many
+        pool.idle.append(lease)
+
+    def _answered(self, pool: Pool, lease: ipc.Lease) -> None:
+        lease.check()
+        request = pool.busy.get(lease)
+        if request is None:
+            if not lease.usable:
+                self._drop(pool, lease)
+            return
+        if not lease.has_reply():
+            if lease.gone and not lease.late_reply():
+                del pool.busy[lease]
+                self._drop(pool, lease)
+                request.on_reply(None, f"lost connection with {pool.service} service")
+            return
+        del pool.busy[lease]
+        try:
+            header, _ = lease.recv()
+        except ipc.IpcError as e:
+            self._drop(pool, lease)
+            request.on_reply(None, f"bad answer from {pool.service} service: {e}")
+            return
+        if lease.usable:
+            pool.idle.append(lease)
+        else:
+            self._drop(pool, lease)
+        request.on_reply(header, "")
 
     def expire(self, now: float | None = None) -> None:
-        """expire - give up on requests past their deadline."""
+        """expire - give up on requests past their deadline; a request that
+        has waited for a lease long enough gets one of its own."""
         now = time.monotonic() if now is None else now
-        overdue = [c for c, p in self.pending.items() if p.deadline <= now]
-        for client in overdue:
-            p = self.pending.pop(client)
-            log.warning(f"timeout after {self.timeout:g}s waiting for "
-                        f"private/{p.service}; request given up")
-            self._drop(p)
-            p.on_reply(None, "unknown mail transport error")
+        for pool in list(self.pools.values()):
+            for lease, request in list(pool.busy.items()):
+                if request.deadline <= now:
+                    del pool.busy[lease]
+                    self._drop(pool, lease)
+                    self._timed_out(pool, request)
+            while pool.waiting and pool.waiting[0].deadline <= now:
+                self._timed_out(pool, pool.waiting.popleft())
+            if pool.waiting:
+                self._pump(pool, now)
+
+    def _timed_out(self, pool: Pool, request: Request) -> None:
+        log.warning(f"timeout after {self.timeout:g}s waiting for "
+                    f"private/{pool.service}; request given up")
+        request.on_reply(None, "unknown mail transport error")
 
     def next_deadline(self) -> float | None:
-        """next_deadline - monotonic time of the earliest timeout, if any."""
-        if not self.pending:
-            return None
-        return min(p.deadline for p in self.pending.values())
+        """next_deadline - monotonic time of the next timeout or lease decision."""
+        due = None
+        now = time.monotonic()
+        for pool in self.pools.values():
+            times = [r.deadline for r in pool.busy.values()]
+            if pool.waiting:
+                times.append(pool.waiting[0].deadline)
+                stalled = pool.waiting[0].arrival + self.rule.SPAWN_DELAY
+                if stalled > now:
+                    times.append(stalled)
+            if times:
+                first = min(times)
+                due = first if due is None else min(due, first)
+        return due
 
-    def _drop(self, p: Pending) -> None:
-        self.poller.unregister(p.client)
-        p.client.close()
+    def _fail_waiting(self, pool: Pool, reason: str) -> None:
+        """_fail_waiting - no lease can be had: the waiting requests learn why now."""
+        while pool.waiting:
+            pool.waiting.popleft().on_reply(None, reason)
+
+    def _drop(self, pool: Pool, lease: ipc.Lease) -> None:
+        pool.opening.discard(lease)
+        if lease in pool.idle:
+            pool.idle.remove(lease)
+        self.owner.pop(lease, None)
+        self.poller.unregister(lease)
+        lease.close()
 
     def close(self) -> None:
-        for p in list(self.pending.values()):
-            self._drop(p)
-        self.pending.clear()
-        for pool in self.idle.values():
-            for client in pool:
-                self.poller.unregister(client)
-                client.close()
-        self.idle.clear()
+        for pool in self.pools.values():
+            for lease in list(pool.idle) + list(pool.opening) + list(pool.busy):
+                self.poller.unregister(lease)
+                lease.close()
+        self.pools.clear()
+        self.owner.clear()

@@ -11,14 +11,15 @@ One QueueManager runs in the single qmgr process. Each turn of its loop:
   3. schedule: send every request the process and concurrency limits allow
   4. wait for triggers, agents' answers, the master's end, or a timeout
 
-Triggers arrive as brokered requests on the worker socket: `{"op":
+Triggers arrive as one-way requests on leases of qmgr's own socket
+(pymaster.util.ipc; qmgr takes many at once, as Postfix's does): `{"op":
 "wakeup"}` (cleanup, the master's timer) starts an incoming scan, `{"op":
 "flush"}` (postqueue -f, sendmail -q) makes every deferred message due now,
 revives dead destinations, and lets the messages that scan finds past
 defer_transports; with "site" or "queue_id" (postqueue -s / -i from a user
 who cannot write the spool) only the matching deferred messages are moved
-to incoming. Every trigger is answered at once; a burst of them
-costs one directory walk. The hold queue is never looked at.
+to incoming. A request that waits for an answer gets one at once; a
+burst of triggers costs one directory walk. The hold queue is never looked at.
 
 A message is finished when no recipient is queued or in flight: deferred
 recipients left move it to deferred/ with its next retry time as mtime (or,
@@ -51,7 +52,6 @@ from services.qmgr.scan import Scan, requeue_active
 from services.qmgr.schedule import Destination, Job, Transport, chunks, destination_key, limits_for
 
 FEED_BATCH = 100            # messages read per loop turn, so answers are not starved
-TRIGGER_CREDITS = 100       # triggers the broker may hand us at once
 MAX_SLEEP = 1.0             # wake at least this often to notice SIGTERM
 UNAVAILABLE = "mail transport unavailable"
 # The service (main.cf name of its name) that sends each kind of notice.
@@ -88,7 +88,7 @@ class QueueManager:
         self.incoming, self.deferred = Scan("incoming"), Scan("deferred")
         self.next_deferred_scan = 0.0
         self.prefer_deferred = False
-        self.worker: ipc.Worker | None = None
+        self.server: ipc.Server | None = None
         self.alive_fd: int | None = None
         self.running = True
 
@@ -104,9 +104,10 @@ class QueueManager:
     # -- start and stop ----------------------------------------------------
     def open(self) -> None:
         """open - the trigger socket and the master-alive pipe."""
-        self.worker = self.svc.worker()
-        self.worker.ready(TRIGGER_CREDITS)
-        self.poller.register(self.worker)
+        self.server = ipc.Server(self.svc.listen_socket(), many=True)
+        self.poller.register(self.server)
+        # Started and serving: a later death is a crash, not a bad start-up.
+        self.svc.report_used()
         try:
             os.fstat(service.ALIVE_FD)
             self.alive_fd = service.ALIVE_FD
@@ -123,10 +124,8 @@ class QueueManager:
         self.next_deferred_scan = 0.0
 
     def close(self) -> None:
-        if self.worker is not None:
-            worker = self.worker
-            worker.leave(lambda client, header, payload: worker.reply(client, {"status": "ok"}))
-            worker.close()
+        if self.server is not None:
+            self.server.close()
         if self.fast_flush is not None:
             self.fast_flush.close()
         self.dispatcher.close()
@@ -171,7 +170,7 @@ class QueueManager:
         return int(wait * 1000) + 1
 
     def event(self, item) -> None:
-        if item is self.worker:
+        if item is self.server:
             self.triggers()
         elif item == self.alive_fd:
             if self.svc.master_gone():
@@ -182,21 +181,12 @@ class QueueManager:
     # -- triggers ------------------------------------------------------------
     def triggers(self) -> None:
         """triggers - answer every waiting trigger, then act on them once."""
-        assert self.worker is not None  # event() checked
+        assert self.server is not None  # event() checked
         wakeup = flush = revive = False
         selected: list[dict] = []
-        while True:
-            try:
-                request = self.worker.recv_request(block=False)
-            except ipc.Again:
-                break
-            except ipc.IpcError as e:
-                log.warning(f"bad trigger: {e}")
-                continue
-            if request is None:
-                continue
-            client, header, _ = request
-            self.worker.reply(client, {"status": "ok"})
+        for token, header, _ in self.server.events():
+            if token is not None:
+                self.server.reply(token, {"status": "ok"})
             if header.get("op") == "flush" and ("site" in header or "queue_id" in header):
                 selected.append(header)
             elif header.get("op") == "flush":

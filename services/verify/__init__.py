@@ -168,14 +168,14 @@ def run(svc: service.Service) -> None:
     cfg = svc.cfg
     verifier = svc.enter_jail(pre_jail)
     if isinstance(verifier, str):
-        svc.serve_requests(unavailable(verifier))
+        svc.serve_requests(unavailable(verifier), many=True)
         return
     cache = verifier.cache
     if cache.path is None:
         # The answers live in this process: it must not exit while idle.
         svc.cfg = cfg.with_overrides({"max_idle": "1000000", "max_use": "0"})
     try:
-        svc.serve_requests(make_handler(verifier))
+        svc.serve_requests(make_handler(verifier), many=True)
     finally:
         cache.close()
 

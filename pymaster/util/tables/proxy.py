@@ -91,7 +91,7 @@ def find_endpoint(service: str, queue_dir: str) -> str | None:
         # A socket we may not write to (private/ of another user) is no service
         # to us: zeromq would wait for it forever instead of failing.
         if os.path.exists(path) and os.access(path, os.W_OK):
-            return "ipc://" + path
+            return path
     return None
 
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Figures for `make bench`: the master's brokering speed and its footprint.
+"""Figures for `make bench`: requests straight to workers, and the master's footprint.
 
 run(workdir) starts a real master (`postfix -c DIR start`) on a master.cf of
-three brokered services whose workers just answer (this file is their
+three request services whose workers just answer (this file is their
 program: run with the master's `-n NAME -t TYPE` arguments it serves), then
 measures
 
-  - round trips per second through private/NAME with 1, 4 and 16 workers,
-    64 requests kept in flight by one client;
+  - round trips per second to private/NAME with 1, 4 and 16 workers: one
+    client takes a lease on each (pymaster.util.ipc) and keeps one request
+    in flight on every lease; and the master's CPU meanwhile (it carries
+    no request, so this should be next to nothing);
   - the master's CPU use while idle, over a few seconds (psutil);
   - the resident memory of the master and of one idle worker.
 
@@ -29,7 +31,6 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 WORKERS = (1, 4, 16)
-IN_FLIGHT = 64
 MEASURE_SECONDS = 2.0
 IDLE_SECONDS = 3.0
 
@@ -47,28 +48,33 @@ def write_instance(workdir: Path) -> tuple[Path, Path]:
     return config_dir, queue_dir
 
 
-def round_trips(queue_dir: Path, service: str) -> float:
-    """round_trips - answered requests per second, IN_FLIGHT kept outstanding."""
+def round_trips(queue_dir: Path, service: str, leases: int) -> tuple[float, float]:
+    """round_trips - answered requests per second, one in flight per lease,
+    and the master's CPU seconds per second meanwhile."""
+    import psutil
     from pymaster.util import ipc
-    client = ipc.AsyncClient(ipc.endpoint("private", service, str(queue_dir)))
+    master = psutil.Process(master_pid(queue_dir))
+    path = ipc.endpoint("private", service, str(queue_dir))
+    held = [ipc.Lease(path) for _ in range(leases)]
+    poller = ipc.Poller()
     try:
-        for _ in range(IN_FLIGHT):      # warm up: start the workers
-            client.send({"op": "ping"})
-        for _ in range(IN_FLIGHT):
-            client.recv()
-        for _ in range(IN_FLIGHT):
-            client.send({"op": "ping"})
-        done, start = 0, time.perf_counter()
+        for lease in held:
+            lease.wait_open(30)         # the master starts a worker for each
+            poller.register(lease)
+            lease.send({"op": "ping"})
+        done, start, before = 0, time.perf_counter(), master.cpu_times()
         while time.perf_counter() - start < MEASURE_SECONDS:
-            client.recv()
-            done += 1
-            client.send({"op": "ping"})
-        elapsed = time.perf_counter() - start
-        for _ in range(IN_FLIGHT):
-            client.recv()
-        return done / elapsed
+            for lease in poller.poll(1000):
+                if lease.has_reply():
+                    lease.recv()
+                    done += 1
+                    lease.send({"op": "ping"})
+        elapsed, after = time.perf_counter() - start, master.cpu_times()
+        cpu = after.user + after.system - before.user - before.system
+        return done / elapsed, max(0.0, cpu) / elapsed
     finally:
-        client.close()
+        for lease in held:
+            lease.close()
 
 
 def master_pid(queue_dir: Path) -> int:
@@ -83,7 +89,7 @@ def footprint(queue_dir: Path) -> list[str]:
     before = master.cpu_times()
     time.sleep(IDLE_SECONDS)
     after = master.cpu_times()
-    cpu = (after.user + after.system - before.user - before.system) / IDLE_SECONDS
+    cpu = max(0.0, after.user + after.system - before.user - before.system) / IDLE_SECONDS
     lines = [f"master idle CPU: {cpu * 100:.2f}% of one core over {IDLE_SECONDS:g}s",
              f"master resident memory: {master.memory_info().rss / 1e6:.1f} MB"]
     workers = master.children()
@@ -100,8 +106,11 @@ def run(workdir: str | os.PathLike) -> list[str]:
     if started.returncode != 0:
         return [f"master benchmark: postfix start failed: {started.stderr.strip()}"]
     try:
-        lines = [f"master broker, {n:>2} worker(s): "
-                 f"{round_trips(queue_dir, f'bench{n}'):,.0f} round trips/s" for n in WORKERS]
+        lines = []
+        for n in WORKERS:
+            rate, cpu = round_trips(queue_dir, f"bench{n}", n)
+            lines.append(f"requests to {n:>2} worker(s) over {n:>2} lease(s): {rate:,.0f} "
+                         f"round trips/s, master CPU {cpu * 100:.2f}% of one core")
         return lines + footprint(queue_dir)
     finally:
         subprocess.run(postfix + ["stop"], capture_output=True)

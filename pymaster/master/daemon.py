@@ -628,6 +628,7 @@ class Master:
             self.stale = True
             remove_worker_endpoints(svc, pid)
             self.report_exit(child, status, child.uses > 0)
+            self.wake_after_exit(svc, status)
             reaped = True
         if reaped:
             heap.release_free_memory()
@@ -679,6 +680,16 @@ class Master:
             return
         svc.used = False
         ipc.trigger(f"{svc.spec.visibility}/{svc.spec.service}")
+
+    def wake_after_exit(self, svc: MasterService, status: int) -> None:
+        """wake_after_exit - a wakeup now for a woken service (qmgr, pickup)
+        whose process died: the one-way wakeups its clients had written to
+        the dead process's leases died with it, and the next client may
+        be minutes away (the timer's own wakeup)."""
+        exited = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if not exited and svc.next_wakeup is not None and not self.stopping \
+                and self.services.get(svc.spec.key) is svc:
+            svc.next_wakeup = time.monotonic()
 
     def pid_file_intact(self) -> bool:
         """pid_file_intact - our locked pid file is still where `postfix` looks."""

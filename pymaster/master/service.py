@@ -440,7 +440,7 @@ class Service:
                 if server in ready:
                     self._serve_events(server, handler)
                 now = time.monotonic()
-                if server.held:
+                if server.active:
                     idle_since = now
                 elif now - idle_since >= max_idle:
                     server.leave()

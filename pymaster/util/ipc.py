@@ -72,6 +72,7 @@ import zmq
 BYE = b"B"
 ONE, MANY = b"1", b"*"
 LEASE_IDLE = 2.0        # seconds a one-at-a-time lease may sit unused before its worker ends it
+SHARED_LEASE_IDLE = 5.0  # the same for a lease on a worker that serves many (Postfix's ipc_idle)
 LEAVE_GRACE = 0.5       # seconds a leaving worker still serves requests sent before its BYE
 LEAVE_LIMIT = 5.0       # seconds a leaving worker waits for its clients at most
 BYE_GRACE = 0.2         # seconds a client waits for a reply that raced its worker's exit
@@ -201,6 +202,7 @@ class Lease:
         self.retiring = False
         self.gone = False
         self.busy = False           # a request is in flight (kept by the owner)
+        self.inflight = None        # an asyncio owner's receive in flight
         self.last_used = time.monotonic()
         self._greeting = b""
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -508,24 +510,42 @@ class AioClient:
             self._give_back(lease, ok)
 
     async def _reply(self, lease: Lease) -> list:
-        """_reply - the answer on LEASE, or IpcError when its worker dies first."""
+        """_reply - the answer on LEASE, or IpcError when its worker dies
+        first (_watched cancels the receive then)."""
         import asyncio
         sock: Any = lease.sock
-        lost = asyncio.get_running_loop().create_future()
-        watch = _LeaseWatch(lease, lost)
         received = sock.recv_multipart()
+        lease.inflight = received
+        if lease.gone:      # it ended while the request was being sent
+            asyncio.get_running_loop().call_later(BYE_GRACE, _cancel, received)
         try:
-            done, _ = await asyncio.wait((received, lost),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if received in done:
-                return received.result()
-            if await _late(sock):
-                return await received
-            raise _lost(self.name)
+            return await received
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if lease.gone and not (task and task.cancelling()):
+                raise _lost(self.name) from None
+            raise
         finally:
-            watch.stop()
-            if not received.done():
-                received.cancel()
+            lease.inflight = None
+
+    def _watched(self, lease: Lease) -> None:
+        """_watched - LEASE's connection is readable: its worker said BYE or
+        died. An idle lease leaves the pool; a receive in flight is given
+        BYE_GRACE for an answer written just before the end, then cancelled."""
+        lease.check()
+        if lease.usable:
+            return
+        if lease in self._idle:
+            self._idle.remove(lease)
+            self._drop(lease)
+            return
+        if lease.gone:
+            import asyncio
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(lease.conn)
+            received = lease.inflight
+            if received is not None:
+                loop.call_later(BYE_GRACE, _cancel, received)
 
     async def _take(self) -> Lease:
         """_take - an idle lease, a new one, or the first to come back."""
@@ -586,6 +606,7 @@ class AioClient:
             self._fail_waiters(e)
             return
         self._opening -= 1
+        loop.add_reader(lease.conn, self._watched, lease)
         self._give_back(lease, True)
         self._maybe_open()
 
@@ -613,6 +634,11 @@ class AioClient:
         self._idle.append(lease)
 
     def _drop(self, lease: Lease) -> None:
+        import asyncio
+        try:
+            asyncio.get_running_loop().remove_reader(lease.conn)
+        except (RuntimeError, ValueError):
+            pass
         lease.close()
         self._held -= 1
 
@@ -623,8 +649,8 @@ class AioClient:
 
     def close(self) -> None:
         """close - let every lease go; one-way requests written stay for the worker."""
-        for lease in self._idle:
-            lease.close()
+        for lease in list(self._idle):
+            self._drop(lease)
         self._idle.clear()
         self._held = 0
         self._oneway.close()
@@ -635,28 +661,9 @@ def _set_result(future) -> None:
         future.set_result(None)
 
 
-class _LeaseWatch:
-    """Resolves LOST when the lease's connection says the worker is gone."""
-
-    def __init__(self, lease: Lease, lost) -> None:
-        import asyncio
-        self.lease, self.lost = lease, lost
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(lease.conn, self._readable)
-
-    def _readable(self) -> None:
-        self.lease.check()
-        if self.lease.gone:
-            self.stop()
-            _set_result(self.lost)
-
-    def stop(self) -> None:
-        self.loop.remove_reader(self.lease.conn)
-
-
-async def _late(sock) -> bool:
-    """_late - whether an answer written just before its worker died arrives."""
-    return bool(await sock.poll(int(BYE_GRACE * 1000)))
+def _cancel(future) -> None:
+    if not future.done():
+        future.cancel()
 
 
 def load_asyncio() -> None:
@@ -750,7 +757,9 @@ class Server:
 
     One-at-a-time (MANY false): it takes no new lease while it holds one,
     and ends a lease left unused for LEASE_IDLE, so that a client's idle
-    lease does not keep others waiting. leave() ends every lease with BYE
+    lease does not keep others waiting; a worker that serves many ends a
+    lease unused for SHARED_LEASE_IDLE, as Postfix's clients let go after
+    ipc_idle, so that max_idle can end the worker. leave() ends every lease with BYE
     and takes no more; finished() says when the clients have let go (or
     LEAVE_GRACE has passed without a request since)."""
 
@@ -905,15 +914,14 @@ class Server:
         self._update_accepting()
 
     def retire_idle(self, now: float) -> float | None:
-        """retire_idle - end one-at-a-time leases unused for LEASE_IDLE;
-        when the next may be due (monotonic), None when none is held."""
-        if self.many:
-            return None
+        """retire_idle - end the leases left unused too long; when the next
+        may be due (monotonic), None when none is held."""
+        idle = SHARED_LEASE_IDLE if self.many else LEASE_IDLE
         due = None
         for held in list(self.held.values()):
             if held.retired:
                 continue
-            at = held.last + LEASE_IDLE
+            at = held.last + idle
             if at <= now:
                 self._retire(held)
             else:

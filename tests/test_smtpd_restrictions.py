@@ -437,3 +437,17 @@ class TestWhatAChecksNeeds:
                     "inline:{ a@sender.example=reject_unknown_sender_domain }, permit")
         assert c.uses_dns
         assert not c.blocks
+
+
+class TestStagesWithNothingToRun:
+    def test_empty_data_lists_run_nothing(self, tmp_path):
+        c = checker(tmp_path)
+        assert c.runs_nothing("check_data") and c.runs_nothing("check_end_of_data")
+
+    def test_a_data_list_runs(self, tmp_path):
+        c = checker(tmp_path, smtpd_end_of_data_restrictions="reject")
+        assert c.runs_nothing("check_data") and not c.runs_nothing("check_end_of_data")
+
+    def test_rcpt_always_runs_the_unlisted_checks(self, tmp_path):
+        c = checker(tmp_path, smtpd_relay_restrictions="", smtpd_recipient_restrictions="")
+        assert not c.runs_nothing("check_rcpt")

@@ -218,6 +218,17 @@ class Checker:
                     for table in getattr(maps, "tables", ()))
         return self._blocks
 
+    def runs_nothing(self, stage: str) -> bool:
+        """runs_nothing - is every list the check STAGE (a check_* method name)
+        runs empty?  Such a check refuses nothing and adds no action, so the
+        session skips it and the context it would build (smtpd_data_restrictions
+        and smtpd_end_of_data_restrictions are empty by default). The check at
+        RCPT always has work: the unlisted recipient and sender checks."""
+        lists = STAGE_LISTS.get(stage)
+        if lists is None or stage == "check_rcpt":
+            return False
+        return not any(self.lists.get(name) for name in lists)
+
     def blocks_at(self, stage: str, ctx: Context) -> bool:
         """blocks_at - may the check STAGE (a check_* method name) wait on the
         network for CTX?  Only the lists that stage runs and the tables they

@@ -47,6 +47,7 @@ from typing import Callable
 from pymaster.mail import domains, resolve, verify_client
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps, virtual_lookup
+from pymaster.mail.params import MATCH_LISTS
 from pymaster.mail.rewrite import rewriter_for
 from pymaster.util import log
 from pymaster.util.tables import TableError, open_table
@@ -130,6 +131,7 @@ class Checker:
         self._rewriter = rewriter
         self._maps_factory = maps
         self._maps_cache: dict[tuple, object] = {}
+        self._param_lists: dict[str, list[str]] = {}    # param_list's, not to be changed
         self._policy_clients: dict[str, object] = {}
         self._blocks: bool | None = None
         self._stage_blocks: dict[str, bool] = {}
@@ -170,7 +172,17 @@ class Checker:
         return self._maps_cache[key]
 
     def param_maps(self, name: str):
-        return self.maps(self.cfg.list(name))
+        return self.maps(self.param_list(name))
+
+    def param_list(self, name: str) -> list[str]:
+        """param_list - cfg.list(NAME), split once per process: a Checker reads
+        its configuration once (its restriction lists are parsed at start).
+        A match list is asked each time: its /file entries are read then."""
+        if name in MATCH_LISTS:
+            return self.cfg.list(name)
+        if name not in self._param_lists:
+            self._param_lists[name] = self.cfg.list(name)
+        return self._param_lists[name]
 
     def policy_client(self, endpoint: str):
         """policy_client - one connection manager per policy server, shared by sessions."""

@@ -50,6 +50,7 @@ from pymaster.mail.maps import Maps, virtual_lookup
 from pymaster.mail.params import MATCH_LISTS
 from pymaster.mail.rewrite import rewriter_for
 from pymaster.util import log
+from pymaster.util.strings import split_list
 from pymaster.util.tables import TableError, open_table
 from services.smtpd import access, auth, names, policy, rbl, replies
 from services.smtpd.netlist import NetList
@@ -177,12 +178,15 @@ class Checker:
     def param_list(self, name: str) -> list[str]:
         """param_list - cfg.list(NAME), split once per process: a Checker reads
         its configuration once (its restriction lists are parsed at start).
-        A match list is asked each time: its /file entries are read then."""
-        if name in MATCH_LISTS:
-            return self.cfg.list(name)
-        if name not in self._param_lists:
-            self._param_lists[name] = self.cfg.list(name)
-        return self._param_lists[name]
+        A match list with /file entries is asked each time: the files are
+        read then."""
+        words = self._param_lists.get(name)
+        if words is None:
+            words = self.cfg.list(name)
+            if name not in MATCH_LISTS or \
+                    not any(w.startswith("/") for w in split_list(self.cfg.get(name))):
+                self._param_lists[name] = words
+        return words
 
     def policy_client(self, endpoint: str):
         """policy_client - one connection manager per policy server, shared by sessions."""

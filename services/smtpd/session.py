@@ -166,6 +166,26 @@ def _footer_maps(cfg: Config):
     return Maps(cfg, "smtpd_reject_footer_maps")
 
 
+_process_id = ""    # _process_hex's answer; a forked child asks again
+
+
+def _process_hex() -> str:
+    """_process_hex - this process's ID in hex, asked once: getpid() is a
+    system call, and the policy protocol's instance attribute needs it."""
+    global _process_id
+    if not _process_id:
+        _process_id = f"{os.getpid():x}"
+    return _process_id
+
+
+def _forget_process_id() -> None:
+    global _process_id
+    _process_id = ""
+
+
+os.register_at_fork(after_in_child=_forget_process_id)
+
+
 class Closed(Exception):
     """The session is over: QUIT, a 421, or the client went away."""
 
@@ -227,9 +247,8 @@ class Session:
         self.bare_lf_reject = settings.bare_newline == "reject" and \
             not settings.bare_newline_exclusions.match(peer.addr, peer.name)
         self.milters: SessionMilters | None = None  # when this client has milters
-        # The policy protocol's instance attribute, unique per session and
-        # transaction: the process ID asked once (a system call each time).
-        self.instance = f"{os.getpid():x}.{id(self):x}"
+        # The policy protocol's instance attribute, unique per session and transaction.
+        self.instance = f"{_process_hex()}.{id(self):x}"
 
     # -- the session ---------------------------------------------------------
     async def run(self) -> None:

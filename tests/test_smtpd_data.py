@@ -79,6 +79,20 @@ class TestContent:
         s, _ = scan(b"..\r\n..x\r\n.y\r\n.\r\n")
         assert bytes(s.content) == b".\n.x\ny\n"
 
+    @pytest.mark.parametrize("data, content, bare_lf", [
+        # The lines before the first leading dot are taken at once, the rest
+        # line by line: the result is the same as line by line throughout.
+        (b"a\r\nb\r\n..c\r\nd\r\n.\r\n", b"a\nb\n.c\nd\n", False),
+        (b"a\nb\r\n..c\r\n.\r\n", b"a\nb\n.c\n", True),
+        (b"a\r\nb\r\n..c\nd\r\n.\r\n", b"a\nb\n.c\nd\n", True),
+        (b"a\r\n.\nb\r\n.\r\n", b"a\n\nb\n", True),
+    ])
+    def test_lines_before_and_after_a_leading_dot(self, data, content, bare_lf):
+        for step in (0, 1, 4):
+            s, used = scan(data, step=step)
+            assert (s.done, used, bytes(s.content), s.bare_lf) == \
+                (True, len(data), content, bare_lf), step
+
     def test_bare_lf_is_a_line_end_and_is_noted(self):
         s, _ = scan(b"a\nb\r\n.\r\n")
         assert bytes(s.content) == b"a\nb\n" and s.bare_lf

@@ -437,3 +437,33 @@ class TestWhatAChecksNeeds:
                     "inline:{ a@sender.example=reject_unknown_sender_domain }, permit")
         assert c.uses_dns
         assert not c.blocks
+
+
+class TestStagesWithNothingToRun:
+    def test_empty_data_lists_run_nothing(self, tmp_path):
+        c = checker(tmp_path)
+        assert c.runs_nothing("check_data") and c.runs_nothing("check_end_of_data")
+
+    def test_a_data_list_runs(self, tmp_path):
+        c = checker(tmp_path, smtpd_end_of_data_restrictions="reject")
+        assert c.runs_nothing("check_data") and not c.runs_nothing("check_end_of_data")
+
+    def test_rcpt_always_runs_the_unlisted_checks(self, tmp_path):
+        c = checker(tmp_path, smtpd_relay_restrictions="", smtpd_recipient_restrictions="")
+        assert not c.runs_nothing("check_rcpt")
+
+
+class TestParameterLists:
+    def test_a_match_list_file_is_read_each_time(self, tmp_path):
+        """param_list keeps a list only when no file can change it."""
+        clients = tmp_path / "clients"
+        clients.write_text("192.0.2.1\n")
+        c = checker(tmp_path, local_header_rewrite_clients=f"permit_mynetworks, {clients}")
+        assert c.param_list("local_header_rewrite_clients") == ["permit_mynetworks", "192.0.2.1"]
+        clients.write_text("192.0.2.2\n")
+        assert c.param_list("local_header_rewrite_clients") == ["permit_mynetworks", "192.0.2.2"]
+
+    def test_a_table_list_is_the_configured_one(self, tmp_path):
+        c = checker(tmp_path, virtual_alias_maps="inline:{a=b}, inline:{c=d}")
+        for _ in range(2):
+            assert c.param_list("virtual_alias_maps") == ["inline:{a=b}", "inline:{c=d}"]

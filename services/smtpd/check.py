@@ -47,8 +47,10 @@ from typing import Callable
 from pymaster.mail import domains, resolve, verify_client
 from pymaster.mail.config import Config
 from pymaster.mail.maps import Maps, virtual_lookup
+from pymaster.mail.params import MATCH_LISTS
 from pymaster.mail.rewrite import rewriter_for
 from pymaster.util import log
+from pymaster.util.strings import split_list
 from pymaster.util.tables import TableError, open_table
 from services.smtpd import access, auth, names, policy, rbl, replies
 from services.smtpd.netlist import NetList
@@ -130,6 +132,7 @@ class Checker:
         self._rewriter = rewriter
         self._maps_factory = maps
         self._maps_cache: dict[tuple, object] = {}
+        self._param_lists: dict[str, list[str]] = {}    # param_list's, not to be changed
         self._policy_clients: dict[str, object] = {}
         self._blocks: bool | None = None
         self._stage_blocks: dict[str, bool] = {}
@@ -170,7 +173,20 @@ class Checker:
         return self._maps_cache[key]
 
     def param_maps(self, name: str):
-        return self.maps(self.cfg.list(name))
+        return self.maps(self.param_list(name))
+
+    def param_list(self, name: str) -> list[str]:
+        """param_list - cfg.list(NAME), split once per process: a Checker reads
+        its configuration once (its restriction lists are parsed at start).
+        A match list with /file entries is asked each time: the files are
+        read then."""
+        words = self._param_lists.get(name)
+        if words is None:
+            words = self.cfg.list(name)
+            if name not in MATCH_LISTS or \
+                    not any(w.startswith("/") for w in split_list(self.cfg.get(name))):
+                self._param_lists[name] = words
+        return words
 
     def policy_client(self, endpoint: str):
         """policy_client - one connection manager per policy server, shared by sessions."""
@@ -217,6 +233,17 @@ class Checker:
                 any(table.remote for maps in self._maps_cache.values()
                     for table in getattr(maps, "tables", ()))
         return self._blocks
+
+    def runs_nothing(self, stage: str) -> bool:
+        """runs_nothing - is every list the check STAGE (a check_* method name)
+        runs empty?  Such a check refuses nothing and adds no action, so the
+        session skips it and the context it would build (smtpd_data_restrictions
+        and smtpd_end_of_data_restrictions are empty by default). The check at
+        RCPT always has work: the unlisted recipient and sender checks."""
+        lists = STAGE_LISTS.get(stage)
+        if lists is None or stage == "check_rcpt":
+            return False
+        return not any(self.lists.get(name) for name in lists)
 
     def blocks_at(self, stage: str, ctx: Context) -> bool:
         """blocks_at - may the check STAGE (a check_* method name) wait on the

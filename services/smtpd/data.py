@@ -79,21 +79,29 @@ class DataScanner(_Sink):
         line_start = self._line_start
         self._partial = bytearray()
         self._line_start = True
-        if not self._fast_path(region, line_start):
-            end = self._scan_lines(region, line_start)
+        taken = self._fast_path(region, line_start)
+        if taken < len(region):
+            end = taken + self._scan_lines(region[taken:], line_start or taken > 0)
             if self.done:
                 return end - carried
         self._add_partial(data[last_nl + 1:])
         return len(data)
 
-    def _fast_path(self, region: bytes, line_start: bool) -> bool:
-        """_fast_path - whole lines with CRLF ends and no leading dot: one replace."""
-        if b"\n." in region or (line_start and region[:1] == b".") \
-                or region.count(b"\n") != region.count(b"\r\n"):
-            return False
-        self.put(region.replace(b"\r\n", b"\n"))
+    def _fast_path(self, region: bytes, line_start: bool) -> int:
+        """_fast_path - the whole lines before the first one with a leading dot,
+        when all end in CRLF: one replace instead of a loop over the lines.
+        Returns how many bytes of REGION it took (0: none, scan it all).
+        The end of the content, <CR><LF>.<CR><LF>, is such a dot, so without
+        the cut every message went through the loop line by line."""
+        if line_start and region[:1] == b".":
+            return 0
+        cut = region.find(b"\n.") + 1 or len(region)
+        head = region[:cut] if cut < len(region) else region
+        if head.count(b"\n") != head.count(b"\r\n"):
+            return 0
+        self.put(head.replace(b"\r\n", b"\n"))
         self._prev_crlf = True
-        return True
+        return cut
 
     def _scan_lines(self, region: bytes, line_start: bool) -> int:
         """_scan_lines - line by line; returns the offset in REGION after the message."""

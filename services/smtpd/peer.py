@@ -49,6 +49,10 @@ class Peer:
 
 def normalize_address(addr: str) -> str:
     """normalize_address - ::ffff:192.0.2.1 -> 192.0.2.1; other forms unchanged."""
+    if ":" not in addr and "%" not in addr:
+        # IPv4 as the socket layer writes it (or not an address): ipaddress
+        # would give the same text back or refuse it, so skip the parse.
+        return addr
     try:
         ip = ipaddress.ip_address(addr.split("%", 1)[0])
     except ValueError:
@@ -63,9 +67,11 @@ async def _verified_name(loop: asyncio.AbstractEventLoop, addr: str) -> str:
 
     The loop's own resolver calls (uvloop: libuv's thread pool, in C) ask the
     same system resolver as socket.getnameinfo/getaddrinfo would; a Python
-    thread per connection cost about a twentieth of smtpd's CPU."""
+    thread per connection cost about a twentieth of smtpd's CPU.
+    NI_NUMERICSERV: only the host name is wanted; without it the C library
+    reads /etc/services for the name of port 0, half of the lookup's CPU."""
     try:
-        name, _ = await loop.getnameinfo((addr, 0), socket.NI_NAMEREQD)
+        name, _ = await loop.getnameinfo((addr, 0), socket.NI_NAMEREQD | socket.NI_NUMERICSERV)
     except (OSError, UnicodeError):
         return UNKNOWN
     name = name.rstrip(".").lower()

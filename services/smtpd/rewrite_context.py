@@ -54,7 +54,7 @@ def header_rewrite_context(checker, ctx) -> str:
     """header_rewrite_context - "local" when the client matches the list."""
     if checker is None:
         return REMOTE
-    words = checker.cfg.list("local_header_rewrite_clients")
+    words = checker.param_list("local_header_rewrite_clients")
     i = 0
     while i < len(words):
         word = words[i].lower()

@@ -166,6 +166,26 @@ def _footer_maps(cfg: Config):
     return Maps(cfg, "smtpd_reject_footer_maps")
 
 
+_process_id = ""    # _process_hex's answer; a forked child asks again
+
+
+def _process_hex() -> str:
+    """_process_hex - this process's ID in hex, asked once: getpid() is a
+    system call, and the policy protocol's instance attribute needs it."""
+    global _process_id
+    if not _process_id:
+        _process_id = f"{os.getpid():x}"
+    return _process_id
+
+
+def _forget_process_id() -> None:
+    global _process_id
+    _process_id = ""
+
+
+os.register_at_fork(after_in_child=_forget_process_id)
+
+
 class Closed(Exception):
     """The session is over: QUIT, a 421, or the client went away."""
 
@@ -227,6 +247,8 @@ class Session:
         self.bare_lf_reject = settings.bare_newline == "reject" and \
             not settings.bare_newline_exclusions.match(peer.addr, peer.name)
         self.milters: SessionMilters | None = None  # when this client has milters
+        # The policy protocol's instance attribute, unique per session and transaction.
+        self.instance = f"{_process_hex()}.{id(self):x}"
 
     # -- the session ---------------------------------------------------------
     async def run(self) -> None:
@@ -483,7 +505,7 @@ class Session:
             sasl_username=self.sasl_username, reverse_name=getattr(self.peer, "reverse_name", ""),
             client_port=str(self.peer.port), protocol=self.protocol, verb=verb or self.where,
             recipient_count=len(self.rcpts), size=(mail.size or 0) if mail else 0,
-            instance=f"{os.getpid():x}.{id(self):x}.{self.transactions}",
+            instance=f"{self.instance}.{self.transactions}",
             pipelining_violation=self.pipelining_violation, actions=[],
             queue_id=self.queue_id,
             sasl_method=self.sasl_method, **tls.context_fields(self))
@@ -732,7 +754,7 @@ class Session:
         if self.mail is None or not self.rcpts:
             await self.reply(replies.ERR_NO_VALID_RCPTS if self.mail else replies.ERR_NEED_RCPT)
             return
-        if self.checker is not None:
+        if self.checker is not None and not self.checker.runs_nothing("check_data"):
             refusal = await self.check(self.checker.check_data, self.context(verb="DATA"))
             if refusal:
                 await self.refuse("DATA", refusal)
@@ -862,7 +884,7 @@ class Session:
         """end_of_data - smtpd_end_of_data_restrictions, then queue the message.
         SIZE: the message's, when CONTENT no longer holds all of it (streamed
         to a before-queue filter)."""
-        if self.checker is not None:
+        if self.checker is not None and not self.checker.runs_nothing("check_end_of_data"):
             ctx = self.context(verb="END-OF-MESSAGE")
             ctx.size = len(content) if size is None else size
             refusal = await self.check(self.checker.check_end_of_data, ctx)

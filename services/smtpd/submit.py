@@ -23,6 +23,7 @@ Interface:
 
 from __future__ import annotations
 
+import math
 import time
 
 from pymaster.mail.addr import external
@@ -31,10 +32,19 @@ from pymaster.util import ipc
 QUEUE_ID_PLACEHOLDER = "@QUEUE-ID-PLACEHOLDER@"
 
 
+_last_date: tuple[int, str] = (-1, "")     # mail_date's last second and its text
+
+
 def mail_date(when: float | None = None) -> str:
-    """mail_date - RFC 5322 date with the zone name: `Sat, 28 Nov 2026 20:03:44 +0000 (UTC)`."""
-    t = time.localtime(when)
-    return time.strftime("%a, %d %b %Y %H:%M:%S %z (%Z)", t)
+    """mail_date - RFC 5322 date with the zone name: `Sat, 28 Nov 2026 20:03:44 +0000 (UTC)`.
+    The text of the last second asked is kept: the messages of one second
+    share it instead of a localtime() and strftime() each."""
+    global _last_date
+    second = math.floor(time.time() if when is None else when)     # as localtime() rounds
+    if second != _last_date[0]:
+        text = time.strftime("%a, %d %b %Y %H:%M:%S %z (%Z)", time.localtime(second))
+        _last_date = (second, text)
+    return _last_date[1]
 
 
 def received_header(helo: str | None, name: str, rfc_addr: str, hostname: str,

@@ -47,9 +47,6 @@ from services.smtpd.server import Server
 from services.smtpd.session import Settings
 from services.smtpd.submit import Cleanup
 
-# zeromq's asyncio support, loaded before the jail like the imports above.
-ipc.load_asyncio()
-
 
 @dataclass
 class Prepared:

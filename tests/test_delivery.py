@@ -182,6 +182,33 @@ def test_a_recipient_already_done_is_not_delivered_again(spool, logged):
     assert header["results"][0]["status"] == "sent" and not any("b@example" in l for l in logged)
 
 
+class TestDoneMarkSync:
+    """A done mark is fsynced, except for an agent that asks not to (discard)."""
+
+    def fsyncs_while_handling(self, monkeypatch, handler, req) -> int:
+        synced: list[int] = []
+        real = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+        reply, _ = handler(req.to_header(), [])
+        assert [r["status"] for r in reply["results"]] == ["sent"]
+        assert records.read_message(req.path).pending() == []
+        return len(synced)
+
+    def test_an_agent_fsyncs_each_done_mark(self, spool, logged, monkeypatch):
+        req = request_for(queue_message([("b@example.org", "")]))
+        handler = delivery.request_handler(
+            lambda r, status: status.sent(r.recipients[0], "none", "ok"))
+        assert self.fsyncs_while_handling(monkeypatch, handler, req) == 1
+
+    def test_discard_marks_done_without_fsync(self, spool, logged, monkeypatch):
+        from services import discard
+
+        class Svc:
+            cfg = make_cfg(spool)
+        req = request_for(queue_message([("b@example.org", "")]), transport="discard")
+        assert self.fsyncs_while_handling(monkeypatch, discard.pre_jail(Svc()), req) == 0
+
+
 class TestVerify:
     """sendmail -bv (trace_flags=verify): verdicts in the trace log, nothing delivered."""
 

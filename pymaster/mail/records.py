@@ -172,10 +172,13 @@ def envelope_records(arrival_time: float, sender: str, recipients: list[Recipien
                      attrs: dict[str, str]) -> bytes:
     """envelope_records - T, A…, S, then O/N/Q/R per recipient (after the C record)."""
     out = [encode(REC_TIME, "%.6f" % arrival_time)]
+    pack = HEADER.pack
+    # encode() inlined: a request from smtpd carries some fifteen attributes.
     for name, value in attrs.items():
         if "=" in name or not name:
             raise ValueError(f"bad attribute name: {name!r}")
-        out.append(encode(REC_ATTR, f"{name}={value}"))
+        data = f"{name}={value}".encode("utf-8", "surrogateescape")
+        out += (pack(REC_ATTR, len(data)), data)
     out.append(encode(REC_SENDER, sender))
     for r in recipients:
         out.append(recipient_records(r))

@@ -143,6 +143,11 @@ def open_content(req: DeliveryRequest) -> "records.Message":
 
 # -- delay figures -----------------------------------------------------------
 
+# By resolution: the smallest delay whose two significant digits need no
+# more decimals than the resolution allows (1 - floor(log10(x)) <= resolution).
+_SMALLEST_FULL = [10.0 ** (1 - r) for r in range(7)]
+
+
 def format_delay(seconds: float, resolution: int = 2) -> str:
     """format_delay - a delay the way Postfix logs it.
 
@@ -156,9 +161,15 @@ def format_delay(seconds: float, resolution: int = 2) -> str:
     resolution = max(0, min(6, resolution))
     if seconds >= 1:
         decimals = 1
-    else:
+    elif seconds >= _SMALLEST_FULL[resolution]:
         # Leading zeros after the point, plus two significant digits.
         decimals = 1 - math.floor(math.log10(seconds))
+    else:
+        # Below 10 ** (1 - RESOLUTION) the resolution decides, and most
+        # figures of a status line (a few milliseconds) show as 0: no log10.
+        decimals = resolution
+        if int(seconds * 10 ** decimals + 1e-9) == 0:
+            return "0"
     decimals = min(decimals, resolution)
     factor = 10 ** decimals
     value = int(seconds * factor + 1e-9) / factor

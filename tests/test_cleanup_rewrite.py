@@ -163,3 +163,16 @@ class TestPlainAddressShortcut:
         assert "From: fwx@host.example.com\n" in head
         assert "To: joe@host.example.com\n" in head
         assert "Cc: ann@host.example.com\n" in head
+
+    def test_a_rewritten_plain_address_is_looked_up_once(self, spool, monkeypatch):  # noqa: F811
+        from services.cleanup.envelope import Mapper
+        cfg = make_cfg(spool, canonical_maps="inline:{ fwx@example.com=kdent@example.com }")
+        asked: list[tuple[str, str]] = []
+        real = Mapper.canonical_address
+        monkeypatch.setattr(Mapper, "canonical_address",
+                            lambda self, addr, klass: (asked.append((addr, klass)),
+                                                       real(self, addr, klass))[1])
+        content = "From: <fwx@example.com>\nTo: joe@host.example.com\n\nbody\n"
+        head = headers(queued(submit(cfg, content, sender="a@example.org", context="local")))
+        assert "From: kdent@example.com\n" in head
+        assert asked.count(("fwx@example.com", "header_sender")) == 1

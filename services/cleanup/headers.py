@@ -153,14 +153,19 @@ def rewrite_addresses(state: CleanupState, h: Header) -> Header:
     limit = state.settings.header_address_token_limit
     # No more tokens than characters: a short value is never cut by LIMIT.
     plain = _plain_address(value) if len(value) <= limit else None
-    if plain is not None and _rewritten(rewriter, mapper, plain, ctx, klass) == plain:
-        # The usual From:/To: of one address that needs nothing: no
-        # tokenizing (a third of the header pipeline's time).
-        return h
+    known: dict[str, str] = {}      # the plain address, rewritten: no second lookup
+    if plain is not None:
+        known[plain] = _rewritten(rewriter, mapper, plain, ctx, klass)
+        if known[plain] == plain:
+            # The usual From:/To: of one address that needs nothing: no
+            # tokenizing (a third of the header pipeline's time).
+            return h
     boxes = parse_address_list(value, limit)
     changed = False
     for box in boxes:
-        new = _rewritten(rewriter, mapper, box.address, ctx, klass)
+        new = known.get(box.address)
+        if new is None:
+            new = _rewritten(rewriter, mapper, box.address, ctx, klass)
         if new != box.address:
             box.address, changed = new, True
     if not changed:

@@ -26,8 +26,12 @@ def deliver(req: delivery.DeliveryRequest, status: delivery.Status) -> None:
 
 def pre_jail(svc: service.Service) -> service.Handler:
     """pre_jail - the request handler: discard opens nothing."""
-    # deliver touches nothing, so it is also what sendmail -bv reports.
-    return delivery.request_handler(deliver, svc.cfg, verify=deliver)
+    # deliver touches nothing, so it is also what sendmail -bv reports. The
+    # done marks are not fsynced (Postfix's agents never fsync them): a
+    # power loss that forgets one discards that recipient again, which
+    # changes nothing but the log; a killed process forgets none. The fsync
+    # was about 90 us of CPU (and 0.1-0.3 ms of waiting) per message.
+    return delivery.request_handler(deliver, svc.cfg, verify=deliver, sync_done=False)
 
 
 def run(svc: service.Service) -> None:

@@ -130,3 +130,49 @@ class TestAutomaticCopies:
         cfg = self.cfg(spool, virtual_alias_maps="inline:{ archive@example.com=a1@example.net }")
         msg = queued(submit(cfg, "Subject: x\n\nb\n", recipients=["bob@example.net"]))
         assert [r.address for r in msg.recipients] == ["bob@example.net", "a1@example.net"]
+
+
+class TestPlainAddressShortcut:
+    """A header value that is one plain address skips the tokenizer only
+    when the tokenizer would have found exactly that address."""
+
+    @pytest.mark.parametrize("value", [
+        "a@example.com", "<a@example.com>", "first.last+tag@mail.example.org",
+        "<x_y-z=1@sub.example>", "user@localhost", "<ü@bücher.example>",
+    ])
+    def test_a_plain_address_is_what_the_parser_finds(self, value):
+        from pymaster.mail.addr import parse_address_list
+        from services.cleanup.headers import _plain_address
+        [box] = parse_address_list(value)
+        assert _plain_address(value) == box.address and box.name == ""
+
+    @pytest.mark.parametrize("value", [
+        "Fred <a@example.com>", "a@example.com (Fred)", '"a b"@example.com',
+        "a@example.com, b@example.com", "<a@example.com", "a@example.com>",
+        "a@[192.0.2.1]", "friends: a@example.com;", "a", "a@b@c", "a@example.com ",
+        "<@relay.example:a@example.com>", "a .b@example.com",
+    ])
+    def test_anything_else_takes_the_full_parse(self, value):
+        from services.cleanup.headers import _plain_address
+        assert _plain_address(value) is None
+
+    def test_a_plain_address_that_needs_completing_is_still_rewritten(self, spool):  # noqa: F811
+        cfg = make_cfg(spool, mydomain="example.com", append_dot_mydomain="yes")
+        content = "From: <fwx@host>\nTo: joe@host.example.com\nCc: <ann@host>\n\nbody\n"
+        head = headers(queued(submit(cfg, content, sender="fwx@example.com", context="local")))
+        assert "From: fwx@host.example.com\n" in head
+        assert "To: joe@host.example.com\n" in head
+        assert "Cc: ann@host.example.com\n" in head
+
+    def test_a_rewritten_plain_address_is_looked_up_once(self, spool, monkeypatch):  # noqa: F811
+        from services.cleanup.envelope import Mapper
+        cfg = make_cfg(spool, canonical_maps="inline:{ fwx@example.com=kdent@example.com }")
+        asked: list[tuple[str, str]] = []
+        real = Mapper.canonical_address
+        monkeypatch.setattr(Mapper, "canonical_address",
+                            lambda self, addr, klass: (asked.append((addr, klass)),
+                                                       real(self, addr, klass))[1])
+        content = "From: <fwx@example.com>\nTo: joe@host.example.com\n\nbody\n"
+        head = headers(queued(submit(cfg, content, sender="a@example.org", context="local")))
+        assert "From: kdent@example.com\n" in head
+        assert asked.count(("fwx@example.com", "header_sender")) == 1

@@ -166,7 +166,8 @@ class TestHandler:
     (0, 2, "0"), (0.004, 2, "0"), (0.0123, 2, "0.01"), (0.0123, 3, "0.012"),
     (0.06, 2, "0.06"), (0.123, 2, "0.12"), (0.1, 2, "0.1"), (1.0, 2, "1"),
     (1.23, 2, "1.2"), (9.99, 2, "9.9"), (10.4, 2, "10"), (10.5, 2, "11"),
-    (432000.2, 2, "432000"),
+    (432000.2, 2, "432000"), (0.00123, 3, "0.001"), (0.0004, 3, "0"),
+    (0.00049, 6, "0.00049"), (0.0099, 2, "0"), (0.5, 0, "0"), (0.09, 1, "0"), (0.19, 1, "0.1"),
 ])
 def test_delay_figures_follow_postfix_rounding(seconds, resolution, text):
     assert delivery.format_delay(seconds, resolution) == text
@@ -180,6 +181,33 @@ def test_a_recipient_already_done_is_not_delivered_again(spool, logged):
     header, _ = handler(req.to_header(), [])
     assert seen == ["c@example.org"]
     assert header["results"][0]["status"] == "sent" and not any("b@example" in l for l in logged)
+
+
+class TestDoneMarkSync:
+    """A done mark is fsynced, except for an agent that asks not to (discard)."""
+
+    def fsyncs_while_handling(self, monkeypatch, handler, req) -> int:
+        synced: list[int] = []
+        real = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+        reply, _ = handler(req.to_header(), [])
+        assert [r["status"] for r in reply["results"]] == ["sent"]
+        assert records.read_message(req.path).pending() == []
+        return len(synced)
+
+    def test_an_agent_fsyncs_each_done_mark(self, spool, logged, monkeypatch):
+        req = request_for(queue_message([("b@example.org", "")]))
+        handler = delivery.request_handler(
+            lambda r, status: status.sent(r.recipients[0], "none", "ok"))
+        assert self.fsyncs_while_handling(monkeypatch, handler, req) == 1
+
+    def test_discard_marks_done_without_fsync(self, spool, logged, monkeypatch):
+        from services import discard
+
+        class Svc:
+            cfg = make_cfg(spool)
+        req = request_for(queue_message([("b@example.org", "")]), transport="discard")
+        assert self.fsyncs_while_handling(monkeypatch, discard.pre_jail(Svc()), req) == 0
 
 
 class TestVerify:

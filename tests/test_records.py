@@ -93,6 +93,16 @@ class TestMarkDone:
         records.mark_done(msg.path, msg.recipients[0].offset)
         assert records.read_message(msg.path).recipients[0].done
 
+    @pytest.mark.parametrize("sync, fsyncs", [(True, 1), (False, 0)])
+    def test_the_mark_is_fsynced_unless_told_not_to(self, spool, monkeypatch, sync, fsyncs):
+        msg = records.read_message(write().path)
+        synced: list[int] = []
+        real = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+        records.mark_done(msg.path, msg.recipients[0].offset, sync=sync)
+        assert len(synced) == fsyncs
+        assert records.read_message(msg.path).recipients[0].done
+
     def test_wrong_offset_is_refused(self, spool):
         msg = records.read_message(write().path)
         with pytest.raises(CorruptQueueFile):

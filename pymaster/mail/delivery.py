@@ -33,7 +33,7 @@ Every outcome logs Postfix's status line, which pflogsumm and friends parse:
 Interface:
     DeliveryRequest.from_header(header) / req.to_header()
     open_content(req) -> records.Message   the queue file, for reading content
-    status = Status(req, cfg=None)
+    status = Status(req, cfg=None, sync_done=True)
     status.connected()                  end of connection setup (delays "c")
     status.sent / deferred / bounced(rcpt, relay, reason, dsn=...)
     status.report(rcpt, kind, relay, reason, dsn)   one of those three by KIND
@@ -46,7 +46,8 @@ Interface:
     status.hop_failed(reason, dsn)      the next hop is down (qmgr feedback)
     status.reply() -> (header, payload) the answer to qmgr
     done_offsets(path, offsets, fd=-1) -> set   recipients already marked done
-    request_handler(deliver, cfg, verify=None) -> handler for Service.serve_requests
+    request_handler(deliver, cfg, verify=None, sync_done=True) -> handler for
+        Service.serve_requests (sync_done False: done marks not fsynced)
     format_delay(seconds, resolution) -> "0.12"
     append_status_log(path, entry) / read_status_log(path) -> list[dict]
 
@@ -142,6 +143,11 @@ def open_content(req: DeliveryRequest) -> "records.Message":
 
 # -- delay figures -----------------------------------------------------------
 
+# By resolution: the smallest delay whose two significant digits need no
+# more decimals than the resolution allows (1 - floor(log10(x)) <= resolution).
+_SMALLEST_FULL = [10.0 ** (1 - r) for r in range(7)]
+
+
 def format_delay(seconds: float, resolution: int = 2) -> str:
     """format_delay - a delay the way Postfix logs it.
 
@@ -155,9 +161,15 @@ def format_delay(seconds: float, resolution: int = 2) -> str:
     resolution = max(0, min(6, resolution))
     if seconds >= 1:
         decimals = 1
-    else:
+    elif seconds >= _SMALLEST_FULL[resolution]:
         # Leading zeros after the point, plus two significant digits.
         decimals = 1 - math.floor(math.log10(seconds))
+    else:
+        # Below 10 ** (1 - RESOLUTION) the resolution decides, and most
+        # figures of a status line (a few milliseconds) show as 0: no log10.
+        decimals = resolution
+        if int(seconds * 10 ** decimals + 1e-9) == 0:
+            return "0"
     decimals = min(decimals, resolution)
     factor = 10 ** decimals
     value = int(seconds * factor + 1e-9) / factor
@@ -266,8 +278,12 @@ def read_status_log(path: str) -> list[dict]:
 class Status:
     """The outcomes of one delivery request, recorded and logged as they come."""
 
-    def __init__(self, req: DeliveryRequest, cfg: Config | None = None) -> None:
+    def __init__(self, req: DeliveryRequest, cfg: Config | None = None,
+                 sync_done: bool = True) -> None:
         self.req = req
+        # Whether each done mark is fsynced (records.mark_done): an agent
+        # whose delivery repeats harmlessly after a power loss says no.
+        self.sync_done = sync_done
         self.cfg = cfg              # for the verify service's name (address probes)
         self.soft_bounce = cfg.bool("soft_bounce") if cfg is not None else False
         self.resolution = cfg.int("delay_logging_resolution_limit") if cfg is not None else 2
@@ -429,7 +445,7 @@ class Status:
 
     def _mark_done(self, rcpt) -> None:
         if rcpt.offset >= 0:
-            records.mark_done(self.req.path, rcpt.offset, self.fd)
+            records.mark_done(self.req.path, rcpt.offset, self.fd, self.sync_done)
         rcpt.done = True
 
     def _log_entry(self, rcpt, outcome: str, relay: str, reason: str, dsn: str,
@@ -535,8 +551,12 @@ def soft_dsn(dsn: str) -> str:
 
 def request_handler(deliver: Callable[[DeliveryRequest, Status], None],
                     cfg: Config | None = None,
-                    verify: Callable[[DeliveryRequest, Status], None] | None = None):
+                    verify: Callable[[DeliveryRequest, Status], None] | None = None,
+                    sync_done: bool = True):
     """request_handler - wrap DELIVER(req, status) as a serve_requests handler.
+
+    SYNC_DONE False: done marks are not fsynced (records.mark_done), for an
+    agent that delivers nothing a power loss could make it repeat (discard).
 
     A sendmail -bv request (is_verify) goes to VERIFY instead, which must
     not deliver (an agent whose DELIVER has no side effects, such as error
@@ -557,7 +577,7 @@ def request_handler(deliver: Callable[[DeliveryRequest, Status], None],
             req = DeliveryRequest.from_header(header)
         except (KeyError, TypeError, ValueError) as e:
             return {"status": "error", "reason": f"malformed delivery request: {e}"}, []
-        status = Status(req, cfg)
+        status = Status(req, cfg, sync_done)
         # One descriptor for the done check and every mark: two opens and
         # closes per request fewer.
         status.fd = _open_for_marks(req.path)

@@ -153,13 +153,22 @@ def _decode(text: str, alphabet: str) -> int:
     return n
 
 
+# The seconds part of the last ID made: every ID within the same second
+# shares it, and encoding it was a third of new_queue_id's time.
+_last_seconds: tuple[int, str] = (-1, "")
+
+
 def new_queue_id(inode: int, when: float | None = None) -> str:
     """new_queue_id - the long-form ID for a file with INODE created at WHEN."""
+    global _last_seconds
     if when is None:
         when = time.time()
     sec = int(when)
     usec = min(999999, int(round((when - sec) * 1e6)))
-    return (_encode(sec, ALPHABET, SEC_WIDTH) + _encode(usec, ALPHABET, USEC_WIDTH)
+    last = _last_seconds        # one read: another thread may replace it
+    if last[0] != sec:
+        last = _last_seconds = (sec, _encode(sec, ALPHABET, SEC_WIDTH))
+    return (last[1] + _encode(usec, ALPHABET, USEC_WIDTH)
             + SEPARATOR + _encode(inode, INODE_ALPHABET))
 
 

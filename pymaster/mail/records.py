@@ -44,7 +44,7 @@ Interface:
     walk_records(path) -> (offset, type, data, length)
     walk_buffer(path, data, base=0) -> the same, over bytes already read
     read_small(path, start=0) -> (bytes | None, size)   a small file in one read
-    mark_done(path, offset, fd=-1)
+    mark_done(path, offset, fd=-1, sync=True)
     append_attribute(path, name, value)    an A record before E, crash-safe
     encode(type, data) -> bytes; size_record(...) -> bytes
     encode_message(arrival_time, sender, recipients, attrs, content) -> bytes
@@ -172,10 +172,13 @@ def envelope_records(arrival_time: float, sender: str, recipients: list[Recipien
                      attrs: dict[str, str]) -> bytes:
     """envelope_records - T, A…, S, then O/N/Q/R per recipient (after the C record)."""
     out = [encode(REC_TIME, "%.6f" % arrival_time)]
+    pack = HEADER.pack
+    # encode() inlined: a request from smtpd carries some fifteen attributes.
     for name, value in attrs.items():
         if "=" in name or not name:
             raise ValueError(f"bad attribute name: {name!r}")
-        out.append(encode(REC_ATTR, f"{name}={value}"))
+        data = f"{name}={value}".encode("utf-8", "surrogateescape")
+        out += (pack(REC_ATTR, len(data)), data)
     out.append(encode(REC_SENDER, sender))
     for r in recipients:
         out.append(recipient_records(r))
@@ -423,13 +426,19 @@ def _build(path: str, walk: Iterator[tuple[int, bytes, bytes, int]]) -> Message:
     return builder.finish()
 
 
-def mark_done(path: str, offset: int, fd: int = -1) -> None:
+def mark_done(path: str, offset: int, fd: int = -1, sync: bool = True) -> None:
     """mark_done - rewrite the R record at OFFSET as D, in place, and fsync.
 
     FD, when given, is PATH already open for writing (a delivery agent holds
     its request's queue file open, as Postfix's agents do), else PATH is
     opened here. Marking a recipient that is already done is harmless (a
-    retry after a crash between the write and the answer to qmgr)."""
+    retry after a crash between the write and the answer to qmgr).
+
+    SYNC False leaves out the fsync, as Postfix's deliver_completed does
+    (it only flushes the D to the kernel): a killed process loses nothing,
+    since the byte is in the page cache; only a power loss can forget the
+    mark, and then repeat the delivery. For an agent whose delivery leaves
+    nothing behind (discard) that repeat changes nothing but a log line."""
     own = fd < 0
     if own:
         fd = os.open(path, os.O_RDWR)
@@ -440,7 +449,8 @@ def mark_done(path: str, offset: int, fd: int = -1) -> None:
         if current != REC_RCPT:
             raise CorruptQueueFile(path, f"no recipient record at offset {offset}")
         os.pwrite(fd, REC_DONE, offset)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         if own:
             os.close(fd)

@@ -188,9 +188,13 @@ def _process_sender(state: CleanupState) -> None:
 
 def _process_recipients(state: CleanupState, recipients: list[records.Recipient],
                         copies: bool = True) -> None:
+    if not recipients:
+        # Nothing to add (no extracted recipients, no automatic copies: the
+        # usual message), and state.recipients is free of duplicates already.
+        return
     rewriter = rewriter_for(state.cfg)
     mapper = _mapper(state)
-    keep_orig = state.cfg.bool("enable_original_recipient")
+    keep_orig = state.settings.enable_original_recipient
     out: list[records.Recipient] = list(state.recipients)
     extra: list[str] = []
     for r in recipients:
@@ -208,7 +212,7 @@ def _process_recipients(state: CleanupState, recipients: list[records.Recipient]
         assert mapper is not None  # extra is filled only where mapper is set
         orig = addr if keep_orig else ""
         out.extend(records.Recipient(t, orig) for t in mapper.expand_virtual(addr, state.queue_id))
-    state.recipients = remove_duplicates(out, state.cfg.int("duplicate_filter_limit"))
+    state.recipients = remove_duplicates(out, state.settings.duplicate_filter_limit)
 
 
 def remove_duplicates(recipients: list[records.Recipient], limit: int) -> list[records.Recipient]:

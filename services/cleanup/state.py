@@ -9,6 +9,8 @@ gets.
 
 Interface:
     CleanupState(cfg, queue_id, sender, recipients, attrs, flags, arrival_time)
+        .settings                      settings_for(cfg)
+    settings_for(cfg) -> Settings      the per-message parameters, read once per Config
     Header(name, text)                 one logical header; name None: not a header
     Reject(dsn, reason) / Defer(dsn, reason)
     CleanupError                       the base of both
@@ -65,6 +67,43 @@ class Header:
         self.key = (self.name or "").lower()
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The parameters cleanup reads for every message, read once per
+    Config: Config.int() and .bool() parse the text at each call, and a
+    message asks some twenty times."""
+    header_size_limit: int
+    hopcount_limit: int
+    header_address_token_limit: int
+    remote_header_rewrite: bool         # remote_header_rewrite_domain is set
+    receive_overrides: frozenset[str]
+    always_add_missing_headers: bool
+    enable_original_recipient: bool
+    duplicate_filter_limit: int
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Settings":
+        return cls(cfg.int("header_size_limit"), cfg.int("hopcount_limit"),
+                   cfg.int("header_address_token_limit"),
+                   bool(cfg.get("remote_header_rewrite_domain").strip()),
+                   frozenset(cfg.list("receive_override_options")),
+                   cfg.bool("always_add_missing_headers"),
+                   cfg.bool("enable_original_recipient"),
+                   cfg.int("duplicate_filter_limit"))
+
+
+_settings: dict[int, tuple[Config, Settings]] = {}
+
+
+def settings_for(cfg: Config) -> Settings:
+    """settings_for - CFG's Settings, built once per process and Config."""
+    hit = _settings.get(id(cfg))
+    if hit is None or hit[0] is not cfg:
+        hit = (cfg, Settings.of(cfg))
+        _settings[id(cfg)] = hit
+    return hit[1]
+
+
 @dataclass
 class CleanupState:
     cfg: Config
@@ -85,9 +124,10 @@ class CleanupState:
     check_actions: list[dict] = field(default_factory=list)   # HOLD, REDIRECT … from checks
     checks_stopped: bool = False      # DISCARD ends header and body inspection
     prepended: list[str] = field(default_factory=list)    # PREPEND headers not yet written
-    # receive_override_options and the request's flags, read once per
-    # message rather than at each of the dozen steps that ask.
-    _overrides: frozenset[str] | None = field(default=None, repr=False, compare=False)
+    settings: Settings = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.settings = settings_for(self.cfg)
 
     @property
     def origin(self) -> str:
@@ -102,13 +142,11 @@ class CleanupState:
     def local_submission(self) -> bool:
         """local_submission - mail that gets missing headers added (Postfix
         2.6+: clients in local_header_rewrite_clients, and local sendmail)."""
-        return self.header_context == "local" or self.cfg.bool("always_add_missing_headers")
+        return self.header_context == "local" or self.settings.always_add_missing_headers
 
     def override(self, option: str) -> bool:
         """override - whether receive_override_options disables OPTION.
 
         The receiving program's setting arrives as a request flag (smtpd -o
         receive_override_options=... in master.cf), as Postfix's cleanup flags."""
-        if self._overrides is None:
-            self._overrides = frozenset(self.cfg.list("receive_override_options"))
-        return option in self.flags or option in self._overrides
+        return option in self.flags or option in self.settings.receive_overrides

@@ -262,6 +262,32 @@ class TestOnDemand:
                 == "override.example"
 
 
+def descriptors(pid: int) -> list[str]:
+    """descriptors - what PID's open descriptors point to."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass        # closed meanwhile
+    return out
+
+
+class TestDataPath:
+    def test_requests_go_from_client_to_worker_without_the_master(self, tmp_path):
+        """The master only listens and starts workers: after 20 requests it has
+        still never made a zeromq context (no I/O thread, no eventfd), so no
+        request passed through it; the worker that answered has both."""
+        with running(tmp_path, "echo unix - - n - 2 ECHO\n") as inst:
+            pids = {call(inst, "echo", {"op": "whoami"})["pid"] for _ in range(20)}
+            master = psutil.Process(inst.master_pid())
+            assert master.num_threads() == 1
+            assert not any("eventfd" in d for d in descriptors(master.pid))
+            worker = psutil.Process(next(iter(pids)))
+            assert worker.num_threads() > 1
+            assert any("eventfd" in d for d in descriptors(worker.pid))
+
+
 class TestSupervision:
     def test_a_killed_worker_is_logged_and_replaced(self, tmp_path):
         with running(tmp_path, "echo unix - - n - 1 ECHO\n") as inst:

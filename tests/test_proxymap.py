@@ -131,7 +131,7 @@ class TestClient:
         """A proxymap handler answering at the instance's private/proxymap."""
         server = Proxymap(cfg, "proxymap", writer=False)
         path = os.path.join(cfg.get("queue_directory"), "private", "proxymap")
-        served = ServedHandler("ipc://" + path, lambda h, p: (server.handle(h), []))
+        served = ServedHandler(path, lambda h, p: (server.handle(h), []))
         yield served
         proxy.close_clients()
         served.close()
@@ -170,7 +170,7 @@ def test_client_updates_go_to_the_write_service(cfg, monkeypatch):
     rows.rows = {}
     monkeypatch.setattr(server, "table", lambda spec, options: rows)
     path = os.path.join(cfg.get("queue_directory"), "private", "proxywrite")
-    served = ServedHandler("ipc://" + path, lambda h, p: (server.handle(h), []))
+    served = ServedHandler(path, lambda h, p: (server.handle(h), []))
     monkeypatch.setitem(TYPES, "mem", "simple:StaticTable")    # a known type name
     try:
         table = proxy.ProxyTable("proxy", "mem:rows", cfg)

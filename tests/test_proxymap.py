@@ -14,6 +14,12 @@ from tests.support.served import ServedHandler
 
 
 @pytest.fixture
+def tmp_path(short_tmp_path):
+    """tmp_path - short: the spool's private/.proxymap.PID-N must fit a socket address."""
+    return short_tmp_path
+
+
+@pytest.fixture
 def cfg(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "spool" / "private").mkdir(parents=True)

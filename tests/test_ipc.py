@@ -574,13 +574,13 @@ class TestAioClient:
             async def body(client):
                 client.rule.SPAWN_DELAY = 3600      # only the backlog could take another
                 first = asyncio.ensure_future(client.request({"n": 0}))
-                while not client._idle and client._held == 0 or client._opening:
-                    await asyncio.sleep(0.01)
-                while served.requests == 0 and not first.done():
-                    await asyncio.sleep(0.01)
+                async with asyncio.timeout(20):
+                    while served.requests == 0:     # the first is in the worker's hands
+                        await asyncio.sleep(0.01)
                 second = asyncio.ensure_future(client.request({"n": 1}))
-                while not client._waiters:
-                    await asyncio.sleep(0)
+                async with asyncio.timeout(20):
+                    while not client._waiters:
+                        await asyncio.sleep(0)
                 assert client._held == 1 and client._opening == 0
                 release.set()
                 assert await first == {"echo": {"n": 0}}
@@ -588,6 +588,38 @@ class TestAioClient:
                 assert client._held == 1
             run_aio(body)
             assert served.server.uses == 1
+        finally:
+            release.set()
+            served.close()
+
+    def test_a_request_stalled_behind_a_busy_lease_takes_another(self, spool):
+        """After SPAWN_DELAY (here none) a waiting request asks for a lease of
+        its own, so that the master starts another worker, but it takes the
+        first lease that comes: here the busy one, once answered."""
+        release = threading.Event()
+
+        def handler(header, payload):
+            if header["n"] == 0:
+                release.wait(20)
+            return {"echo": header}, []
+        served = ServedHandler(EP, handler, many=False)
+        try:
+            async def body(client):
+                client.rule.SPAWN_DELAY = 0
+                first = asyncio.ensure_future(client.request({"n": 0}))
+                async with asyncio.timeout(20):
+                    while served.requests == 0:
+                        await asyncio.sleep(0.01)
+                second = asyncio.ensure_future(client.request({"n": 1}))
+                async with asyncio.timeout(20):
+                    while not client._opening:
+                        await asyncio.sleep(0.01)
+                assert client._held == 2            # one busy, one in the listen queue
+                release.set()
+                assert await first == {"echo": {"n": 0}}
+                assert await second == {"echo": {"n": 1}}
+                assert served.requests == 2
+            run_aio(body)
         finally:
             release.set()
             served.close()

@@ -228,8 +228,9 @@ class TestOneAtATime:
         first, second = ipc.Lease(EP), ipc.Lease(EP)
         try:
             opened(server, first)
-            assert server.retire_idle(time.monotonic()) is not None     # due later
-            assert server.retire_idle(time.monotonic() + ipc.LEASE_IDLE) is None
+            [held] = server.held.values()
+            assert server.retire_idle(held.last) == held.last + ipc.LEASE_IDLE  # due then
+            assert server.retire_idle(held.last + ipc.LEASE_IDLE) is None
             wait_until(lambda: (first.check(), first.retiring)[1], 20, "BYE")
             assert not first.usable
             assert server.available()
@@ -243,9 +244,12 @@ class TestOneAtATime:
         lease = ipc.Lease(EP)
         try:
             opened(server, lease)
-            before = server.retire_idle(time.monotonic())
+            [held] = server.held.values()
+            accepted = held.last
             exchange(server, lease, {"op": "x"})
-            assert server.retire_idle(time.monotonic()) > before
+            assert held.last > accepted
+            assert server.retire_idle(accepted + ipc.LEASE_IDLE) == held.last + ipc.LEASE_IDLE
+            assert server.active == 1
         finally:
             lease.close()
 
@@ -377,7 +381,7 @@ class TestLeave:
             server.leave()
             assert not server.available()
             wait_until(lambda: (lease.check(), lease.retiring)[1], 20, "BYE")
-            assert not server.finished(time.monotonic())   # the client still holds it
+            assert not server.finished(server.leaving)     # the client still holds it
             lease.close()
             pump(server, lambda: not server.held, "the release")
             assert server.finished(time.monotonic())

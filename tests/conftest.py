@@ -3,6 +3,7 @@
 
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,6 +14,15 @@ if str(ROOT) not in sys.path:
 import pytest  # noqa: E402
 
 from pymaster.util import log  # noqa: E402
+
+
+@pytest.fixture
+def short_tmp_path(tmp_path_factory) -> Path:
+    """short_tmp_path - a fresh directory for a spool whose unix sockets
+    must fit sun_path (107 bytes): tmp_path, named for the test (and the
+    xdist worker), can leave too little room for private/NAME, let alone a
+    worker's endpoint `private/.NAME.PID-N` beside it."""
+    return Path(tempfile.mkdtemp(prefix="s", dir=tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(autouse=True)

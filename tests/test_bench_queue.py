@@ -60,8 +60,9 @@ class TestPostfixClones:
     COUNT = 30
 
     @pytest.fixture
-    def instance(self, tmp_path):
-        pf = bench_queue.postfix_instance(tmp_path / "postfix")
+    def instance(self, short_tmp_path):
+        # Postfix's sockets in its spool must fit a socket address.
+        pf = bench_queue.postfix_instance(short_tmp_path / "postfix")
         bench_queue.postfix_template(pf)
         yield pf
         bench_queue.stop_postfix(pf)
@@ -79,7 +80,8 @@ class TestPostfixClones:
             # The queue ID inside the file (log_ident, Received:) is its own.
             assert path.read_bytes().count(qid.encode()) == 2
 
-    def test_postfix_lists_scans_and_deletes_the_whole_cloned_queue(self, tmp_path):
+    def test_postfix_lists_scans_and_deletes_the_whole_cloned_queue(self, short_tmp_path):
+        tmp_path = short_tmp_path       # Postfix's sockets must fit a socket address
         figures = bench_queue.postfix_figures(tmp_path / "postfix", self.COUNT)
         assert not isinstance(figures, str), figures
         for job in bench_queue.JOBS:

@@ -35,15 +35,15 @@ def test_the_endpoint_follows_the_socket_the_master_bound(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "public").mkdir()
     (tmp_path / "private").mkdir()
-    assert cleanup_client.endpoint(cfg) == "ipc://public/mycleanup"      # nothing bound yet
+    assert cleanup_client.endpoint(cfg) == "public/mycleanup"      # nothing bound yet
     (tmp_path / "private" / "mycleanup").touch()
-    assert cleanup_client.endpoint(cfg) == "ipc://private/mycleanup"
+    assert cleanup_client.endpoint(cfg) == "private/mycleanup"
     (tmp_path / "public" / "mycleanup").touch()
-    assert cleanup_client.endpoint(cfg) == "ipc://public/mycleanup"
+    assert cleanup_client.endpoint(cfg) == "public/mycleanup"
 
 
 def test_service_endpoint_looks_under_the_queue_directory(tmp_path):
     (tmp_path / "private").mkdir()
     (tmp_path / "private" / "anvil").touch()
-    assert ipc.service_endpoint("anvil", str(tmp_path)) == f"ipc://{tmp_path}/private/anvil"
-    assert ipc.service_endpoint("qmgr", str(tmp_path)) == f"ipc://{tmp_path}/public/qmgr"
+    assert ipc.service_endpoint("anvil", str(tmp_path)) == f"{tmp_path}/private/anvil"
+    assert ipc.service_endpoint("qmgr", str(tmp_path)) == f"{tmp_path}/public/qmgr"

@@ -1,19 +1,21 @@
 """local(8) handing recipients to another agent: mailbox_transport, fallback_transport.
 
 The local agent is driven with real queue files. The other agent is a real
-zeromq service at private/NAME in a tmp spool, answering through
-pymaster.mail.delivery's request handler, whose delivery step the test scripts
+service at private/NAME in a tmp spool (an ipc.Server taking leases there),
+answering through pymaster.mail.delivery's request handler, whose delivery
+step the test scripts
 (sent, deferred or bounced): what crosses the socket, what lands in the
 queue file and the status logs, and what is logged, are the real thing.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 
 import pytest
-import zmq
 
 from pymaster.mail import delivery, queue, records
 from pymaster.util import ipc
@@ -21,6 +23,7 @@ from services.local import LocalAgent
 from services.local.transport import split_service
 from tests.support.local_helpers import spool, users  # noqa: F401  (fixtures)
 from tests.support.local_helpers import RecordingCleanup, make_cfg, queue_request
+from tests.support.served import listen
 
 RCPT = "alice@mx.example.com"
 
@@ -48,22 +51,31 @@ class Agent:
             getattr(status, kind)(rcpt, "lmtp.test[127.0.0.1]:24", reason, dsn)
 
     def serve(self) -> None:
-        sock = ipc.context().socket(zmq.ROUTER)
-        sock.bind(ipc.endpoint("private", self.name))
+        """serve - as a one-at-a-time delivery agent: leases on private/NAME."""
+        path = ipc.endpoint("private", self.name)
+        listener = listen(path)
+        server = ipc.Server(listener, many=False)
+        poller = ipc.Poller()
+        poller.register(server)
         self.bound.set()
         try:
             while not self.stopping:
-                if not sock.poll(20):
+                server.retire_idle(time.monotonic())
+                if not poller.poll(20):
                     continue
-                client, _, *frames = sock.recv_multipart()
-                header, payload = ipc.unpack(frames)
-                self.requests.append(header)
-                if self.outcome is None and self.raw_reply is None:
-                    continue
-                reply = (self.raw_reply, []) if self.raw_reply else self.handler(header, payload)
-                sock.send_multipart([client, b"", *ipc.pack(*reply)])
+                for token, header, payload in server.events():
+                    if token is None:
+                        continue
+                    self.requests.append(header)
+                    if self.outcome is None and self.raw_reply is None:
+                        continue
+                    reply = (self.raw_reply, []) if self.raw_reply \
+                        else self.handler(header, payload)
+                    server.reply(token, *reply)
         finally:
-            sock.close(0)
+            server.close()
+            listener.close()
+            os.unlink(path)
 
     def __enter__(self) -> "Agent":
         self.thread.start()

@@ -14,6 +14,12 @@ from tests.support.served import ServedHandler
 
 
 @pytest.fixture
+def tmp_path(short_tmp_path):
+    """tmp_path - short: the spool's private/.proxymap.PID-N must fit a socket address."""
+    return short_tmp_path
+
+
+@pytest.fixture
 def cfg(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "spool" / "private").mkdir(parents=True)
@@ -131,7 +137,7 @@ class TestClient:
         """A proxymap handler answering at the instance's private/proxymap."""
         server = Proxymap(cfg, "proxymap", writer=False)
         path = os.path.join(cfg.get("queue_directory"), "private", "proxymap")
-        served = ServedHandler("ipc://" + path, lambda h, p: (server.handle(h), []))
+        served = ServedHandler(path, lambda h, p: (server.handle(h), []))
         yield served
         proxy.close_clients()
         served.close()
@@ -170,7 +176,7 @@ def test_client_updates_go_to_the_write_service(cfg, monkeypatch):
     rows.rows = {}
     monkeypatch.setattr(server, "table", lambda spec, options: rows)
     path = os.path.join(cfg.get("queue_directory"), "private", "proxywrite")
-    served = ServedHandler("ipc://" + path, lambda h, p: (server.handle(h), []))
+    served = ServedHandler(path, lambda h, p: (server.handle(h), []))
     monkeypatch.setitem(TYPES, "mem", "simple:StaticTable")    # a known type name
     try:
         table = proxy.ProxyTable("proxy", "mem:rows", cfg)

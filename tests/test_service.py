@@ -1,28 +1,40 @@
 """pymaster.master.service: the runtime every service program shares.
 
 Argument parsing is tested in-process. The request loop runs in a real child
-process (tests/services/echo.py) with the alive pipe on descriptor 5, as the
-master would start it, against a Broker in the test process.
+process (tests/services/echo.py) as the master would start it: the test
+listens on private/svc and hands the socket over as descriptor 3, with the
+status pipe on 4 and the alive pipe on 5; its clients take leases there.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import struct
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-import zmq
 
 from pymaster.util import ipc
-from pymaster.master.broker import Broker
-from pymaster.master.service import ALIVE_FD, Service, UseCounter, parse_service_argv
-from tests.support.brokerpump import pump
+from pymaster.master.service import (
+    ALIVE_FD,
+    LISTEN_FD,
+    STATUS_AVAIL,
+    STATUS_BUSY,
+    STATUS_FD,
+    STATUS_FORMAT,
+    STATUS_SIZE,
+    STATUS_USED,
+    Service,
+    parse_service_argv,
+)
+from tests.support.served import listen
 from tests.support.wait import wait_until
 
 ECHO = Path(__file__).resolve().parent / "services" / "echo.py"
+EP = "private/svc"
 
 
 class TestArguments:
@@ -90,33 +102,69 @@ class Spawned:
 
 
 class Child:
-    """echo.py as the master would start it: brokered, alive pipe on fd 5."""
+    """echo.py as the master would start it: the service's listening socket
+    on descriptor 3, the status pipe on 4, the alive pipe on 5."""
 
     def __init__(self, config_dir: Path, *overrides: str) -> None:
+        self.listener = listen(EP)
+        self.status_r, status_w = os.pipe()
+        os.set_blocking(self.status_r, False)
         self.alive_r, self.alive_w = os.pipe()
+        self.reports: list[tuple[int, bytes]] = []
         argv = [sys.executable, str(ECHO), "-n", "svc", "-t", "unix"]
         for o in overrides:
             argv += ["-o", o]
-        env = dict(os.environ, MAIL_CONFIG=str(config_dir),
-                   PYMASTER_SERVICE_ENDPOINT="ipc://private/.svc.workers")
-        # As the master does it: the read end lands on descriptor 5 exactly.
-        pid = os.posix_spawn(argv[0], argv, env,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, self.alive_r, ALIVE_FD)])
+        env = dict(os.environ, MAIL_CONFIG=str(config_dir))
+        env.pop("PYMASTER_LISTEN_FDS", None)
+        # As the master does it: each lands on its descriptor exactly.
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+            (os.POSIX_SPAWN_DUP2, self.listener.fileno(), LISTEN_FD),
+            (os.POSIX_SPAWN_DUP2, status_w, STATUS_FD),
+            (os.POSIX_SPAWN_DUP2, self.alive_r, ALIVE_FD)])
         os.close(self.alive_r)
+        os.close(status_w)
         self.proc = Spawned(pid)
 
     def master_goes(self) -> None:
-        os.close(self.alive_w)
+        if self.alive_w >= 0:
+            os.close(self.alive_w)
+            self.alive_w = -1
 
-    def wait(self, broker: Broker) -> int:
-        pump(broker, lambda: self.proc.poll() is not None, timeout=20)
+    def wait(self) -> int:
+        wait_until(lambda: self.proc.poll() is not None, 20, "the worker to exit")
         return self.proc.returncode
 
+    def flags(self) -> list[bytes]:
+        """flags - what the child has reported on the status pipe so far."""
+        try:
+            data = os.read(self.status_r, STATUS_SIZE * 256)
+        except BlockingIOError:
+            data = b""
+        for i in range(0, len(data) - STATUS_SIZE + 1, STATUS_SIZE):
+            self.reports.append(struct.unpack_from(STATUS_FORMAT, data, i))
+        assert all(pid == self.proc.pid for pid, _ in self.reports)
+        return [flag for _, flag in self.reports]
 
-def recv_frames(sock, timeout: float = 20) -> list[bytes]:
-    """recv_frames - the next message on SOCK, within TIMEOUT seconds."""
-    assert sock.poll(int(timeout * 1000)), "nothing arrived"
-    return sock.recv_multipart()
+    def close(self) -> None:
+        self.master_goes()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            wait_until(lambda: self.proc.poll() is not None, 20, "the killed worker")
+        os.close(self.status_r)
+        self.listener.close()
+
+
+@pytest.fixture
+def child(spool):
+    """child - Child(spool, *overrides) as a factory; every one is ended after the test."""
+    made: list[Child] = []
+
+    def start(*overrides: str) -> Child:
+        made.append(Child(spool, *overrides))
+        return made[-1]
+    yield start
+    for c in made:
+        c.close()
 
 
 def log_text(config_dir: Path) -> str:
@@ -127,124 +175,103 @@ def log_text(config_dir: Path) -> str:
         return ""
 
 
-def request(broker: Broker, header: dict) -> dict:
-    box: dict = {}
-    t = threading.Thread(target=lambda: box.setdefault(
-        "reply", ipc.Client("ipc://private/svc").call(header, timeout=20)[0]), daemon=True)
-    t.start()
-    pump(broker, lambda: "reply" in box)
-    return box["reply"]
-
-
-class TestUseCounter:
-    """max_use counts client connections; a kept connection counts again
-    every max_use requests (docs/architecture.md, "max_use")."""
-
-    def test_every_new_client_connection_is_a_use(self):
-        counter = UseCounter(100)
-        assert [counter.count(c) for c in (b"a", b"b", b"c")] == [1, 2, 3]
-
-    def test_a_kept_connection_counts_again_every_max_use_requests(self):
-        counter = UseCounter(3)
-        assert [counter.count(b"a") for _ in range(7)] == [1, 1, 1, 2, 2, 2, 3]
-
-    def test_no_limit_counts_requests_and_remembers_no_clients(self):
-        counter = UseCounter(0)
-        assert [counter.count(b"a") for _ in range(3)] == [1, 2, 3]
-        assert counter._since == {}
+def request(header: dict, timeout: float = 20) -> dict:
+    """request - HEADER over a lease of its own, let go after the answer."""
+    client = ipc.Client(EP, timeout=timeout)
+    try:
+        return client.call(header)[0]
+    finally:
+        client.close()
 
 
 class TestRequestLoop:
-    def test_a_worker_serves_max_use_requests_per_kept_client_connection(self, spool):
-        broker = Broker("private", "svc")
-        child = Child(spool, "max_use=2")
-        box: dict = {}
+    def test_a_worker_counts_a_kept_lease_again_every_max_use_requests(self, child):
+        worker = child("max_use=2")
+        client = ipc.Client(EP)
+        pids = [client.call({"op": "whoami"}, timeout=20)[0]["pid"] for _ in range(3)]
+        assert pids == [worker.proc.pid] * 3        # one lease: uses 1, 1, 2
+        client.close()
+        assert worker.wait() == 0
 
-        def three_requests() -> None:
-            client = ipc.Client("ipc://private/svc")
-            box["pids"] = [client.call({"op": "whoami"}, timeout=20)[0]["pid"]
-                           for _ in range(3)]
-            client.close()
-        t = threading.Thread(target=three_requests, daemon=True)
-        t.start()
-        pump(broker, lambda: "pids" in box)
-        assert box["pids"] == [child.proc.pid] * 3     # one connection: uses 1, 1, 2
-        assert child.wait(broker) == 0
-        child.master_goes()
-        broker.close()
+    def test_a_worker_leaves_after_max_use_leases(self, child):
+        worker = child("max_use=2")
+        pids = [request({"op": "whoami"})["pid"] for _ in range(2)]
+        assert pids == [worker.proc.pid] * 2
+        assert worker.wait() == 0
 
-    def test_a_worker_leaves_after_max_use_requests(self, spool):
-        broker = Broker("private", "svc")
-        child = Child(spool, "max_use=2")
-        pids = [request(broker, {"op": "whoami"})["pid"] for _ in range(2)]
-        assert pids == [child.proc.pid] * 2
-        assert child.wait(broker) == 0
-        assert str(child.proc.pid).encode() in broker.retired     # it said BYE
-        child.master_goes()
-        broker.close()
-
-    def test_the_bye_goes_before_the_last_reply(self, spool):
-        """A reply gives the worker's credit back to the broker: a client that
-        asks again as soon as it has the max_use-th answer must not reach the
-        leaving worker, so the broker hears BYE before that answer."""
-        backend = zmq.Context.instance().socket(zmq.ROUTER)
-        backend.bind("ipc://private/.svc.workers")
-        child = Child(spool, "max_use=2")
+    def test_the_lease_of_the_last_use_ends_with_bye(self, child):
+        """The worker that reached max_use ends the lease it holds: its
+        client takes its next lease elsewhere, and the worker exits once the
+        client has let go."""
+        worker = child("max_use=1")
+        lease = ipc.Lease(EP)
         try:
-            worker, _, kind, _credits = recv_frames(backend)
-            assert kind == ipc.READY
-            for client in (b"first", b"second"):       # two client connections: two uses
-                backend.send_multipart([worker, b"", client, b"", *ipc.pack({"op": "whoami"})])
-                frames = recv_frames(backend)
-                if client == b"second":
-                    assert frames[2] == ipc.BYE       # first, then the answer
-                    frames = recv_frames(backend)
-                assert frames[2] == client and ipc.unpack(frames[4:])[0]["pid"] == child.proc.pid
-            backend.send_multipart([worker, b"", ipc.BYE])       # the broker's answer
-            wait_until(lambda: child.proc.poll() is not None, 20, "the worker to leave")
-            assert child.proc.returncode == 0
+            lease.wait_open(20)
+            lease.send({"op": "whoami"})
+            wait_until(lambda: lease.sock.poll(20), 20, "the answer")
+            assert lease.recv()[0]["pid"] == worker.proc.pid
+            wait_until(lambda: (lease.check(), lease.retiring or lease.gone)[1], 20, "BYE")
+            assert lease.retiring
         finally:
-            child.master_goes()
-            backend.close(0)
+            lease.close()
+        assert worker.wait() == 0
 
-    def test_a_worker_leaves_after_max_idle(self, spool):
-        broker = Broker("private", "svc")
-        child = Child(spool, "max_idle=1s")
-        assert request(broker, {"op": "whoami"})["pid"] == child.proc.pid
-        assert child.wait(broker) == 0
-        child.master_goes()
-        broker.close()
+    def test_the_master_hears_busy_while_a_lease_is_held(self, child):
+        """A one-at-a-time worker takes no other lease while it holds one:
+        the master must start another worker for the next client."""
+        worker = child()
+        wait_until(lambda: worker.flags() == [STATUS_AVAIL], 20, "available")
+        lease = ipc.Lease(EP)
+        try:
+            lease.wait_open(20)
+            wait_until(lambda: worker.flags()[-1:] == [STATUS_BUSY], 20, "busy")
+            lease.send({"op": "whoami"})
+            wait_until(lambda: lease.sock.poll(20), 20, "the answer")
+            lease.recv()
+        finally:
+            lease.close()
+        wait_until(lambda: worker.flags()[-1:] == [STATUS_AVAIL], 20, "available again")
+        assert STATUS_USED in worker.flags()        # served: its death is no bad start-up
 
-    def test_end_of_file_on_the_alive_pipe_ends_the_worker(self, spool):
-        broker = Broker("private", "svc")
-        child = Child(spool)
-        request(broker, {"op": "whoami"})
-        child.master_goes()
-        assert child.wait(broker) == 0
-        broker.close()
+    def test_a_worker_leaves_after_max_idle(self, child):
+        worker = child("max_idle=1s")
+        assert request({"op": "whoami"})["pid"] == worker.proc.pid
+        assert worker.wait() == 0
 
-    def test_sigterm_lets_a_busy_worker_finish_its_request(self, spool):
-        broker = Broker("private", "svc")
-        child = Child(spool)
-        request(broker, {"op": "whoami"})
+    def test_end_of_file_on_the_alive_pipe_ends_the_worker(self, child):
+        worker = child()
+        request({"op": "whoami"})
+        worker.master_goes()
+        assert worker.wait() == 0
+
+    def test_a_trigger_reaches_the_handler(self, child, spool):
+        worker = child()
+        ipc.trigger(EP, {"op": "wakeup"})
+        wait_until(lambda: "echo svc: wakeup" in log_text(spool), 20, "the wakeup")
+        assert request({"op": "whoami"})["pid"] == worker.proc.pid
+
+    def test_a_worker_that_dies_mid_request_loses_its_client_at_once(self, child):
+        worker = child()
+        with pytest.raises(ipc.IpcError) as caught:
+            request({"op": "exit", "status": 3}, timeout=600)
+        assert str(caught.value) == "lost connection with svc service"
+        assert worker.wait() == 3
+
+    def test_sigterm_lets_a_busy_worker_finish_its_request(self, child, spool):
+        worker = child()
+        request({"op": "whoami"})
         box: dict = {}
-        threading.Thread(target=lambda: box.setdefault("reply", ipc.Client(
-            "ipc://private/svc").call({"op": "sleep", "seconds": 1}, timeout=20)[0]),
-            daemon=True).start()
+        threading.Thread(target=lambda: box.setdefault(
+            "reply", request({"op": "sleep", "seconds": 1})), daemon=True).start()
         # The worker logs before it sleeps: then it is inside the request.
-        pump(broker, lambda: "echo svc: sleeping" in log_text(spool))
-        child.proc.send_signal(signal.SIGTERM)
-        pump(broker, lambda: "reply" in box)
-        assert box["reply"]["pid"] == child.proc.pid
-        assert child.wait(broker) == 0
-        child.master_goes()
-        broker.close()
+        wait_until(lambda: "echo svc: sleeping" in log_text(spool), 20, "the request")
+        worker.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "reply" in box, 20, "the answer")
+        assert box["reply"]["pid"] == worker.proc.pid
+        assert worker.wait() == 0
 
-    def test_sigterm_ends_an_idle_worker_at_once(self, spool):
-        broker = Broker("private", "svc")
-        child = Child(spool)
-        request(broker, {"op": "whoami"})
-        child.proc.send_signal(signal.SIGTERM)
-        assert child.wait(broker) == 0
-        child.master_goes()
-        broker.close()
+    def test_sigterm_ends_an_idle_worker_at_once(self, child):
+        worker = child()
+        request({"op": "whoami"})
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.wait() == 0

@@ -30,7 +30,7 @@ def cfg(tmp_path, monkeypatch):
 
 
 class ShowqEndpoint(ServedHandler):
-    """showq.handle served at public/showq (the master's broker stands aside)."""
+    """showq.handle served at public/showq (the test listens on its socket itself)."""
 
     def __init__(self) -> None:
         super().__init__(ipc.endpoint("public", "showq"), showq.handle)

@@ -39,7 +39,7 @@ class StandInCleanup:
 
     async def reserve(self) -> dict:
         if self.fail_reserve:
-            raise ipc.IpcError("timeout after 1s waiting for ipc://private/cleanup")
+            raise ipc.IpcError("timeout after 1s waiting for private/cleanup")
         self.reserved.append(f"QID{len(self.reserved) + 1}")
         return {"status": "ok", "queue_id": self.reserved[-1]}
 
@@ -48,7 +48,7 @@ class StandInCleanup:
 
     async def submit(self, header: dict, payload: list) -> dict:
         if self.fail:
-            raise ipc.IpcError("timeout after 1s waiting for ipc://private/cleanup")
+            raise ipc.IpcError("timeout after 1s waiting for private/cleanup")
         content = b"".join(bytes(p) for p in payload)
         self.messages.append((header, content))
         return {"status": "ok", "queue_id": header.get("queue_id") or f"QID{len(self.messages)}"}

@@ -8,11 +8,9 @@ tests/e2e/test_address_verification.py runs the whole thing with a real master."
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import replace
 
 import pytest
-import zmq
 
 from pymaster.mail import delivery, queue, records, verify_client
 from pymaster.util import ipc, log
@@ -23,6 +21,7 @@ from pymaster.mail.verify_sender import SenderError, stamp
 from services.verify import ProbeSender, make_handler, probe_sender
 from services.verify.cache import CacheError, Entry, VerifyCache, cache_path
 from services.verify.policy import IN_PROGRESS, PROBE_TTL, Settings, Verifier
+from tests.support.served import ServedHandler
 
 HOUR, DAY = 3600, 86400
 T0 = 1_700_000_000
@@ -290,33 +289,22 @@ def test_a_malformed_probe_sender_is_refused_at_start(tmp_path):
 
 @pytest.fixture
 def verify_endpoint(tmp_path, monkeypatch):
-    """private/verify answered by services.verify's handler (no master: a ROUTER
-    socket stands in for its broker)."""
+    """private/verify answered by services.verify's handler (no master: the
+    test listens on the socket and serves its leases, as a verify worker does)."""
     queue.create_layout(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     probes = Probes()
-    sock = ipc.context().socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(ipc.endpoint("private", "verify"))
-    stop = threading.Event()
+    box: dict = {}
 
-    def serve():
+    def handler(header, payload):
         # SQLite objects stay in the thread that made them, as in the one-threaded service.
-        handle = make_handler(Verifier(DEFAULTS, VerifyCache(None), probes, Clock()))
-        while not stop.is_set():
-            if not sock.poll(50):
-                continue
-            ident, empty, *frames = sock.recv_multipart()
-            header, payload = ipc.unpack(frames)
-            reply, _ = handle(header, payload)
-            sock.send_multipart([ident, empty, *ipc.pack(reply)])
+        if "handle" not in box:
+            box["handle"] = make_handler(Verifier(DEFAULTS, VerifyCache(None), probes, Clock()))
+        return box["handle"](header, payload)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    served = ServedHandler(ipc.endpoint("private", "verify"), handler, many=True)
     yield probes
-    stop.set()
-    thread.join()
-    sock.close()
+    served.close()
 
 
 class TestClient:
@@ -574,13 +562,15 @@ class TestCacheSafety:
             def enter_jail(self, pre_jail):
                 return pre_jail(self)
 
-            def serve_requests(self, handler):
+            def serve_requests(self, handler, many=False):
                 Svc.handler = handler
+                Svc.many = many
 
         svc = Svc()
         svc.cfg = cfg
         verify.run(svc)                 # returns: no SystemExit
         reply, _ = Svc.handler({"op": "query", "address": "a@example.com"}, [])
         assert reply["status"] == "error" and "address verification cache" in reply["reason"]
+        assert Svc.many                 # verify serves many clients at once, as Postfix's
         text = (tmp_path / "maillog").read_text()
         assert "warning: address_verify_map btree:" in text and "fatal" not in text

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """echo - a service program for the master's tests, run through master.cf.
 
-As a brokered service (unix/pass/fifo) it answers requests:
+As a request service (unix/fifo: leases on descriptor 3) it answers requests:
 
   {"op": "whoami"}               pid, uid, gid, groups, chrooted, cwd, args, name
   {"op": "sleep", "seconds": S}  logs `echo NAME: sleeping`, answers after S seconds
                                  (keeps a worker busy; tests wait for the line)
   {"op": "exit", "status": N}    die in the middle of a request
   {"op": "param", "name": P}     the value of main.cf parameter P as it sees it
-  {"op": "wakeup"}               logs `echo NAME: wakeup` (the master's triggers)
+  {"op": "wakeup"}               logs `echo NAME: wakeup` (the master's triggers,
+                                 one-way: nobody reads the answer)
   {"op": "flush"}                logs `echo NAME: flush` (`postfix flush`)
 
 As an inet service it accepts on descriptor 3 and, per line received,

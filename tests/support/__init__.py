@@ -9,8 +9,8 @@ Instances and peers that tests run against:
     smtpscript      a scripted SMTP/LMTP server that records what it received
     sink            Debian's smtp-sink as a relay's next hop (skips when not installed)
     milterpeer      a scripted milter speaking the libmilter wire format
-    served          a request handler served on a zeromq endpoint from a thread
-    brokerpump      serving a Broker's sockets in the test's own thread
+    served          a request handler served from a thread on a service's socket
+                    (ipc.Server), and listen(path): a bare listening unix socket
 
 Clients, fixtures and readers:
     smtpclient      a byte-level SMTP client (bare LFs, pipelining, half chunks)

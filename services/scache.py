@@ -9,9 +9,9 @@ connection where it would see one per message.
 
 zeromq cannot carry descriptors, so scache is a stream service: the master
 listens on `private/$connection_cache_service_name` (a unix stream socket,
-pymaster/master/mastercf.py STREAM_COMMANDS) and starts this program on
-the first connection; it accepts on descriptor 3 and serves every client
-on its own event loop, one process (`scache unix - - n - 1 scache`).
+as for every unix service) and starts this program on the first
+connection; it accepts on descriptor 3 and serves every client (the
+connection itself, not leases) on its own event loop, one process (`scache unix - - n - 1 scache`).
 Requests and replies are pymaster/util/fdpass.py messages; the client is
 pymaster/mail/scache_client.py.
 

@@ -11,14 +11,14 @@ from pymaster.master import handoff
 from pymaster.master.mastercf import parse_master_cf
 
 
-def test_a_pass_service_serves_the_connections_its_stream_socket_accepts():
+def test_a_pass_service_listens_on_a_stream_socket():
     entries, errors = parse_master_cf("smtpd pass - - y - - smtpd\n"
                                       "dnsblog unix - - y - 0 dnsblog\n", "master.cf")
     assert not errors
     smtpd, dnsblog = entries
-    assert smtpd.stream_listener and smtpd.serves_connections
+    assert smtpd.stream_listener
     # A request service listens on a stream socket too, for leases (pymaster.util.ipc).
-    assert dnsblog.stream_listener and not dnsblog.serves_connections
+    assert dnsblog.stream_listener
 
 
 @pytest.fixture

@@ -69,6 +69,10 @@ DGRAM_SOCKET_MODE = 0o666  # public/postlog: whoever may enter public/ may log
 STREAM_SOCKET_MODE = 0o666  # spawn sockets: private/ or public/ decides who connects
 STOP_GRACE = 5.0          # seconds busy children get to finish on `postfix stop`
 LISTEN_BACKLOG = 100
+# Clients wait in a unix socket's queue for a worker to accept their lease:
+# a burst of smtpd sessions, each wanting cleanup while a worker starts,
+# must wait there rather than be refused (capped by net.core.somaxconn).
+LEASE_BACKLOG = 1024
 MIN_HIGH_FD = 64          # where descriptors wait before they become 3, 4, 5
 NEVER = float("inf")
 ENV_KEEP = ("PATH", "PYTHONPATH", "VIRTUAL_ENV")
@@ -218,10 +222,12 @@ def open_dgram_socket(path: str) -> socket.socket:
 
 
 def open_stream_socket(path: str) -> socket.socket:
-    """open_stream_socket - a spawn service's listening unix stream socket at
-    PATH, handed to its children as descriptor 3 like an inet listener."""
+    """open_stream_socket - a unix, fifo or pass service's listening unix
+    stream socket at PATH, handed to its children as descriptor 3 like an
+    inet listener: clients take leases there (pymaster.util.ipc), or hand
+    over connections."""
     sock = _bind_unix(path, socket.SOCK_STREAM, STREAM_SOCKET_MODE)
-    sock.listen(LISTEN_BACKLOG)
+    sock.listen(LEASE_BACKLOG)
     sock.setblocking(False)     # shared with the children, as an inet listener
     return sock
 

@@ -21,7 +21,7 @@ Interface:
                  .wakeup_if_used .maxproc .command .args .overrides
                  .lineno .last_lineno .fields (the columns as written) .key
                  .stream_listener .visibility .argv()   how the master runs it
-    SERVICE_TYPES, STREAM_TYPES, STREAM_COMMANDS
+    SERVICE_TYPES, STREAM_TYPES
 """
 
 from __future__ import annotations
@@ -37,15 +37,11 @@ TABLE_PROCESS_LIMIT = int(PARAMS["default_process_limit"].default or 0)
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
 # Types the master listens for on a unix stream socket, handed to the workers
-# as descriptor 3: a request service's clients take leases there
-# (pymaster.util.ipc), a pass service receives open connections.
+# as descriptor 3. A request service's clients take leases there
+# (pymaster.util.ipc); a pass service receives open connections; spawn(8),
+# scache(8) and tlsproxy(8) serve the accepted connection itself (a program
+# that speaks no zeromq, descriptors passed, a connection to encrypt).
 STREAM_TYPES = ("unix", "fifo", "pass")
-# unix services that serve the connection itself rather than requests over
-# zeromq: spawn(8) hands each connection to a program that speaks no
-# zeromq; scache(8) takes and gives open connections (descriptors,
-# pymaster/util/fdpass.py) with its requests; tlsproxy(8) takes the client
-# connection it is to encrypt.
-STREAM_COMMANDS = ("spawn", "scache", "tlsproxy")
 COLUMN_NAMES = ("service", "type", "private", "unprivileged", "chroot", "wakeup",
                 "process_limit", "command")
 
@@ -85,13 +81,6 @@ class MasterEntry:
         it: every unix, fifo and pass service (inet services listen on the
         network, unix-dgram on a datagram socket)."""
         return self.type in STREAM_TYPES
-
-    @property
-    def serves_connections(self) -> bool:
-        """serves_connections - its workers serve the accepted connection
-        itself (a pass service, spawn, scache, tlsproxy), not leases."""
-        return self.type == "pass" or (
-            self.type == "unix" and os.path.basename(self.command) in STREAM_COMMANDS)
 
     @property
     def visibility(self) -> str:

@@ -76,6 +76,7 @@ SHARED_LEASE_IDLE = 5.0  # the same for a lease on a worker that serves many (Po
 LEAVE_GRACE = 0.5       # seconds a leaving worker still serves requests sent before its BYE
 LEAVE_LIMIT = 5.0       # seconds a leaving worker waits for its clients at most
 BYE_GRACE = 0.2         # seconds a client waits for a reply that raced its worker's exit
+QUEUE_FULL_RETRY = 0.01  # seconds between connects while the service's listen queue is full
 _FRAME = struct.Struct(">I")
 _GREETING_MAX = 256
 _TRIGGER_MAX = 65536
@@ -204,10 +205,17 @@ class Lease:
         self.inflight: Any = None   # an asyncio owner's future for the answer in flight
         self.last_used = time.monotonic()
         self._greeting = b""
+        self.queued = True          # in the listen queue; False: the queue was full
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.conn.setblocking(False)
+        self._connect()
+
+    def _connect(self) -> None:
         try:
             self.conn.connect(self.path)
+            self.queued = True
+        except BlockingIOError:
+            self.queued = False     # the listen queue is full: try again later
         except OSError as e:
             self.conn.close()
             raise IpcError(f"connect to {self.path}: {e.strerror or e}") from None
@@ -224,6 +232,10 @@ class Lease:
         IpcError when the connection ended first."""
         if self.sock is not None:
             return True
+        if not self.queued:
+            self._connect()
+            if not self.queued:
+                return False
         try:
             data = self.conn.recv(_GREETING_MAX)
         except BlockingIOError:
@@ -261,7 +273,11 @@ class Lease:
         deadline = time.monotonic() + timeout
         while not self.open_done():
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.conn], [], [], left)[0]:
+            if left <= 0:
+                raise IpcTimeout(f"timeout after {timeout:g}s waiting for {self.path}")
+            if not self.queued:     # nothing to wait on but time: the queue was full
+                time.sleep(min(left, QUEUE_FULL_RETRY))
+            elif not select.select([self.conn], [], [], left)[0]:
                 raise IpcTimeout(f"timeout after {timeout:g}s waiting for {self.path}")
 
     def check(self) -> None:
@@ -494,6 +510,7 @@ class AioClient:
         self._held = 0              # leases open or opening, idle or not
         self._opening = 0
         self._waiters: list = []    # (future, arrival) of requests without a lease
+        self._tasks: set = set()    # leases being opened
         self._oneway = OneWay(self.endpoint)
 
     async def request(self, header: dict, payload: Iterable[bytes] = (),
@@ -606,7 +623,9 @@ class AioClient:
             return
         self._opening += 1
         self._held += 1
-        asyncio.get_running_loop().create_task(self._open())
+        task = asyncio.get_running_loop().create_task(self._open())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _open(self) -> None:
         import asyncio
@@ -615,6 +634,9 @@ class AioClient:
         try:
             lease = Lease(self.endpoint)
             while not lease.open_done():
+                if not lease.queued:    # the listen queue was full
+                    await asyncio.sleep(QUEUE_FULL_RETRY)
+                    continue
                 ready = loop.create_future()
                 loop.add_reader(lease.conn, _set_result, ready)
                 try:
@@ -622,13 +644,15 @@ class AioClient:
                 finally:
                     loop.remove_reader(lease.conn)
             self.many = lease.many
-        except IpcError as e:
+        except BaseException as e:
             if lease is not None:
                 lease.close()
             self._opening -= 1
             self._held -= 1
-            self._fail_waiters(e)
-            return
+            if isinstance(e, IpcError):
+                self._fail_waiters(e)
+                return
+            raise
         self._opening -= 1
         loop.add_reader(lease.conn, self._watched, lease)
         loop.add_reader(lease.events_fd(), self._poke, lease)
@@ -677,6 +701,8 @@ class AioClient:
 
     def close(self) -> None:
         """close - let every lease go; one-way requests written stay for the worker."""
+        for task in list(self._tasks):
+            task.cancel()
         for lease in list(self._idle):
             self._drop(lease)
         self._idle.clear()

@@ -570,21 +570,32 @@ class TestAioClient:
         finally:
             served.close()
 
-    def test_a_request_waits_for_the_busy_lease_rather_than_take_another(self, spool):
-        release = threading.Event()
-
+    @staticmethod
+    def holding_the_first(release: threading.Event) -> ServedHandler:
+        """holding_the_first - a one-at-a-time worker whose answer to request
+        n=0 waits for RELEASE."""
         def handler(header, payload):
             if header["n"] == 0:
                 release.wait(20)
             return {"echo": header}, []
-        served = ServedHandler(EP, handler, many=False)
+        return ServedHandler(EP, handler, many=False)
+
+    @staticmethod
+    async def first_in_hand(client, served: ServedHandler):
+        """first_in_hand - request n=0 sent, and in the worker's hands."""
+        first = asyncio.ensure_future(client.request({"n": 0}))
+        async with asyncio.timeout(20):
+            while served.requests == 0:
+                await asyncio.sleep(0.01)
+        return first
+
+    def test_a_request_waits_for_the_busy_lease_rather_than_take_another(self, spool):
+        release = threading.Event()
+        served = self.holding_the_first(release)
         try:
             async def body(client):
                 client.rule.SPAWN_DELAY = 3600      # only the backlog could take another
-                first = asyncio.ensure_future(client.request({"n": 0}))
-                async with asyncio.timeout(20):
-                    while served.requests == 0:     # the first is in the worker's hands
-                        await asyncio.sleep(0.01)
+                first = await self.first_in_hand(client, served)
                 second = asyncio.ensure_future(client.request({"n": 1}))
                 async with asyncio.timeout(20):
                     while not client._waiters:
@@ -605,19 +616,11 @@ class TestAioClient:
         its own, so that the master starts another worker, but it takes the
         first lease that comes: here the busy one, once answered."""
         release = threading.Event()
-
-        def handler(header, payload):
-            if header["n"] == 0:
-                release.wait(20)
-            return {"echo": header}, []
-        served = ServedHandler(EP, handler, many=False)
+        served = self.holding_the_first(release)
         try:
             async def body(client):
                 client.rule.SPAWN_DELAY = 0
-                first = asyncio.ensure_future(client.request({"n": 0}))
-                async with asyncio.timeout(20):
-                    while served.requests == 0:
-                        await asyncio.sleep(0.01)
+                first = await self.first_in_hand(client, served)
                 second = asyncio.ensure_future(client.request({"n": 1}))
                 async with asyncio.timeout(20):
                     while not client._opening:

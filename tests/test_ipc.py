@@ -198,6 +198,22 @@ class TestServer:
         s.close()
         assert not os.path.exists(path)
 
+    def test_a_deep_spool_is_reached_from_inside_it(self, tmp_path, monkeypatch):
+        """A client whose working directory is the queue directory (every
+        program's) reaches a worker whose endpoint's full path would not fit
+        a socket address (107 bytes)."""
+        deep = tmp_path / ("d" * 50) / ("e" * 50)
+        (deep / "private").mkdir(parents=True)
+        monkeypatch.chdir(deep)
+        served = ServedHandler(EP, lambda header, payload: ({"ok": 1}, []))
+        try:
+            assert len(str(deep / "private" / served.server.file)) > 107
+            client = ipc.Client(str(deep / EP))
+            assert client.call({}, timeout=20) == ({"ok": 1}, [])
+            client.close()
+        finally:
+            served.close()
+
     def test_connecting_where_nobody_listens_is_an_ipc_error(self, spool):
         with pytest.raises(ipc.IpcError, match="connect to private/nobody"):
             ipc.Lease("private/nobody")

@@ -140,6 +140,20 @@ def _path(ep: str) -> str:
     return ep[6:] if ep.startswith("ipc://") else ep
 
 
+def _shortest(path: str) -> str:
+    """_shortest - PATH, or the same file relative to the working directory
+    when that is shorter: a socket's path must fit sun_path (107 bytes), and
+    a program's working directory is the queue directory, where a deep spool
+    (a test's) leaves a worker's endpoint too little room."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return relative if len(relative) < len(path) else path
+
+
 def pack(header: dict, payload: Iterable[bytes] = ()) -> list:
     """pack - [JSON header, *payload]: orjson (several times faster than json,
     a few percent of every program's CPU per message), json for what orjson
@@ -212,7 +226,7 @@ class Lease:
 
     def _connect(self) -> None:
         try:
-            self.conn.connect(self.path)
+            self.conn.connect(_shortest(self.path))
             self.queued = True
         except BlockingIOError:
             self.queued = False     # the listen queue is full: try again later
@@ -264,7 +278,7 @@ class Lease:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, token)
         where = os.path.join(os.path.dirname(self.path), os.fsdecode(name))
-        sock.connect("ipc://" + where)
+        sock.connect("ipc://" + _shortest(where))
         self.sock = sock
         self.many = mode == MANY
 

@@ -499,11 +499,12 @@ class TestUses:
 class TestLeaseRule:
     """When a client takes another lease of a service."""
 
-    rule = ipc.LeaseRule()
     now = 1000.0
 
-    def wants(self, held=1, opening=0, waiting=1, waited=0.0, many=False) -> bool:
-        return self.rule.wants(held, opening, waiting, self.now - waited, self.now, many)
+    def wants(self, held=1, opening=0, waiting=1, waited=0.0, many=False,
+              service=0.0, progress=0.0) -> bool:
+        rule = ipc.LeaseRule(progress=progress, service=service)
+        return rule.wants(held, opening, waiting, self.now - waited, self.now, many)
 
     def test_the_first_lease_at_once(self):
         assert self.wants(held=0)
@@ -515,16 +516,29 @@ class TestLeaseRule:
         assert not self.wants(held=0, opening=1)
         assert not self.wants(held=1, opening=1, waiting=100, waited=60, many=True)
 
-    def test_a_request_waits_for_a_busy_lease_of_a_one_at_a_time_service(self):
-        assert not self.wants(held=1, waiting=ipc.LeaseRule.BACKLOG)
+    def test_fast_requests_wait_for_a_busy_lease_however_many_wait(self):
+        assert not self.wants(held=1, waiting=50, service=0.002)
 
-    def test_a_backlog_beyond_the_leases_held_takes_another(self):
-        assert self.wants(held=1, waiting=ipc.LeaseRule.BACKLOG + 1)
-        assert not self.wants(held=2, waiting=2 * ipc.LeaseRule.BACKLOG)
-        assert self.wants(held=2, waiting=2 * ipc.LeaseRule.BACKLOG + 1)
+    def test_slow_requests_take_another_when_the_queue_would_take_long(self):
+        slow = ipc.LeaseRule.SLOW
+        assert self.wants(held=1, waiting=3, service=slow)
+        assert not self.wants(held=3, waiting=1, service=slow)
 
     def test_a_request_that_waited_spawn_delay_takes_another(self):
         assert self.wants(held=1, waiting=1, waited=ipc.LeaseRule.SPAWN_DELAY)
+
+    def test_no_stall_while_leases_keep_going_to_requests(self):
+        assert not self.wants(held=1, waiting=5, waited=ipc.LeaseRule.SPAWN_DELAY,
+                              progress=self.now - ipc.LeaseRule.SPAWN_DELAY / 2)
+
+    def test_the_time_per_request_follows_the_recent_ones(self):
+        rule = ipc.LeaseRule()
+        for _ in range(50):
+            rule.served(0.2)
+        assert abs(rule.service - 0.2) < 0.01
+        for _ in range(50):
+            rule.served(0.001)
+        assert rule.service < ipc.LeaseRule.SLOW
 
     def test_a_service_of_many_clients_at_once_gets_one_per_waiting_request(self):
         assert self.wants(held=5, waiting=1, many=True)

@@ -45,6 +45,7 @@ class Request:
     on_reply: OnReply
     arrival: float              # monotonic
     deadline: float             # monotonic
+    sent: float = 0.0           # monotonic
 
 
 @dataclass(eq=False)
@@ -56,6 +57,7 @@ class Pool:
     busy: dict[ipc.Lease, Request] = field(default_factory=dict)
     waiting: deque[Request] = field(default_factory=deque)
     many: bool = False
+    rule: ipc.LeaseRule = field(default_factory=ipc.LeaseRule)
 
     @property
     def held(self) -> int:
@@ -68,7 +70,6 @@ class Dispatcher:
     def __init__(self, poller: ipc.Poller, timeout: float) -> None:
         self.poller = poller
         self.timeout = timeout
-        self.rule = ipc.LeaseRule()
         self.pools: dict[str, Pool] = {}
         self.owner: dict[ipc.Lease, Pool] = {}
 
@@ -97,12 +98,14 @@ class Dispatcher:
             if not lease.usable:
                 self._drop(pool, lease)
                 continue
-            self._start(pool, lease, pool.waiting.popleft())
-        if pool.waiting and self.rule.wants(pool.held, len(pool.opening), len(pool.waiting),
+            self._start(pool, lease, pool.waiting.popleft(), now)
+            pool.rule.moved(now)
+        if pool.waiting and pool.rule.wants(pool.held, len(pool.opening), len(pool.waiting),
                                             pool.waiting[0].arrival, now, pool.many):
             self._open(pool)
 
-    def _start(self, pool: Pool, lease: ipc.Lease, request: Request) -> None:
+    def _start(self, pool: Pool, lease: ipc.Lease, request: Request, now: float) -> None:
+        request.sent = now
         try:
             lease.send(request.header)
         except Exception as e:      # the transport refuses: the lease is no good
@@ -162,6 +165,7 @@ class Dispatcher:
                 request.on_reply(None, f"lost connection with {pool.service} service")
             return
         del pool.busy[lease]
+        pool.rule.served(time.monotonic() - request.sent)
         try:
             header, _ = lease.recv()
         except ipc.IpcError as e:
@@ -202,7 +206,7 @@ class Dispatcher:
             times = [r.deadline for r in pool.busy.values()]
             if pool.waiting:
                 times.append(pool.waiting[0].deadline)
-                stalled = pool.waiting[0].arrival + self.rule.SPAWN_DELAY
+                stalled = pool.rule.stalled_at(pool.waiting[0].arrival)
                 if stalled > now:
                     times.append(stalled)
             if times:

@@ -376,7 +376,8 @@ class LeaseRule:
     opening; another when the waiting requests have stalled: no lease
     handed to a request for SPAWN_DELAY (a stuck worker: the 30-second smtp
     test). And when requests are slow (each took SLOW or more lately, so
-    they wait on a distant peer, not on the CPU: smtp to the Internet) and
+    they wait on a distant peer or a disk, not on the CPU: smtp to the
+    Internet, cleanup's fsync on a rotating disk) and
     the waiting would take longer than SPAWN_DELAY to drain through the
     leases held (waiting x time per request / leases held).
 
@@ -391,7 +392,7 @@ class LeaseRule:
     rule for fast requests too (time per request measured on the shared
     cores grows with the workers) 9.2 / 12.0 s with 9-13 smtp workers."""
     SPAWN_DELAY = 0.1
-    SLOW = 0.05                 # seconds per request that mean waiting on a peer
+    SLOW = 0.01                 # seconds per request that mean waiting on a peer or a disk
     SMOOTHING = 0.2             # weight of the latest request in `service`
     progress: float = 0.0       # monotonic time a lease last went to a request
     service: float = 0.0        # recent seconds per request, sent to answered

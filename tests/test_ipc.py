@@ -521,8 +521,10 @@ class TestLeaseRule:
 
     def test_slow_requests_take_another_when_the_queue_would_take_long(self):
         slow = ipc.LeaseRule.SLOW
-        assert self.wants(held=1, waiting=3, service=slow)
-        assert not self.wants(held=3, waiting=1, service=slow)
+        drains_in_time = int(ipc.LeaseRule.SPAWN_DELAY / slow)    # requests per lease
+        assert not self.wants(held=1, waiting=drains_in_time, service=slow)
+        assert self.wants(held=1, waiting=drains_in_time + 1, service=slow)
+        assert not self.wants(held=2, waiting=drains_in_time + 1, service=slow)
 
     def test_a_request_that_waited_spawn_delay_takes_another(self):
         assert self.wants(held=1, waiting=1, waited=ipc.LeaseRule.SPAWN_DELAY)

@@ -257,3 +257,24 @@ def test_hash_dirs_follow_the_long_form_test_of_queue_id_time(queue_id, monkeypa
     long_form = queue.queue_id_time(queue_id) is not None
     source = queue_id[queue.SEC_WIDTH + queue.USEC_WIDTH - 1::-1] if long_form else queue_id
     assert queue._hash_dirs(queue_id) == list(source[:2])
+
+
+@pytest.mark.parametrize("queue_name", ["incoming", "deferred", "defer", "deferred/", ""])
+@pytest.mark.parametrize("queue_id", ["4jcT5Z3SCSzQVgV", "ABCDEF", "B", "", "a/b",
+                                      "/etc/passwd", "../x"])
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_path_of_joins_as_os_path_join(queue_name, queue_id, depth, monkeypatch):
+    # path_of joins by hand (qmgr's hot path); any name must give what
+    # os.path.join gave, the odd ones (slashes, empty) included.
+    monkeypatch.setattr(queue, "_hash_depth", depth)
+    dirs = queue._hash_dirs(queue_id) if queue.is_hashed(queue_name) else []
+    assert queue.path_of(queue_name, queue_id) == os.path.join(queue_name, *dirs, queue_id)
+
+
+def test_scan_lists_hashed_and_plain_files_and_skips_temporary_ones(spool):
+    plain = commit()
+    os.makedirs("deferred/Q/R")
+    open("deferred/Q/R/4jcT5Z3SCSzQVgV", "w").close()
+    open("incoming/.tmp.1.1", "w").close()
+    assert list(queue.scan("incoming")) == [(plain.queue_id, plain.path)]
+    assert list(queue.scan("deferred")) == [("4jcT5Z3SCSzQVgV", "deferred/Q/R/4jcT5Z3SCSzQVgV")]

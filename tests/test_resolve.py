@@ -335,3 +335,77 @@ def test_a_failing_sender_dependent_table_flags_fail():
     r = Resolver(make_cfg(sender_dependent_relayhost_maps="fail:broken")).resolve(
         "u@elsewhere.example", "a@corp.example")
     assert FAIL in r.flags
+
+
+# -- the one-entry cache of the last answer ------------------------------------
+
+class CountingMaps:
+    """transport_maps that count their lookups."""
+
+    def __init__(self, value=None) -> None:
+        self.value, self.lookups = value, 0
+
+    def lookup(self, key, partial=False):
+        self.lookups += 1
+        return self.value
+
+
+def counted(resolver, value=None):
+    maps = resolver._transport_maps = CountingMaps(value)
+    return maps
+
+
+def test_the_last_answer_is_kept_for_the_same_recipient_and_sender():
+    r = Resolver(make_cfg(transport_maps="inline:{ x.example=discard: }"))
+    maps = counted(r)
+    first = r.resolve("u@elsewhere.example", "a@corp.example")
+    once = maps.lookups                     # u@…, the domain, its parent, `*`
+    assert r.resolve("u@elsewhere.example", "a@corp.example") is first
+    assert maps.lookups == once
+    r.resolve("u@elsewhere.example", "b@corp.example")     # another sender
+    r.resolve("v@elsewhere.example", "b@corp.example")     # another recipient
+    assert maps.lookups == 3 * once
+
+
+def test_the_kept_answer_expires(monkeypatch):
+    import pymaster.mail.resolve as resolve
+    r = Resolver(make_cfg(transport_maps="inline:{ x.example=discard: }"))
+    maps = counted(r)
+    now = [1000.0]
+    monkeypatch.setattr(resolve.time, "monotonic", lambda: now[0])
+    r.resolve("u@elsewhere.example")
+    once = maps.lookups
+    now[0] += resolve.CACHE_TIME - 0.01
+    r.resolve("u@elsewhere.example")
+    assert maps.lookups == once
+    now[0] += 0.02
+    r.resolve("u@elsewhere.example")
+    assert maps.lookups == 2 * once
+
+
+def test_failures_are_not_kept():
+    r = Resolver(make_cfg(transport_maps="fail:broken"))
+    assert FAIL in r.resolve("u@elsewhere.example").flags
+    assert r._last is None
+
+
+@pytest.mark.parametrize("settings", [
+    {"transport_maps": "proxy:hash:/etc/postfix/transport"},
+    {"relay_domains": "mysql:/etc/postfix/relay.cf"},
+    {"sender_dependent_relayhost_maps": "socketmap:unix:/x:name"},
+    {"transport_maps": "unionmap:{inline:{a=b}, ldap:/x.cf}"},
+])
+def test_tables_that_may_log_per_lookup_turn_the_cache_off(settings):
+    # A remote table may warn at every lookup: each answer is asked afresh,
+    # so the warnings repeat as they did without the cache.
+    assert not Resolver(make_cfg(**settings))._cacheable
+
+
+def test_an_answer_that_logged_a_warning_is_not_kept():
+    pytest.importorskip("pymaster.mail.maps")
+    r = Resolver(make_cfg(sender_dependent_relayhost_maps="inline:{ a@corp.example= }"))
+    assert r._cacheable
+    r.resolve("u@elsewhere.example", "a@corp.example")
+    assert r._last is None
+    r.resolve("u@elsewhere.example", "b@corp.example")
+    assert r._last is not None

@@ -63,6 +63,7 @@ Interface:
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from pymaster.mail.addr import domain_literal_address, is_valid_hostname, split_address
@@ -108,6 +109,14 @@ NULL_SENDER_KEYS = {
     "sender_dependent_default_transport_maps":
         "empty_address_default_transport_maps_lookup_key"}
 DUNNO = "DUNNO"
+# The last answer is kept this long (Postfix's resolve_clnt keeps it 30 s):
+# the interval at which a file table looks for a rebuilt file, so postmap
+# reaches the resolver about as soon as it did without the cache.
+CACHE_TIME = 1.0
+# Table types that log nothing per lookup (a remote table may warn at every
+# one): with any other type in the routes, every answer is looked up afresh.
+QUIET_TYPES = frozenset({"hash", "btree", "cdb", "texthash", "regexp", "pcre", "cidr",
+                         "static", "inline", "environ", "unix"})
 
 
 class Resolution(NamedTuple):
@@ -154,6 +163,12 @@ class Resolver:
         self._transport_maps = None
         self._relocated_maps = None
         self._sender_maps: dict[str, object] = {}
+        # One-entry cache of the last answer: qmgr asks for the same
+        # recipient for each message of a bulk load, as Postfix's qmgr does
+        # of trivial-rewrite through its one-entry resolve_clnt cache.
+        self._cacheable = self._quiet_tables()
+        self._last: tuple[str, str | None, float, Resolution] | None = None
+        self._warnings = 0          # a count, not a flag: smtpd may resolve in threads
         try:
             self._relocated_table()     # opened now, before any jail
         except (TableError, LookupFailed) as e:
@@ -195,13 +210,33 @@ class Resolver:
 
         SENDER (the envelope sender, "" for the null sender) enables the
         sender-dependent routes; None leaves them out."""
+        last, now = self._last, time.monotonic()
+        if last is not None and last[0] == addr and last[1] == sender and now < last[2]:
+            return last[3]
+        warnings = self._warnings
         try:
-            return self._resolve(addr, sender)
+            res = self._resolve(addr, sender)
         except (TableError, LookupFailed) as e:
             if isinstance(e, TableUnavailable):
                 log.warning(e.warning)      # "mysql:/x is unavailable. unsupported ..."
             log.warning(f"resolve {addr}: table lookup failed: {e}")
             return Resolution("", "", addr, DEFAULT, frozenset({FAIL}))
+        # An answer that logged a warning is asked again, so the line repeats.
+        if self._cacheable and self._warnings == warnings:
+            self._last = (addr, sender, now + CACHE_TIME, res)
+        return res
+
+    def _quiet_tables(self) -> bool:
+        """_quiet_tables - whether every table in the routes and domain lists
+        is of a type that logs nothing per lookup (the cache may be used)."""
+        specs = [spec for name in ("transport_maps", "relocated_maps", *NULL_SENDER_KEYS)
+                 for spec in self.cfg.list(self.params.get(name, name))]
+        for domains in (self.local_domains.mydestination, self.virtual_alias_domains,
+                        self.virtual_mailbox_domains, self.relay_domains):
+            # Entries as the list matches them: /file contents included.
+            specs += [e.lstrip("!") for e in domains.entries
+                      if ":" in e and not e.lstrip("!").startswith("[")]
+        return all(spec.partition(":")[0] in QUIET_TYPES for spec in specs)
 
     def _resolve(self, addr: str, sender: str | None) -> Resolution:
         flags: set[str] = set()
@@ -326,6 +361,7 @@ class Resolver:
         value = value.strip()
         if not value:
             log.warning(f"{self.params[name]}: ignoring null lookup result for {sender}")
+            self._warnings += 1
         return "" if value.upper() == DUNNO else value
 
     def _sender_keys(self, name: str, sender: str) -> list[str]:

@@ -162,16 +162,19 @@ def read_envelope(path: str, limit: int = 0) -> tuple[records.Message, int]:
     msg = records.Message(queue_id=os.path.basename(path), path=path)
     declared, seen_end = None, False
     reader = _RecipientReader(msg.recipients, limit)
+    attrs = msg.attrs
     for offset, rtype, data, length in records.walk_records(path):
-        if offset == 0:
-            declared = _size_fields(path, data)
-        elif rtype == records.REC_TIME:
-            msg.arrival_time = _float(path, data, offset)
-        elif rtype == records.REC_ATTR:
+        # Attributes first: most records of an envelope are. (Offset 0 is
+        # always the size record: walk_records says so or raises.)
+        if rtype == records.REC_ATTR:
             name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
             if not eq or not name:
                 raise records.CorruptQueueFile(path, f"bad attribute record at offset {offset}")
-            msg.attrs[name] = value
+            attrs[name] = value
+        elif offset == 0:
+            declared = _size_fields(path, data)
+        elif rtype == records.REC_TIME:
+            msg.arrival_time = _float(path, data, offset)
         elif rtype == records.REC_SENDER:
             msg.sender = data.decode("utf-8", "surrogateescape")
         elif rtype == records.REC_CONTENT:

@@ -37,6 +37,7 @@ from typing import Callable
 from pymaster.util import ipc, log
 
 OnReply = Callable[[dict | None, str], None]
+ENDPOINT_RECHECK = 1.0      # seconds a service's endpoint is known to exist (or not)
 
 
 @dataclass
@@ -72,14 +73,22 @@ class Dispatcher:
         self.timeout = timeout
         self.pools: dict[str, Pool] = {}
         self.owner: dict[ipc.Lease, Pool] = {}
+        self.endpoints: dict[str, tuple[float, bool]] = {}     # service -> (checked, exists)
 
     @property
     def in_flight(self) -> int:
         return sum(len(p.busy) + len(p.waiting) for p in self.pools.values())
 
     def available(self, service: str) -> bool:
-        """available - whether the master has an endpoint for SERVICE."""
-        return os.path.exists(os.path.join("private", service))
+        """available - whether the master has an endpoint for SERVICE; asked
+        of the file system at most once a second per service, not for every
+        request (a stat per message)."""
+        now = time.monotonic()
+        known = self.endpoints.get(service)
+        if known is None or now - known[0] >= ENDPOINT_RECHECK:
+            exists = os.path.exists(os.path.join("private", service))
+            known = self.endpoints[service] = (now, exists)
+        return known[1]
 
     def send(self, service: str, header: dict, on_reply: OnReply) -> None:
         """send - HEADER to private/SERVICE; ON_REPLY gets the answer later."""

@@ -13,7 +13,6 @@ Interface:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 _trim = None
 _looked = False
@@ -25,7 +24,10 @@ def _malloc_trim():
     if not _looked:
         _looked = True
         try:
-            _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            # The C library is already loaded: CDLL(None) finds its symbols
+            # without ctypes.util.find_library, whose imports (subprocess,
+            # tempfile, shutil, lzma, bz2) cost the master about 1 MB.
+            _trim = ctypes.CDLL(None).malloc_trim
             _trim.argtypes = [ctypes.c_size_t]
             _trim.restype = ctypes.c_int
         except (OSError, AttributeError):

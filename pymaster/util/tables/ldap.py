@@ -44,7 +44,6 @@ Interface:
 
 from __future__ import annotations
 
-import ssl
 import threading
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -140,6 +139,10 @@ class LdapTable(Table):
     # -- connection ------------------------------------------------------------------
 
     def _tls(self) -> Any:
+        # ssl is not imported with this module: every process imports every
+        # table type, and ssl costs about 4 MB per process. ldap3, loaded by
+        # __init__ before the jail, has imported it, so this needs no file.
+        import ssl
         s = self.settings
         require = s.get_bool("tls_require_cert", False)
         return self._ldap3.Tls(

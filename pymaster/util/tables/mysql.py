@@ -34,7 +34,6 @@ Interface:
 
 from __future__ import annotations
 
-import configparser
 from typing import Any
 
 from pymaster.util import log
@@ -94,6 +93,9 @@ class MysqlTable(SqlTable):
         path = s.get("option_file")
         if not path:
             return {}
+        # Not imported with the module, which every process imports: PyMySQL,
+        # loaded when the table was opened (before the jail), has imported it.
+        import configparser
         parser = configparser.RawConfigParser(strict=False, allow_no_value=True)
         try:
             with open(path, encoding="utf-8") as f:

@@ -22,7 +22,7 @@ Interface:
 
 from __future__ import annotations
 
-import sqlite3
+from typing import TYPE_CHECKING
 
 from pymaster.util.tables import FileTable, TableError
 from pymaster.util.tables.dbcommon import (
@@ -35,14 +35,24 @@ from pymaster.util.tables.dbcommon import (
 )
 from pymaster.util.tables.sql import legacy_query
 
+if TYPE_CHECKING:
+    import sqlite3
+
 
 class SqliteTable(FileTable):
     """sqlite:/path/to/config.cf."""
+
+    # sqlite3 is loaded like a database driver, when a table is configured or
+    # opened (before the jail), not with this module: every process imports
+    # every table type, and sqlite3 costs about 1.3 MB in each.
+    driver = "sqlite3"
+    driver_package = "sqlite3 (Python's standard library)"
 
     def __init__(self, type_: str, name: str, cfg=None, fold: bool = True, **_options) -> None:
         super().__init__(type_, name, cfg)
         self.path = name
         self.fold = fold
+        self._sqlite3 = self.load_driver(self.spec)
         self._db: sqlite3.Connection | None = None
 
     def load(self) -> dict:
@@ -61,9 +71,9 @@ class SqliteTable(FileTable):
     def _connection(self, dbpath: str) -> sqlite3.Connection:
         if self._db is None:
             try:
-                self._db = sqlite3.connect(f"file:{dbpath}?mode=ro", uri=True,
-                                           check_same_thread=False)
-            except sqlite3.Error as e:
+                self._db = self._sqlite3.connect(f"file:{dbpath}?mode=ro", uri=True,
+                                                 check_same_thread=False)
+            except self._sqlite3.Error as e:
                 raise TableError(f"sqlite:{self.path}: open {dbpath}: {e}") from None
         return self._db
 
@@ -78,7 +88,7 @@ class SqliteTable(FileTable):
             return None
         try:
             rows = self._connection(conf["dbpath"]).execute(sql).fetchall()
-        except sqlite3.Error as e:
+        except self._sqlite3.Error as e:
             self._db = None
             raise TableError(f"sqlite:{self.path}: query failed: {e}") from None
         values = [str(v) for row in rows for v in row if v is not None]

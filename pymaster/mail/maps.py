@@ -39,15 +39,18 @@ Interface:
     is_local_domain(domain, cfg) -> bool
     open_configured_tables(cfg)   open the file tables main.cf and -o name,
                                   before the jail hides them
+    configured_table_types(cfg)   the table types any parameter value names
 """
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from pymaster.mail.aliases import raw_items
 from pymaster.mail.config import Config, ConfigError
 from pymaster.mail.domains import local_domains_for
+from pymaster.mail.params import PARAMS
 from pymaster.util.strings import split_list
 from pymaster.util.tables import TYPES, FileTable, Table, open_table, prepare_type
 
@@ -295,6 +298,21 @@ def alias_lookup(maps: Maps, local_part: str, cfg=None) -> str | None:
     if _propagates(cfg, "alias"):
         return _rewrite_result(value, local_part, ext, True)
     return value
+
+
+TYPE_PREFIX = re.compile(r"([a-z][a-z0-9_]*):")
+
+
+def configured_table_types(cfg: Config) -> set[str]:
+    """configured_table_types - every table type any parameter's value names,
+    main.cf's, master.cf's -o and the defaults, unexpanded, nested in
+    unionmap:{...} or ${name?{...}} included: for tables.preload()."""
+    # The static defaults, not cfg.raw(): a computed one (myhostname) names no
+    # table and may cost a DNS lookup. A default main.cf replaces is read too:
+    # a type too many only costs an import.
+    values = [*cfg.values.values(), *cfg.overrides.values(),
+              *(p.default for p in PARAMS.values() if p.default)]
+    return {t for value in values for t in TYPE_PREFIX.findall(value) if t in TYPES}
 
 
 def open_configured_tables(cfg: Config) -> None:

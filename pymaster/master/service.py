@@ -76,7 +76,7 @@ from typing import Callable, TypeVar
 
 from pymaster.mail import queue
 from pymaster.mail.config import Config, ConfigError, load_config
-from pymaster.mail.maps import open_configured_tables
+from pymaster.mail.maps import configured_table_types, open_configured_tables
 from pymaster.util import ipc, log, tables
 
 # What a service's pre_jail step prepares for the work after the jail.
@@ -257,8 +257,9 @@ class Service:
         if os.geteuid() != 0:
             return prepared
         # Lookup table types are imported on first use: import them all while
-        # the interpreter's library is still reachable.
-        tables.preload()
+        # the interpreter's library is still reachable (the database types
+        # only when a parameter names them, as their drivers are).
+        tables.preload(configured_table_types(self.cfg))
         open_configured_tables(self.cfg)
         queue_dir = self.cfg.get("queue_directory")
         # The account must be looked up before the jail hides /etc/passwd.

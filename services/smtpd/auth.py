@@ -40,6 +40,7 @@ from pymaster.mail import sasl
 from pymaster.mail.addr import split_address
 from pymaster.mail.config import Config
 from pymaster.mail.sasl.mechanisms import parse_options
+from pymaster.mail.sasl.server import open_server
 from pymaster.util import log
 from pymaster.util.tables import TableError
 from services.smtpd import replies
@@ -70,7 +71,7 @@ class AuthSettings:
         try:
             s.options = parse_options(cfg.list("smtpd_sasl_security_options"))
             s.tls_options = parse_options(cfg.list("smtpd_sasl_tls_security_options"))
-            s.server = sasl.open_server(cfg)
+            s.server = open_server(cfg)
             if hasattr(s.server, "fetch_mechanisms"):
                 s.server.fetch_mechanisms()
         except (ValueError, sasl.SaslError) as e:

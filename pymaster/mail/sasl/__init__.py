@@ -23,7 +23,22 @@ Interface:
 
 from __future__ import annotations
 
-from pymaster.mail.sasl.server import open_server
+from typing import TYPE_CHECKING, Any
+
 from pymaster.mail.sasl.steps import CHALLENGE, FAIL, FAILURE_REASON, OK, SaslError, Step
 
+if TYPE_CHECKING:
+    from pymaster.mail.sasl.server import open_server
+
 __all__ = ["CHALLENGE", "FAIL", "FAILURE_REASON", "OK", "SaslError", "Step", "open_server"]
+
+
+def __getattr__(name: str) -> Any:
+    """open_server is imported on first use (PEP 562): the servers import
+    asyncio (with ssl, about 4 MB), which the smtp client, importing only
+    mechanisms.py through this package, never needs. smtpd imports
+    pymaster.mail.sasl.server itself, before its jail."""
+    if name == "open_server":
+        from pymaster.mail.sasl.server import open_server
+        return open_server
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,7 +28,6 @@ import base64
 import hashlib
 import hmac
 import os
-import tempfile
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 SALT_BYTES = 16
@@ -124,6 +123,9 @@ class PasswordFile:
         """save - write the store atomically: mode 0600 for a new file (it holds password
         hashes); a file that exists keeps its mode and group (0640 root:postfix lets an
         smtpd that dropped privileges notice new users)."""
+        # Only saslpasswd2 writes the store: smtpd, which reads it, need not
+        # import tempfile (with shutil, lzma and bz2: about 0.5 MB).
+        import tempfile
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(prefix=".sasldb.", dir=directory)
         try:

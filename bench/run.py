@@ -23,7 +23,9 @@ cores.
                                   [--queue-messages N] [--output PATH]
 
 The older single-load sections are still there by name: --only smtp
-(--messages, --sessions, --kind) and --only smtp_client.
+(--messages, --sessions, --kind) and --only smtp_client; --only memory
+(--messages, --sessions) prints the PSS of every process, idle and at the
+peak of a load to discard (bench/memory.py).
 """
 
 from __future__ import annotations
@@ -304,6 +306,13 @@ def bench_matrix(args) -> list[str]:
     return report.matrix_table(results) + [""] + report.cpu_table(results)
 
 
+def bench_memory(args) -> list[str]:
+    """bench_memory - PSS per process, idle and under --sessions to discard."""
+    from bench import memory
+    with tempfile.TemporaryDirectory(prefix="pmb-memory-") as tmp:
+        return memory.run(Path(tmp), args.messages, args.sessions)
+
+
 def bench_storm(args) -> list[str]:
     from bench import storm
     with tempfile.TemporaryDirectory(prefix="pmb-storm-") as tmp:
@@ -321,6 +330,7 @@ def sections(args) -> dict:
     if args.only:
         table["smtp"] = lambda: bench_smtp(args)
         table["smtp_client"] = lambda: bench_modules(["smtp_client"])
+        table["memory"] = lambda: bench_memory(args)
     return table
 
 

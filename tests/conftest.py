@@ -21,7 +21,7 @@ def short_tmp_path(tmp_path_factory) -> Path:
     """short_tmp_path - a fresh directory for a spool whose unix sockets
     must fit sun_path (107 bytes): tmp_path, named for the test (and the
     xdist worker), can leave too little room for private/NAME, let alone a
-    worker's endpoint `private/.NAME.PID-N` beside it."""
+    worker's endpoint `private/.PID-N` beside it."""
     return Path(tempfile.mkdtemp(prefix="s", dir=tmp_path_factory.getbasetemp()))
 
 

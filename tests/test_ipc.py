@@ -183,7 +183,7 @@ class TestServer:
         lease = ipc.Lease(EP)
         try:
             opened(server, lease)
-            assert server.file.startswith(f".svc.{os.getpid()}-")
+            assert server.file.startswith(f".{os.getpid()}-")
             assert os.path.exists(os.path.join("private", server.file))
             assert not lease.many and lease.usable
             assert exchange(server, lease, {"op": "x"}, [b"body"]) == \

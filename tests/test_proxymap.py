@@ -15,7 +15,7 @@ from tests.support.served import ServedHandler
 
 @pytest.fixture
 def tmp_path(short_tmp_path):
-    """tmp_path - short: the spool's private/.proxymap.PID-N must fit a socket address."""
+    """tmp_path - short: the spool's private/.PID-N must fit a socket address."""
     return short_tmp_path
 
 

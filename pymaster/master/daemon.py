@@ -254,7 +254,7 @@ def _bind_unix(path: str, kind: int, mode: int) -> socket.socket:
 def remove_worker_endpoints(svc: "MasterService", pid: int) -> None:
     """remove_worker_endpoints - the zeromq endpoints a dead worker of SVC
     left beside the service's socket (one that exits removes its own)."""
-    pattern = f"{svc.spec.visibility}/.{glob.escape(svc.spec.service)}.{pid}-*"
+    pattern = f"{svc.spec.visibility}/.{pid}-*"
     for path in glob.glob(pattern):
         try:
             os.unlink(path)

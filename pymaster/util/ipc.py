@@ -9,7 +9,9 @@ client's lease on that worker. Requests and replies then go straight between
 the two over the worker's own zeromq endpoint, named in the greeting:
 
   private/NAME                  the master's listening socket (the lease desk)
-  private/.NAME.PID-N           the worker's zeromq ROUTER
+  private/.PID-N                the worker's zeromq ROUTER (a short name:
+                                a socket's path must fit 107 bytes, and a
+                                worker's should fit wherever its service's does)
 
 On the lease connection:
   worker -> client   greeting  b"<endpoint> <token> <1|*>\\n": the endpoint's
@@ -872,7 +874,7 @@ class Server:
         base = os.path.basename(where)
         self.name = base
         self.many = many
-        self.file = f".{base}.{os.getpid()}-{next(_instances)}"
+        self.file = f".{os.getpid()}-{next(_instances)}"
         self.path = os.path.join(os.path.dirname(where), self.file)
         self.router = context().socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 1000)

@@ -437,6 +437,7 @@ class Service:
                 wait = self._request_wait(server, idle_since, max_idle, due)
                 ready = poller.poll(wait)
                 if ALIVE_FD in ready and self.master_gone():
+                    poller.unregister(ALIVE_FD)     # end of file stays readable
                     server.leave()
                 if server in ready:
                     self._serve_events(server, handler)

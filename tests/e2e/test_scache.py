@@ -110,9 +110,10 @@ def test_one_connection_carries_mail_of_several_smtp_processes(tmp_path):
             carried = [c for c in connections if len({pids[r] for r in c}) >= 2]
             assert carried, (connections, pids)
             assert len(connections) < len(pids)
-            m = inst.wait_for_log(r"postfix/scache\[\d+\]: statistics: domain lookup "
-                                  r"hits=(\d+) miss=\d+ success=\d+%")
-            assert int(m.group(1)) >= 1
+            # scache logs its statistics per interval (1 s here): an interval
+            # may hold only the first lookup's miss; one holds the hit.
+            inst.wait_for_log(r"postfix/scache\[\d+\]: statistics: domain lookup "
+                              r"hits=[1-9]\d* miss=\d+ success=\d+%")
             inst.wait_for_log(r"postfix/scache\[\d+\]: statistics: max simultaneous "
                               r"domains=1 addresses=1 connection=1")
         log = inst.log_text()

@@ -112,11 +112,11 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
 
-def _send(sock: zmq.Socket, frames: list, copy: bool = True) -> None:
-    """_send - FRAMES as one zeromq message."""
+def _send(sock: zmq.Socket, frames: list, copy: bool = True, flags: int = 0) -> None:
+    """_send - FRAMES as one zeromq message; FLAGS (_NOBLOCK) on every frame."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        sock.send(frame, _SNDMORE if i < last else 0, copy=copy)
+        sock.send(frame, (_SNDMORE if i < last else 0) | flags, copy=copy)
 
 
 def _recv(sock: zmq.Socket, flags: int = 0) -> list:
@@ -217,9 +217,7 @@ class Lease:
         self.many = False
         self.retiring = False
         self.gone = False
-        self.busy = False           # a request is in flight (kept by the owner)
         self.inflight: Any = None   # an asyncio owner's future for the answer in flight
-        self.last_used = time.monotonic()
         self._greeting = b""
         self.queued = True          # in the listen queue; False: the queue was full
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -235,13 +233,6 @@ class Lease:
         except OSError as e:
             self.conn.close()
             raise IpcError(f"connect to {self.path}: {e.strerror or e}") from None
-
-    def fileno(self) -> int:
-        return self.conn.fileno()
-
-    @property
-    def opened(self) -> bool:
-        return self.sock is not None
 
     def open_done(self) -> bool:
         """open_done - read the greeting if it has come; True once open.
@@ -315,19 +306,12 @@ class Lease:
         """usable - open, and neither ended by its worker nor gone."""
         return self.sock is not None and not self.retiring and not self.gone
 
-    def send(self, header: dict, payload: Iterable[bytes] = ()) -> None:
+    def send(self, header: dict, payload: Iterable[bytes] = (), wait: bool = True) -> None:
+        """send - the request; without WAIT, ZMQError rather than wait (an
+        asyncio owner)."""
         assert self.sock is not None
-        _send(self.sock, [b"", *pack(header, payload)], copy=False)
-        self.busy = True
-
-    def send_now(self, header: dict, payload: Iterable[bytes] = ()) -> None:
-        """send_now - as send(), but ZMQError rather than wait (an asyncio owner)."""
-        assert self.sock is not None
-        frames = [b"", *pack(header, payload)]
-        last = len(frames) - 1
-        for i, frame in enumerate(frames):
-            self.sock.send(frame, (_SNDMORE if i < last else 0) | _NOBLOCK, copy=False)
-        self.busy = True
+        _send(self.sock, [b"", *pack(header, payload)], copy=False,
+              flags=0 if wait else _NOBLOCK)
 
     def events_fd(self) -> int:
         """events_fd - the descriptor that stirs when the zeromq socket's state changes."""
@@ -340,14 +324,14 @@ class Lease:
         """recv - the answer that waits (has_reply()); IpcError if malformed."""
         assert self.sock is not None
         frames = _recv(self.sock, _NOBLOCK)
-        self.busy = False
-        self.last_used = time.monotonic()
         return unpack(frames[1:])
 
-    def late_reply(self) -> bool:
-        """late_reply - after end of file with a request in flight: whether
-        its answer still arrives (written just before the worker exited)."""
-        return self.sock is not None and bool(self.sock.poll(int(BYE_GRACE * 1000)))
+    def lost(self) -> bool:
+        """lost - the worker is gone and the answer in flight will not come:
+        after end of file, BYE_GRACE for an answer written just before."""
+        if not self.gone or self.has_reply():
+            return False
+        return self.sock is None or not self.sock.poll(int(BYE_GRACE * 1000))
 
     def trigger(self, header: dict) -> bool:
         """trigger - HEADER one-way on the connection; False when it would block."""
@@ -464,7 +448,7 @@ class Client:
                 raise IpcTimeout(f"timeout after {wait:g}s waiting for {self.endpoint}")
             poller.poll(int(left * 1000) + 1)
             lease.check()
-            if lease.gone and not lease.has_reply() and not lease.late_reply():
+            if lease.lost():
                 raise _lost(lease.name)
         return lease.recv()
 
@@ -480,11 +464,10 @@ def trigger(ep: str, header: dict | None = None) -> None:
     worker: the sender never waits for one, and the request is not lost when
     the sender exits at once (sendmail, postsuper). Dropped when nobody
     listens or the listen queue is full, as Postfix's triggers are."""
-    path = _path(ep)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        sock.connect(path)
+        sock.connect(_shortest(_path(ep)))
         sock.send(trigger_frame(header or {"op": "wakeup"}), socket.MSG_NOSIGNAL)
     except OSError:
         pass
@@ -521,7 +504,7 @@ class OneWay:
                 return False
         return lease.trigger(header)
 
-    def close(self, wait: float = 0.0) -> None:
+    def close(self) -> None:
         """close - let the lease go; what was written stays for the worker."""
         if self.lease is not None:
             self.lease.close()
@@ -576,7 +559,7 @@ class AioClient:
     async def _exchange(self, lease: Lease, header: dict, payload: Iterable[bytes]) -> dict:
         ok = False
         try:
-            lease.send_now(header, payload)
+            lease.send(header, payload, wait=False)
             sent = time.monotonic()
             frames = await self._reply(lease)
             self.rule.served(time.monotonic() - sent)
@@ -586,7 +569,6 @@ class AioClient:
         except zmq.ZMQError as e:
             raise IpcError(str(e)) from None
         finally:
-            lease.busy = False
             self._give_back(lease, ok)
 
     @staticmethod
@@ -852,6 +834,9 @@ class _Uses:
             served = 1
         self.since[token] = served
 
+    def released(self, token: bytes) -> None:
+        self.since.pop(token, None)
+
 
 class Server:
     """The service side of a lease desk: accepts leases on LISTENER (the
@@ -871,8 +856,6 @@ class Server:
         listener.setblocking(False)
         where = listener.getsockname()
         where = os.fsdecode(where) if isinstance(where, bytes) else str(where)
-        base = os.path.basename(where)
-        self.name = base
         self.many = many
         self.file = f".{os.getpid()}-{next(_instances)}"
         self.path = os.path.join(os.path.dirname(where), self.file)
@@ -996,7 +979,7 @@ class Server:
         fd = held.conn.fileno()
         self.held.pop(fd, None)
         self.by_token.pop(held.token, None)
-        self.counter.since.pop(held.token, None)
+        self.counter.released(held.token)
         try:
             self.epoll.unregister(fd)
         except (OSError, ValueError):

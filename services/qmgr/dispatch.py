@@ -168,7 +168,7 @@ class Dispatcher:
                 self._drop(pool, lease)
             return
         if not lease.has_reply():
-            if lease.gone and not lease.late_reply():
+            if lease.lost():
                 del pool.busy[lease]
                 self._drop(pool, lease)
                 request.on_reply(None, f"lost connection with {pool.service} service")

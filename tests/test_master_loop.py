@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import struct
 import time
 
 import pytest
 
-from pymaster.util import ipc, log
 from pymaster.mail import pidfile
 from pymaster.master import daemon as master_module
 from pymaster.master.daemon import Child, Master, load_specs
 from pymaster.master.service import STATUS_AVAIL, STATUS_BUSY, STATUS_FORMAT, STATUS_USED
+from pymaster.util import ipc, log
 
 MASTER_CF = """\
 127.0.0.1:0 inet n - n - 2 /bin/true
@@ -295,3 +296,29 @@ class TestTimers:
             tick.listeners[0].accept()               # nothing was sent (triggers are synchronous)
         master.refresh()
         assert master.next_timer == now + 60         # the next one is still set
+
+
+class TestExits:
+    """A child that dies before it ever served is a bad start-up and
+    throttles its service; one that served is simply replaced."""
+
+    def died(self, master, monkeypatch, child, signum: int) -> None:
+        """died - CHILD was killed by SIGNUM and the master reaps it."""
+        ended = [(child.pid, signum), (0, 0)]
+        monkeypatch.setattr(master_module.os, "waitpid", lambda pid, flags: ended.pop(0))
+        master.reap()
+        assert child.pid not in master.children
+
+    def test_a_child_killed_before_serving_throttles_its_service(self, master, monkeypatch):
+        svc = service(master, "svc")
+        self.died(master, monkeypatch, master.spawn(svc), signal.SIGKILL)
+        assert svc.throttled(time.monotonic())
+
+    def test_a_child_killed_right_after_serving_is_no_bad_start_up(self, master, monkeypatch):
+        svc = service(master, "svc")
+        child = master.spawn(svc)
+        # It reported its use, and died before the master read the report.
+        os.write(svc.status_w, struct.pack(STATUS_FORMAT, child.pid, STATUS_USED))
+        self.died(master, monkeypatch, child, signal.SIGKILL)
+        assert not svc.throttled(time.monotonic())
+        assert svc.used

@@ -626,10 +626,16 @@ class Master:
                 break
             if pid == 0:
                 break
-            child = self.children.pop(pid, None)
+            child = self.children.get(pid)
             if child is None:
                 continue
             svc = child.service
+            if svc.status_r >= 0:
+                # What it reported before dying counts: a child killed
+                # right after serving may not have been read yet, and one
+                # that never served is throttled as a bad start-up.
+                self.read_status(svc)
+            del self.children[pid]
             svc.children.pop(pid, None)
             self.stale = True
             remove_worker_endpoints(svc, pid)

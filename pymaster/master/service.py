@@ -471,6 +471,12 @@ class Service:
     def _serve_events(self, server: ipc.Server, handler: Handler) -> None:
         """_serve_events - serve every request and one-way request that waits."""
         for token, header, payload in server.events():
+            if not self.used_reported:
+                # Before the reply: a client may kill us the moment it has
+                # one, and a death the master sees before any use is
+                # throttled as a bad start-up.
+                self.used_reported = True
+                self.report_used()
             self.busy = True
             try:
                 reply, reply_payload = self._call(handler, header, payload)
@@ -481,9 +487,6 @@ class Service:
             finally:
                 self._after.clear()
                 self.busy = False
-        if self.uses and not self.used_reported:
-            self.used_reported = True
-            self.report_used()
 
     def _call(self, handler: Handler, header: dict, payload: list) -> tuple[dict, list]:
         try:

@@ -500,37 +500,40 @@ class TestLeaseRule:
     """When a client takes another lease of a service."""
 
     now = 1000.0
+    cores = ipc.LeaseRule.CORES
 
-    def wants(self, held=1, opening=0, waiting=1, waited=0.0, many=False,
+    def wants(self, held=cores, opening=0, waiting=1, waited=0.0, many=False,
               service=0.0, progress=0.0) -> bool:
         rule = ipc.LeaseRule(progress=progress, service=service)
         return rule.wants(held, opening, waiting, self.now - waited, self.now, many)
 
-    def test_the_first_lease_at_once(self):
-        assert self.wants(held=0)
+    def test_waiting_requests_get_a_lease_per_core_at_once(self):
+        for held in range(self.cores):
+            assert self.wants(held=held)
 
     def test_none_without_a_waiting_request(self):
         assert not self.wants(held=0, waiting=0)
 
     def test_none_while_one_is_opening(self):
         assert not self.wants(held=0, opening=1)
-        assert not self.wants(held=1, opening=1, waiting=100, waited=60, many=True)
+        assert not self.wants(opening=1, waiting=100, waited=60, many=True)
 
     def test_fast_requests_wait_for_a_busy_lease_however_many_wait(self):
-        assert not self.wants(held=1, waiting=50, service=0.002)
+        assert not self.wants(waiting=50, service=0.002)
 
     def test_slow_requests_take_another_when_the_queue_would_take_long(self):
         slow = ipc.LeaseRule.SLOW
         drains_in_time = int(ipc.LeaseRule.SPAWN_DELAY / slow)    # requests per lease
-        assert not self.wants(held=1, waiting=drains_in_time, service=slow)
-        assert self.wants(held=1, waiting=drains_in_time + 1, service=slow)
-        assert not self.wants(held=2, waiting=drains_in_time + 1, service=slow)
+        held = self.cores
+        assert not self.wants(held=held, waiting=drains_in_time * held, service=slow)
+        assert self.wants(held=held, waiting=drains_in_time * held + 1, service=slow)
+        assert not self.wants(held=held + 1, waiting=drains_in_time * held + 1, service=slow)
 
     def test_a_request_that_waited_spawn_delay_takes_another(self):
-        assert self.wants(held=1, waiting=1, waited=ipc.LeaseRule.SPAWN_DELAY)
+        assert self.wants(waiting=1, waited=ipc.LeaseRule.SPAWN_DELAY)
 
     def test_no_stall_while_leases_keep_going_to_requests(self):
-        assert not self.wants(held=1, waiting=5, waited=ipc.LeaseRule.SPAWN_DELAY,
+        assert not self.wants(waiting=5, waited=ipc.LeaseRule.SPAWN_DELAY,
                               progress=self.now - ipc.LeaseRule.SPAWN_DELAY / 2)
 
     def test_the_time_per_request_follows_the_recent_ones(self):
@@ -543,7 +546,7 @@ class TestLeaseRule:
         assert rule.service < ipc.LeaseRule.SLOW
 
     def test_a_service_of_many_clients_at_once_gets_one_per_waiting_request(self):
-        assert self.wants(held=5, waiting=1, many=True)
+        assert self.wants(held=self.cores + 3, waiting=1, many=True)
 
 
 class TestPoller:
@@ -621,11 +624,12 @@ class TestAioClient:
                 await asyncio.sleep(0.01)
         return first
 
-    def test_a_request_waits_for_the_busy_lease_rather_than_take_another(self, spool):
+    def test_beyond_a_lease_per_core_a_request_waits_for_the_busy_lease(self, spool):
         release = threading.Event()
         served = self.holding_the_first(release)
         try:
             async def body(client):
+                client.rule.CORES = 1               # as on one core
                 client.rule.SPAWN_DELAY = 3600      # only the backlog could take another
                 first = await self.first_in_hand(client, served)
                 second = asyncio.ensure_future(client.request({"n": 1}))

@@ -240,3 +240,26 @@ class TestComputedDefaults:
     def test_mynetworks_subnet_style(self):
         nets = config("mynetworks_style = subnet\n").list("mynetworks")
         assert "127.0.0.0/8" in nets
+
+
+class TestDerived:
+    """What a program builds from its Config (a rewriter, opened tables) is
+    built once per Config and kept with it."""
+
+    def test_it_is_built_once_per_config_and_arguments(self):
+        built = []
+
+        def build(cfg, name):
+            built.append(name)
+            return cfg.get(name)
+        cfg = config("myhostname = a.example\nmydomain = example\n")
+        assert cfg.derived(build, "myhostname") == "a.example"
+        assert cfg.derived(build, "myhostname") == "a.example"
+        assert cfg.derived(build, "mydomain") == "example"
+        assert built == ["myhostname", "mydomain"]
+
+    def test_a_copy_with_overrides_builds_its_own(self):
+        cfg = config("myhostname = a.example\n")
+        other = cfg.with_overrides({"myhostname": "b.example"})
+        assert cfg.derived(Config.get, "myhostname") == "a.example"
+        assert other.derived(Config.get, "myhostname") == "b.example"

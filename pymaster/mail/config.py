@@ -11,6 +11,7 @@ Interface:
     default_config(config_dir=None) -> Config   the table's defaults, no main.cf
     cfg[name] / cfg.get(name)     expanded string
     cfg.bool / int / time / size / list(name)   typed values
+    cfg.derived(build, *args)     what BUILD(cfg, *args) makes, built once per Config
     parse_main_cf(text, path) -> (entries, errors)  for postconf -e / -n
     ConfigError                   a bad file, line or value, with file and line
 """
@@ -25,6 +26,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from pymaster.mail.params import MATCH_LISTS, PARAMS, param
 from pymaster.util import interfaces, log
@@ -151,6 +153,9 @@ def _interface_addresses() -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6A
     return found or list(interfaces.LOOPBACK)
 
 
+T = TypeVar("T")
+
+
 class Config:
     """One program's view of main.cf plus its master.cf -o overrides."""
 
@@ -163,6 +168,7 @@ class Config:
         self.overrides = dict(overrides or {})
         self.entries = entries or []
         self._cache: dict[str, str] = {}
+        self._derived: dict[tuple, Any] = {}
 
     # -- raw values --------------------------------------------------------
     def raw(self, name: str) -> str | None:
@@ -375,6 +381,18 @@ class Config:
         if name in MATCH_LISTS:
             items = _read_list_files(items, name)
         return items
+
+    def derived(self, build: Callable[..., T], *args: Any) -> T:
+        """derived - what BUILD(self, *ARGS) makes (a rewriter, opened tables,
+        a program's settings), built on first use and kept with this Config:
+        a program reads its Config for every message, and building these
+        each time would parse values or open tables per message."""
+        key = (build, *args)
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = build(self, *args)
+            return value
 
     def with_overrides(self, overrides: dict[str, str]) -> "Config":
         """with_overrides - a copy of this Config with -o NAME=VALUE on top."""

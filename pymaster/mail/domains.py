@@ -182,12 +182,6 @@ def bare_ip(domain: str) -> str | None:
         return None
 
 
-_local_domains: dict[int, tuple[Config, LocalDomains]] = {}
-
-
 def local_domains_for(cfg: Config) -> LocalDomains:
     """local_domains_for - the LocalDomains of CFG, built once per process and Config."""
-    hit = _local_domains.get(id(cfg))
-    if hit is None or hit[0] is not cfg:
-        hit = _local_domains[id(cfg)] = (cfg, LocalDomains(cfg))
-    return hit[1]
+    return cfg.derived(LocalDomains)

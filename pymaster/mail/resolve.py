@@ -436,14 +436,7 @@ def _routed(local: str, swap_bang: bool, percent_hack: bool) -> bool:
     return "@" in local or (swap_bang and "!" in local) or (percent_hack and "%" in local)
 
 
-_resolvers: dict[tuple[int, bool], tuple[Config, Resolver]] = {}
-
-
 def resolver_for(cfg: Config, probe: bool = False) -> Resolver:
     """resolver_for - the Resolver of CFG (PROBE: for address probes), built
     once per process and Config."""
-    hit = _resolvers.get((id(cfg), probe))
-    if hit is None or hit[0] is not cfg:
-        hit = (cfg, Resolver(cfg, probe))
-        _resolvers[(id(cfg), probe)] = hit
-    return hit[1]
+    return cfg.derived(Resolver, probe)

@@ -97,13 +97,6 @@ def _strip_source_route(addr: str) -> str:
     return addr
 
 
-_rewriters: dict[int, tuple[Config, Rewriter]] = {}
-
-
 def rewriter_for(cfg: Config) -> Rewriter:
     """rewriter_for - the Rewriter of CFG, built once per process and Config."""
-    hit = _rewriters.get(id(cfg))
-    if hit is None or hit[0] is not cfg:
-        hit = (cfg, Rewriter(cfg))
-        _rewriters[id(cfg)] = hit
-    return hit[1]
+    return cfg.derived(Rewriter)

@@ -49,6 +49,7 @@ Interface:
     AioClient(endpoint, timeout): await request(header, payload), notify(header),
         for an asyncio program (smtpd: cleanup, anvil; postscreen: dnsblog)
     IpcTimeout: the IpcError of a request that got no answer in time
+    lost_connection(name): the IpcError of a request whose worker went away
     Poller(): what one thread waits on (servers, leases, plain descriptors)
     trigger(endpoint, header): a one-way wakeup on a connection of its own
     OneWay(endpoint).send(header): the same over a kept lease (a trigger per message)
@@ -196,7 +197,9 @@ def context() -> zmq.Context:
 # ---------------------------------------------------------------------------
 # The client side.
 
-def _lost(name: str) -> IpcError:
+def lost_connection(name: str) -> IpcError:
+    """lost_connection - the error of a request whose worker of service NAME
+    went away before answering (what a client logs and defers with)."""
     return IpcError(f"lost connection with {name} service")
 
 
@@ -250,7 +253,7 @@ class Lease:
         except OSError as e:
             raise IpcError(f"{self.path}: {e.strerror or e}") from None
         if not data:
-            raise _lost(self.name)
+            raise lost_connection(self.name)
         self._greeting += data
         line, nl, rest = self._greeting.partition(b"\n")
         if not nl:
@@ -458,7 +461,7 @@ class Client:
             poller.poll(int(left * 1000) + 1)
             lease.check()
             if lease.lost():
-                raise _lost(lease.name)
+                raise lost_connection(lease.name)
         return lease.recv()
 
     def close(self) -> None:
@@ -603,7 +606,7 @@ class AioClient:
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if lease.gone and not (task and task.cancelling()):
-                raise _lost(self.name) from None
+                raise lost_connection(self.name) from None
             raise
         finally:
             lease.inflight = None

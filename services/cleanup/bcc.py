@@ -32,20 +32,13 @@ from .state import CleanupState
 
 NEW_MAIL_ORIGINS = ("smtpd", "pickup", "qmqpd", "sendmail")
 
-_maps: dict[tuple[int, str], tuple[Config, object]] = {}
-
-
-def _maps_of(cfg: Config, name: str):
+def _maps_of(cfg: Config, name: str) -> Maps | None:
     """_maps_of - the Maps of parameter NAME, opened once per Config (None: empty)."""
-    key = (id(cfg), name)
-    hit = _maps.get(key)
-    if hit is None or hit[0] is not cfg:
-        maps = None
-        if cfg.get(name).strip():
-            maps = Maps(cfg, name)
-        hit = (cfg, maps)
-        _maps[key] = hit
-    return hit[1]
+    return cfg.derived(_open_maps, name)
+
+
+def _open_maps(cfg: Config, name: str) -> Maps | None:
+    return Maps(cfg, name) if cfg.get(name).strip() else None
 
 
 def open_bcc_maps(cfg: Config) -> None:

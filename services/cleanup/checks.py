@@ -107,15 +107,8 @@ class ContentChecks:
                     (not self.mime_disabled and (self.mime or self.nested)))
 
 
-_checks: dict[int, tuple[Config, ContentChecks]] = {}
-
-
 def checks_for(cfg: Config) -> ContentChecks:
-    hit = _checks.get(id(cfg))
-    if hit is None or hit[0] is not cfg:
-        hit = (cfg, ContentChecks(cfg))
-        _checks[id(cfg)] = hit
-    return hit[1]
+    return cfg.derived(ContentChecks)
 
 
 def _enabled(state: CleanupState) -> bool:

@@ -133,15 +133,8 @@ def _first_address(value: str) -> str:
     return targets[0] if targets else value.strip()
 
 
-_mappers: dict[int, tuple[Config, Mapper]] = {}
-
-
 def mapper_for(cfg: Config) -> Mapper:
-    hit = _mappers.get(id(cfg))
-    if hit is None or hit[0] is not cfg:
-        hit = (cfg, Mapper(cfg))
-        _mappers[id(cfg)] = hit
-    return hit[1]
+    return cfg.derived(Mapper)
 
 
 def process_sender(state: CleanupState) -> None:

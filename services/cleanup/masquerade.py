@@ -82,12 +82,5 @@ class Masquerader:
         return f"{local}@{new}"
 
 
-_masqueraders: dict[int, tuple[Config, Masquerader]] = {}
-
-
 def masquerader_for(cfg: Config) -> Masquerader:
-    hit = _masqueraders.get(id(cfg))
-    if hit is None or hit[0] is not cfg:
-        hit = (cfg, Masquerader(cfg))
-        _masqueraders[id(cfg)] = hit
-    return hit[1]
+    return cfg.derived(Masquerader)

@@ -92,16 +92,9 @@ class Settings:
                    cfg.int("duplicate_filter_limit"))
 
 
-_settings: dict[int, tuple[Config, Settings]] = {}
-
-
 def settings_for(cfg: Config) -> Settings:
     """settings_for - CFG's Settings, built once per process and Config."""
-    hit = _settings.get(id(cfg))
-    if hit is None or hit[0] is not cfg:
-        hit = (cfg, Settings.of(cfg))
-        _settings[id(cfg)] = hit
-    return hit[1]
+    return cfg.derived(Settings.of)
 
 
 @dataclass

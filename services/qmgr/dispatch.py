@@ -119,7 +119,7 @@ class Dispatcher:
             lease.send(request.header)
         except Exception as e:      # the transport refuses: the lease is no good
             self._drop(pool, lease)
-            request.on_reply(None, f"lost connection with {pool.service} service: {e}")
+            request.on_reply(None, f"{ipc.lost_connection(pool.service)}: {e}")
             return
         pool.busy[lease] = request
 
@@ -171,7 +171,7 @@ class Dispatcher:
             if lease.lost():
                 del pool.busy[lease]
                 self._drop(pool, lease)
-                request.on_reply(None, f"lost connection with {pool.service} service")
+                request.on_reply(None, str(ipc.lost_connection(pool.service)))
             return
         del pool.busy[lease]
         pool.rule.served(time.monotonic() - request.sent)

@@ -34,20 +34,13 @@ LOCAL = "local"
 REMOTE = "remote"
 _REFUSING = ("REJECT", "DEFER", "DUNNO", "4", "5")
 
-_interfaces: dict[int, tuple[Config, set[str]]] = {}
-
-
 def learn_interface_addresses(cfg: Config) -> None:
     """learn_interface_addresses - this host's addresses, looked up once."""
     _interface_addresses(cfg)
 
 
 def _interface_addresses(cfg: Config) -> set[str]:
-    hit = _interfaces.get(id(cfg))
-    if hit is None or hit[0] is not cfg:
-        hit = (cfg, interface_addresses(cfg))
-        _interfaces[id(cfg)] = hit
-    return hit[1]
+    return cfg.derived(interface_addresses)
 
 
 def header_rewrite_context(checker, ctx) -> str:

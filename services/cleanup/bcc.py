@@ -32,6 +32,7 @@ from .state import CleanupState
 
 NEW_MAIL_ORIGINS = ("smtpd", "pickup", "qmqpd", "sendmail")
 
+
 def _maps_of(cfg: Config, name: str) -> Maps | None:
     """_maps_of - the Maps of parameter NAME, opened once per Config (None: empty)."""
     return cfg.derived(_open_maps, name)

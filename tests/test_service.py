@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pymaster.mail.config import default_config
 from pymaster.util import ipc
 from pymaster.master.service import (
     ALIVE_FD,
@@ -275,3 +276,39 @@ class TestRequestLoop:
         request({"op": "whoami"})
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.wait() == 0
+
+
+class LeaseWithItsRequest:
+    """An ipc.Server whose events() took a lease and found its first request
+    in the same pass (what a loaded machine makes of a fast client)."""
+
+    def __init__(self) -> None:
+        self.taken = False
+        self.uses = 1
+
+    def events(self) -> list:
+        self.taken = True
+        return [(b"token", {"op": "slow"}, [])]
+
+    def available(self) -> bool:
+        return not self.taken
+
+    def reply(self, token: bytes, header: dict, payload) -> None:
+        pass
+
+
+class TestReportsOrder:
+    def test_busy_is_reported_before_the_first_request_of_a_lease_runs(self):
+        """A request may run long (smtp with a slow peer): the master must
+        know meanwhile that this worker takes no other lease, or the next
+        client waits for it instead of getting a worker of its own."""
+        svc = Service("echo", "svc", "unix", default_config())
+        reported: list[bytes] = []
+        svc._status = reported.append
+        seen_by_handler = []
+
+        def handler(header, payload):
+            seen_by_handler.extend(reported)
+            return {"status": "ok"}, []
+        svc._serve_events(LeaseWithItsRequest(), handler)
+        assert seen_by_handler[:2] == [STATUS_BUSY, STATUS_USED]

@@ -212,6 +212,7 @@ class Service:
     busy: bool = False
     stopping: bool = False
     used_reported: bool = False
+    reported_available: bool = True
     _after: list = field(default_factory=list)
 
     @classmethod
@@ -428,7 +429,6 @@ class Service:
         poller = ipc.Poller()
         poller.register(server)
         poller.register(ALIVE_FD)
-        available = True
         self.report(True)
         try:
             idle_since = time.monotonic()
@@ -448,9 +448,7 @@ class Service:
                     server.leave()
                 if (max_use and server.uses >= max_use) or self.stopping:
                     server.leave()
-                if server.available() != available:
-                    available = server.available()
-                    self.report(available)
+                self._report_availability(server)
         except ServiceStop:
             pass
         finally:
@@ -470,7 +468,12 @@ class Service:
 
     def _serve_events(self, server: ipc.Server, handler: Handler) -> None:
         """_serve_events - serve every request and one-way request that waits."""
-        for token, header, payload in server.events():
+        events = server.events()
+        # A lease just taken makes us busy before its first request runs: a
+        # request may take long (smtp with a slow peer), and the next client
+        # must meanwhile get a worker of its own from the master.
+        self._report_availability(server)
+        for token, header, payload in events:
             if not self.used_reported:
                 # Before the reply: a client may kill us the moment it has
                 # one, and a death the master sees before any use is
@@ -487,6 +490,13 @@ class Service:
             finally:
                 self._after.clear()
                 self.busy = False
+
+    def _report_availability(self, server: ipc.Server) -> None:
+        """_report_availability - tell the master when SERVER starts or stops
+        taking leases."""
+        if server.available() != self.reported_available:
+            self.reported_available = server.available()
+            self.report(self.reported_available)
 
     def _call(self, handler: Handler, header: dict, payload: list) -> tuple[dict, list]:
         try:

@@ -91,11 +91,12 @@ class BounceServer:
     def flush_bounce(self, queue_id: str, path: str, header: dict) -> None:
         """flush_bounce - the non-delivery notices for the bounce log; then it goes."""
         log_path = queue.bounce_log_path(queue_id)
-        rcpts = dsn.read_log(log_path)
-        if rcpts:
-            msg, content = self._original(path, header)
-            self._failure_notices(queue_id, msg, content, rcpts)
-        queue.unlink_if_present(log_path)
+        with queue.flushing_log(log_path) as present:
+            rcpts = dsn.read_log(log_path) if present else []
+            if rcpts:
+                msg, content = self._original(path, header)
+                self._failure_notices(queue_id, msg, content, rcpts)
+            queue.unlink_if_present(log_path)
 
     def _failure_notices(self, queue_id: str, msg: records.Message, content: bytes | None,
                          rcpts: list[dsn.RecipientStatus]) -> None:
@@ -158,7 +159,13 @@ class BounceServer:
         or `verify` (sendmail -bv) gets a report on every recipient instead,
         from verify_template: the delivery report the user asked for."""
         log_path = queue.trace_log_path(queue_id)
-        rcpts = dsn.read_log(log_path)
+        with queue.flushing_log(log_path) as present:
+            self._trace_notice(queue_id, path, header, dsn.read_log(log_path) if present else [])
+            queue.unlink_if_present(log_path)
+
+    def _trace_notice(self, queue_id: str, path: str, header: dict,
+                      rcpts: list[dsn.RecipientStatus]) -> None:
+        """_trace_notice - the report on RCPTS (the trace log's entries)."""
         if rcpts:
             msg, content = self._original(path, header)
             flags = traceflags.of(msg.attrs)
@@ -171,7 +178,6 @@ class BounceServer:
                 log.info(f"{queue_id}: sender delivery status notification: {new_id}")
             if kind == "trace":
                 dsn.note_trace_report(queue_id)
-        queue.unlink_if_present(log_path)
 
     # -- helpers -----------------------------------------------------------
     def _original(self, path: str, header: dict) -> tuple[records.Message, bytes | None]:

@@ -12,6 +12,8 @@ import email
 import email.policy
 import email.utils
 import os
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -239,6 +241,36 @@ class TestNonDeliveryNotice:
         record(qid, "bounced", "no", "5.1.1")
         srv, _ = server(spool)
         srv.handle(request("bounce", qid), [])
+        assert not os.path.exists(queue.bounce_log_path(qid))
+
+    def test_a_request_sent_again_while_the_first_waits_on_cleanup_sends_no_second_notice(
+            self, spool, logged):
+        """qmgr gives up on a request after ipc_timeout and asks again; the
+        first may still be waiting for cleanup (throttled, say), and both
+        end up served."""
+        qid = queue_message([rcpt("a@x.example")])
+        record(qid, "bounced", "no", "5.1.1")
+        srv, sink = server(spool)
+        waiting, cleanup_back = threading.Event(), threading.Event()
+        submit = srv.submit
+
+        def slow_submit(sender, recipient, content):
+            waiting.set()
+            cleanup_back.wait(20)
+            return submit(sender, recipient, content)
+        srv.submit = slow_submit
+        replies: list[dict] = []
+        flushes = [threading.Thread(target=lambda: replies.append(
+            srv.handle(request("bounce", qid), [])[0])) for _ in range(2)]
+        flushes[0].start()
+        assert waiting.wait(20)                 # the first waits on cleanup
+        flushes[1].start()
+        time.sleep(0.2)                         # the second has read the log, or waits to
+        cleanup_back.set()
+        for flush in flushes:
+            flush.join(20)
+        assert [r["status"] for r in replies] == ["ok", "ok"]
+        assert len(sink.queued) == 1
         assert not os.path.exists(queue.bounce_log_path(qid))
 
     def test_cleanup_failure_keeps_the_log_and_asks_qmgr_to_retry(self, spool, logged):

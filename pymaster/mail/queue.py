@@ -44,6 +44,7 @@ Interface:
     move(queue_id, src, dst) -> str     rename; hashed subdirectories made on demand
     remove(queue_id, queue_name) -> bool   the file and its defer/bounce/trace logs
     unlink_if_present(path) -> bool     False when it was already gone
+    flushing_log(path) -> context of bool   one flush of a bounce or trace log at a time
     quarantine(queue_id, src_queue, reason="") -> str   move to corrupt/ with a warning
     scan(queue_name) -> Iterator[(queue_id, path)]
     find(queue_id, queues=MESSAGE_QUEUES) -> (queue_name, path) | None
@@ -68,6 +69,7 @@ import pwd
 import re
 import stat
 import time
+from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from pymaster.mail import records
@@ -590,6 +592,30 @@ def _lock_reserved(path: str, wait: bool = True, empty: bool = False) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@contextmanager
+def flushing_log(path: str) -> Iterator[bool]:
+    """flushing_log - hold the bounce or trace log PATH for one flush: True
+    while it is there to flush, False when it is gone, also when another
+    flush removed it while this one waited for the lock.
+
+    A flush removes the log before it lets go, so a second request for the
+    same message (one that qmgr gave up on while the first still waited on
+    cleanup, and sent again) finds nothing and sends no second notice."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ELOOP):
+            raise
+        fd = -1
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd >= 0 and os.fstat(fd).st_nlink > 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def unlink_if_present(path: str) -> bool:

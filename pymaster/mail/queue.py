@@ -567,21 +567,12 @@ def _lock_reserved(path: str, wait: bool = True, empty: bool = False) -> int:
     """_lock_reserved - PATH opened and flocked while still linked and
     incomplete; -1 when it is not (or, without WAIT, when someone holds it).
     EMPTY: truncated as well, when it is not empty already."""
+    fd, st = _lock_linked(path, os.O_RDWR, wait)
+    if st is None:
+        return -1
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-    except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ELOOP):
-            return -1
-        raise
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return -1
-        st = os.fstat(fd)
-        # Unlinked while we waited for the lock, or committed: not ours.
-        if st.st_nlink == 0 or st.st_mode & stat.S_IXUSR or not stat.S_ISREG(st.st_mode):
+        # Committed, or not a plain file: not ours.
+        if st.st_mode & stat.S_IXUSR or not stat.S_ISREG(st.st_mode):
             os.close(fd)
             return -1
         # A reservation is empty unless a writer died mid-way: no ftruncate
@@ -594,6 +585,33 @@ def _lock_reserved(path: str, wait: bool = True, empty: bool = False) -> int:
     return fd
 
 
+def _lock_linked(path: str, mode: int,
+                 wait: bool = True) -> tuple[int, os.stat_result | None]:
+    """_lock_linked - PATH opened (MODE) and flocked while still linked:
+    (descriptor, its stat); (-1, None) when it is gone, unlinked while we
+    waited for the lock, or (without WAIT) held by someone else."""
+    try:
+        fd = os.open(path, mode | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ELOOP):
+            return -1, None
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return -1, None
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if st.st_nlink == 0:
+        os.close(fd)
+        return -1, None
+    return fd, st
+
+
 @contextmanager
 def flushing_log(path: str) -> Iterator[bool]:
     """flushing_log - hold the bounce or trace log PATH for one flush: True
@@ -603,16 +621,9 @@ def flushing_log(path: str) -> Iterator[bool]:
     A flush removes the log before it lets go, so a second request for the
     same message (one that qmgr gave up on while the first still waited on
     cleanup, and sent again) finds nothing and sends no second notice."""
+    fd, _ = _lock_linked(path, os.O_RDONLY)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as e:
-        if e.errno not in (errno.ENOENT, errno.ELOOP):
-            raise
-        fd = -1
-    try:
-        if fd >= 0:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd >= 0 and os.fstat(fd).st_nlink > 0
+        yield fd >= 0
     finally:
         if fd >= 0:
             os.close(fd)

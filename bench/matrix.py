@@ -118,6 +118,13 @@ class Run:
         cpu = self.usage.cpu_total if program is None else self.usage.cpu.get(program, 0.0)
         return cpu / max(self.delivered, 1) * 1000
 
+    def kernel_per_1000(self) -> float:
+        """kernel_per_1000 - the system part of cpu_per_1000()."""
+        return self.usage.kernel / max(self.delivered, 1) * 1000
+
+    def user_per_1000(self) -> float:
+        return self.cpu_per_1000() - self.kernel_per_1000()
+
 
 @dataclass
 class CellResult:

@@ -7,7 +7,8 @@ behind them (rounds, alternating order, medians); then the main table
 printed them.
 
 Interface: heading(rounds, quick) -> [line]; matrix_table(results) -> [line];
-           cpu_table(results) -> [line]; write(path, lines)
+           cpu_table(results) -> [line]; kernel_table(results) -> [line];
+           write(path, lines)
 """
 
 from __future__ import annotations
@@ -127,6 +128,23 @@ def cpu_table(results: list[CellResult]) -> list[str]:
             cols.append(", ".join(f"{p} {v:.2f}" for p, v in split[:TOP_PROGRAMS]
                                   if v >= 0.005) or "-")
         out.append(f"| {r.cell.label} | {cols[0]} | {cols[1]} |")
+    return out
+
+
+def kernel_table(results: list[CellResult]) -> list[str]:
+    """kernel_table - each tree's CPU per 1,000 messages split into user
+    (the programs' own code) and system (the kernel on their behalf)."""
+    out = ["CPU seconds per 1,000 messages, user and system apart (medians):", "",
+           "| cell | pymaster user | Postfix user | user ratio | pymaster system "
+           "| Postfix system | system ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        user = {m: r.median(m, lambda run: run.user_per_1000()) for m in ("pymaster", "postfix")}
+        kernel = {m: r.median(m, lambda run: run.kernel_per_1000())
+                  for m in ("pymaster", "postfix")}
+        out.append(f"| {r.cell.label} | {_fmt(user['pymaster'], '.2f')} "
+                   f"| {_fmt(user['postfix'], '.2f')} | {_ratio(user['pymaster'], user['postfix'])} "
+                   f"| {_fmt(kernel['pymaster'], '.2f')} | {_fmt(kernel['postfix'], '.2f')} "
+                   f"| {_ratio(kernel['pymaster'], kernel['postfix'])} |")
     return out
 
 

@@ -296,14 +296,15 @@ def bench_queue(args) -> list[str]:
 
 
 def bench_matrix(args) -> list[str]:
-    """bench_matrix - the main table and CPU by program, as markdown."""
+    """bench_matrix - the main table, CPU by program and user/system, as markdown."""
     from bench import matrix, report
     cells = matrix.QUICK if args.quick else matrix.FULL
     with tempfile.TemporaryDirectory(prefix="pmb-") as tmp:
         results = matrix.run(Path(tmp), cells, rounds=args.rounds, scale=args.scale,
                              postfix=not args.no_postfix,
                              progress=lambda line: print(line, file=sys.stderr, flush=True))
-    return report.matrix_table(results) + [""] + report.cpu_table(results)
+    return (report.matrix_table(results) + [""] + report.cpu_table(results) + [""]
+            + report.kernel_table(results))
 
 
 def bench_memory(args) -> list[str]:

@@ -2,7 +2,8 @@
 
 A Sampler watches the tree under one master process from start() to stop():
 
-  - CPU: user + system seconds of every process, by program. A program's
+  - CPU: user + system seconds of every process, by program, and the
+    system (kernel) seconds of the whole tree apart. A program's
     name is the last part of the first word of its title (`pymaster/smtpd`
     -> smtpd, Postfix's `smtpd -n smtp -t inet` -> smtpd, `master`).
     Processes are read every CPU_INTERVAL; a process that exits during the
@@ -15,7 +16,7 @@ A Sampler watches the tree under one master process from start() to stop():
     each sum is kept.
 
 Interface: Sampler(master_pid); .start(); .stop() -> Usage
-           Usage.cpu (program -> seconds), .peak_rss, .peak_pss (bytes)
+           Usage.cpu (program -> seconds), .kernel (seconds), .peak_rss, .peak_pss (bytes)
            tree_memory(master_pid, only=None) -> (processes, rss, pss)
            program_name(process) -> str
 """
@@ -36,6 +37,7 @@ class Usage:
     cpu: dict[str, float] = field(default_factory=dict)
     peak_rss: int = 0
     peak_pss: int = 0
+    kernel: float = 0.0          # the system part of cpu_total
 
     @property
     def cpu_total(self) -> float:
@@ -92,15 +94,15 @@ class Sampler:
         self.master = psutil.Process(master_pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._base: dict[int, float] = {}        # CPU of each process at start
-        self._seen: dict[int, tuple[str, float]] = {}   # program, CPU at the last sample
+        self._base: dict[int, tuple[float, float]] = {}   # CPU, system CPU of each process at start
+        self._seen: dict[int, tuple[str, float, float]] = {}   # program, CPU, system CPU at the last sample
         self._procs: dict[int, psutil.Process] = {}
         self.usage = Usage()
 
     def start(self) -> None:
         self._reaped0 = self._reaped()
         self._sample_cpu()
-        self._base = {pid: cpu for pid, (_, cpu) in self._seen.items()}
+        self._base = {pid: (cpu, system) for pid, (_, cpu, system) in self._seen.items()}
         self._thread.start()
 
     def stop(self) -> Usage:
@@ -109,6 +111,7 @@ class Sampler:
         self._sample_cpu()
         self._sample_memory()
         self.usage.cpu = self._cpu_by_program()
+        self.usage.kernel = self._kernel()
         return self.usage
 
     def _run(self) -> None:
@@ -120,9 +123,10 @@ class Sampler:
                 self._sample_memory()
             ticks += 1
 
-    def _reaped(self) -> float:
+    def _reaped(self) -> tuple[float, float]:
+        """_reaped - CPU and system CPU of the master's reaped children."""
         t = self.master.cpu_times()
-        return t.children_user + t.children_system
+        return t.children_user + t.children_system, t.children_system
 
     def _sample_cpu(self) -> None:
         self._alive: set[int] = set()
@@ -135,7 +139,7 @@ class Sampler:
                 continue
             # Read each time: a process just forked carries the interpreter's
             # name until it sets its title.
-            self._seen[proc.pid] = (program_name(proc), t.user + t.system)
+            self._seen[proc.pid] = (program_name(proc), t.user + t.system, t.system)
             self._alive.add(proc.pid)
 
     def _sample_memory(self) -> None:
@@ -146,19 +150,30 @@ class Sampler:
     def _cpu_by_program(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         exited: dict[str, float] = {}
-        exited_seen_total = 0.0             # lifetime CPU of exited processes, as last seen
-        for pid, (name, cpu) in self._seen.items():
-            used = cpu - self._base.get(pid, 0.0)
+        for pid, (name, cpu, _) in self._seen.items():
+            used = cpu - self._base.get(pid, (0.0, 0.0))[0]
             totals[name] = totals.get(name, 0.0) + used
             if pid not in self._alive:
                 exited[name] = exited.get(name, 0.0) + used
-                exited_seen_total += cpu
-        # The exited processes' whole lifetimes reached the reaped-children
-        # total; what the samples did not see of them is shared out.
-        unseen = max(0.0, self._reaped() - self._reaped0 - exited_seen_total)
+        unseen = self._unseen(0)
         seen = sum(exited.values())
         for name, used in exited.items():
             totals[name] += unseen * (used / seen if seen else 1 / len(exited))
         if unseen and not exited:
             totals["(exited)"] = unseen
         return {name: cpu for name, cpu in totals.items() if cpu > 0}
+
+    def _kernel(self) -> float:
+        """_kernel - system CPU of the tree: every process seen, and what
+        the exited ones used after their last sample."""
+        seen = sum(system - self._base.get(pid, (0.0, 0.0))[1]
+                   for pid, (_, _, system) in self._seen.items())
+        return seen + self._unseen(1)
+
+    def _unseen(self, part: int) -> float:
+        """_unseen - CPU (PART 0) or system CPU (PART 1) that processes used
+        after their last sample: the exited processes' whole lifetimes reached
+        the reaped-children total, and the samples saw only part of it."""
+        exited_seen = sum(figures[part + 1] for pid, figures in self._seen.items()
+                          if pid not in self._alive)
+        return max(0.0, self._reaped()[part] - self._reaped0[part] - exited_seen)

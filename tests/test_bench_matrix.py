@@ -67,6 +67,7 @@ def test_the_sampler_sees_a_busy_child_and_one_that_exited():
         assert parent.stdout.readline() == "done\n"     # the busy child has exited
         usage = sampler.stop()
         assert usage.cpu_total >= 0.4, usage.cpu
+        assert 0 < usage.kernel < usage.cpu_total      # the child's loop is mostly user time
         assert usage.peak_rss > 0 and usage.peak_pss > 0
         assert tree_memory(parent.pid)[0] == 1
     finally:
@@ -78,10 +79,13 @@ def test_the_report_renders_medians_and_ratios():
     cell = Cell("discard", 1024, 10, 1)
     result = CellResult(cell, 100)
     for mta, seconds in (("pymaster", 2.0), ("postfix", 1.0)):
-        result.runs[mta] = [Run(100, 100, seconds * k, Usage({"smtpd": 0.1 * k}, 2 << 20, 1 << 20))
+        result.runs[mta] = [Run(100, 100, seconds * k,
+                                Usage({"smtpd": 0.1 * k}, 2 << 20, 1 << 20, kernel=0.025 * k * seconds))
                             for k in (1, 2, 3)]
     table = report.matrix_table([result])
     assert table[2] == ("| discard | 1 KB | 10 | 1 | 100 | 25 | 50 | 0.50 | 2.00 | 2.00 | 1.00 "
                         "| 2 / 1 | 2 / 1 |")
     assert "smtpd 2.00" in report.cpu_table([result])[-1]
+    assert report.kernel_table([result])[-1] == ("| discard 1 KB, 10 session(s), 1/conn "
+                                                 "| 1.00 | 1.50 | 0.67 | 1.00 | 0.50 | 2.00 |")
     assert report.heading(3, quick=True)[0] == "# pymaster benchmark (quick)"

@@ -142,7 +142,8 @@ def kernel_table(results: list[CellResult]) -> list[str]:
         kernel = {m: r.median(m, lambda run: run.kernel_per_1000())
                   for m in ("pymaster", "postfix")}
         out.append(f"| {r.cell.label} | {_fmt(user['pymaster'], '.2f')} "
-                   f"| {_fmt(user['postfix'], '.2f')} | {_ratio(user['pymaster'], user['postfix'])} "
+                   f"| {_fmt(user['postfix'], '.2f')} "
+                   f"| {_ratio(user['pymaster'], user['postfix'])} "
                    f"| {_fmt(kernel['pymaster'], '.2f')} | {_fmt(kernel['postfix'], '.2f')} "
                    f"| {_ratio(kernel['pymaster'], kernel['postfix'])} |")
     return out

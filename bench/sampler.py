@@ -94,8 +94,10 @@ class Sampler:
         self.master = psutil.Process(master_pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._base: dict[int, tuple[float, float]] = {}   # CPU, system CPU of each process at start
-        self._seen: dict[int, tuple[str, float, float]] = {}   # program, CPU, system CPU at the last sample
+        # Of each process: CPU and system CPU at start; program, CPU and
+        # system CPU at the last sample.
+        self._base: dict[int, tuple[float, float]] = {}
+        self._seen: dict[int, tuple[str, float, float]] = {}
         self._procs: dict[int, psutil.Process] = {}
         self.usage = Usage()
 

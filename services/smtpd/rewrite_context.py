@@ -34,6 +34,7 @@ LOCAL = "local"
 REMOTE = "remote"
 _REFUSING = ("REJECT", "DEFER", "DUNNO", "4", "5")
 
+
 def learn_interface_addresses(cfg: Config) -> None:
     """learn_interface_addresses - this host's addresses, looked up once."""
     _interface_addresses(cfg)

@@ -112,8 +112,9 @@ class Sampler:
         self._thread.join()
         self._sample_cpu()
         self._sample_memory()
-        self.usage.cpu = self._cpu_by_program()
-        self.usage.kernel = self._kernel()
+        unseen_cpu, unseen_system = self._unseen()
+        self.usage.cpu = self._cpu_by_program(unseen_cpu)
+        self.usage.kernel = self._kernel(unseen_system)
         return self.usage
 
     def _run(self) -> None:
@@ -149,7 +150,9 @@ class Sampler:
         self.usage.peak_rss = max(self.usage.peak_rss, rss)
         self.usage.peak_pss = max(self.usage.peak_pss, pss)
 
-    def _cpu_by_program(self) -> dict[str, float]:
+    def _cpu_by_program(self, unseen: float) -> dict[str, float]:
+        """_cpu_by_program - CPU by program; UNSEEN (what exited processes
+        used after their last sample) shared out over the exited ones."""
         totals: dict[str, float] = {}
         exited: dict[str, float] = {}
         for pid, (name, cpu, _) in self._seen.items():
@@ -157,7 +160,6 @@ class Sampler:
             totals[name] = totals.get(name, 0.0) + used
             if pid not in self._alive:
                 exited[name] = exited.get(name, 0.0) + used
-        unseen = self._unseen(0)
         seen = sum(exited.values())
         for name, used in exited.items():
             totals[name] += unseen * (used / seen if seen else 1 / len(exited))
@@ -165,17 +167,18 @@ class Sampler:
             totals["(exited)"] = unseen
         return {name: cpu for name, cpu in totals.items() if cpu > 0}
 
-    def _kernel(self) -> float:
-        """_kernel - system CPU of the tree: every process seen, and what
-        the exited ones used after their last sample."""
-        seen = sum(system - self._base.get(pid, (0.0, 0.0))[1]
-                   for pid, (_, _, system) in self._seen.items())
-        return seen + self._unseen(1)
+    def _kernel(self, unseen: float) -> float:
+        """_kernel - system CPU of the tree: every process seen, and UNSEEN."""
+        return unseen + sum(system - self._base.get(pid, (0.0, 0.0))[1]
+                            for pid, (_, _, system) in self._seen.items())
 
-    def _unseen(self, part: int) -> float:
-        """_unseen - CPU (PART 0) or system CPU (PART 1) that processes used
-        after their last sample: the exited processes' whole lifetimes reached
-        the reaped-children total, and the samples saw only part of it."""
-        exited_seen = sum(figures[part + 1] for pid, figures in self._seen.items()
-                          if pid not in self._alive)
-        return max(0.0, self._reaped()[part] - self._reaped0[part] - exited_seen)
+    def _unseen(self) -> tuple[float, float]:
+        """_unseen - CPU and system CPU that processes used after their last
+        sample: the exited processes' whole lifetimes reached the master's
+        reaped-children totals (read once, so that both agree), and the
+        samples saw only part of them."""
+        reaped_cpu, reaped_system = self._reaped()
+        exited = [(cpu, system) for pid, (_, cpu, system) in self._seen.items()
+                  if pid not in self._alive]
+        return (max(0.0, reaped_cpu - self._reaped0[0] - sum(cpu for cpu, _ in exited)),
+                max(0.0, reaped_system - self._reaped0[1] - sum(system for _, system in exited)))
